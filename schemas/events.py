@@ -1,0 +1,304 @@
+"""Events: immutable, past-tense facts. Every event carries `event_id` and UTC-aware datetimes.
+
+Compatibility rule within a topic's major version (`.v1`): only add fields, and only with defaults.
+`schemas/snapshots/*.json` hold the committed JSON Schemas; tests/test_schema_compat.py fails on
+any other change. Unknown fields are ignored on read so older consumers accept newer producers.
+
+>>> from datetime import datetime, UTC
+>>> from schemas.offers import OfferKey, Market
+>>> o = OfferKey(provider="gcp", region="us-central1", instance_type="g2-standard-4",
+...              gpu_model="L4", gpus_per_instance=1, market=Market.ON_DEMAND)
+>>> t = datetime(2025, 1, 1, tzinfo=UTC)
+>>> e = PriceObserved(event_id="e1", offer=o, usd_per_hour=0.7, quoted_at=t, observed_at=t, source="test")
+>>> PriceObserved.model_validate_json(e.model_dump_json()) == e
+True
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+
+from schemas.gpus import GPU_CATALOGUE
+from schemas.offers import OfferKey
+
+
+def _to_utc(v: datetime) -> datetime:
+    return v.astimezone(UTC)
+
+
+UtcDatetime = Annotated[AwareDatetime, AfterValidator(_to_utc)]
+
+
+def _finite(v: float) -> float:
+    if not math.isfinite(v):
+        raise ValueError("must be a finite number")
+    return v
+
+
+FiniteFloat = Annotated[float, AfterValidator(_finite)]
+
+
+def deterministic_id(*parts: object) -> str:
+    """A stable id from the parts that define an event (same inputs, same id).
+
+    >>> deterministic_id("a", 1) == deterministic_id("a", 1)
+    True
+    """
+    h = hashlib.blake2b("\x1f".join(map(str, parts)).encode(), digest_size=16)
+    return h.hexdigest()
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Event(BaseModel):
+    """Base of every event on a topic."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    event_id: str = Field(min_length=1, max_length=128)
+
+
+# --- market -------------------------------------------------------------------------------------
+
+
+class PriceObserved(Event):
+    """A provider quoted a price for an offer (whole instance, USD per hour)."""
+
+    event_type: Literal["PriceObserved"] = "PriceObserved"
+    offer: OfferKey
+    usd_per_hour: FiniteFloat = Field(gt=0, lt=10_000)
+    quoted_at: UtcDatetime = Field(description="when the provider's quote took effect")
+    observed_at: UtcDatetime = Field(description="when we saw it (staleness = now - quoted_at)")
+    source: str = Field(max_length=200, description="where the value came from, and how it was derived")
+
+    @property
+    def usd_per_gpu_hour(self) -> float:
+        return self.usd_per_hour / self.offer.gpus_per_instance
+
+
+class CapacityObserved(Event):
+    """Whether (and how much) capacity an offer had at a moment."""
+
+    event_type: Literal["CapacityObserved"] = "CapacityObserved"
+    offer: OfferKey
+    available: bool
+    available_instances: int | None = Field(default=None, ge=0, description="None when unknown")
+    capacity_score: FiniteFloat | None = Field(default=None, ge=0, le=1, description="0..1, e.g. AWS placement score / 10")
+    quoted_at: UtcDatetime
+    observed_at: UtcDatetime
+    source: str = Field(max_length=200)
+
+
+class InterruptionKind(StrEnum):
+    PREEMPTED = "preempted"        # an instance was reclaimed
+    WARNING = "warning"            # a reclaim notice (e.g. AWS 2-minute warning)
+    FREQUENCY = "frequency"        # a published interruption-frequency estimate
+
+
+class InterruptionObserved(Event):
+    """An interruption happened, was announced, or its frequency was published."""
+
+    event_type: Literal["InterruptionObserved"] = "InterruptionObserved"
+    offer: OfferKey
+    kind: InterruptionKind
+    interruption_probability_per_hour: FiniteFloat | None = Field(default=None, ge=0, le=1)
+    frequency_band: int | None = Field(default=None, ge=0, le=4, description="AWS Spot Advisor band 0..4")
+    instance_id: str | None = Field(default=None, max_length=128)
+    occurred_at: UtcDatetime
+    observed_at: UtcDatetime
+    source: str = Field(max_length=200)
+
+
+# --- workloads ----------------------------------------------------------------------------------
+
+
+class WorkloadSpec(BaseModel):
+    """What a team needs. GPU counts are totals across instances; whole instances only."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    workload_id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,127}$")
+    gpu_throughput: dict[str, FiniteFloat] = Field(
+        min_length=1, description="acceptable canonical GPU model -> relative throughput per GPU"
+    )
+    min_gpus: int = Field(ge=1, le=4096)
+    max_gpus: int = Field(ge=1, le=4096)
+    budget_usd_per_hour: FiniteFloat = Field(gt=0)
+    max_spot_share: FiniteFloat = Field(default=1.0, ge=0, le=1, description="share of GPUs on spot")
+    restart_overhead_h: FiniteFloat = Field(default=0.25, ge=0, description="work lost per interruption, hours")
+    same_region: bool = Field(default=False, description="all instances in one region (co-location)")
+    priority: int = Field(default=1, ge=1, le=10)
+    home_provider: str | None = None
+    allowed_providers: list[str] | None = Field(default=None, description="None = any provider")
+
+    @field_validator("gpu_throughput")
+    @classmethod
+    def _known_models(cls, v: dict[str, float]) -> dict[str, float]:
+        unknown = sorted(set(v) - set(GPU_CATALOGUE))
+        if unknown:
+            raise ValueError(f"unknown GPU models {unknown}")
+        if any(t <= 0 for t in v.values()):
+            raise ValueError("throughput must be > 0")
+        return v
+
+    @field_validator("max_gpus")
+    @classmethod
+    def _max_ge_min(cls, v: int, info: Any) -> int:
+        lo = info.data.get("min_gpus")
+        if lo is not None and v < lo:
+            raise ValueError(f"max_gpus {v} < min_gpus {lo}")
+        return v
+
+
+class WorkloadRequested(Event):
+    """A workload was submitted or changed (same workload_id replaces the previous spec)."""
+
+    event_type: Literal["WorkloadRequested"] = "WorkloadRequested"
+    spec: WorkloadSpec
+    requested_at: UtcDatetime
+
+
+class WorkloadCancelled(Event):
+    event_type: Literal["WorkloadCancelled"] = "WorkloadCancelled"
+    workload_id: str = Field(min_length=1, max_length=128)
+    cancelled_at: UtcDatetime
+    reason: str = ""
+
+
+# --- decisions ----------------------------------------------------------------------------------
+
+
+class Assignment(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    workload_id: str
+    offer: OfferKey
+    instances: int = Field(ge=1)
+    usd_per_hour: FiniteFloat = Field(ge=0, description="instances x offer price")
+
+
+class ChangeAction(StrEnum):
+    LAUNCH = "launch"
+    TERMINATE = "terminate"
+    MIGRATE = "migrate"
+    RESIZE = "resize"
+
+
+class PlanChange(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    action: ChangeAction
+    workload_id: str
+    from_offer: OfferKey | None = None
+    to_offer: OfferKey | None = None
+    instances: int = Field(default=0, ge=0)
+
+
+class WorkloadExplanation(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    workload_id: str
+    chosen: list[str] = Field(default_factory=list, description="offer keys")
+    usd_per_hour: FiniteFloat = 0.0
+    runner_up: str | None = None
+    runner_up_delta_usd_per_hour: FiniteFloat | None = None
+    binding_constraints: list[str] = Field(default_factory=list)
+    reduced_costs: dict[str, FiniteFloat] = Field(default_factory=dict)
+    duals: dict[str, FiniteFloat] = Field(default_factory=dict)
+    infeasible_reason: str | None = None
+
+
+class AllocationDecided(Event):
+    """A new plan for some workloads. `event_id` is deterministic: re-deciding the same inputs
+    yields the same id, so downstream consumers drop duplicates."""
+
+    event_type: Literal["AllocationDecided"] = "AllocationDecided"
+    decided_at: UtcDatetime
+    workload_ids: list[str]
+    assignments: list[Assignment]
+    changes: list[PlanChange] = Field(default_factory=list)
+    reason: str = Field(max_length=500)
+    trigger_event_ids: list[str] = Field(default_factory=list)
+    quote_age_s: dict[str, FiniteFloat] = Field(default_factory=dict, description="offer key -> age used")
+    latency_ms: FiniteFloat | None = Field(default=None, description="trigger observed -> decision")
+    total_usd_per_hour: FiniteFloat = 0.0
+    explanations: list[WorkloadExplanation] = Field(default_factory=list)
+    solver: str = "unknown"
+
+
+class PriceForecasted(Event):
+    event_type: Literal["PriceForecasted"] = "PriceForecasted"
+    offer: OfferKey
+    forecast_at: UtcDatetime
+    horizon_s: int = Field(gt=0)
+    usd_per_hour: FiniteFloat
+    interruption_probability_next_hour: FiniteFloat | None = Field(default=None, ge=0, le=1)
+    model: str
+    mae_model: FiniteFloat | None = None
+    mae_naive: FiniteFloat | None = None
+    n_scored: int = 0
+
+
+class AlertRaised(Event):
+    event_type: Literal["AlertRaised"] = "AlertRaised"
+    rule: str
+    severity: Literal["info", "warning", "critical"] = "info"
+    message: str = Field(max_length=2000)
+    raised_at: UtcDatetime
+    offer: OfferKey | None = None
+    workload_id: str | None = None
+    value: FiniteFloat | None = None
+    threshold: FiniteFloat | None = None
+
+
+class DeadLettered(Event):
+    """An input that failed validation, with the reason and the original bytes (base64)."""
+
+    event_type: Literal["DeadLettered"] = "DeadLettered"
+    source_topic: str
+    source_partition: int | None = None
+    source_offset: int | None = None
+    stage: str = Field(description="which component rejected it, e.g. streams.validate")
+    reason: str = Field(max_length=4000)
+    original_b64: str
+    dead_lettered_at: UtcDatetime
+
+
+EVENT_TYPES: dict[str, type[Event]] = {
+    cls.__name__: cls
+    for cls in (PriceObserved, CapacityObserved, InterruptionObserved, WorkloadRequested, WorkloadCancelled,
+                AllocationDecided, PriceForecasted, AlertRaised, DeadLettered)
+}
+
+
+def decode_event(raw: bytes | str, expected: tuple[type[Event], ...] | None = None) -> Event:
+    """Parse one JSON event, dispatching on `event_type`. Raises ValueError with a clear reason.
+
+    >>> decode_event(b'{"event_type": "Nope", "event_id": "x"}')
+    Traceback (most recent call last):
+    ...
+    ValueError: unknown event_type 'Nope'
+    """
+    import json
+
+    try:
+        obj = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValueError(f"not JSON: {exc}") from None
+    if not isinstance(obj, dict):
+        raise ValueError("event must be a JSON object")
+    et = obj.get("event_type")
+    cls = EVENT_TYPES.get(et) if isinstance(et, str) else None
+    if cls is None:
+        raise ValueError(f"unknown event_type {et!r}")
+    if expected is not None and cls not in expected:
+        raise ValueError(f"event_type {et!r} not allowed here")
+    return cls.model_validate(obj)

@@ -1,0 +1,88 @@
+"""What crosses the boundary between the streaming core and an allocation engine.
+
+`streams` builds `OfferQuote`s from its tables and calls an `AllocationEngine` that the wiring point
+(`cloudarb.app`) injects; `solvers` implements it. Neither imports the other: both import this module.
+
+These are plain frozen dataclasses (not pydantic) because engines receive tens of thousands of them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from schemas.events import Assignment, WorkloadExplanation, WorkloadSpec
+from schemas.offers import Market, OfferKey
+
+
+@dataclass(frozen=True, slots=True)
+class OfferQuote:
+    """The market's current view of one offer, as an engine needs it."""
+
+    offer: OfferKey
+    usd_per_hour: float                       # whole instance
+    forecast_usd_per_hour: float | None = None  # at the planning horizon; None = use usd_per_hour
+    available: bool = True
+    capacity_instances: int | None = None     # None = unknown (treated as unbounded)
+    interruption_probability_per_hour: float = 0.0
+    quote_age_s: float = 0.0
+
+    @property
+    def key(self) -> str:
+        return self.offer.key
+
+    @property
+    def is_spot(self) -> bool:
+        return self.offer.market is Market.SPOT
+
+    @property
+    def planning_usd_per_hour(self) -> float:
+        return self.usd_per_hour if self.forecast_usd_per_hour is None else self.forecast_usd_per_hour
+
+
+@dataclass(frozen=True, slots=True)
+class InfeasibilityReport:
+    """Why a workload could not be placed, and by how much (never an exception)."""
+
+    workload_id: str
+    reason: str                               # human sentence, e.g. "budget $40.00/h below cheapest feasible $52.00/h"
+    constraint: str                           # "budget" | "gpu_count" | "capacity" | "spot_share" | "co_location" | "no_offer"
+    shortfall: float | None = None            # in the constraint's unit (USD/h for budget, GPUs for counts)
+
+
+@dataclass(frozen=True, slots=True)
+class SolveResult:
+    assignments: tuple[Assignment, ...]
+    explanations: Mapping[str, WorkloadExplanation] = field(default_factory=dict)
+    infeasible: tuple[InfeasibilityReport, ...] = ()
+    objective: float = 0.0
+    lower_bound: float | None = None
+    solver: str = "unknown"
+    solve_ms: float = 0.0
+
+    def plan(self) -> dict[str, list[Assignment]]:
+        out: dict[str, list[Assignment]] = {}
+        for a in self.assignments:
+            out.setdefault(a.workload_id, []).append(a)
+        return out
+
+
+class AllocationEngine(Protocol):
+    """A stateful engine: keep its model alive between calls, re-solve incrementally."""
+
+    name: str
+
+    def upsert_offers(self, quotes: Sequence[OfferQuote]) -> None: ...
+
+    def remove_offers(self, keys: Collection[str]) -> None: ...
+
+    def upsert_workload(self, spec: WorkloadSpec) -> None: ...
+
+    def remove_workload(self, workload_id: str) -> None: ...
+
+    def set_current_plan(self, assignments: Sequence[Assignment]) -> None:
+        """Restore the plan in force (after a restart) so migration costs are charged against it."""
+
+    def solve(self, workload_ids: Collection[str] | None = None) -> SolveResult:
+        """Re-decide the given workloads (None = all) and adopt the result as the current plan."""

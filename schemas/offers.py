@@ -1,0 +1,79 @@
+"""Offer identity: what exactly is being priced.
+
+>>> k = OfferKey(provider="gcp", region="us-central1", zone="", instance_type="a2-highgpu-1g",
+...              gpu_model="A100-40GB", gpus_per_instance=1, market=Market.SPOT)
+>>> k.key
+'gcp|us-central1||a2-highgpu-1g|A100-40GB|1|spot'
+>>> OfferKey.from_key(k.key) == k
+True
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from functools import cached_property
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from schemas.gpus import GPU_CATALOGUE
+
+
+class Market(StrEnum):
+    ON_DEMAND = "on_demand"
+    SPOT = "spot"
+
+
+# Providers the pipeline knows. Hyperscalers, GPU clouds, and the neocloud providers seen in the
+# recorded tracker data. A provider outside this set is rejected by validation (streams/validate).
+KNOWN_PROVIDERS: frozenset[str] = frozenset(
+    {
+        "aws", "gcp", "azure", "lambda", "runpod", "vastai",
+        "lambdalabs", "hyperstack", "nebius", "datacrunch", "massedcompute", "vultr", "crusoecloud",
+        "oblivus", "latitude", "primecompute", "dc_roan", "dc_wildebeest", "dc_gnu",
+        "neocloud",
+    }
+)
+
+_NAME = r"^[a-z0-9][a-z0-9_.\-]*$"
+
+
+class OfferKey(BaseModel):
+    """One rentable thing: a machine shape in one place in one market."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    provider: str = Field(pattern=_NAME, max_length=40)
+    region: str = Field(pattern=_NAME, max_length=64)
+    zone: str = Field(default="", max_length=64, description="'' when the quote is region-wide")
+    instance_type: str = Field(min_length=1, max_length=96)
+    gpu_model: str = Field(description="canonical name from schemas.gpus.GPU_CATALOGUE")
+    gpus_per_instance: int = Field(ge=1, le=1024)
+    market: Market
+
+    @field_validator("gpu_model")
+    @classmethod
+    def _known_gpu(cls, v: str) -> str:
+        if v not in GPU_CATALOGUE:
+            raise ValueError(f"unknown GPU model {v!r}; canonical names: {sorted(GPU_CATALOGUE)}")
+        return v
+
+    @field_validator("instance_type", "zone")
+    @classmethod
+    def _no_separator(cls, v: str) -> str:
+        if "|" in v:
+            raise ValueError("'|' is reserved as the offer-key separator")
+        return v
+
+    @cached_property
+    def key(self) -> str:
+        """Stable string form, used as the Kafka message key and table key."""
+        return "|".join(
+            (self.provider, self.region, self.zone, self.instance_type, self.gpu_model,
+             str(self.gpus_per_instance), self.market.value)
+        )
+
+    @classmethod
+    def from_key(cls, key: str) -> OfferKey:
+        provider, region, zone, instance_type, gpu, n, market = key.split("|")
+        return cls(provider=provider, region=region, zone=zone, instance_type=instance_type,
+                   gpu_model=gpu, gpus_per_instance=int(n), market=Market(market))
