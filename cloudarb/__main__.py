@@ -1,0 +1,5 @@
+import sys
+
+from cloudarb.cli import main
+
+sys.exit(main())

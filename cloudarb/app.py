@@ -1,0 +1,41 @@
+"""The wiring point: the only module that joins connectors, streams, solvers and outputs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from schemas.events import WorkloadRequested, WorkloadSpec, deterministic_id, utcnow
+from schemas.market import AllocationEngine
+
+
+def engine_factory(name: str) -> Callable[[], AllocationEngine]:
+    """Engine by name: 'greedy' (cheapest feasible) or 'portfolio' (the OR-Tools engine)."""
+    import solvers
+
+    if name == "greedy":
+        return solvers.GreedyEngine
+    factory = getattr(solvers, "PortfolioEngine", None)
+    if name == "portfolio" and factory is not None:
+        return factory  # type: ignore[no-any-return]
+    raise ValueError(f"unknown engine {name!r}; available: greedy" + (", portfolio" if factory else ""))
+
+
+def create_streams_app(bootstrap: str, app_id: str = "cloudarb", engine: str = "greedy", **kw: Any) -> Any:
+    from streams.app import StreamsConfig, create_app
+
+    return create_app(StreamsConfig(broker=f"kafka://{bootstrap}", app_id=app_id, **kw), engine_factory(engine))
+
+
+def load_workloads(path: Path) -> list[WorkloadSpec]:
+    doc = yaml.safe_load(path.read_text())
+    return [WorkloadSpec.model_validate(w) for w in doc["workloads"]]
+
+
+def workload_events(specs: list[WorkloadSpec]) -> list[WorkloadRequested]:
+    now = utcnow()
+    return [WorkloadRequested(event_id=deterministic_id("workload", s.model_dump_json()), spec=s, requested_at=now)
+            for s in specs]

@@ -1,0 +1,141 @@
+"""`cloudarb` command line: demo, worker, replay, sink, kafka.
+
+Set-up problems (no Java, port in use, broker down) print one line saying what to do and exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from cloudarb.kafka_local import KafkaSetupError
+from cloudarb.settings import Settings
+
+
+def _bootstrap_or_die(s: Settings) -> str:
+    if not s.kafka_bootstrap_servers:
+        raise KafkaSetupError("KAFKA_BOOTSTRAP_SERVERS is not set: start a broker with `cloudarb kafka start` "
+                              "or run `cloudarb demo`, which starts one")
+    return s.kafka_bootstrap_servers
+
+
+def cmd_worker(args: argparse.Namespace, s: Settings) -> int:
+    import faust
+
+    from cloudarb.app import create_streams_app
+
+    app = create_streams_app(_bootstrap_or_die(s), app_id=s.cloudarb_app_id, engine=args.engine or s.cloudarb_engine)
+    worker = faust.Worker(app, loglevel=args.loglevel, quiet=True)
+    worker.execute_from_commandline()
+    return 0
+
+
+def cmd_replay(args: argparse.Namespace, s: Settings) -> int:
+    from cloudarb.pipeline import replay_to_kafka
+
+    n = replay_to_kafka(_bootstrap_or_die(s), Path(args.data or s.cloudarb_data_dir), speed=args.speed,
+                        datasets=args.dataset or None)
+    print(f"published {n} events")
+    return 0
+
+
+def cmd_sink(args: argparse.Namespace, s: Settings) -> int:
+    import threading
+
+    from outputs.clickhouse import apply_ddl, get_client
+    from outputs.sink import ClickHouseWriter, run_sink
+
+    client = get_client(s.clickhouse_url, s.chdb_path)
+    apply_ddl(client, s.clickhouse_db)
+    stats = run_sink(_bootstrap_or_die(s), ClickHouseWriter(client, s.clickhouse_db), threading.Event(),
+                     idle_exit_s=args.idle_exit_s)
+    print(f"sink: consumed {stats.consumed}, written {stats.written}, duplicates {stats.duplicates}, "
+          f"undecodable {stats.undecodable}")
+    return 0
+
+
+def cmd_kafka(args: argparse.Namespace, s: Settings) -> int:
+    from cloudarb.kafka_local import LocalKafka, fetch_jars
+
+    if args.action == "fetch":
+        print(fetch_jars())
+        return 0
+    broker = LocalKafka(s.kafka_data_dir, port=args.port)
+    if args.action == "wipe":
+        broker.wipe()
+        return 0
+    broker.start()
+    broker.ensure_topics()
+    print(f"Kafka ready at {broker.bootstrap} (data in {broker.data_dir}); Ctrl-C stops it")
+    try:
+        assert broker.proc is not None
+        broker.proc.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        broker.stop()
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace, s: Settings) -> int:
+    from cloudarb.demo import run_demo
+
+    return run_demo(s, data_dir=Path(args.data) if args.data else None, speed=args.speed,
+                    keep=args.keep, kafka_port=args.kafka_port, timeout_s=args.timeout_s)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="cloudarb", description=__doc__)
+    p.add_argument("-v", "--verbose", action="store_true")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    d = sub.add_parser("demo", help="run the whole pipeline locally on recorded data, print a summary")
+    d.add_argument("--data", help="data folder (default: data/sample; try ../shared/data)")
+    d.add_argument("--speed", type=float, default=0.0, help="×N real time; 0 = as fast as possible")
+    d.add_argument("--keep", action="store_true", help="keep state from the previous run (default: wipe)")
+    d.add_argument("--kafka-port", type=int, default=None)
+    d.add_argument("--timeout-s", type=float, default=600.0)
+    d.set_defaults(func=cmd_demo)
+
+    w = sub.add_parser("worker", help="run the Faust streaming worker")
+    w.add_argument("--engine", choices=["greedy", "portfolio"], default=None)
+    w.add_argument("--loglevel", default="warning")
+    w.set_defaults(func=cmd_worker)
+
+    r = sub.add_parser("replay", help="publish recorded market data to Kafka")
+    r.add_argument("--data")
+    r.add_argument("--dataset", action="append")
+    r.add_argument("--speed", type=float, default=0.0)
+    r.set_defaults(func=cmd_replay)
+
+    k = sub.add_parser("sink", help="write topics to ClickHouse")
+    k.add_argument("--idle-exit-s", type=float, default=None)
+    k.set_defaults(func=cmd_sink)
+
+    kf = sub.add_parser("kafka", help="the local Kafka broker")
+    kf.add_argument("action", choices=["start", "fetch", "wipe"])
+    kf.add_argument("--port", type=int, default=9092)
+    kf.set_defaults(func=cmd_kafka)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args, Settings()))
+    except KafkaSetupError as exc:
+        print(f"cloudarb: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    sys.exit(main())

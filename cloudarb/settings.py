@@ -1,0 +1,32 @@
+"""Runtime settings from the environment (pydantic-settings). The same variables drive the local
+run, docker-compose and a user's own infrastructure."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="", extra="ignore", case_sensitive=False)
+
+    kafka_bootstrap_servers: str | None = Field(default=None, description="unset = start the local broker")
+    clickhouse_url: str | None = Field(default=None, description="unset = embedded chdb")
+    cloudarb_home: Path = Field(default=ROOT / "var", description="state: chdb, local broker data")
+    cloudarb_app_id: str = "cloudarb"
+    cloudarb_engine: str = Field(default="greedy", description="greedy | portfolio")
+    cloudarb_data_dir: Path = Field(default=ROOT / "data" / "sample")
+    cloudarb_workloads_file: Path = Field(default=ROOT / "examples" / "workloads.yaml")
+    clickhouse_db: str = "cloudarb"
+
+    @property
+    def chdb_path(self) -> Path:
+        return self.cloudarb_home / "chdb"
+
+    @property
+    def kafka_data_dir(self) -> Path:
+        return self.cloudarb_home / "kafka"

@@ -1,0 +1,100 @@
+"""Publishing events to Kafka (confluent-kafka, idempotent producer, keyed by offer/workload/event id)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from schemas.events import (
+    AlertRaised,
+    AllocationDecided,
+    CapacityObserved,
+    DeadLettered,
+    Event,
+    InterruptionObserved,
+    PriceForecasted,
+    PriceObserved,
+    WorkloadCancelled,
+    WorkloadRequested,
+)
+from schemas.topics import TOPICS
+
+log = logging.getLogger(__name__)
+
+_TOPIC_OF: dict[type[Event], str] = {ev: spec.name for spec in TOPICS.values() for ev in spec.events}
+
+
+def topic_for(event: Event) -> str:
+    return _TOPIC_OF[type(event)]
+
+
+def key_for(event: Event) -> str:
+    """The partitioning key: offer key for market events, workload id for workloads, else the event id."""
+    if isinstance(event, PriceObserved | CapacityObserved | InterruptionObserved | PriceForecasted):
+        return event.offer.key
+    if isinstance(event, WorkloadRequested):
+        return event.spec.workload_id
+    if isinstance(event, WorkloadCancelled):
+        return event.workload_id
+    if isinstance(event, AllocationDecided | AlertRaised | DeadLettered):
+        return event.event_id
+    return event.event_id
+
+
+@dataclass
+class KafkaPublisher:
+    """Thin wrapper over confluent_kafka.Producer. `publish()` is non-blocking; `flush()` waits.
+
+    Delivery failures are counted in `failed` (and logged), never raised from the callback.
+    """
+
+    bootstrap: str
+    extra: dict[str, Any] = field(default_factory=dict)
+    delivered: int = 0
+    failed: int = 0
+
+    def __post_init__(self) -> None:
+        from confluent_kafka import Producer
+
+        conf = {
+            "bootstrap.servers": self.bootstrap,
+            "enable.idempotence": True,
+            "acks": "all",
+            "linger.ms": 5,
+            "compression.type": "lz4",
+            "queue.buffering.max.messages": 500_000,
+        }
+        conf.update(self.extra)
+        self._producer = Producer(conf)
+
+    def _on_delivery(self, err: Any, msg: Any) -> None:
+        if err is not None:
+            self.failed += 1
+            log.error("delivery to %s failed: %s", msg.topic(), err)
+        else:
+            self.delivered += 1
+
+    def publish_raw(self, topic: str, key: str | bytes | None, value: bytes) -> None:
+        while True:
+            try:
+                self._producer.produce(topic, value=value, key=key, on_delivery=self._on_delivery)
+                break
+            except BufferError:
+                self._producer.poll(0.05)
+        self._producer.poll(0)
+
+    def publish(self, event: Event, topic: str | None = None) -> None:
+        self.publish_raw(topic or topic_for(event), key_for(event), event.model_dump_json().encode())
+
+    def publish_all(self, events: Iterable[Event]) -> int:
+        n = 0
+        for e in events:
+            self.publish(e)
+            n += 1
+        return n
+
+    def flush(self, timeout_s: float = 30.0) -> int:
+        """Wait for outstanding deliveries; returns how many are still pending."""
+        return int(self._producer.flush(timeout_s))

@@ -1,0 +1,366 @@
+"""The frozen problem instance (numpy arrays) and `evaluate`, the independent checker of a plan.
+
+An `Instance` is data only: offers, workloads, the plan in force and the engine parameters, as
+arrays built once from `OfferQuote`s and `WorkloadSpec`s. Model building (solvers/portfolio.py)
+reads it and never mutates it; price events produce a new Instance with copied arrays
+(`with_offer_updates`, microseconds at 10k offers).
+
+`evaluate(instance, plan)` re-checks every hard constraint from scratch (GPU counts, whole
+instances, accepted GPU models and providers, availability, capacity, budget, spot share,
+co-location) and prices the plan with the same objective the engine optimises. It shares no code
+with the solver's constraint rows, so it is a real cross-check (used by the engine before
+returning a plan and by the property tests).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import numpy.typing as npt
+
+from schemas.events import Assignment, WorkloadSpec
+from schemas.gpus import GPU_CATALOGUE
+from schemas.market import OfferQuote
+from schemas.offers import OfferKey
+
+F64 = npt.NDArray[np.float64]
+I64 = npt.NDArray[np.int64]
+B8 = npt.NDArray[np.bool_]
+
+MODELS: tuple[str, ...] = tuple(GPU_CATALOGUE)
+MODEL_INDEX: dict[str, int] = {m: i for i, m in enumerate(MODELS)}
+EPS = 1e-6
+
+
+@dataclass(frozen=True, slots=True)
+class EngineParams:
+    """Knobs of the portfolio objective (see the model comment in solvers/portfolio.py)."""
+
+    risk_lambda: float = 1.0                        # weight of risk (interruption + concentration + migration)
+    concentration_cap: float = 0.5                  # share of portfolio GPUs per (provider, region, market)
+    concentration_penalty_usd_per_gpu_hour: float = 0.10  # per GPU above the cap (soft cap)
+    migration_threshold_usd_per_hour: float = 0.50  # never move a workload to save less than this ...
+    migration_threshold_fraction: float = 0.05      # ... or this share of its current cost, whichever larger
+    unplaced_penalty_usd_per_hour: float = 1000.0   # per unit priority, on top of 100 x budget (LP slack)
+
+
+@dataclass(frozen=True)
+class Instance:
+    """Frozen arrays. Offers are indexed 0..n-1, workloads 0..W-1."""
+
+    # offers
+    offer_keys: tuple[OfferKey, ...]
+    keys: tuple[str, ...]
+    provider: I64                 # index into providers
+    region: I64                   # index into regions
+    group: I64                    # index into groups = (provider, region, market)
+    model: I64                    # index into MODELS
+    gpus: I64
+    spot: B8
+    price: F64                    # usd_per_hour now (budgets are checked against this)
+    plan_price: F64               # forecast at the horizon (the objective uses this)
+    capacity: F64                 # instances, inf = unknown
+    available: B8
+    interrupt: F64                # interruption probability per hour
+    quote_age_s: F64
+    providers: tuple[str, ...]
+    regions: tuple[str, ...]
+    groups: tuple[tuple[str, str, str], ...]
+    # workloads
+    specs: tuple[WorkloadSpec, ...]
+    ids: tuple[str, ...]
+    tput: F64                     # [W, len(MODELS)] relative throughput per GPU, 0 = not acceptable
+    ref_tput: F64                 # [W] best throughput the workload accepts (cost normaliser)
+    min_gpus: I64
+    max_gpus: I64
+    budget: F64
+    spot_share: F64
+    restart_h: F64
+    same_region: B8
+    priority: I64
+    allowed: B8                   # [W, len(providers)]
+    # current plan: workload id -> ((offer index, instances), ...); offers unknown here are dropped
+    # and the workload is listed in `stale_plan`
+    current: Mapping[str, tuple[tuple[int, int], ...]] = field(default_factory=dict)
+    stale_plan: frozenset[str] = frozenset()
+    params: EngineParams = EngineParams()
+
+    @property
+    def n_offers(self) -> int:
+        return len(self.keys)
+
+    @property
+    def n_workloads(self) -> int:
+        return len(self.ids)
+
+    def offer_index(self) -> dict[str, int]:
+        return {k: i for i, k in enumerate(self.keys)}
+
+    def workload_index(self) -> dict[str, int]:
+        return {w: i for i, w in enumerate(self.ids)}
+
+    def pair_ratio(self, w: int, o: int | I64) -> F64:
+        """Throughput normaliser ref_tput / tput: USD per hour of the workload's best GPU."""
+        return np.asarray(self.ref_tput[w] / self.tput[w, self.model[o]], dtype=np.float64)
+
+    def unit_cost(self, w: int, o: I64, with_migration: bool) -> F64:
+        """Objective cost of one instance of offers `o` for workload `w` (risk and migration
+        included, concentration excluded: it is not separable per workload)."""
+        lam = self.params.risk_lambda
+        c = self.plan_price[o] * self.pair_ratio(w, o) * (1.0 + lam * self.interrupt[o] * self.restart_h[w])
+        if with_migration:
+            c = c + lam * self.migration_per_gpu(w) * self.gpus[o]
+        return np.asarray(c, dtype=np.float64)
+
+    def threshold(self, w: int) -> float:
+        """Hysteresis: the saving (objective USD/h) below which workload `w` is not moved."""
+        cur = self.current.get(self.ids[w])
+        if not cur:
+            return 0.0
+        o = np.array([a for a, _ in cur], dtype=np.int64)
+        n = np.array([b for _, b in cur], dtype=np.float64)
+        c = float((self.unit_cost(w, o, False) * n).sum())
+        p = self.params
+        return max(p.migration_threshold_usd_per_hour, p.migration_threshold_fraction * c)
+
+    def migration_per_gpu(self, w: int) -> float:
+        cur = self.current.get(self.ids[w])
+        if not cur:
+            return 0.0
+        g = sum(self.gpus[o] * n for o, n in cur)
+        return self.threshold(w) / max(1, int(g))
+
+    def with_offer_updates(self, quotes: Sequence[OfferQuote], index: Mapping[str, int]) -> Instance:
+        """A new Instance with changed prices/capacity/availability/risk of existing offers."""
+        price, plan, cap = self.price.copy(), self.plan_price.copy(), self.capacity.copy()
+        avail, pi, age = self.available.copy(), self.interrupt.copy(), self.quote_age_s.copy()
+        for q in quotes:
+            i = index[q.key]
+            price[i] = q.usd_per_hour
+            plan[i] = q.planning_usd_per_hour
+            cap[i] = math.inf if q.capacity_instances is None else float(q.capacity_instances)
+            avail[i] = q.available
+            pi[i] = q.interruption_probability_per_hour
+            age[i] = q.quote_age_s
+        return replace(self, price=price, plan_price=plan, capacity=cap, available=avail,
+                       interrupt=pi, quote_age_s=age)
+
+    def with_removed(self, offer_idx: Iterable[int]) -> Instance:
+        avail = self.available.copy()
+        avail[list(offer_idx)] = False
+        return replace(self, available=avail)
+
+    def with_current(self, plan: Mapping[str, Sequence[Assignment]]) -> Instance:
+        cur, stale = _current(plan, self.offer_index())
+        return replace(self, current=cur, stale_plan=stale)
+
+
+def _current(plan: Mapping[str, Sequence[Assignment]], index: Mapping[str, int]
+             ) -> tuple[dict[str, tuple[tuple[int, int], ...]], frozenset[str]]:
+    cur: dict[str, tuple[tuple[int, int], ...]] = {}
+    stale: set[str] = set()
+    for wid, assigns in plan.items():
+        rows: dict[int, int] = {}
+        for a in assigns:
+            i = index.get(a.offer.key)
+            if i is None:
+                stale.add(wid)
+                continue
+            rows[i] = rows.get(i, 0) + a.instances
+        if rows:
+            cur[wid] = tuple(sorted(rows.items()))
+    return cur, frozenset(stale)
+
+
+def build_instance(quotes: Sequence[OfferQuote], specs: Sequence[WorkloadSpec],
+                   current: Mapping[str, Sequence[Assignment]] | None = None,
+                   params: EngineParams | None = None) -> Instance:
+    """Arrays from domain objects (one pass over each list)."""
+    quotes = list(quotes)
+    specs = list(specs)
+    prov_ix: dict[str, int] = {}
+    reg_ix: dict[str, int] = {}
+    grp_ix: dict[tuple[str, str, str], int] = {}
+    n = len(quotes)
+    provider = np.empty(n, np.int64)
+    region = np.empty(n, np.int64)
+    group = np.empty(n, np.int64)
+    model = np.empty(n, np.int64)
+    gpus = np.empty(n, np.int64)
+    spot = np.empty(n, np.bool_)
+    price = np.empty(n)
+    plan = np.empty(n)
+    cap = np.empty(n)
+    avail = np.empty(n, np.bool_)
+    pi = np.empty(n)
+    age = np.empty(n)
+    for i, q in enumerate(quotes):
+        k = q.offer
+        provider[i] = prov_ix.setdefault(k.provider, len(prov_ix))
+        region[i] = reg_ix.setdefault(k.region, len(reg_ix))
+        group[i] = grp_ix.setdefault((k.provider, k.region, k.market.value), len(grp_ix))
+        model[i] = MODEL_INDEX[k.gpu_model]
+        gpus[i] = k.gpus_per_instance
+        spot[i] = q.is_spot
+        price[i] = q.usd_per_hour
+        plan[i] = q.planning_usd_per_hour
+        cap[i] = math.inf if q.capacity_instances is None else float(q.capacity_instances)
+        avail[i] = q.available and q.usd_per_hour > 0
+        pi[i] = q.interruption_probability_per_hour
+        age[i] = q.quote_age_s
+    for s in specs:  # providers a workload names but no offer has: still indexable
+        for p in s.allowed_providers or ():
+            prov_ix.setdefault(p, len(prov_ix))
+    W = len(specs)
+    tput = np.zeros((W, len(MODELS)))
+    allowed = np.ones((W, len(prov_ix)), np.bool_)
+    for w, s in enumerate(specs):
+        for m, t in s.gpu_throughput.items():
+            tput[w, MODEL_INDEX[m]] = t
+        if s.allowed_providers is not None:
+            allowed[w, :] = False
+            for p in s.allowed_providers:
+                allowed[w, prov_ix[p]] = True
+    keys = tuple(q.key for q in quotes)
+    inst = Instance(
+        offer_keys=tuple(q.offer for q in quotes), keys=keys, provider=provider, region=region,
+        group=group, model=model, gpus=gpus, spot=spot, price=price, plan_price=plan, capacity=cap,
+        available=avail, interrupt=pi, quote_age_s=age,
+        providers=tuple(prov_ix), regions=tuple(reg_ix), groups=tuple(grp_ix),
+        specs=tuple(specs), ids=tuple(s.workload_id for s in specs), tput=tput,
+        ref_tput=tput.max(axis=1) if W else np.zeros(0),
+        min_gpus=np.array([s.min_gpus for s in specs], np.int64),
+        max_gpus=np.array([s.max_gpus for s in specs], np.int64),
+        budget=np.array([s.budget_usd_per_hour for s in specs], np.float64),
+        spot_share=np.array([s.max_spot_share for s in specs], np.float64),
+        restart_h=np.array([s.restart_overhead_h for s in specs], np.float64),
+        same_region=np.array([s.same_region for s in specs], np.bool_),
+        priority=np.array([s.priority for s in specs], np.int64),
+        allowed=allowed, params=params or EngineParams(),
+    )
+    if current:
+        inst = inst.with_current(current)
+    return inst
+
+
+# --- evaluate --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    violations: tuple[str, ...]
+    objective: float                       # separable objective + concentration penalty
+    usd_per_hour: float                    # what the plan costs now
+    per_workload: dict[str, float]         # separable objective per placed workload (incl. migration)
+    concentration: float = 0.0
+    placed: frozenset[str] = frozenset()
+
+    @property
+    def ok(self) -> bool:
+        return not self.violations
+
+
+def plan_rows(inst: Instance, plan: Mapping[str, Sequence[Assignment]]) -> dict[str, tuple[tuple[int, int], ...]]:
+    idx = inst.offer_index()
+    out: dict[str, tuple[tuple[int, int], ...]] = {}
+    for wid, assigns in plan.items():
+        rows: dict[int, int] = {}
+        for a in assigns:
+            i = idx.get(a.offer.key, -1)
+            rows[i] = rows.get(i, 0) + a.instances
+        out[wid] = tuple(sorted(rows.items()))
+    return out
+
+
+def evaluate(inst: Instance, plan: Mapping[str, Sequence[Assignment]],
+             reserved: Mapping[str, Sequence[Assignment]] | None = None) -> Evaluation:
+    """Check every hard constraint of `plan` (workload id -> assignments) against the instance.
+
+    `reserved` holds assignments of workloads not in `plan` that still consume capacity.
+    Returns the violations (empty = feasible) and the plan's objective value.
+    """
+    v: list[str] = []
+    widx = inst.workload_index()
+    idx = inst.offer_index()
+    used = np.zeros(inst.n_offers)
+    for assigns in (reserved or {}).values():
+        for a in assigns:
+            i = idx.get(a.offer.key)
+            if i is not None:
+                used[i] += a.instances
+    lam = inst.params.risk_lambda
+    per_w: dict[str, float] = {}
+    usd = 0.0
+    grp_gpus = np.zeros(len(inst.groups))
+    for wid, assigns in plan.items():
+        if not assigns:
+            continue
+        w = widx.get(wid)
+        if w is None:
+            v.append(f"{wid}: unknown workload")
+            continue
+        g_tot = g_spot = 0
+        cost = 0.0
+        regions: set[int] = set()
+        rows: dict[int, int] = {}
+        for a in assigns:
+            if a.workload_id != wid:
+                v.append(f"{wid}: assignment filed under another workload ({a.workload_id})")
+            o = idx.get(a.offer.key)
+            if o is None:
+                v.append(f"{wid}: unknown offer {a.offer.key}")
+                continue
+            if not isinstance(a.instances, int) or a.instances < 1:
+                v.append(f"{wid}: instances must be a positive integer, got {a.instances}")
+                continue
+            if not inst.available[o]:
+                v.append(f"{wid}: offer {a.offer.key} is not available")
+            if inst.tput[w, inst.model[o]] <= 0:
+                v.append(f"{wid}: GPU model {inst.offer_keys[o].gpu_model} not acceptable")
+            if not inst.allowed[w, inst.provider[o]]:
+                v.append(f"{wid}: provider {inst.providers[inst.provider[o]]} not allowed")
+            expect = a.instances * inst.price[o]
+            if abs(a.usd_per_hour - expect) > 1e-6 * max(1.0, expect):
+                v.append(f"{wid}: usd_per_hour {a.usd_per_hour} != instances x price {expect}")
+            rows[o] = rows.get(o, 0) + a.instances
+            g = int(inst.gpus[o]) * a.instances
+            g_tot += g
+            g_spot += g if inst.spot[o] else 0
+            cost += a.instances * float(inst.price[o])
+            regions.add(int(inst.region[o]))
+            used[o] += a.instances
+            grp_gpus[inst.group[o]] += g
+        if not rows:
+            continue
+        if not inst.min_gpus[w] <= g_tot <= inst.max_gpus[w]:
+            v.append(f"{wid}: {g_tot} GPUs outside [{inst.min_gpus[w]}, {inst.max_gpus[w]}]")
+        if cost > inst.budget[w] * (1 + 1e-9) + 1e-9:
+            v.append(f"{wid}: cost ${cost:.4f}/h above budget ${inst.budget[w]:.4f}/h")
+        if g_spot > inst.spot_share[w] * g_tot + 1e-9:
+            v.append(f"{wid}: spot share {g_spot / g_tot:.3f} above {inst.spot_share[w]:.3f}")
+        if inst.same_region[w] and len(regions) > 1:
+            v.append(f"{wid}: spans {len(regions)} regions, co-location required")
+        o_arr = np.array(list(rows), np.int64)
+        n_arr = np.array(list(rows.values()), np.float64)
+        moved = bool(inst.current.get(wid)) and tuple(sorted(rows.items())) != inst.current.get(wid)
+        moved = moved or wid in inst.stale_plan
+        obj = float((inst.unit_cost(w, o_arr, False) * n_arr).sum())
+        if moved:
+            obj += lam * inst.migration_per_gpu(w) * g_tot
+        per_w[wid] = obj
+        usd += cost
+    over = used > inst.capacity + 1e-9
+    for o in np.nonzero(over)[0]:
+        v.append(f"offer {inst.keys[o]}: {int(used[o])} instances above capacity {int(inst.capacity[o])}")
+    conc = concentration_penalty(inst, grp_gpus)
+    return Evaluation(tuple(v), sum(per_w.values()) + conc, usd, per_w, conc, frozenset(per_w))
+
+
+def concentration_penalty(inst: Instance, grp_gpus: F64) -> float:
+    p = inst.params
+    total = float(grp_gpus.sum())
+    excess = np.maximum(0.0, grp_gpus - p.concentration_cap * total)
+    return float(p.risk_lambda * p.concentration_penalty_usd_per_gpu_hour * excess.sum())

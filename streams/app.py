@@ -1,0 +1,273 @@
+"""The Faust app: thin agents over streams.validate / streams.state / streams.decide.
+
+Topology (topics from schemas.topics; `<app_id>-...` topics are internal):
+
+  prices.v1 ┐                       offers (table, 6 partitions: per-offer state)
+  capacity.v1 ├─ track_offers ───────┤
+  interruptions.v1 ┘   │  invalid ─► dlq.v1
+                       └ material change ─► <app_id>-market-changes (1 partition)
+                                                   │
+  workloads.v1 (1 partition) ──────────────────────┴─ decide_allocations ─► decisions.v1
+                                     market, plans, workloads (tables, 1 partition)
+
+`decide_allocations` is the single writer of plans: it coalesces changes over `debounce_s`,
+re-solves only the affected workloads through the injected engine, sends the decision and waits for
+the broker's ack before recording the plan, so a crash never loses a decision (a redelivered one
+has the same deterministic id and is dropped downstream).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import weakref
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import faust
+from faust.streams import _current_event  # noqa: PLC2701 - set per event inside take_events() batches
+
+from schemas.events import (
+    Assignment,
+    CapacityObserved,
+    InterruptionObserved,
+    PriceObserved,
+    WorkloadCancelled,
+    WorkloadRequested,
+    WorkloadSpec,
+)
+from schemas.market import AllocationEngine
+from schemas.topics import CAPACITY, DECISIONS, DLQ, INTERRUPTIONS, PRICES, WORKLOADS
+from streams import decide, state
+from streams.validate import Rejected, dead_letter, validate
+
+log = logging.getLogger(__name__)
+
+MARKET_TYPES = ("PriceObserved", "CapacityObserved", "InterruptionObserved")
+WORKLOAD_TYPES = ("WorkloadRequested", "WorkloadCancelled")
+
+
+@dataclass
+class StreamsConfig:
+    broker: str = "kafka://127.0.0.1:9092"
+    app_id: str = "cloudarb"
+    debounce_s: float = 0.05
+    batch_max: int = 2000
+    price_threshold: float = state.PRICE_MOVE_THRESHOLD
+    broker_session_timeout_s: float = 10.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Counters:
+    market_in: int = 0
+    market_valid: int = 0
+    dead_lettered: int = 0
+    material: int = 0
+    decisions: int = 0
+    solves: int = 0
+
+
+def _json(obj: Any) -> bytes:
+    return json.dumps(obj, separators=(",", ":")).encode()
+
+
+def create_app(cfg: StreamsConfig, engine_factory: Callable[[], AllocationEngine]) -> faust.App:
+    app = faust.App(
+        cfg.app_id, broker=cfg.broker, store="memory://", web_enabled=False,
+        topic_partitions=1, topic_replication_factor=1, table_cleanup_interval=3600,
+        broker_session_timeout=cfg.broker_session_timeout_s, broker_heartbeat_interval=1.0,
+        consumer_auto_offset_reset="earliest", producer_acks=-1, stream_wait_empty=False,
+        table_standby_replicas=0, **cfg.extra,
+    )
+    counters = Counters()
+    app.cloudarb_counters = counters  # type: ignore[attr-defined]
+
+    market_in = app.topic(PRICES.name, CAPACITY.name, INTERRUPTIONS.name, key_serializer="raw",
+                          value_serializer="raw", partitions=PRICES.partitions)
+    changes = app.topic(f"{cfg.app_id}-market-changes", key_serializer="raw", value_serializer="raw",
+                        partitions=1, internal=True)
+    dlq = app.topic(DLQ.name, key_serializer="raw", value_serializer="raw")
+    decisions = app.topic(DECISIONS.name, key_serializer="raw", value_serializer="raw")
+
+    # table keys and values are JSON (Faust's default codec): plain dicts, cheap to recover
+    offers = app.Table("offers", default=None, partitions=PRICES.partitions)
+    market = app.Table("market", default=None, partitions=1)
+    plans = app.Table("plans", default=None, partitions=1)
+    workload_specs = app.Table("workloads", default=None, partitions=1)
+
+    engine_box: dict[str, AllocationEngine] = {}
+
+    def engine() -> AllocationEngine:
+        """The engine, rebuilt from the recovered tables the first time it is needed."""
+        if "e" not in engine_box:
+            eng = engine_factory()
+            now_t = time.time()
+            quotes = [q for k, v in market.items() if v and (q := state.quote_from_state(_s(k), v, now_t))]
+            eng.upsert_offers(quotes)
+            for _, spec in workload_specs.items():
+                if spec:
+                    eng.upsert_workload(WorkloadSpec.model_validate(spec))
+            eng.set_current_plan([Assignment.model_validate(a) for _, p in plans.items() if p
+                                  for a in p["assignments"]])
+            engine_box["e"] = eng
+            log.info("engine %s rebuilt: %d offers, %d workloads", eng.name, len(quotes), len(workload_specs))
+        return engine_box["e"]
+
+    @app.agent(market_in)
+    async def track_offers(stream: faust.StreamT[bytes]) -> None:
+        """Validate market events, update per-offer state, forward material changes."""
+        async for batch in stream.take_events(cfg.batch_max, within=cfg.debounce_s):
+            now = datetime.now(UTC)
+            for ev in batch:
+                counters.market_in += 1
+                msg = ev.message
+                result = validate(ev.value, MARKET_TYPES, now)
+                if isinstance(result, Rejected):
+                    counters.dead_lettered += 1
+                    dl = dead_letter(ev.value, result.reason, msg.topic, msg.partition, msg.offset,
+                                     "streams.track_offers", now)
+                    await dlq.send(key=dl.event_id.encode(), value=dl.model_dump_json().encode())
+                    continue
+                assert isinstance(result, PriceObserved | CapacityObserved | InterruptionObserved)
+                counters.market_valid += 1
+                key = result.offer.key
+                _current_event.set(weakref.ref(ev))  # table writes go to this event's partition
+                old = offers.get(key)
+                new, reason = state.apply_event(old or {}, result, cfg.price_threshold)
+                if new is not old:
+                    offers[key] = new
+                if reason and "usd_per_hour" in new:
+                    counters.material += 1
+                    await changes.send(key=b"m", value=_json({
+                        "offer_key": key, "state": _engine_view(new), "reason": reason,
+                        "event_id": result.event_id, "msg_ts": msg.timestamp,
+                    }))
+
+    # internal=True makes Faust create the changes topic (workloads.v1 already exists with 1 partition)
+    decide_in = app.topic(changes.get_topic_name(), WORKLOADS.name, key_serializer="raw",
+                          value_serializer="raw", partitions=1, internal=True)
+
+    @app.agent(decide_in)
+    async def decide_allocations(stream: faust.StreamT[bytes]) -> None:
+        """Coalesce market and workload changes over `debounce_s`; re-solve the affected workloads."""
+        async for batch in stream.take_events(cfg.batch_max, within=cfg.debounce_s):
+            now = datetime.now(UTC)
+            market_changes: list[dict[str, Any]] = []
+            workload_events: list[WorkloadRequested | WorkloadCancelled] = []
+            for ev in batch:
+                msg = ev.message
+                if msg.topic != WORKLOADS.name:
+                    market_changes.append(json.loads(ev.value))
+                    continue
+                result = validate(ev.value, WORKLOAD_TYPES, now)
+                if isinstance(result, Rejected):
+                    counters.dead_lettered += 1
+                    dl = dead_letter(ev.value, result.reason, msg.topic, msg.partition, msg.offset,
+                                     "streams.decide_allocations", now)
+                    await dlq.send(key=dl.event_id.encode(), value=dl.model_dump_json().encode())
+                    continue
+                assert isinstance(result, WorkloadRequested | WorkloadCancelled)
+                workload_events.append(result)
+            await _decide_batch(market_changes, workload_events, batch[-1])
+
+    async def _decide_batch(market_changes: list[dict[str, Any]],
+                            workload_events: Iterable[WorkloadRequested | WorkloadCancelled], last_ev: Any) -> None:
+        _current_event.set(weakref.ref(last_ev))
+        eng = engine()
+        now = datetime.now(UTC)
+        reasons: list[str] = []
+        triggers: list[str] = []
+        changed_offers: dict[str, dict[str, Any]] = {}
+        oldest_ms: float | None = None
+        for c in market_changes:
+            changed_offers[c["offer_key"]] = c["state"]
+            reasons.append(f"{c['reason']} on {c['offer_key']}")
+            triggers.append(c["event_id"])
+            if c.get("msg_ts"):
+                ts_ms = float(c["msg_ts"]) * 1000
+                oldest_ms = ts_ms if oldest_ms is None else min(oldest_ms, ts_ms)
+        now_t = now.timestamp()
+        if changed_offers:
+            for k, v in changed_offers.items():
+                market[k] = v
+            eng.upsert_offers([q for k, v in changed_offers.items() if (q := state.quote_from_state(k, v, now_t))])
+        wl_ids: set[str] = set()
+        for w in workload_events:
+            triggers.append(w.event_id)
+            if isinstance(w, WorkloadRequested):
+                workload_specs[w.spec.workload_id] = w.spec.model_dump(mode="json")
+                eng.upsert_workload(w.spec)
+                wl_ids.add(w.spec.workload_id)
+                reasons.append(f"workload {w.spec.workload_id} requested")
+            else:
+                if workload_specs.get(w.workload_id) is not None:
+                    workload_specs[w.workload_id] = None
+                    wl_ids.add(w.workload_id)
+                    reasons.append(f"workload {w.workload_id} cancelled")
+        specs = {k: WorkloadSpec.model_validate(v) for k, v in workload_specs.items() if v}
+        old_plan = {_s(k): [Assignment.model_validate(a) for a in v["assignments"]]
+                    for k, v in plans.items() if v}
+        prev_ids = {_s(k): v["decision_id"] for k, v in plans.items() if v}
+        affected = decide.affected_workloads(changed_offers, specs, old_plan) | wl_ids
+        cancelled = {w for w in wl_ids if w not in specs}
+        for w in cancelled:
+            eng.remove_workload(w)
+        to_solve = affected - cancelled
+        if not affected:
+            return
+        counters.solves += 1
+        latency = (time.time() * 1000 - oldest_ms) if oldest_ms is not None else None
+        ages = {k: max(0.0, now_t - float(v.get("price_t", now_t))) for k, v in changed_offers.items()}
+        for k in _plan_offer_keys(old_plan, to_solve):
+            if k not in ages and (m := market.get(k)):
+                ages[k] = max(0.0, now_t - float(m.get("price_t", now_t)))
+        reason = "; ".join(reasons[:5]) + (f"; +{len(reasons) - 5} more" if len(reasons) > 5 else "")
+        decision = decide.resolve(eng, to_solve, old_plan, prev_ids, reason, triggers, ages, now, latency)
+        if cancelled:
+            # a cancellation is a decision of its own kind: terminate what the workload held
+            term = decide.diff_plans(old_plan, {}, cancelled)
+            if term:
+                from schemas.events import AllocationDecided
+
+                decision = AllocationDecided(
+                    event_id=decide.decision_id(prev_ids, cancelled, {}), decided_at=now,
+                    workload_ids=sorted({*cancelled, *(decision.workload_ids if decision else [])}),
+                    assignments=list(decision.assignments) if decision else [],
+                    changes=term + (list(decision.changes) if decision else []),
+                    reason=reason, trigger_event_ids=triggers[:50], latency_ms=latency,
+                    total_usd_per_hour=decision.total_usd_per_hour if decision else 0.0,
+                    explanations=list(decision.explanations) if decision else [],
+                    solver=eng.name)
+        if decision is None:
+            return
+        fut = await decisions.send(key=decision.event_id.encode(), value=decision.model_dump_json().encode())
+        await fut  # the broker has it: now the plan may be recorded
+        counters.decisions += 1
+        new_plan: dict[str, list[dict[str, Any]]] = {}
+        for a in decision.assignments:
+            new_plan.setdefault(a.workload_id, []).append(a.model_dump(mode="json"))
+        for wid in decision.workload_ids:
+            plans[wid] = ({"decision_id": decision.event_id, "assignments": new_plan.get(wid, [])}
+                          if wid not in cancelled else None)
+
+    app.cloudarb_agents = (track_offers, decide_allocations)  # type: ignore[attr-defined]
+    app.cloudarb_tables = {"offers": offers, "market": market, "plans": plans,  # type: ignore[attr-defined]
+                           "workloads": workload_specs}
+    return app
+
+
+def _s(k: Any) -> str:
+    return k.decode() if isinstance(k, bytes) else str(k)
+
+
+def _engine_view(s: dict[str, Any]) -> dict[str, Any]:
+    keep = ("usd_per_hour", "price_t", "available", "capacity_instances", "interruption_p", "forecast_usd_per_hour")
+    return {k: s[k] for k in keep if k in s}
+
+
+def _plan_offer_keys(plan: dict[str, list[Assignment]], wids: Iterable[str]) -> set[str]:
+    return {a.offer.key for w in wids for a in plan.get(w, [])}

@@ -1,0 +1,116 @@
+"""From a market change to AllocationDecided: who is affected, re-solve, diff, deterministic ids.
+
+Plain functions over an injected `AllocationEngine` (schemas.market); no Kafka here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from datetime import datetime
+
+from schemas.events import (
+    AllocationDecided,
+    Assignment,
+    ChangeAction,
+    PlanChange,
+    WorkloadSpec,
+    deterministic_id,
+)
+from schemas.market import AllocationEngine, SolveResult
+from schemas.offers import OfferKey
+
+Plan = dict[str, list[Assignment]]
+
+
+def affected_workloads(changed_offers: Iterable[str], workloads: Mapping[str, WorkloadSpec],
+                       plan: Plan) -> set[str]:
+    """Workloads a change to these offers can affect: those that accept the offer's GPU model (and
+    provider), plus those currently placed on the offer."""
+    by_gpu: dict[str, set[str]] = {}
+    out: set[str] = set()
+    on_offer: dict[str, set[str]] = {}
+    for wid, assigns in plan.items():
+        for a in assigns:
+            on_offer.setdefault(a.offer.key, set()).add(wid)
+    for k in changed_offers:
+        o = OfferKey.from_key(k)
+        if o.gpu_model not in by_gpu:
+            by_gpu[o.gpu_model] = {wid for wid, w in workloads.items() if o.gpu_model in w.gpu_throughput}
+        out |= {wid for wid in by_gpu[o.gpu_model]
+                if workloads[wid].allowed_providers is None or o.provider in (workloads[wid].allowed_providers or ())}
+        out |= on_offer.get(k, set())
+    return out
+
+
+def _sig(assigns: Sequence[Assignment]) -> tuple[tuple[str, int], ...]:
+    return tuple(sorted((a.offer.key, a.instances) for a in assigns))
+
+
+def diff_plans(old: Plan, new: Plan, workload_ids: Collection[str]) -> list[PlanChange]:
+    """launch / terminate / migrate / resize per workload whose placement changed."""
+    changes: list[PlanChange] = []
+    for wid in sorted(workload_ids):
+        before, after = old.get(wid, []), new.get(wid, [])
+        if _sig(before) == _sig(after):
+            continue
+        b = {a.offer.key: a for a in before}
+        a_ = {a.offer.key: a for a in after}
+        if not before:
+            changes += [PlanChange(action=ChangeAction.LAUNCH, workload_id=wid, to_offer=x.offer,
+                                   instances=x.instances) for x in after]
+        elif not after:
+            changes += [PlanChange(action=ChangeAction.TERMINATE, workload_id=wid, from_offer=x.offer,
+                                   instances=x.instances) for x in before]
+        else:
+            for k in sorted(set(b) & set(a_)):
+                if b[k].instances != a_[k].instances:
+                    changes.append(PlanChange(action=ChangeAction.RESIZE, workload_id=wid, from_offer=b[k].offer,
+                                              to_offer=a_[k].offer, instances=a_[k].instances))
+            gone, new_ = sorted(set(b) - set(a_)), sorted(set(a_) - set(b))
+            for i in range(max(len(gone), len(new_))):
+                f = b[gone[i]] if i < len(gone) else None
+                t = a_[new_[i]] if i < len(new_) else None
+                if f and t:
+                    changes.append(PlanChange(action=ChangeAction.MIGRATE, workload_id=wid, from_offer=f.offer,
+                                              to_offer=t.offer, instances=t.instances))
+                elif t:
+                    changes.append(PlanChange(action=ChangeAction.LAUNCH, workload_id=wid, to_offer=t.offer,
+                                              instances=t.instances))
+                elif f:
+                    changes.append(PlanChange(action=ChangeAction.TERMINATE, workload_id=wid, from_offer=f.offer,
+                                              instances=f.instances))
+    return changes
+
+
+def decision_id(previous_ids: Mapping[str, str], workload_ids: Collection[str], plan: Plan) -> str:
+    """Deterministic: the same plan reached from the same previous decisions has the same id."""
+    parts: list[object] = []
+    for wid in sorted(workload_ids):
+        parts += [wid, previous_ids.get(wid, ""), _sig(plan.get(wid, []))]
+    return deterministic_id("decision", *parts)
+
+
+def resolve(engine: AllocationEngine, workload_ids: Collection[str], old_plan: Plan,
+            previous_ids: Mapping[str, str], reason: str, trigger_event_ids: Sequence[str],
+            quote_ages_s: Mapping[str, float], now: datetime, latency_ms: float | None) -> AllocationDecided | None:
+    """Re-solve `workload_ids`; an AllocationDecided when any placement changed, else None."""
+    if not workload_ids:
+        return None
+    result: SolveResult = engine.solve(workload_ids)
+    new_plan = result.plan()
+    ids = set(workload_ids)
+    changes = diff_plans(old_plan, new_plan, ids)
+    if not changes:
+        return None
+    changed = sorted({c.workload_id for c in changes})
+    assignments = [a for wid in changed for a in new_plan.get(wid, [])]
+    used = {a.offer.key for a in assignments}
+    return AllocationDecided(
+        event_id=decision_id(previous_ids, changed, new_plan),
+        decided_at=now, workload_ids=changed, assignments=assignments, changes=changes,
+        reason=reason[:500], trigger_event_ids=list(trigger_event_ids)[:50],
+        quote_age_s={k: float(v) for k, v in quote_ages_s.items() if k in used},
+        latency_ms=latency_ms, total_usd_per_hour=sum(a.usd_per_hour for a in assignments),
+        explanations=[result.explanations[w] for w in changed if w in result.explanations],
+        solver=result.solver,
+    )

@@ -1,0 +1,94 @@
+"""Per-offer market state, as plain dicts (Faust table values), and the materiality test.
+
+Updates are idempotent and order-safe: an event older than (or equal to) the last one applied for
+its offer is ignored, so replaying a partition after a crash reproduces the same state.
+
+>>> from datetime import datetime, UTC
+>>> from schemas import OfferKey, Market, PriceObserved
+>>> o = OfferKey(provider="gcp", region="r", instance_type="a", gpu_model="L4", gpus_per_instance=1, market=Market.SPOT)
+>>> t = datetime(2025, 1, 1, tzinfo=UTC)
+>>> s, m = apply_event({}, PriceObserved(event_id="1", offer=o, usd_per_hour=1.0, quoted_at=t, observed_at=t, source="x"))
+>>> m, s["usd_per_hour"]
+('new offer', 1.0)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from schemas.events import CapacityObserved, InterruptionObserved, PriceObserved
+from schemas.market import OfferQuote
+from schemas.offers import OfferKey
+
+PRICE_MOVE_THRESHOLD = 0.02   # a 2 % move of the price the engine last saw is material
+EWMA_ALPHA = 0.2
+# an interruption raises the offer's hourly interruption probability to at least this, decaying on quiet
+INTERRUPTION_FLOOR = 0.3
+
+State = dict[str, Any]
+
+
+def _ts(t: Any) -> float:
+    return float(t.timestamp())
+
+
+def apply_event(state: State, e: PriceObserved | CapacityObserved | InterruptionObserved,
+                threshold: float = PRICE_MOVE_THRESHOLD) -> tuple[State, str | None]:
+    """Return (new state, material-change reason or None). `state` is not mutated."""
+    s = dict(state)
+    if isinstance(e, PriceObserved):
+        t = _ts(e.quoted_at)
+        if t < s.get("price_t", float("-inf")) or e.event_id == s.get("price_event_id"):
+            return state, None
+        p = e.usd_per_hour
+        first = "usd_per_hour" not in s
+        s.update(usd_per_hour=p, price_t=t, observed_t=_ts(e.observed_at), price_event_id=e.event_id,
+                 n=int(s.get("n", 0)) + 1)
+        s["ewma"] = p if first else EWMA_ALPHA * p + (1 - EWMA_ALPHA) * float(s["ewma"])
+        s["min"] = min(p, s.get("min", p))
+        s["max"] = max(p, s.get("max", p))
+        if first:
+            s["engine_usd_per_hour"] = p
+            return s, "new offer"
+        seen = float(s.get("engine_usd_per_hour", p))
+        if abs(p - seen) / seen >= threshold:
+            s["engine_usd_per_hour"] = p
+            return s, f"price {'rose' if p > seen else 'fell'} {abs(p - seen) / seen:.1%}"
+        return s, None
+    if isinstance(e, CapacityObserved):
+        t = _ts(e.quoted_at)
+        if t < s.get("capacity_t", float("-inf")) or e.event_id == s.get("capacity_event_id"):
+            return state, None
+        before = s.get("available", True)
+        s.update(available=e.available, capacity_instances=e.available_instances, capacity_t=t,
+                 capacity_event_id=e.event_id)
+        if before != e.available:
+            return s, "capacity regained" if e.available else "capacity lost"
+        return s, None
+    # InterruptionObserved
+    t = _ts(e.occurred_at)
+    if t < s.get("interruption_t", float("-inf")) or e.event_id == s.get("interruption_event_id"):
+        return state, None
+    s.update(interruption_t=t, interruption_event_id=e.event_id)
+    prev = float(s.get("interruption_p", 0.0))
+    if e.interruption_probability_per_hour is not None:
+        s["interruption_p"] = e.interruption_probability_per_hour
+    elif e.kind.value in ("preempted", "warning"):
+        s["interruption_p"] = max(prev, INTERRUPTION_FLOOR)
+    s["interruptions"] = int(s.get("interruptions", 0)) + (e.kind.value != "frequency")
+    if e.kind.value != "frequency" or abs(s.get("interruption_p", 0.0) - prev) > 0.02:
+        return s, f"interruption ({e.kind.value})"
+    return s, None
+
+
+def quote_from_state(offer_key: str, s: State, now_t: float | None = None) -> OfferQuote | None:
+    """The engine's view of an offer (None until a price is known)."""
+    if "usd_per_hour" not in s:
+        return None
+    age = max(0.0, now_t - float(s["price_t"])) if now_t is not None else 0.0
+    return OfferQuote(
+        offer=OfferKey.from_key(offer_key), usd_per_hour=float(s["usd_per_hour"]),
+        forecast_usd_per_hour=s.get("forecast_usd_per_hour"), available=bool(s.get("available", True)),
+        capacity_instances=s.get("capacity_instances"),
+        interruption_probability_per_hour=float(s.get("interruption_p", 0.0)), quote_age_s=age,
+    )

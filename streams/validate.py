@@ -1,0 +1,81 @@
+"""Validation of inbound events: decode, type for the topic, sanity ranges, known identity.
+
+Returns the event or a `Rejected(reason)`; never raises. The agent sends rejections to the DLQ.
+
+>>> validate(b"{", ("PriceObserved",)).reason.startswith("not JSON")
+True
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from pydantic import ValidationError
+
+from schemas.events import (
+    CapacityObserved,
+    DeadLettered,
+    Event,
+    InterruptionObserved,
+    PriceObserved,
+    decode_event,
+    deterministic_id,
+)
+from schemas.offers import KNOWN_PROVIDERS
+
+MAX_CLOCK_SKEW = timedelta(minutes=5)
+MAX_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    reason: str
+
+
+def _short(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors()[:5]:
+        loc = ".".join(str(x) for x in err.get("loc", ()))
+        parts.append(f"{loc}: {err.get('msg')}")
+    return "; ".join(parts)
+
+
+def validate(raw: bytes | None, allowed: tuple[str, ...], now: datetime | None = None) -> Event | Rejected:
+    if raw is None:
+        return Rejected("empty message")
+    if len(raw) > MAX_BYTES:
+        return Rejected(f"payload of {len(raw)} bytes exceeds {MAX_BYTES}")
+    try:
+        event = decode_event(raw)
+    except ValidationError as exc:
+        return Rejected(f"invalid: {_short(exc)}")
+    except ValueError as exc:
+        return Rejected(str(exc)[:500])
+    if event.__class__.__name__ not in allowed:
+        return Rejected(f"event_type {event.__class__.__name__} not allowed on this topic (expects {list(allowed)})")
+    now = now or datetime.now(UTC)
+    if isinstance(event, PriceObserved | CapacityObserved | InterruptionObserved):
+        if event.offer.provider not in KNOWN_PROVIDERS:
+            return Rejected(f"unknown provider {event.offer.provider!r}")
+        t = event.quoted_at if not isinstance(event, InterruptionObserved) else event.occurred_at
+        for name, ts in (("event time", t), ("observed_at", event.observed_at)):
+            if ts - now > MAX_CLOCK_SKEW:
+                return Rejected(f"{name} {ts.isoformat()} is in the future (now {now.isoformat()})")
+    if isinstance(event, PriceObserved) and not math.isfinite(event.usd_per_hour):
+        return Rejected("price is not finite")
+    return event
+
+
+def dead_letter(raw: bytes | None, reason: str, topic: str, partition: int | None, offset: int | None,
+                stage: str, now: datetime | None = None) -> DeadLettered:
+    """The DLQ record for a rejected message (id deterministic on its position, so reprocessing dedups)."""
+    data = raw or b""
+    return DeadLettered(
+        event_id=deterministic_id("dlq", topic, partition, offset, data),
+        source_topic=topic, source_partition=partition, source_offset=offset, stage=stage,
+        reason=reason[:4000], original_b64=base64.b64encode(data).decode(),
+        dead_lettered_at=now or datetime.now(UTC),
+    )
