@@ -23,7 +23,8 @@ from schemas.events import Assignment, WorkloadExplanation, WorkloadSpec
 from schemas.market import InfeasibilityReport, OfferQuote, SolveResult
 
 
-def _candidates(quotes: Sequence[OfferQuote], w: WorkloadSpec, used: dict[str, int]) -> list[tuple[float, int, OfferQuote]]:
+def _candidates(quotes: Sequence[OfferQuote], w: WorkloadSpec,
+                used: dict[str, int]) -> list[tuple[float, int, OfferQuote]]:
     out = []
     for q in quotes:
         tput = w.gpu_throughput.get(q.offer.gpu_model)

@@ -353,8 +353,8 @@ def evaluate(inst: Instance, plan: Mapping[str, Sequence[Assignment]],
         per_w[wid] = obj
         usd += cost
     over = used > inst.capacity + 1e-9
-    for o in np.nonzero(over)[0]:
-        v.append(f"offer {inst.keys[o]}: {int(used[o])} instances above capacity {int(inst.capacity[o])}")
+    for oi in np.nonzero(over)[0].tolist():
+        v.append(f"offer {inst.keys[oi]}: {int(used[oi])} instances above capacity {int(inst.capacity[oi])}")
     conc = concentration_penalty(inst, grp_gpus)
     return Evaluation(tuple(v), sum(per_w.values()) + conc, usd, per_w, conc, frozenset(per_w))
 

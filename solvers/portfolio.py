@@ -1,0 +1,987 @@
+"""The portfolio allocation engine: column generation over a live HiGHS LP, then round/repair.
+
+THE MODEL
+=========
+Data (solvers/instance.py): offers o with GPUs g_o, price now p_o, planning (forecast) price p^_o,
+capacity cap_o (instances, maybe unknown = inf), interruption probability per hour pi_o, spot flag
+s_o, group G(o) = (provider, region, market); workloads w with throughput per GPU t_wm of each
+accepted GPU model m, best accepted t*_w, GPU bounds [L_w, U_w], budget B_w, max spot share S_w,
+restart overhead rho_w hours, co-location flag, priority prio_w; the plan in force x^cur.
+
+Variables: x_wo in Z+ instances of offer o for workload w (only pairs with an accepted GPU model,
+an allowed provider and g_o <= U_w exist); u_w in [0,1] "not placed"; z_w in {0,1} "keep the
+current plan" (a composite column: the whole current plan of w); e_G >= 0 GPUs of group G above
+the concentration cap; T = total portfolio GPUs.
+
+Unit cost (USD per hour of the workload's best GPU, i.e. cost per delivered throughput-hour,
+risk-adjusted):
+    c_wo = p^_o * (t*_w / t_w,m(o)) * (1 + lambda * pi_o * rho_w)        # expected interruption cost
+         + lambda * mu_w * g_o                                           # migration (hysteresis)
+    mu_w = theta_w / GPUs(x^cur_w),  theta_w = max(theta_abs, theta_rel * cost(x^cur_w))
+  (the keep column z_w costs the current plan's c without the migration term)
+
+    min  sum_wo c_wo x_wo + sum_w c^keep_w z_w + lambda * kappa_pen * sum_G e_G + sum_w M_w u_w
+    s.t. sum_o g_o x_wo + g^cur_w z_w + L_w u_w >= L_w               (GPU floor, or unplaced)
+         sum_o g_o x_wo + g^cur_w z_w + U_w u_w <= U_w               (GPU ceiling)
+         sum_o p_o x_wo + p^cur_w z_w <= B_w                         (budget, at today's price)
+         sum_o (s_o - S_w) g_o x_wo + (...)z_w <= 0                   (spot share, when S_w < 1)
+         sum_w x_wo + sum_w n^cur_wo z_w <= cap_o                    (capacity, when known)
+         sum_{o in G} g_o x_wo (+ keep) - kappa T - e_G <= 0          (concentration soft cap)
+         sum_o g_o x_wo (+ keep) - T = 0
+         co-location (all of w's instances in one region): enforced in the integer phase only
+  M_w = prio_w * (unplaced_penalty + 100 B_w): placing is always preferred; higher priority wins
+  contention. The LP relaxation (x, z continuous) is the lower bound we report.
+
+Hysteresis, hard rule (integer phase): a workload whose current plan is still feasible moves only
+if the new plan's objective (without migration term) saves at least theta_w.
+
+SOLUTION METHOD (and why)
+=========================
+* Candidate pairs (w, o) are flat numpy arrays (CSR by workload, ~1-3M at 1,000 x 10,000); costs,
+  coefficients and reduced costs are computed vectorised, never per element in Python.
+* Column generation: the restricted master starts with the K cheapest columns per workload (and the
+  current plan); each round prices every pair in numpy, rc = c - a^T y, and adds the most negative
+  few per workload, until no rc < 0: the restricted LP is then optimal for the full LP. Dominated
+  offers (same rows, higher cost) never price out before their dominator, so CG prunes them
+  implicitly and no explicit dominance pass is kept in sync with price events.
+* HiGHS (highspy) keeps the model and the simplex basis alive between calls. Price / risk /
+  availability / capacity events change costs, coefficients and bounds in place (changeColsCost,
+  changeCoeff, changeColsBounds, changeRowsBounds) and the next run is a warm dual/primal simplex.
+  Chosen over OR-Tools: pywraplp re-extracts the whole model on every Solve(); MathOpt's
+  incremental path works but its per-update overhead was higher than highspy's in-place calls.
+* Reduced-cost screen: when every changed column has x = 0 and still prices out non-negative
+  against the current duals, the LP optimum is provably unchanged and the LP is not re-solved.
+* Integer phase (per workload, priority order, capacity tracked): candidates are (a) the LP support
+  rounded down and repaired greedily to whole instances, (b) the best single-offer plan, (c) the
+  current plan (hysteresis); pick the cheapest under the LP's concentration prices. (b) makes the
+  plan never worse than the cheapest-feasible greedy rule per workload. Finally `evaluate` checks
+  the whole plan against the instance before it is returned.
+* Structural changes (new offer keys, workload added/changed/removed) rebuild pairs and master;
+  removed offers are tombstoned (made unavailable) until the next rebuild.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
+
+import highspy
+import numpy as np
+
+from schemas.events import Assignment, WorkloadExplanation, WorkloadSpec
+from schemas.market import InfeasibilityReport, OfferQuote, SolveResult
+from solvers.instance import (
+    F64,
+    I64,
+    EngineParams,
+    Instance,
+    build_instance,
+    concentration_penalty,
+    evaluate,
+)
+
+INF = highspy.kHighsInf
+RC_TOL = 1e-7
+
+
+@dataclass
+class _Pairs:
+    """Candidate columns (w, o), sorted by workload, ptr[w]:ptr[w+1] is w's segment."""
+
+    w: I64
+    o: I64
+    ptr: I64
+    g: F64            # GPUs per instance
+    ratio: F64        # t*_w / t_wo
+    n_single: F64     # ceil(L_w / g): instances of a single-offer plan
+    by_offer: I64     # pair indices sorted by offer
+    offer_ptr: I64
+
+    @property
+    def size(self) -> int:
+        return int(self.w.size)
+
+
+def build_pairs(inst: Instance) -> _Pairs:
+    n_models = inst.tput.shape[1]
+    offers_of_model = [np.nonzero(inst.model == m)[0] for m in range(n_models)]
+    ws: list[I64] = []
+    os_: list[I64] = []
+    for w in range(inst.n_workloads):
+        ms = np.nonzero(inst.tput[w] > 0)[0]
+        if not ms.size:
+            continue
+        o = np.concatenate([offers_of_model[m] for m in ms]) if ms.size > 1 else offers_of_model[ms[0]]
+        keep = inst.allowed[w, inst.provider[o]] & (inst.gpus[o] <= inst.max_gpus[w])
+        if inst.spot_share[w] <= 0:
+            keep &= ~inst.spot[o]
+        o = np.sort(o[keep])
+        ws.append(np.full(o.size, w, np.int64))
+        os_.append(o.astype(np.int64))
+    pw = np.concatenate(ws) if ws else np.zeros(0, np.int64)
+    po = np.concatenate(os_) if os_ else np.zeros(0, np.int64)
+    ptr = np.searchsorted(pw, np.arange(inst.n_workloads + 1)).astype(np.int64)
+    g = inst.gpus[po].astype(np.float64)
+    ratio = inst.ref_tput[pw] / inst.tput[pw, inst.model[po]] if po.size else np.zeros(0)
+    n_single = np.ceil(inst.min_gpus[pw] / g) if po.size else np.zeros(0)
+    by_offer = np.argsort(po, kind="stable").astype(np.int64)
+    offer_ptr = np.searchsorted(po[by_offer], np.arange(inst.n_offers + 1)).astype(np.int64)
+    return _Pairs(pw, po, ptr, g, ratio, n_single, by_offer, offer_ptr)
+
+
+def pair_costs(inst: Instance, pairs: _Pairs, mu: F64, sel: I64 | slice = slice(None)) -> F64:
+    lam = inst.params.risk_lambda
+    w, o = pairs.w[sel], pairs.o[sel]
+    return np.asarray(inst.plan_price[o] * pairs.ratio[sel] * (1.0 + lam * inst.interrupt[o] * inst.restart_h[w])
+                      + lam * mu[w] * pairs.g[sel], dtype=np.float64)
+
+
+class _Master:
+    """The restricted master LP, alive in a highspy.Highs object."""
+
+    def __init__(self, inst: Instance, pairs: _Pairs, cost: F64, mu: F64, time_limit_s: float) -> None:
+        self.inst = inst
+        self.pairs = pairs
+        h = highspy.Highs()
+        h.setOptionValue("output_flag", False)
+        h.setOptionValue("presolve", "off")       # warm starts need the basis of this exact model
+        h.setOptionValue("time_limit", float(time_limit_s))
+        self.h = h
+        W, n = inst.n_workloads, inst.n_offers
+        # rows -----------------------------------------------------------------------------
+        lo: list[F64] = []
+        hi: list[F64] = []
+        r = 0
+        self.r_min = np.arange(W, dtype=np.int64)
+        self.r_max = W + np.arange(W, dtype=np.int64)
+        self.r_bud = 2 * W + np.arange(W, dtype=np.int64)
+        lo += [inst.min_gpus.astype(float), np.full(W, -INF), np.full(W, -INF)]
+        hi += [np.full(W, INF), inst.max_gpus.astype(float), inst.budget.copy()]
+        r = 3 * W
+        has_spot = np.zeros(W, bool)
+        if pairs.size:
+            np.logical_or.at(has_spot, pairs.w, inst.spot[pairs.o])
+        need_spot = has_spot & (inst.spot_share < 1.0)
+        self.r_spot = np.full(W, -1, np.int64)
+        k = int(need_spot.sum())
+        self.r_spot[need_spot] = r + np.arange(k)
+        lo.append(np.full(k, -INF))
+        hi.append(np.zeros(k))
+        r += k
+        self.r_cap = np.full(n, -1, np.int64)
+        finite = np.nonzero(np.isfinite(inst.capacity))[0]
+        self.r_cap[finite] = r + np.arange(finite.size)
+        lo.append(np.full(finite.size, -INF))
+        hi.append(inst.capacity[finite].copy())
+        r += finite.size
+        nG = len(inst.groups)
+        self.r_grp = r + np.arange(nG, dtype=np.int64)
+        lo.append(np.full(nG, -INF))
+        hi.append(np.zeros(nG))
+        r += nG
+        self.r_tot = r
+        lo.append(np.zeros(1))
+        hi.append(np.zeros(1))
+        r += 1
+        self.n_rows = r
+        h.addRows(r, np.concatenate(lo), np.concatenate(hi), 0, np.zeros(r + 1, np.int32),
+                  np.zeros(0, np.int32), np.zeros(0))
+        # structural columns: u_w, e_G, T ----------------------------------------------------
+        p = inst.params
+        M = inst.priority * (p.unplaced_penalty_usd_per_hour + 100.0 * inst.budget)
+        self.c_u = self._add_cols(M, np.ones(W), [
+            [(int(self.r_min[w]), float(inst.min_gpus[w])), (int(self.r_max[w]), float(inst.max_gpus[w]))]
+            for w in range(W)])
+        self.c_e = self._add_cols(np.full(nG, p.risk_lambda * p.concentration_penalty_usd_per_gpu_hour),
+                                  np.full(nG, INF), [[(int(self.r_grp[G]), -1.0)] for G in range(nG)])
+        kap = p.concentration_cap
+        self.c_T = int(self._add_cols(np.zeros(1), np.full(1, INF),
+                                      [[(int(rg), -kap) for rg in self.r_grp] + [(self.r_tot, -1.0)]])[0])
+        self.M = M
+        # pair columns (column generation) ---------------------------------------------------
+        self.col_pair = np.zeros(0, np.int64)     # master column -> pair index (-1 for others)
+        self.first_pair_col = h.getNumCol()
+        self.in_master = np.zeros(pairs.size, bool)
+        self.pair_col = np.full(pairs.size, -1, np.int64)
+        self.keep_col = np.full(W, -1, np.int64)
+        self.keep_rows: dict[int, tuple[tuple[int, int], ...]] = {}
+        self.x = np.zeros(0)
+        self.y = np.zeros(self.n_rows)
+        self.lp_obj = 0.0
+        self.optimal = False
+        self.iterations = 0
+        self.cost = cost
+        self.mu = mu
+
+    # --- low-level helpers -------------------------------------------------------------------
+    def _add_cols(self, cost: F64, ub: F64, entries: list[list[tuple[int, float]]]) -> I64:
+        start = self.h.getNumCol()
+        k = len(entries)
+        if k == 0:
+            return np.zeros(0, np.int64)
+        starts = np.zeros(k, np.int32)
+        idx: list[int] = []
+        val: list[float] = []
+        for j, e in enumerate(entries):
+            starts[j] = len(idx)
+            for ri, v in e:
+                idx.append(ri)
+                val.append(v)
+        self.h.addCols(k, np.asarray(cost, float), np.zeros(k), np.asarray(ub, float), len(idx), starts,
+                       np.asarray(idx, np.int32), np.asarray(val, float))
+        return start + np.arange(k, dtype=np.int64)
+
+    def pair_entries(self, pidx: I64) -> tuple[I64, I64, F64]:
+        """(column start offsets, row indices, values) of pair columns, vectorised."""
+        inst, P = self.inst, self.pairs
+        w, o, g = P.w[pidx], P.o[pidx], P.g[pidx]
+        k = pidx.size
+        rows = [self.r_min[w], self.r_max[w], self.r_bud[w], self.r_grp[inst.group[o]],
+                np.full(k, self.r_tot), self.r_spot[w], self.r_cap[o]]
+        vals = [g, g, inst.price[o], g, g, (inst.spot[o].astype(float) - inst.spot_share[w]) * g, np.ones(k)]
+        R = np.stack(rows, 1)
+        V = np.stack(vals, 1)
+        ok = R >= 0
+        counts = ok.sum(1)
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+        return starts, R[ok], V[ok]
+
+    def add_pairs(self, pidx: I64) -> None:
+        pidx = pidx[~self.in_master[pidx]]
+        if not pidx.size:
+            return
+        starts, R, V = self.pair_entries(pidx)
+        ub = np.where(self.inst.available[self.pairs.o[pidx]], INF, 0.0)
+        first = self.h.getNumCol()
+        self.h.addCols(pidx.size, self.cost[pidx], np.zeros(pidx.size), ub, R.size, starts.astype(np.int32),
+                       R.astype(np.int32), V)
+        cols = first + np.arange(pidx.size, dtype=np.int64)
+        self.in_master[pidx] = True
+        self.pair_col[pidx] = cols
+        self.col_pair = np.concatenate([self.col_pair, np.full(first - self.first_pair_col - self.col_pair.size, -1),
+                                        pidx])
+
+    def set_keep(self, w: int, rows: tuple[tuple[int, int], ...] | None) -> None:
+        """(Re)place the composite 'keep current plan' column of workload w."""
+        inst = self.inst
+        old = int(self.keep_col[w])
+        if old >= 0:
+            self.h.changeColBounds(old, 0.0, 0.0)      # tombstone
+            self.keep_col[w] = -1
+            self.keep_rows.pop(w, None)
+        if not rows:
+            return
+        o = np.array([a for a, _ in rows], np.int64)
+        nn = np.array([b for _, b in rows], np.float64)
+        if not inst.available[o].all():
+            return
+        g = inst.gpus[o] * nn
+        acc: dict[int, float] = {}
+
+        def put(ri: int, v: float) -> None:
+            if ri >= 0:
+                acc[ri] = acc.get(ri, 0.0) + v
+
+        for oi, ni, gi in zip(o.tolist(), nn.tolist(), g.tolist(), strict=True):
+            put(int(self.r_min[w]), gi)
+            put(int(self.r_max[w]), gi)
+            put(int(self.r_bud[w]), ni * float(inst.price[oi]))
+            put(int(self.r_spot[w]), (float(inst.spot[oi]) - float(inst.spot_share[w])) * gi)
+            put(int(self.r_cap[oi]), ni)
+            put(int(self.r_grp[inst.group[oi]]), gi)
+            put(self.r_tot, gi)
+        cost = float((inst.unit_cost(w, o, False) * nn).sum())
+        col = int(self._add_cols(np.array([cost]), np.ones(1), [sorted(acc.items())])[0])
+        self.keep_col[w] = col
+        self.keep_rows[w] = rows
+
+    # --- solve ---------------------------------------------------------------------------------
+    def run(self) -> None:
+        self.h.run()
+        st = self.h.getModelStatus()
+        self.optimal = st == highspy.HighsModelStatus.kOptimal
+        sol = self.h.getSolution()
+        self.x = np.asarray(sol.col_value)
+        self.y = np.asarray(sol.row_dual)
+        info = self.h.getInfo()
+        self.lp_obj = float(info.objective_function_value)
+        self.iterations += int(info.simplex_iteration_count)
+
+    def reduced_costs(self, sel: I64 | slice = slice(None)) -> F64:
+        """rc = c - a^T y for pairs (in the master or not), in numpy."""
+        inst, P, y = self.inst, self.pairs, self.y
+        w, o = P.w[sel], P.o[sel]
+        yw = y[self.r_min] + y[self.r_max]
+        ysp = np.where(self.r_spot >= 0, y[np.maximum(self.r_spot, 0)], 0.0)
+        ycap = np.where(self.r_cap >= 0, y[np.maximum(self.r_cap, 0)], 0.0)
+        yg = y[self.r_grp] + y[self.r_tot]
+        g = P.g[sel]
+        rc = (self.cost[sel] - g * (yw[w] + yg[inst.group[o]])
+              - inst.price[o] * y[self.r_bud][w]
+              - (inst.spot[o] - inst.spot_share[w]) * g * ysp[w] - ycap[o])
+        return np.asarray(rc, dtype=np.float64)
+
+    def column_generation(self, per_workload: int = 8, max_rounds: int = 100) -> int:
+        rounds = 0
+        P = self.pairs
+        avail_pair = self.inst.available[P.o]
+        while True:
+            self.run()
+            rounds += 1
+            if not self.optimal or rounds >= max_rounds:
+                break
+            rc = self.reduced_costs()
+            cand = np.nonzero((rc < -RC_TOL * (1.0 + np.abs(self.cost))) & ~self.in_master & avail_pair)[0]
+            if not cand.size:
+                break
+            # the most negative few per workload
+            order = np.lexsort((rc[cand], P.w[cand]))
+            cand = cand[order]
+            wc = P.w[cand]
+            first = np.searchsorted(wc, wc, side="left")
+            rank = np.arange(cand.size) - first
+            self.add_pairs(cand[rank < per_workload])
+        return rounds
+
+    def pair_values(self) -> F64:
+        """LP value of every pair (0 when not in the master)."""
+        v = np.zeros(self.pairs.size)
+        idx = np.nonzero(self.in_master)[0]
+        v[idx] = self.x[self.pair_col[idx]]
+        return v
+
+
+@dataclass
+class _Decision:
+    rows: tuple[tuple[int, int], ...]
+    metric: float                 # decision metric: objective incl. migration + concentration price
+    kind: str                     # "lp" | "single" | "keep"
+    binding: list[str]
+    runner: tuple[int, float] | None = None   # (offer, metric of its single-offer plan)
+    blocked: list[str] | None = None
+
+
+class PortfolioEngine:
+    """Risk-aware portfolio allocation (implements schemas.market.AllocationEngine).
+
+    >>> from schemas import OfferKey, Market, WorkloadSpec
+    >>> e = PortfolioEngine()
+    >>> k = OfferKey(provider="gcp", region="r", instance_type="a", gpu_model="L4", gpus_per_instance=1,
+    ...              market=Market.ON_DEMAND)
+    >>> e.upsert_offers([OfferQuote(k, usd_per_hour=1.0)])
+    >>> e.upsert_workload(WorkloadSpec(workload_id="w", gpu_throughput={"L4": 1.0}, min_gpus=2, max_gpus=2,
+    ...                                budget_usd_per_hour=5))
+    >>> r = e.solve(); r.assignments[0].instances, r.infeasible
+    (2, ())
+    """
+
+    name = "portfolio"
+
+    def __init__(self, risk_lambda: float = 1.0, migration_threshold_usd_per_hour: float = 0.5,
+                 migration_threshold_fraction: float = 0.05, concentration_cap: float = 0.5,
+                 concentration_penalty_usd_per_gpu_hour: float = 0.10, lp_time_limit_s: float = 60.0,
+                 initial_columns_per_workload: int = 20, params: EngineParams | None = None) -> None:
+        self.params = params or EngineParams(
+            risk_lambda=risk_lambda, concentration_cap=concentration_cap,
+            concentration_penalty_usd_per_gpu_hour=concentration_penalty_usd_per_gpu_hour,
+            migration_threshold_usd_per_hour=migration_threshold_usd_per_hour,
+            migration_threshold_fraction=migration_threshold_fraction)
+        self.lp_time_limit_s = lp_time_limit_s
+        self.k0 = initial_columns_per_workload
+        self.quotes: dict[str, OfferQuote] = {}
+        self.workloads: dict[str, WorkloadSpec] = {}
+        self.plan: dict[str, list[Assignment]] = {}
+        self._inst: Instance | None = None
+        self._pairs: _Pairs | None = None
+        self._master: _Master | None = None
+        self._oidx: dict[str, int] = {}
+        self._structural = True
+        self._pending: dict[str, OfferQuote] = {}
+        self._lp_dirty = True
+        self.stats: dict[str, float] = {"lp_solves": 0, "lp_skipped": 0, "rebuilds": 0}
+        self.last_timings: dict[str, float] = {}
+
+    # --- AllocationEngine -----------------------------------------------------------------------
+    def upsert_offers(self, quotes: Sequence[OfferQuote]) -> None:
+        for q in quotes:
+            if q.key not in self._oidx:
+                self._structural = True
+            self.quotes[q.key] = q
+            if not self._structural:
+                self._pending[q.key] = q
+
+    def remove_offers(self, keys: Collection[str]) -> None:
+        for k in keys:
+            q = self.quotes.pop(k, None)
+            if q is not None and not self._structural and k in self._oidx:
+                # tombstone: unavailable until the next rebuild compacts it away
+                self._pending[k] = OfferQuote(q.offer, q.usd_per_hour, q.forecast_usd_per_hour, False,
+                                              q.capacity_instances, q.interruption_probability_per_hour,
+                                              q.quote_age_s)
+
+    def upsert_workload(self, spec: WorkloadSpec) -> None:
+        if self.workloads.get(spec.workload_id) != spec:
+            self.workloads[spec.workload_id] = spec
+            self._structural = True
+
+    def remove_workload(self, workload_id: str) -> None:
+        if self.workloads.pop(workload_id, None) is not None:
+            self._structural = True
+        self.plan.pop(workload_id, None)
+
+    def set_current_plan(self, assignments: Sequence[Assignment]) -> None:
+        self.plan = {}
+        for a in assignments:
+            self.plan.setdefault(a.workload_id, []).append(a)
+        self._structural = True
+
+    # --- introspection ----------------------------------------------------------------------------
+    def instance(self) -> Instance:
+        """The instance the next solve will see (applies pending events)."""
+        self._sync()
+        assert self._inst is not None
+        return self._inst
+
+    # --- building ---------------------------------------------------------------------------------
+    def _rebuild(self) -> None:
+        t0 = time.perf_counter()
+        quotes = list(self.quotes.values())
+        specs = [self.workloads[k] for k in sorted(self.workloads)]
+        inst = build_instance(quotes, specs, self.plan, self.params)
+        self._oidx = inst.offer_index()
+        pairs = build_pairs(inst)
+        mu = np.array([inst.migration_per_gpu(w) for w in range(inst.n_workloads)])
+        cost = pair_costs(inst, pairs, mu)
+        t1 = time.perf_counter()
+        master = _Master(inst, pairs, cost, mu, self.lp_time_limit_s)
+        for w, wid in enumerate(inst.ids):
+            rows = inst.current.get(wid)
+            if rows and wid not in inst.stale_plan and self._plan_valid(inst, w, rows):
+                master.set_keep(w, rows)
+        # initial restricted master: the k cheapest per-GPU columns of every workload (+ current)
+        init: list[I64] = []
+        per_gpu = cost / pairs.g
+        avail = inst.available[pairs.o]
+        for w in range(inst.n_workloads):
+            s, e = int(pairs.ptr[w]), int(pairs.ptr[w + 1])
+            if e == s:
+                continue
+            seg = np.arange(s, e)[avail[s:e]]
+            if seg.size > self.k0:
+                seg = seg[np.argpartition(per_gpu[seg], self.k0)[: self.k0]]
+            init.append(seg)
+            if w in master.keep_rows:
+                cur_o = np.array([o for o, _ in master.keep_rows[w]])
+                po = pairs.o[s:e]
+                hit = np.nonzero(np.isin(po, cur_o))[0] + s
+                init.append(hit)
+        if init:
+            master.add_pairs(np.unique(np.concatenate(init)))
+        self._inst, self._pairs, self._master = inst, pairs, master
+        self._structural = False
+        self._pending.clear()
+        self._lp_dirty = True
+        self.stats["rebuilds"] += 1
+        self.last_timings["build_ms"] = (t1 - t0) * 1000
+        self.last_timings["master_ms"] = (time.perf_counter() - t1) * 1000
+
+    @staticmethod
+    def _plan_valid(inst: Instance, w: int, rows: tuple[tuple[int, int], ...],
+                    cap_left: F64 | None = None) -> bool:
+        o = np.array([a for a, _ in rows], np.int64)
+        n = np.array([b for _, b in rows], np.float64)
+        if not inst.available[o].all() or (inst.tput[w, inst.model[o]] <= 0).any():
+            return False
+        if not inst.allowed[w, inst.provider[o]].all():
+            return False
+        g = inst.gpus[o] * n
+        G = g.sum()
+        if not inst.min_gpus[w] <= G <= inst.max_gpus[w]:
+            return False
+        if (inst.price[o] * n).sum() > inst.budget[w] * (1 + 1e-9) + 1e-9:
+            return False
+        if g[inst.spot[o]].sum() > inst.spot_share[w] * G + 1e-9:
+            return False
+        if inst.same_region[w] and np.unique(inst.region[o]).size > 1:
+            return False
+        cap = inst.capacity if cap_left is None else cap_left
+        return bool((n <= cap[o] + 1e-9).all())
+
+    def _sync(self) -> None:
+        """Apply pending offer events in place (or rebuild on structural change)."""
+        if self._structural or self._inst is None:
+            self._rebuild()
+            return
+        if not self._pending:
+            return
+        inst0, P, M = self._inst, self._pairs, self._master
+        assert P is not None and M is not None
+        quotes = list(self._pending.values())
+        self._pending.clear()
+        inst = inst0.with_offer_updates(quotes, self._oidx)
+        changed = np.array(sorted({self._oidx[q.key] for q in quotes}), np.int64)
+        pidx = np.concatenate([P.by_offer[P.offer_ptr[o]:P.offer_ptr[o + 1]] for o in changed]) \
+            if changed.size else np.zeros(0, np.int64)
+        M.inst = inst
+        self._inst = inst
+        M.cost[pidx] = pair_costs(inst, P, M.mu, pidx)
+        # screen (before touching the model): LP optimum unchanged?
+        unchanged = not self._lp_dirty and M.optimal
+        if unchanged and pidx.size:
+            xval = np.zeros(pidx.size)
+            im = M.in_master[pidx]
+            xval[im] = M.x[M.pair_col[pidx[im]]]
+            rc = M.reduced_costs(pidx)
+            live = inst.available[P.o[pidx]]
+            unchanged = bool((xval <= 1e-9).all() and (rc[live] >= -RC_TOL * (1 + np.abs(M.cost[pidx][live]))).all())
+        # capacity changes
+        cap_rows_new: list[int] = []
+        for o in changed.tolist():
+            c_old, c_new = inst0.capacity[o], inst.capacity[o]
+            if c_old == c_new:
+                continue
+            if M.r_cap[o] < 0:
+                cap_rows_new.append(o)
+                unchanged = False
+            else:
+                M.h.changeRowBounds(int(M.r_cap[o]), -INF, float(c_new) if math.isfinite(c_new) else INF)
+                ri = int(M.r_cap[o])
+                if abs(M.y[ri]) > 1e-12 or (math.isfinite(c_new) and c_new < c_old):
+                    unchanged = False
+        # keep columns touching changed offers: refresh (price/availability may have changed)
+        for w, rows in list(M.keep_rows.items()):
+            if any(o in set(changed.tolist()) for o, _ in rows):
+                M.set_keep(w, rows if self._plan_valid(inst, w, rows) else None)
+                unchanged = False
+        # in-place model updates of master columns
+        inm = pidx[M.in_master[pidx]]
+        if inm.size:
+            cols = M.pair_col[inm].astype(np.int32)
+            M.h.changeColsCost(cols.size, cols, M.cost[inm])
+            for j, p in zip(cols.tolist(), inm.tolist(), strict=True):
+                M.h.changeCoeff(int(M.r_bud[P.w[p]]), j, float(inst.price[P.o[p]]))
+            ub = np.where(inst.available[P.o[inm]], INF, 0.0)
+            M.h.changeColsBounds(cols.size, cols, np.zeros(cols.size), ub)
+        for o in cap_rows_new:
+            cols_o = M.pair_col[P.by_offer[P.offer_ptr[o]:P.offer_ptr[o + 1]]]
+            cols_o = cols_o[cols_o >= 0]
+            kc = [int(M.keep_col[w]) for w, rows in M.keep_rows.items() if any(a == o for a, _ in rows)]
+            M.h.addRow(-INF, float(inst.capacity[o]), cols_o.size, cols_o.astype(np.int32), np.ones(cols_o.size))
+            M.r_cap[o] = M.n_rows
+            M.n_rows += 1
+            M.y = np.concatenate([M.y, [0.0]])
+            for kcol in kc:
+                n_o = dict(M.keep_rows[next(w for w in M.keep_rows if M.keep_col[w] == kcol)])[o]
+                M.h.changeCoeff(int(M.r_cap[o]), kcol, float(n_o))
+        if unchanged:
+            self.stats["lp_skipped"] += 1
+        else:
+            self._lp_dirty = True
+
+    # --- solving ----------------------------------------------------------------------------------
+    def solve(self, workload_ids: Collection[str] | None = None) -> SolveResult:
+        t0 = time.perf_counter()
+        self._sync()
+        inst, P, M = self._inst, self._pairs, self._master
+        assert inst is not None and P is not None and M is not None
+        t1 = time.perf_counter()
+        if self._lp_dirty or not M.optimal:
+            M.column_generation()
+            self.stats["lp_solves"] += 1
+            self._lp_dirty = False
+        t2 = time.perf_counter()
+        ids = set(inst.ids) if workload_ids is None else set(workload_ids) & set(inst.ids)
+        res = self._integer_phase(inst, P, M, ids)
+        t3 = time.perf_counter()
+        self.last_timings.update(sync_ms=(t1 - t0) * 1000, lp_ms=(t2 - t1) * 1000, int_ms=(t3 - t2) * 1000)
+        return SolveResult(assignments=res[0], explanations=res[1], infeasible=res[2], objective=res[3],
+                           lower_bound=res[4], solver="portfolio-highs-cg",
+                           solve_ms=(time.perf_counter() - t0) * 1000)
+
+    def _integer_phase(self, inst: Instance, P: _Pairs, M: _Master, ids: set[str]
+                       ) -> tuple[tuple[Assignment, ...], dict[str, WorkloadExplanation],
+                                  tuple[InfeasibilityReport, ...], float, float | None]:
+        widx = inst.workload_index()
+        cap_left = inst.capacity.copy()
+        # capacity held by workloads we are not re-deciding stays reserved
+        reserved: dict[str, list[Assignment]] = {}
+        for wid, assigns in self.plan.items():
+            if wid in ids or wid not in widx:
+                continue
+            reserved[wid] = assigns
+            for a in assigns:
+                o = self._oidx.get(a.offer.key)
+                if o is not None:
+                    cap_left[o] -= a.instances
+        xv = M.pair_values()
+        y = M.y
+        conc = -(y[M.r_grp] + y[M.r_tot])[inst.group]          # concentration price per GPU, by offer
+        metric_unit = M.cost + conc[P.o] * P.g                  # per instance, per pair
+        base_unit = metric_unit - inst.params.risk_lambda * M.mu[P.w] * P.g   # without migration
+        order = sorted((widx[i] for i in ids), key=lambda w: (-inst.priority[w], inst.ids[w]))
+        decisions: dict[int, _Decision] = {}
+        infeasible: list[InfeasibilityReport] = []
+        for w in order:
+            d = self._decide(inst, P, M, w, xv, metric_unit, base_unit, cap_left)
+            if d is None:
+                infeasible.append(self._diagnose(inst, P, w, cap_left))
+                continue
+            for o, n in d.rows:
+                cap_left[o] -= n
+            decisions[w] = d
+        # assemble, verify, adopt
+        new_plan: dict[str, list[Assignment]] = {}
+        for w, d in decisions.items():
+            wid = inst.ids[w]
+            new_plan[wid] = [Assignment(workload_id=wid, offer=inst.offer_keys[o], instances=int(n),
+                                        usd_per_hour=float(n * inst.price[o])) for o, n in d.rows]
+        ev = evaluate(inst, new_plan, reserved)
+        if not ev.ok:  # never return a plan that breaks a hard constraint
+            bad = {v.split(":")[0] for v in ev.violations}
+            for wid in list(new_plan):
+                if wid in bad or any(v.startswith("offer ") for v in ev.violations):
+                    new_plan.pop(wid)
+                    w = widx[wid]
+                    decisions.pop(w, None)
+                    infeasible.append(InfeasibilityReport(wid, "internal: repaired plan failed verification "
+                                                          f"({'; '.join(ev.violations)[:300]})", "capacity"))
+        explanations: dict[str, WorkloadExplanation] = {}
+        for w, d in decisions.items():
+            explanations[inst.ids[w]] = self._explain(inst, P, M, w, d, metric_unit)
+        for rep in infeasible:
+            explanations[rep.workload_id] = WorkloadExplanation(workload_id=rep.workload_id,
+                                                                infeasible_reason=rep.reason)
+        # adopt
+        for wid in ids:
+            self.plan.pop(wid, None)
+        self.plan.update(new_plan)
+        full = {k: v for k, v in self.plan.items() if k in widx}
+        ev_full = evaluate(inst, full)
+        lp_u = M.x[M.c_u] if M.x.size else np.ones(1)
+        placed_all = len(full) == inst.n_workloads
+        bound = M.lp_obj if (M.optimal and placed_all and float(lp_u.sum()) < 1e-6) else None
+        self._adopt(inst, M, new_plan, ids)
+        out = tuple(a for wid in sorted(new_plan) for a in new_plan[wid])
+        return out, explanations, tuple(infeasible), ev_full.objective, bound
+
+    def _adopt(self, inst: Instance, M: _Master, new_plan: Mapping[str, list[Assignment]], ids: set[str]) -> None:
+        """The result becomes the plan in force: refresh hysteresis terms of changed workloads."""
+        widx = inst.workload_index()
+        cur_new: dict[str, tuple[tuple[int, int], ...]] = dict(inst.current)
+        changed: list[int] = []
+        for wid in ids:
+            rows = tuple(sorted((self._oidx[a.offer.key], a.instances) for a in new_plan.get(wid, [])))
+            if cur_new.get(wid, ()) != rows:
+                changed.append(widx[wid])
+                if rows:
+                    cur_new[wid] = rows
+                else:
+                    cur_new.pop(wid, None)
+        if not changed:
+            return
+        from dataclasses import replace
+        inst2 = replace(inst, current=cur_new, stale_plan=inst.stale_plan - {inst.ids[w] for w in changed})
+        self._inst = inst2
+        M.inst = inst2
+        P = self._pairs
+        assert P is not None
+        for w in changed:
+            M.mu[w] = inst2.migration_per_gpu(w)
+            s, e = int(P.ptr[w]), int(P.ptr[w + 1])
+            seg = np.arange(s, e, dtype=np.int64)
+            M.cost[seg] = pair_costs(inst2, P, M.mu, seg)
+            inm = seg[M.in_master[seg]]
+            if inm.size:
+                cols = M.pair_col[inm].astype(np.int32)
+                M.h.changeColsCost(cols.size, cols, M.cost[inm])
+            now = cur_new.get(inst.ids[w])
+            M.set_keep(w, now if now and self._plan_valid(inst2, w, now) else None)
+            if now:
+                cur_o = np.array([o for o, _ in now])
+                M.add_pairs(seg[np.isin(P.o[seg], cur_o)])
+        self._lp_dirty = True
+        if M.h.getNumCol() > 4 * max(1, M.in_master.sum()) + 10 * inst.n_workloads:
+            self._structural = True   # too many tombstoned keep columns: compact at the next solve
+
+    # --- per-workload integer decision ----------------------------------------------------------
+    def _single_candidates(self, inst: Instance, P: _Pairs, w: int, metric_unit: F64, cap_left: F64,
+                           k: int = 4) -> tuple[list[tuple[int, float]], list[str]]:
+        """Best k single-offer plans of w, feasible now: [(pair index, metric)], and blocked reasons."""
+        s, e = int(P.ptr[w]), int(P.ptr[w + 1])
+        if e == s:
+            return [], []
+        o = P.o[s:e]
+        n = P.n_single[s:e]
+        m = n * metric_unit[s:e]
+        ok = inst.available[o] & (n * P.g[s:e] <= inst.max_gpus[w]) & (n * inst.price[o] <= inst.budget[w] * (1 + 1e-9))
+        if inst.spot_share[w] < 1.0:
+            ok &= ~inst.spot[o]
+        blocked: list[str] = []
+        capok = n <= cap_left[o] + 1e-9
+        okc = ok & capok
+        if ok.any() and not okc[np.argmin(np.where(ok, m, np.inf))]:
+            j = int(np.argmin(np.where(ok, m, np.inf)))
+            blocked.append(f"capacity:{inst.keys[o[j]]}")
+        idx = np.nonzero(okc)[0]
+        if not idx.size:
+            return [], blocked
+        kk = min(k, idx.size)
+        top = idx[np.argpartition(m[idx], kk - 1)[:kk]] if idx.size > kk else idx
+        top = top[np.argsort(m[top], kind="stable")]
+        return [(s + int(j), float(m[j])) for j in top], blocked
+
+    def _decide(self, inst: Instance, P: _Pairs, M: _Master, w: int, xv: F64, metric_unit: F64,
+                base_unit: F64, cap_left: F64) -> _Decision | None:
+        wid = inst.ids[w]
+        s, e = int(P.ptr[w]), int(P.ptr[w + 1])
+        cur = inst.current.get(wid)
+        lam = inst.params.risk_lambda
+
+        def metric(rows: tuple[tuple[int, int], ...], unit: F64) -> float:
+            if not rows:
+                return math.inf
+            seg_o = P.o[s:e]
+            tot = 0.0
+            for o, n in rows:
+                j = s + int(np.searchsorted(seg_o, o))
+                tot += n * float(unit[j])
+            return tot
+
+        cands: list[tuple[float, str, tuple[tuple[int, int], ...]]] = []
+        singles, blocked = self._single_candidates(inst, P, w, metric_unit, cap_left)
+        if singles:
+            j, m = singles[0]
+            cands.append((m, "single", ((int(P.o[j]), int(P.n_single[j])),)))
+        lp_rows = self._round_lp(inst, P, M, w, xv, metric_unit, cap_left)
+        if lp_rows:
+            cands.append((metric(lp_rows, metric_unit), "lp", lp_rows))
+        keep_ok = bool(cur) and wid not in inst.stale_plan and cur is not None and \
+            self._plan_valid(inst, w, cur, cap_left)
+        chosen: tuple[float, str, tuple[tuple[int, int], ...]] | None = None
+        for c in cands:
+            if cur is not None and c[2] == cur:  # identical to the plan in force: no migration charge
+                c = (c[0] - lam * M.mu[w] * sum(float(inst.gpus[o]) * n for o, n in cur), "keep", c[2])
+            if chosen is None or c[0] < chosen[0] - 1e-12:
+                chosen = c
+        binding: list[str] = []
+        if keep_ok and cur is not None and (chosen is None or chosen[1] != "keep"):
+            m_keep = metric(cur, base_unit)
+            if chosen is None or m_keep <= chosen[0] + 1e-12:
+                chosen = (m_keep, "keep", cur)
+            else:
+                saving = m_keep - metric(chosen[2], base_unit)
+                if saving < inst.threshold(w):
+                    chosen = (m_keep, "keep", cur)
+                    binding.append("hysteresis")
+        if chosen is None:
+            return None
+        rows = chosen[2]
+        chosen_offers = {o for o, _ in rows}
+        runner = next(((int(P.o[j]), m) for j, m in singles if int(P.o[j]) not in chosen_offers), None)
+        return _Decision(rows, chosen[0], chosen[1], binding, runner, blocked)
+
+    def _round_lp(self, inst: Instance, P: _Pairs, M: _Master, w: int, xv: F64, metric_unit: F64,
+                  cap_left: F64) -> tuple[tuple[int, int], ...] | None:
+        s, e = int(P.ptr[w]), int(P.ptr[w + 1])
+        seg = np.arange(s, e)
+        sup = seg[xv[s:e] > 1e-7]
+        val = xv[sup].copy()
+        kc = int(M.keep_col[w])
+        if kc >= 0 and M.x.size > kc and M.x[kc] > 1e-7:
+            for o, n in M.keep_rows[w]:
+                j = s + int(np.searchsorted(P.o[s:e], o))
+                if j < e and P.o[j] == o:
+                    hit = np.nonzero(sup == j)[0]
+                    if hit.size:
+                        val[hit[0]] += M.x[kc] * n
+                    else:
+                        sup = np.append(sup, j)
+                        val = np.append(val, M.x[kc] * n)
+        if not sup.size:
+            return None
+        region = None
+        if inst.same_region[w]:
+            regs = inst.region[P.o[sup]]
+            mass = np.bincount(regs, weights=val * P.g[sup])
+            region = int(np.argmax(mass))
+            keep = regs == region
+            sup, val = sup[keep], val[keep]
+        cnt = {int(j): int(min(math.floor(v + 1e-6), max(0.0, cap_left[P.o[j]])))
+               for j, v in zip(sup, val, strict=True)}
+        # fill to L_w with the cheapest-per-GPU admissible instance: LP support first, then the
+        # workload's cheapest pairs
+        extra = seg[inst.available[P.o[s:e]]]
+        if region is not None:
+            extra = extra[inst.region[P.o[extra]] == region]
+        if extra.size > 16:
+            extra = extra[np.argpartition(metric_unit[extra] / P.g[extra], 16)[:16]]
+        pool = list(dict.fromkeys([*cnt.keys(), *extra.tolist()]))
+        L, U, B, S = int(inst.min_gpus[w]), int(inst.max_gpus[w]), float(inst.budget[w]), float(inst.spot_share[w])
+
+        def totals() -> tuple[int, int, float]:
+            G = sum(int(P.g[j]) * k for j, k in cnt.items())
+            Gs = sum(int(P.g[j]) * k for j, k in cnt.items() if inst.spot[P.o[j]])
+            c = sum(float(inst.price[P.o[j]]) * k for j, k in cnt.items())
+            return G, Gs, c
+
+        G, Gs, c = totals()
+        while G < L:
+            best, best_score = -1, math.inf
+            for j in pool:
+                o = int(P.o[j])
+                g = int(P.g[j])
+                if cnt.get(j, 0) + 1 > cap_left[o] + 1e-9 or G + g > U or c + inst.price[o] > B * (1 + 1e-9):
+                    continue
+                if inst.spot[o] and Gs + g > S * max(L, G + g) + 1e-9:
+                    continue
+                score = metric_unit[j] / g
+                if score < best_score:
+                    best, best_score = j, score
+            if best < 0:
+                return None
+            cnt[best] = cnt.get(best, 0) + 1
+            G, Gs, c = totals()
+        if not (L <= G <= U) or c > B * (1 + 1e-9) + 1e-9 or Gs > S * G + 1e-9:
+            return None
+        return tuple(sorted((int(P.o[j]), k) for j, k in cnt.items() if k > 0))
+
+    # --- explanations and infeasibility ----------------------------------------------------------
+    def _explain(self, inst: Instance, P: _Pairs, M: _Master, w: int, d: _Decision,
+                 metric_unit: F64) -> WorkloadExplanation:
+        wid = inst.ids[w]
+        o = np.array([a for a, _ in d.rows], np.int64)
+        n = np.array([b for _, b in d.rows], np.float64)
+        G = float((inst.gpus[o] * n).sum())
+        usd = float((inst.price[o] * n).sum())
+        Gs = float((inst.gpus[o] * n)[inst.spot[o]].sum())
+        binding = list(d.binding)
+        if inst.min_gpus[w] == G:
+            binding.append("min_gpus")
+        if inst.max_gpus[w] == G:
+            binding.append("max_gpus")
+        y = M.y
+        duals: dict[str, float] = {}
+        for name, r in (("min_gpus", M.r_min[w]), ("max_gpus", M.r_max[w]), ("budget", M.r_bud[w]),
+                        ("spot_share", M.r_spot[w])):
+            if r >= 0 and abs(y[r]) > 1e-9:
+                duals[name] = float(y[r])
+        if "budget" in duals or usd >= inst.budget[w] - 1e-6 * max(1.0, inst.budget[w]):
+            binding.append("budget")
+        if inst.spot_share[w] < 1 and Gs > 0 and Gs >= inst.spot_share[w] * G - 1e-9:
+            binding.append("spot_share")
+        if inst.same_region[w]:
+            binding.append("co_location")
+        for oi in o.tolist():
+            r = int(M.r_cap[oi])
+            if r >= 0 and abs(y[r]) > 1e-9:
+                duals[f"capacity:{inst.keys[oi]}"] = float(y[r])
+                binding.append(f"capacity:{inst.keys[oi]}")
+        binding += [b for b in (d.blocked or []) if b not in binding]
+        s, e = int(P.ptr[w]), int(P.ptr[w + 1])
+        seg_o = P.o[s:e]
+        rc_idx = [s + int(np.searchsorted(seg_o, oi)) for oi in o.tolist()]
+        runner_key = None
+        delta = None
+        if d.runner is not None:
+            ro, rm = d.runner
+            rc_idx.append(s + int(np.searchsorted(seg_o, ro)))
+            runner_key = inst.keys[ro]
+            delta = rm - d.metric
+        rc_arr = np.array(rc_idx, np.int64)
+        rcs = M.reduced_costs(rc_arr) if rc_arr.size else np.zeros(0)
+        reduced = {inst.keys[int(P.o[j])]: float(r) for j, r in zip(rc_arr.tolist(), rcs.tolist(), strict=True)}
+        return WorkloadExplanation(workload_id=wid, chosen=[inst.keys[oi] for oi in o.tolist()], usd_per_hour=usd,
+                                   runner_up=runner_key, runner_up_delta_usd_per_hour=delta,
+                                   binding_constraints=list(dict.fromkeys(binding)), reduced_costs=reduced,
+                                   duals=duals)
+
+    def _diagnose(self, inst: Instance, P: _Pairs, w: int, cap_left: F64) -> InfeasibilityReport:
+        return diagnose(inst, w, cap_left)
+
+
+def _reachable(gs: list[int], hi: int) -> np.ndarray:
+    r = np.zeros(hi + 1, bool)
+    r[0] = True
+    for g in gs:
+        for k in range(g, hi + 1):
+            if r[k - g]:
+                r[k] = True
+    return r
+
+
+def _cheapest(price_by_g: Mapping[int, float], lo: int, hi: int) -> float:
+    """Cheapest USD/h of whole instances with lo..hi GPUs (unbounded knapsack)."""
+    best = np.full(hi + 1, np.inf)
+    best[0] = 0.0
+    for g, p in price_by_g.items():
+        for k in range(g, hi + 1):
+            v = best[k - g] + p
+            if v < best[k]:
+                best[k] = v
+    return float(best[lo:hi + 1].min()) if hi >= lo else math.inf
+
+
+def diagnose(inst: Instance, w: int, cap_left: F64 | None = None) -> InfeasibilityReport:
+    """Name the constraint that cannot be met for workload w, and by how much."""
+    wid = inst.ids[w]
+    L, U, B, S = int(inst.min_gpus[w]), int(inst.max_gpus[w]), float(inst.budget[w]), float(inst.spot_share[w])
+    cap = inst.capacity if cap_left is None else cap_left
+    acc = inst.tput[w, inst.model] > 0
+    base = acc & inst.allowed[w, inst.provider]
+    if not (base & inst.available).any():
+        models = sorted(m for m, t in inst.specs[w].gpu_throughput.items() if t > 0)
+        return InfeasibilityReport(wid, f"no available offer of {', '.join(models)} from the allowed providers",
+                                   "no_offer")
+    cand = base & inst.available & (inst.gpus <= U)
+    if S <= 0:
+        if not (cand & ~inst.spot).any():
+            return InfeasibilityReport(wid, "only spot offers fit and max_spot_share is 0", "spot_share")
+        cand &= ~inst.spot
+    gs = sorted({int(g) for g in inst.gpus[cand]})
+    reach = _reachable(gs, U) if gs else np.zeros(U + 1, bool)
+    if not reach[L:U + 1].any():
+        below = np.nonzero(reach[:L])[0]
+        short = float(L - below.max()) if below.size else float(L)
+        return InfeasibilityReport(wid, f"{L}..{U} GPUs cannot be made of whole instances of {gs} GPUs",
+                                   "gpu_count", shortfall=short)
+    price_by_g: dict[int, float] = {}
+    for o in np.nonzero(cand)[0]:
+        g = int(inst.gpus[o])
+        price_by_g[g] = min(price_by_g.get(g, math.inf), float(inst.price[o]))
+    cheapest = _cheapest(price_by_g, L, U)
+    if cheapest > B + 1e-9:
+        return InfeasibilityReport(wid, f"budget ${B:.2f}/h below the cheapest feasible ${cheapest:.2f}/h",
+                                   "budget", shortfall=cheapest - B)
+    if S < 1:
+        od = cand & ~inst.spot
+        od_g = float((np.minimum(cap[od], 4096.0) * inst.gpus[od]).sum())
+        if od_g < (1 - S) * L:
+            return InfeasibilityReport(wid, f"max_spot_share {S:.2f} needs {math.ceil((1 - S) * L)} on-demand GPUs, "
+                                       f"{int(od_g)} available", "spot_share", shortfall=(1 - S) * L - od_g)
+    tot = float((np.clip(cap[cand], 0, 4096.0) * inst.gpus[cand]).sum())
+    if tot < L:
+        free = float((np.minimum(inst.capacity[cand], 4096.0) * inst.gpus[cand]).sum())
+        who = " (taken by higher-priority workloads)" if free >= L else ""
+        return InfeasibilityReport(wid, f"capacity: {int(tot)} GPUs available{who}, {L} needed", "capacity",
+                                   shortfall=L - tot)
+    if inst.same_region[w]:
+        return InfeasibilityReport(wid, "no single region can host all instances within budget and capacity",
+                                   "co_location")
+    return InfeasibilityReport(wid, "budget, capacity and spot share cannot be met together", "capacity")
+
+
+def solve_once(quotes: Sequence[OfferQuote], workloads: Sequence[WorkloadSpec],
+               current: Sequence[Assignment] = (), **kwargs: float) -> SolveResult:
+    """One-shot convenience: a fresh engine, one solve."""
+    e = PortfolioEngine(**kwargs)  # type: ignore[arg-type]
+    e.upsert_offers(quotes)
+    for w in workloads:
+        e.upsert_workload(w)
+    if current:
+        e.set_current_plan(current)
+    return e.solve()
+
+
+__all__ = ["EngineParams", "PortfolioEngine", "concentration_penalty", "diagnose", "solve_once"]
