@@ -120,6 +120,17 @@ def build_parser() -> argparse.ArgumentParser:
     kf.add_argument("action", choices=["start", "fetch", "wipe"])
     kf.add_argument("--port", type=int, default=9092)
     kf.set_defaults(func=cmd_kafka)
+
+    # further commands live in their own modules (cloudarb/cmd_*.py), each with `register(subparsers)`;
+    # their functions are called as func(args, settings) -> exit code
+    import importlib
+    import pkgutil
+
+    import cloudarb
+
+    for m in sorted(pkgutil.iter_modules(cloudarb.__path__), key=lambda m: m.name):
+        if m.name.startswith("cmd_"):
+            importlib.import_module(f"cloudarb.{m.name}").register(sub)
     return p
 
 

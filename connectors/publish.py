@@ -65,6 +65,7 @@ class KafkaPublisher:
             "linger.ms": 5,
             "compression.type": "lz4",
             "queue.buffering.max.messages": 500_000,
+            "log_level": 3,  # librdkafka warnings such as "coordinator load in progress" are retried anyway
         }
         conf.update(self.extra)
         self._producer = Producer(conf)
