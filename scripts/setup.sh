@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Idempotent set-up for a fresh Debian machine (no Docker needed): Python venv with the pinned
+# dependencies, the pinned Kafka broker jars (Maven Central), and for the test suite Chromium.
+#   scripts/setup.sh          venv + Kafka jars          (used by `make demo`)
+#   scripts/setup.sh --test   also Chromium + driver     (used by `make test`)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+say() { printf '\033[1msetup:\033[0m %s\n' "$*"; }
+die() { printf 'setup: %s\n' "$*" >&2; exit 2; }
+
+PY=${PYTHON:-python3}
+command -v "$PY" >/dev/null || die "python3 not found: install Python 3.11 (apt-get install python3 python3-venv)"
+"$PY" -c 'import sys; sys.exit(0 if (3, 11) <= sys.version_info[:2] < (3, 13) else 1)' \
+  || die "Python 3.11 or 3.12 is required, found $("$PY" -V 2>&1)"
+
+apt_install() {
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    say "installing $* with apt"
+    apt-get update -qq >/dev/null 2>&1 || true
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+  else
+    die "missing $*: install it (apt-get install $*)"
+  fi
+}
+
+if [ -z "${KAFKA_BOOTSTRAP_SERVERS:-}" ]; then
+  command -v java >/dev/null || apt_install openjdk-17-jre-headless
+  command -v mvn >/dev/null || apt_install maven
+fi
+
+# venv, reinstalled when pyproject.toml changes
+stamp=.venv/.installed-$(sha1sum pyproject.toml | cut -c1-12)
+if [ ! -f "$stamp" ]; then
+  [ -x .venv/bin/python ] || { "$PY" -m venv .venv 2>/dev/null || { apt_install python3-venv; "$PY" -m venv .venv; }; }
+  say "installing Python dependencies (pinned in pyproject.toml)"
+  .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip >/dev/null
+  .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev]'
+  rm -f .venv/.installed-*
+  touch "$stamp"
+fi
+
+if [ -z "${KAFKA_BOOTSTRAP_SERVERS:-}" ]; then
+  say "Kafka broker jars: $(.venv/bin/python -m cloudarb kafka fetch)"
+fi
+
+if [ "${1:-}" = "--test" ]; then
+  if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+    apt_install chromium chromium-driver || say "chromium unavailable: browser tests will skip"
+  fi
+fi
+say "ready"

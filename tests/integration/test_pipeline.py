@@ -1,0 +1,156 @@
+"""End to end on the real local broker and chdb: replay -> worker -> decisions -> ClickHouse."""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cloudarb.app import load_workloads, workload_events
+from cloudarb.demo import MARKET_TOPICS, group_position
+from cloudarb.pipeline import publish_events
+from connectors.publish import KafkaPublisher
+from connectors.replay import replay_events
+from outputs.clickhouse import table_counts
+from outputs.sink import SINK_TOPICS, ClickHouseWriter, run_sink
+from schemas.events import PriceObserved
+from schemas.market import OfferQuote
+from solvers import greedy_plan
+from streams import state
+from tests.conftest import ROOT, SAMPLE, unique
+from tests.integration.helpers import caught_up, start_worker, stop, wait_until
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+WORKLOADS = load_workloads(ROOT / "examples" / "workloads.yaml")
+
+
+@pytest.fixture
+def sink(kafka_bootstrap: str, chdb_client: tuple[Any, str]) -> Iterator[tuple[ClickHouseWriter, str]]:
+    client, db = chdb_client
+    writer = ClickHouseWriter(client, db)
+    group = unique("sink")
+    stop_evt = threading.Event()
+    t = threading.Thread(target=run_sink, args=(kafka_bootstrap, writer, stop_evt), kwargs={"group_id": group},
+                         daemon=True)
+    t.start()
+    yield writer, group
+    stop_evt.set()
+    t.join(30)
+
+
+def _changelog_state(bootstrap: str, topic: str) -> dict[str, Any]:
+    """The last value per key of a Faust table's changelog topic = the table's durable state."""
+    from confluent_kafka import Consumer
+
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": unique("chg"), "auto.offset.reset": "earliest",
+                  "enable.auto.commit": False})
+    c.subscribe([topic])
+    out: dict[str, Any] = {}
+    idle = 0
+    while idle < 6:
+        m = c.poll(0.5)
+        if m is None:
+            idle += 1
+            continue
+        idle = 0
+        if m.error():
+            continue
+        k = json.loads(m.key())
+        out[k] = None if m.value() is None else json.loads(m.value())
+    c.close()
+    return out
+
+
+def _expected_offer_state(events: list[Any]) -> dict[str, dict[str, Any]]:
+    s: dict[str, dict[str, Any]] = {}
+    for e in events:
+        new, _ = state.apply_event(s.get(e.offer.key, {}), e)
+        s[e.offer.key] = new
+    return s
+
+
+def test_replay_reaches_clickhouse_once_with_decisions(
+        kafka_bootstrap: str, sink: tuple[ClickHouseWriter, str], chdb_client: tuple[Any, str],
+        tmp_path: Path) -> None:
+    writer, sink_group = sink
+    client, db = chdb_client
+    app_id = unique("e2e")
+    worker = start_worker(kafka_bootstrap, app_id, tmp_path / "worker.log")
+    try:
+        publish_events(kafka_bootstrap, workload_events(WORKLOADS))
+        events = list(replay_events(SAMPLE))
+        pub = KafkaPublisher(kafka_bootstrap)
+        start = {t: group_position(kafka_bootstrap, app_id, [t])[1] for t in MARKET_TOPICS}
+        pub.publish_all(events)
+        # a redelivery: the first 100 events again (same ids) must not duplicate rows
+        pub.publish_all(events[:100])
+        assert pub.flush(30) == 0
+        wait_until(lambda: caught_up(kafka_bootstrap, app_id, list(MARKET_TOPICS))
+                   and group_position(kafka_bootstrap, app_id, list(MARKET_TOPICS))[0] > sum(start.values()),
+                   120, "the worker to consume the replay")
+        wait_until(lambda: writer.stats.rows.get("decisions", 0) > 0, 60, "a decision in ClickHouse")
+        wait_until(lambda: caught_up(kafka_bootstrap, sink_group, list(SINK_TOPICS)), 60, "the sink")
+    finally:
+        stop(worker)
+    counts = table_counts(client, db)
+    n_prices = sum(isinstance(e, PriceObserved) for e in events)
+    assert counts["prices"] == n_prices
+    assert counts["decisions"] >= 1
+    assert writer.stats.duplicates >= 100
+    assert counts["dead_letters"] == 0
+
+
+def test_worker_killed_mid_stream_loses_nothing_and_duplicates_nothing(
+        kafka_bootstrap: str, sink: tuple[ClickHouseWriter, str], chdb_client: tuple[Any, str],
+        tmp_path: Path) -> None:
+    writer, sink_group = sink
+    client, db = chdb_client
+    app_id = unique("kill")
+    events = list(replay_events(SAMPLE))
+    half = len(events) // 2
+    log = tmp_path / "worker.log"
+    worker = start_worker(kafka_bootstrap, app_id, log)
+    publish_events(kafka_bootstrap, workload_events(WORKLOADS))
+    pub = KafkaPublisher(kafka_bootstrap)
+    pub.publish_all(events[:half])
+    assert pub.flush(30) == 0
+    wait_until(lambda: group_position(kafka_bootstrap, app_id, list(MARKET_TOPICS))[0] > 0, 90,
+               "the worker to commit some progress")
+    stop(worker, signal.SIGKILL)  # kill -9 mid-stream
+    pub.publish_all(events[half:])
+    assert pub.flush(30) == 0
+    worker = start_worker(kafka_bootstrap, app_id, log)
+    try:
+        wait_until(lambda: caught_up(kafka_bootstrap, app_id, list(MARKET_TOPICS)), 120, "the restarted worker")
+        wait_until(lambda: caught_up(kafka_bootstrap, app_id, [f"{app_id}-market-changes"]), 60, "decisions")
+        wait_until(lambda: caught_up(kafka_bootstrap, sink_group, list(SINK_TOPICS)), 60, "the sink")
+    finally:
+        stop(worker)
+
+    # table state equals a run without the kill (the pure state function over every event, in order)
+    market = [e for e in events if hasattr(e, "offer")]
+    expected = _expected_offer_state(market)
+    got = _changelog_state(kafka_bootstrap, f"{app_id}-offers-changelog")
+    assert set(got) == set(expected)
+    assert all(got[k] == expected[k] for k in expected)
+
+    # every price is in ClickHouse once; no decision id twice
+    counts = table_counts(client, db)
+    assert counts["prices"] == sum(isinstance(e, PriceObserved) for e in events)
+    dup = client.query(f"SELECT count() - uniqExact(event_id) FROM {db}.decisions").result_rows[0][0]
+    assert dup == 0
+
+    # the final plan equals the plan a run without the kill reaches: greedy over the final market
+    quotes = [q for k, s in expected.items() if (q := state.quote_from_state(k, s))]
+    want = {a.workload_id: (a.offer.key, a.instances) for a in greedy_plan(quotes, WORKLOADS).assignments}
+    rows = client.query(
+        f"SELECT workload_id, argMax(offer_key, decided_at), argMax(instances, decided_at) "
+        f"FROM {db}.decision_assignments GROUP BY workload_id").result_rows
+    assert {w: (k, n) for w, k, n in rows} == want
+    assert isinstance(quotes[0], OfferQuote)
