@@ -750,20 +750,20 @@ class PortfolioEngine:
             return tot
 
         cands: list[tuple[float, str, tuple[tuple[int, int], ...]]] = []
+        lp_rows = self._round_lp(inst, P, M, w, xv, metric_unit, cap_left)
+        if lp_rows:   # first: on ties (degenerate duals) the LP's own split wins
+            cands.append((metric(lp_rows, metric_unit), "lp", lp_rows))
         singles, blocked = self._single_candidates(inst, P, w, metric_unit, cap_left)
         if singles:
             j, m = singles[0]
             cands.append((m, "single", ((int(P.o[j]), int(P.n_single[j])),)))
-        lp_rows = self._round_lp(inst, P, M, w, xv, metric_unit, cap_left)
-        if lp_rows:
-            cands.append((metric(lp_rows, metric_unit), "lp", lp_rows))
         keep_ok = bool(cur) and wid not in inst.stale_plan and cur is not None and \
             self._plan_valid(inst, w, cur, cap_left)
         chosen: tuple[float, str, tuple[tuple[int, int], ...]] | None = None
         for c in cands:
             if cur is not None and c[2] == cur:  # identical to the plan in force: no migration charge
                 c = (c[0] - lam * M.mu[w] * sum(float(inst.gpus[o]) * n for o, n in cur), "keep", c[2])
-            if chosen is None or c[0] < chosen[0] - 1e-12:
+            if chosen is None or c[0] < chosen[0] - 1e-9 * (1 + abs(chosen[0])):
                 chosen = c
         binding: list[str] = []
         if keep_ok and cur is not None and (chosen is None or chosen[1] != "keep"):
@@ -778,6 +778,11 @@ class PortfolioEngine:
         if chosen is None:
             return None
         rows = chosen[2]
+        if cur is not None and rows == cur and "hysteresis" not in binding and singles:
+            j0 = singles[0][0]
+            alt = float(P.n_single[j0] * base_unit[j0])
+            if alt < metric(cur, base_unit) - 1e-9:
+                binding.append("hysteresis")   # a cheaper plan exists; the saving is below the threshold
         chosen_offers = {o for o, _ in rows}
         runner = next(((int(P.o[j]), m) for j, m in singles if int(P.o[j]) not in chosen_offers), None)
         return _Decision(rows, chosen[0], chosen[1], binding, runner, blocked)
