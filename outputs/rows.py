@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from schemas.events import (
+    AlertRaised,
     AllocationDecided,
     CapacityObserved,
     DeadLettered,
     Event,
     InterruptionObserved,
+    PriceForecasted,
     PriceObserved,
+    WorkloadCancelled,
+    WorkloadRequested,
 )
 
 COLUMNS: dict[str, list[str]] = {
@@ -28,11 +33,18 @@ COLUMNS: dict[str, list[str]] = {
                              "gpu_model", "market", "instances", "usd_per_hour"],
     "dead_letters": ["event_id", "source_topic", "source_partition", "source_offset", "stage", "reason",
                      "original_b64", "dead_lettered_at"],
+    "forecasts": ["event_id", "offer_key", "provider", "region", "gpu_model", "market", "gpus_per_instance",
+                  "forecast_at", "horizon_s", "target_at", "usd_per_hour", "interruption_probability_next_hour",
+                  "model", "mae_model", "mae_naive", "n_scored"],
+    "alerts": ["event_id", "rule", "severity", "message", "raised_at", "offer_key", "workload_id", "value",
+               "threshold"],
+    "workloads": ["event_id", "workload_id", "kind", "at", "budget_usd_per_hour", "min_gpus", "max_gpus", "spec"],
 }
 
 # the table whose event_id column identifies an event already written
 ID_TABLE = {PriceObserved: "prices", CapacityObserved: "capacity", InterruptionObserved: "interruptions",
-            AllocationDecided: "decisions", DeadLettered: "dead_letters"}
+            AllocationDecided: "decisions", DeadLettered: "dead_letters", PriceForecasted: "forecasts",
+            AlertRaised: "alerts", WorkloadRequested: "workloads", WorkloadCancelled: "workloads"}
 
 
 def rows_for(e: Event) -> list[tuple[str, list[Any]]]:
@@ -64,4 +76,21 @@ def rows_for(e: Event) -> list[tuple[str, list[Any]]]:
     if isinstance(e, DeadLettered):
         return [("dead_letters", [e.event_id, e.source_topic, e.source_partition, e.source_offset, e.stage,
                                   e.reason, e.original_b64, e.dead_lettered_at])]
+    if isinstance(e, PriceForecasted):
+        o = e.offer
+        return [("forecasts", [e.event_id, o.key, o.provider, o.region, o.gpu_model, o.market.value,
+                               o.gpus_per_instance, e.forecast_at, e.horizon_s,
+                               e.forecast_at + timedelta(seconds=e.horizon_s), e.usd_per_hour,
+                               e.interruption_probability_next_hour, e.model, e.mae_model, e.mae_naive,
+                               e.n_scored])]
+    if isinstance(e, AlertRaised):
+        return [("alerts", [e.event_id, e.rule, e.severity, e.message, e.raised_at,
+                            e.offer.key if e.offer else "", e.workload_id or "", e.value, e.threshold])]
+    if isinstance(e, WorkloadRequested):
+        sp = e.spec
+        return [("workloads", [e.event_id, sp.workload_id, "requested", e.requested_at, sp.budget_usd_per_hour,
+                               sp.min_gpus, sp.max_gpus, sp.model_dump_json()])]
+    if isinstance(e, WorkloadCancelled):
+        return [("workloads", [e.event_id, e.workload_id, "cancelled", e.cancelled_at, None, None, None,
+                               e.model_dump_json()])]
     return []

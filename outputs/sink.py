@@ -4,6 +4,11 @@ Loop: poll a batch, decode, drop ids already in ClickHouse (redelivery after a c
 insert per table, then commit the Kafka offsets. A crash between insert and commit redelivers the
 batch; the id filter (and the ReplacingMergeTree key) make that a no-op. Undecodable messages are
 counted and skipped here: the streaming core dead-letters them with the reason.
+
+ClickHouse down: the batch in hand is retried with capped exponential backoff until it is written
+(or the sink is stopped, in which case nothing is committed and Kafka redelivers it). Kafka is the
+buffer: the sink holds at most one batch (`batch_size` messages) in memory and consumes nothing more
+until that batch is in, so memory stays bounded however long the outage lasts.
 """
 
 from __future__ import annotations
@@ -19,11 +24,12 @@ from typing import Any
 from outputs.clickhouse import DEFAULT_DB
 from outputs.rows import COLUMNS, ID_TABLE, rows_for
 from schemas.events import Event, decode_event
-from schemas.topics import CAPACITY, DECISIONS, DLQ, INTERRUPTIONS, PRICES
+from schemas.topics import ALERTS, CAPACITY, DECISIONS, DLQ, FORECASTS, INTERRUPTIONS, PRICES, WORKLOADS
 
 log = logging.getLogger(__name__)
 
-SINK_TOPICS = (PRICES.name, CAPACITY.name, INTERRUPTIONS.name, DECISIONS.name, DLQ.name)
+SINK_TOPICS = (PRICES.name, CAPACITY.name, INTERRUPTIONS.name, DECISIONS.name, DLQ.name, FORECASTS.name,
+               ALERTS.name, WORKLOADS.name)
 
 
 @dataclass
@@ -32,6 +38,8 @@ class SinkStats:
     written: int = 0
     duplicates: int = 0
     undecodable: int = 0
+    write_failures: int = 0
+    insert_seconds: float = 0.0
     rows: dict[str, int] = field(default_factory=lambda: defaultdict(int))
 
 
@@ -74,11 +82,34 @@ class ClickHouseWriter:
                     rows[tbl].append(row)
         # child rows (decision_assignments) before parents (decisions), so a crash in between
         # leaves the parent missing and the redelivery writes both (children dedup by their key)
+        t0 = time.perf_counter()
         for tbl in sorted(rows, key=lambda t: t != "decision_assignments"):
             self.client.insert(f"{self.db}.{tbl}", rows[tbl], column_names=COLUMNS[tbl])
             self.stats.rows[tbl] += len(rows[tbl])
+        self.stats.insert_seconds += time.perf_counter() - t0
         self.stats.written += written
         return written
+
+
+def write_with_retry(writer: ClickHouseWriter, events: Sequence[Event], stop: threading.Event,
+                     initial_backoff_s: float = 0.2, max_backoff_s: float = 5.0) -> bool:
+    """Write `events`, retrying with capped exponential backoff while ClickHouse is unreachable.
+
+    Returns True once written, False if `stop` was set first (the caller must then not commit).
+    Retrying the whole batch is safe: ids already written are skipped.
+    """
+    backoff = initial_backoff_s
+    while True:
+        try:
+            writer.write(events)
+            return True
+        except Exception as exc:
+            writer.stats.write_failures += 1
+            log.warning("ClickHouse write failed (%s: %s); retrying in %.1fs", type(exc).__name__,
+                        str(exc)[:200], backoff)
+            if stop.wait(backoff):
+                return False
+            backoff = min(max_backoff_s, backoff * 2)
 
 
 def run_sink(bootstrap: str, writer: ClickHouseWriter, stop: threading.Event, group_id: str = "cloudarb-sink",
@@ -90,6 +121,8 @@ def run_sink(bootstrap: str, writer: ClickHouseWriter, stop: threading.Event, gr
     consumer = Consumer({
         "bootstrap.servers": bootstrap, "group.id": group_id, "enable.auto.commit": False,
         "auto.offset.reset": "earliest", "session.timeout.ms": 10000,
+        # a ClickHouse outage holds one batch while retrying; stay in the group for up to 15 min
+        "max.poll.interval.ms": 900_000,
     })
     consumer.subscribe(list(topics))
     last_msg = time.monotonic()
@@ -108,11 +141,12 @@ def run_sink(bootstrap: str, writer: ClickHouseWriter, stop: threading.Event, gr
                     continue
                 writer.stats.consumed += 1
                 try:
-                    events.append(decode_event(m.value()))
+                    events.append(decode_event(m.value() or b""))
                 except ValueError as exc:
                     writer.stats.undecodable += 1
                     log.debug("undecodable message on %s@%s: %s", m.topic(), m.offset(), exc)
-            writer.write(events)
+            if not write_with_retry(writer, events, stop):
+                break  # stopped mid-outage: do not commit, Kafka redelivers the batch
             consumer.commit(asynchronous=False)
     finally:
         consumer.close()

@@ -1,0 +1,447 @@
+"""The thin query API (FastAPI): offers, forecasts, allocations, savings, workloads, alerts,
+executions, webhooks and API keys; health, readiness, Prometheus metrics, OpenAPI docs, and a
+built-in dashboard page with live updates (server-sent events).
+
+Auth: `X-API-Key: <key>` (or `Authorization: Bearer <key>`); keys are stored hashed with a role
+(viewer < operator < admin). 401 without a valid key, 403 for a lower role, 429 over the rate limit.
+Every list is paginated (`limit`, `offset`; the response carries `total` and `next_offset`).
+It reads ClickHouse (and submits workloads through an injected `publish` callable), never a worker's memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import secrets
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response
+from fastapi import Path as PathParam
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.staticfiles import StaticFiles
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from pydantic import BaseModel, Field
+
+from outputs.queries import ReadModel
+from outputs.security import (
+    InvalidWebhookURL,
+    KeyStore,
+    Principal,
+    RateLimiter,
+    role_allows,
+    validate_webhook_url,
+)
+from schemas.events import Event, WorkloadCancelled, WorkloadRequested, WorkloadSpec, deterministic_id, utcnow
+
+log = logging.getLogger(__name__)
+
+STATIC = Path(__file__).resolve().parent / "static"
+WORKLOAD_ID = r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,127}$"
+ALERT_RULES = ("price_drop", "price_spike", "capacity_lost", "interruption", "forecast_budget_breach",
+               "savings_opportunity")
+
+Publish = Callable[[Event], None]
+
+
+@dataclass
+class ApiConfig:
+    db: str = "cloudarb"
+    admin_key: str | None = None            # bootstrap admin (CLOUDARB_ADMIN_KEY), hashed at start
+    rate_per_s: float = 50.0
+    burst: float = 100.0
+    refresh_s: float = 1.0
+    allow_private_webhooks: bool = False
+    start_read_model: bool = True
+
+
+class Page(BaseModel):
+    items: list[dict[str, Any]]
+    total: int
+    limit: int
+    offset: int
+    next_offset: int | None
+
+
+def page(items: list[dict[str, Any]], total: int, limit: int, offset: int) -> dict[str, Any]:
+    nxt = offset + limit if offset + limit < total else None
+    return {"items": items, "total": total, "limit": limit, "offset": offset, "next_offset": nxt}
+
+
+Limit = Annotated[int, Query(ge=1, le=1000, description="page size")]
+Offset = Annotated[int, Query(ge=0, le=10_000_000, description="items to skip")]
+WorkloadIdPath = Annotated[str, PathParam(pattern=WORKLOAD_ID, description="workload id")]
+
+
+class WorkloadAccepted(BaseModel):
+    event_id: str
+    workload_id: str
+    status: Literal["submitted", "cancel_requested"]
+
+
+class WebhookIn(BaseModel):
+    url: str = Field(max_length=2000, description="http(s) URL that receives signed alert POSTs")
+    rules: list[Literal["price_drop", "price_spike", "capacity_lost", "interruption", "forecast_budget_breach",
+                        "savings_opportunity"]] = Field(default_factory=list, max_length=10,
+                                                        description="empty = every rule")
+
+
+class ApiKeyIn(BaseModel):
+    role: Literal["viewer", "operator", "admin"]
+    name: str = Field(default="", max_length=100)
+
+
+class _Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter("cloudarb_api_requests_total", "API requests", ["route", "method", "status"],
+                                registry=self.registry)
+        self.latency = Histogram("cloudarb_api_request_seconds", "API request latency", ["route"],
+                                 buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5),
+                                 registry=self.registry)
+        self.published = Counter("cloudarb_api_workload_events_total", "workload events published", ["kind"],
+                                 registry=self.registry)
+
+
+class MetricsMiddleware:
+    """Pure ASGI (cheaper than BaseHTTPMiddleware): count and time requests by route template."""
+
+    def __init__(self, app: Any, metrics: _Metrics) -> None:
+        self.app, self.m = app, metrics
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        t0 = time.perf_counter()
+        status = [500]
+
+        async def _send(msg: Any) -> None:
+            if msg["type"] == "http.response.start":
+                status[0] = msg["status"]
+            await send(msg)
+
+        try:
+            await self.app(scope, receive, _send)
+        finally:
+            route = scope.get("route")
+            name = getattr(route, "path", None) or "unmatched"
+            self.m.latency.labels(name).observe(time.perf_counter() - t0)
+            self.m.requests.labels(name, scope.get("method", ""), str(status[0])).inc()
+
+
+def create_app(client: Any, config: ApiConfig | None = None, publish: Publish | None = None,
+               read_model: ReadModel | None = None, keys: KeyStore | None = None) -> FastAPI:
+    cfg = config or ApiConfig()
+    db = cfg.db
+    rm = read_model or ReadModel(client, db, cfg.refresh_s)
+    ks = keys or KeyStore(client, db, bootstrap_admin_key=cfg.admin_key)
+    limiter = RateLimiter(cfg.rate_per_s, cfg.burst)
+    fail_limiter = RateLimiter(cfg.rate_per_s, cfg.burst)
+    metrics = _Metrics()
+
+    app = FastAPI(title="CloudArb API", version="1.0.0",
+                  description=__doc__, openapi_tags=[{"name": "market"}, {"name": "allocations"},
+                                                     {"name": "workloads"}, {"name": "alerts"},
+                                                     {"name": "admin"}, {"name": "ops"}])
+    app.state.read_model = rm
+    app.state.keys = ks
+    app.state.metrics = metrics
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+
+    @app.on_event("startup")
+    async def _start() -> None:
+        if cfg.start_read_model:
+            await asyncio.to_thread(_first_refresh, rm)
+            rm.start()
+        try:
+            await asyncio.to_thread(ks.refresh)
+        except Exception as exc:
+            log.warning("API key refresh failed: %s", type(exc).__name__)
+
+    @app.on_event("shutdown")
+    async def _stop() -> None:
+        rm.stop()
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # name the field, never echo the input back (it may hold a secret)
+        errs = [{"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")), "type": e.get("type", "")}
+                for e in exc.errors()]
+        return JSONResponse({"detail": errs}, status_code=422)
+
+    @app.exception_handler(Exception)
+    async def _crash(request: Request, exc: Exception) -> JSONResponse:
+        log.error("unhandled %s on %s", type(exc).__name__, request.url.path)
+        return JSONResponse({"detail": "the store is unavailable, try again"}, status_code=503)
+
+    api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="API key")
+    bearer = HTTPBearer(auto_error=False, description="API key as a bearer token")
+
+    def auth(need: str) -> Callable[..., Any]:
+        def dep(request: Request, x_api_key: str | None = Depends(api_key_header),
+                authz: HTTPAuthorizationCredentials | None = Depends(bearer)) -> Principal:
+            key = x_api_key or (authz.credentials if authz else None)
+            p = ks.lookup(key)
+            if p is None:
+                ok, _ = fail_limiter.allow(request.client.host if request.client else "?")
+                if not ok:
+                    raise HTTPException(429, "too many requests", headers={"Retry-After": "1"})
+                raise HTTPException(401, "a valid API key is required (X-API-Key header)",
+                                    headers={"WWW-Authenticate": "Bearer"})
+            ok, wait = limiter.allow(p.key_id)
+            if not ok:
+                raise HTTPException(429, "rate limit exceeded", headers={"Retry-After": str(max(1, round(wait)))})
+            if not role_allows(p.role, need):
+                raise HTTPException(403, f"role '{p.role}' cannot do this; needs '{need}'")
+            return p
+        return dep
+
+    viewer = Depends(auth("viewer"))
+    operator = Depends(auth("operator"))
+    admin = Depends(auth("admin"))
+
+    # --- ops ----------------------------------------------------------------------------------
+    @app.get("/healthz", tags=["ops"])
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["ops"], responses={503: {"description": "not ready"}})
+    def readyz(response: Response) -> dict[str, Any]:
+        try:
+            client.query("SELECT 1")
+            store = "ok"
+        except Exception as exc:
+            store = f"unavailable: {type(exc).__name__}"
+        snap = rm.snapshot
+        ready = store == "ok" and snap.version > 0
+        if not ready:
+            response.status_code = 503
+        return {"ready": ready, "clickhouse": store, "snapshot_version": snap.version,
+                "snapshot_age_s": round(time.time() - snap.built_at, 3) if snap.built_at else None,
+                "kafka_publish": publish is not None}
+
+    @app.get("/metrics", tags=["ops"], response_class=Response)
+    def prom() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    # --- market -------------------------------------------------------------------------------
+    @app.get("/v1/offers", tags=["market"], response_model=Page)
+    def offers(_: Principal = viewer, gpu_model: str | None = Query(None, max_length=64),
+               provider: str | None = Query(None, max_length=40), region: str | None = Query(None, max_length=64),
+               market: Literal["spot", "on_demand"] | None = None, available: bool | None = None,
+               sort: Literal["effective_usd_per_gpu_hour", "usd_per_gpu_hour", "usd_per_hour",
+                             "usd_per_a100_hour"] = "effective_usd_per_gpu_hour",
+               order: Literal["asc", "desc"] = "asc", limit: Limit = 100, offset: Offset = 0) -> dict[str, Any]:
+        items = rm.snapshot.offers
+        if gpu_model:
+            items = [o for o in items if o["gpu_model"] == gpu_model]
+        if provider:
+            items = [o for o in items if o["provider"] == provider]
+        if region:
+            items = [o for o in items if o["region"] == region]
+        if market:
+            items = [o for o in items if o["market"] == market]
+        if available is not None:
+            items = [o for o in items if (o["available"] is not False) == available]
+        if sort != "effective_usd_per_gpu_hour" or order == "desc":
+            big = float("inf")
+            items = sorted(items, key=lambda o: (o[sort] if o[sort] is not None else big, o["offer_key"]),
+                           reverse=order == "desc")
+        return page(items[offset:offset + limit], len(items), limit, offset)
+
+    @app.get("/v1/forecasts", tags=["market"], response_model=Page)
+    def forecasts(_: Principal = viewer, gpu_model: str | None = Query(None, max_length=64),
+                  offer_key: str | None = Query(None, max_length=400), limit: Limit = 100,
+                  offset: Offset = 0) -> dict[str, Any]:
+        total, items = rm.forecasts(gpu_model, offer_key, limit, offset)
+        return page(items, total, limit, offset)
+
+    # --- allocations --------------------------------------------------------------------------
+    @app.get("/v1/allocations", tags=["allocations"], response_model=Page)
+    def allocations(_: Principal = viewer, limit: Limit = 100, offset: Offset = 0) -> dict[str, Any]:
+        items = rm.snapshot.allocation
+        return page(items[offset:offset + limit], len(items), limit, offset)
+
+    @app.get("/v1/allocations/{workload_id}/history", tags=["allocations"], response_model=Page)
+    def allocation_history(workload_id: WorkloadIdPath, _: Principal = viewer, limit: Limit = 100,
+                           offset: Offset = 0) -> dict[str, Any]:
+        total, items = rm.allocation_history(workload_id, limit, offset)
+        return page(items, total, limit, offset)
+
+    @app.get("/v1/savings", tags=["allocations"], response_model=Page)
+    def savings(_: Principal = viewer, limit: Limit = 100, offset: Offset = 0,
+                order: Literal["asc", "desc"] = "desc") -> dict[str, Any]:
+        items = rm.snapshot.savings
+        if order == "desc":
+            items = items[::-1]
+        return page(items[offset:offset + limit], len(items), limit, offset)
+
+    @app.get("/v1/executions", tags=["allocations"], response_model=Page)
+    def executions(_: Principal = viewer, decision_id: str | None = Query(None, max_length=128),
+                   limit: Limit = 100, offset: Offset = 0) -> dict[str, Any]:
+        where, params = "", {}
+        if decision_id:
+            where, params = " WHERE decision_id = {d:String}", {"d": decision_id}
+        total, items = rm.table_page(
+            f"{db}.executor_actions FINAL{where}",
+            ["action_id", "decision_id", "executor", "action", "workload_id", "offer_key", "instances",
+             "usd_per_hour", "status", "detail", "resource_ids", "at"], "at DESC, action_id", limit, offset, params)
+        return page(items, total, limit, offset)
+
+    # --- workloads ----------------------------------------------------------------------------
+    @app.get("/v1/workloads", tags=["workloads"], response_model=Page)
+    def workloads(_: Principal = viewer, limit: Limit = 100, offset: Offset = 0) -> dict[str, Any]:
+        total, items = rm.table_page(
+            f"(SELECT workload_id, argMax(kind, at) AS state, max(at) AS updated_at, "
+            f"argMax(budget_usd_per_hour, at) AS budget "
+            f"FROM {db}.workloads GROUP BY workload_id)",
+            ["workload_id", "state", "updated_at", "budget AS budget_usd_per_hour"], "workload_id", limit, offset)
+        return page(items, total, limit, offset)
+
+    def _publish(e: Event, kind: str) -> None:
+        if publish is None:
+            raise HTTPException(503, "workload submission is not configured (no Kafka publisher)")
+        try:
+            publish(e)
+        except Exception as exc:
+            log.error("publishing %s failed: %s", kind, type(exc).__name__)
+            raise HTTPException(503, "could not publish to Kafka, try again") from None
+        metrics.published.labels(kind).inc()
+
+    @app.post("/v1/workloads", tags=["workloads"], status_code=202, response_model=WorkloadAccepted)
+    def submit_workload(spec: WorkloadSpec, _: Principal = operator) -> dict[str, Any]:
+        now = utcnow()
+        e = WorkloadRequested(event_id=deterministic_id("workload", spec.model_dump_json(), now.isoformat()),
+                              spec=spec, requested_at=now)
+        _publish(e, "requested")
+        return {"event_id": e.event_id, "workload_id": spec.workload_id, "status": "submitted"}
+
+    @app.delete("/v1/workloads/{workload_id}", tags=["workloads"], status_code=202, response_model=WorkloadAccepted)
+    def cancel_workload(workload_id: WorkloadIdPath, _: Principal = operator,
+                        reason: str = Query("cancelled via API", max_length=200)) -> dict[str, Any]:
+        now = utcnow()
+        e = WorkloadCancelled(event_id=deterministic_id("cancel", workload_id, now.isoformat()),
+                              workload_id=workload_id, cancelled_at=now, reason=reason)
+        _publish(e, "cancelled")
+        return {"event_id": e.event_id, "workload_id": workload_id, "status": "cancel_requested"}
+
+    # --- alerts and webhooks ------------------------------------------------------------------
+    @app.get("/v1/alerts", tags=["alerts"], response_model=Page)
+    def alerts(_: Principal = viewer, rule: str | None = Query(None, max_length=64), limit: Limit = 100,
+               offset: Offset = 0) -> dict[str, Any]:
+        where, params = "", {}
+        if rule:
+            where, params = " WHERE rule = {r:String}", {"r": rule}
+        total, items = rm.table_page(
+            f"{db}.alerts FINAL{where}", ["event_id", "rule", "severity", "message", "raised_at", "offer_key",
+                                          "workload_id", "value", "threshold"], "raised_at DESC, event_id",
+            limit, offset, params)
+        return page(items, total, limit, offset)
+
+    @app.get("/v1/webhooks", tags=["admin"], response_model=Page)
+    def list_webhooks(_: Principal = admin, limit: Limit = 100, offset: Offset = 0) -> dict[str, Any]:
+        total, items = rm.table_page(f"{db}.webhook_subscriptions FINAL WHERE active",
+                                     ["subscription_id", "url", "rules", "created_at"], "created_at, subscription_id",
+                                     limit, offset)
+        return page(items, total, limit, offset)
+
+    @app.post("/v1/webhooks", tags=["admin"], status_code=201)
+    def add_webhook(body: WebhookIn, _: Principal = admin) -> dict[str, Any]:
+        try:
+            url = validate_webhook_url(body.url, cfg.allow_private_webhooks)
+        except InvalidWebhookURL as exc:
+            return JSONResponse({"detail": [{"loc": ["body", "url"], "msg": str(exc), "type": "value_error"}]},
+                                status_code=422)  # type: ignore[return-value]
+        sid = secrets.token_hex(8)
+        secret = "whsec_" + secrets.token_urlsafe(32)
+        client.insert(f"{db}.webhook_subscriptions",
+                      [[sid, url, secret, list(body.rules), True, datetime.now(UTC), time.time_ns()]],
+                      column_names=["subscription_id", "url", "secret", "rules", "active", "created_at", "version"])
+        return {"subscription_id": sid, "url": url, "rules": body.rules,
+                "secret": secret, "note": "the signing secret is shown once; store it now"}
+
+    @app.delete("/v1/webhooks/{subscription_id}", tags=["admin"], status_code=204,
+                responses={404: {"description": "no such subscription"}})
+    def delete_webhook(subscription_id: Annotated[str, PathParam(pattern=r"^[0-9a-f]{1,32}$")],
+                       _: Principal = admin) -> Response:
+        rows = client.query(f"SELECT url, secret, rules, created_at FROM {db}.webhook_subscriptions FINAL "
+                            "WHERE subscription_id = {s:String} AND active", parameters={"s": subscription_id}
+                            ).result_rows
+        if not rows:
+            raise HTTPException(404, "no such subscription")
+        url, secret, rules, created = rows[0]
+        client.insert(f"{db}.webhook_subscriptions",
+                      [[subscription_id, url, secret, rules, False, created, time.time_ns()]],
+                      column_names=["subscription_id", "url", "secret", "rules", "active", "created_at", "version"])
+        return Response(status_code=204)
+
+    # --- API keys -----------------------------------------------------------------------------
+    @app.get("/v1/api-keys", tags=["admin"], response_model=Page)
+    def list_keys(_: Principal = admin, limit: Limit = 100, offset: Offset = 0) -> dict[str, Any]:
+        total, items = rm.table_page(f"{db}.api_keys FINAL WHERE active", ["key_id", "role", "name", "created_at"],
+                                     "created_at, key_id", limit, offset)
+        return page(items, total, limit, offset)
+
+    @app.post("/v1/api-keys", tags=["admin"], status_code=201)
+    def create_key(body: ApiKeyIn, _: Principal = admin) -> dict[str, Any]:
+        key_id, key = ks.create(body.role, body.name)
+        return {"key_id": key_id, "role": body.role, "name": body.name, "api_key": key,
+                "note": "the key is shown once; only its hash is stored"}
+
+    @app.delete("/v1/api-keys/{key_id}", tags=["admin"], status_code=204,
+                responses={404: {"description": "no such key"}})
+    def revoke_key(key_id: Annotated[str, PathParam(pattern=r"^[0-9a-f]{1,32}$")], _: Principal = admin) -> Response:
+        if not ks.revoke(key_id):
+            raise HTTPException(404, "no such key")
+        return Response(status_code=204)
+
+    # --- dashboard ----------------------------------------------------------------------------
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.get("/", include_in_schema=False)
+    @app.get("/dashboard", include_in_schema=False)
+    def dashboard() -> FileResponse:
+        return FileResponse(STATIC / "dashboard.html", headers={"Cache-Control": "no-store"})
+
+    @app.get("/v1/stream", tags=["allocations"], response_class=StreamingResponse,
+             responses={200: {"content": {"text/event-stream": {}}}})
+    async def stream(request: Request, _: Principal = viewer,
+                     once: bool = Query(False, description="send one snapshot and close")) -> StreamingResponse:
+        async def gen() -> AsyncIterator[bytes]:
+            version = -1
+            last_beat = time.monotonic()
+            while True:
+                snap = rm.snapshot
+                if snap.version != version:
+                    version = snap.version
+                    data = {"version": snap.version, "built_at": snap.built_at, "offers": snap.offers[:15],
+                            "allocation": snap.allocation, "savings": snap.savings[-500:]}
+                    yield f"event: snapshot\nid: {version}\ndata: {json.dumps(data)}\n\n".encode()
+                    if once:
+                        return
+                elif time.monotonic() - last_beat > 15:
+                    last_beat = time.monotonic()
+                    yield b": keep-alive\n\n"
+                if await request.is_disconnected():
+                    return
+                await asyncio.sleep(0.5)
+
+        return StreamingResponse(gen(), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+
+    return app
+
+
+def _first_refresh(rm: ReadModel) -> None:
+    try:
+        rm.refresh(force=True)
+    except Exception as exc:
+        log.warning("initial read model build failed: %s", type(exc).__name__)
