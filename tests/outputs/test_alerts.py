@@ -96,7 +96,7 @@ class _Recv:
                 outer.calls += 1
                 if outer.mode == "slow":
                     time.sleep(2.0)
-                if outer.mode == "flaky" and outer.calls < 3 or outer.mode == "fail":
+                if (outer.mode == "flaky" and outer.calls < 3) or outer.mode == "fail":
                     self.send_response(503)
                 else:
                     outer.bodies.append((dict(self.headers), body))
