@@ -348,7 +348,7 @@ class _Master:
     def pair_values(self) -> F64:
         """LP value of every pair (0 when not in the master)."""
         v = np.zeros(self.pairs.size)
-        idx = np.nonzero(self.in_master)[0]
+        idx = np.nonzero(self.in_master & (self.pair_col < self.x.size))[0]
         v[idx] = self.x[self.pair_col[idx]]
         return v
 
@@ -401,6 +401,8 @@ class PortfolioEngine:
         self._pending: dict[str, OfferQuote] = {}
         self._lp_dirty = True
         self.stats: dict[str, float] = {"lp_solves": 0, "lp_skipped": 0, "rebuilds": 0}
+        self._cache: dict | None = None
+        self._changed_offers: set[int] = set()
         self.last_timings: dict[str, float] = {}
 
     # --- AllocationEngine -----------------------------------------------------------------------
@@ -483,6 +485,8 @@ class PortfolioEngine:
         self._structural = False
         self._pending.clear()
         self._lp_dirty = True
+        self._cache = None
+        self._changed_offers.clear()
         self.stats["rebuilds"] += 1
         self.last_timings["build_ms"] = (t1 - t0) * 1000
         self.last_timings["master_ms"] = (time.perf_counter() - t1) * 1000
@@ -522,6 +526,7 @@ class PortfolioEngine:
         self._pending.clear()
         inst = inst0.with_offer_updates(quotes, self._oidx)
         changed = np.array(sorted({self._oidx[q.key] for q in quotes}), np.int64)
+        self._changed_offers.update(changed.tolist())
         pidx = np.concatenate([P.by_offer[P.offer_ptr[o]:P.offer_ptr[o + 1]] for o in changed]) \
             if changed.size else np.zeros(0, np.int64)
         M.inst = inst
@@ -603,68 +608,170 @@ class PortfolioEngine:
     def _integer_phase(self, inst: Instance, P: _Pairs, M: _Master, ids: set[str]
                        ) -> tuple[tuple[Assignment, ...], dict[str, WorkloadExplanation],
                                   tuple[InfeasibilityReport, ...], float, float | None]:
+        """Decide whole instances for the workloads whose inputs changed; reuse the rest.
+
+        The cache holds, per workload, the decision (rows, metric, runner-up), its explanation and
+        objective. A workload is re-decided when it is in `ids` and (a) nothing is cached, or (b) its
+        LP values moved, or (c) a changed offer is in its plan or runner-up, or prices its single-offer
+        plan below the runner-up, or (d) the concentration prices of its groups moved, or (e) it
+        was just moved (its hysteresis terms changed). Otherwise its decision provably stands
+        against the same LP solution and prices (only capacity interplay with re-decided workloads
+        is approximated: they see the capacity the others hold).
+        """
         widx = inst.workload_index()
-        cap_left = inst.capacity.copy()
-        # capacity held by workloads we are not re-deciding stays reserved
-        reserved: dict[str, list[Assignment]] = {}
-        for wid, assigns in self.plan.items():
-            if wid in ids or wid not in widx:
-                continue
-            reserved[wid] = assigns
-            for a in assigns:
-                o = self._oidx.get(a.offer.key)
-                if o is not None:
-                    cap_left[o] -= a.instances
+        W = inst.n_workloads
+        all_ids = len(ids) == W
         xv = M.pair_values()
+        kv = np.zeros(W)   # keep columns are compared through the allocation they represent
+        xe = xv.copy()
+        for w, rows in M.keep_rows.items():
+            kcol = int(M.keep_col[w])
+            if 0 <= kcol < M.x.size and M.x[kcol] > 0:
+                s0, e0 = int(P.ptr[w]), int(P.ptr[w + 1])
+                for o, n in rows:
+                    j = s0 + int(np.searchsorted(P.o[s0:e0], o))
+                    if j < e0 and P.o[j] == o:
+                        xe[j] += M.x[kcol] * n
+                    else:
+                        kv[w] += M.x[kcol]
         y = M.y
-        conc = -(y[M.r_grp] + y[M.r_tot])[inst.group]          # concentration price per GPU, by offer
-        metric_unit = M.cost + conc[P.o] * P.g                  # per instance, per pair
-        base_unit = metric_unit - inst.params.risk_lambda * M.mu[P.w] * P.g   # without migration
-        order = sorted((widx[i] for i in ids), key=lambda w: (-inst.priority[w], inst.ids[w]))
-        decisions: dict[int, _Decision] = {}
-        infeasible: list[InfeasibilityReport] = []
+        conc_g = -(y[M.r_grp] + y[M.r_tot])
+        c = self._cache
+        if c is None:
+            c = self._new_cache(inst, P)
+        # affected workloads
+        if not c["fresh"] and all_ids:
+            A: set[int] = set()
+            dx = np.nonzero(np.abs(xe - c["xv"]) > 1e-9)[0]
+            A.update(np.unique(P.w[dx]).tolist())
+            A.update(np.nonzero(np.abs(kv - c["kv"]) > 1e-9)[0].tolist())
+            dg = np.nonzero(np.abs(conc_g - c["conc"]) > 1e-9)[0]
+            if dg.size:
+                hit = np.isin(inst.group[P.o], dg)
+                A.update(np.unique(P.w[hit]).tolist())
+                c["metric"] = M.cost + conc_g[inst.group[P.o]] * P.g
+            changed = np.array(sorted(self._changed_offers), np.int64)
+            if changed.size:
+                pc = np.concatenate([P.by_offer[P.offer_ptr[o]:P.offer_ptr[o + 1]] for o in changed])
+                c["metric"][pc] = M.cost[pc] + conc_g[inst.group[P.o[pc]]] * P.g[pc]
+                pw = P.w[pc]
+                sm = P.n_single[pc] * c["metric"][pc]
+                hit = sm < c["runner"][pw] + 1e-9
+                hit |= np.isin(pw * inst.n_offers + P.o[pc], c["codes"])
+                A.update(np.unique(pw[hit]).tolist())
+                over = np.nonzero(c["usage"][changed] > inst.capacity[changed] + 1e-9)[0]
+                for o in changed[over].tolist():
+                    A.update(w for w, rows in c["rows"].items() if any(a == o for a, _ in rows))
+            A &= {widx[i] for i in ids}
+        else:
+            c["metric"] = M.cost + conc_g[inst.group[P.o]] * P.g
+            A = {widx[i] for i in ids}
+        c["fresh"] = False
+        metric_unit = c["metric"]
+        base_unit = metric_unit - inst.params.risk_lambda * M.mu[P.w] * P.g
+        order = sorted(A, key=lambda w: (-inst.priority[w], inst.ids[w]))
+        usage = c["usage"]
+        for w in order:                                   # release what the re-decided hold
+            for o, n in c["rows"].pop(w, ()):
+                usage[o] -= n
+        cap_left = inst.capacity - usage
+        decided: dict[int, _Decision] = {}
         for w in order:
+            c["reports"].pop(w, None)
             d = self._decide(inst, P, M, w, xv, metric_unit, base_unit, cap_left)
             if d is None:
-                infeasible.append(self._diagnose(inst, P, w, cap_left))
+                c["reports"][w] = self._diagnose(inst, P, w, cap_left)
+                c["runner"][w] = math.inf
                 continue
             for o, n in d.rows:
                 cap_left[o] -= n
-            decisions[w] = d
-        # assemble, verify, adopt
+                usage[o] += n
+            decided[w] = d
+            c["rows"][w] = d.rows
+            c["runner"][w] = d.runner[1] if d.runner is not None else math.inf
+        # verify the re-decided part against everything else, from scratch
         new_plan: dict[str, list[Assignment]] = {}
-        for w, d in decisions.items():
+        for w, d in decided.items():
             wid = inst.ids[w]
             new_plan[wid] = [Assignment(workload_id=wid, offer=inst.offer_keys[o], instances=int(n),
                                         usd_per_hour=float(n * inst.price[o])) for o, n in d.rows]
+        reserved = {k: v for k, v in self.plan.items() if k in widx and widx[k] not in A}
         ev = evaluate(inst, new_plan, reserved)
         if not ev.ok:  # never return a plan that breaks a hard constraint
-            bad = {v.split(":")[0] for v in ev.violations}
             for wid in list(new_plan):
-                if wid in bad or any(v.startswith("offer ") for v in ev.violations):
-                    new_plan.pop(wid)
+                if any(v.startswith((wid + ":", "offer ")) for v in ev.violations):
                     w = widx[wid]
-                    decisions.pop(w, None)
-                    infeasible.append(InfeasibilityReport(wid, "internal: repaired plan failed verification "
-                                                          f"({'; '.join(ev.violations)[:300]})", "capacity"))
-        explanations: dict[str, WorkloadExplanation] = {}
-        for w, d in decisions.items():
-            explanations[inst.ids[w]] = self._explain(inst, P, M, w, d, metric_unit)
-        for rep in infeasible:
-            explanations[rep.workload_id] = WorkloadExplanation(workload_id=rep.workload_id,
-                                                                infeasible_reason=rep.reason)
+                    new_plan.pop(wid)
+                    d = decided.pop(w)
+                    for o, n in c["rows"].pop(w, ()):
+                        usage[o] -= n
+                    c["reports"][w] = InfeasibilityReport(
+                        wid, f"internal: repaired plan failed verification ({'; '.join(ev.violations)[:300]})",
+                        "capacity")
+        for w, d in decided.items():
+            wid = inst.ids[w]
+            c["expl"][wid] = self._explain(inst, P, M, w, d, metric_unit)
+            c["obj"][wid] = ev.per_workload[wid]
+        for w in A:
+            if w in c["reports"]:
+                rep = c["reports"][w]
+                c["expl"][rep.workload_id] = WorkloadExplanation(workload_id=rep.workload_id,
+                                                                 infeasible_reason=rep.reason)
+                c["obj"].pop(rep.workload_id, None)
+        for w in A:
+            c["codes_runner"].pop(w, None)
+        for w, d in decided.items():
+            if d.runner is not None:
+                c["codes_runner"][w] = w * inst.n_offers + d.runner[0]
+        codes = [w * inst.n_offers + o for w, rows in c["rows"].items() for o, _ in rows]
+        codes += list(c["codes_runner"].values())
+        c["codes"] = np.unique(np.array(codes, np.int64)) if codes else np.zeros(0, np.int64)
+        c["xv"], c["kv"], c["conc"] = xe, kv, conc_g
+        self._changed_offers.clear()
+        # objective of the whole portfolio, from per-workload terms and group totals
+        grp = np.zeros(len(inst.groups))
+        for rows in c["rows"].values():
+            for o, n in rows:
+                grp[inst.group[o]] += inst.gpus[o] * n
+        objective = sum(c["obj"].values()) + concentration_penalty(inst, grp)
+        lp_u = M.x[M.c_u] if M.x.size else np.ones(1)
+        placed_all = len(c["rows"]) == W
+        bound = M.lp_obj if (M.optimal and placed_all and float(lp_u.sum()) < 1e-6) else None
         # adopt
         for wid in ids:
-            self.plan.pop(wid, None)
+            if widx[wid] in A:
+                self.plan.pop(wid, None)
         self.plan.update(new_plan)
-        full = {k: v for k, v in self.plan.items() if k in widx}
-        ev_full = evaluate(inst, full)
-        lp_u = M.x[M.c_u] if M.x.size else np.ones(1)
-        placed_all = len(full) == inst.n_workloads
-        bound = M.lp_obj if (M.optimal and placed_all and float(lp_u.sum()) < 1e-6) else None
-        self._adopt(inst, M, new_plan, ids)
-        out = tuple(a for wid in sorted(new_plan) for a in new_plan[wid])
-        return out, explanations, tuple(infeasible), ev_full.objective, bound
+        self._adopt(inst, M, new_plan, {inst.ids[w] for w in A})
+        out = tuple(a for wid in sorted(ids) for a in self.plan.get(wid, ()))
+        expl = {wid: c["expl"][wid] for wid in ids if wid in c["expl"]}
+        infeasible = tuple(c["reports"][widx[wid]] for wid in sorted(ids) if widx[wid] in c["reports"])
+        return out, expl, infeasible, objective, bound
+
+    def _new_cache(self, inst: Instance, P: _Pairs) -> dict:
+        usage = np.zeros(inst.n_offers)
+        rows: dict[int, tuple[tuple[int, int], ...]] = {}
+        widx = inst.workload_index()
+        for wid, assigns in self.plan.items():
+            if wid not in widx:
+                continue
+            r: dict[int, int] = {}
+            for a in assigns:
+                o = self._oidx.get(a.offer.key)
+                if o is not None:
+                    r[o] = r.get(o, 0) + a.instances
+                    usage[o] += a.instances
+            rows[widx[wid]] = tuple(sorted(r.items()))
+        obj = {}
+        for w, rr in rows.items():
+            oo = np.array([a for a, _ in rr], np.int64)
+            nn = np.array([b for _, b in rr], np.float64)
+            obj[inst.ids[w]] = float((inst.unit_cost(w, oo, False) * nn).sum()) if oo.size else 0.0
+        c = {"fresh": True, "rows": rows, "usage": usage, "runner": np.full(inst.n_workloads, math.inf),
+             "reports": {}, "expl": {}, "obj": obj, "adopted": set(), "codes": np.zeros(0, np.int64),
+             "codes_runner": {}, "metric": None, "xv": None, "kv": None, "conc": None}
+        self._cache = c
+        return c
 
     def _adopt(self, inst: Instance, M: _Master, new_plan: Mapping[str, list[Assignment]], ids: set[str]) -> None:
         """The result becomes the plan in force: refresh hysteresis terms of changed workloads."""
@@ -679,6 +786,9 @@ class PortfolioEngine:
                     cur_new[wid] = rows
                 else:
                     cur_new.pop(wid, None)
+        c = self._cache
+        if c is not None:
+            c["adopted"] = set(changed)
         if not changed:
             return
         from dataclasses import replace
@@ -687,11 +797,14 @@ class PortfolioEngine:
         M.inst = inst2
         P = self._pairs
         assert P is not None
+        conc_g = -(M.y[M.r_grp] + M.y[M.r_tot])
         for w in changed:
             M.mu[w] = inst2.migration_per_gpu(w)
             s, e = int(P.ptr[w]), int(P.ptr[w + 1])
             seg = np.arange(s, e, dtype=np.int64)
             M.cost[seg] = pair_costs(inst2, P, M.mu, seg)
+            if c is not None and c["metric"] is not None:
+                c["metric"][seg] = M.cost[seg] + conc_g[inst2.group[P.o[seg]]] * P.g[seg]
             inm = seg[M.in_master[seg]]
             if inm.size:
                 cols = M.pair_col[inm].astype(np.int32)
