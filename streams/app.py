@@ -40,8 +40,9 @@ from schemas.events import (
     WorkloadSpec,
 )
 from schemas.market import AllocationEngine
-from schemas.topics import CAPACITY, DECISIONS, DLQ, INTERRUPTIONS, PRICES, WORKLOADS
+from schemas.topics import CAPACITY, DECISIONS, DLQ, FORECASTS, INTERRUPTIONS, PRICES, WORKLOADS
 from streams import decide, state
+from streams.forecast import Forecaster, forecast_events
 from streams.validate import Rejected, dead_letter, validate
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,7 @@ class Counters:
     market_valid: int = 0
     dead_lettered: int = 0
     material: int = 0
+    forecasts: int = 0
     decisions: int = 0
     solves: int = 0
 
@@ -92,6 +94,9 @@ def create_app(cfg: StreamsConfig, engine_factory: Callable[[], AllocationEngine
                         partitions=1, internal=True)
     dlq = app.topic(DLQ.name, key_serializer="raw", value_serializer="raw")
     decisions = app.topic(DECISIONS.name, key_serializer="raw", value_serializer="raw")
+    forecasts = app.topic(FORECASTS.name, key_serializer="raw", value_serializer="raw")
+    forecaster = Forecaster()
+    app.cloudarb_forecaster = forecaster  # type: ignore[attr-defined]
 
     # table keys and values are JSON (Faust's default codec): plain dicts, cheap to recover
     offers = app.Table("offers", default=None, partitions=PRICES.partitions)
@@ -138,12 +143,18 @@ def create_app(cfg: StreamsConfig, engine_factory: Callable[[], AllocationEngine
                 _current_event.set(weakref.ref(ev))  # table writes go to this event's partition
                 old = offers.get(key)
                 new, reason = state.apply_event(old or {}, result, cfg.price_threshold)
-                if new is not old:
-                    offers[key] = new
+                if new is old:
+                    continue
+                offers[key] = new
+                fc = forecaster.observe(key, new, state.event_t(result))
+                if fc is not None:
+                    for f in forecast_events(result.offer, fc, now):
+                        counters.forecasts += 1
+                        await forecasts.send(key=key.encode(), value=f.model_dump_json().encode())
                 if reason and "usd_per_hour" in new:
                     counters.material += 1
                     await changes.send(key=b"m", value=_json({
-                        "offer_key": key, "state": _engine_view(new), "reason": reason,
+                        "offer_key": key, "state": _engine_view(new, forecaster.latest.get(key)), "reason": reason,
                         "event_id": result.event_id, "msg_ts": msg.timestamp,
                     }))
 
@@ -264,9 +275,14 @@ def _s(k: Any) -> str:
     return k.decode() if isinstance(k, bytes) else str(k)
 
 
-def _engine_view(s: dict[str, Any]) -> dict[str, Any]:
-    keep = ("usd_per_hour", "price_t", "available", "capacity_instances", "interruption_p", "forecast_usd_per_hour")
-    return {k: s[k] for k in keep if k in s}
+def _engine_view(s: dict[str, Any], fc: Any = None) -> dict[str, Any]:
+    """What the decision stage needs of an offer: its quote, capacity, risk and 1 h forecast."""
+    keep = ("usd_per_hour", "price_t", "available", "capacity_instances", "interruption_p")
+    view = {k: s[k] for k in keep if k in s}
+    if fc is not None:
+        view["forecast_usd_per_hour"] = fc.usd_per_hour.get(3600)
+        view["interruption_p"] = max(float(view.get("interruption_p", 0.0)), fc.interruption_probability_next_hour)
+    return view
 
 
 def _plan_offer_keys(plan: dict[str, list[Assignment]], wids: Iterable[str]) -> set[str]:

@@ -19,11 +19,13 @@ from typing import Any
 from schemas.events import CapacityObserved, InterruptionObserved, PriceObserved
 from schemas.market import OfferQuote
 from schemas.offers import OfferKey
+from streams import windows
 
 PRICE_MOVE_THRESHOLD = 0.02   # a 2 % move of the price the engine last saw is material
 EWMA_ALPHA = 0.2
 # an interruption raises the offer's hourly interruption probability to at least this, decaying on quiet
 INTERRUPTION_FLOOR = 0.3
+MAX_BAD_EVENTS = 32  # recent capacity-lost / interruption times kept per offer (for forecasts)
 
 State = dict[str, Any]
 
@@ -47,6 +49,7 @@ def apply_event(state: State, e: PriceObserved | CapacityObserved | Interruption
         s["ewma"] = p if first else EWMA_ALPHA * p + (1 - EWMA_ALPHA) * float(s["ewma"])
         s["min"] = min(p, s.get("min", p))
         s["max"] = max(p, s.get("max", p))
+        s["hist"] = windows.push(s.get("hist", []), t, p)
         if first:
             s["engine_usd_per_hour"] = p
             return s, "new offer"
@@ -63,6 +66,8 @@ def apply_event(state: State, e: PriceObserved | CapacityObserved | Interruption
         s.update(available=e.available, capacity_instances=e.available_instances, capacity_t=t,
                  capacity_event_id=e.event_id)
         if before != e.available:
+            if not e.available:
+                s["bad_t"] = [*s.get("bad_t", []), t][-MAX_BAD_EVENTS:]
             return s, "capacity regained" if e.available else "capacity lost"
         return s, None
     # InterruptionObserved
@@ -76,9 +81,21 @@ def apply_event(state: State, e: PriceObserved | CapacityObserved | Interruption
     elif e.kind.value in ("preempted", "warning"):
         s["interruption_p"] = max(prev, INTERRUPTION_FLOOR)
     s["interruptions"] = int(s.get("interruptions", 0)) + (e.kind.value != "frequency")
+    if e.kind.value != "frequency":
+        s["bad_t"] = [*s.get("bad_t", []), t][-MAX_BAD_EVENTS:]
     if e.kind.value != "frequency" or abs(s.get("interruption_p", 0.0) - prev) > 0.02:
         return s, f"interruption ({e.kind.value})"
     return s, None
+
+
+def event_t(e: PriceObserved | CapacityObserved | InterruptionObserved) -> float:
+    """The event's own time (quote time, or when the interruption happened), as a UNIX timestamp."""
+    return _ts(e.occurred_at if isinstance(e, InterruptionObserved) else e.quoted_at)
+
+
+def rolling_stats(s: State, now_t: float) -> dict[str, dict[str, Any]]:
+    """min / max / volatility / log-return over 1 h, 24 h and 7 d (see streams.windows)."""
+    return windows.all_windows(s.get("hist", []), now_t)
 
 
 def quote_from_state(offer_key: str, s: State, now_t: float | None = None) -> OfferQuote | None:

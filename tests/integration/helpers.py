@@ -27,13 +27,17 @@ def stop(p: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
             p.wait(5)
 
 
-def wait_until(cond: Callable[[], bool], timeout_s: float, what: str, poll_s: float = 0.5) -> None:
+def wait_until(cond: Callable[[], bool], timeout_s: float, what: str, poll_s: float = 0.5,
+               log: Path | None = None) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if cond():
             return
         time.sleep(poll_s)
-    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+    tail = ""
+    if log is not None and log.exists():
+        tail = "\n--- worker log tail ---\n" + "\n".join(log.read_text(errors="replace").splitlines()[-60:])
+    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}{tail}")
 
 
 def caught_up(bootstrap: str, group: str, topics: list[str]) -> bool:

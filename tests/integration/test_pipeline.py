@@ -127,8 +127,10 @@ def test_worker_killed_mid_stream_loses_nothing_and_duplicates_nothing(
     assert pub.flush(30) == 0
     worker = start_worker(kafka_bootstrap, app_id, log)
     try:
-        wait_until(lambda: caught_up(kafka_bootstrap, app_id, list(MARKET_TOPICS)), 120, "the restarted worker")
-        wait_until(lambda: caught_up(kafka_bootstrap, app_id, [f"{app_id}-market-changes"]), 60, "decisions")
+        wait_until(lambda: caught_up(kafka_bootstrap, app_id, list(MARKET_TOPICS)), 120, "the restarted worker",
+                   log=log)
+        wait_until(lambda: caught_up(kafka_bootstrap, app_id, [f"{app_id}-market-changes"]), 90, "decisions",
+                   log=log)
         wait_until(lambda: caught_up(kafka_bootstrap, sink_group, list(SINK_TOPICS)), 60, "the sink")
     finally:
         stop(worker)

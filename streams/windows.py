@@ -1,0 +1,69 @@
+"""Rolling price statistics over 1 h, 24 h and 7 d, from a compact change history.
+
+Quotes arrive as changes (a price holds until the next change), so a window's statistics come from the
+changes inside it plus the price in force at its start. The history keeps the changes of the longest
+window plus one older point, capped at `MAX_POINTS` (oldest dropped first), as [t, price] pairs so it
+serialises as JSON inside the offer's table value.
+
+>>> h = []
+>>> for t, p in [(0, 1.0), (1800, 1.2), (3600, 0.9)]:
+...     h = push(h, t, p)
+>>> s = window_stats(h, now_t=3600, window_s=3600)
+>>> s["min"], s["max"], s["n"]
+(0.9, 1.2, 3)
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+WINDOWS_S: dict[str, int] = {"1h": 3600, "24h": 86_400, "7d": 7 * 86_400}
+MAX_POINTS = 256
+
+History = list[list[float]]
+
+
+def push(hist: History, t: float, price: float) -> History:
+    """A new history with (t, price) appended; points older than the 7 d window (but the last one
+    before it) are dropped. Out-of-order points are ignored (the state layer already filters them)."""
+    if hist and t < hist[-1][0]:
+        return hist
+    out = [*hist, [t, price]] if not hist or t > hist[-1][0] else [*hist[:-1], [t, price]]
+    horizon = t - max(WINDOWS_S.values())
+    first_inside = next((i for i, (ts, _) in enumerate(out) if ts >= horizon), len(out))
+    start = max(0, first_inside - 1)
+    out = out[start:]
+    if len(out) > MAX_POINTS:
+        out = out[-MAX_POINTS:]
+    return out
+
+
+def window_stats(hist: History, now_t: float, window_s: float) -> dict[str, Any]:
+    """min, max, last, start price, log-return and volatility (std of log returns between changes)."""
+    if not hist:
+        return {"n": 0}
+    lo = now_t - window_s
+    inside = [p for ts, p in hist if lo <= ts <= now_t]
+    before = [p for ts, p in hist if ts < lo]
+    pts = ([before[-1]] if before else []) + inside
+    if not pts:
+        pts = [hist[-1][1]]
+    rets = [math.log(b / a) for a, b in zip(pts, pts[1:], strict=False) if a > 0 and b > 0]
+    vol = math.sqrt(sum(r * r for r in rets) / len(rets)) if rets else 0.0
+    return {"n": len(pts), "min": min(pts), "max": max(pts), "start": pts[0], "last": pts[-1],
+            "log_return": math.log(pts[-1] / pts[0]) if pts[0] > 0 else 0.0, "volatility": vol}
+
+
+def all_windows(hist: History, now_t: float) -> dict[str, dict[str, Any]]:
+    return {name: window_stats(hist, now_t, w) for name, w in WINDOWS_S.items()}
+
+
+def price_at(hist: History, t: float) -> float | None:
+    """The price in force at time t (the last change at or before t), if the history reaches back."""
+    p = None
+    for ts, price in hist:
+        if ts > t:
+            break
+        p = price
+    return p
