@@ -207,6 +207,7 @@ class _Master:
         self.pair_col = np.full(pairs.size, -1, np.int64)
         self.keep_col = np.full(W, -1, np.int64)
         self.keep_rows: dict[int, tuple[tuple[int, int], ...]] = {}
+        self.keep_pairs: dict[int, tuple[I64, F64]] = {}   # w -> (pair indices, instances) of its keep column
         self.x = np.zeros(0)
         self.y = np.zeros(self.n_rows)
         self.lp_obj = 0.0
@@ -271,6 +272,7 @@ class _Master:
             self.h.changeColBounds(old, 0.0, 0.0)      # tombstone
             self.keep_col[w] = -1
             self.keep_rows.pop(w, None)
+            self.keep_pairs.pop(w, None)
         if not rows:
             return
         o = np.array([a for a, _ in rows], np.int64)
@@ -296,6 +298,11 @@ class _Master:
         col = int(self._add_cols(np.array([cost]), np.ones(1), [sorted(acc.items())])[0])
         self.keep_col[w] = col
         self.keep_rows[w] = rows
+        P = self.pairs
+        s, e = int(P.ptr[w]), int(P.ptr[w + 1])
+        j = s + np.searchsorted(P.o[s:e], o)
+        ok = (j < e) & (P.o[np.minimum(j, max(e - 1, 0))] == o) if e > s else np.zeros(o.size, bool)
+        self.keep_pairs[w] = (j[ok].astype(np.int64), nn[ok])
 
     # --- solve ---------------------------------------------------------------------------------
     def run(self) -> None:
@@ -397,6 +404,7 @@ class PortfolioEngine:
         self._pairs: _Pairs | None = None
         self._master: _Master | None = None
         self._oidx: dict[str, int] = {}
+        self._widx: dict[str, int] = {}
         self._structural = True
         self._pending: dict[str, OfferQuote] = {}
         self._lp_dirty = True
@@ -453,6 +461,7 @@ class PortfolioEngine:
         specs = [self.workloads[k] for k in sorted(self.workloads)]
         inst = build_instance(quotes, specs, self.plan, self.params)
         self._oidx = inst.offer_index()
+        self._widx = inst.workload_index()
         pairs = build_pairs(inst)
         mu = np.array([inst.migration_per_gpu(w) for w in range(inst.n_workloads)])
         cost = pair_costs(inst, pairs, mu)
@@ -556,8 +565,9 @@ class PortfolioEngine:
                 if abs(M.y[ri]) > 1e-12 or (math.isfinite(c_new) and c_new < c_old):
                     unchanged = False
         # keep columns touching changed offers: refresh (price/availability may have changed)
+        chg = set(changed.tolist())
         for w, rows in list(M.keep_rows.items()):
-            if any(o in set(changed.tolist()) for o, _ in rows):
+            if any(o in chg for o, _ in rows):
                 M.set_keep(w, rows if self._plan_valid(inst, w, rows) else None)
                 unchanged = False
         # in-place model updates of master columns
@@ -618,22 +628,24 @@ class PortfolioEngine:
         against the same LP solution and prices (only capacity interplay with re-decided workloads
         is approximated: they see the capacity the others hold).
         """
-        widx = inst.workload_index()
+        widx = self._widx
         W = inst.n_workloads
         all_ids = len(ids) == W
-        xv = M.pair_values()
-        kv = np.zeros(W)   # keep columns are compared through the allocation they represent
-        xe = xv.copy()
-        for w, rows in M.keep_rows.items():
+        # LP allocation per master pair column, keep columns folded into the pairs they represent
+        f0 = M.first_pair_col
+        xe = np.zeros(M.col_pair.size)
+        nx = min(M.x.size - f0, xe.size)
+        if nx > 0:
+            xe[:nx] = M.x[f0:f0 + nx]
+        xe[M.col_pair < 0] = 0.0
+        kv = np.zeros(W)
+        for w, (pj, nn) in M.keep_pairs.items():
             kcol = int(M.keep_col[w])
-            if 0 <= kcol < M.x.size and M.x[kcol] > 0:
-                s0, e0 = int(P.ptr[w]), int(P.ptr[w + 1])
-                for o, n in rows:
-                    j = s0 + int(np.searchsorted(P.o[s0:e0], o))
-                    if j < e0 and P.o[j] == o:
-                        xe[j] += M.x[kcol] * n
-                    else:
-                        kv[w] += M.x[kcol]
+            if 0 <= kcol < M.x.size and M.x[kcol] > 1e-12:
+                cols = M.pair_col[pj] - f0
+                inm = (M.pair_col[pj] >= 0)
+                xe[cols[inm]] += M.x[kcol] * nn[inm]
+                kv[w] += M.x[kcol] * float((~inm).sum())
         y = M.y
         conc_g = -(y[M.r_grp] + y[M.r_tot])
         c = self._cache
@@ -642,8 +654,12 @@ class PortfolioEngine:
         # affected workloads
         if not c["fresh"] and all_ids:
             A: set[int] = set()
-            dx = np.nonzero(np.abs(xe - c["xv"]) > 1e-9)[0]
-            A.update(np.unique(P.w[dx]).tolist())
+            prev = c["xv"]
+            if prev.size < xe.size:
+                prev = np.concatenate([prev, np.zeros(xe.size - prev.size)])
+            dx = np.nonzero(np.abs(xe - prev) > 1e-9)[0]
+            dp = M.col_pair[dx]
+            A.update(np.unique(P.w[dp[dp >= 0]]).tolist())
             A.update(np.nonzero(np.abs(kv - c["kv"]) > 1e-9)[0].tolist())
             dg = np.nonzero(np.abs(conc_g - c["conc"]) > 1e-9)[0]
             if dg.size:
@@ -668,8 +684,8 @@ class PortfolioEngine:
             A = {widx[i] for i in ids}
         c["fresh"] = False
         metric_unit = c["metric"]
-        base_unit = metric_unit - inst.params.risk_lambda * M.mu[P.w] * P.g
         order = sorted(A, key=lambda w: (-inst.priority[w], inst.ids[w]))
+        self._last_A = len(A)
         usage = c["usage"]
         for w in order:                                   # release what the re-decided hold
             for o, n in c["rows"].pop(w, ()):
@@ -678,7 +694,7 @@ class PortfolioEngine:
         decided: dict[int, _Decision] = {}
         for w in order:
             c["reports"].pop(w, None)
-            d = self._decide(inst, P, M, w, xv, metric_unit, base_unit, cap_left)
+            d = self._decide(inst, P, M, w, metric_unit, cap_left)
             if d is None:
                 c["reports"][w] = self._diagnose(inst, P, w, cap_left)
                 c["runner"][w] = math.inf
@@ -695,8 +711,11 @@ class PortfolioEngine:
             wid = inst.ids[w]
             new_plan[wid] = [Assignment(workload_id=wid, offer=inst.offer_keys[o], instances=int(n),
                                         usd_per_hour=float(n * inst.price[o])) for o, n in d.rows]
-        reserved = {k: v for k, v in self.plan.items() if k in widx and widx[k] not in A}
-        ev = evaluate(inst, new_plan, reserved)
+        others = usage.copy()
+        for d in decided.values():
+            for o, n in d.rows:
+                others[o] -= n
+        ev = evaluate(inst, new_plan, offer_index=self._oidx, used=others)
         if not ev.ok:  # never return a plan that breaks a hard constraint
             for wid in list(new_plan):
                 if any(v.startswith((wid + ":", "offer ")) for v in ev.violations):
@@ -723,16 +742,14 @@ class PortfolioEngine:
         for w, d in decided.items():
             if d.runner is not None:
                 c["codes_runner"][w] = w * inst.n_offers + d.runner[0]
-        codes = [w * inst.n_offers + o for w, rows in c["rows"].items() for o, _ in rows]
-        codes += list(c["codes_runner"].values())
-        c["codes"] = np.unique(np.array(codes, np.int64)) if codes else np.zeros(0, np.int64)
+        if A or c["codes"] is None:
+            codes = [w * inst.n_offers + o for w, rows in c["rows"].items() for o, _ in rows]
+            codes += list(c["codes_runner"].values())
+            c["codes"] = np.unique(np.array(codes, np.int64)) if codes else np.zeros(0, np.int64)
         c["xv"], c["kv"], c["conc"] = xe, kv, conc_g
         self._changed_offers.clear()
         # objective of the whole portfolio, from per-workload terms and group totals
-        grp = np.zeros(len(inst.groups))
-        for rows in c["rows"].values():
-            for o, n in rows:
-                grp[inst.group[o]] += inst.gpus[o] * n
+        grp = np.bincount(inst.group, weights=usage * inst.gpus, minlength=len(inst.groups)).astype(np.float64)
         objective = sum(c["obj"].values()) + concentration_penalty(inst, grp)
         lp_u = M.x[M.c_u] if M.x.size else np.ones(1)
         placed_all = len(c["rows"]) == W
@@ -751,7 +768,7 @@ class PortfolioEngine:
     def _new_cache(self, inst: Instance, P: _Pairs) -> dict:
         usage = np.zeros(inst.n_offers)
         rows: dict[int, tuple[tuple[int, int], ...]] = {}
-        widx = inst.workload_index()
+        widx = self._widx
         for wid, assigns in self.plan.items():
             if wid not in widx:
                 continue
@@ -768,14 +785,14 @@ class PortfolioEngine:
             nn = np.array([b for _, b in rr], np.float64)
             obj[inst.ids[w]] = float((inst.unit_cost(w, oo, False) * nn).sum()) if oo.size else 0.0
         c = {"fresh": True, "rows": rows, "usage": usage, "runner": np.full(inst.n_workloads, math.inf),
-             "reports": {}, "expl": {}, "obj": obj, "adopted": set(), "codes": np.zeros(0, np.int64),
+             "reports": {}, "expl": {}, "obj": obj, "adopted": set(), "codes": None,
              "codes_runner": {}, "metric": None, "xv": None, "kv": None, "conc": None}
         self._cache = c
         return c
 
     def _adopt(self, inst: Instance, M: _Master, new_plan: Mapping[str, list[Assignment]], ids: set[str]) -> None:
         """The result becomes the plan in force: refresh hysteresis terms of changed workloads."""
-        widx = inst.workload_index()
+        widx = self._widx
         cur_new: dict[str, tuple[tuple[int, int], ...]] = dict(inst.current)
         changed: list[int] = []
         for wid in ids:
@@ -845,25 +862,29 @@ class PortfolioEngine:
         top = top[np.argsort(m[top], kind="stable")]
         return [(s + int(j), float(m[j])) for j in top], blocked
 
-    def _decide(self, inst: Instance, P: _Pairs, M: _Master, w: int, xv: F64, metric_unit: F64,
-                base_unit: F64, cap_left: F64) -> _Decision | None:
+    def _decide(self, inst: Instance, P: _Pairs, M: _Master, w: int, metric_unit: F64,
+                cap_left: F64) -> _Decision | None:
         wid = inst.ids[w]
         s, e = int(P.ptr[w]), int(P.ptr[w + 1])
         cur = inst.current.get(wid)
         lam = inst.params.risk_lambda
 
-        def metric(rows: tuple[tuple[int, int], ...], unit: F64) -> float:
+        lam_mu = lam * float(M.mu[w])
+
+        def metric(rows: tuple[tuple[int, int], ...], unit: F64 | None = None, base: bool = False) -> float:
             if not rows:
                 return math.inf
             seg_o = P.o[s:e]
             tot = 0.0
             for o, n in rows:
                 j = s + int(np.searchsorted(seg_o, o))
-                tot += n * float(unit[j])
+                tot += n * float(metric_unit[j])
+                if base:   # without the migration term
+                    tot -= n * lam_mu * float(P.g[j])
             return tot
 
         cands: list[tuple[float, str, tuple[tuple[int, int], ...]]] = []
-        lp_rows = self._round_lp(inst, P, M, w, xv, metric_unit, cap_left)
+        lp_rows = self._round_lp(inst, P, M, w, metric_unit, cap_left)
         if lp_rows:   # first: on ties (degenerate duals) the LP's own split wins
             cands.append((metric(lp_rows, metric_unit), "lp", lp_rows))
         singles, blocked = self._single_candidates(inst, P, w, metric_unit, cap_left)
@@ -880,11 +901,11 @@ class PortfolioEngine:
                 chosen = c
         binding: list[str] = []
         if keep_ok and cur is not None and (chosen is None or chosen[1] != "keep"):
-            m_keep = metric(cur, base_unit)
+            m_keep = metric(cur, base=True)
             if chosen is None or m_keep <= chosen[0] + 1e-12:
                 chosen = (m_keep, "keep", cur)
             else:
-                saving = m_keep - metric(chosen[2], base_unit)
+                saving = m_keep - metric(chosen[2], base=True)
                 if saving < inst.threshold(w):
                     chosen = (m_keep, "keep", cur)
                     binding.append("hysteresis")
@@ -893,19 +914,23 @@ class PortfolioEngine:
         rows = chosen[2]
         if cur is not None and rows == cur and "hysteresis" not in binding and singles:
             j0 = singles[0][0]
-            alt = float(P.n_single[j0] * base_unit[j0])
-            if alt < metric(cur, base_unit) - 1e-9:
+            alt = float(P.n_single[j0] * (metric_unit[j0] - lam_mu * P.g[j0]))
+            if alt < metric(cur, base=True) - 1e-9:
                 binding.append("hysteresis")   # a cheaper plan exists; the saving is below the threshold
         chosen_offers = {o for o, _ in rows}
         runner = next(((int(P.o[j]), m) for j, m in singles if int(P.o[j]) not in chosen_offers), None)
         return _Decision(rows, chosen[0], chosen[1], binding, runner, blocked)
 
-    def _round_lp(self, inst: Instance, P: _Pairs, M: _Master, w: int, xv: F64, metric_unit: F64,
+    def _round_lp(self, inst: Instance, P: _Pairs, M: _Master, w: int, metric_unit: F64,
                   cap_left: F64) -> tuple[tuple[int, int], ...] | None:
         s, e = int(P.ptr[w]), int(P.ptr[w + 1])
         seg = np.arange(s, e)
-        sup = seg[xv[s:e] > 1e-7]
-        val = xv[sup].copy()
+        pc = M.pair_col[s:e]
+        ok = (pc >= 0) & (pc < M.x.size)
+        xs = np.zeros(e - s)
+        xs[ok] = M.x[pc[ok]]
+        sup = seg[xs > 1e-7]
+        val = xs[xs > 1e-7]
         kc = int(M.keep_col[w])
         if kc >= 0 and M.x.size > kc and M.x[kc] > 1e-7:
             for o, n in M.keep_rows[w]:
