@@ -1,0 +1,210 @@
+"""CLI commands for the outputs: `cloudarb api`, `cloudarb serve`, `cloudarb alerts run`,
+`cloudarb executors run`, `cloudarb apikey create`.
+
+On embedded chdb one process owns the database: use `cloudarb serve` (sink + API + alerts + executors
+in one process). With CLICKHOUSE_URL each command can run in its own process.
+Environment: CLOUDARB_ADMIN_KEY (bootstrap admin API key, hashed at start, never logged),
+CLOUDARB_EXECUTE=aws,lambda,runpod (opt-in to real executors; default dry run),
+CLOUDARB_WEBHOOK_ALLOW_PRIVATE=1 (allow loopback/private webhook targets, e.g. local receivers).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import threading
+from typing import Any
+
+from cloudarb.settings import Settings
+
+
+def _client(s: Settings) -> Any:
+    from outputs.clickhouse import apply_ddl, get_client
+
+    client = get_client(s.clickhouse_url, s.chdb_path)
+    apply_ddl(client, s.clickhouse_db)
+    return client
+
+
+def _publisher(s: Settings) -> Any:
+    if not s.kafka_bootstrap_servers:
+        return None
+    from connectors.publish import KafkaPublisher
+
+    return KafkaPublisher(s.kafka_bootstrap_servers)
+
+
+def _publish_fn(pub: Any) -> Any:
+    if pub is None:
+        return None
+
+    def publish(e: Any) -> None:
+        pub.publish(e)
+        if pub.flush(10):
+            raise RuntimeError("Kafka did not acknowledge the event")
+
+    return publish
+
+
+def _bootstrap(s: Settings) -> str:
+    from cloudarb.kafka_local import KafkaSetupError
+
+    if not s.kafka_bootstrap_servers:
+        raise KafkaSetupError("KAFKA_BOOTSTRAP_SERVERS is not set: start a broker with `cloudarb kafka start`")
+    return s.kafka_bootstrap_servers
+
+
+def _wait(stop: threading.Event) -> None:
+    try:
+        while not stop.wait(1.0):
+            pass
+    except KeyboardInterrupt:
+        pass
+
+
+def _api_config(args: argparse.Namespace, s: Settings) -> Any:
+    from outputs.api import ApiConfig
+
+    return ApiConfig(db=s.clickhouse_db, admin_key=os.environ.get("CLOUDARB_ADMIN_KEY") or None,
+                     rate_per_s=args.rate_per_s, burst=args.rate_per_s * 2,
+                     allow_private_webhooks=os.environ.get("CLOUDARB_WEBHOOK_ALLOW_PRIVATE") == "1")
+
+
+def cmd_api(args: argparse.Namespace, s: Settings) -> int:
+    from outputs.server import serve_in_thread
+
+    pub = _publisher(s)
+    h = serve_in_thread(_client(s), s.clickhouse_db, args.host, args.port, publish=_publish_fn(pub),
+                        config=_api_config(args, s))
+    print(f"CloudArb API at {h.url} (docs {h.url}/docs, dashboard {h.url}/dashboard); Ctrl-C stops it")
+    _wait(threading.Event())
+    h.stop()
+    return 0
+
+
+def _executors(args: argparse.Namespace) -> tuple[dict[str, Any], set[str], Any]:
+    from outputs.executors import Caps, executors_from_env
+
+    env = dict(os.environ)
+    if getattr(args, "execute", None):
+        env["CLOUDARB_EXECUTE"] = args.execute
+    ex, enabled = executors_from_env(env)
+    return ex, enabled, Caps(max_instances=args.max_instances, max_usd_per_hour=args.max_usd_per_hour)
+
+
+def cmd_executors(args: argparse.Namespace, s: Settings) -> int:
+    from outputs.server import start_executors
+
+    ex, enabled, caps = _executors(args)
+    h = start_executors(_bootstrap(s), _client(s), s.clickhouse_db, ex, sorted(enabled), caps,
+                        idle_exit_s=args.idle_exit_s)
+    print(f"executors running ({'real: ' + ', '.join(sorted(ex)) if ex else 'dry run only'}); Ctrl-C stops them")
+    _wait_threads(h)
+    return 0
+
+
+def _wait_threads(h: Any) -> None:
+    try:
+        while any(t.is_alive() for t in h.threads):
+            for t in h.threads:
+                t.join(0.5)
+    except KeyboardInterrupt:
+        pass
+    h.stop()
+
+
+def cmd_alerts(args: argparse.Namespace, s: Settings) -> int:
+    from outputs.alerts import AlertRules
+    from outputs.server import start_alerts
+
+    pub = _publisher(s)
+    assert pub is not None
+    bootstrap = _bootstrap(s)
+    h = start_alerts(bootstrap, _client(s), s.clickhouse_db, pub.publish, flush=pub.flush,
+                     rules=AlertRules(price_change_pct=args.price_change_pct,
+                                      savings_opportunity_usd_per_hour=args.savings_usd_per_hour),
+                     allow_private_webhooks=os.environ.get("CLOUDARB_WEBHOOK_ALLOW_PRIVATE") == "1",
+                     idle_exit_s=args.idle_exit_s)
+    print("alerts running; Ctrl-C stops them")
+    _wait_threads(h)
+    pub.flush(10)
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace, s: Settings) -> int:
+    """Sink + API + alerts + executors in one process (the chdb layout)."""
+    from outputs.alerts import AlertRules
+    from outputs.server import ServiceHandle, serve_in_thread, start_alerts, start_executors, start_sink
+
+    bootstrap = _bootstrap(s)
+    client = _client(s)
+    pub = _publisher(s)
+    h = ServiceHandle()
+    if not args.no_sink:
+        start_sink(bootstrap, client, s.clickhouse_db, handle=h)
+    start_alerts(bootstrap, client, s.clickhouse_db, pub.publish, flush=pub.flush, rules=AlertRules(),
+                 allow_private_webhooks=os.environ.get("CLOUDARB_WEBHOOK_ALLOW_PRIVATE") == "1", handle=h)
+    ex, enabled, caps = _executors(args)
+    start_executors(bootstrap, client, s.clickhouse_db, ex, sorted(enabled), caps, handle=h)
+    api = serve_in_thread(client, s.clickhouse_db, args.host, args.port, publish=_publish_fn(pub),
+                          config=_api_config(args, s))
+    print(f"CloudArb outputs: API {api.url} (dashboard {api.url}/dashboard), sink, alerts, executors "
+          f"({'real: ' + ', '.join(sorted(ex)) if ex else 'dry run'}); Ctrl-C stops them")
+    _wait(threading.Event())
+    api.stop()
+    h.stop()
+    pub.flush(10)
+    return 0
+
+
+def cmd_apikey(args: argparse.Namespace, s: Settings) -> int:
+    from outputs.security import KeyStore
+
+    key_id, key = KeyStore(_client(s), s.clickhouse_db).create(args.role, args.name)
+    print(f"key_id={key_id} role={args.role}\n{key}\n(shown once; only its hash is stored)")
+    return 0
+
+
+def register(sub: Any) -> None:
+    def api_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--host", default="127.0.0.1")
+        p.add_argument("--port", type=int, default=8000)
+        p.add_argument("--rate-per-s", type=float, default=50.0, help="per API key")
+
+    def exec_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--execute", default=None, help="providers to act on for real, e.g. aws,runpod "
+                                                       "(default: CLOUDARB_EXECUTE, else dry run)")
+        p.add_argument("--max-instances", type=int, default=16)
+        p.add_argument("--max-usd-per-hour", type=float, default=200.0)
+
+    a = sub.add_parser("api", help="the query API and built-in dashboard")
+    api_args(a)
+    a.set_defaults(func=cmd_api)
+
+    sv = sub.add_parser("serve", help="sink + API + alerts + executors in one process (needed on chdb)")
+    api_args(sv)
+    exec_args(sv)
+    sv.add_argument("--no-sink", action="store_true")
+    sv.set_defaults(func=cmd_serve)
+
+    ex = sub.add_parser("executors", help="deployment executors")
+    ex_sub = ex.add_subparsers(dest="action", required=True)
+    er = ex_sub.add_parser("run", help="consume decisions and act (dry run by default)")
+    exec_args(er)
+    er.add_argument("--idle-exit-s", type=float, default=None)
+    er.set_defaults(func=cmd_executors)
+
+    al = sub.add_parser("alerts", help="alert rules and webhooks")
+    al_sub = al.add_subparsers(dest="action", required=True)
+    ar = al_sub.add_parser("run", help="evaluate alert rules and deliver webhooks")
+    ar.add_argument("--price-change-pct", type=float, default=10.0)
+    ar.add_argument("--savings-usd-per-hour", type=float, default=1.0)
+    ar.add_argument("--idle-exit-s", type=float, default=None)
+    ar.set_defaults(func=cmd_alerts)
+
+    k = sub.add_parser("apikey", help="API keys")
+    k_sub = k.add_subparsers(dest="action", required=True)
+    kc = k_sub.add_parser("create", help="create a key (printed once)")
+    kc.add_argument("--role", choices=["viewer", "operator", "admin"], required=True)
+    kc.add_argument("--name", default="")
+    kc.set_defaults(func=cmd_apikey)

@@ -1,0 +1,172 @@
+"""Running the outputs: the API server in a thread, the alert service, the executor service and the
+sink, alone or together. On chdb one process owns the database, so `start_services` runs them all in
+one process on one client; with CLICKHOUSE_URL each can run in its own process.
+
+Kafka publishing is injected (`publish(event)`, `flush()`): outputs does not import connectors.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from outputs.alerts import AlertEngine, AlertRules, DeliveryLog, Subscription, WebhookDispatcher, load_subscriptions
+from outputs.api import ApiConfig, create_app
+from outputs.consume import consume_loop
+from outputs.executors import Caps, Executor, ExecutorRunner
+from outputs.sink import ClickHouseWriter, run_sink
+from schemas.events import AlertRaised, Event
+from schemas.topics import ALERTS, CAPACITY, DECISIONS, FORECASTS, INTERRUPTIONS, PRICES, WORKLOADS
+
+log = logging.getLogger(__name__)
+
+Publish = Callable[[Event], None]
+
+
+@dataclass
+class ServerHandle:
+    url: str
+    server: Any
+    thread: threading.Thread
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout_s)
+
+
+def serve_in_thread(client: Any, db: str = "cloudarb", host: str = "127.0.0.1", port: int = 8000,
+                    publish: Publish | None = None, admin_key: str | None = None, config: ApiConfig | None = None,
+                    log_level: str = "warning", access_log: bool = False) -> ServerHandle:
+    """Start the API (uvicorn) in a daemon thread; returns once it accepts connections. port=0 picks one."""
+    import uvicorn
+
+    cfg = config or ApiConfig(db=db, admin_key=admin_key)
+    app = create_app(client, cfg, publish=publish)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(1024)
+    actual = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_level=log_level, access_log=access_log, lifespan="on",
+                                           timeout_keep_alive=30, backlog=1024))
+    t = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="api", daemon=True)
+    t.start()
+    deadline = time.monotonic() + 30
+    while not server.started and t.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    if not server.started:
+        raise RuntimeError("the API server did not start")
+    return ServerHandle(f"http://{host}:{actual}", server, t)
+
+
+@dataclass
+class ServiceHandle:
+    """Background consumers; `stop()` ends them (uncommitted work is redelivered on the next start)."""
+
+    stop_event: threading.Event = field(default_factory=threading.Event)
+    threads: list[threading.Thread] = field(default_factory=list)
+    on_stop: list[Callable[[], Any]] = field(default_factory=list)
+    objects: dict[str, Any] = field(default_factory=dict)
+
+    def stop(self, timeout_s: float = 15.0) -> None:
+        self.stop_event.set()
+        for t in self.threads:
+            t.join(timeout_s)
+        for f in self.on_stop:
+            try:
+                f()
+            except Exception as exc:
+                log.warning("stopping: %s", type(exc).__name__)
+
+    def _spawn(self, name: str, target: Callable[..., Any], *args: Any, **kw: Any) -> None:
+        t = threading.Thread(target=target, args=args, kwargs=kw, name=name, daemon=True)
+        t.start()
+        self.threads.append(t)
+
+
+class _SubscriptionCache:
+    def __init__(self, client: Any, db: str, extra: Sequence[Subscription] = (), ttl_s: float = 10.0) -> None:
+        self.client, self.db, self.extra, self.ttl_s = client, db, list(extra), ttl_s
+        self._subs: list[Subscription] = []
+        self._at = 0.0
+
+    def __call__(self) -> list[Subscription]:
+        if self.client is not None and time.monotonic() - self._at > self.ttl_s:
+            try:
+                self._subs = load_subscriptions(self.client, self.db)
+            except Exception as exc:
+                log.warning("loading webhook subscriptions failed: %s", type(exc).__name__)
+            self._at = time.monotonic()
+        return self._subs + self.extra
+
+
+def start_alerts(bootstrap: str, client: Any, db: str, publish: Publish, flush: Callable[[], Any] | None = None,
+                 rules: AlertRules | None = None, group_id: str = "cloudarb-alerts",
+                 subscriptions: Sequence[Subscription] = (), allow_private_webhooks: bool = False,
+                 max_attempts: int = 5, base_backoff_s: float = 0.5, handle: ServiceHandle | None = None,
+                 idle_exit_s: float | None = None) -> ServiceHandle:
+    """Rules (market/forecast/workload/decision topics -> AlertRaised on the alerts topic) and the webhook
+    dispatcher (alerts topic -> signed POSTs). Subscriptions: ClickHouse `webhook_subscriptions` + `subscriptions`."""
+    h = handle or ServiceHandle()
+    engine = AlertEngine(rules)
+    deliveries = DeliveryLog(client, db) if client is not None else None
+    dispatcher = WebhookDispatcher(_SubscriptionCache(client, db, subscriptions), max_attempts=max_attempts,
+                                   base_backoff_s=base_backoff_s, allow_private=allow_private_webhooks,
+                                   record=deliveries, dead_letter=publish).start()
+    h.objects.update(alert_engine=engine, dispatcher=dispatcher)
+
+    def on_market(events: list[Event]) -> None:
+        n = 0
+        for e in events:
+            for a in engine.observe(e):
+                publish(a)
+                n += 1
+        if n and flush is not None:
+            flush()
+
+    def on_alerts(events: list[Event]) -> None:
+        for e in events:
+            if isinstance(e, AlertRaised):
+                dispatcher.submit(e)
+        if deliveries is not None:
+            deliveries.flush()
+
+    topics = [WORKLOADS.name, DECISIONS.name, PRICES.name, CAPACITY.name, INTERRUPTIONS.name, FORECASTS.name]
+    h._spawn("alert-rules", consume_loop, bootstrap, topics, f"{group_id}-rules", on_market, h.stop_event,
+             idle_exit_s=idle_exit_s)
+    h._spawn("alert-webhooks", consume_loop, bootstrap, [ALERTS.name], f"{group_id}-webhooks", on_alerts,
+             h.stop_event, idle_exit_s=idle_exit_s)
+
+    def _stop_dispatcher() -> None:
+        dispatcher.stop(drain_s=5.0)
+        if deliveries is not None:
+            deliveries.flush()
+
+    h.on_stop.append(_stop_dispatcher)
+    return h
+
+
+def start_executors(bootstrap: str, client: Any, db: str, executors: dict[str, Executor] | None = None,
+                    enabled: Sequence[str] = (), caps: Caps | None = None, group_id: str = "cloudarb-executors",
+                    handle: ServiceHandle | None = None, idle_exit_s: float | None = None) -> ServiceHandle:
+    """Consume AllocationDecided and act (dry run unless a provider is enabled)."""
+    h = handle or ServiceHandle()
+    runner = ExecutorRunner(executors, enabled=enabled, caps=caps, client=client, db=db)
+    h.objects["executor_runner"] = runner
+    h._spawn("executors", consume_loop, bootstrap, [DECISIONS.name], group_id, runner.handle_events, h.stop_event,
+             idle_exit_s=idle_exit_s)
+    return h
+
+
+def start_sink(bootstrap: str, client: Any, db: str, group_id: str = "cloudarb-sink",
+               handle: ServiceHandle | None = None) -> ServiceHandle:
+    h = handle or ServiceHandle()
+    writer = ClickHouseWriter(client, db)
+    h.objects["sink_writer"] = writer
+    h._spawn("sink", run_sink, bootstrap, writer, h.stop_event, group_id=group_id)
+    return h
