@@ -215,6 +215,19 @@ class _Master:
         self.iterations = 0
         self.cost = cost
         self.mu = mu
+        self.run_ms = self.price_ms = 0.0
+        self.rounds = 0
+        # static per-pair coefficients for pricing (price_pair is refreshed on price events)
+        self.grp_pair = inst.group[pairs.o]
+        self.spot_coef = (inst.spot[pairs.o] - inst.spot_share[pairs.w]) * pairs.g
+        self.price_pair = inst.price[pairs.o].astype(np.float64)
+        self.seg_len = np.diff(pairs.ptr)
+        self.by_group = np.argsort(self.grp_pair, kind="stable").astype(np.int64)
+        self.group_ptr = np.searchsorted(self.grp_pair[self.by_group], np.arange(nG + 1)).astype(np.int64)
+        self._rc: F64 | None = None            # last pricing, valid for duals _y_rc ...
+        self._y_rc = np.zeros(0)
+        self._dirty: list[I64] = []            # ... except pairs whose cost/coefficients changed since
+        self.partial_pricings = 0
 
     # --- low-level helpers -------------------------------------------------------------------
     def _add_cols(self, cost: F64, ub: F64, entries: list[list[tuple[int, float]]]) -> I64:
@@ -318,29 +331,90 @@ class _Master:
 
     def reduced_costs(self, sel: I64 | slice = slice(None)) -> F64:
         """rc = c - a^T y for pairs (in the master or not), in numpy."""
-        inst, P, y = self.inst, self.pairs, self.y
-        w, o = P.w[sel], P.o[sel]
+        P, y = self.pairs, self.y
         yw = y[self.r_min] + y[self.r_max]
         ysp = np.where(self.r_spot >= 0, y[np.maximum(self.r_spot, 0)], 0.0)
         ycap = np.where(self.r_cap >= 0, y[np.maximum(self.r_cap, 0)], 0.0)
         yg = y[self.r_grp] + y[self.r_tot]
-        g = P.g[sel]
-        rc = (self.cost[sel] - g * (yw[w] + yg[inst.group[o]])
-              - inst.price[o] * y[self.r_bud][w]
-              - (inst.spot[o] - inst.spot_share[w]) * g * ysp[w] - ycap[o])
+        ybud = y[self.r_bud]
+        if isinstance(sel, slice):   # all pairs: per-workload terms by repeat (pairs are sorted by w)
+            L = self.seg_len
+            rc = self.cost - P.g * (np.repeat(yw, L) + yg[self.grp_pair])
+            rc -= self.price_pair * np.repeat(ybud, L)
+            if (ysp != 0).any():
+                rc -= self.spot_coef * np.repeat(ysp, L)
+            if (ycap != 0).any():
+                rc -= ycap[P.o]
+            return np.asarray(rc, dtype=np.float64)
+        w, o = P.w[sel], P.o[sel]
+        rc = (self.cost[sel] - P.g[sel] * (yw[w] + yg[self.grp_pair[sel]])
+              - self.price_pair[sel] * ybud[w] - self.spot_coef[sel] * ysp[w] - ycap[o])
         return np.asarray(rc, dtype=np.float64)
+
+    def mark_dirty(self, pidx: I64) -> None:
+        self._dirty.append(np.asarray(pidx, np.int64))
+
+    def price(self) -> F64:
+        """Reduced costs of all pairs; re-prices only pairs whose duals or costs moved (partial
+        pricing is exact: rc = c - a^T y is recomputed for every pair touched by a changed dual)."""
+        y = self.y
+        if self._rc is None or self._y_rc.size != y.size:
+            return self._full_price()
+        d = y != self._y_rc
+        if d[self.r_tot]:
+            return self._full_price()
+        P = self.pairs
+        dw = d[self.r_min] | d[self.r_max] | d[self.r_bud] | np.where(self.r_spot >= 0, d[np.maximum(self.r_spot, 0)],
+                                                                     False)
+        dG = np.nonzero(d[self.r_grp])[0]
+        dcap = np.nonzero(np.where(self.r_cap >= 0, d[np.maximum(self.r_cap, 0)], False))[0]
+        W = dw.size
+        if dw.sum() > W // 4 or dG.size > max(4, self.r_grp.size // 4):
+            return self._full_price()
+        parts = list(self._dirty)
+        for w in np.nonzero(dw)[0].tolist():
+            parts.append(np.arange(P.ptr[w], P.ptr[w + 1], dtype=np.int64))
+        for G in dG.tolist():
+            parts.append(self.by_group[self.group_ptr[G]:self.group_ptr[G + 1]])
+        for o in dcap.tolist():
+            parts.append(P.by_offer[P.offer_ptr[o]:P.offer_ptr[o + 1]])
+        if parts:
+            mark = np.zeros(P.size, bool)
+            for part in parts:
+                mark[part] = True
+            sel = np.flatnonzero(mark)
+            if sel.size > P.size // 3:
+                return self._full_price()
+            self._rc[sel] = self.reduced_costs(sel)
+        self._dirty = []
+        self._y_rc = y.copy()
+        self.partial_pricings += 1
+        return self._rc
+
+    def _full_price(self) -> F64:
+        self._rc = self.reduced_costs()
+        self._y_rc = self.y.copy()
+        self._dirty = []
+        return self._rc
 
     def column_generation(self, per_workload: int = 8, max_rounds: int = 100) -> int:
         rounds = 0
         P = self.pairs
         avail_pair = self.inst.available[P.o]
+        self.run_ms = self.price_ms = 0.0
         while True:
+            t0 = time.perf_counter()
             self.run()
+            t1 = time.perf_counter()
+            self.run_ms += (t1 - t0) * 1000
             rounds += 1
             if not self.optimal or rounds >= max_rounds:
                 break
-            rc = self.reduced_costs()
-            cand = np.nonzero((rc < -RC_TOL * (1.0 + np.abs(self.cost))) & ~self.in_master & avail_pair)[0]
+            rc = self.price()
+            self.price_ms += (time.perf_counter() - t1) * 1000
+            cand = np.flatnonzero(rc < -RC_TOL)
+            cand = cand[(rc[cand] < -RC_TOL * (1.0 + np.abs(self.cost[cand]))) & ~self.in_master[cand]
+                        & avail_pair[cand]]
             if not cand.size:
                 break
             # the most negative few per workload
@@ -350,6 +424,7 @@ class _Master:
             first = np.searchsorted(wc, wc, side="left")
             rank = np.arange(cand.size) - first
             self.add_pairs(cand[rank < per_workload])
+        self.rounds = rounds
         return rounds
 
     def pair_values(self) -> F64:
@@ -541,6 +616,8 @@ class PortfolioEngine:
         M.inst = inst
         self._inst = inst
         M.cost[pidx] = pair_costs(inst, P, M.mu, pidx)
+        M.price_pair[pidx] = inst.price[P.o[pidx]]
+        M.mark_dirty(pidx)
         # screen (before touching the model): LP optimum unchanged?
         unchanged = not self._lp_dirty and M.optimal
         if unchanged and pidx.size:
@@ -610,7 +687,8 @@ class PortfolioEngine:
         ids = set(inst.ids) if workload_ids is None else set(workload_ids) & set(inst.ids)
         res = self._integer_phase(inst, P, M, ids)
         t3 = time.perf_counter()
-        self.last_timings.update(sync_ms=(t1 - t0) * 1000, lp_ms=(t2 - t1) * 1000, int_ms=(t3 - t2) * 1000)
+        self.last_timings.update(sync_ms=(t1 - t0) * 1000, lp_ms=(t2 - t1) * 1000, int_ms=(t3 - t2) * 1000,
+                                 cg_rounds=M.rounds, simplex_ms=M.run_ms, pricing_ms=M.price_ms)
         return SolveResult(assignments=res[0], explanations=res[1], infeasible=res[2], objective=res[3],
                            lower_bound=res[4], solver="portfolio-highs-cg",
                            solve_ms=(time.perf_counter() - t0) * 1000)
@@ -820,6 +898,7 @@ class PortfolioEngine:
             s, e = int(P.ptr[w]), int(P.ptr[w + 1])
             seg = np.arange(s, e, dtype=np.int64)
             M.cost[seg] = pair_costs(inst2, P, M.mu, seg)
+            M.mark_dirty(seg)
             if c is not None and c["metric"] is not None:
                 c["metric"][seg] = M.cost[seg] + conc_g[inst2.group[P.o[seg]]] * P.g[seg]
             inm = seg[M.in_master[seg]]
