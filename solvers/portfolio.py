@@ -208,6 +208,8 @@ class _Master:
         self.keep_col = np.full(W, -1, np.int64)
         self.keep_rows: dict[int, tuple[tuple[int, int], ...]] = {}
         self.keep_pairs: dict[int, tuple[I64, F64]] = {}   # w -> (pair indices, instances) of its keep column
+        self.keep_by_offer: dict[int, set[int]] = {}
+        self._keep_flat: tuple[I64, I64, F64] | None = None  # (keep column, pair, instances), flattened
         self.x = np.zeros(0)
         self.y = np.zeros(self.n_rows)
         self.lp_obj = 0.0
@@ -284,11 +286,13 @@ class _Master:
         if old >= 0:
             self.h.changeColBounds(old, 0.0, 0.0)      # tombstone
             self.keep_col[w] = -1
-            self.keep_rows.pop(w, None)
+            for oo, _ in self.keep_rows.pop(w, ()):
+                self.keep_by_offer.get(oo, set()).discard(w)
             self.keep_pairs.pop(w, None)
+            self._keep_flat = None
         if not rows:
             return
-        o = np.array([a for a, _ in rows], np.int64)
+        o: I64 = np.array([a for a, _ in rows], np.int64)
         nn = np.array([b for _, b in rows], np.float64)
         if not inst.available[o].all():
             return
@@ -314,8 +318,22 @@ class _Master:
         P = self.pairs
         s, e = int(P.ptr[w]), int(P.ptr[w + 1])
         j = s + np.searchsorted(P.o[s:e], o)
-        ok = (j < e) & (P.o[np.minimum(j, max(e - 1, 0))] == o) if e > s else np.zeros(o.size, bool)
+        ok = (j < e) & (P.o[np.minimum(j, max(e - 1, 0))] == o) if e > s else np.zeros(o.size, np.bool_)
         self.keep_pairs[w] = (j[ok].astype(np.int64), nn[ok])
+        for oi in o.tolist():
+            self.keep_by_offer.setdefault(oi, set()).add(w)
+        self._keep_flat = None
+
+    def keep_flat(self) -> tuple[I64, I64, F64]:
+        if self._keep_flat is None:
+            cols, pj, nn = [], [], []
+            for w, (p, n) in self.keep_pairs.items():
+                cols.append(np.full(p.size, self.keep_col[w], np.int64))
+                pj.append(p)
+                nn.append(n)
+            self._keep_flat = (np.concatenate(cols), np.concatenate(pj), np.concatenate(nn)) if cols else \
+                (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0))
+        return self._keep_flat
 
     # --- solve ---------------------------------------------------------------------------------
     def run(self) -> None:
@@ -642,9 +660,10 @@ class PortfolioEngine:
                 if abs(M.y[ri]) > 1e-12 or (math.isfinite(c_new) and c_new < c_old):
                     unchanged = False
         # keep columns touching changed offers: refresh (price/availability may have changed)
-        chg = set(changed.tolist())
-        for w, rows in list(M.keep_rows.items()):
-            if any(o in chg for o, _ in rows):
+        touched = sorted({w for o in changed.tolist() for w in M.keep_by_offer.get(o, ())})
+        for w in touched:
+            rows = M.keep_rows[w]
+            if True:
                 M.set_keep(w, rows if self._plan_valid(inst, w, rows) else None)
                 unchanged = False
         # in-place model updates of master columns
@@ -716,14 +735,15 @@ class PortfolioEngine:
         if nx > 0:
             xe[:nx] = M.x[f0:f0 + nx]
         xe[M.col_pair < 0] = 0.0
-        kv = np.zeros(W)
-        for w, (pj, nn) in M.keep_pairs.items():
-            kcol = int(M.keep_col[w])
-            if 0 <= kcol < M.x.size and M.x[kcol] > 1e-12:
-                cols = M.pair_col[pj] - f0
-                inm = (M.pair_col[pj] >= 0)
-                xe[cols[inm]] += M.x[kcol] * nn[inm]
-                kv[w] += M.x[kcol] * float((~inm).sum())
+        kv = np.zeros(W)   # keep value not representable by master pair columns
+        kcols, kpj, knn = M.keep_flat()
+        if kcols.size:
+            xk = np.where(kcols < M.x.size, M.x[np.minimum(kcols, max(M.x.size - 1, 0))], 0.0) if M.x.size \
+                else np.zeros(kcols.size)
+            pcol = M.pair_col[kpj]
+            inm = pcol >= 0
+            np.add.at(xe, pcol[inm] - f0, xk[inm] * knn[inm])
+            np.add.at(kv, P.w[kpj[~inm]], xk[~inm])
         y = M.y
         conc_g = -(y[M.r_grp] + y[M.r_tot])
         c = self._cache
