@@ -260,6 +260,34 @@ def ensure_topics(bootstrap: str, specs: Iterable[TopicSpec] = TOPICS.values(), 
         except KafkaException as exc:
             if "TOPIC_ALREADY_EXISTS" not in str(exc):
                 raise KafkaSetupError(f"could not create topic {name}: {exc}") from None
+    # wait until every partition has a leader, so the first produce/offset query doesn't fail
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    names = {t.topic for t in new}
+    while time.monotonic() < deadline:
+        md = admin.list_topics(timeout=timeout_s).topics
+        if all(n in md and md[n].partitions and all(p.leader >= 0 and not p.error for p in md[n].partitions.values())
+               for n in names) and _offsets_served(bootstrap, {n: len(md[n].partitions) for n in names}):
+            return
+        time.sleep(0.2)
+    raise KafkaSetupError(f"topics {sorted(names)} have no partition leaders after {timeout_s:.0f}s")
+
+
+def _offsets_served(bootstrap: str, partitions: dict[str, int]) -> bool:
+    """True once the broker answers ListOffsets for every partition (it may lag the metadata)."""
+    from confluent_kafka import Consumer, KafkaException, TopicPartition
+
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "cloudarb-probe"})
+    try:
+        for t, n in partitions.items():
+            for p in range(n):
+                c.get_watermark_offsets(TopicPartition(t, p), timeout=5)
+        return True
+    except KafkaException:
+        return False
+    finally:
+        c.close()
 
 
 @contextlib.contextmanager

@@ -22,7 +22,16 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+)
 
 from schemas.gpus import GPU_CATALOGUE
 from schemas.offers import OfferKey
@@ -279,26 +288,37 @@ EVENT_TYPES: dict[str, type[Event]] = {
 }
 
 
+AnyEvent = Annotated[
+    PriceObserved | CapacityObserved | InterruptionObserved | WorkloadRequested | WorkloadCancelled
+    | AllocationDecided | PriceForecasted | AlertRaised | DeadLettered,
+    Field(discriminator="event_type"),
+]
+_ADAPTER: TypeAdapter[Any] = TypeAdapter(AnyEvent)
+
+
 def decode_event(raw: bytes | str, expected: tuple[type[Event], ...] | None = None) -> Event:
-    """Parse one JSON event, dispatching on `event_type`. Raises ValueError with a clear reason.
+    """Parse one JSON event (strictly: no bool for a number, no number for a date), dispatching on
+    `event_type`. Raises ValueError (a pydantic ValidationError for field errors) with a clear reason.
 
     >>> decode_event(b'{"event_type": "Nope", "event_id": "x"}')
     Traceback (most recent call last):
     ...
     ValueError: unknown event_type 'Nope'
     """
-    import json
-
     try:
-        obj = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ValueError(f"not JSON: {exc}") from None
-    if not isinstance(obj, dict):
-        raise ValueError("event must be a JSON object")
-    et = obj.get("event_type")
-    cls = EVENT_TYPES.get(et) if isinstance(et, str) else None
-    if cls is None:
-        raise ValueError(f"unknown event_type {et!r}")
-    if expected is not None and cls not in expected:
-        raise ValueError(f"event_type {et!r} not allowed here")
-    return cls.model_validate(obj)
+        event: Event = _ADAPTER.validate_json(raw, strict=True)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        kind = first["type"]
+        if kind == "json_invalid":
+            raise ValueError(f"not JSON: {first['msg']}") from None
+        if kind == "union_tag_invalid":
+            raise ValueError(f"unknown event_type {first.get('ctx', {}).get('tag')!r}") from None
+        if kind == "union_tag_not_found":
+            raise ValueError("missing event_type") from None
+        if kind in ("model_attributes_type", "model_type", "dict_type") and not first["loc"]:
+            raise ValueError("event must be a JSON object") from None
+        raise
+    if expected is not None and type(event) not in expected:
+        raise ValueError(f"event_type {type(event).__name__!r} not allowed here")
+    return event

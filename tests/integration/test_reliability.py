@@ -1,0 +1,155 @@
+"""Reliability: hostile input never crashes the worker and is dead-lettered with a reason; a broker
+restart mid-stream is survived without intervention."""
+
+from __future__ import annotations
+
+import base64
+import json
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cloudarb.demo import MARKET_TOPICS, group_position
+from cloudarb.kafka_local import LocalKafka
+from connectors.publish import KafkaPublisher
+from schemas.topics import DLQ, PRICES
+from tests.conftest import unique
+from tests.integration.helpers import caught_up, start_worker, stop, wait_until
+from tests.streams.helpers import offer, price
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def hostile_payloads(n: int, seed: int = 7) -> list[bytes]:
+    """Fuzzed JSON, wrong types, NaN/negative/zero prices, unknown providers/GPUs, huge payloads."""
+    rng = random.Random(seed)
+    good = json.loads(price(offer(), 1.0).model_dump_json())
+    out: list[bytes] = []
+    for i in range(n):
+        kind = i % 10
+        d: Any = json.loads(json.dumps(good))
+        d["event_id"] = f"hostile-{i}"
+        if kind == 0:
+            raw = json.dumps(d).encode()
+            cut = rng.randrange(1, len(raw) - 10)  # truncated mid-object, plus a random byte: never valid
+            out.append(raw[:cut] + bytes([rng.randrange(256)]))
+            continue
+        if kind == 1:
+            d["usd_per_hour"] = rng.choice(["NaN", "Infinity", -1.0, 0.0, -1e-9, 1e12])
+        elif kind == 2:
+            d["usd_per_hour"] = rng.choice(["cheap", None, [], {}, True])
+        elif kind == 3:
+            d["offer"]["provider"] = f"evilcloud{i}"
+        elif kind == 4:
+            d["offer"]["gpu_model"] = rng.choice(["A100", "TPUv5", "", "H100 80GB"])
+        elif kind == 5:
+            d["quoted_at"] = rng.choice(["yesterday", 12345, "2025-06-01T00:00:00", "2999-01-01T00:00:00Z"])
+        elif kind == 6:
+            d["offer"]["gpus_per_instance"] = rng.choice([0, -8, "eight", 10**9])
+        elif kind == 7:
+            d = rng.choice([[], "string", 42, None, {"event_type": "PriceObserved"}])
+        elif kind == 8:
+            d["event_type"] = rng.choice(["AllocationDecided", "Nope", 7])
+        elif kind == 9:
+            if i % 200 == 9:
+                d["source"] = "x" * 70_000  # over the 64 KiB limit
+            else:
+                del d[rng.choice(["offer", "quoted_at", "usd_per_hour", "event_id"])]
+        out.append(json.dumps(d).encode())
+    return out
+
+
+def _dlq_records(bootstrap: str, partition_offsets: dict[int, tuple[int, int]]) -> list[dict[str, Any]]:
+    from confluent_kafka import Consumer
+
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": unique("dlq"), "auto.offset.reset": "earliest",
+                  "enable.auto.commit": False})
+    c.subscribe([DLQ.name])
+    out, idle = [], 0
+    while idle < 8:
+        msgs = c.consume(5000, timeout=0.5)
+        if not msgs:
+            idle += 1
+            continue
+        idle = 0
+        for m in msgs:
+            d = json.loads(m.value())
+            lo_hi = partition_offsets.get(d.get("source_partition"))
+            if d.get("source_topic") == PRICES.name and lo_hi and lo_hi[0] <= d["source_offset"] < lo_hi[1]:
+                out.append(d)
+    c.close()
+    return out
+
+
+def _offsets(bootstrap: str) -> dict[int, int]:
+    from confluent_kafka import Consumer, TopicPartition
+
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": unique("w")})
+    try:
+        return {p: c.get_watermark_offsets(TopicPartition(PRICES.name, p), timeout=10)[1]
+                for p in range(PRICES.partitions)}
+    finally:
+        c.close()
+
+
+def test_ten_thousand_hostile_events_are_all_dead_lettered(kafka_bootstrap: str, tmp_path: Path) -> None:
+    app_id = unique("hostile")
+    bad = hostile_payloads(10_000)
+    good = [price(offer(region=f"r{i}"), 1.0 + i / 100) for i in range(50)]
+    before = _offsets(kafka_bootstrap)
+    pub = KafkaPublisher(kafka_bootstrap, extra={"message.max.bytes": 2_000_000})
+    for i, raw in enumerate(bad):
+        pub.publish_raw(PRICES.name, f"k{i % 97}", raw)
+    pub.publish_all(good)
+    assert pub.flush(60) == 0 and pub.failed == 0
+    after = _offsets(kafka_bootstrap)
+    log = tmp_path / "worker.log"
+    worker = start_worker(kafka_bootstrap, app_id, log)
+    try:
+        wait_until(lambda: caught_up(kafka_bootstrap, app_id, list(MARKET_TOPICS))
+                   and group_position(kafka_bootstrap, app_id, [PRICES.name])[0] >= sum(after.values()),
+                   180, "the worker to consume the hostile batch", log=log)
+        assert worker.poll() is None, "the worker crashed"
+    finally:
+        stop(worker)
+    records = _dlq_records(kafka_bootstrap, {p: (before[p], after[p]) for p in before})
+    # counts reconcile: in = processed + dead-lettered; every hostile message is in the DLQ exactly once
+    assert len({(r["source_partition"], r["source_offset"]) for r in records}) == len(bad)
+    assert sum(after.values()) - sum(before.values()) == len(bad) + len(good)
+    assert all(r["reason"] and r["stage"] == "streams.track_offers" for r in records)
+    originals = {base64.b64decode(r["original_b64"]) for r in records}
+    assert originals == set(bad)
+    reasons = " ".join(r["reason"] for r in records)
+    for expected in ("not JSON", "unknown provider", "unknown GPU model", "exceeds", "usd_per_hour", "future"):
+        assert expected in reasons, expected
+
+
+def test_worker_resumes_by_itself_after_a_broker_restart(kafka_broker: LocalKafka | None, kafka_bootstrap: str,
+                                                          tmp_path: Path) -> None:
+    if kafka_broker is None:
+        pytest.skip("the broker is external (KAFKA_BOOTSTRAP_SERVERS): this test restarts the local one")
+    app_id = unique("brk")
+    log = tmp_path / "worker.log"
+    worker = start_worker(kafka_bootstrap, app_id, log)
+    try:
+        pub = KafkaPublisher(kafka_bootstrap)
+        first = [price(offer(region=f"a{i}"), 1.0) for i in range(200)]
+        pub.publish_all(first)
+        assert pub.flush(30) == 0
+        wait_until(lambda: caught_up(kafka_bootstrap, app_id, [PRICES.name])
+                   and group_position(kafka_bootstrap, app_id, [PRICES.name])[0] > 0, 120, "first batch", log=log)
+        kafka_broker.stop()
+        time.sleep(5)
+        kafka_broker.start()
+        second = [price(offer(region=f"b{i}"), 2.0) for i in range(200)]
+        pub2 = KafkaPublisher(kafka_bootstrap)
+        pub2.publish_all(second)
+        assert pub2.flush(60) == 0
+        wait_until(lambda: caught_up(kafka_bootstrap, app_id, [PRICES.name]), 180,
+                   "the worker to resume after the broker restart", log=log)
+        assert worker.poll() is None, "the worker died with the broker"
+    finally:
+        stop(worker)
