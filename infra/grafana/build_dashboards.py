@@ -1,0 +1,162 @@
+"""Generates infra/grafana/dashboards/*.json (Grafana 10+/11 schema, ClickHouse plugin queries).
+
+Run: python infra/grafana/build_dashboards.py
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+OUT = Path(__file__).resolve().parent / "dashboards"
+DS = {"type": "grafana-clickhouse-datasource", "uid": "cloudarb-clickhouse"}
+DB = "${database}"
+GPU_COND = "$__conditionalAll(gpu_model IN (${gpu_model:singlequote}), $gpu_model)"
+
+LATEST_OFFERS = f"""SELECT offer_key, any(provider) AS provider, any(region) AS region, any(gpu_model) AS gpu,
+       any(market) AS market, argMax(usd_per_gpu_hour, quoted_at) AS usd_per_gpu_h, max(quoted_at) AS last_quote
+FROM {DB}.prices
+WHERE {GPU_COND}
+GROUP BY offer_key"""
+
+PANELS: dict[str, tuple[str, str, list[tuple[str, str, str]]]] = {
+    "market-overview": ("CloudArb · Market overview", "Prices per GPU-hour, capacity and interruptions", [
+        ("timeseries", "Cheapest $/GPU-h by GPU model", f"""SELECT $__timeInterval(hour) AS time, gpu_model, min(low) AS usd_per_gpu_hour
+FROM {DB}.price_bars_hourly
+WHERE $__timeFilter(hour) AND {GPU_COND}
+GROUP BY time, gpu_model ORDER BY time"""),
+        ("timeseries", "Median close $/GPU-h: spot vs on-demand", f"""SELECT time, market, median(close) AS usd_per_gpu_hour
+FROM (SELECT $__timeInterval(hour) AS time, market, offer_key, argMaxMerge(close) AS close
+      FROM {DB}.price_bars_hourly WHERE $__timeFilter(hour) AND {GPU_COND}
+      GROUP BY time, market, offer_key)
+GROUP BY time, market ORDER BY time"""),
+        ("table", "Best current offers (by $/GPU-h)", f"""SELECT gpu, provider, region, market, round(usd_per_gpu_h, 4) AS usd_per_gpu_hour, last_quote
+FROM ({LATEST_OFFERS})
+ORDER BY usd_per_gpu_hour LIMIT 25"""),
+        ("stat", "Offers with capacity now", f"""SELECT countIf(avail) AS offers_available, count() AS offers_tracked
+FROM (SELECT offer_key, argMax(available, quoted_at) AS avail FROM {DB}.capacity
+      WHERE {GPU_COND} GROUP BY offer_key)"""),
+        ("barchart", "Interruption signals by provider and kind", f"""SELECT concat(provider, ' ', kind) AS what, count() AS events,
+       round(avg(ifNull(interruption_probability_per_hour, 0)), 4) AS avg_p_per_hour
+FROM {DB}.interruptions
+WHERE $__timeFilter(occurred_at) AND {GPU_COND}
+GROUP BY what ORDER BY events DESC"""),
+    ]),
+    "savings": ("CloudArb · Savings", "What the plan costs versus on-demand for the same GPUs", [
+        ("timeseries", "Savings per decision ($/h)", f"""SELECT decided_at AS time, sum(savings_usd_per_hour) AS savings_usd_per_hour,
+       sum(usd_per_hour) AS plan_usd_per_hour, sum(ondemand_usd_per_hour) AS ondemand_usd_per_hour
+FROM {DB}.savings FINAL
+WHERE $__timeFilter(decided_at)
+GROUP BY time ORDER BY time"""),
+        ("stat", "Current savings ($/h)", f"""SELECT round(sum(savings_usd_per_hour), 2) AS savings_usd_per_hour, round(sum(usd_per_hour), 2) AS plan_usd_per_hour
+FROM {DB}.savings FINAL
+WHERE (workload_id, decision_id) IN (
+    SELECT wid, argMax(event_id, decided_at) FROM {DB}.decisions ARRAY JOIN workload_ids AS wid GROUP BY wid)"""),
+        ("table", "Savings by workload (latest decision)", f"""SELECT workload_id, gpu_model, market, sum(gpus) AS gpus, round(sum(usd_per_hour), 2) AS plan_usd_per_hour,
+       round(sum(ondemand_usd_per_hour), 2) AS ondemand_usd_per_hour, round(sum(savings_usd_per_hour), 2) AS savings_usd_per_hour
+FROM {DB}.savings FINAL
+WHERE (workload_id, decision_id) IN (
+    SELECT wid, argMax(event_id, decided_at) FROM {DB}.decisions ARRAY JOIN workload_ids AS wid GROUP BY wid)
+GROUP BY workload_id, gpu_model, market ORDER BY savings_usd_per_hour DESC"""),
+        ("barchart", "Spend by market ($/h, all decisions)", f"""SELECT market, round(sum(usd_per_hour), 2) AS usd_per_hour
+FROM {DB}.decision_assignments FINAL
+WHERE $__timeFilter(decided_at)
+GROUP BY market ORDER BY market"""),
+    ]),
+    "decisions": ("CloudArb · Decisions", "How often the plan changes, why, and how fast", [
+        ("timeseries", "Decisions per interval", f"""SELECT $__timeInterval(hour) AS time, solver, uniqExactMerge(n) AS decisions
+FROM {DB}.decision_counts_hourly
+WHERE $__timeFilter(hour)
+GROUP BY time, solver ORDER BY time"""),
+        ("piechart", "Decision reasons", f"""SELECT reason_kind, uniqExactMerge(n) AS decisions
+FROM {DB}.decision_counts_hourly
+WHERE $__timeFilter(hour)
+GROUP BY reason_kind ORDER BY decisions DESC"""),
+        ("timeseries", "Decision latency p50 / p99 (ms)", f"""SELECT $__timeInterval(hour) AS time, quantilesMerge(0.5, 0.99)(latency_ms)[1] AS p50_ms,
+       quantilesMerge(0.5, 0.99)(latency_ms)[2] AS p99_ms
+FROM {DB}.decision_counts_hourly
+WHERE $__timeFilter(hour)
+GROUP BY time ORDER BY time"""),
+        ("table", "Recent decisions and their reasons", f"""SELECT decided_at, arrayStringConcat(workload_ids, ', ') AS workloads, reason, solver,
+       round(total_usd_per_hour, 2) AS usd_per_hour, n_changes, round(ifNull(latency_ms, 0), 1) AS latency_ms
+FROM {DB}.decisions FINAL
+WHERE $__timeFilter(decided_at)
+ORDER BY decided_at DESC LIMIT 50"""),
+        ("table", "Executor actions", f"""SELECT at, executor, action, workload_id, offer_key, instances, status, detail
+FROM {DB}.executor_actions FINAL
+ORDER BY at DESC LIMIT 50"""),
+    ]),
+    "forecast-accuracy": ("CloudArb · Forecast accuracy", "Forecast error: model versus naive, and realised", [
+        ("timeseries", "MAE: model vs naive ($/h)", f"""SELECT $__timeInterval(hour) AS time, avgMerge(mae_model) AS mae_model, avgMerge(mae_naive) AS mae_naive
+FROM {DB}.forecast_error_hourly
+WHERE $__timeFilter(hour) AND {GPU_COND}
+GROUP BY time ORDER BY time"""),
+        ("stat", "Skill versus naive (1 - MAE ratio)", f"""SELECT round(1 - avgMerge(mae_model) / nullIf(avgMerge(mae_naive), 0), 3) AS skill, uniqExactMerge(n) AS forecasts
+FROM {DB}.forecast_error_hourly
+WHERE $__timeFilter(hour) AND {GPU_COND}"""),
+        ("table", "Realised absolute error by GPU and model", f"""SELECT gpu_model, model, count() AS forecasts, round(avg(abs_error), 4) AS mae_usd_per_hour,
+       round(quantile(0.9)(abs_error), 4) AS p90_usd_per_hour
+FROM {DB}.forecast_realised
+WHERE $__timeFilter(forecast_at) AND {GPU_COND}
+GROUP BY gpu_model, model ORDER BY forecasts DESC"""),
+    ]),
+    "pipeline-health": ("CloudArb · Pipeline health", "Ingest, staleness, dead letters, alerts", [
+        ("timeseries", "Rows ingested per interval", f"""SELECT $__timeInterval(ingested_at) AS time, 'prices' AS table_name, count() AS rows FROM {DB}.prices
+WHERE $__timeFilter(ingested_at) GROUP BY time
+UNION ALL
+SELECT $__timeInterval(ingested_at) AS time, 'decisions' AS table_name, count() AS rows FROM {DB}.decisions
+WHERE $__timeFilter(ingested_at) GROUP BY time
+ORDER BY time"""),
+        ("table", "Quote staleness by source (observed - quoted, s)", f"""SELECT source, count() AS quotes,
+       round(quantile(0.5)(dateDiff('millisecond', quoted_at, observed_at)) / 1000, 1) AS p50_s,
+       round(max(dateDiff('millisecond', quoted_at, observed_at)) / 1000, 1) AS max_s
+FROM {DB}.prices
+WHERE $__timeFilter(quoted_at)
+GROUP BY source ORDER BY quotes DESC"""),
+        ("stat", "Dead letters", f"""SELECT count() AS dead_letters FROM {DB}.dead_letters"""),
+        ("barchart", "Alerts by rule", f"""SELECT rule, count() AS alerts
+FROM {DB}.alerts FINAL
+WHERE $__timeFilter(raised_at)
+GROUP BY rule ORDER BY alerts DESC"""),
+        ("stat", "Decision latency p99 (ms)", f"""SELECT round(quantile(0.99)(ifNull(latency_ms, 0)), 1) AS p99_ms FROM {DB}.decisions
+WHERE $__timeFilter(decided_at)"""),
+    ]),
+}
+
+
+def variables(with_gpu: bool) -> list[dict[str, object]]:
+    v: list[dict[str, object]] = [{"name": "database", "type": "constant", "query": "cloudarb", "hide": 2,
+                                   "current": {"text": "cloudarb", "value": "cloudarb"}}]
+    if with_gpu:
+        v.append({"name": "gpu_model", "label": "GPU", "type": "query", "datasource": DS,
+                  "query": f"SELECT DISTINCT gpu_model FROM {DB}.prices ORDER BY gpu_model",
+                  "definition": f"SELECT DISTINCT gpu_model FROM {DB}.prices ORDER BY gpu_model",
+                  "multi": True, "includeAll": True, "refresh": 1,
+                  "current": {"text": ["All"], "value": ["$__all"]}})
+    return v
+
+
+def dashboard(uid: str, title: str, description: str, panels: list[tuple[str, str, str]]) -> dict[str, object]:
+    out = []
+    for i, (kind, ptitle, sql) in enumerate(panels):
+        w = 24 if kind == "table" else 12
+        fmt = 1 if kind == "table" else (0 if kind == "timeseries" else 1)
+        out.append({"id": i + 1, "type": kind, "title": ptitle, "datasource": DS,
+                    "gridPos": {"h": 8, "w": w, "x": 0 if w == 24 else (i % 2) * 12, "y": i * 8},
+                    "targets": [{"refId": "A", "datasource": DS, "editorType": "sql", "queryType": "table"
+                                 if fmt == 1 else "timeseries", "format": fmt, "rawSql": sql}],
+                    "options": {}, "fieldConfig": {"defaults": {}, "overrides": []}})
+    return {"uid": f"cloudarb-{uid}", "title": title, "description": description, "tags": ["cloudarb"],
+            "timezone": "utc", "schemaVersion": 39, "version": 1, "editable": False, "refresh": "30s",
+            "time": {"from": "now-30d", "to": "now"},
+            "templating": {"list": variables(any("$gpu_model" in p[2] for p in panels))}, "panels": out}
+
+
+def main() -> None:
+    OUT.mkdir(exist_ok=True)
+    for uid, (title, desc, panels) in PANELS.items():
+        (OUT / f"{uid}.json").write_text(json.dumps(dashboard(uid, title, desc, panels), indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
