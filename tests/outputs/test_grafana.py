@@ -71,7 +71,8 @@ def expand(sql: str, t_from: datetime, t_to: datetime, interval_s: int, variable
         return ",".join(str(x) for x in vals)
 
     sql = re.sub(r"\$\{(\w+)(?::(\w+))?\}|\$(?!__)(\w+)", interp, sql)
-    sql = _replace_macro(sql, "$__timeFilter_ms", lambda c: f"{c} >= toDateTime64({f}, 3) AND {c} <= toDateTime64({t}, 3)")
+    sql = _replace_macro(sql, "$__timeFilter_ms",
+                         lambda c: f"{c} >= toDateTime64({f}, 3) AND {c} <= toDateTime64({t}, 3)")
     sql = _replace_macro(sql, "$__timeFilter", lambda c: f"{c} >= toDateTime({f}) AND {c} <= toDateTime({t})")
     sql = _replace_macro(sql, "$__timeInterval_ms",
                          lambda c: f"toStartOfInterval(toDateTime64({c}, 3), INTERVAL {interval_s * 1000} millisecond)")
