@@ -3,7 +3,8 @@
 (function () {
   "use strict";
   const $ = (id) => document.getElementById(id);
-  const money = (v) => (v == null ? "–" : "$" + Number(v).toFixed(2));
+  const money = (v) => (v == null ? "–" : (Number(v) < 0 ? "-$" : "$") + Math.abs(Number(v)).toFixed(2));
+  const delta = (v) => (v == null ? "–" : (Number(v) < 0 ? "−" : "+") + money(Math.abs(Number(v))));
   const esc = (s) => String(s == null ? "" : s).replace(/[&<>"']/g, (c) => ({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;"}[c]));
 
   // key: from the URL fragment (#key=..., never sent to the server), else sessionStorage, else ask
@@ -40,7 +41,7 @@
       const where = a.placed ? a.assignments.map((x) => `${x.instances}× ${esc(x.gpu_model)} ${esc(x.provider)}/${esc(x.region)} (${esc(x.market)})`).join("<br>")
                              : '<span class="unplaced">not placed</span>';
       const e = a.explanation || {};
-      const why = [a.reason, e.infeasible_reason, e.runner_up ? `runner-up ${e.runner_up} (+${money(e.runner_up_delta_usd_per_hour)}/h)` : null,
+      const why = [a.reason, e.infeasible_reason, e.runner_up ? `runner-up ${e.runner_up} (${delta(e.runner_up_delta_usd_per_hour)}/h)` : null,
                    (e.binding_constraints || []).length ? "binding: " + e.binding_constraints.join(", ") : null].filter(Boolean).map(esc).join("<br>");
       return `<tr><td>${esc(a.workload_id)}</td><td>${where}</td><td class="num">${money(a.usd_per_hour)}</td><td class="why">${why}</td></tr>`;
     }).join("");
