@@ -789,9 +789,25 @@ class PortfolioEngine:
             for o, n in c["rows"].pop(w, ()):
                 usage[o] -= n
         cap_left = inst.capacity - usage
+        # protect the LP's integral part: capacity the LP gives (rounded down) to a workload that is
+        # decided later is not available to the ones decided before it
+        own: dict[int, list[tuple[int, float]]] = {}
+        fl = np.floor(xe + 1e-6)
+        cols = np.flatnonzero(fl >= 1)
+        if cols.size:
+            pj = M.col_pair[cols]
+            ok = pj >= 0
+            fin = np.isfinite(inst.capacity[P.o[pj[ok]]])
+            for j, f in zip(pj[ok][fin].tolist(), fl[cols[ok][fin]].tolist(), strict=True):
+                wj = int(P.w[j])
+                if wj in A:
+                    own.setdefault(wj, []).append((int(P.o[j]), f))
+                    cap_left[P.o[j]] -= f
         decided: dict[int, _Decision] = {}
         for w in order:
             c["reports"].pop(w, None)
+            for o, f in own.get(w, ()):
+                cap_left[o] += f
             d = self._decide(inst, P, M, w, metric_unit, cap_left)
             if d is None:
                 c["reports"][w] = self._diagnose(inst, P, w, cap_left)
