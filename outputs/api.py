@@ -186,8 +186,8 @@ def create_app(client: Any, config: ApiConfig | None = None, publish: Publish | 
     bearer = HTTPBearer(auto_error=False, description="API key as a bearer token")
 
     def auth(need: str) -> Callable[..., Any]:
-        def dep(request: Request, x_api_key: str | None = Depends(api_key_header),
-                authz: HTTPAuthorizationCredentials | None = Depends(bearer)) -> Principal:
+        async def dep(request: Request, x_api_key: str | None = Depends(api_key_header),
+                      authz: HTTPAuthorizationCredentials | None = Depends(bearer)) -> Principal:
             key = x_api_key or (authz.credentials if authz else None)
             p = ks.lookup(key)
             if p is None:
@@ -204,13 +204,29 @@ def create_app(client: Any, config: ApiConfig | None = None, publish: Publish | 
             return p
         return dep
 
+    # serialized pages of the snapshot-backed lists, per snapshot version (hot path: no re-serialization)
+    cache: dict[tuple[Any, ...], bytes] = {}
+    cache_version = [-1]
+
+    def cached(key: tuple[Any, ...], build: Callable[[], dict[str, Any]]) -> Response:
+        v = rm.snapshot.version
+        if v != cache_version[0]:
+            cache.clear()
+            cache_version[0] = v
+        body = cache.get(key)
+        if body is None:
+            body = json.dumps(build(), separators=(",", ":")).encode()
+            if len(cache) < 2048:
+                cache[key] = body
+        return Response(body, media_type="application/json")
+
     viewer = Depends(auth("viewer"))
     operator = Depends(auth("operator"))
     admin = Depends(auth("admin"))
 
     # --- ops ----------------------------------------------------------------------------------
     @app.get("/healthz", tags=["ops"])
-    def healthz() -> dict[str, str]:
+    async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
     @app.get("/readyz", tags=["ops"], responses={503: {"description": "not ready"}})
@@ -234,12 +250,18 @@ def create_app(client: Any, config: ApiConfig | None = None, publish: Publish | 
 
     # --- market -------------------------------------------------------------------------------
     @app.get("/v1/offers", tags=["market"], response_model=Page)
-    def offers(_: Principal = viewer, gpu_model: str | None = Query(None, max_length=64),
+    async def offers(_: Principal = viewer, gpu_model: str | None = Query(None, max_length=64),
                provider: str | None = Query(None, max_length=40), region: str | None = Query(None, max_length=64),
                market: Literal["spot", "on_demand"] | None = None, available: bool | None = None,
                sort: Literal["effective_usd_per_gpu_hour", "usd_per_gpu_hour", "usd_per_hour",
                              "usd_per_a100_hour"] = "effective_usd_per_gpu_hour",
-               order: Literal["asc", "desc"] = "asc", limit: Limit = 100, offset: Offset = 0) -> dict[str, Any]:
+               order: Literal["asc", "desc"] = "asc", limit: Limit = 100, offset: Offset = 0) -> Response:
+        key = ("offers", gpu_model, provider, region, market, available, sort, order, limit, offset)
+        return cached(key, lambda: _offers_page(gpu_model, provider, region, market, available, sort, order, limit,
+                                                offset))
+
+    def _offers_page(gpu_model: str | None, provider: str | None, region: str | None, market: str | None,
+                     available: bool | None, sort: str, order: str, limit: int, offset: int) -> dict[str, Any]:
         items = rm.snapshot.offers
         if gpu_model:
             items = [o for o in items if o["gpu_model"] == gpu_model]
@@ -266,9 +288,12 @@ def create_app(client: Any, config: ApiConfig | None = None, publish: Publish | 
 
     # --- allocations --------------------------------------------------------------------------
     @app.get("/v1/allocations", tags=["allocations"], response_model=Page)
-    def allocations(_: Principal = viewer, limit: Limit = 100, offset: Offset = 0) -> dict[str, Any]:
-        items = rm.snapshot.allocation
-        return page(items[offset:offset + limit], len(items), limit, offset)
+    async def allocations(_: Principal = viewer, limit: Limit = 100, offset: Offset = 0) -> Response:
+        def build() -> dict[str, Any]:
+            items = rm.snapshot.allocation
+            return page(items[offset:offset + limit], len(items), limit, offset)
+
+        return cached(("allocations", limit, offset), build)
 
     @app.get("/v1/allocations/{workload_id}/history", tags=["allocations"], response_model=Page)
     def allocation_history(workload_id: WorkloadIdPath, _: Principal = viewer, limit: Limit = 100,
@@ -277,12 +302,15 @@ def create_app(client: Any, config: ApiConfig | None = None, publish: Publish | 
         return page(items, total, limit, offset)
 
     @app.get("/v1/savings", tags=["allocations"], response_model=Page)
-    def savings(_: Principal = viewer, limit: Limit = 100, offset: Offset = 0,
-                order: Literal["asc", "desc"] = "desc") -> dict[str, Any]:
-        items = rm.snapshot.savings
-        if order == "desc":
-            items = items[::-1]
-        return page(items[offset:offset + limit], len(items), limit, offset)
+    async def savings(_: Principal = viewer, limit: Limit = 100, offset: Offset = 0,
+                      order: Literal["asc", "desc"] = "desc") -> Response:
+        def build() -> dict[str, Any]:
+            items = rm.snapshot.savings
+            if order == "desc":
+                items = items[::-1]
+            return page(items[offset:offset + limit], len(items), limit, offset)
+
+        return cached(("savings", limit, offset, order), build)
 
     @app.get("/v1/executions", tags=["allocations"], response_model=Page)
     def executions(_: Principal = viewer, decision_id: str | None = Query(None, max_length=128),
