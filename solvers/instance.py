@@ -104,7 +104,8 @@ class Instance:
 
     def pair_ratio(self, w: int, o: int | I64) -> F64:
         """Throughput normaliser ref_tput / tput: USD per hour of the workload's best GPU."""
-        return np.asarray(self.ref_tput[w] / self.tput[w, self.model[o]], dtype=np.float64)
+        with np.errstate(divide="ignore"):   # an unacceptable model prices at +inf
+            return np.asarray(self.ref_tput[w] / self.tput[w, self.model[o]], dtype=np.float64)
 
     def unit_cost(self, w: int, o: I64, with_migration: bool) -> F64:
         """Objective cost of one instance of offers `o` for workload `w` (risk and migration
