@@ -752,10 +752,12 @@ class PortfolioEngine:
         # affected workloads
         if not c["fresh"] and all_ids:
             A: set[int] = set()
+            runner_only: set[int] = set()
             prev = c["xv"]
             if prev.size < xe.size:
                 prev = np.concatenate([prev, np.zeros(xe.size - prev.size)])
-            dx = np.nonzero(np.abs(xe - prev) > 1e-9)[0]
+            # the rounding reads only the LP support and its integer parts: re-decide where those moved
+            dx = np.nonzero(((xe > 1e-7) != (prev > 1e-7)) | (np.floor(xe + 1e-6) != np.floor(prev + 1e-6)))[0]
             dp = M.col_pair[dx]
             A.update(np.unique(P.w[dp[dp >= 0]]).tolist())
             A.update(np.nonzero(np.abs(kv - c["kv"]) > 1e-9)[0].tolist())
@@ -770,9 +772,31 @@ class PortfolioEngine:
                 c["metric"][pc] = M.cost[pc] + conc_g[inst.group[P.o[pc]]] * P.g[pc]
                 pw = P.w[pc]
                 sm = P.n_single[pc] * c["metric"][pc]
-                hit = sm < c["runner"][pw] + 1e-9
-                hit |= np.isin(pw * inst.n_offers + P.o[pc], c["codes"])
+                used = np.isin(pw * inst.n_offers + P.o[pc], c["codes"])
+                hit = used | (sm < c["chosen"][pw] + 1e-9)        # could replace the chosen plan
                 A.update(np.unique(pw[hit]).tolist())
+                # cheaper than the runner-up only: the decision stands, the explanation changes
+                po_ = P.o[pc]
+                n1 = P.n_single[pc]
+                feas1 = (~hit & (sm < c["runner"][pw] - 1e-9) & inst.available[po_]
+                         & (n1 * P.g[pc] <= inst.max_gpus[pw]) & (n1 * inst.price[po_] <= inst.budget[pw] * (1 + 1e-9))
+                         & (~inst.spot[po_] | (inst.spot_share[pw] >= 1.0))
+                         & (n1 <= inst.capacity[po_] - c["usage"][po_] + 1e-9))
+                for k in np.flatnonzero(feas1).tolist():
+                    w = int(pw[k])
+                    if w in A or sm[k] >= c["runner"][w] - 1e-9:
+                        continue
+                    runner_only.add(w)
+                    c["runner"][w] = float(sm[k])
+                    c["codes_runner"][w] = w * inst.n_offers + int(po_[k])
+                    wid = inst.ids[w]
+                    if wid in c["expl"]:
+                        x = c["expl"][wid]
+                        rc = dict(x.reduced_costs)
+                        rc[inst.keys[int(po_[k])]] = float(M.reduced_costs(np.array([pc[k]]))[0])
+                        c["expl"][wid] = x.model_copy(update={
+                            "runner_up": inst.keys[int(po_[k])], "reduced_costs": rc,
+                            "runner_up_delta_usd_per_hour": float(sm[k]) - float(c["chosen"][w])})
                 over = np.nonzero(c["usage"][changed] > inst.capacity[changed] + 1e-9)[0]
                 for o in changed[over].tolist():
                     A.update(w for w, rows in c["rows"].items() if any(a == o for a, _ in rows))
@@ -780,6 +804,7 @@ class PortfolioEngine:
         else:
             c["metric"] = M.cost + conc_g[inst.group[P.o]] * P.g
             A = {widx[i] for i in ids}
+            runner_only = set()
         c["fresh"] = False
         metric_unit = c["metric"]
         order = sorted(A, key=lambda w: (-inst.priority[w], inst.ids[w]))
@@ -789,8 +814,8 @@ class PortfolioEngine:
             for o, n in c["rows"].pop(w, ()):
                 usage[o] -= n
         cap_left = inst.capacity - usage
-        # protect the LP's integral part: capacity the LP gives (rounded down) to a workload that is
-        # decided later is not available to the ones decided before it
+        # Two passes, keep the cheaper: (1) priority order, first come first served; (2) the same, but
+        # the capacity the LP gives (rounded down) to a workload decided later is held for it.
         own: dict[int, list[tuple[int, float]]] = {}
         fl = np.floor(xe + 1e-6)
         cols = np.flatnonzero(fl >= 1)
@@ -802,23 +827,58 @@ class PortfolioEngine:
                 wj = int(P.w[j])
                 if wj in A:
                     own.setdefault(wj, []).append((int(P.o[j]), f))
-                    cap_left[P.o[j]] -= f
+
+        def run_pass(protect: bool) -> tuple[float, dict[int, _Decision | None], F64]:
+            left = cap_left.copy()
+            if protect:
+                for lst in own.values():
+                    for o, f in lst:
+                        left[o] -= f
+            out: dict[int, _Decision | None] = {}
+            total = 0.0
+            for w in order:
+                if protect:
+                    for o, f in own.get(w, ()):
+                        left[o] += f
+                d = self._decide(inst, P, M, w, metric_unit, left)
+                out[w] = d
+                if d is None:
+                    total += float(M.M[w])
+                    continue
+                total += d.metric
+                for o, n in d.rows:
+                    left[o] -= n
+            return total, out, left
+
+        best = run_pass(False)
+
+        def honoured(decs: dict[int, _Decision | None]) -> bool:
+            for w, lst in own.items():
+                d = decs.get(w)
+                have = dict(d.rows) if d is not None else {}
+                if any(have.get(o, 0) < f for o, f in lst):
+                    return False
+            return True
+
+        if own and not honoured(best[1]):
+            alt = run_pass(True)
+            if alt[0] < best[0] - 1e-9:
+                best = alt
         decided: dict[int, _Decision] = {}
         for w in order:
             c["reports"].pop(w, None)
-            for o, f in own.get(w, ()):
-                cap_left[o] += f
-            d = self._decide(inst, P, M, w, metric_unit, cap_left)
+            d = best[1][w]
             if d is None:
-                c["reports"][w] = self._diagnose(inst, P, w, cap_left)
+                c["reports"][w] = self._diagnose(inst, P, w, best[2])
                 c["runner"][w] = math.inf
+                c["chosen"][w] = math.inf
                 continue
             for o, n in d.rows:
-                cap_left[o] -= n
                 usage[o] += n
             decided[w] = d
             c["rows"][w] = d.rows
             c["runner"][w] = d.runner[1] if d.runner is not None else math.inf
+            c["chosen"][w] = d.metric
         # verify the re-decided part against everything else, from scratch
         new_plan: dict[str, list[Assignment]] = {}
         for w, d in decided.items():
@@ -856,7 +916,7 @@ class PortfolioEngine:
         for w, d in decided.items():
             if d.runner is not None:
                 c["codes_runner"][w] = w * inst.n_offers + d.runner[0]
-        if A or c["codes"] is None:
+        if A or c["codes"] is None or runner_only:
             codes = [w * inst.n_offers + o for w, rows in c["rows"].items() for o, _ in rows]
             codes += list(c["codes_runner"].values())
             c["codes"] = np.unique(np.array(codes, np.int64)) if codes else np.zeros(0, np.int64)
@@ -899,6 +959,7 @@ class PortfolioEngine:
             nn = np.array([b for _, b in rr], np.float64)
             obj[inst.ids[w]] = float((inst.unit_cost(w, oo, False) * nn).sum()) if oo.size else 0.0
         c = {"fresh": True, "rows": rows, "usage": usage, "runner": np.full(inst.n_workloads, math.inf),
+             "chosen": np.full(inst.n_workloads, -math.inf),
              "reports": {}, "expl": {}, "obj": obj, "adopted": set(), "codes": None,
              "codes_runner": {}, "metric": None, "xv": None, "kv": None, "conc": None}
         self._cache = c
