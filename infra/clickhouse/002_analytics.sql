@@ -138,10 +138,10 @@ ORDER BY (gpu_model, offer_key, provider, region, market, hour)
 ;
 CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.price_bars_hourly_mv TO {db}.price_bars_hourly AS
 SELECT offer_key, provider, region, gpu_model, market, toStartOfHour(quoted_at) AS hour,
-       argMinState(p.usd_per_gpu_hour, p.quoted_at) AS open, max(p.usd_per_gpu_hour) AS high,
-       min(p.usd_per_gpu_hour) AS low, argMaxState(p.usd_per_gpu_hour, p.quoted_at) AS close,
+       argMinState(_p.usd_per_gpu_hour, _p.quoted_at) AS open, max(_p.usd_per_gpu_hour) AS high,
+       min(_p.usd_per_gpu_hour) AS low, argMaxState(_p.usd_per_gpu_hour, _p.quoted_at) AS close,
        uniqExactState(event_id) AS n
-FROM {db}.prices AS p
+FROM {db}.prices AS _p
 GROUP BY offer_key, provider, region, gpu_model, market, hour
 ;
 -- latest on-demand $ per GPU-hour per GPU model (the reference that savings are measured against)
@@ -155,8 +155,8 @@ ENGINE = AggregatingMergeTree
 ORDER BY (gpu_model, offer_key)
 ;
 CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.ondemand_reference_mv TO {db}.ondemand_reference AS
-SELECT gpu_model, offer_key, argMaxState(p.usd_per_gpu_hour, p.quoted_at) AS usd_per_gpu_hour
-FROM {db}.prices AS p
+SELECT gpu_model, offer_key, argMaxState(_p.usd_per_gpu_hour, _p.quoted_at) AS usd_per_gpu_hour
+FROM {db}.prices AS _p
 WHERE market = 'on_demand'
 GROUP BY gpu_model, offer_key
 ;
@@ -179,19 +179,19 @@ PARTITION BY toYYYYMM(decided_at)
 ORDER BY (workload_id, decided_at, decision_id, offer_key)
 ;
 CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.savings_mv TO {db}.savings AS
-SELECT a.decision_id AS decision_id, a.decided_at AS decided_at, a.workload_id AS workload_id,
-       a.offer_key AS offer_key, a.gpu_model AS gpu_model, a.market AS market,
-       toUInt32(a.instances * toUInt32OrZero(splitByChar('|', a.offer_key)[6])) AS gpus,
-       a.usd_per_hour AS usd_per_hour,
-       if(r.ref > 0, gpus * r.ref, a.usd_per_hour) AS ondemand_usd_per_hour,
-       greatest(ondemand_usd_per_hour - a.usd_per_hour, -1e9) AS savings_usd_per_hour
-FROM {db}.decision_assignments AS a
+SELECT _a.decision_id AS decision_id, _a.decided_at AS decided_at, _a.workload_id AS workload_id,
+       _a.offer_key AS offer_key, _a.gpu_model AS gpu_model, _a.market AS market,
+       toUInt32(_a.instances * toUInt32OrZero(splitByChar('|', _a.offer_key)[6])) AS gpus,
+       _a.usd_per_hour AS usd_per_hour,
+       if(_r.ref > 0, gpus * _r.ref, _a.usd_per_hour) AS ondemand_usd_per_hour,
+       greatest(ondemand_usd_per_hour - _a.usd_per_hour, -1e9) AS savings_usd_per_hour
+FROM {db}.decision_assignments AS _a
 LEFT JOIN (
-    SELECT gpu_model, quantileExact(0.5)(p) AS ref
-    FROM (SELECT gpu_model, offer_key, argMaxMerge(usd_per_gpu_hour) AS p
+    SELECT gpu_model, quantileExact(0.5)(od_price) AS ref
+    FROM (SELECT gpu_model, offer_key, argMaxMerge(usd_per_gpu_hour) AS od_price
           FROM {db}.ondemand_reference GROUP BY gpu_model, offer_key)
     GROUP BY gpu_model
-) AS r ON a.gpu_model = r.gpu_model
+) AS _r ON _a.gpu_model = _r.gpu_model
 ;
 -- forecast accuracy reported by the forecaster, per model and GPU, hourly
 CREATE TABLE IF NOT EXISTS {db}.forecast_error_hourly
@@ -209,21 +209,21 @@ ORDER BY (model, gpu_model, horizon_s, hour)
 ;
 CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.forecast_error_hourly_mv TO {db}.forecast_error_hourly AS
 SELECT toStartOfHour(forecast_at) AS hour, model, gpu_model, horizon_s,
-       avgState(ifNull(f.mae_model, nan)) AS mae_model, avgState(ifNull(f.mae_naive, nan)) AS mae_naive,
+       avgState(ifNull(_f.mae_model, nan)) AS mae_model, avgState(ifNull(_f.mae_naive, nan)) AS mae_naive,
        uniqExactState(event_id) AS n
-FROM {db}.forecasts AS f
-WHERE f.mae_model IS NOT NULL
+FROM {db}.forecasts AS _f
+WHERE _f.mae_model IS NOT NULL
 GROUP BY hour, model, gpu_model, horizon_s
 ;
 -- realised error: each forecast against the last observed price at or before its target time
 CREATE VIEW IF NOT EXISTS {db}.forecast_realised AS
-SELECT f.event_id AS event_id, f.offer_key AS offer_key, f.gpu_model AS gpu_model, f.model AS model,
-       f.forecast_at AS forecast_at, f.target_at AS target_at, f.horizon_s AS horizon_s,
-       f.usd_per_hour AS forecast_usd_per_hour, p.usd_per_hour AS actual_usd_per_hour,
-       abs(f.usd_per_hour - p.usd_per_hour) AS abs_error, p.quoted_at AS actual_quoted_at
-FROM {db}.forecasts AS f
-ASOF INNER JOIN (SELECT offer_key, quoted_at, usd_per_hour FROM {db}.prices) AS p
-    ON f.offer_key = p.offer_key AND f.target_at >= p.quoted_at
+SELECT _f.event_id AS event_id, _f.offer_key AS offer_key, _f.gpu_model AS gpu_model, _f.model AS model,
+       _f.forecast_at AS forecast_at, _f.target_at AS target_at, _f.horizon_s AS horizon_s,
+       _f.usd_per_hour AS forecast_usd_per_hour, _p.usd_per_hour AS actual_usd_per_hour,
+       abs(_f.usd_per_hour - _p.usd_per_hour) AS abs_error, _p.quoted_at AS actual_quoted_at
+FROM {db}.forecasts AS _f
+ASOF INNER JOIN (SELECT offer_key, quoted_at, usd_per_hour FROM {db}.prices) AS _p
+    ON _f.offer_key = _p.offer_key AND _f.target_at >= _p.quoted_at
 ;
 -- decisions per hour, solver and reason kind (first clause of the reason)
 CREATE TABLE IF NOT EXISTS {db}.decision_counts_hourly
@@ -241,7 +241,7 @@ ORDER BY (solver, reason_kind, hour)
 CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.decision_counts_hourly_mv TO {db}.decision_counts_hourly AS
 SELECT toStartOfHour(decided_at) AS hour, solver,
        substring(trim(BOTH ' ' FROM splitByRegexp('[:;,(]', reason)[1]), 1, 60) AS reason_kind,
-       uniqExactState(event_id) AS n, quantilesState(0.5, 0.99)(ifNull(d.latency_ms, 0)) AS latency_ms,
-       avgState(d.total_usd_per_hour) AS usd_per_hour
-FROM {db}.decisions AS d
+       uniqExactState(event_id) AS n, quantilesState(0.5, 0.99)(ifNull(_d.latency_ms, 0)) AS latency_ms,
+       avgState(_d.total_usd_per_hour) AS usd_per_hour
+FROM {db}.decisions AS _d
 GROUP BY hour, solver, reason_kind
