@@ -55,11 +55,20 @@ def _bootstrap(s: Settings) -> str:
 
 
 def _wait(stop: threading.Event) -> None:
+    """Block until Ctrl-C or SIGTERM."""
+    import signal
+
+    def _term(signum: int, frame: Any) -> None:
+        stop.set()
+
+    old = signal.signal(signal.SIGTERM, _term)
     try:
-        while not stop.wait(1.0):
+        while not stop.wait(0.5):
             pass
     except KeyboardInterrupt:
         pass
+    finally:
+        signal.signal(signal.SIGTERM, old)
 
 
 def _api_config(args: argparse.Namespace, s: Settings) -> Any:

@@ -1,0 +1,63 @@
+"""`cloudarb serve` end to end in a subprocess (chdb, real local broker): ready, a workload POSTed
+through the API reaches Kafka and comes back through the sink into ClickHouse; SIGTERM stops it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import unique
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
+ADMIN = "admin-cli-key-0123456789abcdef"
+
+
+def test_serve(kafka_bootstrap: str, tmp_path: Path) -> None:
+    import socket
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap, "CLOUDARB_HOME": str(tmp_path),
+           "CLOUDARB_ADMIN_KEY": ADMIN, "CLICKHOUSE_DB": "serve_test", "PYTHONUNBUFFERED": "1"}
+    env.pop("CLICKHOUSE_URL", None)
+    log = open(tmp_path / "serve.log", "wb")  # noqa: SIM115
+    p = subprocess.Popen([sys.executable, "-m", "cloudarb", "serve", "--port", str(port)], cwd=ROOT, env=env,
+                         stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert p.poll() is None, (tmp_path / "serve.log").read_text()
+            time.sleep(0.3)
+        h = {"X-API-Key": ADMIN}
+        wid = unique("cli-wl")
+        spec = {"workload_id": wid, "gpu_throughput": {"L4": 0.3}, "min_gpus": 1, "max_gpus": 2,
+                "budget_usd_per_hour": 3}
+        assert httpx.post(f"{base}/v1/workloads", json=spec, headers=h, timeout=15).status_code == 202
+        found = False
+        while time.monotonic() < deadline + 30 and not found:
+            items = httpx.get(f"{base}/v1/workloads", params={"limit": 1000}, headers=h, timeout=5).json()["items"]
+            found = any(i["workload_id"] == wid for i in items)
+            time.sleep(0.3)
+        assert found, "the submitted workload did not come back through Kafka and the sink"
+    finally:
+        os.killpg(p.pid, signal.SIGTERM)
+        rc = p.wait(40)
+        log.close()
+    assert rc == 0, (tmp_path / "serve.log").read_text()[-2000:]
+    assert ADMIN not in (tmp_path / "serve.log").read_text()
