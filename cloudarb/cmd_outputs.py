@@ -142,26 +142,18 @@ def cmd_alerts(args: argparse.Namespace, s: Settings) -> int:
 
 def cmd_serve(args: argparse.Namespace, s: Settings) -> int:
     """Sink + API + alerts + executors in one process (the chdb layout)."""
-    from outputs.alerts import AlertRules
-    from outputs.server import ServiceHandle, serve_in_thread, start_alerts, start_executors, start_sink
+    from outputs.server import start_outputs
 
     bootstrap = _bootstrap(s)
-    client = _client(s)
     pub = _publisher(s)
-    h = ServiceHandle()
-    if not args.no_sink:
-        start_sink(bootstrap, client, s.clickhouse_db, handle=h)
-    start_alerts(bootstrap, client, s.clickhouse_db, pub.publish, flush=pub.flush, rules=AlertRules(),
-                 allow_private_webhooks=os.environ.get("CLOUDARB_WEBHOOK_ALLOW_PRIVATE") == "1", handle=h)
     ex, enabled, caps = _executors(args)
-    start_executors(bootstrap, client, s.clickhouse_db, ex, sorted(enabled), caps, handle=h)
-    api = serve_in_thread(client, s.clickhouse_db, args.host, args.port, publish=_publish_fn(pub),
-                          config=_api_config(args, s))
-    print(f"CloudArb outputs: API {api.url} (dashboard {api.url}/dashboard), sink, alerts, executors "
+    out = start_outputs(bootstrap, _client(s), s.clickhouse_db, pub.publish, flush=lambda: pub.flush(10),
+                        port=args.port, host=args.host, with_sink=not args.no_sink, group_prefix=s.cloudarb_app_id,
+                        executors=ex, enabled=sorted(enabled), caps=caps, api_config=_api_config(args, s))
+    print(f"CloudArb outputs: API {out.api_url} (dashboard {out.api_url}/dashboard), sink, alerts, executors "
           f"({'real: ' + ', '.join(sorted(ex)) if ex else 'dry run'}); Ctrl-C stops them")
     _wait(threading.Event())
-    api.stop()
-    h.stop()
+    out.stop()
     pub.flush(10)
     return 0
 

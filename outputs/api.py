@@ -110,6 +110,23 @@ class _Metrics:
                                  registry=self.registry)
 
 
+class _PipelineCollector:
+    def __init__(self, stats: Callable[[], dict[str, float]]) -> None:
+        self.stats = stats
+
+    def collect(self) -> Any:
+        from prometheus_client.core import GaugeMetricFamily
+
+        g = GaugeMetricFamily("cloudarb_pipeline", "counters of the sink, alerts and executors in this process",
+                              labels=["stat"])
+        try:
+            for k, v in sorted(self.stats().items()):
+                g.add_metric([k], float(v))
+        except Exception as exc:
+            log.warning("pipeline stats failed: %s", type(exc).__name__)
+        yield g
+
+
 class MetricsMiddleware:
     """Pure ASGI (cheaper than BaseHTTPMiddleware): count and time requests by route template."""
 
@@ -138,7 +155,10 @@ class MetricsMiddleware:
 
 
 def create_app(client: Any, config: ApiConfig | None = None, publish: Publish | None = None,
-               read_model: ReadModel | None = None, keys: KeyStore | None = None) -> FastAPI:
+               read_model: ReadModel | None = None, keys: KeyStore | None = None,
+               pipeline_stats: Callable[[], dict[str, float]] | None = None) -> FastAPI:
+    """`pipeline_stats`: counters of services in this process (sink, alerts, executors), exported on /metrics
+    as `cloudarb_pipeline{stat="..."}`."""
     cfg = config or ApiConfig()
     db = cfg.db
     rm = read_model or ReadModel(client, db, cfg.refresh_s)
@@ -146,6 +166,8 @@ def create_app(client: Any, config: ApiConfig | None = None, publish: Publish | 
     limiter = RateLimiter(cfg.rate_per_s, cfg.burst)
     fail_limiter = RateLimiter(cfg.rate_per_s, cfg.burst)
     metrics = _Metrics()
+    if pipeline_stats is not None:
+        metrics.registry.register(_PipelineCollector(pipeline_stats))
 
     app = FastAPI(title="CloudArb API", version="1.0.0",
                   description=__doc__, openapi_tags=[{"name": "market"}, {"name": "allocations"},

@@ -41,12 +41,13 @@ class ServerHandle:
 
 def serve_in_thread(client: Any, db: str = "cloudarb", host: str = "127.0.0.1", port: int = 8000,
                     publish: Publish | None = None, admin_key: str | None = None, config: ApiConfig | None = None,
-                    log_level: str = "warning", access_log: bool = False) -> ServerHandle:
+                    log_level: str = "warning", access_log: bool = False,
+                    pipeline_stats: Callable[[], dict[str, float]] | None = None) -> ServerHandle:
     """Start the API (uvicorn) in a daemon thread; returns once it accepts connections. port=0 picks one."""
     import uvicorn
 
     cfg = config or ApiConfig(db=db, admin_key=admin_key)
-    app = create_app(client, cfg, publish=publish)
+    app = create_app(client, cfg, publish=publish, pipeline_stats=pipeline_stats)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
@@ -170,3 +171,60 @@ def start_sink(bootstrap: str, client: Any, db: str, group_id: str = "cloudarb-s
     h.objects["sink_writer"] = writer
     h._spawn("sink", run_sink, bootstrap, writer, h.stop_event, group_id=group_id)
     return h
+
+
+def pipeline_stats(h: ServiceHandle) -> Callable[[], dict[str, float]]:
+    """Counters of the services in `h`, for /metrics."""
+
+    def stats() -> dict[str, float]:
+        out: dict[str, float] = {}
+        w = h.objects.get("sink_writer")
+        if w is not None:
+            out.update({"sink_consumed": w.stats.consumed, "sink_written": w.stats.written,
+                        "sink_duplicates": w.stats.duplicates, "sink_write_failures": w.stats.write_failures})
+        d = h.objects.get("dispatcher")
+        if d is not None:
+            out.update({"webhooks_delivered": d.stats.delivered, "webhooks_retries": d.stats.retries,
+                        "webhooks_dead": d.stats.dead, "webhooks_pending": d.pending()})
+        r = h.objects.get("executor_runner")
+        if r is not None:
+            n, usd = r.running()
+            out.update({"executor_decisions": len(r.handled), "executor_instances": n, "executor_usd_per_hour": usd})
+        return out
+
+    return stats
+
+
+@dataclass
+class OutputsHandle:
+    api_url: str
+    api: ServerHandle
+    services: ServiceHandle
+
+    def stop(self) -> None:
+        self.api.stop()
+        self.services.stop()
+
+
+def start_outputs(bootstrap: str, client: Any, db: str, publish: Publish, flush: Callable[[], Any] | None = None,
+                  port: int = 8000, host: str = "127.0.0.1", admin_key: str | None = None, with_sink: bool = False,
+                  group_prefix: str = "cloudarb", executors: dict[str, Executor] | None = None,
+                  enabled: Sequence[str] = (), caps: Caps | None = None, allow_private_webhooks: bool = False,
+                  api_config: ApiConfig | None = None) -> OutputsHandle:
+    """Everything user-facing in this process on one ClickHouse client (the chdb layout): optionally the
+    sink, the alert rules + webhooks, the executors (dry run unless `enabled`), and the API. `stop()` ends all."""
+    h = ServiceHandle()
+    if with_sink:
+        start_sink(bootstrap, client, db, group_id=f"{group_prefix}-sink", handle=h)
+    start_alerts(bootstrap, client, db, publish, flush=flush, group_id=f"{group_prefix}-alerts",
+                 allow_private_webhooks=allow_private_webhooks, handle=h)
+    start_executors(bootstrap, client, db, executors, enabled, caps, group_id=f"{group_prefix}-executors", handle=h)
+    cfg = api_config or ApiConfig(db=db, admin_key=admin_key, allow_private_webhooks=allow_private_webhooks)
+
+    def api_publish(e: Event) -> None:  # a 202 means Kafka has the event
+        publish(e)
+        if flush is not None and flush():
+            raise RuntimeError("Kafka did not acknowledge the event")
+
+    api = serve_in_thread(client, db, host, port, publish=api_publish, config=cfg, pipeline_stats=pipeline_stats(h))
+    return OutputsHandle(api.url, api, h)

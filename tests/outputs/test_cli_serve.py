@@ -55,6 +55,8 @@ def test_serve(kafka_bootstrap: str, tmp_path: Path) -> None:
             found = any(i["workload_id"] == wid for i in items)
             time.sleep(0.3)
         assert found, "the submitted workload did not come back through Kafka and the sink"
+        metrics = httpx.get(f"{base}/metrics", timeout=5).text
+        assert 'cloudarb_pipeline{stat="sink_written"}' in metrics
     finally:
         os.killpg(p.pid, signal.SIGTERM)
         rc = p.wait(40)
