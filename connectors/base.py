@@ -144,13 +144,15 @@ class Source(ABC):
     known_regions: Collection[str] | None = None
 
     def __init__(self, *, env: Mapping[str, str] | None = None, clock: Callable[[], datetime] | None = None,
-                 retry_wait_max_s: float = 30.0, retry_wait_min_s: float = 0.5) -> None:
+                 retry_wait_max_s: float = 30.0, retry_wait_min_s: float = 0.5, rate_per_s: float | None = None
+                 ) -> None:
         import os
 
         self.env: Mapping[str, str] = dict(os.environ) if env is None else env
         self.stats = SourceStats()
         self._now = clock or (lambda: datetime.now(UTC))
-        self._limiter = RateLimiter(self.rate_per_s, burst=max(1, int(self.rate_per_s)))
+        rate = rate_per_s or self.rate_per_s
+        self._limiter = RateLimiter(rate, burst=max(1, int(rate)))
         self._last: dict[str, Any] = {}
         self._last_price: dict[str, float] = {}
         self._warned: set[str] = set()
