@@ -47,15 +47,24 @@ SOLUTION METHOD (and why)
 * HiGHS (highspy) keeps the model and the simplex basis alive between calls. Price / risk /
   availability / capacity events change costs, coefficients and bounds in place (changeColsCost,
   changeCoeff, changeColsBounds, changeRowsBounds) and the next run is a warm dual/primal simplex.
-  Chosen over OR-Tools: pywraplp re-extracts the whole model on every Solve(); MathOpt's
-  incremental path works but its per-update overhead was higher than highspy's in-place calls.
+  Chosen over OR-Tools: pywraplp re-extracts the whole model on every Solve() (measured in the
+  earlier probe); MathOpt's incremental GLOP would also do, but highspy gives in-place updates with
+  the basis kept, row duals and column reduced costs directly, and is the solver scipy's MILP
+  baseline uses too. No CP-SAT/MIP polish: exact MILP did not finish beyond toy sizes.
 * Reduced-cost screen: when every changed column has x = 0 and still prices out non-negative
   against the current duals, the LP optimum is provably unchanged and the LP is not re-solved.
+* Partial pricing: after a warm re-solve only pairs whose duals (workload rows, group rows,
+  capacity rows) or costs moved are re-priced; the rest keep their exact previous reduced cost.
 * Integer phase (per workload, priority order, capacity tracked): candidates are (a) the LP support
   rounded down and repaired greedily to whole instances, (b) the best single-offer plan, (c) the
   current plan (hysteresis); pick the cheapest under the LP's concentration prices. (b) makes the
-  plan never worse than the cheapest-feasible greedy rule per workload. Finally `evaluate` checks
-  the whole plan against the instance before it is returned.
+  plan never worse than the cheapest-feasible greedy rule per workload. A second pass that holds
+  each workload's rounded-down LP capacity for it runs when the first pass broke such a holding;
+  the cheaper pass wins. `evaluate` re-checks the re-decided workloads against the instance (and
+  the capacity everyone else holds) before anything is returned.
+* Incremental integer phase: decisions are cached per workload and only re-made where the LP
+  support or its integer parts moved, where a changed offer is used, or could beat the chosen plan;
+  an offer that only beats the runner-up updates the explanation in place.
 * Structural changes (new offer keys, workload added/changed/removed) rebuild pairs and master;
   removed offers are tombstoned (made unavailable) until the next rebuild.
 """
@@ -841,6 +850,13 @@ class PortfolioEngine:
                     for o, f in own.get(w, ()):
                         left[o] += f
                 d = self._decide(inst, P, M, w, metric_unit, left)
+                if d is None and protect:   # held capacity is a preference, never a reason to fail
+                    held = np.zeros_like(left)
+                    for w2 in order:
+                        if w2 not in out and w2 != w:
+                            for o, f in own.get(w2, ()):
+                                held[o] += f
+                    d = self._decide(inst, P, M, w, metric_unit, left + held)
                 out[w] = d
                 if d is None:
                     total += float(M.M[w])
