@@ -103,7 +103,8 @@ def gpu_specs(ec2: Any, types: Iterable[str]) -> dict[str, tuple[str | None, int
     """instance type -> (canonical GPU or None, GPUs per instance, raw name) from describe_instance_types."""
     out: dict[str, tuple[str | None, int, str]] = {}
     paginator = ec2.get_paginator("describe_instance_types")
-    for page in paginator.paginate(InstanceTypes=sorted(types)):
+    # a filter (not InstanceTypes=) so a type the region does not offer is simply absent, not an error
+    for page in paginator.paginate(Filters=[{"Name": "instance-type", "Values": sorted(types)}]):
         for it in page.get("InstanceTypes", []):
             gpus = (it.get("GpuInfo") or {}).get("Gpus") or []
             if not gpus:
