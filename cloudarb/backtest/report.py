@@ -1,0 +1,225 @@
+"""report.json, report.html (inline SVG, no scripts, no network) and the headline table."""
+
+from __future__ import annotations
+
+import html
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from cloudarb.backtest.sim import BASELINES, OURS, Result
+
+COLORS = {OURS: "#1b7f3b", "on_demand_home": "#888888", "launch_cheapest": "#1f5fbf",
+          "greedy_spot": "#d9730d", "pco_like": "#8e44ad"}
+HEADLINE_BASELINES = ("on_demand_home", "launch_cheapest", "greedy_spot")
+
+
+def _pct(base: float, ours: float) -> float | None:
+    return round(100.0 * (base - ours) / base, 2) if base > 0 else None
+
+
+def build_report(r: Result) -> dict[str, Any]:
+    strategies: dict[str, Any] = {}
+    baselines = [n for n in r.ledgers if n in BASELINES]
+    for name, led in r.ledgers.items():
+        per_gpu_h = led.cost / led.gpu_h if led.gpu_h > 0 else None
+        strategies[name] = {
+            "total_cost_usd": round(led.cost, 2),
+            "gpu_hours_delivered": round(led.gpu_h, 2),
+            "gpu_hours_requested": round(r.requested_gpu_h, 2),
+            "throughput_hours_delivered": round(led.tput_h, 2),
+            "cost_per_delivered_gpu_hour": round(per_gpu_h, 4) if per_gpu_h is not None else None,
+            "delivered_share": round(led.gpu_h / r.requested_gpu_h, 4) if r.requested_gpu_h > 0 else None,
+            "paid_gpu_hours": round(led.paid_gpu_h, 2),
+            "interruptions": led.interruptions,
+            "migrations": led.migrations,
+            "launches": led.launches,
+            "budget_violations": led.budget_violations,
+            "budget_violation_hours": round(led.budget_violation_h, 3),
+            "unplaced_workload_hours": round(led.unplaced_h, 2),
+            "placements_on_lost_capacity": led.stuck,
+            "allocation_share_gpu_hours": {k: round(v, 2) for k, v in sorted(led.share_gpu_h.items())},
+            "per_workload": {w: {k: round(v, 2) for k, v in d.items()} for w, d in sorted(led.per_workload.items())},
+        }
+    for name, st in strategies.items():
+        st["savings_pct_vs"] = {b: _pct(strategies[b]["total_cost_usd"], st["total_cost_usd"])
+                                for b in baselines if b != name}
+        st["savings_pct_vs_per_gpu_hour"] = {
+            b: _pct(strategies[b]["cost_per_delivered_gpu_hour"] or 0.0, st["cost_per_delivered_gpu_hour"] or 0.0)
+            for b in baselines if b != name and st["cost_per_delivered_gpu_hour"] is not None}
+    cfg = r.config
+    return {
+        "portfolio": r.portfolio.name,
+        "window": {"from": r.start.isoformat(), "to": r.end.isoformat(),
+                   "days": round((r.end - r.start).total_seconds() / 86400, 2)},
+        "data_dir": str(cfg.data_dir),
+        "strategies": strategies,
+        "forecast_error": r.forecast,
+        "engine": {k: v for k, v in r.engine_stats.items() if k != "solve_ms_total"},
+        "events": {"market": r.n_events - r.n_trace_events, "trace_overlay": r.n_trace_events,
+                   "batches": r.n_batches},
+        "timing": {"runtime_s": round(r.runtime_s, 2),  # the only non-deterministic part of the report
+                   "solve_ms_total": r.engine_stats.get("solve_ms_total")},
+        "assumptions": {
+            "trace_unavailable_value": cfg.trace_unavailable_value,
+            "trace_resolution_s": cfg.trace_resolution_s,
+            "traces": cfg.traces,
+            "trace_mapping": "per (provider, region, GPU model) pool; GPU traces first, then same provider; "
+                             "tick 0 = window start, replayed cyclically (see cloudarb/backtest/traces.py)",
+            "trace_offers_mapped": len(r.trace_mapping),
+            "traces_used": sorted(set(r.trace_mapping.values())),
+            "budget_guard": cfg.budget_guard,
+            "price_threshold": cfg.price_threshold,
+            "savings_pct_vs": "100 x (baseline total cost - strategy total cost) / baseline total cost; "
+                              "savings_pct_vs_per_gpu_hour compares cost per delivered GPU-hour",
+            "requested": "sum over active workloads of min_gpus x hours active",
+        },
+    }
+
+
+def headline(rep: dict[str, Any]) -> str:
+    st = rep["strategies"]
+    names = [n for n in (OURS, *BASELINES) if n in st]
+    cols = [b for b in HEADLINE_BASELINES if b in st]
+    hdr = (f"{'strategy':<16}{'cost $':>13}{'$/GPU-h':>9}{'deliv/req':>10}{'intr':>6}{'migr':>6}{'budg':>5}"
+           + "".join(f"{'vs ' + b[:13]:>18}" for b in cols))
+    lines = [f"portfolio {rep['portfolio']}  {rep['window']['from'][:16]} -> {rep['window']['to'][:16]} "
+             f"({rep['window']['days']} d), {rep['timing']['runtime_s']} s", hdr, "-" * len(hdr)]
+    for n in names:
+        s = st[n]
+        cpg = s["cost_per_delivered_gpu_hour"]
+        ds = s["delivered_share"]
+        row = (f"{n:<16}{s['total_cost_usd']:>13,.0f}{(cpg if cpg is not None else float('nan')):>9.3f}"
+               f"{(ds if ds is not None else float('nan')):>10.3f}{s['interruptions']:>6}{s['migrations']:>6}"
+               f"{s['budget_violations']:>5}")
+        for b in cols:
+            v = s["savings_pct_vs"].get(b)
+            row += f"{'-' if v is None else f'{v:+.1f}%':>18}"
+        lines.append(row)
+    fe = rep.get("forecast_error", {})
+    parts = []
+    for h, v in fe.items():
+        if "mae_model" in v:
+            parts.append(f"{h}: MAE model {v['mae_model']:.4f} vs naive {v['mae_naive']:.4f} (n={v['n']})")
+        elif "logloss_model" in v:
+            parts.append(f"{h}: log-loss model {v['logloss_model']:.4f} vs base rate {v['logloss_naive']:.4f}")
+    if parts:
+        lines.append("forecast: " + "; ".join(parts))
+    return "\n".join(lines)
+
+
+# --- HTML with inline SVG ------------------------------------------------------------------------
+
+def _svg_lines(series: dict[str, list[tuple[float, float]]], w: int = 860, h: int = 300, title: str = "") -> str:
+    pts = [p for s in series.values() for p in s]
+    if not pts:
+        return ""
+    x0, x1 = min(p[0] for p in pts), max(p[0] for p in pts)
+    y1 = max(p[1] for p in pts) or 1.0
+    ml, mb, mt = 70, 30, 20
+
+    def sx(x: float) -> float:
+        return ml + (x - x0) / ((x1 - x0) or 1) * (w - ml - 10)
+
+    def sy(y: float) -> float:
+        return mt + (1 - y / y1) * (h - mt - mb)
+
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" role="img">',
+           f'<text x="{ml}" y="14" font-size="12">{html.escape(title)}</text>']
+    for i in range(5):
+        y = y1 * i / 4
+        out.append(f'<line x1="{ml}" x2="{w - 10}" y1="{sy(y):.1f}" y2="{sy(y):.1f}" stroke="#eee"/>'
+                   f'<text x="{ml - 4}" y="{sy(y) + 4:.1f}" font-size="10" text-anchor="end">${y:,.0f}</text>')
+    for i in range(5):
+        x = x0 + (x1 - x0) * i / 4
+        d = datetime.fromtimestamp(x, UTC).strftime("%Y-%m-%d")
+        out.append(f'<text x="{sx(x):.1f}" y="{h - 10}" font-size="10" text-anchor="middle">{d}</text>')
+    for k, (name, s) in enumerate(series.items()):
+        path = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in s)
+        c = COLORS.get(name, "#000")
+        out.append(f'<polyline fill="none" stroke="{c}" stroke-width="2" points="{path}"/>'
+                   f'<text x="{ml + 10}" y="{mt + 14 + 13 * k}" font-size="11" fill="{c}">{html.escape(name)}</text>')
+    out.append("</svg>")
+    return "".join(out)
+
+
+def _svg_bars(rows: dict[str, dict[str, float]], w: int = 860, title: str = "") -> str:
+    cats = sorted({c for r in rows.values() for c in r})
+    palette = ["#1b7f3b", "#1f5fbf", "#d9730d", "#8e44ad", "#c0392b", "#16a085", "#7f8c8d", "#2c3e50",
+               "#f1c40f", "#e84393", "#6c5ce7", "#00b894"]
+    col = {c: palette[i % len(palette)] for i, c in enumerate(cats)}
+    bh, ml = 22, 130
+    h = 30 + bh * len(rows) + 20 + 16 * ((len(cats) + 3) // 4)
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" role="img">',
+           f'<text x="{ml}" y="14" font-size="12">{html.escape(title)}</text>']
+    for i, (name, r) in enumerate(rows.items()):
+        y = 24 + i * bh
+        tot = sum(r.values()) or 1.0
+        x = float(ml)
+        out.append(f'<text x="{ml - 6}" y="{y + 14}" font-size="11" text-anchor="end">{html.escape(name)}</text>')
+        for c in cats:
+            v = r.get(c, 0.0) / tot * (w - ml - 10)
+            if v > 0:
+                out.append(f'<rect x="{x:.1f}" y="{y}" width="{v:.1f}" height="{bh - 4}" fill="{col[c]}">'
+                           f'<title>{html.escape(c)}: {100 * r.get(c, 0.0) / tot:.1f}%</title></rect>')
+                x += v
+    ly = 30 + bh * len(rows)
+    for i, c in enumerate(cats):
+        lx, lyy = ml + (i % 4) * 180, ly + 16 * (i // 4)
+        out.append(f'<rect x="{lx}" y="{lyy}" width="10" height="10" fill="{col[c]}"/>'
+                   f'<text x="{lx + 14}" y="{lyy + 9}" font-size="11">{html.escape(c)}</text>')
+    out.append("</svg>")
+    return "".join(out)
+
+
+def _svg_events(r: Result, w: int = 860) -> str:
+    names = list(r.ledgers)
+    t0, t1 = r.start.timestamp(), r.end.timestamp()
+    ml, rh = 130, 22
+    h = 30 + rh * len(names) + 20
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" role="img">',
+           f'<text x="{ml}" y="14" font-size="12">interruptions (red) and migrations (blue) over time</text>']
+    for i, n in enumerate(names):
+        y = 24 + i * rh
+        out.append(f'<text x="{ml - 6}" y="{y + 12}" font-size="11" text-anchor="end">{html.escape(n)}</text>'
+                   f'<line x1="{ml}" x2="{w - 10}" y1="{y + 8}" y2="{y + 8}" stroke="#ddd"/>')
+        for ev in r.ledgers[n].events[:3000]:
+            if ev["kind"] not in ("interruption", "migration"):
+                continue
+            x = ml + (ev["t"] - t0) / ((t1 - t0) or 1) * (w - ml - 10)
+            c = "#c0392b" if ev["kind"] == "interruption" else "#1f5fbf"
+            out.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{y}" y2="{y + 16}" stroke="{c}" stroke-opacity="0.6"/>')
+    out.append("</svg>")
+    return "".join(out)
+
+
+def render_html(r: Result, rep: dict[str, Any]) -> str:
+    series = {n: led.series for n, led in r.ledgers.items()}
+    shares = {n: led.share_gpu_h for n, led in r.ledgers.items()}
+    table = html.escape(headline(rep))
+    name = html.escape(rep["portfolio"])
+    style = "body{font-family:system-ui,sans-serif;margin:24px;max-width:920px}pre{background:#f6f6f6;padding:10px}"
+    return f"""<!doctype html><html><head><meta charset="utf-8"><title>CloudArb back-test: {name}</title>
+<style>{style}</style>
+</head><body>
+<h1>Back-test: {html.escape(rep['portfolio'])}</h1>
+<p>{html.escape(rep['window']['from'])} &rarr; {html.escape(rep['window']['to'])}; data {html.escape(rep['data_dir'])};
+{rep['events']['market']} market events, {rep['events']['trace_overlay']} trace-overlay events;
+{rep['timing']['runtime_s']} s.</p>
+<pre>{table}</pre>
+<h2>Cumulative cost per strategy</h2>{_svg_lines(series, title="cumulative cost, USD")}
+<h2>Allocation share by provider and market (delivered GPU-hours)</h2>{_svg_bars(shares, title="share of GPU-hours")}
+<h2>Interruptions and migrations</h2>{_svg_events(r)}
+<h2>Assumptions</h2><pre>{html.escape(json.dumps(rep['assumptions'], indent=2))}</pre>
+<h2>Forecast error (model vs last-value naive)</h2><pre>{html.escape(json.dumps(rep['forecast_error'], indent=2))}</pre>
+</body></html>
+"""
+
+
+def write_report(r: Result, out_dir: Path) -> dict[str, Any]:
+    rep = build_report(r)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "report.json").write_text(json.dumps(rep, indent=2, sort_keys=True) + "\n")
+    (out_dir / "report.html").write_text(render_html(r, rep))
+    return rep

@@ -1,0 +1,653 @@
+"""The back-tester: recorded market events, in event time, through the live decision chain and baselines.
+
+One pass over the events. The market side is shared by every strategy and is the live pipeline's own
+code: `streams.state.apply_event` (state + materiality), `streams.forecast.Forecaster.observe`, and the
+decision stage of `streams.app` (`_engine_view` -> `engine.upsert_offers(quote_from_state(...))` ->
+`streams.decide.affected_workloads` -> `streams.decide.resolve`). What the live pipeline coalesces over
+its 50 ms debounce, the back-tester coalesces per event timestamp (one decision batch per distinct time).
+
+Accounting is piecewise constant in event time: between two timestamps every allocation costs
+instances x the offer's price in force (the latest recorded price, not the price the engine saw) and
+delivers its GPUs, except during a restart: after an interruption or a migration the whole workload
+pays but delivers nothing for `restart_overhead_h` (from the moment it is placed again). A spot
+allocation is interrupted when its offer loses capacity or is preempted (see backtest/traces.py).
+On-demand allocations are never interrupted (a listing disappearing stops new launches, not running
+machines). A budget violation is a span of time where a workload's placement costs more than its
+`budget_usd_per_hour` at the prices in force.
+
+Budget guard (ours only, on by default): the engine enforces budgets at the prices it has seen, and a
+price move below the 2 % materiality threshold is not sent to it. When such a move would put a placed
+workload over its budget, the back-tester sends the held offers' fresh view through the same
+upsert/affected/resolve chain. The live pipeline has no such trigger (reported as a gap).
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from cloudarb.backtest import traces as tr
+from cloudarb.backtest.portfolio import Portfolio
+from connectors.replay import DATASETS, replay_events
+from schemas.events import (
+    Assignment,
+    CapacityObserved,
+    InterruptionKind,
+    InterruptionObserved,
+    PriceObserved,
+    WorkloadSpec,
+)
+from schemas.market import AllocationEngine, OfferQuote
+from schemas.offers import KNOWN_PROVIDERS, Market, OfferKey
+from solvers import greedy_plan
+from streams import decide, state
+from streams.app import _engine_view
+from streams.forecast import Forecaster
+
+MarketEvent = PriceObserved | CapacityObserved | InterruptionObserved
+Plan = dict[str, list[Assignment]]
+OURS = "cloudarb"
+BASELINES = ("on_demand_home", "launch_cheapest", "greedy_spot", "pco_like")
+RELAXED_BUDGET = 1e9
+
+
+@dataclass
+class BacktestConfig:
+    data_dir: Path
+    start: datetime | None = None
+    end: datetime | None = None
+    datasets: list[str] | None = None          # None = every replay dataset except trace ones (overlaid here)
+    traces: bool = True
+    trace_unavailable_value: int = 1
+    trace_resolution_s: float = 900.0
+    budget_guard: bool = True
+    price_threshold: float = state.PRICE_MOVE_THRESHOLD
+    engine: str = "portfolio"
+    strategies: tuple[str, ...] = (OURS, *BASELINES)
+    progress: bool = False
+    series_points: int = 400
+
+
+@dataclass
+class Holding:
+    key: str
+    offer: OfferKey
+    instances: int
+
+    @property
+    def gpus(self) -> int:
+        return self.instances * self.offer.gpus_per_instance
+
+
+@dataclass
+class Ledger:
+    """Accounting of one strategy."""
+
+    name: str
+    specs: dict[str, WorkloadSpec]
+    cost: float = 0.0
+    gpu_h: float = 0.0
+    tput_h: float = 0.0
+    paid_gpu_h: float = 0.0
+    interruptions: int = 0
+    migrations: int = 0
+    launches: int = 0
+    budget_violations: int = 0
+    budget_violation_h: float = 0.0
+    unplaced_h: float = 0.0
+    stuck: int = 0
+    holdings: dict[str, list[Holding]] = field(default_factory=dict)
+    restart_until: dict[str, float] = field(default_factory=dict)
+    needs_replace: set[str] = field(default_factory=set)
+    over: set[str] = field(default_factory=set)
+    share_gpu_h: dict[str, float] = field(default_factory=dict)
+    per_workload: dict[str, dict[str, float]] = field(default_factory=dict)
+    series: list[tuple[float, float]] = field(default_factory=list)
+    events: list[dict[str, Any]] = field(default_factory=list)
+
+    def accrue(self, t0: float, t1: float, states: dict[str, dict[str, Any]], active: Iterable[str]) -> None:
+        dt = t1 - t0
+        if dt <= 0:
+            return
+        for wid in active:
+            hs = self.holdings.get(wid)
+            pw = self.per_workload.setdefault(wid, {"cost": 0.0, "gpu_h": 0.0})
+            if not hs:
+                self.unplaced_h += dt / 3600
+                continue
+            spec = self.specs[wid]
+            rate = sum(h.instances * float(states[h.key]["usd_per_hour"]) for h in hs)
+            c = rate * dt / 3600
+            self.cost += c
+            pw["cost"] += c
+            gpus = sum(h.gpus for h in hs)
+            self.paid_gpu_h += gpus * dt / 3600
+            live = max(0.0, t1 - max(t0, self.restart_until.get(wid, -math.inf)))
+            if live > 0:
+                self.gpu_h += gpus * live / 3600
+                pw["gpu_h"] += gpus * live / 3600
+                self.tput_h += sum(h.gpus * spec.gpu_throughput.get(h.offer.gpu_model, 0.0) for h in hs) * live / 3600
+                for h in hs:
+                    s = f"{h.offer.provider}/{h.offer.market.value}"
+                    self.share_gpu_h[s] = self.share_gpu_h.get(s, 0.0) + h.gpus * live / 3600
+            if rate > spec.budget_usd_per_hour * (1 + 1e-9):
+                self.budget_violation_h += dt / 3600
+                if wid not in self.over:
+                    self.over.add(wid)
+                    self.budget_violations += 1
+                    self.events.append({"t": t0, "kind": "budget_violation", "workload": wid,
+                                        "usd_per_hour": rate, "budget": spec.budget_usd_per_hour})
+            else:
+                self.over.discard(wid)
+
+    def interrupt(self, lost: set[str], t: float) -> set[str]:
+        """Drop holdings on offers that lost spot capacity; the workloads hit."""
+        hit: set[str] = set()
+        for wid, hs in self.holdings.items():
+            keep = [h for h in hs if h.key not in lost]
+            if len(keep) != len(hs):
+                hit.add(wid)
+                self.holdings[wid] = keep
+                self.interruptions += 1
+                self.needs_replace.add(wid)
+                self.restart_until[wid] = math.inf  # nothing delivers until re-placed (and restarted)
+                self.events.append({"t": t, "kind": "interruption", "workload": wid,
+                                    "offers": sorted({h.key for h in hs} & lost)})
+        return hit
+
+    def set_plan(self, wid: str, assigns: Sequence[Assignment], t: float, dead: set[str]) -> None:
+        new = [Holding(a.offer.key, a.offer, a.instances) for a in assigns if a.instances > 0]
+        alive = [h for h in new if h.key not in dead]
+        if len(alive) != len(new):
+            self.stuck += 1
+        old = self.holdings.get(wid, [])
+        old_keys, new_keys = {h.key for h in old}, {h.key for h in alive}
+        overhead = self.specs[wid].restart_overhead_h * 3600
+        if wid in self.needs_replace:
+            if alive:  # re-placed after an interruption: the whole workload restarts now
+                self.restart_until[wid] = t + overhead
+                self.needs_replace.discard(wid)
+        elif new_keys - old_keys:
+            if old_keys:
+                self.migrations += 1
+                self.restart_until[wid] = t + overhead
+                self.events.append({"t": t, "kind": "migration", "workload": wid})
+            else:
+                self.launches += 1
+                self.restart_until[wid] = t
+        elif not alive:
+            self.restart_until.pop(wid, None)
+        self.holdings[wid] = alive
+
+    def remove(self, wid: str) -> None:
+        self.holdings.pop(wid, None)
+        self.restart_until.pop(wid, None)
+        self.needs_replace.discard(wid)
+        self.over.discard(wid)
+
+    def rate_of(self, wid: str, states: dict[str, dict[str, Any]]) -> float:
+        return sum(h.instances * float(states[h.key]["usd_per_hour"]) for h in self.holdings.get(wid, []))
+
+
+@dataclass
+class Batch:
+    """What happened at one timestamp."""
+
+    t: float
+    changed: dict[str, dict[str, Any]]       # offer key -> engine view (material changes)
+    price_changed: set[str]
+    reasons: list[str]
+    triggers: list[str]
+    lost: set[str]                           # spot offers that lost capacity / were preempted
+    started: list[WorkloadSpec]
+    ended: list[str]
+
+
+class Strategy:
+    name = "strategy"
+
+    def __init__(self, ledger: Ledger) -> None:
+        self.ledger = ledger
+        self.plan: Plan = {}
+
+    def step(self, sim: Simulation, b: Batch) -> dict[str, list[Assignment]]:
+        raise NotImplementedError
+
+
+class EngineStrategy(Strategy):
+    """Ours: the decision stage of streams/app.py (`_decide_batch`), with the event time as `now`."""
+
+    name = OURS
+
+    def __init__(self, ledger: Ledger, engine: AllocationEngine) -> None:
+        super().__init__(ledger)
+        self.engine = engine
+        self.market: dict[str, dict[str, Any]] = {}
+        self.prev_ids: dict[str, str] = {}
+        self.specs: dict[str, WorkloadSpec] = {}
+        self.solves = 0
+        self.decisions = 0
+        self.guard_fired = 0
+        self.solve_ms = 0.0
+
+    def step(self, sim: Simulation, b: Batch) -> dict[str, list[Assignment]]:
+        return self._decide(sim, b.t, b.changed, b.started, b.ended, b.reasons, b.triggers)
+
+    def _decide(self, sim: Simulation, t: float, changed: dict[str, dict[str, Any]], started: list[WorkloadSpec],
+                ended: list[str], reasons_in: list[str], triggers_in: list[str]) -> dict[str, list[Assignment]]:
+        eng = self.engine
+        now = datetime.fromtimestamp(t, UTC)
+        reasons, triggers = list(reasons_in), list(triggers_in)
+        if changed:
+            for k, v in changed.items():
+                self.market[k] = v
+            eng.upsert_offers([q for k, v in changed.items() if (q := state.quote_from_state(k, v, t))])
+        wl_ids: set[str] = set()
+        for spec in started:
+            self.specs[spec.workload_id] = spec
+            eng.upsert_workload(spec)
+            wl_ids.add(spec.workload_id)
+            reasons.append(f"workload {spec.workload_id} requested")
+        for wid in ended:
+            if self.specs.pop(wid, None) is not None:
+                wl_ids.add(wid)
+                reasons.append(f"workload {wid} cancelled")
+        old_plan = {k: list(v) for k, v in self.plan.items()}
+        affected = decide.affected_workloads(changed, self.specs, old_plan) | wl_ids
+        cancelled = {w for w in wl_ids if w not in self.specs}
+        for w in cancelled:
+            eng.remove_workload(w)
+        to_solve = affected - cancelled
+        out: dict[str, list[Assignment]] = {w: [] for w in cancelled}
+        for w in cancelled:
+            self.plan.pop(w, None)
+        if not to_solve:
+            return out
+        self.solves += 1
+        ages = {k: max(0.0, t - float(v.get("price_t", t))) for k, v in changed.items()}
+        reason = "; ".join(reasons[:5]) + (f"; +{len(reasons) - 5} more" if len(reasons) > 5 else "")
+        t0 = time.perf_counter()
+        decision = decide.resolve(eng, to_solve, old_plan, self.prev_ids, reason, triggers, ages, now, None)
+        self.solve_ms += (time.perf_counter() - t0) * 1000
+        if decision is None:
+            return out
+        self.decisions += 1
+        new_plan: dict[str, list[Assignment]] = {}
+        for a in decision.assignments:
+            new_plan.setdefault(a.workload_id, []).append(a)
+        for wid in decision.workload_ids:
+            self.plan[wid] = new_plan.get(wid, [])
+            self.prev_ids[wid] = decision.event_id
+            out[wid] = self.plan[wid]
+        return out
+
+    def guard(self, sim: Simulation, t: float) -> dict[str, list[Assignment]]:
+        """Budget guard: fresh views of held offers whose unseen price moves break a budget."""
+        stale: dict[str, dict[str, Any]] = {}
+        for wid, assigns in self.plan.items():
+            spec = self.specs.get(wid)
+            if spec is None or not assigns:
+                continue
+            if self.ledger.rate_of(wid, sim.states) <= spec.budget_usd_per_hour * (1 + 1e-9):
+                continue
+            for a in assigns:
+                s = sim.states[a.offer.key]
+                if float(self.market.get(a.offer.key, {}).get("usd_per_hour", -1)) != float(s["usd_per_hour"]):
+                    stale[a.offer.key] = _engine_view(s, sim.forecaster.latest.get(a.offer.key))
+        if not stale:
+            return {}
+        self.guard_fired += 1
+        return self._decide(sim, t, stale, [], [], [f"budget guard on {k}" for k in sorted(stale)], [])
+
+
+class GreedyRuleStrategy(Strategy):
+    """Baselines built on `solvers.greedy_plan` (cheapest price per unit of throughput that fits)."""
+
+    def __init__(self, ledger: Ledger, name: str) -> None:
+        super().__init__(ledger)
+        self.name = name
+        self.specs: dict[str, WorkloadSpec] = {}
+
+    def quotes_for(self, sim: Simulation, spec: WorkloadSpec) -> list[OfferQuote]:
+        qs = sim.quotes()
+        if self.name == "on_demand_home":
+            home = spec.home_provider
+            return [q for q in qs if not q.is_spot and (home is None or q.offer.provider == home)]
+        if self.name == "pco_like":
+            ok = [q for q in qs if q.available and spec.gpu_throughput.get(q.offer.gpu_model)
+                  and (spec.allowed_providers is None or q.offer.provider in spec.allowed_providers)]
+            spot = [q for q in ok if q.is_spot]
+            if spot and spec.max_spot_share >= 1.0:
+                lo = min(q.interruption_probability_per_hour for q in spot)
+                return [q for q in spot if q.interruption_probability_per_hour <= lo + 0.05]
+            return [q for q in ok if not q.is_spot]
+        return qs
+
+    def place(self, sim: Simulation, wids: Iterable[str]) -> dict[str, list[Assignment]]:
+        out: dict[str, list[Assignment]] = {}
+        for wid in sorted(wids, key=lambda w: (-self.specs[w].priority, w)):
+            spec = self.specs[wid]
+            qs = self.quotes_for(sim, spec)
+            r = greedy_plan(qs, [spec])
+            got = r.plan().get(wid)
+            if not got and any(i.constraint == "budget" for i in r.infeasible):
+                # no choice fits the budget: the team runs anyway (counted as a budget violation)
+                got = greedy_plan(qs, [spec.model_copy(update={"budget_usd_per_hour": RELAXED_BUDGET})]
+                                  ).plan().get(wid)
+            out[wid] = got or []
+        return out
+
+    def step(self, sim: Simulation, b: Batch) -> dict[str, list[Assignment]]:
+        out: dict[str, list[Assignment]] = {}
+        for wid in b.ended:
+            if self.specs.pop(wid, None) is not None:
+                out[wid] = []
+                self.plan.pop(wid, None)
+        todo: set[str] = set()
+        for spec in b.started:
+            self.specs[spec.workload_id] = spec
+            todo.add(spec.workload_id)
+        hit = {w for w, hs in self.plan.items() if any(a.offer.key in b.lost for a in hs)}
+        todo |= hit & set(self.specs)
+        if b.changed:
+            todo |= {w for w in self.specs if not self.plan.get(w)}  # unplaced: retry when the market moves
+        if self.name == "greedy_spot" and b.price_changed:
+            todo |= decide.affected_workloads(b.price_changed, self.specs, self.plan)
+        if not todo:
+            return out
+        placed = self.place(sim, todo)
+        for wid, assigns in placed.items():
+            old = sorted((a.offer.key, a.instances) for a in self.plan.get(wid, []))
+            if wid in hit or old != sorted((a.offer.key, a.instances) for a in assigns):
+                self.plan[wid] = assigns
+                out[wid] = assigns
+        return out
+
+
+@dataclass
+class Result:
+    config: BacktestConfig
+    portfolio: Portfolio
+    start: datetime
+    end: datetime
+    ledgers: dict[str, Ledger]
+    requested_gpu_h: float
+    forecast: dict[str, Any]
+    trace_mapping: dict[str, str]
+    n_events: int
+    n_trace_events: int
+    n_batches: int
+    runtime_s: float
+    engine_stats: dict[str, Any]
+
+
+class Simulation:
+    def __init__(self, cfg: BacktestConfig, portfolio: Portfolio,
+                 engine_factory: Callable[[], AllocationEngine] | None = None) -> None:
+        self.cfg = cfg
+        self.portfolio = portfolio
+        self.states: dict[str, dict[str, Any]] = {}
+        self.forecaster = Forecaster()
+        self.offers: dict[str, OfferKey] = {}
+        self._quotes: dict[str, OfferQuote] = {}
+        self._dirty: set[str] = set()
+        self.dead: set[str] = set()   # spot offers without capacity now
+        self.engine_factory = engine_factory
+
+    def quotes(self) -> list[OfferQuote]:
+        """Current quotes at the prices in force (for the baselines; risk = state + forecast)."""
+        for k in self._dirty:
+            s = self.states[k]
+            if "usd_per_hour" not in s:
+                continue
+            fc = self.forecaster.latest.get(k)
+            p = float(s.get("interruption_p", 0.0))
+            if fc is not None:
+                p = max(p, fc.interruption_probability_next_hour)
+            self._quotes[k] = OfferQuote(offer=self.offers[k], usd_per_hour=float(s["usd_per_hour"]),
+                                         available=bool(s.get("available", True)),
+                                         capacity_instances=s.get("capacity_instances"),
+                                         interruption_probability_per_hour=p)
+        self._dirty.clear()
+        return [self._quotes[k] for k in sorted(self._quotes)]
+
+    def _market_events(self) -> tuple[list[MarketEvent], dict[str, OfferKey]]:
+        names = self.cfg.datasets
+        if names is None:
+            names = [n for n in DATASETS if "trace" not in n]
+        evs = [e for e in replay_events(self.cfg.data_dir, names, end=self.cfg.end)
+               if self.portfolio.in_market(e.offer.provider, e.offer.region)]
+        return evs, {e.offer.key: e.offer for e in evs}
+
+    def run(self) -> Result:
+        t_run = time.perf_counter()
+        cfg, pf = self.cfg, self.portfolio
+        events, offers = self._market_events()
+        if not events:
+            raise ValueError(f"no market events under {cfg.data_dir} for this portfolio's markets")
+        start = cfg.start or datetime.fromtimestamp(state.event_t(events[0]), UTC)
+        end = cfg.end or datetime.fromtimestamp(state.event_t(events[-1]) + 1, UTC)
+        if end <= start:
+            raise ValueError(f"empty window {start} .. {end}")
+        t_start, t_end = start.timestamp(), end.timestamp()
+        specs = {w.spec.workload_id: w.spec for w in pf.workloads}
+        # trace overlay onto the spot offers any workload could use
+        usable = [o for o in offers.values() if o.market is Market.SPOT and any(
+            o.gpu_model in s.gpu_throughput and s.max_spot_share > 0
+            and (s.allowed_providers is None or o.provider in s.allowed_providers) for s in specs.values())]
+        trace_mapping: dict[str, str] = {}
+        overlay: Iterator[CapacityObserved | InterruptionObserved] = iter(())
+        trace_dir = cfg.data_dir / "spot-traces"
+        if cfg.traces and trace_dir.is_dir():
+            traces = tr.load_traces(trace_dir, cfg.trace_unavailable_value)
+            overlay, trace_mapping = tr.overlay_events(usable, traces, start, end, cfg.trace_resolution_s)
+        # workload start / end, as (t, order, kind, wid)
+        sched: list[tuple[float, int, str, str]] = []
+        for w in pf.workloads:
+            s, e = w.window(start, end)
+            if e > s:
+                sched.append((s.timestamp(), 0, "start", w.spec.workload_id))
+                sched.append((e.timestamp(), 1, "end", w.spec.workload_id))
+        sched.sort()
+        merged = heapq.merge(((state.event_t(e), 0, i, e) for i, e in enumerate(events)),
+                             ((state.event_t(e), 1, i, e) for i, e in enumerate(overlay)),
+                             key=lambda x: (x[0], x[1], x[2]))
+
+        ledgers = {n: Ledger(n, specs) for n in cfg.strategies}
+        strategies: list[Strategy] = []
+        ours: EngineStrategy | None = None
+        for n in cfg.strategies:
+            if n == OURS:
+                factory = self.engine_factory or _engine(cfg.engine, pf)
+                ours = EngineStrategy(ledgers[n], factory())
+                strategies.append(ours)
+            elif n in BASELINES:
+                strategies.append(GreedyRuleStrategy(ledgers[n], n))
+            else:
+                raise ValueError(f"unknown strategy {n!r}; known: {[OURS, *BASELINES]}")
+
+        active: set[str] = set()
+        requested = 0.0
+        t_prev = t_start
+        pending: dict[str, dict[str, Any]] = {}
+        pending_price: set[str] = set()
+        pending_reasons: list[str] = []
+        pending_triggers: list[str] = []
+        n_events = n_trace = n_batches = 0
+        si = 0
+        series_every = (t_end - t_start) / max(1, cfg.series_points)
+        next_series = t_start
+        progress = _Progress(cfg.progress, t_start, t_end)
+
+        def batches() -> Iterator[tuple[float, list[MarketEvent]]]:
+            cur_t: float | None = None
+            cur: list[MarketEvent] = []
+            for t, _src, _, e in merged:
+                if t >= t_end:
+                    break
+                if cur_t is not None and t != cur_t:
+                    yield cur_t, cur
+                    cur = []
+                cur_t = t
+                cur.append(e)
+            if cur_t is not None:
+                yield cur_t, cur
+
+        def timeline() -> Iterator[tuple[float, list[MarketEvent]]]:
+            """Market batches merged with workload start/end times (and the window start)."""
+            marks = sorted({t_start, *(x[0] for x in sched)})
+            mi = 0
+            for t, evs in batches():
+                while mi < len(marks) and marks[mi] < t:
+                    if marks[mi] < t_end:
+                        yield marks[mi], []
+                    mi += 1
+                if mi < len(marks) and marks[mi] == t:
+                    mi += 1
+                yield t, evs
+            while mi < len(marks):
+                if marks[mi] < t_end:
+                    yield marks[mi], []
+                mi += 1
+
+        for t, evs in timeline():
+            # 1. accrue the interval that just ended, at the prices in force during it
+            if t > t_prev and t >= t_start:
+                a0 = max(t_prev, t_start)
+                for led in ledgers.values():
+                    led.accrue(a0, t, self.states, active)
+                for wid in active:
+                    requested += specs[wid].min_gpus * (t - a0) / 3600
+                if t >= next_series:
+                    for led in ledgers.values():
+                        led.series.append((t, led.cost))
+                    next_series = t + series_every
+            if t >= t_start:
+                t_prev = t
+            # 2. market events: the live track_offers chain
+            lost: set[str] = set()
+            for e in evs:
+                n_events += 1
+                if e.source.startswith("backtest:"):
+                    n_trace += 1
+                if e.offer.provider not in KNOWN_PROVIDERS:
+                    continue  # streams.validate rejects these
+                k = e.offer.key
+                old = self.states.get(k)
+                new, reason = state.apply_event(old or {}, e, cfg.price_threshold)
+                if new is old:
+                    continue
+                self.states[k] = new
+                self.offers.setdefault(k, e.offer)
+                self._dirty.add(k)
+                if e.offer.market is Market.SPOT:
+                    if new.get("available", True):
+                        self.dead.discard(k)
+                    else:
+                        self.dead.add(k)
+                self.forecaster.observe(k, new, state.event_t(e))
+                if e.offer.market is Market.SPOT and (
+                        (isinstance(e, CapacityObserved) and not e.available and (old or {}).get("available", True))
+                        or (isinstance(e, InterruptionObserved) and e.kind is InterruptionKind.PREEMPTED)):
+                    lost.add(k)
+                if reason and "usd_per_hour" in new:
+                    pending[k] = _engine_view(new, self.forecaster.latest.get(k))
+                    if isinstance(e, PriceObserved):
+                        pending_price.add(k)
+                    pending_reasons.append(f"{reason} on {k}")
+                    pending_triggers.append(e.event_id)
+            if t < t_start:
+                continue  # warm-up: state and forecasts only; the changes reach the engine at the start
+            # 3. workloads starting / ending now
+            started: list[WorkloadSpec] = []
+            ended: list[str] = []
+            while si < len(sched) and sched[si][0] <= t:
+                _, _, kind, wid = sched[si]
+                si += 1
+                if kind == "start":
+                    active.add(wid)
+                    started.append(specs[wid])
+                else:
+                    active.discard(wid)
+                    ended.append(wid)
+            b = Batch(t, pending, pending_price, pending_reasons, pending_triggers, lost, started, ended)
+            pending, pending_price, pending_reasons, pending_triggers = {}, set(), [], []
+            n_batches += 1
+            dead = self.dead
+            for strat in strategies:
+                led = strat.ledger
+                if lost:
+                    led.interrupt(lost, t)
+                for wid, assigns in strat.step(self, b).items():
+                    if wid in ended:
+                        led.remove(wid)
+                    else:
+                        led.set_plan(wid, assigns, t, dead)
+                if strat is ours and cfg.budget_guard and active:
+                    for wid, assigns in ours.guard(self, t).items():
+                        led.set_plan(wid, assigns, t, dead)
+            progress.update(t)
+        # close the last interval
+        if t_end > t_prev:
+            for led in ledgers.values():
+                led.accrue(t_prev, t_end, self.states, active)
+            for wid in active:
+                requested += specs[wid].min_gpus * (t_end - t_prev) / 3600
+        for led in ledgers.values():
+            led.series.append((t_end, led.cost))
+        progress.close()
+        estats: dict[str, Any] = {}
+        if ours is not None:
+            estats = {"engine": ours.engine.name, "solves": ours.solves, "decisions": ours.decisions,
+                      "budget_guard_fired": ours.guard_fired, "solve_ms_total": round(ours.solve_ms, 1)}
+        return Result(cfg, pf, start, end, ledgers, requested, self.forecaster.summary(), trace_mapping,
+                      n_events, n_trace, n_batches, time.perf_counter() - t_run, estats)
+
+
+def _engine(name: str, pf: Portfolio) -> Callable[[], AllocationEngine]:
+    from cloudarb.app import engine_factory
+
+    f = engine_factory(name)
+    if name == "portfolio":
+        kw = {"risk_lambda": pf.risk_lambda, **pf.engine}
+        return lambda: f(**kw)  # type: ignore[call-arg]
+    return f
+
+
+class _Progress:
+    def __init__(self, enabled: bool, t0: float, t1: float) -> None:
+        self.p: Any = None
+        self.t0 = t0
+        if enabled:
+            from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self.p = Progress(TextColumn("backtest {task.fields[at]}"), BarColumn(),
+                              TextColumn("{task.percentage:>3.0f}%"), TimeElapsedColumn(), transient=False)
+            self.task = self.p.add_task("replay", total=max(1.0, t1 - t0), at="")
+            self.p.start()
+            self.last = 0.0
+
+    def update(self, t: float) -> None:
+        if self.p is None or t < self.t0:
+            return
+        now = time.monotonic()
+        if now - self.last < 0.1:
+            return
+        self.last = now
+        self.p.update(self.task, completed=t - self.t0, at=datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d"))
+
+    def close(self) -> None:
+        if self.p is not None:
+            self.p.update(self.task, completed=self.p.tasks[0].total)
+            self.p.stop()
+
+
+def run_backtest(cfg: BacktestConfig, portfolio: Portfolio,
+                 engine_factory: Callable[[], AllocationEngine] | None = None) -> Result:
+    return Simulation(cfg, portfolio, engine_factory).run()
