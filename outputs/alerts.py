@@ -76,6 +76,29 @@ class AlertEngine:
         self.plan: dict[str, list[Assignment]] = {}
         self._fired: dict[tuple[str, str], datetime] = {}
 
+    def warm_start(self, client: Any, db: str) -> None:
+        """Rebuild state from ClickHouse (after a restart the consumer resumes at its committed offsets):
+        last price and availability per offer, live workloads, and the current plan."""
+        import json
+
+        for key, usd in client.query(f"SELECT offer_key, argMax(usd_per_hour, quoted_at) FROM {db}.prices "
+                                     "GROUP BY offer_key").result_rows:
+            self.last_price[key] = usd
+        for key, avail in client.query(f"SELECT offer_key, argMax(available, quoted_at) FROM {db}.capacity "
+                                       "GROUP BY offer_key").result_rows:
+            self.available[key] = bool(avail)
+        for wid, kind, spec in client.query(f"SELECT workload_id, argMax(kind, at), argMax(spec, at) "
+                                            f"FROM {db}.workloads GROUP BY workload_id").result_rows:
+            if kind == "requested":
+                self.workloads[wid] = WorkloadSpec.model_validate_json(spec)
+        rows = client.query(f"SELECT wid, argMax(payload, decided_at) FROM {db}.decisions "
+                            "ARRAY JOIN workload_ids AS wid GROUP BY wid").result_rows
+        for wid, payload in rows:
+            if wid in self.workloads:
+                d = json.loads(payload)
+                self.plan[wid] = [Assignment.model_validate(a) for a in d.get("assignments", [])
+                                  if a.get("workload_id") == wid]
+
     def _alert(self, rule: str, subject: str, trigger: Event, at: datetime, severity: str, message: str,
                **kw: Any) -> AlertRaised | None:
         last = self._fired.get((rule, subject))

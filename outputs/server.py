@@ -115,6 +115,11 @@ def start_alerts(bootstrap: str, client: Any, db: str, publish: Publish, flush: 
     dispatcher (alerts topic -> signed POSTs). Subscriptions: ClickHouse `webhook_subscriptions` + `subscriptions`."""
     h = handle or ServiceHandle()
     engine = AlertEngine(rules)
+    if client is not None:
+        try:
+            engine.warm_start(client, db)
+        except Exception as exc:
+            log.warning("alert engine warm start failed (%s); starting cold", type(exc).__name__)
     deliveries = DeliveryLog(client, db) if client is not None else None
     dispatcher = WebhookDispatcher(_SubscriptionCache(client, db, subscriptions), max_attempts=max_attempts,
                                    base_backoff_s=base_backoff_s, allow_private=allow_private_webhooks,

@@ -140,7 +140,8 @@ def main() -> int:
         time.sleep(0.3)
         info = json.loads(port_file.read_text())
         host, port = info["url"].removeprefix("http://").split(":")
-        out: dict[str, Any] = {"rps": a.rps, "seconds_per_endpoint": a.seconds, "server": "uvicorn, 1 process, chdb",
+        out: dict[str, Any] = {"load_avg_1m_at_start": round(os.getloadavg()[0], 2), "cores": os.cpu_count(),
+                               "rps": a.rps, "seconds_per_endpoint": a.seconds, "server": "uvicorn, 1 process, chdb",
                                "client": "open-loop asyncio on loopback, 48 keep-alive connections"}
         asyncio.run(_load(host, int(port), ENDPOINTS["offers"], 100, 2))  # warm-up
         worst = {"p50_ms": 0.0, "p99_ms": 0.0, "errors": 0}

@@ -173,3 +173,20 @@ def test_invalid_url_is_dead_lettered_without_a_request() -> None:
     finally:
         d.stop()
     assert "invalid url" in dlq[0].reason
+
+
+def test_warm_start_from_clickhouse(loaded_db: tuple[Any, str, list[Any]]) -> None:
+    """After a restart the engine rebuilds prices, workloads and the plan from ClickHouse, so the rules that
+    need them (savings opportunity, forecast budget breach) work on the first new event."""
+    client, db, _ = loaded_db
+    cold, warm = AlertEngine(), AlertEngine()
+    warm.warm_start(client, db)
+    assert len(warm.last_price) > 100 and "llm-finetune-8xh100" in warm.plan
+    assert "pretrain-b200" not in warm.workloads  # cancelled
+    placed = warm.plan["llm-finetune-8xh100"][0]
+    fc = PriceForecasted(event_id="f-warm", offer=placed.offer, forecast_at=T0, horizon_s=3600,
+                         usd_per_hour=1000.0, model="m")
+    out = warm.observe(fc)
+    assert out and {a.rule for a in out} == {"forecast_budget_breach"}
+    assert "llm-finetune-8xh100" in {a.workload_id for a in out}
+    assert cold.observe(fc) == []
