@@ -19,10 +19,19 @@ from cloudarb.settings import Settings
 
 
 def _client(s: Settings) -> Any:
+    from cloudarb.kafka_local import KafkaSetupError
     from outputs.clickhouse import apply_ddl, get_client
 
-    client = get_client(s.clickhouse_url, s.chdb_path)
-    apply_ddl(client, s.clickhouse_db)
+    try:
+        client = get_client(s.clickhouse_url, s.chdb_path)
+        apply_ddl(client, s.clickhouse_db)
+    except Exception as exc:
+        if not s.clickhouse_url and "lock" in str(exc).lower():
+            raise KafkaSetupError(
+                f"the chdb directory {s.chdb_path} is in use by another process: on embedded chdb run the outputs "
+                "in one process with `cloudarb serve`, or point every process at a server with CLICKHOUSE_URL"
+            ) from None
+        raise
     return client
 
 
