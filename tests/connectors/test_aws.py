@@ -157,7 +157,7 @@ def test_spot_advisor_frequency_and_derived_price() -> None:
     freq = [e for e in out if isinstance(e, InterruptionObserved)]
     assert len(freq) == 1 and freq[0].kind == InterruptionKind.FREQUENCY and freq[0].frequency_band == 3
     assert freq[0].interruption_probability_per_hour == pytest.approx(band_probability_per_hour(3))
-    price = [e for e in out if isinstance(e, PriceObserved)][0]
+    price = next(e for e in out if isinstance(e, PriceObserved))
     assert price.usd_per_hour == pytest.approx(3.06 * 0.3) and "DERIVED" in price.source
     assert src.stats.rejected["bad_band"] == 1
 

@@ -53,7 +53,7 @@ def test_lambda_prices_capacity_and_changes_only(clock: Any) -> None:
     out = src.poll()
     kinds = sorted((e.event_type, e.offer.region) for e in out)
     assert kinds == [("CapacityObserved", "us-west-1"), ("PriceObserved", "us-south-2")]
-    assert [e for e in out if isinstance(e, CapacityObserved)][0].available is False
+    assert next(e for e in out if isinstance(e, CapacityObserved)).available is False
 
 
 def test_lambda_without_key_is_skipped() -> None:
