@@ -194,9 +194,10 @@ class AzureEvictionSource(Source):
             log.warning("%s: receiver stopped: %s", self.name, exc)
 
     def fetch(self) -> Iterable[MarketEvent | Reject]:
-        if self._thread is None or not self._thread.is_alive():
-            if self._thread is not None:
-                raise SourceError("azure-evictions: the Event Hubs receiver stopped")
+        if self._thread is not None and not self._thread.is_alive() and self._queue.empty():
+            self._thread = None  # restarted on the next poll (the breaker spaces the attempts)
+            raise SourceError("azure-evictions: the Event Hubs receiver stopped")
+        if self._thread is None:
             self._thread = threading.Thread(target=self._receive, daemon=True, name="azure-eventhub")
             self._thread.start()
         while True:
