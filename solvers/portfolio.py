@@ -782,7 +782,11 @@ class PortfolioEngine:
                 pw = P.w[pc]
                 sm = P.n_single[pc] * c["metric"][pc]
                 used = np.isin(pw * inst.n_offers + P.o[pc], c["codes"])
-                hit = used | (sm < c["chosen"][pw] + 1e-9)        # could replace the chosen plan
+                # could replace the plan in force: cheaper including the migration term, and by at
+                # least the hysteresis threshold without it
+                sm_base = sm - inst.params.risk_lambda * M.mu[pw] * P.g[pc] * P.n_single[pc]
+                ch = c["chosen"][pw]
+                hit = used | ((sm < ch + 1e-9) & (sm_base < ch - c["thr"][pw] + 1e-9))
                 A.update(np.unique(pw[hit]).tolist())
                 # cheaper than the runner-up only: the decision stands, the explanation changes
                 po_ = P.o[pc]
@@ -888,13 +892,21 @@ class PortfolioEngine:
                 c["reports"][w] = self._diagnose(inst, P, w, best[2])
                 c["runner"][w] = math.inf
                 c["chosen"][w] = math.inf
+                c["thr"][w] = 0.0
                 continue
             for o, n in d.rows:
                 usage[o] += n
             decided[w] = d
             c["rows"][w] = d.rows
             c["runner"][w] = d.runner[1] if d.runner is not None else math.inf
-            c["chosen"][w] = d.metric
+            keep_like = d.kind == "keep"
+            g_new = sum(float(inst.gpus[o]) * n for o, n in d.rows)
+            c["chosen"][w] = d.metric if keep_like else d.metric - inst.params.risk_lambda * float(M.mu[w]) * g_new
+            oo = np.array([o for o, _ in d.rows], np.int64)
+            nn = np.array([n for _, n in d.rows], np.float64)
+            pr = inst.params
+            c["thr"][w] = max(pr.migration_threshold_usd_per_hour,
+                              pr.migration_threshold_fraction * float((inst.unit_cost(w, oo, False) * nn).sum()))
         # verify the re-decided part against everything else, from scratch
         new_plan: dict[str, list[Assignment]] = {}
         for w, d in decided.items():
@@ -975,7 +987,7 @@ class PortfolioEngine:
             nn = np.array([b for _, b in rr], np.float64)
             obj[inst.ids[w]] = float((inst.unit_cost(w, oo, False) * nn).sum()) if oo.size else 0.0
         c = {"fresh": True, "rows": rows, "usage": usage, "runner": np.full(inst.n_workloads, math.inf),
-             "chosen": np.full(inst.n_workloads, -math.inf),
+             "chosen": np.full(inst.n_workloads, -math.inf), "thr": np.zeros(inst.n_workloads),
              "reports": {}, "expl": {}, "obj": obj, "adopted": set(), "codes": None,
              "codes_runner": {}, "metric": None, "xv": None, "kv": None, "conc": None}
         self._cache = c
