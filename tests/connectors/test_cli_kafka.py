@@ -50,7 +50,8 @@ def test_connectors_run_once_publishes_to_kafka(kafka_bootstrap: str, monkeypatc
     cents = 7000 + int(time.time()) % 1000
     lam["data"]["gpu_1x_a10"]["instance_type"]["price_cents_per_hour"] = cents
     respx.get("https://cloud.lambda.ai/api/v1/instance-types").mock(return_value=httpx.Response(200, json=lam))
-    respx.post("https://api.runpod.io/graphql").mock(return_value=httpx.Response(200, json=load("runpod_gpu_types.json")))
+    respx.post("https://api.runpod.io/graphql").mock(
+        return_value=httpx.Response(200, json=load("runpod_gpu_types.json")))
     respx.get(url__startswith="https://console.vast.ai/").mock(return_value=httpx.Response(401))
     rc = main(["connectors", "run", "--once", "--provider", "lambda", "--provider", "runpod", "--provider", "vastai",
                "--provider", "aws", "--timeout-s", "60"])

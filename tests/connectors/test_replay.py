@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from connectors.replay import DATASETS, event_time, paced, replay_events
-from connectors.replay import aws_spot_advisor, spot_traces
+from connectors.replay import DATASETS, aws_spot_advisor, event_time, paced, replay_events, spot_traces
 from schemas.events import CapacityObserved, InterruptionKind, InterruptionObserved, PriceObserved
 
 ROOT = Path(__file__).resolve().parents[2]
