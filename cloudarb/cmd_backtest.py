@@ -61,7 +61,7 @@ def register(sub: Any) -> None:
     b.add_argument("--no-traces", action="store_true", help="no spot-trace overlay (no interruptions)")
     b.add_argument("--trace-unavailable-value", type=int, choices=[0, 1], default=1,
                    help="the trace value that means 'no spot capacity' (default 1)")
-    b.add_argument("--trace-resolution-s", type=float, default=900.0,
+    b.add_argument("--trace-resolution-s", type=float, default=3600.0,
                    help="resample traces to this tick (any outage in a tick = unavailable)")
     b.add_argument("--no-budget-guard", action="store_true", help="no re-solve when unseen price moves break a budget")
     b.add_argument("-q", "--quiet", action="store_true", help="no progress bar")

@@ -65,7 +65,7 @@ class BacktestConfig:
     datasets: list[str] | None = None          # None = every replay dataset except trace ones (overlaid here)
     traces: bool = True
     trace_unavailable_value: int = 1
-    trace_resolution_s: float = 900.0
+    trace_resolution_s: float = 3600.0
     budget_guard: bool = True
     price_threshold: float = state.PRICE_MOVE_THRESHOLD
     engine: str = "portfolio"
@@ -389,8 +389,12 @@ class Result:
 
 class Simulation:
     def __init__(self, cfg: BacktestConfig, portfolio: Portfolio,
-                 engine_factory: Callable[[], AllocationEngine] | None = None) -> None:
+                 engine_factory: Callable[[], AllocationEngine] | None = None,
+                 events: Sequence[MarketEvent] | None = None, traces: list[tr.Trace] | None = None) -> None:
+        """`events` / `traces` replace the data folder's replay / spot traces (tests, synthetic markets)."""
         self.cfg = cfg
+        self._events = events
+        self._traces = traces
         self.portfolio = portfolio
         self.states: dict[str, dict[str, Any]] = {}
         self.forecaster = Forecaster()
@@ -419,10 +423,13 @@ class Simulation:
 
     def _market_events(self) -> tuple[list[MarketEvent], dict[str, OfferKey]]:
         names = self.cfg.datasets
-        if names is None:
+        if names is None:  # trace datasets replay at their recorded dates; the overlay maps them instead
             names = [n for n in DATASETS if "trace" not in n]
-        evs = [e for e in replay_events(self.cfg.data_dir, names, end=self.cfg.end)
-               if self.portfolio.in_market(e.offer.provider, e.offer.region)]
+        src: Iterable[MarketEvent] = (replay_events(self.cfg.data_dir, names, end=self.cfg.end)
+                                      if self._events is None else
+                                      sorted(self._events, key=lambda e: (state.event_t(e), e.event_id)))
+        evs = [e for e in src if self.portfolio.in_market(e.offer.provider, e.offer.region)
+               and (self.cfg.end is None or state.event_t(e) < self.cfg.end.timestamp())]
         return evs, {e.offer.key: e.offer for e in evs}
 
     def run(self) -> Result:
@@ -444,8 +451,10 @@ class Simulation:
         trace_mapping: dict[str, str] = {}
         overlay: Iterator[CapacityObserved | InterruptionObserved] = iter(())
         trace_dir = cfg.data_dir / "spot-traces"
-        if cfg.traces and trace_dir.is_dir():
+        traces = self._traces
+        if traces is None and cfg.traces and trace_dir.is_dir():
             traces = tr.load_traces(trace_dir, cfg.trace_unavailable_value)
+        if cfg.traces and traces:
             overlay, trace_mapping = tr.overlay_events(usable, traces, start, end, cfg.trace_resolution_s)
         # workload start / end, as (t, order, kind, wid)
         sched: list[tuple[float, int, str, str]] = []
@@ -649,5 +658,6 @@ class _Progress:
 
 
 def run_backtest(cfg: BacktestConfig, portfolio: Portfolio,
-                 engine_factory: Callable[[], AllocationEngine] | None = None) -> Result:
-    return Simulation(cfg, portfolio, engine_factory).run()
+                 engine_factory: Callable[[], AllocationEngine] | None = None,
+                 events: Sequence[MarketEvent] | None = None, traces: list[tr.Trace] | None = None) -> Result:
+    return Simulation(cfg, portfolio, engine_factory, events, traces).run()
