@@ -472,7 +472,7 @@ def create_app(client: Any, config: ApiConfig | None = None, publish: Publish | 
                 snap = rm.snapshot
                 if snap.version != version:
                     version = snap.version
-                    data = {"version": snap.version, "built_at": snap.built_at, "offers": snap.offers[:15],
+                    data = {"version": snap.version, "built_at": snap.built_at, "offers": best_per_gpu(snap.offers),
                             "allocation": snap.allocation, "savings": snap.savings[-500:]}
                     yield f"event: snapshot\nid: {version}\ndata: {json.dumps(data)}\n\n".encode()
                     if once:
@@ -488,6 +488,19 @@ def create_app(client: Any, config: ApiConfig | None = None, publish: Publish | 
                                  headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 
     return app
+
+
+def best_per_gpu(offers: list[dict[str, Any]], n: int = 20) -> list[dict[str, Any]]:
+    """The cheapest available offer per (GPU model, market), cheapest first (offers arrive sorted)."""
+    seen: set[tuple[str, str]] = set()
+    out = []
+    for o in offers:
+        k = (o["gpu_model"], o["market"])
+        if k in seen or o["available"] is False:
+            continue
+        seen.add(k)
+        out.append(o)
+    return out[:n]
 
 
 def _first_refresh(rm: ReadModel) -> None:
