@@ -459,10 +459,10 @@ class Simulation:
         # workload start / end, as (t, order, kind, wid)
         sched: list[tuple[float, int, str, str]] = []
         for w in pf.workloads:
-            s, e = w.window(start, end)
-            if e > s:
-                sched.append((s.timestamp(), 0, "start", w.spec.workload_id))
-                sched.append((e.timestamp(), 1, "end", w.spec.workload_id))
+            ws, we = w.window(start, end)
+            if we > ws:
+                sched.append((ws.timestamp(), 0, "start", w.spec.workload_id))
+                sched.append((we.timestamp(), 1, "end", w.spec.workload_id))
         sched.sort()
         merged = heapq.merge(((state.event_t(e), 0, i, e) for i, e in enumerate(events)),
                              ((state.event_t(e), 1, i, e) for i, e in enumerate(overlay)),

@@ -1,0 +1,72 @@
+"""Benchmark of the back-tester (not a timed test): `.venv/bin/python tests/benchmarks/bench_backtest.py [--quick]`.
+
+Runs both example portfolios (examples/portfolios) on ../shared/data:
+  * "one_year": 2024-11-08 -> 2025-11-08, i.e. the last year of the GCP history (to 2025-06) plus the
+    whole neocloud tracker (2025-10-19 -> 2025-11-08), with and without the spot-trace overlay;
+  * "full": the whole data (2022-02 -> 2025-11), with the overlay (skipped with --quick).
+Times each run, writes the reports to tests/benchmarks/out/<portfolio>-<run>/ (gitignored) and merges
+headline numbers into tests/benchmarks/results.json under "backtest" (other keys are kept).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from cloudarb.backtest import BacktestConfig, headline, load_portfolio, run_backtest, write_report  # noqa: E402
+
+DATA = ROOT.parent / "shared" / "data"
+RESULTS = Path(__file__).resolve().parent / "results.json"
+OUT = Path(__file__).resolve().parent / "out"
+PORTFOLIOS = ("training-lab", "inference-fleet")
+YEAR = (datetime(2024, 11, 8, tzinfo=UTC), datetime(2025, 11, 8, tzinfo=UTC))
+
+
+def _summary(rep: dict, wall_s: float) -> dict:
+    keep = ("total_cost_usd", "cost_per_delivered_gpu_hour", "gpu_hours_delivered", "gpu_hours_requested",
+            "interruptions", "migrations", "budget_violations", "savings_pct_vs")
+    return {"wall_s": round(wall_s, 2), "window": rep["window"], "events": rep["events"], "engine": rep["engine"],
+            "forecast_error": rep["forecast_error"],
+            "strategies": {n: {k: s[k] for k in keep} for n, s in rep["strategies"].items()}}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true", help="one-year runs only")
+    ap.add_argument("--data", type=Path, default=DATA)
+    args = ap.parse_args()
+    if not (args.data / "gcp-pricing-history").is_dir():
+        print(f"skipped: {args.data} not found (the back-test benchmark needs ../shared/data)")
+        return 0
+    runs: list[tuple[str, dict]] = [("one_year", {"start": YEAR[0], "end": YEAR[1]}),
+                                    ("one_year_no_traces", {"start": YEAR[0], "end": YEAR[1], "traces": False})]
+    if not args.quick:
+        runs.append(("full", {}))
+    out: dict = {"data": str(args.data), "runs": {}}
+    for pname in PORTFOLIOS:
+        pf = load_portfolio(ROOT / "examples" / "portfolios" / f"{pname}.yaml")
+        for rname, kw in runs:
+            cfg = BacktestConfig(data_dir=args.data, **kw)  # type: ignore[arg-type]
+            t0 = time.perf_counter()
+            res = run_backtest(cfg, pf)
+            wall = time.perf_counter() - t0
+            rep = write_report(res, OUT / f"{pname}-{rname}")
+            print(headline(rep), flush=True)
+            print(flush=True)
+            out["runs"][f"{pname}/{rname}"] = _summary(rep, wall)
+    doc = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    doc["backtest"] = out
+    RESULTS.write_text(json.dumps(doc, indent=2) + "\n")
+    print(f"wrote {RESULTS} (key 'backtest') and reports under {OUT}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
