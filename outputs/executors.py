@@ -224,8 +224,12 @@ class ExecutorRunner:
 
     def __init__(self, executors: dict[str, Executor] | None = None, enabled: Iterable[str] = (),
                  caps: Caps | None = None, client: Any = None, db: str = "cloudarb",
-                 record: Callable[[list[ActionRecord]], None] | None = None) -> None:
+                 record: Callable[[list[ActionRecord]], None] | None = None,
+                 max_decision_age_s: float | None = 900.0) -> None:
+        """`max_decision_age_s`: a real executor never acts on an older decision (e.g. a new consumer group
+        replaying history); such actions are recorded as `skipped`. Dry run records them regardless."""
         self.executors = dict(executors or {})
+        self.max_decision_age_s = max_decision_age_s
         self.enabled = set(enabled)
         self.caps = caps or Caps()
         self.client, self.db = client, db
@@ -299,19 +303,24 @@ class ExecutorRunner:
                 for j, (action, offer, n) in enumerate(steps):
                     aid = deterministic_id("exec", d.event_id, i, j, action, c.workload_id, offer.key)
                     per = price.get((c.workload_id, offer.key), 0.0)
-                    out.append(self._act(aid, d.event_id, action, c.workload_id, offer, n, per))
+                    out.append(self._act(aid, d.event_id, action, c.workload_id, offer, n, per, d.decided_at))
             self._save(out)
             self.handled.add(d.event_id)
             return out
 
-    def _act(self, aid: str, did: str, action: str, wid: str, offer: OfferKey, n: int, per: float) -> ActionRecord:
+    def _act(self, aid: str, did: str, action: str, wid: str, offer: OfferKey, n: int, per: float,
+             decided_at: datetime | None = None) -> ActionRecord:
         if aid in self._done:
             return self._done[aid]
         ex = self.executor_for(offer)
         rec = ActionRecord(aid, did, ex.name, action, wid, offer.key, n, round(per * n, 6), "planned")
         inv = self.inventory.setdefault((wid, offer.key), [])
+        age = (datetime.now(UTC) - decided_at).total_seconds() if decided_at is not None else 0.0
         try:
-            if action == "launch":
+            if ex is not self.dry and self.max_decision_age_s is not None and age > self.max_decision_age_s:
+                rec.status, rec.detail = "skipped", (f"stale decision ({age:.0f}s old > "
+                                                     f"{self.max_decision_age_s:.0f}s): not acting on history")
+            elif action == "launch":
                 count, usd = self.running()
                 if n <= 0:
                     rec.status, rec.detail = "skipped", "nothing to launch"

@@ -22,7 +22,7 @@ from outputs.executors import (
 from schemas.events import AllocationDecided, Assignment, ChangeAction, PlanChange
 from schemas.offers import Market, OfferKey
 
-T = datetime(2025, 5, 1, tzinfo=UTC)
+T = datetime.now(UTC)
 
 
 def offer(provider: str, it: str, market: Market = Market.ON_DEMAND, region: str = "us-east-1") -> OfferKey:
@@ -146,6 +146,28 @@ def test_lambda_and_runpod_http_doubles() -> None:
         return_value=httpx.Response(400, json={"error": {"message": "insufficient capacity"}}))
     rec = r.handle(decision("d4", [(ChangeAction.LAUNCH, None, lam, 1)], wid="w2"))[0]
     assert rec.status == "failed" and "insufficient capacity" in rec.detail and secret not in rec.detail
+
+
+def test_real_executor_ignores_stale_decisions() -> None:
+    """A fresh consumer group replays old decisions: the real executor must not launch for them."""
+    from datetime import timedelta
+
+    class Boom:
+        name = "boom"
+
+        def launch(self, *a: Any) -> list[str]:
+            raise AssertionError("must not be called")
+
+        def terminate(self, *a: Any) -> None:
+            raise AssertionError("must not be called")
+
+    a = offer("aws", "p4d.24xlarge")
+    old = decision("old", [(ChangeAction.LAUNCH, None, a, 1)]).model_copy(
+        update={"decided_at": T - timedelta(hours=2)})
+    r = ExecutorRunner({"aws": Boom()}, enabled={"aws"})  # type: ignore[dict-item]
+    rec = r.handle(old)[0]
+    assert rec.status == "skipped" and "stale decision" in rec.detail
+    assert ExecutorRunner().handle(old)[0].status == "planned"  # dry run still records the intent
 
 
 def test_executors_from_env() -> None:
