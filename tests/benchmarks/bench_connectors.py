@@ -211,7 +211,8 @@ def once_against_doubles(bootstrap: str, pubsub_host: str | None) -> dict[str, A
         ev_src = AzureEvictionSource(env={}, consumer=hub, **FAST)
         ev_src.fetch = _drain_after(ev_src, 0.5)  # type: ignore[method-assign]
         sources += [AzurePricesSource(env={}, **FAST), ev_src,
-                    LambdaSource(env={"LAMBDA_API_KEY": "k"}, **FAST), RunPodSource(env={"RUNPOD_API_KEY": "k"}, **FAST)]
+                    LambdaSource(env={"LAMBDA_API_KEY": "k"}, **FAST),
+                    RunPodSource(env={"RUNPOD_API_KEY": "k"}, **FAST)]
         vast = VastSource(env={}, **FAST)
         vast.page_size = 3
         sources.append(vast)
