@@ -843,24 +843,22 @@ class PortfolioEngine:
 
         def run_pass(protect: bool) -> tuple[float, dict[int, _Decision | None], F64]:
             left = cap_left.copy()
+            held = np.zeros_like(left)   # capacity held for workloads not decided yet
             if protect:
                 for lst in own.values():
                     for o, f in lst:
-                        left[o] -= f
+                        held[o] += f
             out: dict[int, _Decision | None] = {}
             total = 0.0
             for w in order:
                 if protect:
                     for o, f in own.get(w, ()):
-                        left[o] += f
-                d = self._decide(inst, P, M, w, metric_unit, left)
-                if d is None and protect:   # held capacity is a preference, never a reason to fail
-                    held = np.zeros_like(left)
-                    for w2 in order:
-                        if w2 not in out and w2 != w:
-                            for o, f in own.get(w2, ()):
-                                held[o] += f
-                    d = self._decide(inst, P, M, w, metric_unit, left + held)
+                        held[o] -= f
+                    d = self._decide(inst, P, M, w, metric_unit, left - held, keep_cap=left)
+                    if d is None:   # held capacity is a preference, never a reason to fail
+                        d = self._decide(inst, P, M, w, metric_unit, left)
+                else:
+                    d = self._decide(inst, P, M, w, metric_unit, left)
                 out[w] = d
                 if d is None:
                     total += float(M.M[w])
@@ -1067,7 +1065,7 @@ class PortfolioEngine:
         return [(s + int(j), float(m[j])) for j in top], blocked
 
     def _decide(self, inst: Instance, P: _Pairs, M: _Master, w: int, metric_unit: F64,
-                cap_left: F64) -> _Decision | None:
+                cap_left: F64, keep_cap: F64 | None = None) -> _Decision | None:
         wid = inst.ids[w]
         s, e = int(P.ptr[w]), int(P.ptr[w + 1])
         cur = inst.current.get(wid)
@@ -1096,7 +1094,7 @@ class PortfolioEngine:
             j, m = singles[0]
             cands.append((m, "single", ((int(P.o[j]), int(P.n_single[j])),)))
         keep_ok = bool(cur) and wid not in inst.stale_plan and cur is not None and \
-            self._plan_valid(inst, w, cur, cap_left)
+            self._plan_valid(inst, w, cur, cap_left if keep_cap is None else keep_cap)
         chosen: tuple[float, str, tuple[tuple[int, int], ...]] | None = None
         for c in cands:
             if cur is not None and c[2] == cur:  # identical to the plan in force: no migration charge
