@@ -29,10 +29,12 @@ def _rows(folder: Path) -> Iterator[dict[str, str]]:
 
 
 def events(folder: Path) -> Iterator[PriceObserved]:
-    last: dict[str, float] = {}
+    last: dict[tuple[str, str, str, str, Market], float] = {}
+    offers: dict[tuple[str, str, str, str, Market], OfferKey] = {}
     unknown: set[str] = set()
     batch: list[PriceObserved] = []
     current_snapshot = None
+    t_snap: tuple[str, datetime] | None = None
     for row in _rows(folder):
         snap = row["snapshot_time"]
         if snap != current_snapshot:
@@ -44,7 +46,9 @@ def events(folder: Path) -> Iterator[PriceObserved]:
                 unknown.add(row["accelerator"])
                 log.warning("gcp-history: unknown accelerator %r skipped", row["accelerator"])
             continue
-        t = datetime.fromisoformat(snap).astimezone(UTC)
+        if t_snap is None or t_snap[0] != snap:
+            t_snap = (snap, datetime.fromisoformat(snap).astimezone(UTC))
+        t = t_snap[1]
         for market, col in ((Market.ON_DEMAND, "price_hour"), (Market.SPOT, "price_hour_spot")):
             raw = row.get(col) or ""
             if not raw:
@@ -52,12 +56,16 @@ def events(folder: Path) -> Iterator[PriceObserved]:
             price = float(raw)
             if not price > 0:
                 continue
-            offer = OfferKey(provider="gcp", region=row["region"], zone="", instance_type=row["machine_type"],
-                             gpu_model=gpu, gpus_per_instance=int(row["accelerator_count"]), market=market)
-            k = offer.key
-            if last.get(k) == price:
+            ident = (row["region"], row["machine_type"], gpu, row["accelerator_count"], market)
+            if last.get(ident) == price:  # unchanged: skip before building anything
                 continue
-            last[k] = price
+            last[ident] = price
+            offer = offers.get(ident)
+            if offer is None:
+                offer = offers[ident] = OfferKey(
+                    provider="gcp", region=row["region"], zone="", instance_type=row["machine_type"], gpu_model=gpu,
+                    gpus_per_instance=int(row["accelerator_count"]), market=market)
+            k = offer.key
             batch.append(PriceObserved(
                 event_id=deterministic_id("gcp-history", k, snap, price), offer=offer, usd_per_hour=price,
                 quoted_at=t, observed_at=t, source=SOURCE))
