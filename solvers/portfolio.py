@@ -1246,6 +1246,73 @@ class PortfolioEngine:
         return diagnose(inst, w, cap_left)
 
 
+def _knap(n_regions: int, U: int, g: I64, ri: I64, c: F64, sel: np.ndarray) -> np.ndarray:
+    """best[region, k]: cheapest (by c) whole instances of the selected offers with exactly k GPUs."""
+    best = np.full((n_regions, U + 1), np.inf)
+    best[:, 0] = 0.0
+    if not sel.any():
+        return best
+    gs = np.unique(g[sel])
+    mins = np.full((n_regions, gs.size), np.inf)
+    np.minimum.at(mins, (ri[sel], np.searchsorted(gs, g[sel])), c[sel])
+    for k in range(1, U + 1):
+        for t, gv in enumerate(gs.tolist()):
+            if gv <= k:
+                np.minimum(best[:, k], best[:, k - gv] + mins[:, t], out=best[:, k])
+    return best
+
+
+def integer_lower_bound(engine: PortfolioEngine, with_migration: bool = False) -> float | None:
+    """A lower bound at least as strong as the LP's: Lagrangian relaxation of the coupling rows
+    (capacity, concentration, portfolio total) at the LP's duals, with each workload's own problem
+    solved over whole instances (GPU bounds and co-location kept; budget and spot share relaxed,
+    which only weakens it). Valid for any sign-feasible multipliers, so also after events.
+    `with_migration=False` bounds the problem without a plan in force (as the benchmark compares).
+    """
+    inst, P, M = engine._inst, engine._pairs, engine._master
+    if inst is None or P is None or M is None or not M.optimal:
+        return None
+    p = inst.params
+    y = M.y
+    y_grp = np.clip(y[M.r_grp], -p.risk_lambda * p.concentration_penalty_usd_per_gpu_hour, 0.0)
+    y_tot = -p.concentration_cap * float(y_grp.sum())        # makes T's reduced cost exactly 0
+    y_cap = np.where(M.r_cap >= 0, np.minimum(y[np.maximum(M.r_cap, 0)], 0.0), 0.0)
+    cost = M.cost if with_migration else M.cost - p.risk_lambda * M.mu[P.w] * P.g
+    chat = cost - P.g * (y_grp[inst.group[P.o]] + y_tot) - y_cap[P.o]
+    total = float((y_cap * np.where(np.isfinite(inst.capacity), inst.capacity, 0.0)).sum())
+    for w in range(inst.n_workloads):
+        s, e = int(P.ptr[w]), int(P.ptr[w + 1])
+        ok = inst.available[P.o[s:e]]
+        best_w = float(M.M[w])
+        if ok.any():
+            o = P.o[s:e][ok]
+            c = chat[s:e][ok]
+            g = P.g[s:e][ok].astype(np.int64)
+            reg = inst.region[o] if inst.same_region[w] else np.zeros(o.size, np.int64)
+            regs, ri = np.unique(reg, return_inverse=True)
+            L, U = int(inst.min_gpus[w]), int(inst.max_gpus[w])
+            S = float(inst.spot_share[w])
+            split = S < 1.0 and U <= 256     # keep the spot share exactly (two knapsacks), else relax it
+
+            spot = inst.spot[o]
+            if split:
+                b_od, b_sp = _knap(regs.size, U, g, ri, c, ~spot), _knap(regs.size, U, g, ri, c, spot)
+                val = np.inf
+                for ks in range(0, U + 1):
+                    lo_od = max(L - ks, 0, math.ceil(ks * (1 - S) / S - 1e-9) if S > 0 else (0 if ks == 0 else U + 1))
+                    if ks > 0 and S <= 0:
+                        break
+                    hi_od = U - ks
+                    if lo_od > hi_od or not np.isfinite(b_sp[:, ks]).any():
+                        continue
+                    val = min(val, float((b_sp[:, ks] + b_od[:, lo_od:hi_od + 1].min(axis=1)).min()))
+            else:
+                val = float(_knap(regs.size, U, g, ri, c, np.ones(o.size, bool))[:, L:U + 1].min())
+            best_w = min(best_w, val)
+        total += best_w
+    return total
+
+
 def _reachable(gs: list[int], hi: int) -> np.ndarray:
     r = np.zeros(hi + 1, bool)
     r[0] = True
@@ -1329,4 +1396,5 @@ def solve_once(quotes: Sequence[OfferQuote], workloads: Sequence[WorkloadSpec],
     return e.solve()
 
 
-__all__ = ["EngineParams", "PortfolioEngine", "concentration_penalty", "diagnose", "solve_once"]
+__all__ = ["EngineParams", "PortfolioEngine", "concentration_penalty", "diagnose", "integer_lower_bound",
+           "solve_once"]

@@ -8,6 +8,7 @@ import pytest
 
 from schemas.market import AllocationEngine, OfferQuote
 from solvers import GreedyEngine, PortfolioEngine, build_instance, evaluate
+from solvers.portfolio import integer_lower_bound
 from tests.solvers.helpers import quote, spec
 
 NO_CONC = {"concentration_penalty_usd_per_gpu_hour": 0.0}
@@ -56,6 +57,8 @@ def test_mixed_instance_sizes_whole_instances():
     assert chosen(r) == [("L4-1x", "us", "on_demand", 1), ("L4-2x", "us", "on_demand", 1)]
     assert r.objective == pytest.approx(3.2)
     assert r.lower_bound == pytest.approx(3.0)   # LP: 1.5 two-GPU instances
+    e, _ = solve(offers, [spec(lo=3, hi=3)])
+    assert integer_lower_bound(e) == pytest.approx(3.2)   # whole instances per workload: exact here
 
 
 def test_priority_wins_capacity():

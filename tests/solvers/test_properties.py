@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 from schemas.market import OfferQuote
 from solvers import PortfolioEngine, build_instance, evaluate, greedy_plan
+from solvers.portfolio import integer_lower_bound
 from tests.solvers.helpers import quote, spec
 
 MODELS = ["L4", "A10G", "A100-80GB", "H100-80GB"]
@@ -65,7 +66,13 @@ def test_plans_satisfy_every_hard_constraint(inst, data):
     e.upsert_offers(offers)
     for w in ws:
         e.upsert_workload(w)
-    check(e, e.solve())
+    r = e.solve()
+    check(e, r)
+    if not r.infeasible:   # both bounds are valid: never above the plan's objective
+        lb = integer_lower_bound(e)
+        assert lb is not None and lb <= r.objective + 1e-6 * (1 + abs(r.objective))
+        if r.lower_bound is not None:
+            assert r.lower_bound <= r.objective + 1e-6 * (1 + abs(r.objective))
     # incremental: price, availability and capacity events, then a re-solve
     for _ in range(2):
         picks = data.draw(st.lists(st.sampled_from(offers), min_size=1, max_size=3, unique_by=lambda q: q.key))
