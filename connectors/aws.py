@@ -166,7 +166,7 @@ class _AwsBase(Source):
 
 class AwsOnDemandSource(_AwsBase):
     name = "aws-ondemand"
-    poll_interval_s = 900.0  # list prices are published ahead with an effectiveDate; no need for more
+    poll_interval_s = 45.0  # a few GetProducts pages per region a poll: far below the Price List API throttle
     rate_per_s = 5.0
 
     def fetch(self) -> Iterable[MarketEvent | Reject]:
@@ -247,7 +247,7 @@ class AwsSpotSource(_AwsBase):
 
 class AwsCapacitySource(_AwsBase):
     name = "aws-capacity"
-    poll_interval_s = 300.0  # placement scores are rate limited per account (documented quotas); slow signal
+    poll_interval_s = 300.0  # placement scores have a tight per-account quota; a capacity signal, not a price
     rate_per_s = 1.0
     min_score_available = 3
 
@@ -314,7 +314,7 @@ def advisor_events(src: Source, data: Any, at: datetime, source: str,
 
 class AwsSpotAdvisorSource(_AwsBase):
     name = "aws-spot-advisor"
-    poll_interval_s = 3600.0  # the advisor file is regenerated a few times a day
+    poll_interval_s = 900.0  # a band (monthly statistic), not a price; the file changes a few times a day
     rate_per_s = 1.0
 
     def __init__(self, *, client: httpx.Client | None = None, **kw: Any) -> None:

@@ -6,7 +6,7 @@ Items: {"armSkuName", "armRegionName", "skuName" ("NC24ads A100 v4 Spot" / "... 
 / "DevTestConsumption"), "unitOfMeasure" ("1 Hour"), "retailPrice", "effectiveStartDate", ...}.
 Kept: Consumption, per hour, Linux. "Spot" -> spot market; "Low Priority" (the older Batch/VMSS
 preemptible tier) is not the spot market and is skipped (counted as `low_priority`); Windows is skipped.
-quoted_at = effectiveStartDate. The catalogue changes rarely; a 60 s poll of the GPU SKUs (a few pages
+quoted_at = effectiveStartDate. The catalogue changes rarely; a 45 s poll of the GPU SKUs (a few pages
 of up to 1000 items) stays far inside the API's (unpublished) throttling.
 
 Evictions: an Event Hub fed by Activity Log diagnostic settings (or any router) carrying records whose
@@ -59,7 +59,7 @@ def price_filter(skus: Iterable[str]) -> str:
 class AzurePricesSource(Source):
     name = "azure-prices"
     provider = "azure"
-    poll_interval_s = 60.0
+    poll_interval_s = 45.0
     rate_per_s = 2.0
     known_regions = REGIONS
     max_pages = 200

@@ -7,7 +7,7 @@ vCPUs x "<FAMILY> Instance Core" + RAM GiB x "<FAMILY> Instance Ram" + GPUs x "N
 "Spot Preemptible ..." usageType Preemptible. Commitment SKUs are ignored. quoted_at = the newest
 effectiveTime of the three. A machine is emitted in a region only where its GPU SKU is offered; a missing
 core or RAM SKU there is rejected (`incomplete_sku_set`). The Cloud Billing API quota (per project,
-some hundreds of requests a minute) is far above one paged listing every 60 s.
+some hundreds of requests a minute) is far above one paged listing every 45 s.
 
 Preemptions (GCP_PREEMPTION_SUBSCRIPTION = projects/P/subscriptions/S): a Cloud Logging sink with filter
 protoPayload.methodName="compute.instances.preempted" routed to a Pub/Sub topic. Each message is a
@@ -78,7 +78,7 @@ def sku_unit_price(sku: Mapping[str, Any]) -> float | None:
 class GcpPricesSource(Source):
     name = "gcp-prices"
     provider = "gcp"
-    poll_interval_s = 60.0
+    poll_interval_s = 45.0
     rate_per_s = 5.0
     known_regions = REGIONS
     max_pages = 100
