@@ -7,7 +7,7 @@ A `Source` turns one provider's API into normalised market events. Its `fetch()`
 - retries: 429, 5xx and transport errors are retried with exponential backoff and jitter (tenacity),
   honouring `Retry-After`, and counted (`cloudarb_connector_retries_total`);
 - bad input (malformed JSON, missing fields, non-positive / NaN / absurd prices, a price 100x or 1/100 of
-  the last one, unknown regions or GPU names) is rejected with a logged, counted reason
+  the last one unless confirmed on 3 consecutive polls, unknown regions or GPU names) is rejected with a logged, counted reason
   (`cloudarb_connector_rejections_total`), never raised and never emitted;
 - change filter: a quote equal to the last one emitted for the same offer is dropped;
 - every event carries the quote's own time (`quoted_at` / `occurred_at`) and `observed_at` (when we saw it).
@@ -48,7 +48,8 @@ REJECTIONS = PromCounter("cloudarb_connector_rejections", "vendor records reject
 RETRIES = PromCounter("cloudarb_connector_retries", "retried requests (429, 5xx, transport)", ["provider"])
 POLL_FAILURES = PromCounter("cloudarb_connector_poll_failures", "polls that failed after retries", ["provider"])
 
-MAX_JUMP = 100.0  # a price 100x (or 1/100) of the last accepted one for the same offer is rejected
+MAX_JUMP = 100.0  # a price 100x (or 1/100) of the last accepted one for the same offer is rejected ...
+JUMP_CONFIRM = 3  # ... unless the same new price comes back on this many consecutive polls
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,6 +156,7 @@ class Source(ABC):
         self._limiter = RateLimiter(rate, burst=max(1, int(rate)))
         self._last: dict[str, Any] = {}
         self._last_price: dict[str, float] = {}
+        self._jumps: dict[str, tuple[float, int]] = {}
         self._warned: set[str] = set()
         self._retry_wait = (retry_wait_min_s, retry_wait_max_s)
 
@@ -210,7 +212,14 @@ class Source(ABC):
         last = self._last_price.get(k)
         p = e.usd_per_hour
         if last is not None and (p > last * MAX_JUMP or p < last / MAX_JUMP):
-            return Reject("price_jump", f"{k}: {p} vs last {last}")
+            # a one-off outlier is rejected; the same new level on JUMP_CONFIRM consecutive polls is a real shift
+            seen, n = self._jumps.get(k, (p, 0))
+            n = n + 1 if seen == p else 1
+            self._jumps[k] = (p, n)
+            if n < JUMP_CONFIRM:
+                return Reject("price_jump", f"{k}: {p} vs last {last}")
+            log.warning("%s: %s: price level %s vs %s confirmed on %d polls; accepted", self.name, k, p, last, n)
+        self._jumps.pop(k, None)
         self._last_price[k] = p
         return None
 

@@ -109,3 +109,20 @@ def test_missing_credentials_one_line_each() -> None:
     assert any("LAMBDA_API_KEY" in line for line in lines)
     only = select_sources(SOURCES, {"RUNPOD_API_KEY": "k"}, ["runpod"], say=lines.append)
     assert [s.name for s in only] == ["runpod"]
+
+
+def test_price_jump_rejected_once_but_a_confirmed_level_shift_is_accepted() -> None:
+    class Jumpy(Good):
+        name = "jumpy"
+
+    src = Jumpy(env={}, clock=lambda: NOW)
+    Jumpy.price_value = 1.0
+    assert len(src.poll()) == 1
+    Jumpy.price_value = 150.0
+    assert src.poll() == [] and src.poll() == []
+    assert src.stats.rejected["price_jump"] == 2
+    assert [e.usd_per_hour for e in src.poll()] == [150.0]  # third consecutive poll: a real level shift
+    Jumpy.price_value = 1.2  # and a one-off outlier between normal prices is dropped, not remembered
+    assert src.poll() == []
+    Jumpy.price_value = 150.0
+    assert src.poll() == []  # unchanged from the accepted level
