@@ -7,8 +7,8 @@ A `Source` turns one provider's API into normalised market events. Its `fetch()`
 - retries: 429, 5xx and transport errors are retried with exponential backoff and jitter (tenacity),
   honouring `Retry-After`, and counted (`cloudarb_connector_retries_total`);
 - bad input (malformed JSON, missing fields, non-positive / NaN / absurd prices, a price 100x or 1/100 of
-  the last one unless confirmed on 3 consecutive polls, unknown regions or GPU names) is rejected with a logged, counted reason
-  (`cloudarb_connector_rejections_total`), never raised and never emitted;
+  the last one unless confirmed on 3 consecutive polls, unknown regions or GPU names) is rejected with a
+  logged, counted reason (`cloudarb_connector_rejections_total`), never raised and never emitted;
 - change filter: a quote equal to the last one emitted for the same offer is dropped;
 - every event carries the quote's own time (`quoted_at` / `occurred_at`) and `observed_at` (when we saw it).
 
