@@ -821,7 +821,7 @@ class PortfolioEngine:
         c["fresh"] = False
         metric_unit = c["metric"]
         order = sorted(A, key=lambda w: (-inst.priority[w], inst.ids[w]))
-        self._last_A = len(A)
+        self.last_timings["redecided"] = float(len(A))
         usage = c["usage"]
         for w in order:                                   # release what the re-decided hold
             for o, n in c["rows"].pop(w, ()):
