@@ -15,6 +15,7 @@
         risk_tolerance: low         # low / medium / high -> max_spot_share 0.25 / 0.5 / 1.0 (unless given)
         home_provider: gcp          # the home cloud of the on-demand baseline
         restart_overhead_h: 1.0
+        restart_scope: workload     # workload (gang: any restart stops the whole job) | instance (replicas)
         start: +0d                  # offset from the replay start (+3d, +12h, +90m) or an ISO UTC time
         end: +60d                   # omitted = the end of the replay window
 
@@ -44,6 +45,7 @@ class PortfolioWorkload:
     spec: WorkloadSpec
     start: str | None = None
     end: str | None = None
+    restart_scope: str = "workload"   # "workload" (gang: any restart stops the whole job) | "instance"
 
     def window(self, t0: datetime, t1: datetime) -> tuple[datetime, datetime]:
         """Absolute [start, end) of this workload inside the replay window [t0, t1]."""
@@ -93,6 +95,9 @@ def parse_portfolio(doc: dict[str, Any], default_name: str = "portfolio") -> Por
         start, end = w.pop("start", None), w.pop("end", None)
         spot = w.pop("spot_allowed", True)
         wrisk = w.pop("risk_tolerance", None)
+        scope = str(w.pop("restart_scope", "workload"))
+        if scope not in ("workload", "instance"):
+            raise ValueError(f"{w.get('workload_id')}: restart_scope must be 'workload' or 'instance'")
         if wrisk is not None and wrisk not in SPOT_SHARE:
             raise ValueError(f"{w.get('workload_id')}: risk_tolerance must be one of {sorted(SPOT_SHARE)}")
         if not spot:
@@ -101,7 +106,7 @@ def parse_portfolio(doc: dict[str, Any], default_name: str = "portfolio") -> Por
             w["max_spot_share"] = SPOT_SHARE[wrisk]
         spec = WorkloadSpec.model_validate(w)
         pw = PortfolioWorkload(spec=spec, start=None if start is None else str(start),
-                               end=None if end is None else str(end))
+                               end=None if end is None else str(end), restart_scope=scope)
         for v in (pw.start, pw.end):
             if v is not None:
                 resolve_time(v, datetime.fromisoformat("2025-01-01T00:00:00+00:00"))  # validate early

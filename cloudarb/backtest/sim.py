@@ -79,6 +79,7 @@ class Holding:
     key: str
     offer: OfferKey
     instances: int
+    ready_t: float = -math.inf   # delivers from this time on (restart overhead)
 
     @property
     def gpus(self) -> int:
@@ -87,10 +88,16 @@ class Holding:
 
 @dataclass
 class Ledger:
-    """Accounting of one strategy."""
+    """Accounting of one strategy.
+
+    Restart scope per workload: "workload" (gang-scheduled, e.g. data-parallel training: an interruption or
+    a migration of any part restarts the whole job, which pays but delivers nothing for
+    `restart_overhead_h`) or "instance" (independent replicas, e.g. inference: only the new instances wait).
+    """
 
     name: str
     specs: dict[str, WorkloadSpec]
+    gang: dict[str, bool] = field(default_factory=dict)
     cost: float = 0.0
     gpu_h: float = 0.0
     tput_h: float = 0.0
@@ -103,7 +110,7 @@ class Ledger:
     unplaced_h: float = 0.0
     stuck: int = 0
     holdings: dict[str, list[Holding]] = field(default_factory=dict)
-    restart_until: dict[str, float] = field(default_factory=dict)
+    launched: set[str] = field(default_factory=set)
     needs_replace: set[str] = field(default_factory=set)
     over: set[str] = field(default_factory=set)
     share_gpu_h: dict[str, float] = field(default_factory=dict)
@@ -126,16 +133,16 @@ class Ledger:
             c = rate * dt / 3600
             self.cost += c
             pw["cost"] += c
-            gpus = sum(h.gpus for h in hs)
-            self.paid_gpu_h += gpus * dt / 3600
-            live = max(0.0, t1 - max(t0, self.restart_until.get(wid, -math.inf)))
-            if live > 0:
-                self.gpu_h += gpus * live / 3600
-                pw["gpu_h"] += gpus * live / 3600
-                self.tput_h += sum(h.gpus * spec.gpu_throughput.get(h.offer.gpu_model, 0.0) for h in hs) * live / 3600
-                for h in hs:
+            for h in hs:
+                self.paid_gpu_h += h.gpus * dt / 3600
+                live = max(0.0, t1 - max(t0, h.ready_t))
+                if live > 0:
+                    g = h.gpus * live / 3600
+                    self.gpu_h += g
+                    pw["gpu_h"] += g
+                    self.tput_h += g * spec.gpu_throughput.get(h.offer.gpu_model, 0.0)
                     s = f"{h.offer.provider}/{h.offer.market.value}"
-                    self.share_gpu_h[s] = self.share_gpu_h.get(s, 0.0) + h.gpus * live / 3600
+                    self.share_gpu_h[s] = self.share_gpu_h.get(s, 0.0) + g
             if rate > spec.budget_usd_per_hour * (1 + 1e-9):
                 self.budget_violation_h += dt / 3600
                 if wid not in self.over:
@@ -156,38 +163,46 @@ class Ledger:
                 self.holdings[wid] = keep
                 self.interruptions += 1
                 self.needs_replace.add(wid)
-                self.restart_until[wid] = math.inf  # nothing delivers until re-placed (and restarted)
+                if self.gang.get(wid, True):
+                    for h in keep:  # the job stops until it is whole again (and restarted)
+                        h.ready_t = math.inf
                 self.events.append({"t": t, "kind": "interruption", "workload": wid,
                                     "offers": sorted({h.key for h in hs} & lost)})
         return hit
 
     def set_plan(self, wid: str, assigns: Sequence[Assignment], t: float, dead: set[str]) -> None:
-        new = [Holding(a.offer.key, a.offer, a.instances) for a in assigns if a.instances > 0]
-        alive = [h for h in new if h.key not in dead]
+        new = [a for a in assigns if a.instances > 0]
+        alive = [a for a in new if a.offer.key not in dead]
         if len(alive) != len(new):
             self.stuck += 1
-        old = self.holdings.get(wid, [])
-        old_keys, new_keys = {h.key for h in old}, {h.key for h in alive}
+        old = {h.key: h for h in self.holdings.get(wid, [])}
+        added = {a.offer.key for a in alive} - set(old)
         overhead = self.specs[wid].restart_overhead_h * 3600
-        if wid in self.needs_replace:
-            if alive:  # re-placed after an interruption: the whole workload restarts now
-                self.restart_until[wid] = t + overhead
-                self.needs_replace.discard(wid)
-        elif new_keys - old_keys:
-            if old_keys:
-                self.migrations += 1
-                self.restart_until[wid] = t + overhead
-                self.events.append({"t": t, "kind": "migration", "workload": wid})
+        gang = self.gang.get(wid, True)
+        first = wid not in self.launched
+        replacing = wid in self.needs_replace
+        if alive and first:
+            self.launches += 1
+            self.launched.add(wid)
+        elif added and old and not replacing:
+            self.migrations += 1
+            self.events.append({"t": t, "kind": "migration", "workload": wid})
+        hs: list[Holding] = []
+        for a in alive:
+            k = a.offer.key
+            if first:
+                ready = t
+            elif (gang and (added or replacing)) or k in added:
+                ready = t + overhead
             else:
-                self.launches += 1
-                self.restart_until[wid] = t
-        elif not alive:
-            self.restart_until.pop(wid, None)
-        self.holdings[wid] = alive
+                ready = old[k].ready_t
+            hs.append(Holding(k, a.offer, a.instances, ready))
+        if alive:
+            self.needs_replace.discard(wid)
+        self.holdings[wid] = hs
 
     def remove(self, wid: str) -> None:
         self.holdings.pop(wid, None)
-        self.restart_until.pop(wid, None)
         self.needs_replace.discard(wid)
         self.over.discard(wid)
 
@@ -468,7 +483,8 @@ class Simulation:
                              ((state.event_t(e), 1, i, e) for i, e in enumerate(overlay)),
                              key=lambda x: (x[0], x[1], x[2]))
 
-        ledgers = {n: Ledger(n, specs) for n in cfg.strategies}
+        gang = {w.spec.workload_id: w.restart_scope == "workload" for w in pf.workloads}
+        ledgers = {n: Ledger(n, specs, dict(gang)) for n in cfg.strategies}
         strategies: list[Strategy] = []
         ours: EngineStrategy | None = None
         for n in cfg.strategies:

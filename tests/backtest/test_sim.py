@@ -131,3 +131,31 @@ def test_report_schema_and_determinism() -> None:
     assert st["cloudarb"]["budget_violations"] == 0
     base, ours = st["on_demand_home"]["total_cost_usd"], st["cloudarb"]["total_cost_usd"]
     assert st["cloudarb"]["savings_pct_vs"]["on_demand_home"] == pytest.approx(100 * (base - ours) / base, abs=0.01)
+
+
+def _ledger(gang: bool):  # type: ignore[no-untyped-def]
+    from cloudarb.backtest.sim import Ledger
+    from schemas.events import Assignment
+
+    pf = one_workload(min_gpus=2, max_gpus=2, budget_usd_per_hour=10)
+    spec = pf.workloads[0].spec
+    led = Ledger("x", {"w": spec}, {"w": gang})
+    led.set_plan("w", [Assignment(workload_id="w", offer=SA, instances=1, usd_per_hour=0.5),
+                       Assignment(workload_id="w", offer=SB, instances=1, usd_per_hour=0.6)], 0.0, set())
+    states = {SA.key: {"usd_per_hour": 0.5}, SB.key: {"usd_per_hour": 0.6}, OD.key: {"usd_per_hour": 1.0}}
+    led.accrue(0.0, 3600.0, states, {"w"})
+    led.interrupt({SA.key}, 3600.0)
+    led.set_plan("w", [Assignment(workload_id="w", offer=OD, instances=1, usd_per_hour=1.0),
+                       Assignment(workload_id="w", offer=SB, instances=1, usd_per_hour=0.6)], 3600.0, {SA.key})
+    led.accrue(3600.0, 3 * 3600.0, states, {"w"})
+    return led
+
+
+def test_restart_scope_gang_vs_instance() -> None:
+    gang, inst = _ledger(True), _ledger(False)
+    for led in (gang, inst):
+        assert led.interruptions == 1 and led.migrations == 0 and led.launches == 1
+        assert led.cost == pytest.approx(1.1 + 2 * 1.6)
+    # 1 h with 2 GPUs, then the replacement waits 0.5 h; in a gang the survivor waits too
+    assert gang.gpu_h == pytest.approx(2 + 2 * 1.5)
+    assert inst.gpu_h == pytest.approx(2 + 1.5 + 2)
