@@ -38,9 +38,12 @@ def consume_loop(bootstrap: str, topics: Sequence[str], group_id: str, handle: C
                 continue
             last = time.monotonic()
             events: list[Event] = []
+            good = 0
             for m in msgs:
                 if m.error():
+                    log.debug("consume error: %s", m.error())
                     continue
+                good += 1
                 # undecodable input is skipped: the streaming core dead-letters it with the reason
                 with contextlib.suppress(ValueError):
                     events.append(decode_event(m.value() or b""))
@@ -53,7 +56,11 @@ def consume_loop(bootstrap: str, topics: Sequence[str], group_id: str, handle: C
                     stop.wait(1.0)
             else:
                 break  # stopped before the batch was handled: do not commit
-            c.commit(asynchronous=False)
+            if good:
+                try:
+                    c.commit(asynchronous=False)
+                except Exception as exc:  # e.g. a rebalance took the partitions: they are redelivered
+                    log.warning("commit failed: %s", exc)
             n += len(events)
     finally:
         c.close()

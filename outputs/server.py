@@ -110,7 +110,8 @@ def start_alerts(bootstrap: str, client: Any, db: str, publish: Publish, flush: 
                  rules: AlertRules | None = None, group_id: str = "cloudarb-alerts",
                  subscriptions: Sequence[Subscription] = (), allow_private_webhooks: bool = False,
                  max_attempts: int = 5, base_backoff_s: float = 0.5, handle: ServiceHandle | None = None,
-                 idle_exit_s: float | None = None) -> ServiceHandle:
+                 idle_exit_s: float | None = None, input_topics: Sequence[str] | None = None,
+                 alerts_topic: str = ALERTS.name) -> ServiceHandle:
     """Rules (market/forecast/workload/decision topics -> AlertRaised on the alerts topic) and the webhook
     dispatcher (alerts topic -> signed POSTs). Subscriptions: ClickHouse `webhook_subscriptions` + `subscriptions`."""
     h = handle or ServiceHandle()
@@ -142,10 +143,11 @@ def start_alerts(bootstrap: str, client: Any, db: str, publish: Publish, flush: 
         if deliveries is not None:
             deliveries.flush()
 
-    topics = [WORKLOADS.name, DECISIONS.name, PRICES.name, CAPACITY.name, INTERRUPTIONS.name, FORECASTS.name]
+    topics = list(input_topics or [WORKLOADS.name, DECISIONS.name, PRICES.name, CAPACITY.name, INTERRUPTIONS.name,
+                                   FORECASTS.name])
     h._spawn("alert-rules", consume_loop, bootstrap, topics, f"{group_id}-rules", on_market, h.stop_event,
              idle_exit_s=idle_exit_s)
-    h._spawn("alert-webhooks", consume_loop, bootstrap, [ALERTS.name], f"{group_id}-webhooks", on_alerts,
+    h._spawn("alert-webhooks", consume_loop, bootstrap, [alerts_topic], f"{group_id}-webhooks", on_alerts,
              h.stop_event, idle_exit_s=idle_exit_s)
 
     def _stop_dispatcher() -> None:
@@ -159,12 +161,13 @@ def start_alerts(bootstrap: str, client: Any, db: str, publish: Publish, flush: 
 
 def start_executors(bootstrap: str, client: Any, db: str, executors: dict[str, Executor] | None = None,
                     enabled: Sequence[str] = (), caps: Caps | None = None, group_id: str = "cloudarb-executors",
-                    handle: ServiceHandle | None = None, idle_exit_s: float | None = None) -> ServiceHandle:
+                    handle: ServiceHandle | None = None, idle_exit_s: float | None = None,
+                    decisions_topic: str = DECISIONS.name) -> ServiceHandle:
     """Consume AllocationDecided and act (dry run unless a provider is enabled)."""
     h = handle or ServiceHandle()
     runner = ExecutorRunner(executors, enabled=enabled, caps=caps, client=client, db=db)
     h.objects["executor_runner"] = runner
-    h._spawn("executors", consume_loop, bootstrap, [DECISIONS.name], group_id, runner.handle_events, h.stop_event,
+    h._spawn("executors", consume_loop, bootstrap, [decisions_topic], group_id, runner.handle_events, h.stop_event,
              idle_exit_s=idle_exit_s)
     return h
 

@@ -46,8 +46,10 @@ def test_serve(kafka_bootstrap: str, tmp_path: Path) -> None:
             time.sleep(0.3)
         h = {"X-API-Key": ADMIN}
         wid = unique("cli-wl")
-        spec = {"workload_id": wid, "gpu_throughput": {"L4": 0.3}, "min_gpus": 1, "max_gpus": 2,
-                "budget_usd_per_hour": 3}
+        # this goes to the shared workloads topic, which other tests' workers read from the beginning: make it
+        # a workload no engine can place (a GPU absent from the sample data, a budget no offer meets)
+        spec = {"workload_id": wid, "gpu_throughput": {"RTX-PRO-6000": 1.0}, "min_gpus": 1, "max_gpus": 1,
+                "budget_usd_per_hour": 0.001}
         assert httpx.post(f"{base}/v1/workloads", json=spec, headers=h, timeout=15).status_code == 202
         found = False
         while time.monotonic() < deadline + 30 and not found:
@@ -55,6 +57,7 @@ def test_serve(kafka_bootstrap: str, tmp_path: Path) -> None:
             found = any(i["workload_id"] == wid for i in items)
             time.sleep(0.3)
         assert found, "the submitted workload did not come back through Kafka and the sink"
+        assert httpx.delete(f"{base}/v1/workloads/{wid}", headers=h, timeout=15).status_code == 202
         metrics = httpx.get(f"{base}/metrics", timeout=5).text
         assert 'cloudarb_pipeline{stat="sink_written"}' in metrics
     finally:

@@ -10,13 +10,14 @@ from typing import Any
 
 import pytest
 
+from cloudarb.kafka_local import ensure_topics
 from connectors.publish import KafkaPublisher
 from outputs.alerts import Subscription
 from outputs.clickhouse import table_counts
 from outputs.server import start_alerts, start_executors
 from outputs.sink import ClickHouseWriter, run_sink
-from schemas.events import AllocationDecided, Event, PriceObserved
-from schemas.topics import DECISIONS, PRICES
+from schemas.events import AlertRaised, AllocationDecided, Event, PriceObserved
+from schemas.topics import TopicSpec
 from tests.conftest import unique
 
 pytestmark = pytest.mark.integration
@@ -107,13 +108,22 @@ def test_alerts_and_executors_from_kafka(kafka_bootstrap: str, chdb_client: tupl
     prices += [PriceObserved(event_id=f"{tag}-{i}", offer=spiky, usd_per_hour=usd, quoted_at=t0, observed_at=t0,
                              source="test") for i, usd in enumerate((2.0, 3.0))]  # +50 %: price_spike
     pub = KafkaPublisher(kafka_bootstrap)
-    ex = start_executors(kafka_bootstrap, client, db, group_id=unique("exec"), idle_exit_s=4.0)
-    al = start_alerts(kafka_bootstrap, client, db, pub.publish, flush=pub.flush, group_id=unique("alerts"),
+    # this test's own topics: other tests on the session broker read the shared ones from the beginning
+    t_dec, t_prices, t_alerts = unique("decisions"), unique("prices"), unique("alerts")
+
+    def publish(e: Event) -> None:
+        pub.publish(e, t_alerts if isinstance(e, AlertRaised) else None)
+
+    ensure_topics(kafka_bootstrap, [TopicSpec(t, "event id", 1, ()) for t in (t_dec, t_prices, t_alerts)])
+    _publish(kafka_bootstrap, [*decisions], t_dec)
+    _publish(kafka_bootstrap, prices, t_prices)
+    ex = start_executors(kafka_bootstrap, client, db, group_id=unique("exec"), idle_exit_s=4.0,
+                         decisions_topic=t_dec)
+    al = start_alerts(kafka_bootstrap, client, db, publish, flush=pub.flush, group_id=unique("alerts"),
                       subscriptions=[Subscription("local", f"http://127.0.0.1:{srv.server_address[1]}/h", "s3")],
-                      allow_private_webhooks=True, idle_exit_s=6.0)
+                      allow_private_webhooks=True, idle_exit_s=6.0, input_topics=[t_dec, t_prices],
+                      alerts_topic=t_alerts)
     try:
-        _publish(kafka_bootstrap, [*decisions], DECISIONS.name)
-        _publish(kafka_bootstrap, prices, PRICES.name)
         deadline = time.monotonic() + 25
         runner = ex.objects["executor_runner"]
         while time.monotonic() < deadline and not (got and {d.event_id for d in decisions} <= runner.handled):
