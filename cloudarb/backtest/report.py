@@ -56,11 +56,12 @@ def build_report(r: Result) -> dict[str, Any]:
         "data_dir": str(cfg.data_dir),
         "strategies": strategies,
         "forecast_error": r.forecast,
-        "engine": {k: v for k, v in r.engine_stats.items() if k != "solve_ms_total"},
+        "engine": {k: v for k, v in r.engine_stats.items() if k not in ("solve_ms_total", "time_split_s")},
         "events": {"market": r.n_events - r.n_trace_events, "trace_overlay": r.n_trace_events,
                    "batches": r.n_batches},
         "timing": {"runtime_s": round(r.runtime_s, 2),  # the only non-deterministic part of the report
-                   "solve_ms_total": r.engine_stats.get("solve_ms_total")},
+                   "solve_ms_total": r.engine_stats.get("solve_ms_total"),
+                   "split_s": r.engine_stats.get("time_split_s")},
         "assumptions": {
             "trace_unavailable_value": cfg.trace_unavailable_value,
             "trace_resolution_s": cfg.trace_resolution_s,
@@ -116,19 +117,22 @@ def _svg_lines(series: dict[str, list[tuple[float, float]]], w: int = 860, h: in
     if not pts:
         return ""
     x0, x1 = min(p[0] for p in pts), max(p[0] for p in pts)
-    y1 = max(p[1] for p in pts) or 1.0
+    y0 = min(0.0, min(p[1] for p in pts))
+    y1 = max(p[1] for p in pts)
+    if y1 <= y0:
+        y1 = y0 + 1.0
     ml, mb, mt = 70, 30, 20
 
     def sx(x: float) -> float:
         return ml + (x - x0) / ((x1 - x0) or 1) * (w - ml - 10)
 
     def sy(y: float) -> float:
-        return mt + (1 - y / y1) * (h - mt - mb)
+        return mt + (1 - (y - y0) / (y1 - y0)) * (h - mt - mb)
 
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" role="img">',
            f'<text x="{ml}" y="14" font-size="12">{html.escape(title)}</text>']
     for i in range(5):
-        y = y1 * i / 4
+        y = y0 + (y1 - y0) * i / 4
         out.append(f'<line x1="{ml}" x2="{w - 10}" y1="{sy(y):.1f}" y2="{sy(y):.1f}" stroke="#eee"/>'
                    f'<text x="{ml - 4}" y="{sy(y) + 4:.1f}" font-size="10" text-anchor="end">${y:,.0f}</text>')
     for i in range(5):
@@ -194,6 +198,15 @@ def _svg_events(r: Result, w: int = 860) -> str:
     return "".join(out)
 
 
+def _savings(r: Result) -> dict[str, list[tuple[float, float]]]:
+    base = r.ledgers.get("on_demand_home")
+    if base is None:
+        return {}
+    ref = dict(base.series)
+    return {n: [(t, ref[t] - c) for t, c in led.series if t in ref]
+            for n, led in r.ledgers.items() if n != "on_demand_home"}
+
+
 def render_html(r: Result, rep: dict[str, Any]) -> str:
     series = {n: led.series for n, led in r.ledgers.items()}
     shares = {n: led.share_gpu_h for n, led in r.ledgers.items()}
@@ -209,6 +222,7 @@ def render_html(r: Result, rep: dict[str, Any]) -> str:
 {rep['timing']['runtime_s']} s.</p>
 <pre>{table}</pre>
 <h2>Cumulative cost per strategy</h2>{_svg_lines(series, title="cumulative cost, USD")}
+<h2>Cumulative savings versus on-demand in the home cloud</h2>{_svg_lines(_savings(r), title="USD saved")}
 <h2>Allocation share by provider and market (delivered GPU-hours)</h2>{_svg_bars(shares, title="share of GPU-hours")}
 <h2>Interruptions and migrations</h2>{_svg_events(r)}
 <h2>Assumptions</h2><pre>{html.escape(json.dumps(rep['assumptions'], indent=2))}</pre>

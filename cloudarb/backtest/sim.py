@@ -509,6 +509,7 @@ class Simulation:
         series_every = (t_end - t_start) / max(1, cfg.series_points)
         next_series = t_start
         progress = _Progress(cfg.progress, t_start, t_end)
+        spent = {"forecast_s": 0.0, "ours_s": 0.0, "baselines_s": 0.0}
 
         def batches() -> Iterator[tuple[float, list[MarketEvent]]]:
             cur_t: float | None = None
@@ -576,7 +577,9 @@ class Simulation:
                         self.dead.discard(k)
                     else:
                         self.dead.add(k)
+                tf = time.perf_counter()
                 self.forecaster.observe(k, new, state.event_t(e))
+                spent["forecast_s"] += time.perf_counter() - tf
                 if e.offer.market is Market.SPOT and (
                         (isinstance(e, CapacityObserved) and not e.available and (old or {}).get("available", True))
                         or (isinstance(e, InterruptionObserved) and e.kind is InterruptionKind.PREEMPTED)):
@@ -606,6 +609,7 @@ class Simulation:
             n_batches += 1
             dead = self.dead
             for strat in strategies:
+                ts = time.perf_counter()
                 led = strat.ledger
                 if lost:
                     led.interrupt(lost, t)
@@ -617,6 +621,7 @@ class Simulation:
                 if strat is ours and cfg.budget_guard and active:
                     for wid, assigns in ours.guard(self, t).items():
                         led.set_plan(wid, assigns, t, dead)
+                spent["ours_s" if strat is ours else "baselines_s"] += time.perf_counter() - ts
             progress.update(t)
         # close the last interval
         if t_end > t_prev:
@@ -631,6 +636,7 @@ class Simulation:
         if ours is not None:
             estats = {"engine": ours.engine.name, "solves": ours.solves, "decisions": ours.decisions,
                       "budget_guard_fired": ours.guard_fired, "solve_ms_total": round(ours.solve_ms, 1)}
+        estats["time_split_s"] = {k: round(v, 2) for k, v in spent.items()}
         return Result(cfg, pf, start, end, ledgers, requested, self.forecaster.summary(), trace_mapping,
                       n_events, n_trace, n_batches, time.perf_counter() - t_run, estats)
 
