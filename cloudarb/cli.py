@@ -28,7 +28,8 @@ def cmd_worker(args: argparse.Namespace, s: Settings) -> int:
 
     from cloudarb.app import create_streams_app
 
-    app = create_streams_app(_bootstrap_or_die(s), app_id=s.cloudarb_app_id, engine=args.engine or s.cloudarb_engine)
+    app = create_streams_app(_bootstrap_or_die(s), app_id=s.cloudarb_app_id, engine=args.engine or s.cloudarb_engine,
+                             extra={"broker_commit_interval": s.cloudarb_commit_interval_s})
     worker = faust.Worker(app, loglevel=args.loglevel, quiet=True)
     worker.execute_from_commandline()
     return 0

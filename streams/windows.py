@@ -2,8 +2,11 @@
 
 Quotes arrive as changes (a price holds until the next change), so a window's statistics come from the
 changes inside it plus the price in force at its start. The history keeps the changes of the longest
-window plus one older point, capped at `MAX_POINTS` (oldest dropped first), as [t, price] pairs so it
-serialises as JSON inside the offer's table value.
+window plus one older point as [t, price] pairs (whole seconds, 6 significant digits) so it serialises
+compactly inside the offer's table value (it is written to the changelog on every update). Past
+`MAX_POINTS` changes, the older half is thinned (every other point dropped, keeping the extremes of
+each dropped pair's neighbourhood approximately): statistics stay exact for sparse markets and become
+approximate only for offers that change more than ~64 times a week.
 
 >>> h = []
 >>> for t, p in [(0, 1.0), (1800, 1.2), (3600, 0.9)]:
@@ -19,7 +22,7 @@ import math
 from typing import Any
 
 WINDOWS_S: dict[str, int] = {"1h": 3600, "24h": 86_400, "7d": 7 * 86_400}
-MAX_POINTS = 256
+MAX_POINTS = 64
 
 History = list[list[float]]
 
@@ -27,6 +30,8 @@ History = list[list[float]]
 def push(hist: History, t: float, price: float) -> History:
     """A new history with (t, price) appended; points older than the 7 d window (but the last one
     before it) are dropped. Out-of-order points are ignored (the state layer already filters them)."""
+    t = float(int(t))
+    price = float(f"{price:.6g}")
     if hist and t < hist[-1][0]:
         return hist
     out = [*hist, [t, price]] if not hist or t > hist[-1][0] else [*hist[:-1], [t, price]]
@@ -35,7 +40,12 @@ def push(hist: History, t: float, price: float) -> History:
     start = max(0, first_inside - 1)
     out = out[start:]
     if len(out) > MAX_POINTS:
-        out = out[-MAX_POINTS:]
+        half = len(out) // 2
+        old = out[:half]
+        # thin the older half: of each pair keep the point further from the pair's mean (keeps extremes)
+        thinned = [max(old[i:i + 2], key=lambda pt, o=old[i:i + 2]: abs(pt[1] - sum(x[1] for x in o) / len(o)))
+                   for i in range(0, len(old), 2)]
+        out = thinned + out[half:]
     return out
 
 

@@ -36,7 +36,21 @@ async def test_track_offers_updates_the_table_and_forwards_material_changes(app:
         fut.set_result(None)
         return fut
 
-    with mock.patch("faust.topics.Topic.send", fake_send):
+    class FakeOut:
+        def __init__(self, bootstrap: str) -> None:
+            pass
+
+        def produce(self, topic: str, key: Any, value: Any, partition: int | None = None) -> None:
+            sent.append((topic, value))
+
+        def write_table(self, table: Any, key: str, value: Any, partition: int) -> None:
+            table.data[key] = value
+            sent.append((table.changelog_topic.get_topic_name(), json.dumps(value).encode()))
+
+        async def flush(self) -> None:
+            pass
+
+    with mock.patch("faust.topics.Topic.send", fake_send), mock.patch("streams.app.FastOutput", FakeOut):
         async with track_offers.test_context() as agent:
             await agent.put(price(O, 1.0).model_dump_json().encode(), key=O.key.encode())
             await agent.put(b"{garbage", key=b"x")
@@ -45,6 +59,7 @@ async def test_track_offers_updates_the_table_and_forwards_material_changes(app:
     assert table[O.key]["usd_per_hour"] == 1.0
     topics = [t for t, _ in sent]
     assert "t-agents-market-changes" in topics and "cloudarb.dlq.v1" in topics
+    assert "t-agents-offers-changelog" in topics and "cloudarb.forecasts.v1" in topics
     dl = json.loads(next(v for t, v in sent if t == "cloudarb.dlq.v1"))
     assert "not JSON" in dl["reason"] and dl["original_b64"]
     assert app.cloudarb_counters.dead_lettered == 1 and app.cloudarb_counters.material == 1

@@ -1,0 +1,58 @@
+"""A fast, batch-flushed output path for the hot agent (measured: Faust's own send and table write
+cost ~360 µs per message on this machine, capping a worker near 2,700 events/s).
+
+`FastOutput` produces with confluent-kafka (C, a few µs per message) and is flushed at the end of each
+`take_events` batch, before Faust acknowledges the batch's offsets: at-least-once is kept (a crash
+before the flush redelivers the batch; everything it produces carries deterministic ids or is an
+idempotent state write).
+
+`write_table()` updates a Faust table the way Faust would (same changelog topic, partition and JSON
+key/value encoding, so Faust's own recovery restores it) without Faust's per-message producer path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+
+class FastOutput:
+    def __init__(self, bootstrap: str) -> None:
+        from confluent_kafka import Producer
+
+        self.errors = 0
+        self._p = Producer({
+            "bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all", "linger.ms": 5,
+            "compression.type": "lz4", "queue.buffering.max.messages": 1_000_000, "log_level": 3,
+        })
+
+    def _on_delivery(self, err: Any, msg: Any) -> None:
+        if err is not None:
+            self.errors += 1
+
+    def produce(self, topic: str, key: bytes | None, value: bytes | None, partition: int | None = None) -> None:
+        kw: dict[str, Any] = {"key": key, "value": value, "on_delivery": self._on_delivery}
+        if partition is not None:
+            kw["partition"] = partition
+        while True:
+            try:
+                self._p.produce(topic, **kw)
+                return
+            except BufferError:
+                self._p.poll(0.01)
+
+    def write_table(self, table: Any, key: str, value: Any, partition: int) -> None:
+        """table[key] = value, with the changelog record produced here (JSON key and value, as Faust)."""
+        table.data[key] = value
+        self.produce(table.changelog_topic.get_topic_name(), json.dumps(key).encode(),
+                     None if value is None else json.dumps(value, separators=(",", ":")).encode(), partition)
+
+    async def flush(self) -> None:
+        """Wait (without blocking the event loop) until everything produced is acknowledged."""
+        while len(self._p) > 0:
+            self._p.poll(0)
+            await asyncio.sleep(0.001)
+        if self.errors:
+            n, self.errors = self.errors, 0
+            raise RuntimeError(f"{n} output messages failed delivery; the batch will be redelivered")

@@ -1,0 +1,230 @@
+"""Streaming-core benchmark on this machine against the local broker (its own command, not a test):
+
+    .venv/bin/python tests/benchmarks/bench_streams.py [--events 200000] [--latency-s 30] [--engine portfolio]
+
+1. throughput: N valid PriceObserved over 10,000 offers are produced to cloudarb.prices.v1; the raw
+   confluent-kafka consume rate of that topic is measured, then a Faust worker consumes it through
+   validate -> state -> forecast -> trigger (no workloads, so no solve); events/s from its committed
+   offsets (commit interval 0.2 s).
+2. latency: a fresh broker; 10,000 offers and 1,000 workloads are loaded, then price changes arrive at a
+   steady 1,000 events/s; each AllocationDecided carries latency_ms (producer timestamp of the oldest
+   triggering event -> decision acknowledged by the broker); p50/p99 over the steady phase.
+3. memory: worker RSS after loading 10,000 offers minus RSS before.
+
+Results go to tests/benchmarks/results.json under "streams" (other keys are left alone).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import statistics
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from cloudarb.demo import group_position  # noqa: E402
+from cloudarb.kafka_local import LocalKafka, ensure_topics  # noqa: E402
+from connectors.publish import KafkaPublisher  # noqa: E402
+from schemas import Market, OfferKey, PriceObserved, WorkloadRequested, WorkloadSpec  # noqa: E402
+from schemas.topics import DECISIONS, PRICES  # noqa: E402
+from tests.integration.helpers import start_worker, stop, wait_until  # noqa: E402
+
+RESULTS = ROOT / "tests" / "benchmarks" / "results.json"
+
+GPUS = {  # model -> (gpus per instance options, usd per GPU-hour typical) from the recorded catalogue
+    "H100-80GB": ([1, 8], 2.5), "A100-80GB": ([1, 8], 1.6), "A100-40GB": ([1, 8], 1.2), "L4": ([1, 4, 8], 0.5),
+    "H200": ([8], 3.4), "B200": ([8], 5.0), "L40S": ([1, 4], 1.0), "A10G": ([1, 4], 0.9),
+}
+PROVIDERS = ["aws", "gcp", "azure", "lambda", "runpod", "vastai", "nebius", "hyperstack"]
+
+
+def make_offers(n: int, seed: int = 1) -> list[tuple[OfferKey, float]]:
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        gpu = rng.choice(list(GPUS))
+        sizes, usd = GPUS[gpu]
+        g = rng.choice(sizes)
+        market = Market.SPOT if rng.random() < 0.4 else Market.ON_DEMAND
+        base = usd * g * (0.45 if market is Market.SPOT else 1.0) * rng.uniform(0.8, 1.3)
+        out.append((OfferKey(provider=rng.choice(PROVIDERS), region=f"region-{i % 37}", zone=f"z{i % 3}",
+                             instance_type=f"{gpu.lower()}-{g}x-{i}", gpu_model=gpu, gpus_per_instance=g,
+                             market=market), round(base, 4)))
+    return out
+
+
+def make_workloads(n: int, seed: int = 2) -> list[WorkloadSpec]:
+    rng = random.Random(seed)
+    models = list(GPUS)
+    out = []
+    for i in range(n):
+        acc = rng.sample(models, rng.randint(1, 3))
+        gpus = rng.choice([1, 2, 4, 8, 16])
+        top = max(GPUS[m][1] for m in acc)
+        out.append(WorkloadSpec(workload_id=f"w{i}", gpu_throughput={m: 1.0 for m in acc}, min_gpus=gpus,
+                                max_gpus=gpus * rng.choice([1, 2]), budget_usd_per_hour=top * gpus * 1.5,
+                                max_spot_share=rng.choice([0.0, 0.5, 1.0]), priority=rng.randint(1, 3)))
+    return out
+
+
+def price_event(o: OfferKey, usd: float, t: datetime, i: int) -> PriceObserved:
+    return PriceObserved(event_id=f"b{i}", offer=o, usd_per_hour=usd, quoted_at=t, observed_at=t, source="bench")
+
+
+def raw_consume_rate(bootstrap: str, topic: str, n: int) -> float:
+    from confluent_kafka import Consumer
+
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"raw-{time.time()}", "auto.offset.reset": "earliest",
+                  "enable.auto.commit": False, "fetch.max.bytes": 50_000_000})
+    c.subscribe([topic])
+    got = 0
+    t0 = None
+    while got < n:
+        msgs = c.consume(10_000, timeout=5)
+        if msgs and t0 is None:
+            t0 = time.perf_counter()
+        got += sum(1 for m in msgs if m.error() is None)
+    dt = time.perf_counter() - (t0 or time.perf_counter())
+    c.close()
+    return got / dt
+
+
+def rss_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def throughput(bootstrap: str, n_events: int, tmp: Path) -> dict[str, float]:
+    offers = make_offers(10_000)
+    rng = random.Random(3)
+    t0 = datetime(2025, 1, 1, tzinfo=UTC)
+    pub = KafkaPublisher(bootstrap)
+    cur = {o.key: p for o, p in offers}
+    for i in range(n_events):
+        o, _ = offers[i % len(offers)]
+        cur[o.key] = round(cur[o.key] * rng.uniform(0.97, 1.03), 4)
+        pub.publish(price_event(o, cur[o.key], t0 + timedelta(seconds=i * 0.5), i))
+    assert pub.flush(120) == 0
+    raw = raw_consume_rate(bootstrap, PRICES.name, n_events)
+    os.environ["CLOUDARB_COMMIT_INTERVAL_S"] = "0.2"
+    app_id = f"bench-tp-{int(time.time())}"
+    worker = start_worker(bootstrap, app_id, tmp / "worker-tp.log")
+    try:
+        wait_until(lambda: group_position(bootstrap, app_id, [PRICES.name])[0] > 0, 120, "worker start", 0.05)
+        s0, t_start = group_position(bootstrap, app_id, [PRICES.name])[0], time.perf_counter()
+        wait_until(lambda: group_position(bootstrap, app_id, [PRICES.name])[0] >= n_events, 600, "worker", 0.05)
+        elapsed = time.perf_counter() - t_start
+    finally:
+        stop(worker)
+    rate = (n_events - s0) / elapsed
+    return {"events": n_events, "events_per_s": round(rate), "raw_consume_events_per_s": round(raw),
+            "ratio_to_raw_consume": round(rate / raw, 4)}
+
+
+def latency(bootstrap: str, seconds: float, engine: str, tmp: Path, rate: int = 1000) -> dict[str, float]:
+    from confluent_kafka import Consumer
+
+    offers = make_offers(10_000)
+    workloads = make_workloads(1000)
+    os.environ["CLOUDARB_COMMIT_INTERVAL_S"] = "1.0"
+    app_id = f"bench-lat-{int(time.time())}"
+    worker = start_worker(bootstrap, app_id, tmp / "worker-lat.log", engine=engine)
+    try:
+        time.sleep(8)
+        rss0 = rss_kb(worker.pid)
+        pub = KafkaPublisher(bootstrap)
+        now = datetime.now(UTC)
+        for i, (o, p) in enumerate(offers):
+            pub.publish(price_event(o, p, now, 10_000_000 + i))
+        assert pub.flush(60) == 0
+        wait_until(lambda: group_position(bootstrap, app_id, [PRICES.name])[0] >= len(offers), 300, "offers", 0.2)
+        rss1 = rss_kb(worker.pid)
+        for w in workloads:
+            pub.publish(WorkloadRequested(event_id=f"wr-{w.workload_id}", spec=w, requested_at=now))
+        assert pub.flush(60) == 0
+        # let the initial placement settle: no new decision for 5 s
+        c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"lat-{time.time()}",
+                      "auto.offset.reset": "latest", "enable.auto.commit": False})
+        c.subscribe([DECISIONS.name])
+        quiet_since = time.monotonic()
+        t_settle = time.monotonic()
+        while time.monotonic() - quiet_since < 5 and time.monotonic() - t_settle < 300:
+            if c.consume(100, timeout=0.5):
+                quiet_since = time.monotonic()
+        # steady phase
+        rng = random.Random(4)
+        cur = {o.key: p for o, p in offers}
+        lat: list[float] = []
+        n = 0
+        t_begin = time.perf_counter()
+        while time.perf_counter() - t_begin < seconds:
+            due = int((time.perf_counter() - t_begin) * rate)
+            while n < due:
+                o, _ = offers[rng.randrange(len(offers))]
+                cur[o.key] = round(cur[o.key] * rng.choice([0.9, 0.97, 0.99, 1.01, 1.03, 1.1]), 4)
+                pub.publish(price_event(o, cur[o.key], datetime.now(UTC), 20_000_000 + n))
+                n += 1
+            for m in c.consume(500, timeout=0.005):
+                if m.error() is None:
+                    d = json.loads(m.value())
+                    if d.get("latency_ms") is not None:
+                        lat.append(float(d["latency_ms"]))
+        pub.flush(30)
+        end = time.monotonic() + 10
+        while time.monotonic() < end:
+            for m in c.consume(500, timeout=0.2):
+                if m.error() is None and (d := json.loads(m.value())).get("latency_ms") is not None:
+                    lat.append(float(d["latency_ms"]))
+        c.close()
+    finally:
+        stop(worker)
+    lat.sort()
+    q = (lambda p: lat[min(len(lat) - 1, int(p * len(lat)))]) if lat else (lambda p: float("nan"))
+    return {"engine": engine, "steady_events": n, "steady_rate_per_s": rate, "decisions": len(lat),
+            "decision_latency_p50_ms": round(q(0.50), 1), "decision_latency_p99_ms": round(q(0.99), 1),
+            "decision_latency_mean_ms": round(statistics.fmean(lat), 1) if lat else None,
+            "memory_mb_per_10k_offers": round((rss1 - rss0) / 1024, 1)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--events", type=int, default=200_000)
+    ap.add_argument("--latency-s", type=float, default=30)
+    ap.add_argument("--engine", default="portfolio")
+    ap.add_argument("--skip-latency", action="store_true")
+    args = ap.parse_args()
+    out: dict[str, object] = {"machine": f"{os.cpu_count()} cores", "measured_at": datetime.now(UTC).isoformat()}
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        broker = LocalKafka(tmp / "k1", heap="1g").start()
+        try:
+            ensure_topics(broker.bootstrap)
+            out.update(throughput(broker.bootstrap, args.events, tmp))
+            print(json.dumps(out, indent=1))
+        finally:
+            broker.stop()
+        if not args.skip_latency:
+            broker = LocalKafka(tmp / "k2", heap="1g").start()
+            try:
+                ensure_topics(broker.bootstrap)
+                out.update(latency(broker.bootstrap, args.latency_s, args.engine, tmp))
+            finally:
+                broker.stop()
+    print(json.dumps(out, indent=1))
+    data = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    data["streams"] = out
+    RESULTS.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+if __name__ == "__main__":
+    main()
