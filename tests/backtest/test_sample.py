@@ -48,3 +48,12 @@ def test_cli_rejects_bad_inputs(tmp_path: Path) -> None:
     bad.write_text("workloads: []\n")
     assert main(["backtest", "--data", str(SAMPLE), "--portfolio", str(bad), "-q"]) == 2
     assert main(["backtest", "--data", str(tmp_path / "nope"), "--portfolio", str(bad), "-q"]) == 2
+
+
+def test_same_input_same_report() -> None:
+    pf = load_portfolio(ROOT / "examples" / "portfolios" / "training-lab.yaml")
+    cfg = BacktestConfig(data_dir=SAMPLE, start=START, end=datetime(2025, 5, 4, tzinfo=UTC))
+    reps = [build_report(run_backtest(cfg, pf)) for _ in range(2)]
+    for rep in reps:
+        rep.pop("timing")
+    assert json.dumps(reps[0], sort_keys=True) == json.dumps(reps[1], sort_keys=True)
