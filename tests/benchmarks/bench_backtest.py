@@ -3,6 +3,8 @@
 Runs both example portfolios (examples/portfolios) on ../shared/data:
   * "one_year": 2024-11-08 -> 2025-11-08, i.e. the last year of the GCP history (to 2025-06) plus the
     whole neocloud tracker (2025-10-19 -> 2025-11-08), with and without the spot-trace overlay;
+  * "one_year_traces_reversed": the same year with the trace direction reversed (0 = no capacity), a
+    sensitivity check of that assumption (skipped with --quick);
   * "full": the whole data (2022-02 -> 2025-11), with the overlay (skipped with --quick).
 Times each run, writes the reports to tests/benchmarks/out/<portfolio>-<run>/ (gitignored) and merges
 headline numbers into tests/benchmarks/results.json under "backtest" (other keys are kept).
@@ -48,6 +50,7 @@ def main() -> int:
     runs: list[tuple[str, dict]] = [("one_year", {"start": YEAR[0], "end": YEAR[1]}),
                                     ("one_year_no_traces", {"start": YEAR[0], "end": YEAR[1], "traces": False})]
     if not args.quick:
+        runs.append(("one_year_traces_reversed", {"start": YEAR[0], "end": YEAR[1], "trace_unavailable_value": 0}))
         runs.append(("full", {}))
     out: dict = {"data": str(args.data), "runs": {}}
     for pname in PORTFOLIOS:
