@@ -322,7 +322,20 @@ class WebhookDispatcher:
             sem = self._sems.setdefault(sub.subscription_id, asyncio.Semaphore(self.concurrency))
             err = ""
             status: int | None = None
+            attempt = 0
             for attempt in range(1, self.max_attempts + 1):
+                if not self.allow_private:
+                    bad = await self._resolves_private(sub.url)
+                    if bad == "private":
+                        self._give_up(alert, sub, attempt, "host resolves to a non-public address", None, delivery_id)
+                        return
+                    if bad:  # DNS failure: retried like a network error
+                        status, err = None, bad
+                        self._log(alert, sub, delivery_id, attempt, "failed", None, err)
+                        if attempt < self.max_attempts:
+                            self.stats.retries += 1
+                            await asyncio.sleep(min(self.max_backoff_s, self.base_backoff_s * 2 ** (attempt - 1)))
+                        continue
                 ts = int(time.time())
                 headers = {"Content-Type": "application/json", "User-Agent": "cloudarb-webhooks/1",
                            TIMESTAMP_HEADER: str(ts), SIGNATURE_HEADER: sign_payload(sub.secret, ts, body),
@@ -346,6 +359,24 @@ class WebhookDispatcher:
             self._give_up(alert, sub, attempt, err, status, delivery_id)
         finally:
             self._pending[sub.subscription_id] -= 1
+
+    async def _resolves_private(self, url: str) -> str:
+        """SSRF guard at delivery time: the host must not resolve to a private/loopback address."""
+        import ipaddress
+        import socket
+        from urllib.parse import urlsplit
+
+        from outputs.security import is_public_ip
+
+        u = urlsplit(url)
+        try:
+            infos = await asyncio.get_running_loop().getaddrinfo(u.hostname, u.port or 443, type=socket.SOCK_STREAM)
+        except OSError as exc:
+            return f"cannot resolve host: {type(exc).__name__}"
+        for info in infos:
+            if not is_public_ip(ipaddress.ip_address(info[4][0])):
+                return "private"
+        return ""
 
     def _log(self, alert: AlertRaised, sub: Subscription, delivery_id: str, attempt: int, status: str,
              http_status: int | None, error: str) -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
+import re
 import secrets
 import threading
 import time
@@ -196,13 +197,25 @@ def validate_webhook_url(url: str, allow_private: bool = False) -> str:
         raise InvalidWebhookURL("url must not contain whitespace")
     if not allow_private:
         host = u.hostname
+        if re.fullmatch(r"(0x[0-9a-f]+|[0-9]+)(\.(0x[0-9a-f]+|[0-9]+))*", host) and _ip(host) is None:
+            raise InvalidWebhookURL("url host must not be a numeric shorthand for an address")
         if host == "localhost" or host.endswith(".localhost") or host.endswith(".local"):
             raise InvalidWebhookURL("url host must be public (set allow_private for local receivers)")
-        try:
-            ip = ipaddress.ip_address(host)
-        except ValueError:
-            ip = None
-        if ip is not None and (ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_reserved
-                               or ip.is_multicast or ip.is_unspecified):
+        ip = _ip(host)
+        if ip is not None and not is_public_ip(ip):
             raise InvalidWebhookURL("url host must be a public address (set allow_private for local receivers)")
     return url
+
+
+def _ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(host)
+    except ValueError:
+        return None
+
+
+def is_public_ip(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return not (ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_reserved or ip.is_multicast
+                or ip.is_unspecified)
