@@ -1,3 +1,4 @@
+# ruff: noqa: E501  (SQL panels read better unwrapped)
 """Generates infra/grafana/dashboards/*.json (Grafana 10+/11 schema, ClickHouse plugin queries).
 
 Run: python infra/grafana/build_dashboards.py
