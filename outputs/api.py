@@ -101,6 +101,11 @@ class ApiKeyIn(BaseModel):
 class _Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        from prometheus_client import GCCollector, PlatformCollector, ProcessCollector
+
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        GCCollector(registry=self.registry)
         self.requests = Counter("cloudarb_api_requests_total", "API requests", ["route", "method", "status"],
                                 registry=self.registry)
         self.latency = Histogram("cloudarb_api_request_seconds", "API request latency", ["route"],
