@@ -159,3 +159,18 @@ def test_restart_scope_gang_vs_instance() -> None:
     # 1 h with 2 GPUs, then the replacement waits 0.5 h; in a gang the survivor waits too
     assert gang.gpu_h == pytest.approx(2 + 2 * 1.5)
     assert inst.gpu_h == pytest.approx(2 + 1.5 + 2)
+
+
+def test_budget_guard_catches_sub_threshold_moves() -> None:
+    # a 1.5 % rise (below the 2 % materiality threshold) puts the cheapest offer over the $1.01 budget
+    alt = offer("od-2", "on_demand", region="r2")
+    evs = [price(OD, 1.00, 0), price(alt, 1.005, 0), price(OD, 1.015, 1)]
+    pf = one_workload(budget_usd_per_hour=1.01, spot_allowed=False)
+    from solvers import GreedyEngine  # the guard is engine-independent; greedy makes the first choice obvious
+
+    guarded = run_backtest(cfg(strategies=("cloudarb",)), pf, GreedyEngine, events=evs)
+    assert guarded.ledgers["cloudarb"].budget_violations == 0
+    assert guarded.engine_stats["budget_guard_fired"] >= 1
+    assert [h.key for h in guarded.ledgers["cloudarb"].holdings["w"]] == [alt.key]
+    unguarded = run_backtest(cfg(strategies=("cloudarb",), budget_guard=False), pf, GreedyEngine, events=evs)
+    assert unguarded.ledgers["cloudarb"].budget_violations == 1
