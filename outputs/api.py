@@ -207,7 +207,10 @@ def create_app(client: Any, config: ApiConfig | None = None, publish: Publish | 
     @app.exception_handler(Exception)
     async def _crash(request: Request, exc: Exception) -> JSONResponse:
         log.error("unhandled %s on %s", type(exc).__name__, request.url.path)
-        return JSONResponse({"detail": "the store is unavailable, try again"}, status_code=503)
+        if isinstance(exc, OSError) or type(exc).__module__.startswith(("clickhouse_connect", "chdb")):
+            return JSONResponse({"detail": "the store is unavailable, try again"}, status_code=503,
+                                headers={"Retry-After": "5"})
+        return JSONResponse({"detail": "internal error"}, status_code=500)
 
     api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="API key")
     bearer = HTTPBearer(auto_error=False, description="API key as a bearer token")
