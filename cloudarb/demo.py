@@ -195,7 +195,7 @@ def run_demo(s: Settings, data_dir: Path | None = None, speed: float = 0.0, keep
         except KeyboardInterrupt:
             console.print("[yellow]interrupted: stopping everything ...[/]")
             return 130
-        except Exception as exc:  # noqa: BLE001 - one clear line, then cleanup
+        except Exception as exc:
             console.print(f"[red]cloudarb demo failed:[/] {exc}")
             return 1
     elapsed = time.monotonic() - t0

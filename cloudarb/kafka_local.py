@@ -23,6 +23,7 @@ import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from schemas.topics import TOPICS, TopicSpec
 
@@ -176,8 +177,8 @@ class LocalKafka:
     def wait_ready(self, timeout_s: float) -> None:
         from confluent_kafka.admin import AdminClient
 
-        admin = AdminClient({"bootstrap.servers": self.bootstrap, "log_level": 0,
-                             "logger": _QuietLogger()})
+        conf: dict[str, Any] = {"bootstrap.servers": self.bootstrap, "log_level": 0, "logger": _QuietLogger()}
+        admin = AdminClient(conf)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.proc is not None and self.proc.poll() is not None:
@@ -189,7 +190,7 @@ class LocalKafka:
                 md = admin.list_topics(timeout=2)
                 if md.brokers:
                     return
-            except Exception:  # noqa: BLE001 - not up yet
+            except Exception:
                 pass
             time.sleep(0.3)
         self.stop()

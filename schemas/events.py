@@ -100,7 +100,8 @@ class CapacityObserved(Event):
     offer: OfferKey
     available: bool
     available_instances: int | None = Field(default=None, ge=0, description="None when unknown")
-    capacity_score: FiniteFloat | None = Field(default=None, ge=0, le=1, description="0..1, e.g. AWS placement score / 10")
+    capacity_score: FiniteFloat | None = Field(
+        default=None, ge=0, le=1, description="0..1, e.g. AWS placement score / 10")
     quoted_at: UtcDatetime
     observed_at: UtcDatetime
     source: str = Field(max_length=200)

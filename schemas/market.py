@@ -46,8 +46,9 @@ class InfeasibilityReport:
     """Why a workload could not be placed, and by how much (never an exception)."""
 
     workload_id: str
-    reason: str                               # human sentence, e.g. "budget $40.00/h below cheapest feasible $52.00/h"
-    constraint: str                           # "budget" | "gpu_count" | "capacity" | "spot_share" | "co_location" | "no_offer"
+    reason: str                               # e.g. "budget $40.00/h below cheapest feasible $52.00/h"
+    # "budget" | "gpu_count" | "capacity" | "spot_share" | "co_location" | "no_offer"
+    constraint: str
     shortfall: float | None = None            # in the constraint's unit (USD/h for budget, GPUs for counts)
 
 

@@ -28,7 +28,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import faust
-from faust.streams import _current_event  # noqa: PLC2701 - set per event inside take_events() batches
+from faust.streams import _current_event
 
 from schemas.events import (
     Assignment,
@@ -141,7 +141,7 @@ def create_app(cfg: StreamsConfig, engine_factory: Callable[[], AllocationEngine
     @app.agent(market_in)
     async def track_offers(stream: faust.StreamT[bytes]) -> None:
         """Validate market events, update per-offer state, forward material changes."""
-        async for batch in stream.take_events(cfg.batch_max, within=cfg.debounce_s):
+        async for batch in stream.take_events(cfg.batch_max, within=cfg.debounce_s):  # type: ignore[attr-defined]
             now = datetime.now(UTC)
             fast = out()
             updated: dict[str, tuple[dict[str, Any], int]] = {}  # one table write per offer per batch
@@ -185,7 +185,7 @@ def create_app(cfg: StreamsConfig, engine_factory: Callable[[], AllocationEngine
     @app.agent(decide_in)
     async def decide_allocations(stream: faust.StreamT[bytes]) -> None:
         """Coalesce market and workload changes over `debounce_s`; re-solve the affected workloads."""
-        async for batch in stream.take_events(cfg.batch_max, within=cfg.debounce_s):
+        async for batch in stream.take_events(cfg.batch_max, within=cfg.debounce_s):  # type: ignore[attr-defined]
             now = datetime.now(UTC)
             market_changes: list[dict[str, Any]] = []
             workload_events: list[WorkloadRequested | WorkloadCancelled] = []
@@ -244,9 +244,9 @@ def create_app(cfg: StreamsConfig, engine_factory: Callable[[], AllocationEngine
                     for k, v in plans.items() if v}
         prev_ids = {_s(k): v["decision_id"] for k, v in plans.items() if v}
         affected = decide.affected_workloads(changed_offers, specs, old_plan) | wl_ids
-        cancelled = {w for w in wl_ids if w not in specs}
-        for w in cancelled:
-            eng.remove_workload(w)
+        cancelled = {wid for wid in wl_ids if wid not in specs}
+        for wid in cancelled:
+            eng.remove_workload(wid)
         to_solve = affected - cancelled
         if not affected:
             return

@@ -5,9 +5,11 @@ its offer is ignored, so replaying a partition after a crash reproduces the same
 
 >>> from datetime import datetime, UTC
 >>> from schemas import OfferKey, Market, PriceObserved
->>> o = OfferKey(provider="gcp", region="r", instance_type="a", gpu_model="L4", gpus_per_instance=1, market=Market.SPOT)
+>>> o = OfferKey(provider="gcp", region="r", instance_type="a", gpu_model="L4", gpus_per_instance=1,
+...              market=Market.SPOT)
 >>> t = datetime(2025, 1, 1, tzinfo=UTC)
->>> s, m = apply_event({}, PriceObserved(event_id="1", offer=o, usd_per_hour=1.0, quoted_at=t, observed_at=t, source="x"))
+>>> e = PriceObserved(event_id="1", offer=o, usd_per_hour=1.0, quoted_at=t, observed_at=t, source="x")
+>>> s, m = apply_event({}, e)
 >>> m, s["usd_per_hour"]
 ('new offer', 1.0)
 """

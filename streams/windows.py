@@ -18,6 +18,7 @@ approximate only for offers that change more than ~64 times a week.
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Any
 
@@ -43,10 +44,15 @@ def push(hist: History, t: float, price: float) -> History:
         half = len(out) // 2
         old = out[:half]
         # thin the older half: of each pair keep the point further from the pair's mean (keeps extremes)
-        thinned = [max(old[i:i + 2], key=lambda pt, o=old[i:i + 2]: abs(pt[1] - sum(x[1] for x in o) / len(o)))
-                   for i in range(0, len(old), 2)]
+        thinned = [_extreme(old[i:i + 2]) for i in range(0, len(old), 2)]
         out = thinned + out[half:]
     return out
+
+
+def _extreme(pair: History) -> list[float]:
+    """Of one or two points, the one further from their mean price."""
+    mean = sum(p for _, p in pair) / len(pair)
+    return max(pair, key=lambda pt: abs(pt[1] - mean))
 
 
 def window_stats(hist: History, now_t: float, window_s: float) -> dict[str, Any]:
@@ -59,7 +65,7 @@ def window_stats(hist: History, now_t: float, window_s: float) -> dict[str, Any]
     pts = ([before[-1]] if before else []) + inside
     if not pts:
         pts = [hist[-1][1]]
-    rets = [math.log(b / a) for a, b in zip(pts, pts[1:], strict=False) if a > 0 and b > 0]
+    rets = [math.log(b / a) for a, b in itertools.pairwise(pts) if a > 0 and b > 0]
     vol = math.sqrt(sum(r * r for r in rets) / len(rets)) if rets else 0.0
     return {"n": len(pts), "min": min(pts), "max": max(pts), "start": pts[0], "last": pts[-1],
             "log_return": math.log(pts[-1] / pts[0]) if pts[0] > 0 else 0.0, "volatility": vol}

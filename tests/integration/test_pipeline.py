@@ -109,7 +109,7 @@ def test_replay_reaches_clickhouse_once_with_decisions(
 def test_worker_killed_mid_stream_loses_nothing_and_duplicates_nothing(
         kafka_bootstrap: str, sink: tuple[ClickHouseWriter, str], chdb_client: tuple[Any, str],
         tmp_path: Path) -> None:
-    writer, sink_group = sink
+    _, sink_group = sink
     client, db = chdb_client
     app_id = unique("kill")
     events = list(replay_events(SAMPLE))

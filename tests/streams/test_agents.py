@@ -14,7 +14,7 @@ from solvers import GreedyEngine
 from streams.app import StreamsConfig, create_app
 from tests.streams.helpers import offer, price
 
-O = offer()
+OFF = offer()
 
 
 @pytest.fixture
@@ -52,11 +52,11 @@ async def test_track_offers_updates_the_table_and_forwards_material_changes(app:
 
     with mock.patch("faust.topics.Topic.send", fake_send), mock.patch("streams.app.FastOutput", FakeOut):
         async with track_offers.test_context() as agent:
-            await agent.put(price(O, 1.0).model_dump_json().encode(), key=O.key.encode())
+            await agent.put(price(OFF, 1.0).model_dump_json().encode(), key=OFF.key.encode())
             await agent.put(b"{garbage", key=b"x")
             await asyncio.sleep(0.1)
     table = app.cloudarb_tables["offers"]
-    assert table[O.key]["usd_per_hour"] == 1.0
+    assert table[OFF.key]["usd_per_hour"] == 1.0
     topics = [t for t, _ in sent]
     assert "t-agents-market-changes" in topics and "cloudarb.dlq.v1" in topics
     assert "t-agents-offers-changelog" in topics and "cloudarb.forecasts.v1" in topics
@@ -67,5 +67,5 @@ async def test_track_offers_updates_the_table_and_forwards_material_changes(app:
 
 def test_engine_contract_is_what_streams_uses() -> None:
     eng = GreedyEngine()
-    eng.upsert_offers([OfferQuote(O, 1.0)])
+    eng.upsert_offers([OfferQuote(OFF, 1.0)])
     assert eng.solve().assignments == ()

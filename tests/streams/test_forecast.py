@@ -2,12 +2,13 @@ from __future__ import annotations
 
 import math
 
+from schemas import Market
 from streams import state
 from streams.forecast import MIN_SCORED, Forecaster, features, forecast_events
 from streams.windows import price_at, push, window_stats
 from tests.streams.helpers import capacity, offer, price
 
-O = offer(market=__import__("schemas").Market.SPOT)
+OFF = offer(market=Market.SPOT)
 
 
 def test_windows_keep_seven_days_and_compute_stats() -> None:
@@ -27,35 +28,35 @@ def test_forecaster_learns_online_and_scores_against_naive() -> None:
     n_made = 0
     # a slow upward drift: the model should learn to beat "last value"
     for i in range(3000):
-        ev = price(O, 1.0 * math.exp(0.0005 * i), minutes=i * 10)
+        ev = price(OFF, 1.0 * math.exp(0.0005 * i), minutes=i * 10)
         s, _ = state.apply_event(s, ev)
-        if f.observe(O.key, s, state.event_t(ev)) is not None:
+        if f.observe(OFF.key, s, state.event_t(ev)) is not None:
             n_made += 1
     summ = f.summary()["3600s"]
     assert n_made > 100 and summ["n"] > 100
     assert summ["mae_model"] < summ["mae_naive"]
-    fc = f.latest[O.key]
+    fc = f.latest[OFF.key]
     assert fc.model_used[3600] and fc.usd_per_hour[3600] > s["usd_per_hour"]
 
 
 def test_forecast_falls_back_to_naive_until_the_model_is_better() -> None:
     f = Forecaster(horizons_s=(3600,))
-    s, _ = state.apply_event({}, price(O, 2.0))
-    fc = f.observe(O.key, s, 0.0)
+    s, _ = state.apply_event({}, price(OFF, 2.0))
+    fc = f.observe(OFF.key, s, 0.0)
     assert fc is not None and not fc.model_used[3600] and fc.usd_per_hour[3600] == 2.0
     assert fc.n_scored[3600] < MIN_SCORED
-    ev = forecast_events(O, fc, None)
-    assert ev[0].horizon_s == 3600 and "naive" in ev[0].model and ev[0].offer == O
+    ev = forecast_events(OFF, fc, None)
+    assert ev[0].horizon_s == 3600 and "naive" in ev[0].model and ev[0].offer == OFF
 
 
 def test_risk_model_sees_capacity_losses() -> None:
     f = Forecaster(horizons_s=(3600,))
     s: dict = {}
     for i in range(400):
-        s, _ = state.apply_event(s, price(O, 1.0 + (i % 2) * 0.1, minutes=i * 30))
+        s, _ = state.apply_event(s, price(OFF, 1.0 + (i % 2) * 0.1, minutes=i * 30))
         if i % 4 == 0:
-            s, _ = state.apply_event(s, capacity(O, i % 8 == 0, minutes=i * 30 + 1))
-        f.observe(O.key, s, state.event_t(price(O, 1.0, minutes=i * 30)))
+            s, _ = state.apply_event(s, capacity(OFF, i % 8 == 0, minutes=i * 30 + 1))
+        f.observe(OFF.key, s, state.event_t(price(OFF, 1.0, minutes=i * 30)))
     r = f.summary()["risk_1h"]
     assert r["n"] > 50 and 0 < f.groups["gcp|L4|spot"].risk_base.get() < 1
-    assert set(features(O.key, s, 0.0)) >= {"ret_1h", "vol_24h", "bad_24h", "spot"}
+    assert set(features(OFF.key, s, 0.0)) >= {"ret_1h", "vol_24h", "bad_24h", "spot"}
