@@ -139,3 +139,32 @@ def test_ops_endpoints_and_stream(api: TestClient) -> None:
         body = r.read().decode()
     data = json.loads(body.split("data: ", 1)[1])
     assert data["offers"] and data["allocation"] and data["savings"]
+
+
+def test_store_outage(loaded_db: tuple[Any, str, list[Event]]) -> None:
+    """ClickHouse unreachable: hot lists keep serving the last snapshot, direct queries say 503, /readyz 503."""
+    client, db, _ = loaded_db
+
+    class Switch:
+        down = False
+
+        def __getattr__(self, name: str) -> Any:
+            attr = getattr(client, name)
+
+            def call(*a: Any, **kw: Any) -> Any:
+                if Switch.down:
+                    raise ConnectionError("clickhouse is down")
+                return attr(*a, **kw)
+
+            return call
+
+    app = create_app(Switch(), ApiConfig(db=db, admin_key=ADMIN, rate_per_s=1000, burst=1000, refresh_s=0.2))
+    with TestClient(app, raise_server_exceptions=False) as tc:
+        assert tc.get("/v1/offers", headers=H(ADMIN)).json()["total"] > 0
+        Switch.down = True
+        assert tc.get("/v1/offers", headers=H(ADMIN)).json()["total"] > 0
+        r = tc.get("/v1/alerts", headers=H(ADMIN))
+        assert r.status_code == 503 and r.headers["Retry-After"] == "5"
+        assert tc.get("/readyz").status_code == 503
+        Switch.down = False
+        assert tc.get("/readyz").status_code == 200
