@@ -65,6 +65,12 @@ def cmd_kafka(args: argparse.Namespace, s: Settings) -> int:
     if args.action == "fetch":
         print(fetch_jars())
         return 0
+    if args.action == "topics":
+        from cloudarb.kafka_local import ensure_topics
+
+        ensure_topics(_bootstrap_or_die(s))
+        print("topics ready")
+        return 0
     broker = LocalKafka(s.kafka_data_dir, port=args.port)
     if args.action == "wipe":
         broker.wipe()
@@ -118,7 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
     k.set_defaults(func=cmd_sink)
 
     kf = sub.add_parser("kafka", help="the local Kafka broker")
-    kf.add_argument("action", choices=["start", "fetch", "wipe"])
+    kf.add_argument("action", choices=["start", "fetch", "wipe", "topics"],
+                    help="start a local broker; fetch its jars; wipe its data; create the topics")
     kf.add_argument("--port", type=int, default=9092)
     kf.set_defaults(func=cmd_kafka)
 
