@@ -108,6 +108,12 @@ def test_provisioning_consistent() -> None:
             assert p["datasource"]["uid"] == ds["uid"]
             assert all(t["datasource"]["uid"] == ds["uid"] for t in p["targets"])
     assert len(titles) == 5
+    compose = GRAFANA.parents[1] / "docker-compose.yml"
+    if compose.exists():  # the provider reads where docker-compose mounts the dashboards
+        vols = yaml.safe_load(compose.read_text())["services"]["grafana"]["volumes"]
+        mounts = {v.split(":")[0].removeprefix("./"): v.split(":")[1] for v in vols}
+        assert mounts["infra/grafana/dashboards"] == prov["providers"][0]["options"]["path"]
+        assert mounts["infra/grafana/provisioning"] == "/etc/grafana/provisioning"
 
 
 @pytest.fixture
