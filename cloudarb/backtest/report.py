@@ -56,12 +56,12 @@ def build_report(r: Result) -> dict[str, Any]:
         "data_dir": str(cfg.data_dir),
         "strategies": strategies,
         "forecast_error": r.forecast,
-        "engine": {k: v for k, v in r.engine_stats.items() if k not in ("solve_ms_total", "time_split_s")},
+        "engine": {k: v for k, v in r.engine_stats.items() if k not in ("solve_ms_total", "time_split_s", "cpu_s")},
         "events": {"market": r.n_events - r.n_trace_events, "trace_overlay": r.n_trace_events,
                    "batches": r.n_batches},
         "timing": {"runtime_s": round(r.runtime_s, 2),  # the only non-deterministic part of the report
                    "solve_ms_total": r.engine_stats.get("solve_ms_total"),
-                   "split_s": r.engine_stats.get("time_split_s")},
+                   "split_s": r.engine_stats.get("time_split_s"), "cpu_s": r.engine_stats.get("cpu_s")},
         "assumptions": {
             "trace_unavailable_value": cfg.trace_unavailable_value,
             "trace_resolution_s": cfg.trace_resolution_s,
@@ -86,7 +86,8 @@ def headline(rep: dict[str, Any]) -> str:
     hdr = (f"{'strategy':<16}{'cost $':>13}{'$/GPU-h':>9}{'deliv/req':>10}{'intr':>6}{'migr':>6}{'budg':>5}"
            + "".join(f"{'vs ' + b[:13]:>18}" for b in cols))
     lines = [f"portfolio {rep['portfolio']}  {rep['window']['from'][:16]} -> {rep['window']['to'][:16]} "
-             f"({rep['window']['days']} d), {rep['timing']['runtime_s']} s", hdr, "-" * len(hdr)]
+             f"({rep['window']['days']} d), {rep['timing']['runtime_s']} s wall, {rep['timing']['cpu_s']} s CPU",
+             hdr, "-" * len(hdr)]
     for n in names:
         s = st[n]
         cpg = s["cost_per_delivered_gpu_hour"]

@@ -448,7 +448,7 @@ class Simulation:
         return evs, {e.offer.key: e.offer for e in evs}
 
     def run(self) -> Result:
-        t_run = time.perf_counter()
+        t_run, c_run = time.perf_counter(), time.process_time()
         cfg, pf = self.cfg, self.portfolio
         events, offers = self._market_events()
         if not events:
@@ -637,6 +637,7 @@ class Simulation:
             estats = {"engine": ours.engine.name, "solves": ours.solves, "decisions": ours.decisions,
                       "budget_guard_fired": ours.guard_fired, "solve_ms_total": round(ours.solve_ms, 1)}
         estats["time_split_s"] = {k: round(v, 2) for k, v in spent.items()}
+        estats["cpu_s"] = round(time.process_time() - c_run, 2)  # robust to other load on shared cores
         return Result(cfg, pf, start, end, ledgers, requested, self.forecaster.summary(), trace_mapping,
                       n_events, n_trace, n_batches, time.perf_counter() - t_run, estats)
 

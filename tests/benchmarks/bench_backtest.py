@@ -34,7 +34,8 @@ YEAR = (datetime(2024, 11, 8, tzinfo=UTC), datetime(2025, 11, 8, tzinfo=UTC))
 def _summary(rep: dict, wall_s: float) -> dict:
     keep = ("total_cost_usd", "cost_per_delivered_gpu_hour", "gpu_hours_delivered", "gpu_hours_requested",
             "interruptions", "migrations", "budget_violations", "savings_pct_vs")
-    return {"wall_s": round(wall_s, 2), "window": rep["window"], "events": rep["events"], "engine": rep["engine"],
+    return {"wall_s": round(wall_s, 2), "cpu_s": rep["timing"]["cpu_s"], "time_split_s": rep["timing"]["split_s"],
+            "window": rep["window"], "events": rep["events"], "engine": rep["engine"],
             "forecast_error": rep["forecast_error"],
             "strategies": {n: {k: s[k] for k in keep} for n, s in rep["strategies"].items()}}
 
