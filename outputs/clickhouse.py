@@ -52,7 +52,7 @@ def ddl_statements(db: str = DEFAULT_DB) -> list[str]:
 
 
 def apply_ddl(client: Any, db: str = DEFAULT_DB) -> int:
-    """Apply all DDL (idempotent: every statement is IF NOT EXISTS). Returns the statement count."""
+    """Apply all DDL (idempotent: IF NOT EXISTS, and one-off backfills guarded by emptiness). Returns the count."""
     stmts = ddl_statements(db)
     for s in stmts:
         client.command(s)

@@ -29,28 +29,15 @@ def _iso(v: Any) -> Any:
 
 
 def offers_sql(db: str) -> str:
+    """Latest quote, availability and interruption probability per offer, from `offer_latest` (one row per
+    offer after merges: no scan of the price history)."""
     return f"""
-SELECT p.offer_key, p.provider, p.region, p.zone, p.instance_type, p.gpu_model, p.gpus_per_instance, p.market,
-       p.usd_h, p.usd_gh, p.last_quoted_at, c.avail, c.avail_n,
-       i.p_int
-FROM (
-    SELECT offer_key, any(provider) AS provider, any(region) AS region, any(zone) AS zone,
-           any(instance_type) AS instance_type, any(gpu_model) AS gpu_model,
-           any(gpus_per_instance) AS gpus_per_instance, any(market) AS market,
-           argMax(usd_per_hour, quoted_at) AS usd_h, argMax(usd_per_gpu_hour, quoted_at) AS usd_gh,
-           max(quoted_at) AS last_quoted_at
-    FROM {db}.prices GROUP BY offer_key
-) AS p
-LEFT JOIN (
-    SELECT offer_key, argMax(available, quoted_at) AS avail,
-           argMax(available_instances, quoted_at) AS avail_n
-    FROM {db}.capacity GROUP BY offer_key
-) AS c ON p.offer_key = c.offer_key
-LEFT JOIN (
-    SELECT offer_key, argMax(interruption_probability_per_hour, occurred_at) AS p_int
-    FROM {db}.interruptions WHERE interruption_probability_per_hour IS NOT NULL GROUP BY offer_key
-) AS i ON p.offer_key = i.offer_key
-SETTINGS join_use_nulls = 1
+SELECT offer_key, argMaxMerge(usd_per_hour) AS usd_h, max(quoted_at) AS last_quoted_at,
+       argMaxMerge(available) AS avail, argMaxMerge(avail_n) AS avail_count, max(cap_seen) AS has_cap,
+       argMaxMerge(p_int) AS p, max(int_seen) AS has_int
+FROM {db}.offer_latest
+GROUP BY offer_key
+HAVING last_quoted_at > toDateTime64(0, 3)
 """
 
 
@@ -147,19 +134,22 @@ class ReadModel:
 
     def load_offers(self) -> list[dict[str, Any]]:
         out = []
-        for r in self.client.query(offers_sql(self.db)).result_rows:
-            (key, provider, region, zone, itype, gpu, n, market, usd_h, usd_gh, quoted_at, avail, avail_n,
-             p_int) = r
+        for key, usd_h, quoted_at, avail, avail_n, has_cap, p, has_int in self.client.query(
+                offers_sql(self.db)).result_rows:
+            provider, region, zone, itype, gpu, n_s, market = key.split("|")
+            n = int(n_s)
+            p_int = p if has_int else None
+            usd_gh = usd_h / n
             spec = GPU_CATALOGUE.get(gpu)
             eff = usd_gh * (1 + (p_int or 0.0) * RESTART_OVERHEAD_H)
             out.append({
                 "offer_key": key, "provider": provider, "region": region, "zone": zone, "instance_type": itype,
-                "gpu_model": gpu, "gpus_per_instance": int(n), "market": market,
+                "gpu_model": gpu, "gpus_per_instance": n, "market": market,
                 "usd_per_hour": round(usd_h, 6), "usd_per_gpu_hour": round(usd_gh, 6),
                 "effective_usd_per_gpu_hour": round(eff, 6),
                 "usd_per_a100_hour": round(eff / spec.relative_throughput, 6) if spec else None,
-                "available": None if avail is None else bool(avail),
-                "available_instances": avail_n, "interruption_probability_per_hour": p_int,
+                "available": bool(avail) if has_cap else None,
+                "available_instances": avail_n if has_cap else None, "interruption_probability_per_hour": p_int,
                 "quoted_at": _iso(quoted_at),
             })
         out.sort(key=lambda o: (o["effective_usd_per_gpu_hour"], o["offer_key"]))

@@ -245,3 +245,49 @@ SELECT toStartOfHour(decided_at) AS hour, solver,
        avgState(_d.total_usd_per_hour) AS usd_per_hour
 FROM {db}.decisions AS _d
 GROUP BY hour, solver, reason_kind
+;
+-- the latest quote, availability and interruption probability per offer: one row per offer after merges,
+-- so "current best offers" never scans the price history. Fed by three MVs; backfilled once (below).
+CREATE TABLE IF NOT EXISTS {db}.offer_latest
+(
+    offer_key      String,
+    usd_per_hour   AggregateFunction(argMax, Float64, DateTime64(3, 'UTC')),
+    quoted_at      SimpleAggregateFunction(max, DateTime64(3, 'UTC')),
+    available      AggregateFunction(argMax, Bool, DateTime64(3, 'UTC')),
+    avail_n        AggregateFunction(argMax, Nullable(UInt32), DateTime64(3, 'UTC')),
+    cap_seen       SimpleAggregateFunction(max, UInt8),
+    p_int          AggregateFunction(argMax, Float64, DateTime64(3, 'UTC')),
+    int_seen       SimpleAggregateFunction(max, UInt8)
+)
+ENGINE = AggregatingMergeTree
+ORDER BY offer_key
+;
+CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.offer_latest_prices_mv TO {db}.offer_latest AS
+SELECT offer_key, argMaxState(_p.usd_per_hour, _p.quoted_at) AS usd_per_hour, max(_p.quoted_at) AS quoted_at
+FROM {db}.prices AS _p GROUP BY offer_key
+;
+CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.offer_latest_capacity_mv TO {db}.offer_latest AS
+SELECT offer_key, argMaxState(_c.available, _c.quoted_at) AS available,
+       argMaxState(_c.available_instances, _c.quoted_at) AS avail_n, toUInt8(1) AS cap_seen
+FROM {db}.capacity AS _c GROUP BY offer_key
+;
+CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.offer_latest_interruptions_mv TO {db}.offer_latest AS
+SELECT offer_key, argMaxState(assumeNotNull(_i.interruption_probability_per_hour), _i.occurred_at) AS p_int,
+       toUInt8(1) AS int_seen
+FROM {db}.interruptions AS _i WHERE _i.interruption_probability_per_hour IS NOT NULL GROUP BY offer_key
+;
+-- backfill for a database created before offer_latest existed (a no-op once it holds anything)
+INSERT INTO {db}.offer_latest (offer_key, usd_per_hour, quoted_at)
+SELECT offer_key, argMaxState(usd_per_hour, quoted_at), max(quoted_at) FROM {db}.prices
+WHERE (SELECT count() FROM {db}.offer_latest) = 0 GROUP BY offer_key
+;
+INSERT INTO {db}.offer_latest (offer_key, available, avail_n, cap_seen)
+SELECT offer_key, argMaxState(available, quoted_at), argMaxState(available_instances, quoted_at), toUInt8(1)
+FROM {db}.capacity
+WHERE (SELECT countIf(cap_seen = 1) FROM {db}.offer_latest) = 0 GROUP BY offer_key
+;
+INSERT INTO {db}.offer_latest (offer_key, p_int, int_seen)
+SELECT offer_key, argMaxState(assumeNotNull(interruption_probability_per_hour), occurred_at), toUInt8(1)
+FROM {db}.interruptions
+WHERE interruption_probability_per_hour IS NOT NULL AND (SELECT countIf(int_seen = 1) FROM {db}.offer_latest) = 0
+GROUP BY offer_key
