@@ -18,7 +18,7 @@ class Settings(BaseSettings):
     clickhouse_url: str | None = Field(default=None, description="unset = embedded chdb")
     cloudarb_home: Path = Field(default=ROOT / "var", description="state: chdb, local broker data")
     cloudarb_app_id: str = "cloudarb"
-    cloudarb_engine: str = Field(default="greedy", description="greedy | portfolio")
+    cloudarb_engine: str = Field(default="portfolio", description="portfolio (OR-Tools/HiGHS) | greedy")
     cloudarb_data_dir: Path = Field(default=ROOT / "data" / "sample")
     cloudarb_workloads_file: Path = Field(default=ROOT / "examples" / "workloads.yaml")
     clickhouse_db: str = "cloudarb"

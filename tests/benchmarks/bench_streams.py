@@ -158,9 +158,13 @@ def latency(bootstrap: str, seconds: float, engine: str, tmp: Path, rate: int = 
         c.subscribe([DECISIONS.name])
         quiet_since = time.monotonic()
         t_settle = time.monotonic()
-        while time.monotonic() - quiet_since < 5 and time.monotonic() - t_settle < 300:
-            if c.consume(100, timeout=0.5):
+        seen = 0
+        while (seen == 0 or time.monotonic() - quiet_since < 5) and time.monotonic() - t_settle < 600:
+            got = c.consume(100, timeout=0.5)
+            if got:
+                seen += len(got)
                 quiet_since = time.monotonic()
+        settle_s = time.monotonic() - t_settle
         # steady phase
         rng = random.Random(4)
         cur = {o.key: p for o, p in offers}
@@ -193,7 +197,8 @@ def latency(bootstrap: str, seconds: float, engine: str, tmp: Path, rate: int = 
     return {"engine": engine, "steady_events": n, "steady_rate_per_s": rate, "decisions": len(lat),
             "decision_latency_p50_ms": round(q(0.50), 1), "decision_latency_p99_ms": round(q(0.99), 1),
             "decision_latency_mean_ms": round(statistics.fmean(lat), 1) if lat else None,
-            "memory_mb_per_10k_offers": round((rss1 - rss0) / 1024, 1)}
+            "memory_mb_per_10k_offers": round((rss1 - rss0) / 1024, 1),
+            "initial_placement_s": round(settle_s, 1), "initial_decisions": seen}
 
 
 def main() -> None:
