@@ -187,6 +187,8 @@ def create_app(client: Any, config: ApiConfig | None = None, publish: Publish | 
     async def _start() -> None:
         if cfg.start_read_model:
             await asyncio.to_thread(_first_refresh, rm)
+            ks.inline_refresh = False  # keys are reloaded by the read model's thread, never on a request
+            rm.also_refresh.append(ks.refresh)
             rm.start()
         try:
             await asyncio.to_thread(ks.refresh)

@@ -86,6 +86,7 @@ class ReadModel:
         self._thread: threading.Thread | None = None
         self._changed = threading.Condition()
         self._sig: tuple[Any, ...] | None = None
+        self.also_refresh: list[Any] = []  # other periodic refreshes run on this thread (e.g. API keys)
 
     # -- lifecycle
     def start(self) -> None:
@@ -101,6 +102,11 @@ class ReadModel:
 
     def _loop(self) -> None:
         while not self._stop.is_set():
+            for f in self.also_refresh:
+                try:
+                    f()
+                except Exception as exc:
+                    log.warning("refresh failed: %s", type(exc).__name__)
             try:
                 self.refresh()
             except Exception as exc:

@@ -60,6 +60,7 @@ class KeyStore:
         self._loaded: dict[str, Principal] = {}
         self._loaded_at = 0.0
         self._lock = threading.Lock()
+        self.inline_refresh = True  # False when a background thread calls refresh() (the API's read model does)
         if bootstrap_admin_key:
             self._static[hash_key(bootstrap_admin_key)] = Principal("bootstrap-admin", "admin", "bootstrap")
 
@@ -84,7 +85,7 @@ class KeyStore:
         p = self._static.get(h)
         if p is not None:
             return p
-        if self.client is not None and time.monotonic() - self._loaded_at > self.refresh_s:
+        if self.inline_refresh and self.client is not None and time.monotonic() - self._loaded_at > self.refresh_s:
             try:
                 self.refresh()
             except Exception:
