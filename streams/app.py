@@ -115,6 +115,13 @@ def create_app(cfg: StreamsConfig, engine_factory: Callable[[], AllocationEngine
     workload_specs = app.Table("workloads", default=None, partitions=1)
 
     engine_box: dict[str, AllocationEngine] = {}
+    held_box: dict[str, set[str]] = {}
+
+    def held_offers() -> set[str]:
+        """Offers under a current placement (one worker: shared in process; rebuilt from `plans`)."""
+        if "h" not in held_box:
+            held_box["h"] = {_assignment_offer_key(a) for _, p in plans.items() if p for a in p["assignments"]}
+        return held_box["h"]
     out_box: dict[str, FastOutput] = {}
 
     def out() -> FastOutput:
@@ -159,7 +166,7 @@ def create_app(cfg: StreamsConfig, engine_factory: Callable[[], AllocationEngine
                 counters.market_valid += 1
                 key = result.offer.key
                 old = updated[key][0] if key in updated else offers.get(key)
-                new, reason = state.apply_event(old or {}, result, cfg.price_threshold)
+                new, reason = state.apply_event(old or {}, result, cfg.price_threshold, held=key in held_offers())
                 if new is old:
                     continue
                 updated[key] = (new, msg.partition)
@@ -284,11 +291,19 @@ def create_app(cfg: StreamsConfig, engine_factory: Callable[[], AllocationEngine
         for wid in decision.workload_ids:
             plans[wid] = ({"decision_id": decision.event_id, "assignments": new_plan.get(wid, [])}
                           if wid not in cancelled else None)
+        held_box["h"] = {_assignment_offer_key(a) for _, p in plans.items() if p for a in p["assignments"]}
 
     app.cloudarb_agents = (track_offers, decide_allocations)  # type: ignore[attr-defined]
     app.cloudarb_tables = {"offers": offers, "market": market, "plans": plans,  # type: ignore[attr-defined]
                            "workloads": workload_specs}
     return app
+
+
+def _assignment_offer_key(assignment: dict[str, Any]) -> str:
+    """The offer key of an assignment stored as JSON in the plans table."""
+    from schemas.offers import OfferKey
+
+    return OfferKey.model_validate(assignment["offer"]).key
 
 
 def _s(k: Any) -> str:

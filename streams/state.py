@@ -37,8 +37,12 @@ def _ts(t: Any) -> float:
 
 
 def apply_event(state: State, e: PriceObserved | CapacityObserved | InterruptionObserved,
-                threshold: float = PRICE_MOVE_THRESHOLD) -> tuple[State, str | None]:
-    """Return (new state, material-change reason or None). `state` is not mutated."""
+                threshold: float = PRICE_MOVE_THRESHOLD, held: bool = False) -> tuple[State, str | None]:
+    """Return (new state, material-change reason or None). `state` is not mutated.
+
+    `held`: the offer carries a current placement. Then any price change is material, so a move below the
+    threshold can never leave a placement over its budget unnoticed.
+    """
     s = dict(state)
     if isinstance(e, PriceObserved):
         t = _ts(e.quoted_at)
@@ -56,9 +60,10 @@ def apply_event(state: State, e: PriceObserved | CapacityObserved | Interruption
             s["engine_usd_per_hour"] = p
             return s, "new offer"
         seen = float(s.get("engine_usd_per_hour", p))
-        if abs(p - seen) / seen >= threshold:
+        if abs(p - seen) / seen >= threshold or (held and p != seen):
             s["engine_usd_per_hour"] = p
-            return s, f"price {'rose' if p > seen else 'fell'} {abs(p - seen) / seen:.1%}"
+            return s, f"price {'rose' if p > seen else 'fell'} {abs(p - seen) / seen:.1%}" + (
+                " on a held offer" if abs(p - seen) / seen < threshold else "")
         return s, None
     if isinstance(e, CapacityObserved):
         t = _ts(e.quoted_at)

@@ -140,7 +140,12 @@ def test_worker_killed_mid_stream_loses_nothing_and_duplicates_nothing(
     expected = _expected_offer_state(market)
     got = _changelog_state(kafka_bootstrap, f"{app_id}-offers-changelog")
     assert set(got) == set(expected)
-    assert all(got[k] == expected[k] for k in expected)
+    # `engine_usd_per_hour` (the price last forwarded to the engine) also depends on which offers were held
+    # by a plan at that moment (timing-dependent even without a kill); every other field must match exactly
+    def strip(d: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in d.items() if k != "engine_usd_per_hour"}
+
+    assert all(strip(got[k]) == strip(expected[k]) for k in expected)
 
     # every price is in ClickHouse once; no decision id twice
     counts = table_counts(client, db)

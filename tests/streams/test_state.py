@@ -42,3 +42,11 @@ def test_quote_from_state() -> None:
     s, _ = apply_event({}, price(OFF, 2.0))
     q = quote_from_state(OFF.key, s, now_t=s["price_t"] + 60)
     assert q is not None and q.offer == OFF and q.usd_per_hour == 2.0 and q.quote_age_s == 60
+
+
+def test_any_move_on_a_held_offer_is_material() -> None:
+    s, _ = apply_event({}, price(OFF, 1.0, 0))
+    _, why = apply_event(s, price(OFF, 1.005, 10))
+    assert why is None
+    s3, why = apply_event(s, price(OFF, 1.005, 10), held=True)
+    assert why is not None and "held offer" in why and s3["engine_usd_per_hour"] == 1.005
