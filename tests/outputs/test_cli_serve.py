@@ -66,3 +66,15 @@ def test_serve(kafka_bootstrap: str, tmp_path: Path) -> None:
         log.close()
     assert rc == 0, (tmp_path / "serve.log").read_text()[-2000:]
     assert ADMIN not in (tmp_path / "serve.log").read_text()
+
+
+def test_cli_commands_parse() -> None:
+    from cloudarb.cli import build_parser
+
+    p = build_parser()
+    for argv in (["api", "--port", "0"], ["serve", "--no-sink", "--execute", "aws", "--max-instances", "2"],
+                 ["alerts", "run", "--price-change-pct", "5", "--idle-exit-s", "1"],
+                 ["executors", "run", "--max-usd-per-hour", "10"], ["apikey", "create", "--role", "viewer"]):
+        assert callable(p.parse_args(argv).func), argv
+    with pytest.raises(SystemExit):
+        p.parse_args(["apikey", "create", "--role", "root"])
