@@ -119,7 +119,7 @@ def cmd_executors(args: argparse.Namespace, s: Settings) -> int:
 
     ex, enabled, caps = _executors(args)
     h = start_executors(_bootstrap(s), _client(s), s.clickhouse_db, ex, sorted(enabled), caps,
-                        idle_exit_s=args.idle_exit_s)
+                        group_id=f"{s.cloudarb_app_id}-executors", idle_exit_s=args.idle_exit_s)
     print(f"executors running ({'real: ' + ', '.join(sorted(ex)) if ex else 'dry run only'}); Ctrl-C stops them")
     _wait_threads(h)
     return 0
@@ -146,7 +146,7 @@ def cmd_alerts(args: argparse.Namespace, s: Settings) -> int:
                      rules=AlertRules(price_change_pct=args.price_change_pct,
                                       savings_opportunity_usd_per_hour=args.savings_usd_per_hour),
                      allow_private_webhooks=os.environ.get("CLOUDARB_WEBHOOK_ALLOW_PRIVATE") == "1",
-                     idle_exit_s=args.idle_exit_s)
+                     group_id=f"{s.cloudarb_app_id}-alerts", idle_exit_s=args.idle_exit_s)
     print("alerts running; Ctrl-C stops them")
     _wait_threads(h)
     pub.flush(10)

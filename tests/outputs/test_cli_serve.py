@@ -28,7 +28,8 @@ def test_serve(kafka_bootstrap: str, tmp_path: Path) -> None:
     port = s.getsockname()[1]
     s.close()
     env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap, "CLOUDARB_HOME": str(tmp_path),
-           "CLOUDARB_ADMIN_KEY": ADMIN, "CLICKHOUSE_DB": "serve_test", "PYTHONUNBUFFERED": "1"}
+           "CLOUDARB_ADMIN_KEY": ADMIN, "CLICKHOUSE_DB": "serve_test", "PYTHONUNBUFFERED": "1",
+           "CLOUDARB_APP_ID": unique("serve")}
     env.pop("CLICKHOUSE_URL", None)
     log = open(tmp_path / "serve.log", "wb")  # noqa: SIM115
     p = subprocess.Popen([sys.executable, "-m", "cloudarb", "serve", "--port", str(port)], cwd=ROOT, env=env,
@@ -78,3 +79,24 @@ def test_cli_commands_parse() -> None:
         assert callable(p.parse_args(argv).func), argv
     with pytest.raises(SystemExit):
         p.parse_args(["apikey", "create", "--role", "root"])
+
+
+def test_alerts_and_executors_commands_run_and_exit(kafka_bootstrap: str, tmp_path: Path) -> None:
+    procs = []
+    for name, argv in (("executors", ["executors", "run", "--idle-exit-s", "3"]),
+                       ("alerts", ["alerts", "run", "--idle-exit-s", "3"])):
+        home = tmp_path / name
+        env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap, "CLOUDARB_HOME": str(home),
+               "CLOUDARB_APP_ID": unique(name)}
+        env.pop("CLICKHOUSE_URL", None)
+        procs.append((name, subprocess.Popen([sys.executable, "-m", "cloudarb", *argv], cwd=ROOT, env=env,
+                                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                             start_new_session=True)))
+    for name, p in procs:
+        try:
+            out, _ = p.communicate(timeout=90)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+            out, _ = p.communicate()
+        assert p.returncode == 0, (name, out.decode()[-2000:])
+        assert b"running" in out
