@@ -58,10 +58,11 @@ SOLUTION METHOD (and why)
 * Integer phase (per workload, priority order, capacity tracked): candidates are (a) the LP support
   rounded down and repaired greedily to whole instances, (b) the best single-offer plan, (c) the
   current plan (hysteresis); pick the cheapest under the LP's concentration prices. (b) makes the
-  plan never worse than the cheapest-feasible greedy rule per workload. A second pass that holds
-  each workload's rounded-down LP capacity for it runs when the first pass broke such a holding;
-  the cheaper pass wins. `evaluate` re-checks the re-decided workloads against the instance (and
-  the capacity everyone else holds) before anything is returned.
+  plan never worse than the cheapest-feasible greedy rule per workload. On large re-decisions
+  (> 64 workloads, e.g. cold) a second pass that holds each workload's rounded-down LP capacity
+  for it runs when the first pass broke such a holding; the cheaper pass wins. `evaluate`
+  re-checks the re-decided workloads against the instance (and the capacity everyone else
+  holds) before anything is returned.
 * Incremental integer phase: decisions are cached per workload and only re-made where the LP
   support or its integer parts moved, where a changed offer is used, or could beat the chosen plan;
   an offer that only beats the runner-up updates the explanation in place.
@@ -892,7 +893,7 @@ class PortfolioEngine:
                     return False
             return True
 
-        if own and not honoured(best[1]):
+        if own and len(A) > 64 and not honoured(best[1]):   # worth it on (cold) full decisions
             alt = run_pass(True)
             if alt[0] < best[0] - 1e-9:
                 best = alt
