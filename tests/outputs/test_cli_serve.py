@@ -1,5 +1,6 @@
-"""`cloudarb serve` end to end in a subprocess (chdb, real local broker): ready, a workload POSTed
-through the API reaches Kafka and comes back through the sink into ClickHouse; SIGTERM stops it."""
+"""SLOW (subprocesses, ~30 s): `cloudarb serve` end to end in a subprocess (chdb, real local broker):
+ready, a workload POSTed through the API reaches Kafka and comes back through the sink into ClickHouse;
+SIGTERM stops it."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ ROOT = Path(__file__).resolve().parents[2]
 ADMIN = "admin-cli-key-0123456789abcdef"
 
 
+@pytest.mark.slow
 def test_serve(kafka_bootstrap: str, tmp_path: Path) -> None:
     import socket
 
@@ -81,6 +83,7 @@ def test_cli_commands_parse() -> None:
         p.parse_args(["apikey", "create", "--role", "root"])
 
 
+@pytest.mark.slow
 def test_alerts_and_executors_commands_run_and_exit(kafka_bootstrap: str, tmp_path: Path) -> None:
     procs = []
     for name, argv in (("executors", ["executors", "run", "--idle-exit-s", "3"]),
