@@ -288,7 +288,11 @@ def advisor_events(src: Source, data: Any, at: datetime, source: str,
     for region in sorted(adv):
         if wanted is not None and region not in wanted:
             continue
-        linux = (adv[region] or {}).get("Linux") or {}
+        reg = adv[region]
+        linux = reg.get("Linux") if isinstance(reg, dict) else None
+        if not isinstance(linux, dict):
+            yield Reject("malformed_record", f"{region}: no Linux map")
+            continue
         for it in sorted(linux):
             if it not in AWS_INSTANCES:
                 continue  # not a GPU type we map (the advisor lists every EC2 type)
@@ -364,15 +368,18 @@ class AwsInterruptionSource(_AwsBase):
             return Reject("malformed_json", str(exc)[:80])
         if not isinstance(ev, dict) or ev.get("detail-type") != "EC2 Spot Instance Interruption Warning":
             return Reject("not_an_interruption", str(ev.get("detail-type") if isinstance(ev, dict) else ev)[:80])
-        iid = (ev.get("detail") or {}).get("instance-id")
+        detail = ev.get("detail")
+        iid = detail.get("instance-id") if isinstance(detail, dict) else None
         t, region = parse_time(ev.get("time")), ev.get("region")
         if not isinstance(iid, str) or t is None or not isinstance(region, str):
             return Reject("missing_field", "detail.instance-id/time/region")
+        if region not in REGIONS:
+            return Reject("unknown_region", repr(region)[:60])
         try:
             r = _boto_call(self.client("ec2", region).describe_instances, InstanceIds=[iid])
             inst = r["Reservations"][0]["Instances"][0]
             itype, az = inst["InstanceType"], inst["Placement"]["AvailabilityZone"]
-        except (SourceError, TransientError, KeyError, IndexError) as exc:
+        except Exception as exc:  # any lookup failure (gone, throttled, invalid id) rejects this message only
             return Reject("unresolved_instance", f"{iid}: {exc}"[:120])
         offer = self.offer_for(region, itype, Market.SPOT, zone=az)
         return self.interruption(offer, InterruptionKind.WARNING, t,

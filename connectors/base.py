@@ -376,7 +376,10 @@ def parse_time(v: Any) -> datetime | None:
     if isinstance(v, datetime):
         return v if v.tzinfo else v.replace(tzinfo=UTC)
     if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v):
-        return datetime.fromtimestamp(v, UTC)
+        try:
+            return datetime.fromtimestamp(v, UTC)
+        except (OverflowError, OSError, ValueError):
+            return None
     if isinstance(v, str) and v:
         try:
             t = datetime.fromisoformat(v.replace("Z", "+00:00"))

@@ -71,7 +71,7 @@ def sku_unit_price(sku: Mapping[str, Any]) -> float | None:
         rates = sku["pricingInfo"][0]["pricingExpression"]["tieredRates"]
         up = rates[-1]["unitPrice"]
         return int(up.get("units") or 0) + int(up.get("nanos") or 0) / 1e9
-    except (KeyError, IndexError, TypeError, ValueError):
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError):
         return None
 
 
@@ -114,13 +114,14 @@ class GcpPricesSource(Source):
         table: dict[tuple[bool, str, str], tuple[float, datetime | None]] = {}
         for sku in self.skus():
             desc = sku.get("description")
-            cat = sku.get("category") or {}
-            if not isinstance(desc, str) or cat.get("usageType") not in ("OnDemand", "Preemptible"):
+            cat = sku.get("category")
+            usage = cat.get("usageType") if isinstance(cat, dict) else None
+            if not isinstance(desc, str) or usage not in ("OnDemand", "Preemptible"):
                 continue
             m = _SKU.match(desc)
             if m is None:
                 continue
-            spot = bool(m.group("spot")) or cat.get("usageType") == "Preemptible"
+            spot = bool(m.group("spot")) or usage == "Preemptible"
             if m.group("fam"):
                 comp = f"{m.group('fam')} {m.group('kind')}"
             else:
@@ -129,8 +130,17 @@ class GcpPricesSource(Source):
             if price is None or not price > 0:
                 yield Reject("bad_price", f"{desc}: no positive unit price")
                 continue
-            eff = parse_time(((sku.get("pricingInfo") or [{}])[0] or {}).get("effectiveTime"))
-            for region in sku.get("serviceRegions") or []:
+            pi = sku.get("pricingInfo")
+            eff = parse_time(pi[0].get("effectiveTime")) if isinstance(pi, list) and pi and isinstance(pi[0], dict) \
+                else None
+            regions = sku.get("serviceRegions")
+            if not isinstance(regions, list):
+                yield Reject("missing_field", f"{desc}: serviceRegions")
+                continue
+            for region in regions:
+                if not isinstance(region, str):
+                    yield Reject("missing_field", f"{desc}: region {region!r}")
+                    continue
                 table[(spot, comp, region)] = (price, eff)
         gpu_regions = sorted({(spot, comp[4:], region) for spot, comp, region in table if comp.startswith("gpu:")})
         for machine, (fam, gpu_sku, n, vcpus, ram) in sorted(MACHINES.items()):
@@ -236,7 +246,9 @@ class GcpPreemptionSource(Source):
             return Reject("unknown_gpu", f"machine type {machine!r} of {instance}")
         offer = self.offer(region=region, zone=zone, instance_type=str(machine), gpu_model=gcp_sku_gpu(spec[1]),
                            gpus=spec[2], market=Market.SPOT, raw_gpu=spec[1])
-        iid = str((entry.get("resource") or {}).get("labels", {}).get("instance_id") or instance)
+        res = entry.get("resource")
+        labels = res.get("labels") if isinstance(res, dict) else None
+        iid = str((labels.get("instance_id") if isinstance(labels, dict) else None) or instance)
         return self.interruption(offer, InterruptionKind.PREEMPTED, t, SOURCE_PREEMPT, instance_id=iid[:128],
                                  id_parts=(entry.get("insertId", ""),))
 

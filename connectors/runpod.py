@@ -52,7 +52,8 @@ class RunPodSource(Source):
                               headers={"Authorization": f"Bearer {self.env.get('RUNPOD_API_KEY', '')}"})
         if isinstance(body, dict) and body.get("errors"):
             raise SourceError(f"runpod: GraphQL errors {str(body['errors'])[:200]}")
-        types = (body.get("data") or {}).get("gpuTypes") if isinstance(body, dict) else None
+        data = body.get("data") if isinstance(body, dict) else None
+        types = data.get("gpuTypes") if isinstance(data, dict) else None
         if not isinstance(types, list):
             self.reject("malformed_response", "no data.gpuTypes list")
             raise SourceError("runpod: no data.gpuTypes list")
