@@ -207,5 +207,6 @@ class AzureEvictionSource(Source):
                 return
 
     def close(self) -> None:
+        super().close()
         if self._consumer is not None:
             self._consumer.close()

@@ -171,8 +171,11 @@ class Source(ABC):
     def fetch(self) -> Iterable[MarketEvent | Reject]:
         """One poll of the provider, normalised. May raise TransientError / SourceError."""
 
-    def close(self) -> None:  # noqa: B027 - optional hook
-        """Release clients (optional)."""
+    def close(self) -> None:
+        """Release clients: every httpx.Client this source holds (subclasses add their own)."""
+        for v in list(vars(self).values()):
+            if isinstance(v, httpx.Client):
+                v.close()
 
     # --- the guarded poll ---------------------------------------------------------------------------
 

@@ -265,5 +265,6 @@ class GcpPreemptionSource(Source):
             self.call(lambda: sub.acknowledge(request={"subscription": self.subscription, "ack_ids": ack}))
 
     def close(self) -> None:
+        super().close()
         if self._subscriber is not None:
             self._subscriber.close()
