@@ -1,8 +1,15 @@
 """`cloudarb connectors run [--provider NAME ...] [--once]`: live market connectors -> Kafka.
 
 Credentials come from the environment; a provider without them is skipped with one line. `--once` polls
-every source once, publishes, prints events per source and exits (0 when at least one source ran and none
-failed, 1 otherwise).
+every source once, publishes, prints events per source and exits (0 when every started source succeeded and
+Kafka acknowledged everything, 1 otherwise).
+
+Environment: KAFKA_BOOTSTRAP_SERVERS; AWS: the standard credential chain (AWS_ACCESS_KEY_ID / AWS_PROFILE /
+role), CLOUDARB_AWS_REGIONS (default us-east-1,us-east-2,us-west-2), AWS_SPOT_INTERRUPTION_QUEUE_URL
+(EventBridge -> SQS warnings); GCP: GCP_API_KEY (Billing Catalog), GCP_PREEMPTION_SUBSCRIPTION plus Google
+credentials (Pub/Sub); Azure: none for prices, AZURE_EVENTHUB_CONNECTION_STRING + AZURE_EVENTHUB_NAME
+[+ AZURE_EVENTHUB_CONSUMER_GROUP] for evictions; LAMBDA_API_KEY; RUNPOD_API_KEY; Vast.ai: none
+(VAST_API_KEY optional). The AWS Spot Advisor, Azure Retail Prices and Vast.ai search are public.
 """
 
 from __future__ import annotations
