@@ -36,6 +36,7 @@ from outputs.security import (
     KeyStore,
     Principal,
     RateLimiter,
+    redact_url,
     role_allows,
     validate_webhook_url,
 )
@@ -411,6 +412,8 @@ def create_app(client: Any, config: ApiConfig | None = None, publish: Publish | 
         total, items = rm.table_page(f"{db}.webhook_subscriptions FINAL WHERE active",
                                      ["subscription_id", "url", "rules", "created_at"], "created_at, subscription_id",
                                      limit, offset)
+        for it in items:
+            it["url"] = redact_url(it["url"])
         return page(items, total, limit, offset)
 
     @app.post("/v1/webhooks", tags=["admin"], status_code=201)
@@ -425,7 +428,7 @@ def create_app(client: Any, config: ApiConfig | None = None, publish: Publish | 
         client.insert(f"{db}.webhook_subscriptions",
                       [[sid, url, secret, list(body.rules), True, datetime.now(UTC), time.time_ns()]],
                       column_names=["subscription_id", "url", "secret", "rules", "active", "created_at", "version"])
-        return {"subscription_id": sid, "url": url, "rules": body.rules,
+        return {"subscription_id": sid, "url": redact_url(url), "rules": body.rules,
                 "secret": secret, "note": "the signing secret is shown once; store it now"}
 
     @app.delete("/v1/webhooks/{subscription_id}", tags=["admin"], status_code=204,

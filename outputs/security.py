@@ -220,3 +220,15 @@ def is_public_ip(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
         ip = ip.ipv4_mapped
     return not (ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_reserved or ip.is_multicast
                 or ip.is_unspecified)
+
+
+def redact_url(url: str) -> str:
+    """scheme://host[:port]/*** : webhook URLs often carry a token in the path or query (Slack, Teams)."""
+    try:
+        u = urlsplit(url)
+        netloc = u.hostname or ""
+        if u.port:
+            netloc += f":{u.port}"
+    except ValueError:
+        return "***"
+    return f"{u.scheme}://{netloc}" + ("/***" if (u.path not in ("", "/") or u.query) else "/")

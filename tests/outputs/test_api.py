@@ -115,11 +115,13 @@ def test_webhooks_validate_and_hide_secret(api: TestClient) -> None:
     bad = api.post("/v1/webhooks", json={"url": "ftp://x"}, headers=H(ADMIN))
     assert bad.status_code == 422 and bad.json()["detail"][0]["loc"] == ["body", "url"]
     assert api.post("/v1/webhooks", json={"url": "http://127.0.0.1:9/x"}, headers=H(ADMIN)).status_code == 422
-    ok = api.post("/v1/webhooks", json={"url": "https://hooks.example.com/a", "rules": ["price_drop"]},
+    ok = api.post("/v1/webhooks", json={"url": "https://hooks.example.com/T0/B1/tok3n", "rules": ["price_drop"]},
                   headers=H(ADMIN))
     assert ok.status_code == 201 and ok.json()["secret"].startswith("whsec_")
     listed = api.get("/v1/webhooks", headers=H(ADMIN)).json()
     assert listed["total"] == 1 and ok.json()["secret"] not in json.dumps(listed)
+    assert "tok3n" not in json.dumps(listed) + ok.text  # a token in the URL path is a secret too
+    assert listed["items"][0]["url"] == "https://hooks.example.com/***"
     sid = ok.json()["subscription_id"]
     assert api.delete(f"/v1/webhooks/{sid}", headers=H(ADMIN)).status_code == 204
     assert api.get("/v1/webhooks", headers=H(ADMIN)).json()["total"] == 0
