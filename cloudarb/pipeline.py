@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterable
-from datetime import datetime
 from pathlib import Path
 
 from connectors.publish import KafkaPublisher
-from connectors.replay import event_time, replay_events
+from connectors.replay import paced, replay_events
 from schemas.events import Event
 
 
@@ -17,17 +15,7 @@ def replay_to_kafka(bootstrap: str, data_dir: Path, speed: float = 0.0, datasets
     """Publish recorded events in event-time order; `speed` = ×N real time (0 = as fast as possible)."""
     pub = publisher or KafkaPublisher(bootstrap)
     n = 0
-    t0_event: datetime | None = None
-    t0_wall = time.monotonic()
-    for e in replay_events(data_dir, datasets):
-        if speed > 0:
-            et = event_time(e)
-            if t0_event is None:
-                t0_event = et
-            due = (et - t0_event).total_seconds() / speed
-            lag = due - (time.monotonic() - t0_wall)
-            if lag > 0:
-                time.sleep(min(lag, 5.0))
+    for e in paced(replay_events(data_dir, datasets), speed, max_gap_s=5.0):
         pub.publish(e)
         n += 1
         if on_event is not None and n % 500 == 0:
