@@ -158,8 +158,9 @@ class LocalKafka:
             if not cluster_id.exists():
                 cluster_id.write_text(_kraft_uuid())
             fmt = subprocess.run(
-                self._jvm(java, libs, "kafka.tools.StorageTool", "format", "-t", cluster_id.read_text().strip(),
-                          "-c", str(cfg), "--ignore-formatted"),
+                # `--cluster-id=` form: a base64 id may start with '-', which argparse would take for an option
+                self._jvm(java, libs, "kafka.tools.StorageTool", "format",
+                          f"--cluster-id={cluster_id.read_text().strip()}", "-c", str(cfg), "--ignore-formatted"),
                 capture_output=True, text=True, check=False,
             )
             if fmt.returncode != 0:

@@ -57,3 +57,14 @@ def test_worker_without_a_broker_says_what_to_do(monkeypatch: pytest.MonkeyPatch
     monkeypatch.delenv("KAFKA_BOOTSTRAP_SERVERS", raising=False)
     assert main(["worker"]) == 2
     assert "KAFKA_BOOTSTRAP_SERVERS is not set" in capsys.readouterr().err
+
+
+def test_cluster_ids_that_look_like_options_still_format(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A random KRaft id can start with '-' (base64url): formatting must not read it as an option."""
+    monkeypatch.setattr(kafka_local, "_kraft_uuid", lambda: "-AbCdEfGhIjKlMnOpQrStU")
+    broker = LocalKafka(tmp_path / "k")
+    try:
+        broker.start()
+        assert (tmp_path / "k" / "log" / "meta.properties").exists()
+    finally:
+        broker.stop()
