@@ -43,11 +43,14 @@ def build_report(r: Result) -> dict[str, Any]:
             "per_workload": {w: {k: round(v, 2) for k, v in d.items()} for w, d in sorted(led.per_workload.items())},
         }
     for name, st in strategies.items():
-        st["savings_pct_vs"] = {b: _pct(strategies[b]["total_cost_usd"], st["total_cost_usd"])
+        # None when either side delivered nothing (a strategy that places nothing "saves" 100 %)
+        ok = {b for b in baselines if b != name and st["gpu_hours_delivered"] > 0
+              and strategies[b]["gpu_hours_delivered"] > 0}
+        st["savings_pct_vs"] = {b: _pct(strategies[b]["total_cost_usd"], st["total_cost_usd"]) if b in ok else None
                                 for b in baselines if b != name}
         st["savings_pct_vs_per_gpu_hour"] = {
             b: _pct(strategies[b]["cost_per_delivered_gpu_hour"] or 0.0, st["cost_per_delivered_gpu_hour"] or 0.0)
-            for b in baselines if b != name and st["cost_per_delivered_gpu_hour"] is not None}
+            for b in ok if st["cost_per_delivered_gpu_hour"] is not None}
     cfg = r.config
     return {
         "portfolio": r.portfolio.name,

@@ -174,3 +174,14 @@ def test_budget_guard_catches_sub_threshold_moves() -> None:
     assert [h.key for h in guarded.ledgers["cloudarb"].holdings["w"]] == [alt.key]
     unguarded = run_backtest(cfg(strategies=("cloudarb",), budget_guard=False), pf, GreedyEngine, events=evs)
     assert unguarded.ledgers["cloudarb"].budget_violations == 1
+
+
+def test_no_savings_claimed_against_or_by_a_strategy_that_delivered_nothing() -> None:
+    # the home cloud has no offer at all: on_demand_home places nothing, costs nothing
+    evs = [price(offer("od-x", "on_demand", provider="lambdalabs"), 1.0, 0)]
+    rep = build_report(run_backtest(cfg(), one_workload(), events=evs))
+    st = rep["strategies"]
+    assert st["on_demand_home"]["gpu_hours_delivered"] == 0
+    assert st["cloudarb"]["savings_pct_vs"]["on_demand_home"] is None
+    assert all(v is None for v in st["on_demand_home"]["savings_pct_vs"].values())
+    assert st["cloudarb"]["savings_pct_vs"]["launch_cheapest"] == pytest.approx(0.0)
