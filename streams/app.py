@@ -178,7 +178,7 @@ def create_app(cfg: StreamsConfig, engine_factory: Callable[[], AllocationEngine
                 if reason and "usd_per_hour" in new:
                     counters.material += 1
                     fast.produce(changes.get_topic_name(), b"m", _json({
-                        "offer_key": key, "state": _engine_view(new, forecaster.latest.get(key)), "reason": reason,
+                        "offer_key": key, "state": state.engine_view(new, forecaster.latest.get(key)), "reason": reason,
                         "event_id": result.event_id, "msg_ts": msg.timestamp,
                     }))
             for key, (new, partition) in updated.items():
@@ -308,16 +308,6 @@ def _assignment_offer_key(assignment: dict[str, Any]) -> str:
 
 def _s(k: Any) -> str:
     return k.decode() if isinstance(k, bytes) else str(k)
-
-
-def _engine_view(s: dict[str, Any], fc: Any = None) -> dict[str, Any]:
-    """What the decision stage needs of an offer: its quote, capacity, risk and 1 h forecast."""
-    keep = ("usd_per_hour", "price_t", "available", "capacity_instances", "interruption_p")
-    view = {k: s[k] for k in keep if k in s}
-    if fc is not None:
-        view["forecast_usd_per_hour"] = fc.usd_per_hour.get(3600)
-        view["interruption_p"] = max(float(view.get("interruption_p", 0.0)), fc.interruption_probability_next_hour)
-    return view
 
 
 def _plan_offer_keys(plan: dict[str, list[Assignment]], wids: Iterable[str]) -> set[str]:

@@ -105,6 +105,18 @@ def rolling_stats(s: State, now_t: float) -> dict[str, dict[str, Any]]:
     return windows.all_windows(s.get("hist", []), now_t)
 
 
+def engine_view(s: State, forecast: Any = None) -> State:
+    """What the decision stage needs of an offer: its quote, capacity, risk and 1 h forecast
+    (`forecast` is a streams.forecast.Forecast or None)."""
+    keep = ("usd_per_hour", "price_t", "available", "capacity_instances", "interruption_p")
+    view = {k: s[k] for k in keep if k in s}
+    if forecast is not None:
+        view["forecast_usd_per_hour"] = forecast.usd_per_hour.get(3600)
+        view["interruption_p"] = max(float(view.get("interruption_p", 0.0)),
+                                     forecast.interruption_probability_next_hour)
+    return view
+
+
 def quote_from_state(offer_key: str, s: State, now_t: float | None = None) -> OfferQuote | None:
     """The engine's view of an offer (None until a price is known)."""
     if "usd_per_hour" not in s:

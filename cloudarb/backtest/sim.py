@@ -2,7 +2,7 @@
 
 One pass over the events. The market side is shared by every strategy and is the live pipeline's own
 code: `streams.state.apply_event` (state + materiality), `streams.forecast.Forecaster.observe`, and the
-decision stage of `streams.app` (`_engine_view` -> `engine.upsert_offers(quote_from_state(...))` ->
+decision stage of `streams.app` (`streams.state.engine_view` -> `engine.upsert_offers(quote_from_state(...))` ->
 `streams.decide.affected_workloads` -> `streams.decide.resolve`). What the live pipeline coalesces over
 its 50 ms debounce, the back-tester coalesces per event timestamp (one decision batch per distinct time).
 
@@ -18,7 +18,8 @@ machines). A budget violation is a span of time where a workload's placement cos
 Budget guard (ours only, on by default): the engine enforces budgets at the prices it has seen, and a
 price move below the 2 % materiality threshold is not sent to it. When such a move would put a placed
 workload over its budget, the back-tester sends the held offers' fresh view through the same
-upsert/affected/resolve chain. The live pipeline has no such trigger (reported as a gap).
+upsert/affected/resolve chain. Since the live pipeline treats any price move on a held offer as material
+(`streams.state.apply_event(held=...)`, used here too), the guard is a safety net that should not fire.
 """
 
 from __future__ import annotations
@@ -47,7 +48,6 @@ from schemas.market import AllocationEngine, OfferQuote
 from schemas.offers import KNOWN_PROVIDERS, Market, OfferKey
 from solvers import greedy_plan
 from streams import decide, state
-from streams.app import _engine_view
 from streams.forecast import Forecaster
 
 MarketEvent = PriceObserved | CapacityObserved | InterruptionObserved
@@ -302,6 +302,9 @@ class EngineStrategy(Strategy):
             out[wid] = self.plan[wid]
         return out
 
+    def held_offers(self) -> set[str]:
+        return {a.offer.key for assigns in self.plan.values() for a in assigns}
+
     def guard(self, sim: Simulation, t: float) -> dict[str, list[Assignment]]:
         """Budget guard: fresh views of held offers whose unseen price moves break a budget."""
         stale: dict[str, dict[str, Any]] = {}
@@ -314,7 +317,7 @@ class EngineStrategy(Strategy):
             for a in assigns:
                 s = sim.states[a.offer.key]
                 if float(self.market.get(a.offer.key, {}).get("usd_per_hour", -1)) != float(s["usd_per_hour"]):
-                    stale[a.offer.key] = _engine_view(s, sim.forecaster.latest.get(a.offer.key))
+                    stale[a.offer.key] = state.engine_view(s, sim.forecaster.latest.get(a.offer.key))
         if not stale:
             return {}
         self.guard_fired += 1
@@ -558,6 +561,7 @@ class Simulation:
                 t_prev = t
             # 2. market events: the live track_offers chain
             lost: set[str] = set()
+            held = ours.held_offers() if ours is not None else set()
             for e in evs:
                 n_events += 1
                 if e.source.startswith("backtest:"):
@@ -566,7 +570,8 @@ class Simulation:
                     continue  # streams.validate rejects these
                 k = e.offer.key
                 old = self.states.get(k)
-                new, reason = state.apply_event(old or {}, e, cfg.price_threshold)
+                # `held`: as live, any price move on an offer our plan holds is material
+                new, reason = state.apply_event(old or {}, e, cfg.price_threshold, held=k in held)
                 if new is old:
                     continue
                 self.states[k] = new
@@ -585,7 +590,7 @@ class Simulation:
                         or (isinstance(e, InterruptionObserved) and e.kind is InterruptionKind.PREEMPTED)):
                     lost.add(k)
                 if reason and "usd_per_hour" in new:
-                    pending[k] = _engine_view(new, self.forecaster.latest.get(k))
+                    pending[k] = state.engine_view(new, self.forecaster.latest.get(k))
                     if isinstance(e, PriceObserved):
                         pending_price.add(k)
                     pending_reasons.append(f"{reason} on {k}")
