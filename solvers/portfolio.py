@@ -154,7 +154,7 @@ class _Master:
     def __init__(self, inst: Instance, pairs: _Pairs, cost: F64, mu: F64, time_limit_s: float) -> None:
         self.inst = inst
         self.pairs = pairs
-        h = highspy.Highs()
+        h = _quiet_highs()
         h.setOptionValue("output_flag", False)
         h.setOptionValue("presolve", "off")       # warm starts need the basis of this exact model
         # serial: the simplex is serial anyway, and on a small shared machine the thread pool's
@@ -1417,3 +1417,23 @@ def solve_once(quotes: Sequence[OfferQuote], workloads: Sequence[WorkloadSpec],
 
 __all__ = ["EngineParams", "PortfolioEngine", "concentration_penalty", "diagnose", "integer_lower_bound",
            "solve_once"]
+
+
+def _quiet_highs() -> highspy.Highs:
+    """A Highs instance without its start-up banner (printed by the C++ constructor to fd 1, which would
+    interleave with a CLI's output); logging is switched off right after."""
+    import os
+    import sys
+
+    sys.stdout.flush()
+    saved = os.dup(1)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 1)
+        h = highspy.Highs()
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+        os.close(devnull)
+    h.setOptionValue("output_flag", False)
+    return h
