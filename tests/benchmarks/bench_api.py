@@ -57,8 +57,9 @@ def serve(port_file: str, chdb_dir: str) -> None:
     for i in range(0, len(big), 5000):
         wp.write(big[i:i + 5000])
     dtp = time.perf_counter() - t1
+    refresh_s = float(os.environ.get("BENCH_REFRESH_S", "1.0"))
     h = serve_in_thread(client, "bench", port=0, config=ApiConfig(db="bench", admin_key=KEY, rate_per_s=1e6,
-                                                                 burst=1e6, refresh_s=1.0))
+                                                                 burst=1e6, refresh_s=refresh_s))
     import gc
 
     n_big = len(big)
