@@ -92,7 +92,8 @@ def cmd_demo(args: argparse.Namespace, s: Settings) -> int:
     from cloudarb.demo import run_demo
 
     return run_demo(s, data_dir=Path(args.data) if args.data else None, speed=args.speed,
-                    keep=args.keep, kafka_port=args.kafka_port, timeout_s=args.timeout_s)
+                    keep=args.keep, kafka_port=args.kafka_port, timeout_s=args.timeout_s,
+                    with_outputs=not args.no_outputs, api_port=args.api_port, linger_s=args.linger_s)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -106,6 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--keep", action="store_true", help="keep state from the previous run (default: wipe)")
     d.add_argument("--kafka-port", type=int, default=None)
     d.add_argument("--timeout-s", type=float, default=600.0)
+    d.add_argument("--no-outputs", action="store_true", help="skip the API/dashboard, alerts and executors")
+    d.add_argument("--api-port", type=int, default=0, help="API/dashboard port (0 = any free port)")
+    d.add_argument("--linger-s", type=float, default=0.0, help="keep everything up this long after catching up")
     d.set_defaults(func=cmd_demo)
 
     w = sub.add_parser("worker", help="run the Faust streaming worker")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -80,7 +81,8 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 
 
 def run_demo(s: Settings, data_dir: Path | None = None, speed: float = 0.0, keep: bool = False,
-             kafka_port: int | None = None, timeout_s: float = 600.0) -> int:
+             kafka_port: int | None = None, timeout_s: float = 600.0, with_outputs: bool = True,
+             api_port: int = 0, linger_s: float = 0.0) -> int:
     console = Console()
     t0 = time.monotonic()
     home = s.cloudarb_home / "demo"
@@ -131,7 +133,19 @@ def run_demo(s: Settings, data_dir: Path | None = None, speed: float = 0.0, keep
 
             stack.callback(_stop_sink)
 
-            # 4. workloads and replay
+            # 3b. what users touch, in this process (it owns chdb): API + dashboard, alerts, dry-run executors
+            if with_outputs:
+                from outputs.server import start_outputs
+
+                opub = KafkaPublisher(bootstrap)
+                admin = os.environ.get("CLOUDARB_ADMIN_KEY") or secrets.token_urlsafe(24)
+                outs = start_outputs(bootstrap, client, s.clickhouse_db, opub.publish, flush=lambda: opub.flush(10),
+                                     port=api_port, admin_key=admin, group_prefix=app_id, allow_private_webhooks=True)
+                stack.callback(outs.stop)
+                console.print(f"dashboard: {outs.api_url}/dashboard#key={admin}")  # console only, never logged
+
+            # 4. workloads and replay (end offsets first: an existing cluster may already hold data)
+            base_end = group_position(bootstrap, app_id, MARKET_TOPICS)[1]
             wl = workload_events(load_workloads(s.cloudarb_workloads_file))
             published["WorkloadRequested"] += publish_events(bootstrap, wl)
             replay_done = threading.Event()
@@ -167,12 +181,14 @@ def run_demo(s: Settings, data_dir: Path | None = None, speed: float = 0.0, keep
                     ch_done, ch_end = group_position(bootstrap, app_id, [f"{app_id}-market-changes"])
                     sink_done, sink_end = group_position(bootstrap, sink_group, SINK_TOPICS)
                     n_pub = sum(v for k, v in published.items() if k != "WorkloadRequested")
+                    done, total = processed - base_end, market_end - base_end
                     live.update(
-                        f"[bold]published[/] {n_pub}  [bold]processed[/] {processed}/{market_end}  "
+                        f"[bold]published[/] {n_pub}  [bold]processed[/] {done}/{total}  "
                         f"[bold]decisions[/] {writer.stats.rows.get('decisions', 0)}  "
                         f"[bold]sink rows[/] {sum(writer.stats.rows.values())}  "
                         f"[dim]{time.monotonic() - t0:.0f}s[/]")
-                    caught_up = (replay_done.is_set() and processed >= n_pub == market_end and ch_done >= ch_end
+                    caught_up = (replay_done.is_set() and market_end >= base_end + n_pub and processed >= market_end
+                                 and ch_done >= ch_end
                                  and sink_done >= sink_end and writer.stats.rows.get("decisions", 0) > 0)
                     if caught_up:
                         # one more look after a pause: a debounced re-solve may still be in flight
@@ -183,7 +199,11 @@ def run_demo(s: Settings, data_dir: Path | None = None, speed: float = 0.0, keep
                     if time.monotonic() > deadline:
                         raise TimeoutError(f"not caught up after {timeout_s:.0f}s: see {home / 'worker.log'}")
                     time.sleep(0.5)
+            if linger_s > 0:
+                console.print(f"pipeline caught up; the dashboard stays up for {linger_s:.0f} s (Ctrl-C stops)")
+                time.sleep(linger_s)
             _stop_sink()
+            processed -= base_end
             counts = table_counts(client, s.clickhouse_db)
         except KeyboardInterrupt:
             console.print("[yellow]interrupted: stopping everything ...[/]")

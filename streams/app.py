@@ -21,14 +21,12 @@ from __future__ import annotations
 import json
 import logging
 import time
-import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import faust
-from faust.streams import _current_event
 
 from schemas.events import (
     Assignment,
@@ -103,8 +101,6 @@ def create_app(cfg: StreamsConfig, engine_factory: Callable[[], AllocationEngine
                           value_serializer="raw", partitions=PRICES.partitions)
     changes = app.topic(f"{cfg.app_id}-market-changes", key_serializer="raw", value_serializer="raw",
                         partitions=1, internal=True)
-    dlq = app.topic(DLQ.name, key_serializer="raw", value_serializer="raw")
-    decisions = app.topic(DECISIONS.name, key_serializer="raw", value_serializer="raw")
     forecaster = Forecaster()
     app.cloudarb_forecaster = forecaster  # type: ignore[attr-defined]
 
@@ -116,6 +112,10 @@ def create_app(cfg: StreamsConfig, engine_factory: Callable[[], AllocationEngine
 
     engine_box: dict[str, AllocationEngine] = {}
     held_box: dict[str, set[str]] = {}
+    # in-memory mirrors of the decision-stage tables (rebuilt with the engine; tables stay the durable copy)
+    specs: dict[str, WorkloadSpec] = {}
+    plan: dict[str, list[Assignment]] = {}
+    prev_ids: dict[str, str] = {}
 
     def held_offers() -> set[str]:
         """Offers under a current placement (one worker: shared in process; rebuilt from `plans`)."""
@@ -139,8 +139,14 @@ def create_app(cfg: StreamsConfig, engine_factory: Callable[[], AllocationEngine
             for _, spec in workload_specs.items():
                 if spec:
                     eng.upsert_workload(WorkloadSpec.model_validate(spec))
-            eng.set_current_plan([Assignment.model_validate(a) for _, p in plans.items() if p
-                                  for a in p["assignments"]])
+            specs.clear()
+            specs.update({_s(k): WorkloadSpec.model_validate(v) for k, v in workload_specs.items() if v})
+            plan.clear()
+            plan.update({_s(k): [Assignment.model_validate(a) for a in v["assignments"]]
+                         for k, v in plans.items() if v})
+            prev_ids.clear()
+            prev_ids.update({_s(k): v["decision_id"] for k, v in plans.items() if v})
+            eng.set_current_plan([a for assigns in plan.values() for a in assigns])
             engine_box["e"] = eng
             log.info("engine %s rebuilt: %d offers, %d workloads", eng.name, len(quotes), len(workload_specs))
         return engine_box["e"]
@@ -206,7 +212,7 @@ def create_app(cfg: StreamsConfig, engine_factory: Callable[[], AllocationEngine
                     counters.dead_lettered += 1
                     dl = dead_letter(ev.value, result.reason, msg.topic, msg.partition, msg.offset,
                                      "streams.decide_allocations", now)
-                    await dlq.send(key=dl.event_id.encode(), value=dl.model_dump_json().encode())
+                    out().produce(DLQ.name, dl.event_id.encode(), dl.model_dump_json().encode())
                     continue
                 assert isinstance(result, WorkloadRequested | WorkloadCancelled)
                 workload_events.append(result)
@@ -214,8 +220,8 @@ def create_app(cfg: StreamsConfig, engine_factory: Callable[[], AllocationEngine
 
     async def _decide_batch(market_changes: list[dict[str, Any]],
                             workload_events: Iterable[WorkloadRequested | WorkloadCancelled], last_ev: Any) -> None:
-        _current_event.set(weakref.ref(last_ev))
         eng = engine()
+        fast = out()
         now = datetime.now(UTC)
         reasons: list[str] = []
         triggers: list[str] = []
@@ -231,31 +237,30 @@ def create_app(cfg: StreamsConfig, engine_factory: Callable[[], AllocationEngine
         now_t = now.timestamp()
         if changed_offers:
             for k, v in changed_offers.items():
-                market[k] = v
+                fast.write_table(market, k, v, 0)
             eng.upsert_offers([q for k, v in changed_offers.items() if (q := state.quote_from_state(k, v, now_t))])
         wl_ids: set[str] = set()
         for w in workload_events:
             triggers.append(w.event_id)
             if isinstance(w, WorkloadRequested):
-                workload_specs[w.spec.workload_id] = w.spec.model_dump(mode="json")
+                fast.write_table(workload_specs, w.spec.workload_id, w.spec.model_dump(mode="json"), 0)
+                specs[w.spec.workload_id] = w.spec
                 eng.upsert_workload(w.spec)
                 wl_ids.add(w.spec.workload_id)
                 reasons.append(f"workload {w.spec.workload_id} requested")
             else:
-                if workload_specs.get(w.workload_id) is not None:
-                    workload_specs[w.workload_id] = None
+                if specs.pop(w.workload_id, None) is not None:
+                    fast.write_table(workload_specs, w.workload_id, None, 0)
                     wl_ids.add(w.workload_id)
                     reasons.append(f"workload {w.workload_id} cancelled")
-        specs = {k: WorkloadSpec.model_validate(v) for k, v in workload_specs.items() if v}
-        old_plan = {_s(k): [Assignment.model_validate(a) for a in v["assignments"]]
-                    for k, v in plans.items() if v}
-        prev_ids = {_s(k): v["decision_id"] for k, v in plans.items() if v}
+        old_plan = dict(plan)
         affected = decide.affected_workloads(changed_offers, specs, old_plan) | wl_ids
         cancelled = {wid for wid in wl_ids if wid not in specs}
         for wid in cancelled:
             eng.remove_workload(wid)
         to_solve = affected - cancelled
         if not affected:
+            await fast.flush()
             return
         counters.solves += 1
         latency = (time.time() * 1000 - oldest_ms) if oldest_ms is not None else None
@@ -281,17 +286,26 @@ def create_app(cfg: StreamsConfig, engine_factory: Callable[[], AllocationEngine
                     explanations=list(decision.explanations) if decision else [],
                     solver=eng.name)
         if decision is None:
+            await fast.flush()
             return
-        fut = await decisions.send(key=decision.event_id.encode(), value=decision.model_dump_json().encode())
-        await fut  # the broker has it: now the plan may be recorded
+        fast.produce(DECISIONS.name, decision.event_id.encode(), decision.model_dump_json().encode())
+        await fast.flush()  # the broker has the decision (and the table writes before it): now record the plan
         counters.decisions += 1
-        new_plan: dict[str, list[dict[str, Any]]] = {}
+        new_plan: dict[str, list[Assignment]] = {}
         for a in decision.assignments:
-            new_plan.setdefault(a.workload_id, []).append(a.model_dump(mode="json"))
+            new_plan.setdefault(a.workload_id, []).append(a)
         for wid in decision.workload_ids:
-            plans[wid] = ({"decision_id": decision.event_id, "assignments": new_plan.get(wid, [])}
-                          if wid not in cancelled else None)
-        held_box["h"] = {_assignment_offer_key(a) for _, p in plans.items() if p for a in p["assignments"]}
+            if wid in cancelled:
+                plan.pop(wid, None)
+                prev_ids.pop(wid, None)
+                fast.write_table(plans, wid, None, 0)
+            else:
+                plan[wid] = new_plan.get(wid, [])
+                prev_ids[wid] = decision.event_id
+                fast.write_table(plans, wid, {"decision_id": decision.event_id,
+                                              "assignments": [a.model_dump(mode="json") for a in plan[wid]]}, 0)
+        held_box["h"] = {a.offer.key for assigns in plan.values() for a in assigns}
+        await fast.flush()
 
     app.cloudarb_agents = (track_offers, decide_allocations)  # type: ignore[attr-defined]
     app.cloudarb_tables = {"offers": offers, "market": market, "plans": plans,  # type: ignore[attr-defined]
