@@ -55,6 +55,20 @@ def group_position(bootstrap: str, group: str, topics: Sequence[str]) -> tuple[i
         c.close()
 
 
+def _start_group_at_end(bootstrap: str, group: str, topics: Sequence[str]) -> None:
+    """Commit the current end offsets for a new consumer group, so it reads only what comes next."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
+    try:
+        md = c.list_topics(timeout=10)
+        tps = [TopicPartition(t, p, c.get_watermark_offsets(TopicPartition(t, p), timeout=10)[1])
+               for t in topics if t in md.topics for p in md.topics[t].partitions]
+        c.commit(offsets=tps, asynchronous=False)
+    finally:
+        c.close()
+
+
 def _stop_process(p: subprocess.Popen[bytes], timeout_s: float = 15.0) -> None:
     if p.poll() is not None:
         return
@@ -123,6 +137,9 @@ def run_demo(s: Settings, data_dir: Path | None = None, speed: float = 0.0, keep
             writer = ClickHouseWriter(client, s.clickhouse_db)
             stop_sink = threading.Event()
             sink_group = f"{app_id}-sink"
+            if s.kafka_bootstrap_servers:
+                # an existing cluster may already hold events: this run's sink starts at today's end offsets
+                _start_group_at_end(bootstrap, sink_group, SINK_TOPICS)
             sink = threading.Thread(target=run_sink, args=(bootstrap, writer, stop_sink),
                                     kwargs={"group_id": sink_group}, daemon=True, name="sink")
             sink.start()

@@ -13,7 +13,8 @@ from cloudarb.demo import group_position
 
 def start_worker(bootstrap: str, app_id: str, log: Path, engine: str = "greedy") -> subprocess.Popen[bytes]:
     env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "CLOUDARB_APP_ID": app_id, "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen([sys.executable, "-m", "cloudarb", "worker", "--engine", engine], env=env,
+    return subprocess.Popen([sys.executable, "-m", "cloudarb", "worker", "--engine", engine, "--loglevel", "info"],
+                            env=env,
                             stdout=open(log, "ab"), stderr=subprocess.STDOUT, start_new_session=True)
 
 
