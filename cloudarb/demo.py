@@ -155,6 +155,7 @@ def run_demo(s: Settings, data_dir: Path | None = None, speed: float = 0.0, keep
                 from outputs.server import start_outputs
 
                 opub = KafkaPublisher(bootstrap)
+                stack.callback(opub.close)  # after outs.stop (callbacks run last-in first-out)
                 admin = os.environ.get("CLOUDARB_ADMIN_KEY") or secrets.token_urlsafe(24)
                 outs = start_outputs(bootstrap, client, s.clickhouse_db, opub.publish, flush=lambda: opub.flush(10),
                                      port=api_port, admin_key=admin, group_prefix=app_id, allow_private_webhooks=True)

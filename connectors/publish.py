@@ -99,3 +99,8 @@ class KafkaPublisher:
     def flush(self, timeout_s: float = 30.0) -> int:
         """Wait for outstanding deliveries; returns how many are still pending."""
         return int(self._producer.flush(timeout_s))
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        """Flush and release the client (no reconnect attempts after its cluster goes away)."""
+        self._producer.flush(timeout_s)
+        self._producer.close()
