@@ -24,9 +24,15 @@ def _bootstrap_or_die(s: Settings) -> str:
 
 
 def cmd_worker(args: argparse.Namespace, s: Settings) -> int:
+    import faulthandler
+    import signal
+
     import faust
 
     from cloudarb.app import create_streams_app
+
+    # `kill -USR1 <pid>` writes every thread's Python stack to stderr: diagnosing a stuck worker in production
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
 
     app = create_streams_app(_bootstrap_or_die(s), app_id=s.cloudarb_app_id, engine=args.engine or s.cloudarb_engine,
                              extra={"broker_commit_interval": s.cloudarb_commit_interval_s})

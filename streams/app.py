@@ -307,6 +307,11 @@ def create_app(cfg: StreamsConfig, engine_factory: Callable[[], AllocationEngine
         held_box["h"] = {a.offer.key for assigns in plan.values() for a in assigns}
         await fast.flush()
 
+    @app.timer(10.0)
+    async def _report_progress() -> None:
+        """One INFO line of counters every 10 s (a line that stops coming means a blocked event loop)."""
+        log.info("progress %s pending_out=%d", counters, out().pending())
+
     app.cloudarb_agents = (track_offers, decide_allocations)  # type: ignore[attr-defined]
     app.cloudarb_tables = {"offers": offers, "market": market, "plans": plans,  # type: ignore[attr-defined]
                            "workloads": workload_specs}

@@ -14,7 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import time
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 
 class FastOutput:
@@ -30,6 +34,10 @@ class FastOutput:
     def _on_delivery(self, err: Any, msg: Any) -> None:
         if err is not None:
             self.errors += 1
+            log.warning("output message to %s failed: %s", msg.topic(), err)
+
+    def pending(self) -> int:
+        return len(self._p)
 
     def produce(self, topic: str, key: bytes | None, value: bytes | None, partition: int | None = None) -> None:
         kw: dict[str, Any] = {"key": key, "value": value, "on_delivery": self._on_delivery}
@@ -50,9 +58,13 @@ class FastOutput:
 
     async def flush(self) -> None:
         """Wait (without blocking the event loop) until everything produced is acknowledged."""
+        t0 = last = time.monotonic()
         while len(self._p) > 0:
             self._p.poll(0)
             await asyncio.sleep(0.001)
+            if time.monotonic() - last > 10:
+                last = time.monotonic()
+                log.warning("output flush waiting %.0f s for %d messages", last - t0, len(self._p))
         if self.errors:
             n, self.errors = self.errors, 0
             raise RuntimeError(f"{n} output messages failed delivery; the batch will be redelivered")

@@ -26,6 +26,7 @@ import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
@@ -131,7 +132,21 @@ def throughput(bootstrap: str, n_events: int, tmp: Path) -> dict[str, float]:
             "ratio_to_raw_consume": round(rate / raw, 4)}
 
 
-def latency(bootstrap: str, seconds: float, engine: str, tmp: Path, rate: int = 1000) -> dict[str, float]:
+def _py_spy(pid: int, seconds: float, out: Path) -> Any:
+    """py-spy (a flame graph of the worker) for `seconds`, or None when py-spy is not installed."""
+    import shutil
+    import subprocess
+
+    exe = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    if not Path(exe).exists():
+        return None
+    return subprocess.Popen([exe, "record", "-p", str(pid), "-d", str(int(seconds)), "-f", "speedscope" if
+                             out.suffix == ".json" else "flamegraph", "-o", str(out)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def latency(bootstrap: str, seconds: float, engine: str, tmp: Path, rate: int = 1000,
+            profile: Path | None = None) -> dict[str, float]:
     from confluent_kafka import Consumer
 
     offers = make_offers(10_000)
@@ -170,6 +185,7 @@ def latency(bootstrap: str, seconds: float, engine: str, tmp: Path, rate: int = 
         cur = {o.key: p for o, p in offers}
         lat: list[float] = []
         n = 0
+        spy = _py_spy(worker.pid, seconds, profile) if profile else None
         t_begin = time.perf_counter()
         while time.perf_counter() - t_begin < seconds:
             due = int((time.perf_counter() - t_begin) * rate)
@@ -190,6 +206,8 @@ def latency(bootstrap: str, seconds: float, engine: str, tmp: Path, rate: int = 
                 if m.error() is None and (d := json.loads(m.value())).get("latency_ms") is not None:
                     lat.append(float(d["latency_ms"]))
         c.close()
+        if spy is not None:
+            spy.wait(60)
     finally:
         stop(worker)
     lat.sort()
@@ -207,27 +225,30 @@ def main() -> None:
     ap.add_argument("--latency-s", type=float, default=30)
     ap.add_argument("--engine", default="portfolio")
     ap.add_argument("--skip-latency", action="store_true")
+    ap.add_argument("--skip-throughput", action="store_true")
+    ap.add_argument("--profile", type=Path, help="write a py-spy flame graph (.svg) of the worker's steady phase")
     args = ap.parse_args()
     out: dict[str, object] = {"machine": f"{os.cpu_count()} cores", "measured_at": datetime.now(UTC).isoformat()}
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
-        broker = LocalKafka(tmp / "k1", heap="1g").start()
-        try:
-            ensure_topics(broker.bootstrap)
-            out.update(throughput(broker.bootstrap, args.events, tmp))
-            print(json.dumps(out, indent=1))
-        finally:
-            broker.stop()
+        if not args.skip_throughput:
+            broker = LocalKafka(tmp / "k1", heap="1g").start()
+            try:
+                ensure_topics(broker.bootstrap)
+                out.update(throughput(broker.bootstrap, args.events, tmp))
+                print(json.dumps(out, indent=1))
+            finally:
+                broker.stop()
         if not args.skip_latency:
             broker = LocalKafka(tmp / "k2", heap="1g").start()
             try:
                 ensure_topics(broker.bootstrap)
-                out.update(latency(broker.bootstrap, args.latency_s, args.engine, tmp))
+                out.update(latency(broker.bootstrap, args.latency_s, args.engine, tmp, profile=args.profile))
             finally:
                 broker.stop()
     print(json.dumps(out, indent=1))
     data = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
-    data["streams"] = out
+    data["streams"] = {**data.get("streams", {}), **out}
     RESULTS.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 

@@ -29,15 +29,19 @@ def stop(p: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
 
 
 def wait_until(cond: Callable[[], bool], timeout_s: float, what: str, poll_s: float = 0.5,
-               log: Path | None = None) -> None:
+               log: Path | None = None, worker: subprocess.Popen[bytes] | None = None) -> None:
+    """Poll `cond`; on timeout fail with the worker log's tail (and, with `worker`, its thread stacks)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if cond():
             return
         time.sleep(poll_s)
+    if worker is not None and worker.poll() is None:
+        os.kill(worker.pid, signal.SIGUSR1)  # the worker dumps every thread's stack into its log
+        time.sleep(1.0)
     tail = ""
     if log is not None and log.exists():
-        tail = "\n--- worker log tail ---\n" + "\n".join(log.read_text(errors="replace").splitlines()[-60:])
+        tail = "\n--- worker log tail ---\n" + "\n".join(log.read_text(errors="replace").splitlines()[-150:])
     raise AssertionError(f"timed out after {timeout_s}s waiting for {what}{tail}")
 
 

@@ -165,9 +165,9 @@ def test_worker_killed_mid_stream_loses_nothing_and_duplicates_nothing(
     worker = start_worker(kafka_bootstrap, app_id, log)
     try:
         wait_until(lambda: caught_up(kafka_bootstrap, app_id, list(MARKET_TOPICS)), 300, "the restarted worker",
-                   log=log)
+                   log=log, worker=worker)
         wait_until(lambda: caught_up(kafka_bootstrap, app_id, [f"{app_id}-market-changes"]), 180, "decisions",
-                   log=log)
+                   log=log, worker=worker)
         wait_until(lambda: caught_up(kafka_bootstrap, sink_group, list(SINK_TOPICS)), 60, "the sink")
     finally:
         stop(worker)
