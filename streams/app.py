@@ -30,23 +30,19 @@ import faust
 
 from schemas.events import (
     Assignment,
-    CapacityObserved,
-    InterruptionObserved,
-    PriceObserved,
     WorkloadCancelled,
     WorkloadRequested,
     WorkloadSpec,
 )
 from schemas.market import AllocationEngine
 from schemas.topics import CAPACITY, DECISIONS, DLQ, FORECASTS, INTERRUPTIONS, PRICES, WORKLOADS
-from streams import decide, state
+from streams import decide, state, track
 from streams.fastout import FastOutput
-from streams.forecast import Forecaster, forecast_events
+from streams.forecast import Forecaster
 from streams.validate import Rejected, dead_letter, validate
 
 log = logging.getLogger(__name__)
 
-MARKET_TYPES = ("PriceObserved", "CapacityObserved", "InterruptionObserved")
 WORKLOAD_TYPES = ("WorkloadRequested", "WorkloadCancelled")
 
 
@@ -155,39 +151,23 @@ def create_app(cfg: StreamsConfig, engine_factory: Callable[[], AllocationEngine
     async def track_offers(stream: faust.StreamT[bytes]) -> None:
         """Validate market events, update per-offer state, forward material changes."""
         async for batch in stream.take_events(cfg.batch_max, within=cfg.debounce_s):  # type: ignore[attr-defined]
-            now = datetime.now(UTC)
             fast = out()
-            updated: dict[str, tuple[dict[str, Any], int]] = {}  # one table write per offer per batch
-            for ev in batch:
-                counters.market_in += 1
-                msg = ev.message
-                result = validate(ev.value, MARKET_TYPES, now)
-                if isinstance(result, Rejected):
-                    counters.dead_lettered += 1
-                    dl = dead_letter(ev.value, result.reason, msg.topic, msg.partition, msg.offset,
-                                     "streams.track_offers", now)
-                    fast.produce(DLQ.name, dl.event_id.encode(), dl.model_dump_json().encode())
-                    continue
-                assert isinstance(result, PriceObserved | CapacityObserved | InterruptionObserved)
-                counters.market_valid += 1
-                key = result.offer.key
-                old = updated[key][0] if key in updated else offers.get(key)
-                new, reason = state.apply_event(old or {}, result, cfg.price_threshold, held=key in held_offers())
-                if new is old:
-                    continue
-                updated[key] = (new, msg.partition)
-                fc = forecaster.observe(key, new, state.event_t(result))
-                if fc is not None:
-                    for f in forecast_events(result.offer, fc, now):
-                        counters.forecasts += 1
-                        fast.produce(FORECASTS.name, key.encode(), f.model_dump_json().encode())
-                if reason and "usd_per_hour" in new:
-                    counters.material += 1
-                    fast.produce(changes.get_topic_name(), b"m", _json({
-                        "offer_key": key, "state": state.engine_view(new, forecaster.latest.get(key)), "reason": reason,
-                        "event_id": result.event_id, "msg_ts": msg.timestamp,
-                    }))
-            for key, (new, partition) in updated.items():
+            res = track.track_batch(
+                [track.Msg(ev.value, ev.message.topic, ev.message.partition, ev.message.offset, ev.message.timestamp)
+                 for ev in batch], offers.get, held_offers(), forecaster, cfg.price_threshold)
+            counters.market_in += len(batch)
+            counters.market_valid += res.valid
+            counters.dead_lettered += len(res.dead_letters)
+            counters.material += len(res.changes)
+            counters.forecasts += len(res.forecasts)
+            for dl in res.dead_letters:
+                fast.produce(DLQ.name, dl.event_id.encode(), dl.model_dump_json().encode())
+            for key, value in res.forecasts:
+                fast.produce(FORECASTS.name, key, value)
+            changes_topic = changes.get_topic_name()
+            for value in res.changes:
+                fast.produce(changes_topic, b"m", value)
+            for key, (new, partition) in res.updated.items():
                 fast.write_table(offers, key, new, partition)
             await fast.flush()  # before Faust acknowledges this batch's offsets
 

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import base64
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
+from pydantic_core import from_json
 
 from schemas.events import (
+    AnyEvent,
     CapacityObserved,
     DeadLettered,
     Event,
@@ -54,9 +57,37 @@ def validate(raw: bytes | None, allowed: tuple[str, ...], now: datetime | None =
         return Rejected(f"invalid: {_short(exc)}")
     except ValueError as exc:
         return Rejected(str(exc)[:500])
+    return check(event, allowed, now or datetime.now(UTC))
+
+
+_MANY: TypeAdapter[list[Event]] = TypeAdapter(list[AnyEvent])
+
+
+def validate_many(raws: Sequence[bytes | None], allowed: tuple[str, ...],
+                  now: datetime | None = None) -> list[Event | Rejected]:
+    """`[validate(r, allowed, now) for r in raws]`, several times faster for a batch of valid events:
+    one pydantic call over the batch, each message first checked to be exactly one JSON object (so the
+    joined array lines up with the messages). Any failure falls back to one call per message.
+
+    >>> [type(x).__name__ for x in validate_many([b"{", None], ("PriceObserved",))]
+    ['Rejected', 'Rejected']
+    """
+    now = now or datetime.now(UTC)
+    if len(raws) > 1 and all(r is not None and len(r) <= MAX_BYTES for r in raws):
+        try:
+            if all(isinstance(from_json(r), dict) for r in raws):  # type: ignore[arg-type]
+                events = _MANY.validate_json(b"[" + b",".join(raws) + b"]", strict=True)  # type: ignore[arg-type]
+                if len(events) == len(raws):
+                    return [check(e, allowed, now) for e in events]
+        except ValueError:  # ValidationError is a ValueError; so is a JSON syntax error
+            pass
+    return [validate(r, allowed, now) for r in raws]
+
+
+def check(event: Event, allowed: tuple[str, ...], now: datetime) -> Event | Rejected:
+    """The checks beyond the schema: allowed on this topic, known provider, not in the future, finite."""
     if event.__class__.__name__ not in allowed:
         return Rejected(f"event_type {event.__class__.__name__} not allowed on this topic (expects {list(allowed)})")
-    now = now or datetime.now(UTC)
     if isinstance(event, PriceObserved | CapacityObserved | InterruptionObserved):
         if event.offer.provider not in KNOWN_PROVIDERS:
             return Rejected(f"unknown provider {event.offer.provider!r}")

@@ -50,6 +50,9 @@ async def test_track_offers_updates_the_table_and_forwards_material_changes(app:
         async def flush(self) -> None:
             pass
 
+        def pending(self) -> int:
+            return 0
+
     with mock.patch("faust.topics.Topic.send", fake_send), mock.patch("streams.app.FastOutput", FakeOut):
         async with track_offers.test_context() as agent:
             await agent.put(price(OFF, 1.0).model_dump_json().encode(), key=OFF.key.encode())

@@ -1,0 +1,97 @@
+"""The market stage as one plain function over a batch: validate -> state -> forecast -> trigger.
+
+`track_batch` is what the `track_offers` agent runs on each `take_events` batch; it reads the offers
+table through `lookup` and returns everything the agent must write (no Kafka here, so it is tested
+directly). Per offer, the batch's events are folded into one new state (one table write per offer per
+batch); a forecast is made at most once per offer per batch, from the offer's final state.
+
+>>> from datetime import UTC, datetime
+>>> from schemas import OfferKey, Market, PriceObserved
+>>> from streams.forecast import Forecaster
+>>> o = OfferKey(provider="gcp", region="r", instance_type="a", gpu_model="L4", gpus_per_instance=1,
+...              market=Market.SPOT)
+>>> t = datetime(2025, 1, 1, tzinfo=UTC)
+>>> e = PriceObserved(event_id="1", offer=o, usd_per_hour=1.0, quoted_at=t, observed_at=t, source="x")
+>>> out = track_batch([Msg(e.model_dump_json().encode(), "p", 0, 0, None), Msg(b"{", "p", 0, 1, None)],
+...                   lambda k: None, set(), Forecaster(), now=t)
+>>> out.valid, len(out.dead_letters), len(out.changes), out.updated[o.key][0]["usd_per_hour"]
+(1, 1, 1, 1.0)
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Container, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, NamedTuple
+
+from schemas.events import CapacityObserved, DeadLettered, InterruptionObserved, PriceObserved
+from streams import state
+from streams.forecast import Forecaster, forecast_events
+from streams.validate import Rejected, dead_letter, validate_many
+
+MARKET_TYPES = ("PriceObserved", "CapacityObserved", "InterruptionObserved")
+STAGE = "streams.track_offers"
+
+
+class Msg(NamedTuple):
+    value: bytes | None
+    topic: str
+    partition: int
+    offset: int
+    timestamp: float | None  # producer timestamp, seconds
+
+
+@dataclass
+class TrackOutput:
+    valid: int = 0
+    dead_letters: list[DeadLettered] = field(default_factory=list)
+    updated: dict[str, tuple[state.State, int]] = field(default_factory=dict)  # key -> (state, partition)
+    forecasts: list[tuple[bytes, bytes]] = field(default_factory=list)       # (key, PriceForecasted JSON)
+    changes: list[bytes] = field(default_factory=list)                       # market-change records
+
+
+def track_batch(msgs: Sequence[Msg], lookup: Callable[[str], state.State | None], held: Container[str],
+                forecaster: Forecaster, threshold: float = state.PRICE_MOVE_THRESHOLD,
+                now: datetime | None = None) -> TrackOutput:
+    """Fold a batch of raw market messages into per-offer state; see the module docstring."""
+    from datetime import UTC
+
+    now = now or datetime.now(UTC)
+    out = TrackOutput()
+    last_event: dict[str, PriceObserved | CapacityObserved | InterruptionObserved] = {}
+    material: list[tuple[str, str, str, float | None]] = []  # (offer key, reason, event id, producer ts)
+    for m, result in zip(msgs, validate_many([m.value for m in msgs], MARKET_TYPES, now), strict=True):
+        if isinstance(result, Rejected):
+            out.dead_letters.append(dead_letter(m.value, result.reason, m.topic, m.partition, m.offset, STAGE, now))
+            continue
+        assert isinstance(result, PriceObserved | CapacityObserved | InterruptionObserved)
+        out.valid += 1
+        key = result.offer.key
+        old = out.updated[key][0] if key in out.updated else lookup(key)
+        new, reason = state.apply_event(old or {}, result, threshold, held=key in held)
+        if new is old:
+            continue
+        out.updated[key] = (new, m.partition)
+        last_event[key] = result
+        if reason and "usd_per_hour" in new:
+            material.append((key, reason, result.event_id, m.timestamp))
+    for key, e in last_event.items():
+        fc = forecaster.observe(key, out.updated[key][0], state.event_t(e))
+        if fc is not None:
+            kb = key.encode()
+            out.forecasts += [(kb, f.model_dump_json().encode()) for f in forecast_events(e.offer, fc, now)]
+    # each change carries the offer's state at the end of the batch (the decision stage keeps the last one)
+    views: dict[str, state.State] = {}
+    for key, reason, event_id, ts in material:
+        if key not in views:
+            views[key] = state.engine_view(out.updated[key][0], forecaster.latest.get(key))
+        out.changes.append(json.dumps({"offer_key": key, "state": views[key], "reason": reason,
+                                       "event_id": event_id, "msg_ts": ts}, separators=(",", ":")).encode())
+    return out
+
+
+def summary(out: TrackOutput) -> dict[str, Any]:
+    return {"valid": out.valid, "dead": len(out.dead_letters), "updated": len(out.updated),
+            "forecasts": len(out.forecasts), "changes": len(out.changes)}

@@ -1,0 +1,88 @@
+"""The market stage's batch function and batch validation, without Kafka."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from schemas import Market
+from streams import state
+from streams.forecast import Forecaster
+from streams.track import Msg, track_batch
+from streams.validate import Rejected, validate, validate_many
+from tests.streams.helpers import T0, capacity, offer, preempted, price
+
+MARKET = ("PriceObserved", "CapacityObserved", "InterruptionObserved")
+NOW = T0 + timedelta(days=1)
+A, B = offer(), offer(gpu="H100-80GB", n=8, market=Market.SPOT)
+
+
+def _raw(e: object) -> bytes:
+    return e.model_dump_json().encode()  # type: ignore[attr-defined]
+
+
+def _same(a: object, b: object) -> bool:
+    if isinstance(a, Rejected) or isinstance(b, Rejected):
+        return isinstance(a, Rejected) and isinstance(b, Rejected) and a.reason == b.reason
+    return a == b
+
+
+def test_validate_many_equals_one_by_one_on_a_clean_batch_and_on_a_mixed_one() -> None:
+    good = [_raw(price(A, 1.0 + i / 100, minutes=i)) for i in range(20)]
+    assert all(_same(x, y) for x, y in zip(validate_many(good, MARKET, NOW), [validate(r, MARKET, NOW) for r in good],
+                                           strict=True))
+    d = json.loads(good[3])
+    d["usd_per_hour"] = -1
+    mixed = [*good[:3], json.dumps(d).encode(), None, b"[1]", *good[4:]]
+    got = validate_many(mixed, MARKET, NOW)
+    assert all(_same(x, validate(r, MARKET, NOW)) for x, r in zip(got, mixed, strict=True))
+    assert [isinstance(x, Rejected) for x in got][3:6] == [True, True, True]
+
+
+def test_validate_many_cannot_be_misaligned_by_messages_that_merge_or_split_when_joined() -> None:
+    e1, e2 = _raw(price(A, 1.0, eid="one")), _raw(price(A, 2.0, minutes=1, eid="two"))
+    # "a" + "," + "b" joined would be one object; "c" alone is two objects: counts would still match
+    merged_head, merged_tail = e1[:-1] + b',"x":"', b'"}'
+    split = e2 + b"," + e2
+    got = validate_many([merged_head, merged_tail, split], MARKET, NOW)
+    assert all(isinstance(x, Rejected) for x in got)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.one_of(st.binary(max_size=40), st.just(_raw(price(A, 1.0)))), min_size=2, max_size=6))
+def test_validate_many_agrees_with_validate_on_arbitrary_bytes(raws: list[bytes]) -> None:
+    assert all(_same(x, validate(r, MARKET, NOW)) for x, r in zip(validate_many(raws, MARKET, NOW), raws,
+                                                                    strict=True))
+
+
+def test_track_batch_folds_a_batch_into_one_state_per_offer_like_the_event_by_event_fold() -> None:
+    events = [price(A, 1.0), price(B, 20.0), price(A, 1.5, minutes=5), capacity(B, False, minutes=6),
+              preempted(B, minutes=7), price(A, 1.51, minutes=8)]
+    msgs = [Msg(_raw(e), "t", i % 2, i, 1.0) for i, e in enumerate(events)] + [Msg(b"{", "t", 0, 99, None)]
+    out = track_batch(msgs, lambda k: None, set(), Forecaster(), now=NOW)
+    want: dict[str, state.State] = {}
+    for e in events:
+        want[e.offer.key], _ = state.apply_event(want.get(e.offer.key, {}), e)
+    assert {k: v for k, (v, _) in out.updated.items()} == want
+    assert out.valid == 6 and len(out.dead_letters) == 1 and out.dead_letters[0].source_offset == 99
+    reasons = [json.loads(c)["reason"] for c in out.changes]
+    # new A, new B, A +50 %, B capacity lost, B interruption; A's +0.7 % move of 1.5 is not material
+    assert reasons == ["new offer", "new offer", "price rose 50.0%", "capacity lost", "interruption (preempted)"]
+    # every change carries the offer's state at the end of the batch
+    last_a = [json.loads(c)["state"] for c in out.changes if json.loads(c)["offer_key"] == A.key]
+    assert all(s["usd_per_hour"] == 1.51 for s in last_a)
+    assert {k for k, _ in out.forecasts} == {A.key.encode(), B.key.encode()}
+
+
+def test_track_batch_reads_state_through_lookup_and_ignores_replayed_events() -> None:
+    first = track_batch([Msg(_raw(price(A, 1.0)), "t", 0, 0, None)], lambda k: None, set(), Forecaster(), now=NOW)
+    table = {k: v for k, (v, _) in first.updated.items()}
+    again = track_batch([Msg(_raw(price(A, 1.0)), "t", 0, 0, None)], table.get, set(), Forecaster(), now=NOW)
+    assert again.valid == 1 and not again.updated and not again.changes
+    # a held offer: any move is material
+    held = track_batch([Msg(_raw(price(A, 1.001, minutes=1)), "t", 0, 1, None)], table.get, {A.key}, Forecaster(),
+                       now=NOW)
+    assert [json.loads(c)["reason"] for c in held.changes] == ["price rose 0.1% on a held offer"]
