@@ -38,6 +38,7 @@ from streams import windows
 HORIZONS_S: tuple[int, ...] = (3600, 86_400)
 RISK_HORIZON_S = 3600
 MAX_LOG_MOVE = 0.7  # clip predicted log-ratios (a 2x move) against divergence on outliers
+SCALER_WARMUP, SCALER_EVERY = 500, 8  # the feature scaler learns from every forecast, then from every 8th
 MIN_SCORED = 30     # a model's forecast is used only once it has been scored this often and beats its baseline
 
 
@@ -49,13 +50,10 @@ def _group(offer_key: str) -> str:
 def features(offer_key: str, s: Mapping[str, Any], now_t: float) -> dict[str, float]:
     """Model inputs from an offer's state (see streams.state)."""
     p = float(s["usd_per_hour"])
-    hist = s.get("hist", [])
     x: dict[str, float] = {"dev_ewma": math.log(p / float(s.get("ewma", p)))}
-    for name, w in windows.WINDOWS_S.items():
-        st = windows.window_stats(hist, now_t, w)
-        x[f"ret_{name}"] = float(st.get("log_return", 0.0))
-        x[f"vol_{name}"] = float(st.get("volatility", 0.0))
-        lo, hi = st.get("min", p), st.get("max", p)
+    for name, (ret, vol, lo, hi) in windows.window_features(s.get("hist", []), now_t).items():
+        x[f"ret_{name}"] = ret
+        x[f"vol_{name}"] = vol
         x[f"pos_{name}"] = (p - lo) / (hi - lo) if hi > lo else 0.5
     x["spot"] = 1.0 if offer_key.endswith("|spot") else 0.0
     x["available"] = 1.0 if s.get("available", True) else 0.0
@@ -74,16 +72,20 @@ def _logloss(label: bool, p: float) -> float:
 
 
 def _price_model() -> Any:
-    return preprocessing.StandardScaler() | linear_model.LinearRegression(
-        optimizer=optim.SGD(0.001), l2=1e-3, intercept_lr=0.001)
+    return linear_model.LinearRegression(optimizer=optim.SGD(0.001), l2=1e-3, intercept_lr=0.001)
 
 
 def _risk_model() -> Any:
-    return preprocessing.StandardScaler() | linear_model.LogisticRegression(optimizer=optim.SGD(0.005), l2=1e-3)
+    return linear_model.LogisticRegression(optimizer=optim.SGD(0.005), l2=1e-3)
 
 
 @dataclass
 class GroupModels:
+    """A group's models share one feature scaler (learned on every forecast's features, so inputs are
+    scaled once per forecast rather than once per model)."""
+
+    scaler: Any = field(default_factory=preprocessing.StandardScaler)
+    seen: int = 0
     price: dict[int, Any] = field(default_factory=dict)
     mae_model: dict[int, Any] = field(default_factory=dict)
     mae_naive: dict[int, Any] = field(default_factory=dict)
@@ -113,16 +115,14 @@ class Forecast:
     risk_logloss_naive: float | None
 
 
-@dataclass(order=True)
+@dataclass(slots=True)
 class _Pending:
-    due_t: float
-    seq: int
-    kind: str = field(compare=False)              # "price" | "risk"
-    offer_key: str = field(compare=False)
-    horizon: int = field(compare=False)
-    x: dict[str, float] = field(compare=False)
-    p0: float = field(compare=False)
-    y_hat: float = field(compare=False)
+    kind: str              # "price" | "risk"
+    offer_key: str
+    horizon: int
+    x: dict[str, float]    # scaled features
+    p0: float
+    y_hat: float
 
 
 class Forecaster:
@@ -131,7 +131,7 @@ class Forecaster:
     def __init__(self, horizons_s: tuple[int, ...] = HORIZONS_S, max_pending: int = 200_000) -> None:
         self.horizons = horizons_s
         self.groups: dict[str, GroupModels] = {}
-        self.pending: list[_Pending] = []
+        self.pending: list[tuple[float, int, _Pending]] = []  # heap of (due time, sequence, prediction)
         self.last_made: dict[tuple[str, int], float] = {}
         self.latest: dict[str, Forecast] = {}
         self.hist: dict[str, list[list[float]]] = {}
@@ -157,7 +157,11 @@ class Forecaster:
         if not due:
             return None
         g = self._models(offer_key)
-        x = features(offer_key, s, now_t)
+        raw_x = features(offer_key, s, now_t)
+        g.seen += 1
+        if g.seen <= SCALER_WARMUP or g.seen % SCALER_EVERY == 0:  # its statistics settle: subsample after warm-up
+            g.scaler.learn_one(raw_x)
+        x = g.scaler.transform_one(raw_x)
         p0 = float(s["usd_per_hour"])
         prices: dict[int, float] = {}
         used: dict[int, bool] = {}
@@ -168,14 +172,14 @@ class Forecaster:
             prices[h] = p0 * math.exp(y_hat) if used[h] else p0
             if h in due:
                 self.last_made[(offer_key, h)] = now_t
-                self._push(_Pending(now_t + h, 0, "price", offer_key, h, x, p0, y_hat))
+                self._push(now_t + h, _Pending("price", offer_key, h, x, p0, y_hat))
         p_model = float(g.risk.predict_proba_one(x).get(True, 0.0)) if g.logloss_model.n else 0.0
         base = g.risk_base.get() if g.risk_base.n else 0.0
         risk_used = g.logloss_model.n >= MIN_SCORED and g.logloss_model.get() < g.logloss_naive.get()
         p_risk = p_model if risk_used else base
         if RISK_HORIZON_S in due or (offer_key, -1) not in self.last_made:
             self.last_made[(offer_key, -1)] = now_t
-            self._push(_Pending(now_t + RISK_HORIZON_S, 0, "risk", offer_key, RISK_HORIZON_S, x, p0, p_model))
+            self._push(now_t + RISK_HORIZON_S, _Pending("risk", offer_key, RISK_HORIZON_S, x, p0, p_model))
         f = Forecast(
             offer_key=offer_key, made_t=now_t, usd_per_hour=prices, interruption_probability_next_hour=p_risk,
             model_used=used, risk_model_used=risk_used,
@@ -188,21 +192,20 @@ class Forecaster:
         self.latest[offer_key] = f
         return f
 
-    def _push(self, item: _Pending) -> None:
+    def _push(self, due_t: float, item: _Pending) -> None:
         self._seq += 1
-        item.seq = self._seq
-        heapq.heappush(self.pending, item)
+        heapq.heappush(self.pending, (due_t, self._seq, item))
         if len(self.pending) > self.max_pending:  # bounded memory: drop the oldest-due
             heapq.heappop(self.pending)
 
     def advance(self, now_t: float) -> int:
         """Score and learn from every prediction whose horizon has passed by event time `now_t`."""
         n = 0
-        while self.pending and self.pending[0].due_t <= now_t:
-            it = heapq.heappop(self.pending)
+        while self.pending and self.pending[0][0] <= now_t:
+            due_t, _, it = heapq.heappop(self.pending)
             g = self._models(it.offer_key)
             if it.kind == "price":
-                actual = windows.price_at(self.hist.get(it.offer_key, []), it.due_t)
+                actual = windows.price_at(self.hist.get(it.offer_key, []), due_t)
                 if actual is None or actual <= 0:
                     continue
                 y = max(-MAX_LOG_MOVE, min(MAX_LOG_MOVE, math.log(actual / it.p0)))
@@ -210,8 +213,8 @@ class Forecaster:
                 g.mae_naive[it.horizon].update(abs(actual - it.p0))
                 g.price[it.horizon].learn_one(it.x, y)
             else:
-                start = it.due_t - RISK_HORIZON_S
-                label = any(start < t <= it.due_t for t in self.bad.get(it.offer_key, []))
+                start = due_t - RISK_HORIZON_S
+                label = any(start < t <= due_t for t in self.bad.get(it.offer_key, []))
                 base = g.risk_base.get() if g.risk_base.n else 0.0
                 g.logloss_model.update(_logloss(label, it.y_hat))
                 g.logloss_naive.update(_logloss(label, base))
@@ -247,8 +250,9 @@ def forecast_events(offer: OfferKey, f: Forecast, now: Any) -> list[PriceForecas
     from datetime import UTC, datetime
 
     made = datetime.fromtimestamp(f.made_t, UTC)
+    # built from already-valid values (the model's output is clipped and finite): skip re-validation
     return [
-        PriceForecasted(
+        PriceForecasted.model_construct(
             event_id=deterministic_id("forecast", f.offer_key, f.made_t, h), offer=offer, forecast_at=made,
             horizon_s=h, usd_per_hour=f.usd_per_hour[h],
             interruption_probability_next_hour=f.interruption_probability_next_hour,

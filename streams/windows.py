@@ -18,12 +18,14 @@ approximate only for offers that change more than ~64 times a week.
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import math
 from typing import Any
 
 WINDOWS_S: dict[str, int] = {"1h": 3600, "24h": 86_400, "7d": 7 * 86_400}
 MAX_POINTS = 64
+_LONGEST = max(WINDOWS_S.values())
 
 History = list[list[float]]
 
@@ -36,10 +38,10 @@ def push(hist: History, t: float, price: float) -> History:
     if hist and t < hist[-1][0]:
         return hist
     out = [*hist, [t, price]] if not hist or t > hist[-1][0] else [*hist[:-1], [t, price]]
-    horizon = t - max(WINDOWS_S.values())
-    first_inside = next((i for i, (ts, _) in enumerate(out) if ts >= horizon), len(out))
-    start = max(0, first_inside - 1)
-    out = out[start:]
+    horizon = t - _LONGEST
+    if len(out) > 1 and out[1][0] < horizon:  # something older than the one point kept before the window
+        first_inside = next((i for i, (ts, _) in enumerate(out) if ts >= horizon), len(out))
+        out = out[max(0, first_inside - 1):]
     if len(out) > MAX_POINTS:
         half = len(out) // 2
         old = out[:half]
@@ -69,6 +71,34 @@ def window_stats(hist: History, now_t: float, window_s: float) -> dict[str, Any]
     vol = math.sqrt(sum(r * r for r in rets) / len(rets)) if rets else 0.0
     return {"n": len(pts), "min": min(pts), "max": max(pts), "start": pts[0], "last": pts[-1],
             "log_return": math.log(pts[-1] / pts[0]) if pts[0] > 0 else 0.0, "volatility": vol}
+
+
+def window_features(hist: History, now_t: float) -> dict[str, tuple[float, float, float, float]]:
+    """Per window name: (log_return, volatility, min, max), as `window_stats` computes them, in one pass
+    over the history (the forecaster calls this on every forecast).
+
+    >>> h = [[0.0, 1.0], [1800.0, 1.2], [3600.0, 0.9]]
+    >>> f = window_features(h, 3600.0)["1h"]
+    >>> s = window_stats(h, 3600.0, 3600)
+    >>> f == (s["log_return"], s["volatility"], s["min"], s["max"])
+    True
+    """
+    ts = [p[0] for p in hist]
+    end = bisect.bisect_right(ts, now_t)  # points at or before now
+    out: dict[str, tuple[float, float, float, float]] = {}
+    if not hist:
+        return {name: (0.0, 0.0, math.nan, math.nan) for name in WINDOWS_S}
+    prices = [p[1] for p in hist]
+    for name, w in WINDOWS_S.items():
+        first = bisect.bisect_left(ts, now_t - w)  # first point inside [now - w, now]
+        pts = prices[max(0, first - 1):end] if end else []
+        if not pts:
+            pts = [prices[-1]]
+        rets = [math.log(b / a) for a, b in itertools.pairwise(pts) if a > 0 and b > 0]
+        vol = math.sqrt(sum(r * r for r in rets) / len(rets)) if rets else 0.0
+        lr = math.log(pts[-1] / pts[0]) if pts[0] > 0 else 0.0
+        out[name] = (lr, vol, min(pts), max(pts))
+    return out
 
 
 def all_windows(hist: History, now_t: float) -> dict[str, dict[str, Any]]:

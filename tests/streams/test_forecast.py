@@ -3,6 +3,7 @@ from __future__ import annotations
 import math
 
 from schemas import Market
+from schemas.events import PriceForecasted
 from streams import state
 from streams.forecast import MIN_SCORED, Forecaster, features, forecast_events
 from streams.windows import price_at, push, window_stats
@@ -37,6 +38,9 @@ def test_forecaster_learns_online_and_scores_against_naive() -> None:
     assert summ["mae_model"] < summ["mae_naive"]
     fc = f.latest[OFF.key]
     assert fc.model_used[3600] and fc.usd_per_hour[3600] > s["usd_per_hour"]
+    # events are built without re-validation: they must still be exactly what the schema accepts
+    for e in forecast_events(OFF, fc, None):
+        assert PriceForecasted.model_validate_json(e.model_dump_json()) == e
 
 
 def test_forecast_falls_back_to_naive_until_the_model_is_better() -> None:
