@@ -31,10 +31,13 @@ def cmd_worker(args: argparse.Namespace, s: Settings) -> int:
 
     from cloudarb.app import create_streams_app
 
-    # `kill -USR1 <pid>` writes every thread's Python stack to stderr: diagnosing a stuck worker in production
-    faulthandler.register(signal.SIGUSR1, all_threads=True)
+    bootstrap = _bootstrap_or_die(s)
+    try:  # `kill -USR1 <pid>` writes every thread's Python stack to stderr: for diagnosing a stuck worker
+        faulthandler.register(signal.SIGUSR1, all_threads=True)
+    except (ValueError, OSError):  # stderr is not a real file (e.g. captured in tests)
+        pass
 
-    app = create_streams_app(_bootstrap_or_die(s), app_id=s.cloudarb_app_id, engine=args.engine or s.cloudarb_engine,
+    app = create_streams_app(bootstrap, app_id=s.cloudarb_app_id, engine=args.engine or s.cloudarb_engine,
                              extra={"broker_commit_interval": s.cloudarb_commit_interval_s})
     worker = faust.Worker(app, loglevel=args.loglevel, quiet=True)
     worker.execute_from_commandline()
