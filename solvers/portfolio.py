@@ -218,6 +218,9 @@ class _Master:
         self.pair_col = np.full(pairs.size, -1, np.int64)
         self.keep_col = np.full(W, -1, np.int64)
         self.keep_rows: dict[int, tuple[tuple[int, int], ...]] = {}
+        # w -> (its keep column, the rows where that column has a nonzero): a replaced plan rewrites the
+        # same column in place, so plan changes never grow the LP (and never force a rebuild to compact it)
+        self.keep_slot: dict[int, tuple[int, set[int]]] = {}
         self.keep_pairs: dict[int, tuple[I64, F64]] = {}   # w -> (pair indices, instances) of its keep column
         self.keep_by_offer: dict[int, set[int]] = {}
         self._keep_flat: tuple[I64, I64, F64] | None = None  # (keep column, pair, instances), flattened
@@ -338,7 +341,17 @@ class _Master:
             put(int(self.r_grp[inst.group[oi]]), gi)
             put(self.r_tot, gi)
         cost = float((inst.unit_cost(w, o, False) * nn).sum())
-        col = int(self._add_cols(np.array([cost]), np.ones(1), [sorted(acc.items())])[0])
+        if w in self.keep_slot:  # reuse the workload's tombstoned column: rewrite its coefficients
+            col, nz = self.keep_slot[w]
+            for ri in nz - acc.keys():
+                self.h.changeCoeff(ri, col, 0.0)
+            for ri, v in acc.items():
+                self.h.changeCoeff(ri, col, v)
+            self.h.changeColCost(col, cost)
+            self.h.changeColBounds(col, 0.0, 1.0)
+        else:
+            col = int(self._add_cols(np.array([cost]), np.ones(1), [sorted(acc.items())])[0])
+        self.keep_slot[w] = (col, set(acc))
         self.keep_col[w] = col
         self.keep_rows[w] = rows
         P = self.pairs
@@ -712,8 +725,10 @@ class PortfolioEngine:
             M.n_rows += 1
             M.y = np.concatenate([M.y, [0.0]])
             for kcol in kc:
-                n_o = dict(M.keep_rows[next(w for w in M.keep_rows if M.keep_col[w] == kcol)])[o]
+                wk = next(w for w in M.keep_rows if M.keep_col[w] == kcol)
+                n_o = dict(M.keep_rows[wk])[o]
                 M.h.changeCoeff(int(M.r_cap[o]), kcol, float(n_o))
+                M.keep_slot[wk][1].add(int(M.r_cap[o]))
         if unchanged:
             self.stats["lp_skipped"] += 1
         else:
@@ -749,13 +764,13 @@ class PortfolioEngine:
         objective. A workload is re-decided when it is in `ids` and (a) nothing is cached, or (b) its
         LP values moved, or (c) a changed offer is in its plan or runner-up, or prices its single-offer
         plan below the runner-up, or (d) the concentration prices of its groups moved, or (e) it
-        was just moved (its hysteresis terms changed). Otherwise its decision provably stands
+        was just moved (its hysteresis terms changed), or (f) one of these held in an earlier solve that
+        did not ask for it (kept in the cache's `dirty` set). Otherwise its decision provably stands
         against the same LP solution and prices (only capacity interplay with re-decided workloads
         is approximated: they see the capacity the others hold).
         """
         widx = self._widx
         W = inst.n_workloads
-        all_ids = len(ids) == W
         # LP allocation per master pair column, keep columns folded into the pairs they represent
         f0 = M.first_pair_col
         xe = np.zeros(M.col_pair.size)
@@ -778,7 +793,8 @@ class PortfolioEngine:
         if c is None:
             c = self._new_cache(inst, P)
         # affected workloads
-        if not c["fresh"] and all_ids:
+        want = {widx[i] for i in ids}
+        if not c["fresh"]:
             A: set[int] = set()
             runner_only: set[int] = set()
             prev = c["xv"]
@@ -789,7 +805,9 @@ class PortfolioEngine:
             dp = M.col_pair[dx]
             A.update(np.unique(P.w[dp[dp >= 0]]).tolist())
             A.update(np.nonzero(np.abs(kv - c["kv"]) > 1e-9)[0].tolist())
+            self.last_timings["redecide_lp"] = float(len(A))
             dg = np.nonzero(np.abs(conc_g - c["conc"]) > 1e-9)[0]
+            self.last_timings["conc_groups_moved"] = float(dg.size)
             if dg.size:
                 hit = np.isin(inst.group[P.o], dg)
                 A.update(np.unique(P.w[hit]).tolist())
@@ -806,6 +824,7 @@ class PortfolioEngine:
                 sm_base = sm - inst.params.risk_lambda * M.mu[pw] * P.g[pc] * P.n_single[pc]
                 ch = c["chosen"][pw]
                 hit = used | ((sm < ch + 1e-9) & (sm_base < ch - c["thr"][pw] + 1e-9))
+                self.last_timings["redecide_offers"] = float(np.unique(pw[hit]).size)
                 A.update(np.unique(pw[hit]).tolist())
                 # cheaper than the runner-up only: the decision stands, the explanation changes
                 po_ = P.o[pc]
@@ -832,10 +851,14 @@ class PortfolioEngine:
                 over = np.nonzero(c["usage"][changed] > inst.capacity[changed] + 1e-9)[0]
                 for o in changed[over].tolist():
                     A.update(w for w, rows in c["rows"].items() if any(a == o for a, _ in rows))
-            A &= {widx[i] for i in ids}
+            # inputs of workloads outside `ids` may have moved too: remember them until they are asked for
+            A |= c["dirty"]
+            c["dirty"] = A - want
+            A &= want
         else:
             c["metric"] = M.cost + conc_g[inst.group[P.o]] * P.g
-            A = {widx[i] for i in ids}
+            A = want
+            c["dirty"] = set(range(W)) - want
             runner_only = set()
         c["fresh"] = False
         metric_unit = c["metric"]
@@ -1006,7 +1029,8 @@ class PortfolioEngine:
         c = {"fresh": True, "rows": rows, "usage": usage, "runner": np.full(inst.n_workloads, math.inf),
              "chosen": np.full(inst.n_workloads, -math.inf), "thr": np.zeros(inst.n_workloads),
              "reports": {}, "expl": {}, "obj": obj, "adopted": set(), "codes": None,
-             "codes_runner": {}, "metric": None, "xv": None, "kv": None, "conc": None}
+             "codes_runner": {}, "metric": None, "xv": None, "kv": None, "conc": None,
+             "dirty": set()}
         self._cache = c
         return c
 
