@@ -6,6 +6,7 @@ Set-up problems (no Java, port in use, broker down) print one line saying what t
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
@@ -32,10 +33,10 @@ def cmd_worker(args: argparse.Namespace, s: Settings) -> int:
     from cloudarb.app import create_streams_app
 
     bootstrap = _bootstrap_or_die(s)
-    try:  # `kill -USR1 <pid>` writes every thread's Python stack to stderr: for diagnosing a stuck worker
+    # `kill -USR1 <pid>` writes every thread's Python stack to stderr, for diagnosing a stuck worker
+    # (not possible where stderr is not a real file, e.g. captured in tests)
+    with contextlib.suppress(ValueError, OSError):
         faulthandler.register(signal.SIGUSR1, all_threads=True)
-    except (ValueError, OSError):  # stderr is not a real file (e.g. captured in tests)
-        pass
 
     app = create_streams_app(bootstrap, app_id=s.cloudarb_app_id, engine=args.engine or s.cloudarb_engine,
                              extra={"broker_commit_interval": s.cloudarb_commit_interval_s})

@@ -268,22 +268,25 @@ def create_app(cfg: StreamsConfig, engine_factory: Callable[[], AllocationEngine
         if decision is None:
             await fast.flush()
             return
-        fast.produce(DECISIONS.name, decision.event_id.encode(), decision.model_dump_json().encode())
-        await fast.flush()  # the broker has the decision (and the table writes before it): now record the plan
-        counters.decisions += 1
+        parts = decide.split(decision, prev_ids)
+        for part in parts:
+            fast.produce(DECISIONS.name, part.event_id.encode(), part.model_dump_json().encode())
+        await fast.flush()  # the broker has the decisions (and the table writes before them): now record the plan
+        counters.decisions += len(parts)
         new_plan: dict[str, list[Assignment]] = {}
         for a in decision.assignments:
             new_plan.setdefault(a.workload_id, []).append(a)
-        for wid in decision.workload_ids:
-            if wid in cancelled:
-                plan.pop(wid, None)
-                prev_ids.pop(wid, None)
-                fast.write_table(plans, wid, None, 0)
-            else:
-                plan[wid] = new_plan.get(wid, [])
-                prev_ids[wid] = decision.event_id
-                fast.write_table(plans, wid, {"decision_id": decision.event_id,
-                                              "assignments": [a.model_dump(mode="json") for a in plan[wid]]}, 0)
+        for part in parts:
+            for wid in part.workload_ids:
+                if wid in cancelled:
+                    plan.pop(wid, None)
+                    prev_ids.pop(wid, None)
+                    fast.write_table(plans, wid, None, 0)
+                else:
+                    plan[wid] = new_plan.get(wid, [])
+                    prev_ids[wid] = part.event_id
+                    fast.write_table(plans, wid, {"decision_id": part.event_id,
+                                                  "assignments": [a.model_dump(mode="json") for a in plan[wid]]}, 0)
         held_box["h"] = {a.offer.key for assigns in plan.values() for a in assigns}
         await fast.flush()
 

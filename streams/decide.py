@@ -114,3 +114,42 @@ def resolve(engine: AllocationEngine, workload_ids: Collection[str], old_plan: P
         explanations=[result.explanations[w] for w in changed if w in result.explanations],
         solver=result.solver,
     )
+
+
+MAX_WORKLOADS_PER_DECISION = 100  # keeps one AllocationDecided well under Kafka's 1 MB message limit
+
+
+def split(decision: AllocationDecided, previous_ids: Mapping[str, str],
+          max_workloads: int = MAX_WORKLOADS_PER_DECISION) -> list[AllocationDecided]:
+    """One decision per chunk of at most `max_workloads` workloads (a re-solve that moves a thousand
+    workloads would otherwise be a message of several MB). Each part carries its own workloads'
+    assignments, changes, explanations and quote ages, the shared reason, triggers and latency, and a
+    deterministic id over its own workloads. A decision that fits is returned unchanged.
+
+    >>> from datetime import UTC, datetime
+    >>> d = AllocationDecided(event_id="x", decided_at=datetime(2025, 1, 1, tzinfo=UTC),
+    ...                       workload_ids=["a", "b", "c"], assignments=[], reason="r")
+    >>> [p.workload_ids for p in split(d, {}, max_workloads=2)]
+    [['a', 'b'], ['c']]
+    """
+    wids = sorted(decision.workload_ids)
+    if len(wids) <= max_workloads:
+        return [decision]
+    parts: list[AllocationDecided] = []
+    for i in range(0, len(wids), max_workloads):
+        chunk = set(wids[i:i + max_workloads])
+        assigns = [a for a in decision.assignments if a.workload_id in chunk]
+        plan: Plan = {}
+        for a in assigns:
+            plan.setdefault(a.workload_id, []).append(a)
+        used = {a.offer.key for a in assigns}
+        parts.append(decision.model_copy(update={
+            "event_id": decision_id(previous_ids, chunk, plan),
+            "workload_ids": sorted(chunk),
+            "assignments": assigns,
+            "changes": [c for c in decision.changes if c.workload_id in chunk],
+            "explanations": [e for e in decision.explanations if e.workload_id in chunk],
+            "quote_age_s": {k: v for k, v in decision.quote_age_s.items() if k in used},
+            "total_usd_per_hour": sum(a.usd_per_hour for a in assigns),
+        }))
+    return parts

@@ -226,13 +226,17 @@ def main() -> None:
     ap.add_argument("--engine", default="portfolio")
     ap.add_argument("--skip-latency", action="store_true")
     ap.add_argument("--skip-throughput", action="store_true")
+    ap.add_argument("--logs", type=Path, help="keep the workers' logs in this directory")
     ap.add_argument("--profile", type=Path, help="write a py-spy flame graph (.svg) of the worker's steady phase")
     args = ap.parse_args()
     out: dict[str, object] = {"machine": f"{os.cpu_count()} cores", "measured_at": datetime.now(UTC).isoformat()}
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
+        if args.logs:
+            args.logs.mkdir(parents=True, exist_ok=True)
+            tmp = args.logs
         if not args.skip_throughput:
-            broker = LocalKafka(tmp / "k1", heap="1g").start()
+            broker = LocalKafka(Path(d) / "k1", heap="1g").start()
             try:
                 ensure_topics(broker.bootstrap)
                 out.update(throughput(broker.bootstrap, args.events, tmp))
@@ -240,7 +244,7 @@ def main() -> None:
             finally:
                 broker.stop()
         if not args.skip_latency:
-            broker = LocalKafka(tmp / "k2", heap="1g").start()
+            broker = LocalKafka(Path(d) / "k2", heap="1g").start()
             try:
                 ensure_topics(broker.bootstrap)
                 out.update(latency(broker.bootstrap, args.latency_s, args.engine, tmp, profile=args.profile))

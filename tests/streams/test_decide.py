@@ -5,7 +5,7 @@ from datetime import UTC, datetime
 from schemas.events import Assignment, ChangeAction
 from schemas.market import OfferQuote
 from solvers import GreedyEngine
-from streams.decide import affected_workloads, decision_id, diff_plans, resolve
+from streams.decide import affected_workloads, decision_id, diff_plans, resolve, split
 from tests.streams.helpers import offer, workload
 
 L4A, L4B, H100 = offer(region="a"), offer(region="b"), offer(gpu="H100-80GB")
@@ -51,3 +51,23 @@ def test_resolve_emits_only_on_change() -> None:
     eng.upsert_offers([OfferQuote(L4B, 0.5)])
     d2 = resolve(eng, {"w"}, plan, {"w": d.event_id}, "price fell", [], {}, NOW, None)
     assert d2 is not None and d2.changes[0].action is ChangeAction.MIGRATE and d2.event_id != d.event_id
+
+
+def test_a_large_decision_is_split_into_parts_that_reassemble_it() -> None:
+    eng = GreedyEngine()
+    offers = [offer(region=f"r{i}") for i in range(30)]
+    eng.upsert_offers([OfferQuote(o, 1.0 + i / 100) for i, o in enumerate(offers)])
+    for i in range(250):
+        eng.upsert_workload(workload(f"w{i:03d}", budget=10.0))
+    d = resolve(eng, {f"w{i:03d}" for i in range(250)}, {}, {}, "start", ["t1"], {}, datetime.now(UTC), 12.0)
+    assert d is not None and len(d.workload_ids) == 250
+    parts = split(d, {}, max_workloads=100)
+    assert [len(p.workload_ids) for p in parts] == [100, 100, 50]
+    assert sorted(w for p in parts for w in p.workload_ids) == sorted(d.workload_ids)
+    assert sorted(a.workload_id for p in parts for a in p.assignments) == sorted(a.workload_id for a in d.assignments)
+    assert sum(len(p.changes) for p in parts) == len(d.changes)
+    assert all(p.reason == "start" and p.latency_ms == 12.0 and p.trigger_event_ids == ["t1"] for p in parts)
+    assert all(c.workload_id in p.workload_ids for p in parts for c in p.changes)
+    assert len({p.event_id for p in parts}) == 3 and [p.event_id for p in split(d, {}, 100)] == [p.event_id
+                                                                                             for p in parts]
+    assert split(d, {}, max_workloads=1000) == [d]
