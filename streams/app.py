@@ -162,8 +162,8 @@ def create_app(cfg: StreamsConfig, engine_factory: Callable[[], AllocationEngine
             counters.forecasts += len(res.forecasts)
             for dl in res.dead_letters:
                 fast.produce(DLQ.name, dl.event_id.encode(), dl.model_dump_json().encode())
-            for key, value in res.forecasts:
-                fast.produce(FORECASTS.name, key, value)
+            for fkey, value in res.forecasts:
+                fast.produce(FORECASTS.name, fkey, value)
             changes_topic = changes.get_topic_name()
             for value in res.changes:
                 fast.produce(changes_topic, b"m", value)

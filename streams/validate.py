@@ -13,6 +13,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 from pydantic_core import from_json
@@ -60,7 +61,7 @@ def validate(raw: bytes | None, allowed: tuple[str, ...], now: datetime | None =
     return check(event, allowed, now or datetime.now(UTC))
 
 
-_MANY: TypeAdapter[list[Event]] = TypeAdapter(list[AnyEvent])
+_MANY: TypeAdapter[list[Any]] = TypeAdapter(list[AnyEvent])
 
 
 def validate_many(raws: Sequence[bytes | None], allowed: tuple[str, ...],
