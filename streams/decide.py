@@ -17,7 +17,6 @@ from schemas.events import (
     deterministic_id,
 )
 from schemas.market import AllocationEngine, SolveResult
-from schemas.offers import OfferKey
 
 Plan = dict[str, list[Assignment]]
 
@@ -26,18 +25,18 @@ def affected_workloads(changed_offers: Iterable[str], workloads: Mapping[str, Wo
                        plan: Plan) -> set[str]:
     """Workloads a change to these offers can affect: those that accept the offer's GPU model (and
     provider), plus those currently placed on the offer."""
-    by_gpu: dict[str, set[str]] = {}
     out: set[str] = set()
     on_offer: dict[str, set[str]] = {}
     for wid, assigns in plan.items():
         for a in assigns:
             on_offer.setdefault(a.offer.key, set()).add(wid)
+    seen: set[tuple[str, str]] = set()
     for k in changed_offers:
-        o = OfferKey.from_key(k)
-        if o.gpu_model not in by_gpu:
-            by_gpu[o.gpu_model] = {wid for wid, w in workloads.items() if o.gpu_model in w.gpu_throughput}
-        out |= {wid for wid in by_gpu[o.gpu_model]
-                if workloads[wid].allowed_providers is None or o.provider in (workloads[wid].allowed_providers or ())}
+        provider, _, _, _, gpu, _, _ = k.split("|")
+        if (gpu, provider) not in seen:  # one pass over the workloads per (GPU model, provider) changed
+            seen.add((gpu, provider))
+            out |= {wid for wid, w in workloads.items() if gpu in w.gpu_throughput
+                    and (w.allowed_providers is None or provider in w.allowed_providers)}
         out |= on_offer.get(k, set())
     return out
 

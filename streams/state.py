@@ -16,6 +16,7 @@ its offer is ignored, so replaying a partition after a crash reproduces the same
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
 from schemas.events import CapacityObserved, InterruptionObserved, PriceObserved
@@ -117,13 +118,19 @@ def engine_view(s: State, forecast: Any = None) -> State:
     return view
 
 
+@lru_cache(maxsize=200_000)
+def _offer_key(key: str) -> OfferKey:
+    """`OfferKey.from_key`, cached (keys are immutable; parsing validates, which costs ~10 µs each)."""
+    return OfferKey.from_key(key)
+
+
 def quote_from_state(offer_key: str, s: State, now_t: float | None = None) -> OfferQuote | None:
     """The engine's view of an offer (None until a price is known)."""
     if "usd_per_hour" not in s:
         return None
     age = max(0.0, now_t - float(s["price_t"])) if now_t is not None else 0.0
     return OfferQuote(
-        offer=OfferKey.from_key(offer_key), usd_per_hour=float(s["usd_per_hour"]),
+        offer=_offer_key(offer_key), usd_per_hour=float(s["usd_per_hour"]),
         forecast_usd_per_hour=s.get("forecast_usd_per_hour"), available=bool(s.get("available", True)),
         capacity_instances=s.get("capacity_instances"),
         interruption_probability_per_hour=float(s.get("interruption_p", 0.0)), quote_age_s=age,
