@@ -39,6 +39,7 @@ from schemas.topics import CAPACITY, DECISIONS, DLQ, FORECASTS, INTERRUPTIONS, P
 from streams import decide, state, track
 from streams.fastout import FastOutput
 from streams.forecast import Forecaster
+from streams.rebalance import App as RebalanceSafeApp
 from streams.validate import Rejected, dead_letter, validate
 
 log = logging.getLogger(__name__)
@@ -73,7 +74,7 @@ def _json(obj: Any) -> bytes:
 
 
 def create_app(cfg: StreamsConfig, engine_factory: Callable[[], AllocationEngine]) -> faust.App:
-    app = faust.App(
+    app = RebalanceSafeApp(
         cfg.app_id, broker=cfg.broker, store="memory://", web_enabled=False,
         topic_partitions=1, topic_replication_factor=1, table_cleanup_interval=3600,
         broker_session_timeout=cfg.broker_session_timeout_s, broker_heartbeat_interval=1.0,
@@ -298,11 +299,23 @@ def create_app(cfg: StreamsConfig, engine_factory: Callable[[], AllocationEngine
         the stream partitions Faust has left paused although recovery is over."""
         log.info("progress %s pending_out=%d", counters, out().pending())
         recovery = app.tables.recovery  # type: ignore[attr-defined]
+        consumer = app.consumer
+        stream_tps = {tp for tp in consumer.assignment() if tp.topic not in app.tables.changelog_topics}
+        behind = {}
+        for tp in stream_tps:
+            try:
+                hw, ro = consumer.highwater(tp), getattr(consumer, "_read_offset", {}).get(tp)
+            except Exception:  # diagnostics only: never fail the timer
+                continue
+            if hw is not None and (ro is None or hw - 1 > ro):
+                behind[f"{tp.topic}:{tp.partition}"] = (ro, hw)
+        if behind:
+            log.info("behind (last read, highwater): %s; recovery done %s, rebalancing %s, active %d of %d",
+                     dict(sorted(behind.items())[:12]), recovery.completed.is_set(), app.rebalancing,
+                     len(getattr(consumer, "_active_partitions", None) or ()), len(stream_tps))
         if not recovery.completed.is_set() or app.rebalancing:
             stuck_box["paused"] = set()
             return
-        consumer = app.consumer
-        stream_tps = {tp for tp in consumer.assignment() if tp.topic not in app.tables.changelog_topics}
         paused = stream_tps & set(getattr(consumer, "_paused_partitions", ()))
         if paused:
             log.info("paused stream partitions: %s", sorted(paused))
