@@ -45,10 +45,9 @@ async def reseek_streams(app: Any) -> None:
         committed = await consumer.seek_to_committed()
         await consumer.perform_seek()  # also resets Faust's read and committed offsets
         fresh = [tp for tp in stream_tps if not committed.get(tp)]
-        if fresh and app.conf.consumer_auto_offset_reset == "earliest":
-            from faust.transport.drivers.aiokafka import ensure_aiokafka_TPset
-
-            await consumer.seek_to_beginning(*ensure_aiokafka_TPset(fresh))
+        if app.conf.consumer_auto_offset_reset == "earliest":
+            for tp in fresh:  # offset 0, or the log start if retention removed it (offset reset: earliest)
+                await consumer.seek(tp, 0)
         log.info("re-seeked %d stream partitions after the rebalance (%d from the beginning)",
                  len(stream_tps), len(fresh))
     except Exception as exc:  # a new rebalance may have revoked them meanwhile: it seeks again itself
