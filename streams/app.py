@@ -307,7 +307,7 @@ def create_app(cfg: StreamsConfig, engine_factory: Callable[[], AllocationEngine
                 hw, ro = consumer.highwater(tp), getattr(consumer, "_read_offset", {}).get(tp)
             except Exception:  # diagnostics only: never fail the timer
                 continue
-            if hw is not None and (ro is None or hw - 1 > ro):
+            if hw and (ro is None or hw - 1 > ro):
                 behind[f"{tp.topic}:{tp.partition}"] = (ro, hw)
         if behind:
             log.info("behind (last read, highwater): %s; recovery done %s, rebalancing %s, active %d of %d",
@@ -315,7 +315,15 @@ def create_app(cfg: StreamsConfig, engine_factory: Callable[[], AllocationEngine
                      len(getattr(consumer, "_active_partitions", None) or ()), len(stream_tps))
         if not recovery.completed.is_set() or app.rebalancing:
             stuck_box["paused"] = set()
+            stuck_box["flow"] = set()
             return
+        # streams.rebalance suspends the flow during the post-recovery seek; recovery resumes it. Should a
+        # recovery end without resuming it (Faust returns early when a new rebalance starts), do it here.
+        flow_off = {"suspended"} if not app.flow_control.is_active() else set()
+        resume_flow, stuck_box["flow"] = still_paused(stuck_box.get("flow", set()), flow_off)
+        if resume_flow:
+            log.warning("resuming the stream flow left suspended after recovery")
+            app.flow_control.resume()
         paused = stream_tps & set(getattr(consumer, "_paused_partitions", ()))
         if paused:
             log.info("paused stream partitions: %s", sorted(paused))

@@ -1,22 +1,24 @@
 """A workaround for a Faust (faust-streaming 0.15) recovery race that loses stream messages.
 
-After a rebalance, `Recovery.on_recovery_completed` resumes the stream partitions, then awaits
-`perform_seek()` (seek to committed offsets), and only then calls `app.flow_control.resume()`, which
-*clears every stream queue*. Whatever the fetcher delivered during the seek is discarded although the
-consumer's position has moved past it: those messages are never processed, the commit stops at the gap
-(Faust commits only contiguous acknowledged offsets), and partitions that had no committed offset at
-all (aiokafka's `seek_to_committed` skips them) are never re-read. Seen here in about 1 in 3 restarts
-after a kill -9 under load: whole offers missing from the state and the group's lag stuck.
+After a rebalance, `Recovery.on_recovery_completed` sends `app.on_rebalance_complete`, resumes the stream
+partitions, awaits `perform_seek()` (seek to committed offsets) and only then calls
+`app.flow_control.resume()`, which *clears every stream queue*. The flow control is already active at
+that point (recovery resumed it to read the changelogs), so whatever the fetcher delivers during the
+seek is queued, then discarded, although the consumer's position has moved past it. Those messages are
+never processed; Faust's commit (which treats the broker's committed offset as the last processed one)
+can then skip past them, and partitions without a committed offset (aiokafka's `seek_to_committed`
+leaves them alone) are never re-read. Seen here in about 1 in 3 restarts after a kill -9: offers missing
+from the state, or one price of an offer lost (a later one already applied, so the missed one is
+ignored as out of date when it comes back), and the group's lag stuck.
 
-The fix: when the rebalance has ended (after the queues were cleared) seek the stream partitions again,
-to their committed offsets, and those without one to the beginning (where `auto_offset_reset=earliest`
-started them). Messages processed in between are processed again: every update in this pipeline is
-idempotent, so at-least-once is kept and nothing is lost.
+The fix: suspend the flow control when `on_rebalance_complete` fires. Deliveries then *wait* (the
+conductor acquires the flow control before queueing) instead of being queued and cleared, and continue
+in offset order once `on_recovery_completed` resumes the flow. The worker's progress timer resumes a
+flow left suspended after recovery completed (see `streams.app`), so this can never stall the worker.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Any
 
@@ -26,29 +28,11 @@ log = logging.getLogger(__name__)
 
 
 class App(faust.App):
-    """faust.App with the re-seek after each rebalance (see the module docstring)."""
+    """faust.App whose stream deliveries wait, rather than get discarded, during the post-recovery seek."""
 
-    _reseek: asyncio.Future[None] | None = None
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.on_rebalance_complete.connect(self._hold_deliveries)
 
-    def on_rebalance_end(self) -> None:
-        super().on_rebalance_end()
-        self._reseek = asyncio.ensure_future(reseek_streams(self))
-
-
-async def reseek_streams(app: Any) -> None:
-    consumer = app.consumer
-    changelogs = app.tables.changelog_topics
-    stream_tps = {tp for tp in consumer.assignment() if tp.topic not in changelogs}
-    if not stream_tps:
-        return
-    try:
-        committed = await consumer.seek_to_committed()
-        await consumer.perform_seek()  # also resets Faust's read and committed offsets
-        fresh = [tp for tp in stream_tps if not committed.get(tp)]
-        if app.conf.consumer_auto_offset_reset == "earliest":
-            for tp in fresh:  # offset 0, or the log start if retention removed it (offset reset: earliest)
-                await consumer.seek(tp, 0)
-        log.info("re-seeked %d stream partitions after the rebalance (%d from the beginning)",
-                 len(stream_tps), len(fresh))
-    except Exception as exc:  # a new rebalance may have revoked them meanwhile: it seeks again itself
-        log.warning("re-seek after rebalance failed: %r", exc)
+    async def _hold_deliveries(self, sender: Any, *args: Any, **kwargs: Any) -> None:
+        self.flow_control.suspend()
