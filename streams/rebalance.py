@@ -34,5 +34,5 @@ class App(faust.App):
         super().__init__(*args, **kwargs)
         self.on_rebalance_complete.connect(self._hold_deliveries)
 
-    async def _hold_deliveries(self, sender: Any, *args: Any, **kwargs: Any) -> None:
+    async def _hold_deliveries(self, sender: Any, *args: Any, signal: Any = None, **kwargs: Any) -> None:
         self.flow_control.suspend()
