@@ -20,7 +20,7 @@ flow left suspended after recovery completed (see `streams.app`), so this can ne
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, cast
 
 import faust
 
@@ -32,7 +32,7 @@ class App(faust.App):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.on_rebalance_complete.connect(self._hold_deliveries)
+        self.on_rebalance_complete.connect(cast(Any, self._hold_deliveries))
 
     async def _hold_deliveries(self, sender: Any, *args: Any, signal: Any = None, **kwargs: Any) -> None:
         self.flow_control.suspend()
