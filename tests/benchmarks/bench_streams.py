@@ -105,7 +105,7 @@ def rss_kb(pid: int) -> int:
     return 0
 
 
-def throughput(bootstrap: str, n_events: int, tmp: Path) -> dict[str, float]:
+def throughput(bootstrap: str, n_events: int, tmp: Path, profile: Path | None = None) -> dict[str, float]:
     offers = make_offers(10_000)
     rng = random.Random(3)
     t0 = datetime(2025, 1, 1, tzinfo=UTC)
@@ -122,11 +122,14 @@ def throughput(bootstrap: str, n_events: int, tmp: Path) -> dict[str, float]:
     worker = start_worker(bootstrap, app_id, tmp / "worker-tp.log")
     try:
         wait_until(lambda: group_position(bootstrap, app_id, [PRICES.name])[0] > 0, 120, "worker start", 0.05)
+        spy = _py_spy(worker.pid, 0, profile) if profile else None
         s0, t_start = group_position(bootstrap, app_id, [PRICES.name])[0], time.perf_counter()
         wait_until(lambda: group_position(bootstrap, app_id, [PRICES.name])[0] >= n_events, 600, "worker", 0.05)
         elapsed = time.perf_counter() - t_start
     finally:
         stop(worker)
+        if profile and spy is not None:
+            spy.wait(60)
     rate = (n_events - s0) / elapsed
     return {"events": n_events, "events_per_s": round(rate), "raw_consume_events_per_s": round(raw),
             "ratio_to_raw_consume": round(rate / raw, 4)}
@@ -140,7 +143,8 @@ def _py_spy(pid: int, seconds: float, out: Path) -> Any:
     exe = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     if not Path(exe).exists():
         return None
-    return subprocess.Popen([exe, "record", "-p", str(pid), "-d", str(int(seconds)), "-f", "speedscope" if
+    dur = ["-d", str(int(seconds))] if seconds else []  # 0: until the process exits
+    return subprocess.Popen([exe, "record", "-p", str(pid), *dur, "-f", "speedscope" if
                              out.suffix == ".json" else "flamegraph", "-o", str(out)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
@@ -239,7 +243,8 @@ def main() -> None:
             broker = LocalKafka(Path(d) / "k1", heap="1g").start()
             try:
                 ensure_topics(broker.bootstrap)
-                out.update(throughput(broker.bootstrap, args.events, tmp))
+                tp_profile = args.profile.with_name("tp-" + args.profile.name) if args.profile else None
+                out.update(throughput(broker.bootstrap, args.events, tmp, profile=tp_profile))
                 print(json.dumps(out, indent=1))
             finally:
                 broker.stop()
