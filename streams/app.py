@@ -244,13 +244,16 @@ def create_app(cfg: StreamsConfig, engine_factory: Callable[[], AllocationEngine
             await fast.flush()
             return
         counters.solves += 1
-        latency = (time.time() * 1000 - oldest_ms) if oldest_ms is not None else None
         ages = {k: max(0.0, now_t - float(v.get("price_t", now_t))) for k, v in changed_offers.items()}
         for k in _plan_offer_keys(old_plan, to_solve):
             if k not in ages and (m := market.get(k)):
                 ages[k] = max(0.0, now_t - float(m.get("price_t", now_t)))
         reason = "; ".join(reasons[:5]) + (f"; +{len(reasons) - 5} more" if len(reasons) > 5 else "")
-        decision = decide.resolve(eng, to_solve, old_plan, prev_ids, reason, triggers, ages, now, latency)
+        decision = decide.resolve(eng, to_solve, old_plan, prev_ids, reason, triggers, ages, now, None)
+        # event -> decision ready to send: the oldest trigger's producer timestamp to now, solve included
+        latency = (time.time() * 1000 - oldest_ms) if oldest_ms is not None else None
+        if decision is not None:
+            decision = decision.model_copy(update={"latency_ms": latency})
         if cancelled:
             # a cancellation is a decision of its own kind: terminate what the workload held
             term = decide.diff_plans(old_plan, {}, cancelled)
