@@ -230,6 +230,7 @@ def main() -> None:
     ap.add_argument("--engine", default="portfolio")
     ap.add_argument("--skip-latency", action="store_true")
     ap.add_argument("--skip-throughput", action="store_true")
+    ap.add_argument("--rate", type=int, default=1000, help="events/s of the latency phase")
     ap.add_argument("--logs", type=Path, help="keep the workers' logs in this directory")
     ap.add_argument("--profile", type=Path, help="write a py-spy flame graph (.svg) of the worker's steady phase")
     args = ap.parse_args()
@@ -252,7 +253,8 @@ def main() -> None:
             broker = LocalKafka(Path(d) / "k2", heap="1g").start()
             try:
                 ensure_topics(broker.bootstrap)
-                out.update(latency(broker.bootstrap, args.latency_s, args.engine, tmp, profile=args.profile))
+                out.update(latency(broker.bootstrap, args.latency_s, args.engine, tmp, rate=args.rate,
+                                   profile=args.profile))
             finally:
                 broker.stop()
     print(json.dumps(out, indent=1))
