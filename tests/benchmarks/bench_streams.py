@@ -8,7 +8,7 @@
    offsets (commit interval 0.2 s).
 2. latency: a fresh broker; 10,000 offers and 1,000 workloads are loaded, then price changes arrive at a
    steady 1,000 events/s; each AllocationDecided carries latency_ms (producer timestamp of the oldest
-   triggering event -> decision acknowledged by the broker); p50/p99 over the steady phase.
+   triggering event -> decision ready to send, solve included); p50/p99 over the steady phase.
 3. memory: worker RSS after loading 10,000 offers minus RSS before.
 
 Results go to tests/benchmarks/results.json under "streams" (other keys are left alone).
