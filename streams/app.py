@@ -294,12 +294,13 @@ def create_app(cfg: StreamsConfig, engine_factory: Callable[[], AllocationEngine
         held_box["h"] = {a.offer.key for assigns in plan.values() for a in assigns}
         await fast.flush()
 
-    stuck_box: dict[str, set[Any]] = {"paused": set()}
+    stuck_box: dict[str, set[Any]] = {"flow": set()}
 
     @app.timer(10.0)
     async def _report_progress() -> None:
-        """Every 10 s: one INFO line of counters (a line that stops coming means a blocked event loop) and
-        the stream partitions Faust has left paused although recovery is over."""
+        """Every 10 s: one INFO line of counters (a line that stops coming means a blocked event loop), the
+        partitions read behind their high watermark and the paused ones; resumes a stream flow left
+        suspended after recovery (see streams.rebalance)."""
         log.info("progress %s pending_out=%d", counters, out().pending())
         recovery = app.tables.recovery  # type: ignore[attr-defined]
         consumer = app.consumer
@@ -317,25 +318,18 @@ def create_app(cfg: StreamsConfig, engine_factory: Callable[[], AllocationEngine
                      dict(sorted(behind.items())[:12]), recovery.completed.is_set(), app.rebalancing,
                      len(getattr(consumer, "_active_partitions", None) or ()), len(stream_tps))
         if not recovery.completed.is_set() or app.rebalancing:
-            stuck_box["paused"] = set()
             stuck_box["flow"] = set()
             return
         # streams.rebalance suspends the flow during the post-recovery seek; recovery resumes it. Should a
         # recovery end without resuming it (Faust returns early when a new rebalance starts), do it here.
         flow_off = {"suspended"} if not app.flow_control.is_active() else set()
-        resume_flow, stuck_box["flow"] = still_paused(stuck_box.get("flow", set()), flow_off)
+        resume_flow, stuck_box["flow"] = still_paused(stuck_box["flow"], flow_off)
         if resume_flow:
             log.warning("resuming the stream flow left suspended after recovery")
             app.flow_control.resume()
         paused = stream_tps & set(getattr(consumer, "_paused_partitions", ()))
-        if paused:
+        if paused:  # normal under backpressure (a full stream buffer); worth seeing when a worker stalls
             log.info("paused stream partitions: %s", sorted(paused))
-        resume, stuck_box["paused"] = still_paused(stuck_box["paused"], paused)
-        if resume:
-            # seen in about 1 restart in 5 under load: a partition left paused after recovery is never
-            # fetched again. Two reports in a row (>= 10 s) with recovery complete: resume it.
-            log.warning("resuming stream partitions left paused after recovery: %s", sorted(resume))
-            consumer.resume_partitions(resume)
 
     app.cloudarb_agents = (track_offers, decide_allocations)  # type: ignore[attr-defined]
     app.cloudarb_tables = {"offers": offers, "market": market, "plans": plans,  # type: ignore[attr-defined]
@@ -344,7 +338,7 @@ def create_app(cfg: StreamsConfig, engine_factory: Callable[[], AllocationEngine
 
 
 def still_paused(before: set[Any], now: set[Any]) -> tuple[set[Any], set[Any]]:
-    """(partitions paused at two reports in a row: resume them, partitions to remember for the next report).
+    """(what was seen at two reports in a row: act on it, what to remember for the next report).
 
     >>> still_paused(set(), {1, 2})
     (set(), {1, 2})
