@@ -105,7 +105,11 @@ def rss_kb(pid: int) -> int:
     return 0
 
 
-def throughput(bootstrap: str, n_events: int, tmp: Path, profile: Path | None = None) -> dict[str, float]:
+def throughput(bootstrap: str, n_events: int, tmp: Path, profile: Path | None = None,
+               spacing_s: float = 0.5) -> dict[str, float]:
+    """`spacing_s`: event time between consecutive events (0.5 s: each of the 10,000 offers changes every
+    ~83 min of event time, so every event is due a forecast, as in a replay of recorded markets; a small
+    spacing, like a live market, makes forecasts rare)."""
     offers = make_offers(10_000)
     rng = random.Random(3)
     t0 = datetime(2025, 1, 1, tzinfo=UTC)
@@ -114,7 +118,7 @@ def throughput(bootstrap: str, n_events: int, tmp: Path, profile: Path | None = 
     for i in range(n_events):
         o, _ = offers[i % len(offers)]
         cur[o.key] = round(cur[o.key] * rng.uniform(0.97, 1.03), 4)
-        pub.publish(price_event(o, cur[o.key], t0 + timedelta(seconds=i * 0.5), i))
+        pub.publish(price_event(o, cur[o.key], t0 + timedelta(seconds=i * spacing_s), i))
     assert pub.flush(120) == 0
     raw = raw_consume_rate(bootstrap, PRICES.name, n_events)
     os.environ["CLOUDARB_COMMIT_INTERVAL_S"] = "0.2"
@@ -131,8 +135,8 @@ def throughput(bootstrap: str, n_events: int, tmp: Path, profile: Path | None = 
         if profile and spy is not None:
             spy.wait(60)
     rate = (n_events - s0) / elapsed
-    return {"events": n_events, "events_per_s": round(rate), "raw_consume_events_per_s": round(raw),
-            "ratio_to_raw_consume": round(rate / raw, 4)}
+    return {"events": n_events, "event_spacing_s": spacing_s, "events_per_s": round(rate),
+            "raw_consume_events_per_s": round(raw), "ratio_to_raw_consume": round(rate / raw, 4)}
 
 
 def _py_spy(pid: int, seconds: float, out: Path) -> Any:
@@ -230,6 +234,7 @@ def main() -> None:
     ap.add_argument("--engine", default="portfolio")
     ap.add_argument("--skip-latency", action="store_true")
     ap.add_argument("--skip-throughput", action="store_true")
+    ap.add_argument("--event-spacing-s", type=float, default=0.5, help="event time between throughput events")
     ap.add_argument("--rate", type=int, default=1000, help="events/s of the latency phase")
     ap.add_argument("--logs", type=Path, help="keep the workers' logs in this directory")
     ap.add_argument("--profile", type=Path, help="write a py-spy flame graph (.svg) of the worker's steady phase")
@@ -245,7 +250,8 @@ def main() -> None:
             try:
                 ensure_topics(broker.bootstrap)
                 tp_profile = args.profile.with_name("tp-" + args.profile.name) if args.profile else None
-                out.update(throughput(broker.bootstrap, args.events, tmp, profile=tp_profile))
+                out.update(throughput(broker.bootstrap, args.events, tmp, profile=tp_profile,
+                                      spacing_s=args.event_spacing_s))
                 print(json.dumps(out, indent=1))
             finally:
                 broker.stop()
