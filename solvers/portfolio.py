@@ -805,9 +805,7 @@ class PortfolioEngine:
             dp = M.col_pair[dx]
             A.update(np.unique(P.w[dp[dp >= 0]]).tolist())
             A.update(np.nonzero(np.abs(kv - c["kv"]) > 1e-9)[0].tolist())
-            self.last_timings["redecide_lp"] = float(len(A))
             dg = np.nonzero(np.abs(conc_g - c["conc"]) > 1e-9)[0]
-            self.last_timings["conc_groups_moved"] = float(dg.size)
             if dg.size:
                 hit = np.isin(inst.group[P.o], dg)
                 A.update(np.unique(P.w[hit]).tolist())
@@ -824,7 +822,6 @@ class PortfolioEngine:
                 sm_base = sm - inst.params.risk_lambda * M.mu[pw] * P.g[pc] * P.n_single[pc]
                 ch = c["chosen"][pw]
                 hit = used | ((sm < ch + 1e-9) & (sm_base < ch - c["thr"][pw] + 1e-9))
-                self.last_timings["redecide_offers"] = float(np.unique(pw[hit]).size)
                 A.update(np.unique(pw[hit]).tolist())
                 # cheaper than the runner-up only: the decision stands, the explanation changes
                 po_ = P.o[pc]

@@ -294,7 +294,7 @@ def create_app(cfg: StreamsConfig, engine_factory: Callable[[], AllocationEngine
         held_box["h"] = {a.offer.key for assigns in plan.values() for a in assigns}
         await fast.flush()
 
-    stuck_box: dict[str, set[Any]] = {"flow": set()}
+    flow_box = {"suspended_at_last_report": False}
 
     @app.timer(10.0)
     async def _report_progress() -> None:
@@ -318,15 +318,16 @@ def create_app(cfg: StreamsConfig, engine_factory: Callable[[], AllocationEngine
                      dict(sorted(behind.items())[:12]), recovery.completed.is_set(), app.rebalancing,
                      len(getattr(consumer, "_active_partitions", None) or ()), len(stream_tps))
         if not recovery.completed.is_set() or app.rebalancing:
-            stuck_box["flow"] = set()
+            flow_box["suspended_at_last_report"] = False
             return
         # streams.rebalance suspends the flow during the post-recovery seek; recovery resumes it. Should a
         # recovery end without resuming it (Faust returns early when a new rebalance starts), do it here.
-        flow_off = {"suspended"} if not app.flow_control.is_active() else set()
-        resume_flow, stuck_box["flow"] = still_paused(stuck_box["flow"], flow_off)
-        if resume_flow:
+        suspended = not app.flow_control.is_active()
+        if suspended and flow_box["suspended_at_last_report"]:  # two reports in a row (>= 10 s)
             log.warning("resuming the stream flow left suspended after recovery")
             app.flow_control.resume()
+            suspended = False
+        flow_box["suspended_at_last_report"] = suspended
         paused = stream_tps & set(getattr(consumer, "_paused_partitions", ()))
         if paused:  # normal under backpressure (a full stream buffer); worth seeing when a worker stalls
             log.info("paused stream partitions: %s", sorted(paused))
@@ -335,18 +336,6 @@ def create_app(cfg: StreamsConfig, engine_factory: Callable[[], AllocationEngine
     app.cloudarb_tables = {"offers": offers, "market": market, "plans": plans,  # type: ignore[attr-defined]
                            "workloads": workload_specs}
     return app
-
-
-def still_paused(before: set[Any], now: set[Any]) -> tuple[set[Any], set[Any]]:
-    """(what was seen at two reports in a row: act on it, what to remember for the next report).
-
-    >>> still_paused(set(), {1, 2})
-    (set(), {1, 2})
-    >>> still_paused({1, 2}, {2, 3})
-    ({2}, {3})
-    """
-    both = before & now
-    return both, now - both
 
 
 def _assignment_offer_key(assignment: dict[str, Any]) -> str:

@@ -23,8 +23,8 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Container, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any, NamedTuple
+from datetime import UTC, datetime
+from typing import NamedTuple
 
 from schemas.events import CapacityObserved, DeadLettered, InterruptionObserved, PriceObserved
 from streams import state
@@ -56,8 +56,6 @@ def track_batch(msgs: Sequence[Msg], lookup: Callable[[str], state.State | None]
                 forecaster: Forecaster, threshold: float = state.PRICE_MOVE_THRESHOLD,
                 now: datetime | None = None) -> TrackOutput:
     """Fold a batch of raw market messages into per-offer state; see the module docstring."""
-    from datetime import UTC
-
     now = now or datetime.now(UTC)
     out = TrackOutput()
     last_event: dict[str, PriceObserved | CapacityObserved | InterruptionObserved] = {}
@@ -91,7 +89,3 @@ def track_batch(msgs: Sequence[Msg], lookup: Callable[[str], state.State | None]
                                        "event_id": event_id, "msg_ts": ts}, separators=(",", ":")).encode())
     return out
 
-
-def summary(out: TrackOutput) -> dict[str, Any]:
-    return {"valid": out.valid, "dead": len(out.dead_letters), "updated": len(out.updated),
-            "forecasts": len(out.forecasts), "changes": len(out.changes)}

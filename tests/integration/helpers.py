@@ -5,10 +5,12 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from cloudarb.demo import group_position
+from tests.conftest import unique
 
 
 def start_worker(bootstrap: str, app_id: str, log: Path, engine: str = "greedy") -> subprocess.Popen[bytes]:
@@ -48,3 +50,21 @@ def wait_until(cond: Callable[[], bool], timeout_s: float, what: str, poll_s: fl
 def caught_up(bootstrap: str, group: str, topics: list[str]) -> bool:
     done, end = group_position(bootstrap, group, topics)
     return done >= end
+
+
+def read_all(bootstrap: str, topics: Sequence[str], idle_polls: int = 6) -> list[Any]:
+    """Every message of `topics` from the beginning (fresh group; error records dropped), in partition order;
+    stops after `idle_polls` empty half-second polls in a row."""
+    from confluent_kafka import Consumer
+
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": unique("read"), "auto.offset.reset": "earliest",
+                  "enable.auto.commit": False})
+    c.subscribe(list(topics))
+    out: list[Any] = []
+    idle = 0
+    while idle < idle_polls:
+        msgs = c.consume(5000, timeout=0.5)
+        idle = 0 if msgs else idle + 1
+        out += [m for m in msgs if m.error() is None]
+    c.close()
+    return out

@@ -23,7 +23,7 @@ from schemas.market import OfferQuote
 from solvers import greedy_plan
 from streams import state
 from tests.conftest import ROOT, SAMPLE, unique
-from tests.integration.helpers import caught_up, start_worker, stop, wait_until
+from tests.integration.helpers import caught_up, read_all, start_worker, stop, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -46,25 +46,8 @@ def sink(kafka_bootstrap: str, chdb_client: tuple[Any, str]) -> Iterator[tuple[C
 
 def _changelog_state(bootstrap: str, topic: str) -> dict[str, Any]:
     """The last value per key of a Faust table's changelog topic = the table's durable state."""
-    from confluent_kafka import Consumer
-
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": unique("chg"), "auto.offset.reset": "earliest",
-                  "enable.auto.commit": False})
-    c.subscribe([topic])
-    out: dict[str, Any] = {}
-    idle = 0
-    while idle < 6:
-        m = c.poll(0.5)
-        if m is None:
-            idle += 1
-            continue
-        idle = 0
-        if m.error():
-            continue
-        k = json.loads(m.key())
-        out[k] = None if m.value() is None else json.loads(m.value())
-    c.close()
-    return out
+    return {json.loads(m.key()): None if m.value() is None else json.loads(m.value())
+            for m in read_all(bootstrap, [topic])}
 
 
 def _expected_offer_state(events: list[Any]) -> dict[str, dict[str, Any]]:
@@ -80,29 +63,12 @@ def _market_log(bootstrap: str) -> list[Any]:
     (the session's topics also hold other tests' events, which the worker processed too)."""
     from datetime import UTC, datetime
 
-    from confluent_kafka import Consumer
-
     from streams.validate import Rejected, validate
 
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": unique("log"), "auto.offset.reset": "earliest",
-                  "enable.auto.commit": False})
-    c.subscribe(list(MARKET_TOPICS))
-    out: list[Any] = []
-    idle = 0
     now = datetime.now(UTC)
-    while idle < 6:
-        msgs = c.consume(5000, timeout=0.5)
-        if not msgs:
-            idle += 1
-            continue
-        idle = 0
-        for m in msgs:
-            if m.error() is None:
-                e = validate(m.value(), ("PriceObserved", "CapacityObserved", "InterruptionObserved"), now)
-                if not isinstance(e, Rejected):
-                    out.append(e)
-    c.close()
-    return out
+    events = (validate(m.value(), ("PriceObserved", "CapacityObserved", "InterruptionObserved"), now)
+              for m in read_all(bootstrap, list(MARKET_TOPICS)))
+    return [e for e in events if not isinstance(e, Rejected)]
 
 
 def test_replay_reaches_clickhouse_once_with_decisions(

@@ -17,7 +17,7 @@ from cloudarb.kafka_local import LocalKafka
 from connectors.publish import KafkaPublisher
 from schemas.topics import DLQ, PRICES
 from tests.conftest import unique
-from tests.integration.helpers import caught_up, start_worker, stop, wait_until
+from tests.integration.helpers import caught_up, read_all, start_worker, stop, wait_until
 from tests.streams.helpers import offer, price
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -63,24 +63,12 @@ def hostile_payloads(n: int, seed: int = 7) -> list[bytes]:
 
 
 def _dlq_records(bootstrap: str, partition_offsets: dict[int, tuple[int, int]]) -> list[dict[str, Any]]:
-    from confluent_kafka import Consumer
-
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": unique("dlq"), "auto.offset.reset": "earliest",
-                  "enable.auto.commit": False})
-    c.subscribe([DLQ.name])
-    out, idle = [], 0
-    while idle < 8:
-        msgs = c.consume(5000, timeout=0.5)
-        if not msgs:
-            idle += 1
-            continue
-        idle = 0
-        for m in msgs:
-            d = json.loads(m.value())
-            lo_hi = partition_offsets.get(d.get("source_partition"))
-            if d.get("source_topic") == PRICES.name and lo_hi and lo_hi[0] <= d["source_offset"] < lo_hi[1]:
-                out.append(d)
-    c.close()
+    out = []
+    for m in read_all(bootstrap, [DLQ.name], idle_polls=8):
+        d = json.loads(m.value())
+        lo_hi = partition_offsets.get(d.get("source_partition"))
+        if d.get("source_topic") == PRICES.name and lo_hi and lo_hi[0] <= d["source_offset"] < lo_hi[1]:
+            out.append(d)
     return out
 
 
