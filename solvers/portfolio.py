@@ -390,11 +390,11 @@ class _Master:
         """rc = c - a^T y for pairs (in the master or not), in numpy."""
         P, y = self.pairs, self.y
         yw = y[self.r_min] + y[self.r_max]
-        ysp = np.where(self.r_spot >= 0, y[np.maximum(self.r_spot, 0)], 0.0)
-        ycap = np.where(self.r_cap >= 0, y[np.maximum(self.r_cap, 0)], 0.0)
         yg = y[self.r_grp] + y[self.r_tot]
         ybud = y[self.r_bud]
-        if isinstance(sel, slice):   # all pairs: per-workload terms by repeat (pairs are sorted by w)
+        if isinstance(sel, slice):
+            ysp = np.where(self.r_spot >= 0, y[np.maximum(self.r_spot, 0)], 0.0)
+            ycap = np.where(self.r_cap >= 0, y[np.maximum(self.r_cap, 0)], 0.0)   # all pairs: per-workload terms by repeat (pairs are sorted by w)
             L = self.seg_len
             rc = self.cost - P.g * (np.repeat(yw, L) + yg[self.grp_pair])
             rc -= self.price_pair * np.repeat(ybud, L)
@@ -404,8 +404,10 @@ class _Master:
                 rc -= ycap[P.o]
             return np.asarray(rc, dtype=np.float64)
         w, o = P.w[sel], P.o[sel]
+        rsp, rcp = self.r_spot[w], self.r_cap[o]
         rc = (self.cost[sel] - P.g[sel] * (yw[w] + yg[self.grp_pair[sel]])
-              - self.price_pair[sel] * ybud[w] - self.spot_coef[sel] * ysp[w] - ycap[o])
+              - self.price_pair[sel] * ybud[w] - self.spot_coef[sel] * np.where(rsp >= 0, y[np.maximum(rsp, 0)], 0.0)
+              - np.where(rcp >= 0, y[np.maximum(rcp, 0)], 0.0))
         return np.asarray(rc, dtype=np.float64)
 
     def mark_dirty(self, pidx: I64) -> None:

@@ -10,18 +10,20 @@ Topology (topics from schemas.topics; `<app_id>-...` topics are internal):
   workloads.v1 (1 partition) ──────────────────────┴─ decide_allocations ─► decisions.v1
                                      market, plans, workloads (tables, 1 partition)
 
-`decide_allocations` is the single writer of plans: it coalesces changes over `debounce_s`,
-re-solves only the affected workloads through the injected engine, sends the decision and waits for
-the broker's ack before recording the plan, so a crash never loses a decision (a redelivered one
-has the same deterministic id and is dropped downstream).
+`decide_allocations` is the single writer of plans: it coalesces changes over `debounce_s`, and a
+`streams.decider.Decider` re-solves only the affected workloads through the injected engine, in a child
+process (streams.remote) so the market stage keeps consuming during a solve; changes that arrive
+meanwhile are coalesced into the next step. The agent sends the decision and waits for the broker's ack
+before recording the plan, so a crash never loses a decision (a redelivered one has the same
+deterministic id and is dropped downstream).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
-import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -29,17 +31,16 @@ from typing import Any
 import faust
 
 from schemas.events import (
-    Assignment,
     WorkloadCancelled,
     WorkloadRequested,
-    WorkloadSpec,
 )
 from schemas.market import AllocationEngine
 from schemas.topics import CAPACITY, DECISIONS, DLQ, FORECASTS, INTERRUPTIONS, PRICES, WORKLOADS
-from streams import decide, state, track
+from streams import state, track
 from streams.fastout import FastOutput
 from streams.forecast import Forecaster
 from streams.rebalance import App as RebalanceSafeApp
+from streams.remote import LocalDecider, RemoteDecider
 from streams.validate import Rejected, dead_letter, validate
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,7 @@ class StreamsConfig:
     batch_max: int = 2000
     price_threshold: float = state.PRICE_MOVE_THRESHOLD
     broker_session_timeout_s: float = 10.0
+    decide_in_process: bool = False  # True: solve on the worker's event loop (unit tests); else a child process
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -107,12 +109,7 @@ def create_app(cfg: StreamsConfig, engine_factory: Callable[[], AllocationEngine
     plans = app.Table("plans", default=None, partitions=1)
     workload_specs = app.Table("workloads", default=None, partitions=1)
 
-    engine_box: dict[str, AllocationEngine] = {}
     held_box: dict[str, set[str]] = {}
-    # in-memory mirrors of the decision-stage tables (rebuilt with the engine; tables stay the durable copy)
-    specs: dict[str, WorkloadSpec] = {}
-    plan: dict[str, list[Assignment]] = {}
-    prev_ids: dict[str, str] = {}
 
     def held_offers() -> set[str]:
         """Offers under a current placement (one worker: shared in process; rebuilt from `plans`)."""
@@ -126,27 +123,20 @@ def create_app(cfg: StreamsConfig, engine_factory: Callable[[], AllocationEngine
             out_box["o"] = FastOutput(cfg.broker.removeprefix("kafka://"))
         return out_box["o"]
 
-    def engine() -> AllocationEngine:
-        """The engine, rebuilt from the recovered tables the first time it is needed."""
-        if "e" not in engine_box:
-            eng = engine_factory()
-            now_t = time.time()
-            quotes = [q for k, v in market.items() if v and (q := state.quote_from_state(_s(k), v, now_t))]
-            eng.upsert_offers(quotes)
-            for _, spec in workload_specs.items():
-                if spec:
-                    eng.upsert_workload(WorkloadSpec.model_validate(spec))
-            specs.clear()
-            specs.update({_s(k): WorkloadSpec.model_validate(v) for k, v in workload_specs.items() if v})
-            plan.clear()
-            plan.update({_s(k): [Assignment.model_validate(a) for a in v["assignments"]]
-                         for k, v in plans.items() if v})
-            prev_ids.clear()
-            prev_ids.update({_s(k): v["decision_id"] for k, v in plans.items() if v})
-            eng.set_current_plan([a for assigns in plan.values() for a in assigns])
-            engine_box["e"] = eng
-            log.info("engine %s rebuilt: %d offers, %d workloads", eng.name, len(quotes), len(workload_specs))
-        return engine_box["e"]
+    decider_box: dict[str, RemoteDecider | LocalDecider] = {}
+    tables_by_name = {"market": market, "plans": plans, "workloads": workload_specs}
+
+    async def decider() -> RemoteDecider | LocalDecider:
+        """The decision stage, built from the recovered tables the first time it is needed."""
+        if "d" not in decider_box:
+            snap = ({_s(k): v for k, v in market.items() if v}, {_s(k): v for k, v in workload_specs.items() if v},
+                    {_s(k): v for k, v in plans.items() if v})
+            if cfg.decide_in_process:
+                decider_box["d"] = LocalDecider(engine_factory, *snap)
+            else:
+                loop = asyncio.get_running_loop()
+                decider_box["d"] = await loop.run_in_executor(None, lambda: RemoteDecider(engine_factory, *snap))
+        return decider_box["d"]
 
     @app.agent(market_in)
     async def track_offers(stream: faust.StreamT[bytes]) -> None:
@@ -200,99 +190,30 @@ def create_app(cfg: StreamsConfig, engine_factory: Callable[[], AllocationEngine
             await _decide_batch(market_changes, workload_events, batch[-1])
 
     async def _decide_batch(market_changes: list[dict[str, Any]],
-                            workload_events: Iterable[WorkloadRequested | WorkloadCancelled], last_ev: Any) -> None:
-        eng = engine()
+                            workload_events: list[WorkloadRequested | WorkloadCancelled], last_ev: Any) -> None:
         fast = out()
-        now = datetime.now(UTC)
-        reasons: list[str] = []
-        triggers: list[str] = []
-        changed_offers: dict[str, dict[str, Any]] = {}
-        oldest_ms: float | None = None
-        for c in market_changes:
-            changed_offers[c["offer_key"]] = c["state"]
-            reasons.append(f"{c['reason']} on {c['offer_key']}")
-            triggers.append(c["event_id"])
-            if c.get("msg_ts"):
-                ts_ms = float(c["msg_ts"]) * 1000
-                oldest_ms = ts_ms if oldest_ms is None else min(oldest_ms, ts_ms)
-        now_t = now.timestamp()
-        if changed_offers:
-            for k, v in changed_offers.items():
-                fast.write_table(market, k, v, 0)
-            eng.upsert_offers([q for k, v in changed_offers.items() if (q := state.quote_from_state(k, v, now_t))])
-        wl_ids: set[str] = set()
-        for w in workload_events:
-            triggers.append(w.event_id)
-            if isinstance(w, WorkloadRequested):
-                fast.write_table(workload_specs, w.spec.workload_id, w.spec.model_dump(mode="json"), 0)
-                specs[w.spec.workload_id] = w.spec
-                eng.upsert_workload(w.spec)
-                wl_ids.add(w.spec.workload_id)
-                reasons.append(f"workload {w.spec.workload_id} requested")
-            else:
-                if specs.pop(w.workload_id, None) is not None:
-                    fast.write_table(workload_specs, w.workload_id, None, 0)
-                    wl_ids.add(w.workload_id)
-                    reasons.append(f"workload {w.workload_id} cancelled")
-        old_plan = dict(plan)
-        affected = decide.affected_workloads(changed_offers, specs, old_plan) | wl_ids
-        cancelled = {wid for wid in wl_ids if wid not in specs}
-        for wid in cancelled:
-            eng.remove_workload(wid)
-        to_solve = affected - cancelled
-        if not affected:
+        d = await decider()
+        try:
+            res = await d.step(market_changes, workload_events)
+            for table, key, value in res.table_writes:
+                fast.write_table(tables_by_name[table], key, value, 0)
+            for part in res.decisions:
+                fast.produce(DECISIONS.name, part.event_id.encode(), part.model_dump_json().encode())
+            await fast.flush()  # the broker has the decisions (and the table writes before them): record the plan
+            for table, key, value in res.plan_writes:
+                fast.write_table(tables_by_name[table], key, value, 0)
             await fast.flush()
-            return
-        counters.solves += 1
-        ages = {k: max(0.0, now_t - float(v.get("price_t", now_t))) for k, v in changed_offers.items()}
-        for k in _plan_offer_keys(old_plan, to_solve):
-            if k not in ages and (m := market.get(k)):
-                ages[k] = max(0.0, now_t - float(m.get("price_t", now_t)))
-        reason = "; ".join(reasons[:5]) + (f"; +{len(reasons) - 5} more" if len(reasons) > 5 else "")
-        decision = decide.resolve(eng, to_solve, old_plan, prev_ids, reason, triggers, ages, now, None)
-        # event -> decision ready to send: the oldest trigger's producer timestamp to now, solve included
-        latency = (time.time() * 1000 - oldest_ms) if oldest_ms is not None else None
-        if decision is not None:
-            decision = decision.model_copy(update={"latency_ms": latency})
-        if cancelled:
-            # a cancellation is a decision of its own kind: terminate what the workload held
-            term = decide.diff_plans(old_plan, {}, cancelled)
-            if term:
-                from schemas.events import AllocationDecided
-
-                decision = AllocationDecided(
-                    event_id=decide.decision_id(prev_ids, cancelled, {}), decided_at=now,
-                    workload_ids=sorted({*cancelled, *(decision.workload_ids if decision else [])}),
-                    assignments=list(decision.assignments) if decision else [],
-                    changes=term + (list(decision.changes) if decision else []),
-                    reason=reason, trigger_event_ids=triggers[:50], latency_ms=latency,
-                    total_usd_per_hour=decision.total_usd_per_hour if decision else 0.0,
-                    explanations=list(decision.explanations) if decision else [],
-                    solver=eng.name)
-        if decision is None:
-            await fast.flush()
-            return
-        parts = decide.split(decision, prev_ids)
-        for part in parts:
-            fast.produce(DECISIONS.name, part.event_id.encode(), part.model_dump_json().encode())
-        await fast.flush()  # the broker has the decisions (and the table writes before them): now record the plan
-        counters.decisions += len(parts)
-        new_plan: dict[str, list[Assignment]] = {}
-        for a in decision.assignments:
-            new_plan.setdefault(a.workload_id, []).append(a)
-        for part in parts:
-            for wid in part.workload_ids:
-                if wid in cancelled:
-                    plan.pop(wid, None)
-                    prev_ids.pop(wid, None)
-                    fast.write_table(plans, wid, None, 0)
-                else:
-                    plan[wid] = new_plan.get(wid, [])
-                    prev_ids[wid] = part.event_id
-                    fast.write_table(plans, wid, {"decision_id": part.event_id,
-                                                  "assignments": [a.model_dump(mode="json") for a in plan[wid]]}, 0)
-        held_box["h"] = {a.offer.key for assigns in plan.values() for a in assigns}
-        await fast.flush()
+        except BaseException:
+            # the decider already adopted a plan that was not recorded: rebuild it from the tables next time
+            decider_box.pop("d").close()
+            raise
+        counters.solves += res.solved
+        counters.decisions += len(res.decisions)
+        if res.held is not None:
+            held_box["h"] = res.held
+        if res.solve_ms is not None and res.solve_ms > 1000:
+            log.info("slow solve: %.0f ms for %d market changes, %d workload events", res.solve_ms,
+                     len(market_changes), len(workload_events))
 
     flow_box = {"suspended_at_last_report": False}
 
@@ -347,7 +268,3 @@ def _assignment_offer_key(assignment: dict[str, Any]) -> str:
 
 def _s(k: Any) -> str:
     return k.decode() if isinstance(k, bytes) else str(k)
-
-
-def _plan_offer_keys(plan: dict[str, list[Assignment]], wids: Iterable[str]) -> set[str]:
-    return {a.offer.key for w in wids for a in plan.get(w, [])}

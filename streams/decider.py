@@ -1,0 +1,170 @@
+"""The decision stage as a plain object: market and workload changes in, decisions and table writes out.
+
+`Decider` holds the engine and the in-memory mirrors of the decision-stage tables (market view, workload
+specs, plan, previous decision ids). `step()` applies one coalesced batch of changes, re-solves only the
+affected workloads and returns what the agent must write: table writes, then the decisions, then (only
+once the broker has acknowledged the decisions) the plan writes. No Kafka here; `streams.remote` runs a
+`Decider` in a child process so a solve never blocks the worker's event loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from schemas.events import (
+    AllocationDecided,
+    Assignment,
+    WorkloadCancelled,
+    WorkloadRequested,
+    WorkloadSpec,
+)
+from schemas.market import AllocationEngine
+from streams import decide, state
+
+log = logging.getLogger(__name__)
+
+TableWrite = tuple[str, str, Any]  # (table name, key, JSON value or None for a delete)
+
+
+@dataclass
+class DecideOutput:
+    table_writes: list[TableWrite] = field(default_factory=list)     # write before the decisions
+    decisions: list[AllocationDecided] = field(default_factory=list)  # send, and wait for the broker's ack
+    plan_writes: list[TableWrite] = field(default_factory=list)      # write only after that ack
+    solved: bool = False
+    held: set[str] | None = None     # offers under a placement, when the plan changed
+    solve_ms: float | None = None
+
+
+class Decider:
+    """Single writer of the plan. Built from the recovered tables; the engine is built at the first step."""
+
+    def __init__(self, engine_factory: Callable[[], AllocationEngine], market: Mapping[str, state.State],
+                 workloads: Mapping[str, Any], plans: Mapping[str, Any]) -> None:
+        self.engine_factory = engine_factory
+        self.market: dict[str, state.State] = {k: v for k, v in market.items() if v}
+        self.specs: dict[str, WorkloadSpec] = {k: WorkloadSpec.model_validate(v) for k, v in workloads.items() if v}
+        self.plan: dict[str, list[Assignment]] = {
+            k: [Assignment.model_validate(a) for a in v["assignments"]] for k, v in plans.items() if v}
+        self.prev_ids: dict[str, str] = {k: v["decision_id"] for k, v in plans.items() if v}
+        self._engine: AllocationEngine | None = None
+
+    def held(self) -> set[str]:
+        return {a.offer.key for assigns in self.plan.values() for a in assigns}
+
+    def engine(self) -> AllocationEngine:
+        if self._engine is None:
+            eng = self.engine_factory()
+            now_t = time.time()
+            quotes = [q for k, v in self.market.items() if (q := state.quote_from_state(k, v, now_t))]
+            eng.upsert_offers(quotes)
+            for spec in self.specs.values():
+                eng.upsert_workload(spec)
+            eng.set_current_plan([a for assigns in self.plan.values() for a in assigns])
+            self._engine = eng
+            log.info("engine %s rebuilt: %d offers, %d workloads", eng.name, len(quotes), len(self.specs))
+        return self._engine
+
+    def step(self, market_changes: Sequence[Mapping[str, Any]],
+             workload_events: Iterable[WorkloadRequested | WorkloadCancelled]) -> DecideOutput:
+        """Apply one batch. `market_changes`: records of the market-changes topic (offer_key, state,
+        reason, event_id, msg_ts)."""
+        eng = self.engine()
+        out = DecideOutput()
+        now = datetime.now(UTC)
+        now_t = now.timestamp()
+        reasons: list[str] = []
+        triggers: list[str] = []
+        changed_offers: dict[str, state.State] = {}
+        oldest_ms: float | None = None
+        for c in market_changes:
+            changed_offers[c["offer_key"]] = c["state"]
+            reasons.append(f"{c['reason']} on {c['offer_key']}")
+            triggers.append(c["event_id"])
+            if c.get("msg_ts"):
+                ts_ms = float(c["msg_ts"]) * 1000
+                oldest_ms = ts_ms if oldest_ms is None else min(oldest_ms, ts_ms)
+        if changed_offers:
+            for k, v in changed_offers.items():
+                out.table_writes.append(("market", k, v))
+                self.market[k] = v
+            eng.upsert_offers([q for k, v in changed_offers.items() if (q := state.quote_from_state(k, v, now_t))])
+        wl_ids: set[str] = set()
+        for w in workload_events:
+            triggers.append(w.event_id)
+            if isinstance(w, WorkloadRequested):
+                out.table_writes.append(("workloads", w.spec.workload_id, w.spec.model_dump(mode="json")))
+                self.specs[w.spec.workload_id] = w.spec
+                eng.upsert_workload(w.spec)
+                wl_ids.add(w.spec.workload_id)
+                reasons.append(f"workload {w.spec.workload_id} requested")
+            elif self.specs.pop(w.workload_id, None) is not None:
+                out.table_writes.append(("workloads", w.workload_id, None))
+                wl_ids.add(w.workload_id)
+                reasons.append(f"workload {w.workload_id} cancelled")
+        old_plan = dict(self.plan)
+        affected = decide.affected_workloads(changed_offers, self.specs, old_plan) | wl_ids
+        cancelled = {wid for wid in wl_ids if wid not in self.specs}
+        for wid in cancelled:
+            eng.remove_workload(wid)
+        to_solve = affected - cancelled
+        if not affected:
+            return out
+        out.solved = True
+        ages = {k: max(0.0, now_t - float(v.get("price_t", now_t))) for k, v in changed_offers.items()}
+        for k in {a.offer.key for w in to_solve for a in old_plan.get(w, [])}:
+            if k not in ages and (m := self.market.get(k)):
+                ages[k] = max(0.0, now_t - float(m.get("price_t", now_t)))
+        reason = "; ".join(reasons[:5]) + (f"; +{len(reasons) - 5} more" if len(reasons) > 5 else "")
+        t0 = time.perf_counter()
+        decision = decide.resolve(eng, to_solve, old_plan, self.prev_ids, reason, triggers, ages, now, None)
+        out.solve_ms = (time.perf_counter() - t0) * 1000
+        # event -> decision ready to send: the oldest trigger's producer timestamp to now, solve included
+        latency = (time.time() * 1000 - oldest_ms) if oldest_ms is not None else None
+        if decision is not None:
+            decision = decision.model_copy(update={"latency_ms": latency})
+        if cancelled:
+            decision = _with_terminations(decision, old_plan, cancelled, self.prev_ids, now, reason, triggers,
+                                          latency, eng.name)
+        if decision is None:
+            return out
+        out.decisions = decide.split(decision, self.prev_ids)
+        new_plan: dict[str, list[Assignment]] = {}
+        for a in decision.assignments:
+            new_plan.setdefault(a.workload_id, []).append(a)
+        for part in out.decisions:
+            for wid in part.workload_ids:
+                if wid in cancelled:
+                    self.plan.pop(wid, None)
+                    self.prev_ids.pop(wid, None)
+                    out.plan_writes.append(("plans", wid, None))
+                else:
+                    self.plan[wid] = new_plan.get(wid, [])
+                    self.prev_ids[wid] = part.event_id
+                    out.plan_writes.append(("plans", wid, {
+                        "decision_id": part.event_id,
+                        "assignments": [a.model_dump(mode="json") for a in self.plan[wid]]}))
+        out.held = self.held()
+        return out
+
+
+def _with_terminations(decision: AllocationDecided | None, old_plan: Mapping[str, list[Assignment]],
+                       cancelled: set[str], prev_ids: Mapping[str, str], now: datetime, reason: str,
+                       triggers: list[str], latency: float | None, solver: str) -> AllocationDecided | None:
+    """A cancellation is a decision of its own kind: terminate what the workload held."""
+    term = decide.diff_plans(dict(old_plan), {}, cancelled)
+    if not term:
+        return decision
+    return AllocationDecided(
+        event_id=decide.decision_id(prev_ids, cancelled, {}), decided_at=now,
+        workload_ids=sorted({*cancelled, *(decision.workload_ids if decision else [])}),
+        assignments=list(decision.assignments) if decision else [],
+        changes=term + (list(decision.changes) if decision else []),
+        reason=reason, trigger_event_ids=triggers[:50], latency_ms=latency,
+        total_usd_per_hour=decision.total_usd_per_hour if decision else 0.0,
+        explanations=list(decision.explanations) if decision else [], solver=solver)

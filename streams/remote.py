@@ -1,0 +1,103 @@
+"""Run a `streams.decider.Decider` in a child process, so a solve (100s of ms of CPU) never blocks the
+worker's event loop: the market stage keeps consuming while the decision stage solves.
+
+The child is started with the `spawn` method (the worker has threads; forking it is unsafe) and serves
+calls over a pipe, one at a time. It exits when the pipe closes, so it never outlives the worker (also
+after kill -9). An exception in the child is raised again in the caller; the child is then discarded and
+the next call starts a new one from the caller's tables.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing as mp
+import os
+import traceback
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from schemas.events import WorkloadCancelled, WorkloadRequested
+from schemas.market import AllocationEngine
+from streams.decider import DecideOutput, Decider
+
+log = logging.getLogger(__name__)
+
+
+class RemoteError(RuntimeError):
+    """An exception raised in the decider's child process (its traceback is the message)."""
+
+
+def _serve(conn: Any, engine_factory: Callable[[], AllocationEngine], loglevel: int) -> None:
+    logging.basicConfig(level=loglevel, format=f"[%(asctime)s] [{os.getpid()}] [%(levelname)s] %(message)s")
+    decider: Decider | None = None
+    while True:
+        try:
+            op, args = conn.recv()
+        except (EOFError, OSError):  # the worker is gone
+            return
+        try:
+            if op == "init":
+                decider = Decider(engine_factory, *args)
+                result: Any = None
+            elif op == "step":
+                assert decider is not None, "step before init"
+                result = decider.step(*args)
+            else:
+                raise ValueError(f"unknown op {op!r}")
+            conn.send(("ok", result))
+        except Exception:
+            conn.send(("err", traceback.format_exc()))
+
+
+class RemoteDecider:
+    """`Decider` behind a pipe; `await step(...)` waits in a thread, so the event loop stays free."""
+
+    def __init__(self, engine_factory: Callable[[], AllocationEngine], market: Mapping[str, Any],
+                 workloads: Mapping[str, Any], plans: Mapping[str, Any]) -> None:
+        ctx = mp.get_context("spawn")
+        self._conn, child = ctx.Pipe()
+        self._proc = ctx.Process(target=_serve, args=(child, engine_factory, logging.getLogger().level),
+                                 name="cloudarb-decider", daemon=True)
+        self._proc.start()
+        child.close()
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="decider")
+        self._call("init", (dict(market), dict(workloads), dict(plans)))
+        log.info("decider process %d started", self._proc.pid)
+
+    def _call(self, op: str, args: tuple[Any, ...]) -> Any:
+        self._conn.send((op, args))
+        status, result = self._conn.recv()
+        if status == "err":
+            raise RemoteError(f"decider {op} failed in the child process:\n{result}")
+        return result
+
+    async def step(self, market_changes: Sequence[Mapping[str, Any]],
+                   workload_events: Iterable[WorkloadRequested | WorkloadCancelled]) -> DecideOutput:
+        loop = asyncio.get_running_loop()
+        out: DecideOutput = await loop.run_in_executor(self._pool, self._call, "step",
+                                                       (list(market_changes), list(workload_events)))
+        return out
+
+    def close(self) -> None:
+        self._conn.close()
+        self._proc.join(5)
+        if self._proc.is_alive():
+            self._proc.kill()
+        self._pool.shutdown(wait=False)
+
+
+class LocalDecider:
+    """The same interface in process (unit tests, or `decide_in_process=True`)."""
+
+    def __init__(self, engine_factory: Callable[[], AllocationEngine], market: Mapping[str, Any],
+                 workloads: Mapping[str, Any], plans: Mapping[str, Any]) -> None:
+        self._decider = Decider(engine_factory, market, workloads, plans)
+
+    async def step(self, market_changes: Sequence[Mapping[str, Any]],
+                   workload_events: Iterable[WorkloadRequested | WorkloadCancelled]) -> DecideOutput:
+        return self._decider.step(market_changes, workload_events)
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,77 @@
+"""The decision stage without Kafka: `Decider` in process, and the same calls through its child process."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import pytest
+
+from schemas.events import ChangeAction, WorkloadCancelled, WorkloadRequested
+from solvers import GreedyEngine
+from streams.decider import Decider
+from streams.remote import RemoteDecider, RemoteError
+from tests.streams.helpers import T0, offer, workload
+
+L4A, L4B = offer(region="a"), offer(region="b")
+
+
+def change(o: Any, usd: float, eid: str, msg_ts: float | None = None) -> dict[str, Any]:
+    return {"offer_key": o.key, "state": {"usd_per_hour": usd, "price_t": T0.timestamp()}, "reason": "new offer",
+            "event_id": eid, "msg_ts": msg_ts}
+
+
+def requested(wid: str) -> WorkloadRequested:
+    return WorkloadRequested(event_id=f"r-{wid}", spec=workload(wid), requested_at=T0)
+
+
+def test_step_places_migrates_and_terminates_with_writes_in_order() -> None:
+    d = Decider(GreedyEngine, {}, {}, {})
+    out = d.step([change(L4A, 1.0, "e1", time.time() - 0.05), change(L4B, 2.0, "e2")], [requested("w")])
+    assert {(t, k) for t, k, _ in out.table_writes} == {("market", L4A.key), ("market", L4B.key), ("workloads", "w")}
+    (dec,) = out.decisions
+    assert dec.changes[0].action is ChangeAction.LAUNCH and dec.assignments[0].offer == L4A
+    assert dec.latency_ms is not None and dec.latency_ms >= 50 and set(dec.trigger_event_ids) == {"e1", "e2", "r-w"}
+    assert out.plan_writes == [("plans", "w", {"decision_id": dec.event_id,
+                                               "assignments": [dec.assignments[0].model_dump(mode="json")]})]
+    assert out.held == {L4A.key}
+    # a price rise that does not change the plan: state is written, no decision
+    same = d.step([change(L4B, 3.0, "e3")], [])
+    assert same.decisions == [] and same.table_writes == [("market", L4B.key, change(L4B, 3.0, "e3")["state"])]
+    moved = d.step([change(L4B, 0.5, "e4")], [])
+    assert moved.decisions[0].changes[0].action is ChangeAction.MIGRATE
+    gone = d.step([], [WorkloadCancelled(event_id="c-w", workload_id="w", cancelled_at=T0)])
+    assert gone.decisions[0].changes[0].action is ChangeAction.TERMINATE
+    assert gone.plan_writes == [("plans", "w", None)] and gone.held == set()
+
+
+def test_decider_rebuilt_from_tables_decides_like_the_original() -> None:
+    a = Decider(GreedyEngine, {}, {}, {})
+    first = a.step([change(L4A, 1.0, "e1"), change(L4B, 2.0, "e2")], [requested("w")])
+    tables: dict[str, dict[str, Any]] = {"market": {}, "workloads": {}, "plans": {}}
+    for t, k, v in [*first.table_writes, *first.plan_writes]:
+        tables[t][k] = v
+    b = Decider(GreedyEngine, tables["market"], tables["workloads"], tables["plans"])
+    nxt = [change(L4B, 0.5, "e3")]
+    assert [x.event_id for x in a.step(nxt, []).decisions] == [x.event_id for x in b.step(nxt, []).decisions]
+
+
+def test_remote_decider_runs_the_same_steps_in_a_child_process() -> None:
+    async def run() -> None:
+        loop = asyncio.get_running_loop()
+        r = await loop.run_in_executor(None, lambda: RemoteDecider(GreedyEngine, {}, {}, {}))
+        try:
+            local = Decider(GreedyEngine, {}, {}, {})
+            batch = ([change(L4A, 1.0, "e1"), change(L4B, 2.0, "e2")], [requested("w")])
+            got, want = await r.step(*batch), local.step(*batch)
+            assert [d.event_id for d in got.decisions] == [d.event_id for d in want.decisions]
+            assert got.plan_writes == want.plan_writes and got.held == want.held
+            assert r._proc.pid != __import__("os").getpid()
+            with pytest.raises(RemoteError, match="market_changes|KeyError|TypeError"):
+                await r.step([{"no": "offer key"}], [])  # type: ignore[list-item]
+        finally:
+            r.close()
+        assert not r._proc.is_alive()
+
+    asyncio.run(run())
