@@ -392,9 +392,9 @@ class _Master:
         yw = y[self.r_min] + y[self.r_max]
         yg = y[self.r_grp] + y[self.r_tot]
         ybud = y[self.r_bud]
-        if isinstance(sel, slice):
+        if isinstance(sel, slice):   # all pairs: per-workload terms by repeat (pairs are sorted by w)
             ysp = np.where(self.r_spot >= 0, y[np.maximum(self.r_spot, 0)], 0.0)
-            ycap = np.where(self.r_cap >= 0, y[np.maximum(self.r_cap, 0)], 0.0)   # all pairs: per-workload terms by repeat (pairs are sorted by w)
+            ycap = np.where(self.r_cap >= 0, y[np.maximum(self.r_cap, 0)], 0.0)
             L = self.seg_len
             rc = self.cost - P.g * (np.repeat(yw, L) + yg[self.grp_pair])
             rc -= self.price_pair * np.repeat(ybud, L)
