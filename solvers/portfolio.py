@@ -681,7 +681,7 @@ class PortfolioEngine:
         unchanged = not self._lp_dirty and M.optimal
         if unchanged and pidx.size:
             xval = np.zeros(pidx.size)
-            im = M.in_master[pidx]
+            im = M.in_master[pidx] & (M.pair_col[pidx] < M.x.size)   # columns added since the last LP: 0
             xval[im] = M.x[M.pair_col[pidx[im]]]
             rc = M.reduced_costs(pidx)
             live = inst.available[P.o[pidx]]
