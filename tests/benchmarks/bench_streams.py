@@ -6,9 +6,13 @@
    confluent-kafka consume rate of that topic is measured, then a Faust worker consumes it through
    validate -> state -> forecast -> trigger (no workloads, so no solve); events/s from its committed
    offsets (commit interval 0.2 s).
-2. latency: a fresh broker; 10,000 offers and 1,000 workloads are loaded, then price changes arrive at a
-   steady 1,000 events/s; each AllocationDecided carries latency_ms (producer timestamp of the oldest
-   triggering event -> decision ready to send, solve included); p50/p99 over the steady phase.
+2. latency: a fresh broker; 10,000 offers and 1,000 workloads are loaded, then events arrive at a steady
+   1,000 events/s: price changes of random offers (x0.9 .. x1.1), and (`--capacity-share`, 0.2 %) the
+   loss of capacity of an offer some workload is placed on, back 5 s later: the change a placement must
+   react to, and most of the decisions (a ±10 % price move rarely clears the migration threshold). Each
+   AllocationDecided carries latency_ms (producer timestamp of the oldest triggering event -> decision
+   ready to send, solve included); p50/p99 over the steady phase (after `--warmup-s` 10 s at the same
+   rate: the first re-solves after the initial placement are slower), with the number of decisions.
 3. memory: worker RSS after loading 10,000 offers minus RSS before.
 
 Results go to tests/benchmarks/results.json under "streams" (other keys are left alone).
@@ -34,7 +38,7 @@ sys.path.insert(0, str(ROOT))
 from cloudarb.demo import group_position  # noqa: E402
 from cloudarb.kafka_local import LocalKafka, ensure_topics  # noqa: E402
 from connectors.publish import KafkaPublisher  # noqa: E402
-from schemas import Market, OfferKey, PriceObserved, WorkloadRequested, WorkloadSpec  # noqa: E402
+from schemas import CapacityObserved, Market, OfferKey, PriceObserved, WorkloadRequested, WorkloadSpec  # noqa: E402
 from schemas.topics import DECISIONS, PRICES  # noqa: E402
 from tests.integration.helpers import start_worker, stop, wait_until  # noqa: E402
 
@@ -78,6 +82,11 @@ def make_workloads(n: int, seed: int = 2) -> list[WorkloadSpec]:
 
 def price_event(o: OfferKey, usd: float, t: datetime, i: int) -> PriceObserved:
     return PriceObserved(event_id=f"b{i}", offer=o, usd_per_hour=usd, quoted_at=t, observed_at=t, source="bench")
+
+
+def capacity_event(o: OfferKey, available: bool, t: datetime, i: int) -> CapacityObserved:
+    return CapacityObserved(event_id=f"c{i}", offer=o, available=available, quoted_at=t, observed_at=t,
+                            source="bench")
 
 
 def raw_consume_rate(bootstrap: str, topic: str, n: int) -> float:
@@ -154,7 +163,7 @@ def _py_spy(pid: int, seconds: float, out: Path) -> Any:
 
 
 def latency(bootstrap: str, seconds: float, engine: str, tmp: Path, rate: int = 1000,
-            profile: Path | None = None) -> dict[str, float]:
+            profile: Path | None = None, capacity_share: float = 0.002, warmup_s: float = 10.0) -> dict[str, Any]:
     from confluent_kafka import Consumer
 
     offers = make_offers(10_000)
@@ -182,36 +191,64 @@ def latency(bootstrap: str, seconds: float, engine: str, tmp: Path, rate: int = 
         quiet_since = time.monotonic()
         t_settle = time.monotonic()
         seen = 0
+        held: dict[str, list[str]] = {}  # workload -> offer keys of its current placement (from the decisions)
+
+        def track_held(d: dict[str, Any]) -> None:
+            for wid in d.get("workload_ids", []):
+                held[wid] = [OfferKey.model_validate(a["offer"]).key for a in d["assignments"]
+                             if a["workload_id"] == wid]
+
         while (seen == 0 or time.monotonic() - quiet_since < 5) and time.monotonic() - t_settle < 600:
             got = c.consume(100, timeout=0.5)
             if got:
                 seen += len(got)
                 quiet_since = time.monotonic()
+                for m in got:
+                    if m.error() is None:
+                        track_held(json.loads(m.value() or b"{}"))
         settle_s = time.monotonic() - t_settle
         # steady phase
         rng = random.Random(4)
         cur = {o.key: p for o, p in offers}
+        by_key = {o.key: o for o, _ in offers}
         lat: list[float] = []
-        n = 0
-        spy = _py_spy(worker.pid, seconds, profile) if profile else None
+        n = n_lost = n0 = lost0 = 0
+        regain: list[tuple[float, OfferKey]] = []  # (when, offer) capacity comes back 5 s after it was lost
+        spy = None
         t_begin = time.perf_counter()
-        while time.perf_counter() - t_begin < seconds:
+        measuring = False
+        while time.perf_counter() - t_begin < warmup_s + seconds:
+            if not measuring and time.perf_counter() - t_begin >= warmup_s:  # steady state: start measuring
+                measuring, lat, n0, lost0 = True, [], n, n_lost
+                spy = _py_spy(worker.pid, seconds, profile) if profile else None
             due = int((time.perf_counter() - t_begin) * rate)
             while n < due:
-                o, _ = offers[rng.randrange(len(offers))]
-                cur[o.key] = round(cur[o.key] * rng.choice([0.9, 0.97, 0.99, 1.01, 1.03, 1.1]), 4)
-                pub.publish(price_event(o, cur[o.key], datetime.now(UTC), 20_000_000 + n))
+                now_dt = datetime.now(UTC)
+                lose = rng.random() < capacity_share
+                placed = [k for ks in held.values() for k in ks] if lose else []
+                if regain and regain[0][0] <= time.perf_counter():
+                    pub.publish(capacity_event(regain.pop(0)[1], True, now_dt, 30_000_000 + n))
+                elif placed:  # a placement's capacity is lost
+                    o = by_key[rng.choice(placed)]
+                    pub.publish(capacity_event(o, False, now_dt, 30_000_000 + n))
+                    regain.append((time.perf_counter() + 5.0, o))
+                    n_lost += 1
+                else:
+                    o, _ = offers[rng.randrange(len(offers))]
+                    cur[o.key] = round(cur[o.key] * rng.choice([0.9, 0.97, 0.99, 1.01, 1.03, 1.1]), 4)
+                    pub.publish(price_event(o, cur[o.key], now_dt, 20_000_000 + n))
                 n += 1
             for m in c.consume(500, timeout=0.005):
                 if m.error() is None:
-                    d = json.loads(m.value())
+                    d = json.loads(m.value() or b"{}")
+                    track_held(d)
                     if d.get("latency_ms") is not None:
                         lat.append(float(d["latency_ms"]))
         pub.flush(30)
         end = time.monotonic() + 10
         while time.monotonic() < end:
             for m in c.consume(500, timeout=0.2):
-                if m.error() is None and (d := json.loads(m.value())).get("latency_ms") is not None:
+                if m.error() is None and (d := json.loads(m.value() or b"{}")).get("latency_ms") is not None:
                     lat.append(float(d["latency_ms"]))
         c.close()
         if spy is not None:
@@ -220,7 +257,9 @@ def latency(bootstrap: str, seconds: float, engine: str, tmp: Path, rate: int = 
         stop(worker)
     lat.sort()
     q = (lambda p: lat[min(len(lat) - 1, int(p * len(lat)))]) if lat else (lambda p: float("nan"))
-    return {"engine": engine, "steady_events": n, "steady_rate_per_s": rate, "decisions": len(lat),
+    return {"engine": engine, "steady_events": n - n0, "warmup_s": warmup_s, "steady_rate_per_s": rate,
+            "decisions": len(lat),
+            "steady_capacity_lost_events": n_lost - lost0,
             "decision_latency_p50_ms": round(q(0.50), 1), "decision_latency_p99_ms": round(q(0.99), 1),
             "decision_latency_mean_ms": round(statistics.fmean(lat), 1) if lat else None,
             "memory_mb_per_10k_offers": round((rss1 - rss0) / 1024, 1),
@@ -231,11 +270,14 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--events", type=int, default=200_000)
     ap.add_argument("--latency-s", type=float, default=30)
+    ap.add_argument("--warmup-s", type=float, default=10, help="steady-rate events before latencies are recorded")
     ap.add_argument("--engine", default="portfolio")
     ap.add_argument("--skip-latency", action="store_true")
     ap.add_argument("--skip-throughput", action="store_true")
     ap.add_argument("--event-spacing-s", type=float, default=0.5, help="event time between throughput events")
     ap.add_argument("--rate", type=int, default=1000, help="events/s of the latency phase")
+    ap.add_argument("--capacity-share", type=float, default=0.002,
+                    help="share of latency-phase events that are a capacity loss on a placed offer (back after 5 s)")
     ap.add_argument("--logs", type=Path, help="keep the workers' logs in this directory")
     ap.add_argument("--profile", type=Path, help="write a py-spy flame graph (.svg) of the worker's steady phase")
     args = ap.parse_args()
@@ -260,7 +302,8 @@ def main() -> None:
             try:
                 ensure_topics(broker.bootstrap)
                 out.update(latency(broker.bootstrap, args.latency_s, args.engine, tmp, rate=args.rate,
-                                   profile=args.profile))
+                                   profile=args.profile, capacity_share=args.capacity_share,
+                                   warmup_s=args.warmup_s))
             finally:
                 broker.stop()
     print(json.dumps(out, indent=1))
