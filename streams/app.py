@@ -40,7 +40,7 @@ from streams import state, track
 from streams.fastout import FastOutput
 from streams.forecast import Forecaster
 from streams.rebalance import App as RebalanceSafeApp
-from streams.remote import LocalDecider, RemoteDecider
+from streams.remote import DeciderHandle, LocalDecider, RemoteDecider
 from streams.validate import Rejected, dead_letter, validate
 
 log = logging.getLogger(__name__)
@@ -123,20 +123,18 @@ def create_app(cfg: StreamsConfig, engine_factory: Callable[[], AllocationEngine
             out_box["o"] = FastOutput(cfg.broker.removeprefix("kafka://"))
         return out_box["o"]
 
-    decider_box: dict[str, RemoteDecider | LocalDecider] = {}
     tables_by_name = {"market": market, "plans": plans, "workloads": workload_specs}
 
-    async def decider() -> RemoteDecider | LocalDecider:
-        """The decision stage, built from the recovered tables the first time it is needed."""
-        if "d" not in decider_box:
-            snap = ({_s(k): v for k, v in market.items() if v}, {_s(k): v for k, v in workload_specs.items() if v},
-                    {_s(k): v for k, v in plans.items() if v})
-            if cfg.decide_in_process:
-                decider_box["d"] = LocalDecider(engine_factory, *snap)
-            else:
-                loop = asyncio.get_running_loop()
-                decider_box["d"] = await loop.run_in_executor(None, lambda: RemoteDecider(engine_factory, *snap))
-        return decider_box["d"]
+    async def start_decider() -> RemoteDecider | LocalDecider:
+        """The decision stage, built from the (recovered) tables."""
+        snap = ({_s(k): v for k, v in market.items() if v}, {_s(k): v for k, v in workload_specs.items() if v},
+                {_s(k): v for k, v in plans.items() if v})
+        if cfg.decide_in_process:
+            return LocalDecider(engine_factory, *snap)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(None, lambda: RemoteDecider(engine_factory, *snap))
+
+    decider = DeciderHandle(start_decider)
 
     @app.agent(market_in)
     async def track_offers(stream: faust.StreamT[bytes]) -> None:
@@ -192,9 +190,8 @@ def create_app(cfg: StreamsConfig, engine_factory: Callable[[], AllocationEngine
     async def _decide_batch(market_changes: list[dict[str, Any]],
                             workload_events: list[WorkloadRequested | WorkloadCancelled], last_ev: Any) -> None:
         fast = out()
-        d = await decider()
+        res = await decider.step(market_changes, workload_events)
         try:
-            res = await d.step(market_changes, workload_events)
             for table, key, value in res.table_writes:
                 fast.write_table(tables_by_name[table], key, value, 0)
             for part in res.decisions:
@@ -205,7 +202,7 @@ def create_app(cfg: StreamsConfig, engine_factory: Callable[[], AllocationEngine
             await fast.flush()
         except BaseException:
             # the decider already adopted a plan that was not recorded: rebuild it from the tables next time
-            decider_box.pop("d").close()
+            decider.reset()
             raise
         counters.solves += res.solved
         counters.decisions += len(res.decisions)
@@ -254,6 +251,7 @@ def create_app(cfg: StreamsConfig, engine_factory: Callable[[], AllocationEngine
             log.info("paused stream partitions: %s", sorted(paused))
 
     app.cloudarb_agents = (track_offers, decide_allocations)  # type: ignore[attr-defined]
+    app.cloudarb_decider = decider  # type: ignore[attr-defined]
     app.cloudarb_tables = {"offers": offers, "market": market, "plans": plans,  # type: ignore[attr-defined]
                            "workloads": workload_specs}
     return app

@@ -3,8 +3,9 @@ worker's event loop: the market stage keeps consuming while the decision stage s
 
 The child is started with the `spawn` method (the worker has threads; forking it is unsafe) and serves
 calls over a pipe, one at a time. It exits when the pipe closes, so it never outlives the worker (also
-after kill -9). An exception in the child is raised again in the caller; the child is then discarded and
-the next call starts a new one from the caller's tables.
+after kill -9). An exception in the child is raised again in the caller (`RemoteError`). `DeciderHandle`
+starts the decider from the caller's tables when first needed and, should the child die, starts a new one
+from the tables and retries the step once (the tables hold everything up to the previous step).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import logging
 import multiprocessing as mp
 import os
 import traceback
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -80,6 +81,10 @@ class RemoteDecider:
                                                        (list(market_changes), list(workload_events)))
         return out
 
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid
+
     def close(self) -> None:
         self._conn.close()
         self._proc.join(5)
@@ -101,3 +106,44 @@ class LocalDecider:
 
     def close(self) -> None:
         pass
+
+
+CHILD_GONE = (EOFError, BrokenPipeError, ConnectionResetError)
+
+
+class DeciderHandle:
+    """The decision stage as the agent sees it: started lazily by `start()`, restarted when its process dies.
+
+    A step that raises inside the decider (`RemoteError`) is not retried: the same input would fail again.
+    After any failure the decider is discarded (it may have adopted a plan that was never recorded), so
+    the next step starts a new one from the tables.
+    """
+
+    def __init__(self, start: Callable[[], Awaitable[RemoteDecider | LocalDecider]]) -> None:
+        self._start = start
+        self._d: RemoteDecider | LocalDecider | None = None
+        self.restarts = 0
+
+    async def step(self, market_changes: Sequence[Mapping[str, Any]],
+                   workload_events: Sequence[WorkloadRequested | WorkloadCancelled]) -> DecideOutput:
+        for attempt in (0, 1):
+            if self._d is None:
+                self._d = await self._start()
+            try:
+                return await self._d.step(market_changes, workload_events)
+            except CHILD_GONE as exc:
+                self.reset()
+                if attempt:
+                    raise
+                self.restarts += 1
+                log.warning("the decider process died (%r): starting a new one from the tables, retrying", exc)
+            except BaseException:
+                self.reset()
+                raise
+        raise AssertionError("unreachable")
+
+    def reset(self) -> None:
+        """Discard the decider (after a failure, or when the tables it was built from are replaced)."""
+        if self._d is not None:
+            d, self._d = self._d, None
+            d.close()
