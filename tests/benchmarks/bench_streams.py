@@ -13,7 +13,8 @@
    AllocationDecided carries latency_ms (producer timestamp of the oldest triggering event -> decision
    ready to send, solve included); p50/p99 over the steady phase (after `--warmup-s` 10 s at the same
    rate: the first re-solves after the initial placement are slower), with the number of decisions.
-3. memory: worker RSS after loading 10,000 offers minus RSS before.
+3. memory: worker RSS after loading 10,000 offers minus RSS before (the market stage's state); the decision
+   stage's process (engine and table mirrors) is reported apart, whole.
 
 Results go to tests/benchmarks/results.json under "streams" (other keys are left alone).
 """
@@ -107,6 +108,13 @@ def raw_consume_rate(bootstrap: str, topic: str, n: int) -> float:
     return got / dt
 
 
+def _children(pid: int) -> list[str]:
+    out: list[str] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        out += (task / "children").read_text().split()
+    return out
+
+
 def rss_kb(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -181,6 +189,7 @@ def latency(bootstrap: str, seconds: float, engine: str, tmp: Path, rate: int = 
         assert pub.flush(60) == 0
         wait_until(lambda: group_position(bootstrap, app_id, [PRICES.name])[0] >= len(offers), 300, "offers", 0.2)
         rss1 = rss_kb(worker.pid)
+        decider_rss = sum(rss_kb(int(c)) for c in _children(worker.pid))  # the decision stage's process
         for w in workloads:
             pub.publish(WorkloadRequested(event_id=f"wr-{w.workload_id}", spec=w, requested_at=now))
         assert pub.flush(60) == 0
@@ -263,6 +272,7 @@ def latency(bootstrap: str, seconds: float, engine: str, tmp: Path, rate: int = 
             "decision_latency_p50_ms": round(q(0.50), 1), "decision_latency_p99_ms": round(q(0.99), 1),
             "decision_latency_mean_ms": round(statistics.fmean(lat), 1) if lat else None,
             "memory_mb_per_10k_offers": round((rss1 - rss0) / 1024, 1),
+            "decider_process_rss_mb_with_10k_offers": round(decider_rss / 1024, 1),
             "initial_placement_s": round(settle_s, 1), "initial_decisions": seen}
 
 
