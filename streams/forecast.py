@@ -39,6 +39,10 @@ HORIZONS_S: tuple[int, ...] = (3600, 86_400)
 RISK_HORIZON_S = 3600
 MAX_LOG_MOVE = 0.7  # clip predicted log-ratios (a 2x move) against divergence on outliers
 SCALER_WARMUP, SCALER_EVERY = 500, 8  # the feature scaler learns from every forecast, then from every 8th
+# scaled features are clipped to ±MAX_Z: a rare move of many standard deviations (a feature whose
+# variance is tiny, e.g. the 1 h return of a price that almost never changes) otherwise makes one SGD
+# step overshoot, and the weights diverge (seen on the 2022-2025 GCP history: weights ~1e10)
+MAX_Z = 5.0
 MIN_SCORED = 30     # a model's forecast is used only once it has been scored this often and beats its baseline
 
 
@@ -72,11 +76,11 @@ def _logloss(label: bool, p: float) -> float:
 
 
 def _price_model() -> Any:
-    return linear_model.LinearRegression(optimizer=optim.SGD(0.001), l2=1e-3, intercept_lr=0.001)
+    return linear_model.LinearRegression(optimizer=optim.SGD(0.001), l2=1e-3, intercept_lr=0.001, clip_gradient=1.0)
 
 
 def _risk_model() -> Any:
-    return linear_model.LogisticRegression(optimizer=optim.SGD(0.005), l2=1e-3)
+    return linear_model.LogisticRegression(optimizer=optim.SGD(0.005), l2=1e-3, clip_gradient=1.0)
 
 
 @dataclass
@@ -161,7 +165,7 @@ class Forecaster:
         g.seen += 1
         if g.seen <= SCALER_WARMUP or g.seen % SCALER_EVERY == 0:  # its statistics settle: subsample after warm-up
             g.scaler.learn_one(raw_x)
-        x = g.scaler.transform_one(raw_x)
+        x = {k: max(-MAX_Z, min(MAX_Z, v)) for k, v in g.scaler.transform_one(raw_x).items()}
         p0 = float(s["usd_per_hour"])
         prices: dict[int, float] = {}
         used: dict[int, bool] = {}
