@@ -10,7 +10,7 @@ Topology (topics from schemas.topics; `<app_id>-...` topics are internal):
   workloads.v1 (1 partition) ──────────────────────┴─ decide_allocations ─► decisions.v1
                                      market, plans, workloads (tables, 1 partition)
 
-`decide_allocations` is the single writer of plans: it coalesces changes over `decide_debounce_s`, and a
+`decide_allocations` is the single writer of plans: it coalesces changes over `debounce_s`, and a
 `streams.decider.Decider` re-solves only the affected workloads through the injected engine, in a child
 process (streams.remote) so the market stage keeps consuming during a solve; changes that arrive
 meanwhile are coalesced into the next step. The agent sends the decision and waits for the broker's ack
@@ -52,9 +52,10 @@ WORKLOAD_TYPES = ("WorkloadRequested", "WorkloadCancelled")
 class StreamsConfig:
     broker: str = "kafka://127.0.0.1:9092"
     app_id: str = "cloudarb"
-    debounce_s: float = 0.05          # market stage: batch window (per-batch costs are amortised over it)
-    decide_debounce_s: float = 0.01   # decision stage: wait this long for more changes when idle (changes that
-                                      # arrive during a solve are coalesced into the next one anyway)
+    # batch window of both stages. For the decision stage it also bounds a step's batch: Faust buffers
+    # nothing while a step runs, and drains its queue at ~10k events/s into the window (10 ms let a
+    # backlog build at 1,000 events/s: latency p50 4.8 s against 1.1 s at 50 ms)
+    debounce_s: float = 0.05
     batch_max: int = 2000
     price_threshold: float = state.PRICE_MOVE_THRESHOLD
     broker_session_timeout_s: float = 10.0
@@ -168,9 +169,8 @@ def create_app(cfg: StreamsConfig, engine_factory: Callable[[], AllocationEngine
 
     @app.agent(decide_in)
     async def decide_allocations(stream: faust.StreamT[bytes]) -> None:
-        """Coalesce market and workload changes over `decide_debounce_s` (and the time the previous step took);
-        re-solve the affected workloads."""
-        async for batch in stream.take_events(cfg.batch_max, within=cfg.decide_debounce_s):  # type: ignore[attr-defined]
+        """Coalesce market and workload changes over `debounce_s`; re-solve the affected workloads."""
+        async for batch in stream.take_events(cfg.batch_max, within=cfg.debounce_s):  # type: ignore[attr-defined]
             now = datetime.now(UTC)
             market_changes: list[dict[str, Any]] = []
             workload_events: list[WorkloadRequested | WorkloadCancelled] = []
