@@ -121,3 +121,12 @@ def test_handle_restarts_a_dead_decider_from_the_tables_and_retries_the_step() -
         h.reset()
 
     asyncio.run(run())
+
+
+def test_the_decider_process_exits_when_the_worker_side_of_its_pipe_closes() -> None:
+    """What happens when the worker dies (kill -9 included): the OS closes its end of the pipe."""
+    r = RemoteDecider(GreedyEngine, {}, {}, {})
+    assert r._proc.is_alive()
+    r._conn.close()
+    r._proc.join(10)
+    assert not r._proc.is_alive() and r._proc.exitcode == 0
