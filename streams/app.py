@@ -188,10 +188,10 @@ def create_app(cfg: StreamsConfig, engine_factory: Callable[[], AllocationEngine
                     continue
                 assert isinstance(result, WorkloadRequested | WorkloadCancelled)
                 workload_events.append(result)
-            await _decide_batch(market_changes, workload_events, batch[-1])
+            await _decide_batch(market_changes, workload_events)
 
     async def _decide_batch(market_changes: list[dict[str, Any]],
-                            workload_events: list[WorkloadRequested | WorkloadCancelled], last_ev: Any) -> None:
+                            workload_events: list[WorkloadRequested | WorkloadCancelled]) -> None:
         fast = out()
         res = await decider.step(market_changes, workload_events)
         try:
