@@ -1053,6 +1053,15 @@ class PortfolioEngine:
             return
         from dataclasses import replace
         inst2 = replace(inst, current=cur_new, stale_plan=inst.stale_plan - {inst.ids[w] for w in changed})
+        if c is not None:
+            # a move's migration cost counts in the solve that makes it; from now on it is sunk, and a
+            # workload that is not re-decided must not carry it in later objectives
+            for w in changed:
+                wid, in_force = inst.ids[w], cur_new.get(inst.ids[w])
+                if in_force and wid in c["obj"]:
+                    o = np.array([a for a, _ in in_force], np.int64)
+                    n = np.array([b for _, b in in_force], np.float64)
+                    c["obj"][wid] = float((inst2.unit_cost(w, o, False) * n).sum())
         self._inst = inst2
         M.inst = inst2
         P = self._pairs

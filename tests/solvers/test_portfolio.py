@@ -214,3 +214,28 @@ def test_incremental_equals_cold():
         assert evaluate(e.instance(), warm.plan()).ok
         assert warm.lower_bound == pytest.approx(cold.lower_bound, rel=1e-7), step
         assert warm.objective == pytest.approx(cold.objective, rel=1e-6), step
+
+
+def test_a_past_move_is_not_charged_again_in_later_objectives():
+    """The migration cost of a move counts in the solve that makes it. A workload moved in one solve and
+    not re-decided in the next used to keep that cost in the engine's objective (the warm objective drifted
+    4 % above a cold solve after 20 steps at 1,000 x 10,000 with identical plans)."""
+    a, b, c = quote(provider="gcp", price=1.0), quote(provider="aws", price=2.0), quote(provider="azure", price=3.0)
+    e = PortfolioEngine(**NO_CONC)
+    e.upsert_offers([a, b, c])
+    e.upsert_workload(spec("w"))
+    e.upsert_workload(spec("v", models={"H100-80GB": 1.0}))
+    e.solve()
+    e.upsert_offers([OfferQuote(b.offer, 0.2)])          # w moves from gcp to aws: migration charged now
+    moved = e.solve()
+    assert moved.plan()["w"][0].offer.provider == "aws"
+    e.upsert_offers([OfferQuote(c.offer, 3.5)])          # an unrelated change: w is not re-decided
+    later = e.solve()
+    assert later.plan()["w"][0].offer.provider == "aws"
+    cold = PortfolioEngine(**NO_CONC)
+    cold.upsert_offers([a, OfferQuote(b.offer, 0.2), OfferQuote(c.offer, 3.5)])
+    cold.upsert_workload(spec("w"))
+    cold.upsert_workload(spec("v", models={"H100-80GB": 1.0}))
+    cold.set_current_plan([x for v in e.plan.values() for x in v])
+    assert later.objective == pytest.approx(cold.solve().objective, rel=1e-9)
+    assert moved.objective > later.objective  # the move's one-off cost was in the solve that made it
