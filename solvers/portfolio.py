@@ -1040,7 +1040,9 @@ class PortfolioEngine:
         changed: list[int] = []
         for wid in ids:
             rows = tuple(sorted((self._oidx[a.offer.key], a.instances) for a in new_plan.get(wid, [])))
-            if cur_new.get(wid, ()) != rows:
+            # a stale plan (it held offers no longer known) re-decided onto its known rows is a change too:
+            # from now on it is the plan in force, with no migration to charge
+            if cur_new.get(wid, ()) != rows or (rows and wid in inst.stale_plan):
                 changed.append(widx[wid])
                 if rows:
                     cur_new[wid] = rows

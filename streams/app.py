@@ -36,8 +36,8 @@ from schemas.events import (
 )
 from schemas.market import AllocationEngine
 from schemas.topics import CAPACITY, DECISIONS, DLQ, FORECASTS, INTERRUPTIONS, PRICES, WORKLOADS
-from streams import state, track
-from streams.fastout import FastOutput
+from streams import decide, state, track
+from streams.fastout import Batch, FastOutput
 from streams.forecast import Forecaster
 from streams.rebalance import App as RebalanceSafeApp
 from streams.remote import DeciderHandle, LocalDecider, RemoteDecider
@@ -127,6 +127,7 @@ def create_app(cfg: StreamsConfig, engine_factory: Callable[[], AllocationEngine
         return out_box["o"]
 
     tables_by_name = {"market": market, "plans": plans, "workloads": workload_specs}
+    track_batch_token = Batch()  # the market stage's delivery failures, apart from the decision stage's
 
     async def start_decider() -> RemoteDecider | LocalDecider:
         """The decision stage, built from the (recovered) tables."""
@@ -143,7 +144,7 @@ def create_app(cfg: StreamsConfig, engine_factory: Callable[[], AllocationEngine
     async def track_offers(stream: faust.StreamT[bytes]) -> None:
         """Validate market events, update per-offer state, forward material changes."""
         async for batch in stream.take_events(cfg.batch_max, within=cfg.debounce_s):  # type: ignore[attr-defined]
-            fast = out()
+            fast, tok = out(), track_batch_token
             res = track.track_batch(
                 [track.Msg(ev.value, ev.message.topic, ev.message.partition, ev.message.offset, ev.message.timestamp)
                  for ev in batch], offers.get, held_offers(), forecaster, cfg.price_threshold)
@@ -153,15 +154,15 @@ def create_app(cfg: StreamsConfig, engine_factory: Callable[[], AllocationEngine
             counters.material += len(res.changes)
             counters.forecasts += len(res.forecasts)
             for dl in res.dead_letters:
-                fast.produce(DLQ.name, dl.event_id.encode(), dl.model_dump_json().encode())
+                fast.produce(DLQ.name, dl.event_id.encode(), dl.model_dump_json().encode(), batch=tok)
             for fkey, value in res.forecasts:
-                fast.produce(FORECASTS.name, fkey, value)
+                fast.produce(FORECASTS.name, fkey, value, batch=tok)
             changes_topic = changes.get_topic_name()
             for value in res.changes:
-                fast.produce(changes_topic, b"m", value)
+                fast.produce(changes_topic, b"m", value, batch=tok)
             for key, (new, partition) in res.updated.items():
-                fast.write_table(offers, key, new, partition)
-            await fast.flush()  # before Faust acknowledges this batch's offsets
+                fast.write_table(offers, key, new, partition, batch=tok)
+            await fast.flush(tok)  # before Faust acknowledges this batch's offsets
 
     # internal=True makes Faust create the changes topic (workloads.v1 already exists with 1 partition)
     decide_in = app.topic(changes.get_topic_name(), WORKLOADS.name, key_serializer="raw",
@@ -210,10 +211,18 @@ def create_app(cfg: StreamsConfig, engine_factory: Callable[[], AllocationEngine
         counters.solves += res.solved
         counters.decisions += len(res.decisions)
         if res.held is not None:
+            newly_held = res.held - held_box.get("h", set())
             held_box["h"] = res.held
+            _catch_up(newly_held)
         if res.solve_ms is not None and res.solve_ms > 1000:
             log.info("slow solve: %.0f ms for %d market changes, %d workload events", res.solve_ms,
                      len(market_changes), len(workload_events))
+
+    def _catch_up(newly_held: set[str]) -> None:
+        """See streams.decide.catch_up_records."""
+        changes_topic = changes.get_topic_name()
+        for rec in decide.catch_up_records(newly_held, offers.get, market.get, forecaster.latest.get):
+            out().produce(changes_topic, b"m", rec)
 
     flow_box = {"suspended_at_last_report": False}
 

@@ -5,8 +5,10 @@ Plain functions over an injected `AllocationEngine` (schemas.market); no Kafka h
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping, Sequence
+import json
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
+from typing import Any
 
 from schemas.events import (
     AllocationDecided,
@@ -17,6 +19,7 @@ from schemas.events import (
     deterministic_id,
 )
 from schemas.market import AllocationEngine, SolveResult
+from streams import state
 
 Plan = dict[str, list[Assignment]]
 
@@ -152,3 +155,25 @@ def split(decision: AllocationDecided, previous_ids: Mapping[str, str],
             "total_usd_per_hour": sum(a.usd_per_hour for a in assigns),
         }))
     return parts
+
+
+def catch_up_records(newly_held: Iterable[str], offer_state: Callable[[str], Any], seen_state: Callable[[str], Any],
+                     latest_forecast: Callable[[str], Any]) -> Iterator[bytes]:
+    """Market-change records for offers that just became held and whose price moved since the decision
+    stage last saw it (`offer_state`: the market stage's offers table; `seen_state`: the decision stage's
+    market table). The market stage keeps running while a step solves, with the held set from before the
+    step, so a move below the threshold on an offer the step has just placed workloads on was not
+    forwarded; any move on a held offer is material.
+
+    >>> recs = catch_up_records(["k"], {"k": {"usd_per_hour": 1.5}}.get, {"k": {"usd_per_hour": 1.4}}.get,
+    ...                         lambda k: None)
+    >>> [json.loads(r)["state"] for r in recs]
+    [{'usd_per_hour': 1.5}]
+    """
+    for k in newly_held:
+        st, seen = offer_state(k), seen_state(k)
+        if st and seen and "usd_per_hour" in st and st["usd_per_hour"] != seen.get("usd_per_hour"):
+            rec = {"offer_key": k, "state": state.engine_view(st, latest_forecast(k)),
+                   "reason": "price moved while a placement on it was decided",
+                   "event_id": st.get("price_event_id", ""), "msg_ts": None}
+            yield json.dumps(rec, separators=(",", ":")).encode()

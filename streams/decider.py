@@ -103,7 +103,9 @@ class Decider:
                 eng.upsert_workload(w.spec)
                 wl_ids.add(w.spec.workload_id)
                 reasons.append(f"workload {w.spec.workload_id} requested")
-            elif self.specs.pop(w.workload_id, None) is not None:
+            elif self.specs.pop(w.workload_id, None) is not None or w.workload_id in self.plan:
+                # (a plan without a spec: the cancellation was applied to the tables before a failed
+                # delivery, and this is its redelivery)
                 out.table_writes.append(("workloads", w.workload_id, None))
                 wl_ids.add(w.workload_id)
                 reasons.append(f"workload {w.workload_id} cancelled")

@@ -16,31 +16,44 @@ import asyncio
 import json
 import logging
 import time
+from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class Batch:
+    """What one caller produced since its last flush: a delivery failure is charged to the batch that
+    produced the message, so one agent's flush never clears (or raises for) another agent's failure."""
+
+    errors: int = 0
 
 
 class FastOutput:
     def __init__(self, bootstrap: str) -> None:
         from confluent_kafka import Producer
 
-        self.errors = 0
+        self.default = Batch()
         self._p = Producer({
             "bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all", "linger.ms": 5,
             "compression.type": "lz4", "queue.buffering.max.messages": 1_000_000, "log_level": 3,
         })
 
-    def _on_delivery(self, err: Any, msg: Any) -> None:
+    @staticmethod
+    def _on_delivery(batch: Batch, err: Any, msg: Any) -> None:
         if err is not None:
-            self.errors += 1
+            batch.errors += 1
             log.warning("output message to %s failed: %s", msg.topic(), err)
 
     def pending(self) -> int:
         return len(self._p)
 
-    def produce(self, topic: str, key: bytes | None, value: bytes | None, partition: int | None = None) -> None:
-        kw: dict[str, Any] = {"key": key, "value": value, "on_delivery": self._on_delivery}
+    def produce(self, topic: str, key: bytes | None, value: bytes | None, partition: int | None = None,
+                batch: Batch | None = None) -> None:
+        kw: dict[str, Any] = {"key": key, "value": value,
+                              "on_delivery": partial(self._on_delivery, batch or self.default)}
         if partition is not None:
             kw["partition"] = partition
         while True:
@@ -50,14 +63,16 @@ class FastOutput:
             except BufferError:
                 self._p.poll(0.01)
 
-    def write_table(self, table: Any, key: str, value: Any, partition: int) -> None:
+    def write_table(self, table: Any, key: str, value: Any, partition: int, batch: Batch | None = None) -> None:
         """table[key] = value, with the changelog record produced here (JSON key and value, as Faust)."""
         table.data[key] = value
         self.produce(table.changelog_topic.get_topic_name(), json.dumps(key).encode(),
-                     None if value is None else json.dumps(value, separators=(",", ":")).encode(), partition)
+                     None if value is None else json.dumps(value, separators=(",", ":")).encode(), partition,
+                     batch)
 
-    async def flush(self) -> None:
-        """Wait (without blocking the event loop) until everything produced is acknowledged."""
+    async def flush(self, batch: Batch | None = None) -> None:
+        """Wait (without blocking the event loop) until everything produced is acknowledged; raise if a
+        message of `batch` failed."""
         t0 = last = time.monotonic()
         while len(self._p) > 0:
             self._p.poll(0)
@@ -65,6 +80,7 @@ class FastOutput:
             if time.monotonic() - last > 10:
                 last = time.monotonic()
                 log.warning("output flush waiting %.0f s for %d messages", last - t0, len(self._p))
-        if self.errors:
-            n, self.errors = self.errors, 0
+        b = batch or self.default
+        if b.errors:
+            n, b.errors = b.errors, 0
             raise RuntimeError(f"{n} output messages failed delivery; the batch will be redelivered")

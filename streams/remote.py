@@ -14,6 +14,7 @@ import asyncio
 import logging
 import multiprocessing as mp
 import os
+import signal
 import traceback
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -31,6 +32,10 @@ class RemoteError(RuntimeError):
 
 
 def _serve(conn: Any, engine_factory: Callable[[], AllocationEngine], loglevel: int) -> None:
+    # Ctrl-C or a SIGTERM to the worker's process group must not kill a step midway (the worker would
+    # start a new decider while shutting down); the child exits when the worker closes the pipe
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     logging.basicConfig(level=loglevel, format=f"[%(asctime)s] [{os.getpid()}] [%(levelname)s] %(message)s")
     decider: Decider | None = None
     while True:
@@ -56,7 +61,8 @@ class RemoteDecider:
     """`Decider` behind a pipe; `await step(...)` waits in a thread, so the event loop stays free."""
 
     def __init__(self, engine_factory: Callable[[], AllocationEngine], market: Mapping[str, Any],
-                 workloads: Mapping[str, Any], plans: Mapping[str, Any]) -> None:
+                 workloads: Mapping[str, Any], plans: Mapping[str, Any], step_timeout_s: float = 600.0) -> None:
+        self.step_timeout_s = step_timeout_s
         ctx = mp.get_context("spawn")
         self._conn, child = ctx.Pipe()
         self._proc = ctx.Process(target=_serve, args=(child, engine_factory, logging.getLogger().level),
@@ -77,8 +83,8 @@ class RemoteDecider:
     async def step(self, market_changes: Sequence[Mapping[str, Any]],
                    workload_events: Iterable[WorkloadRequested | WorkloadCancelled]) -> DecideOutput:
         loop = asyncio.get_running_loop()
-        out: DecideOutput = await loop.run_in_executor(self._pool, self._call, "step",
-                                                       (list(market_changes), list(workload_events)))
+        call = loop.run_in_executor(self._pool, self._call, "step", (list(market_changes), list(workload_events)))
+        out: DecideOutput = await asyncio.wait_for(call, self.step_timeout_s)  # a hung child: TimeoutError
         return out
 
     @property
@@ -86,11 +92,14 @@ class RemoteDecider:
         return self._proc.pid
 
     def close(self) -> None:
-        self._conn.close()
-        self._proc.join(5)
+        """Stop the child (it holds nothing that is not in the tables), let a reader blocked on the pipe
+        see its end, then close the pipe (closing it under a blocked reader could hand its file
+        descriptor number to the next decider's pipe)."""
         if self._proc.is_alive():
             self._proc.kill()
-        self._pool.shutdown(wait=False)
+        self._proc.join(5)
+        self._pool.shutdown(wait=True)
+        self._conn.close()
 
 
 class LocalDecider:
@@ -108,7 +117,8 @@ class LocalDecider:
         pass
 
 
-CHILD_GONE = (EOFError, BrokenPipeError, ConnectionResetError)
+# the child died (a pipe error, or EOF, also mid-message) or hung past the step timeout
+CHILD_GONE = (EOFError, OSError, TimeoutError)
 
 
 class DeciderHandle:

@@ -239,3 +239,29 @@ def test_a_past_move_is_not_charged_again_in_later_objectives():
     cold.set_current_plan([x for v in e.plan.values() for x in v])
     assert later.objective == pytest.approx(cold.solve().objective, rel=1e-9)
     assert moved.objective > later.objective  # the move's one-off cost was in the solve that made it
+
+
+def test_a_stale_plan_kept_on_its_known_offers_becomes_the_plan_in_force():
+    """A plan holding an offer that is no longer known is stale; re-decided onto its remaining known rows,
+    it is the plan in force from then on: no migration charged again in later solves."""
+    from schemas.events import Assignment
+
+    a, gone, h = quote(provider="gcp", price=1.0), quote(provider="aws", price=1.0), \
+        quote(provider="azure", model="H100-80GB", price=9.0)
+    specs = [spec("w", lo=1, hi=2), spec("v", models={"H100-80GB": 1.0})]
+    e = PortfolioEngine(**NO_CONC)
+    e.upsert_offers([a, h])
+    for s_ in specs:
+        e.upsert_workload(s_)
+    e.set_current_plan([Assignment(workload_id="w", offer=a.offer, instances=1, usd_per_hour=1.0),
+                        Assignment(workload_id="w", offer=gone.offer, instances=1, usd_per_hour=1.0)])
+    first = e.solve()
+    assert [(x.offer.provider, x.instances) for x in first.plan()["w"]] == [("gcp", 1)]
+    e.upsert_offers([OfferQuote(h.offer, 9.5)])   # an unrelated price change: w is not re-decided
+    later = e.solve()
+    cold = PortfolioEngine(**NO_CONC)
+    cold.upsert_offers([a, OfferQuote(h.offer, 9.5)])
+    for s_ in specs:
+        cold.upsert_workload(s_)
+    cold.set_current_plan([x for v in first.plan().values() for x in v])
+    assert later.objective == pytest.approx(cold.solve().objective, rel=1e-9)

@@ -40,14 +40,14 @@ async def test_track_offers_updates_the_table_and_forwards_material_changes(app:
         def __init__(self, bootstrap: str) -> None:
             pass
 
-        def produce(self, topic: str, key: Any, value: Any, partition: int | None = None) -> None:
+        def produce(self, topic: str, key: Any, value: Any, partition: int | None = None, **kw: Any) -> None:
             sent.append((topic, value))
 
-        def write_table(self, table: Any, key: str, value: Any, partition: int) -> None:
+        def write_table(self, table: Any, key: str, value: Any, partition: int, **kw: Any) -> None:
             table.data[key] = value
             sent.append((table.changelog_topic.get_topic_name(), json.dumps(value).encode()))
 
-        async def flush(self) -> None:
+        async def flush(self, batch: Any = None) -> None:
             pass
 
         def pending(self) -> int:

@@ -130,3 +130,62 @@ def test_the_decider_process_exits_when_the_worker_side_of_its_pipe_closes() -> 
     r._conn.close()
     r._proc.join(10)
     assert not r._proc.is_alive() and r._proc.exitcode == 0
+
+
+def test_a_redelivered_cancellation_terminates_a_plan_whose_spec_is_already_gone() -> None:
+    """A failed delivery after the cancellation's table writes leaves the plan without its spec; the
+    redelivered WorkloadCancelled must still terminate it."""
+    d = Decider(GreedyEngine, {}, {}, {})
+    first = d.step([change(L4A, 1.0, "e1")], [requested("w")])
+    tables: dict[str, dict[str, Any]] = {"market": {}, "workloads": {}, "plans": {}}
+    for t, k, v in [*first.table_writes, *first.plan_writes]:
+        tables[t][k] = v
+    del tables["workloads"]["w"]  # the cancellation's spec delete reached the table, its decision did not
+    again = Decider(GreedyEngine, tables["market"], tables["workloads"], tables["plans"])
+    out = again.step([], [WorkloadCancelled(event_id="c-w", workload_id="w", cancelled_at=T0)])
+    assert out.decisions and out.decisions[0].changes[0].action is ChangeAction.TERMINATE
+    assert out.plan_writes == [("plans", "w", None)]
+
+
+def test_delivery_failures_are_charged_to_the_batch_that_produced_them() -> None:
+    from streams.fastout import Batch, FastOutput
+
+    mine, theirs = Batch(), Batch()
+
+    class Msg:
+        def topic(self) -> str:
+            return "t"
+
+    FastOutput._on_delivery(theirs, "broker said no", Msg())
+    FastOutput._on_delivery(mine, None, Msg())
+    assert (mine.errors, theirs.errors) == (0, 1)
+
+
+class SlowEngine(GreedyEngine):
+    """An engine whose solve hangs (module level: the decider's child process imports it by name)."""
+
+    def solve(self, workload_ids: Any = None) -> Any:
+        time.sleep(30)
+        return super().solve(workload_ids)
+
+
+def test_a_hung_decider_is_killed_at_the_step_timeout_restarted_and_the_step_retried_once() -> None:
+    from streams.remote import DeciderHandle
+
+    started: list[RemoteDecider] = []
+
+    async def start() -> RemoteDecider:
+        loop = asyncio.get_running_loop()
+        r = await loop.run_in_executor(None, lambda: RemoteDecider(SlowEngine, {}, {}, {}, step_timeout_s=1.0))
+        started.append(r)
+        return r
+
+    async def run() -> None:
+        h = DeciderHandle(start)
+        t0 = time.monotonic()
+        with pytest.raises(TimeoutError):
+            await h.step([change(L4A, 1.0, "e1")], [requested("w")])
+        assert len(started) == 2 and h.restarts == 1 and time.monotonic() - t0 < 20
+        assert not any(r._proc.is_alive() for r in started)
+
+    asyncio.run(run())
