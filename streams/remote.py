@@ -32,10 +32,9 @@ class RemoteError(RuntimeError):
 
 
 def _serve(conn: Any, engine_factory: Callable[[], AllocationEngine], loglevel: int) -> None:
-    # Ctrl-C or a SIGTERM to the worker's process group must not kill a step midway (the worker would
-    # start a new decider while shutting down); the child exits when the worker closes the pipe
+    # Ctrl-C reaches the whole foreground process group: the worker shuts down, and this child stops with
+    # it (multiprocessing terminates daemonic children at exit, with SIGTERM, which is left at its default)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     logging.basicConfig(level=loglevel, format=f"[%(asctime)s] [{os.getpid()}] [%(levelname)s] %(message)s")
     decider: Decider | None = None
     while True:
