@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -194,6 +195,7 @@ def create_app(cfg: StreamsConfig, engine_factory: Callable[[], AllocationEngine
     async def _decide_batch(market_changes: list[dict[str, Any]],
                             workload_events: list[WorkloadRequested | WorkloadCancelled]) -> None:
         fast = out()
+        step_t = time.time()
         res = await decider.step(market_changes, workload_events)
         try:
             for table, key, value in res.table_writes:
@@ -213,15 +215,15 @@ def create_app(cfg: StreamsConfig, engine_factory: Callable[[], AllocationEngine
         if res.held is not None:
             newly_held = res.held - held_box.get("h", set())
             held_box["h"] = res.held
-            _catch_up(newly_held)
+            _catch_up(newly_held, step_t)
         if res.solve_ms is not None and res.solve_ms > 1000:
             log.info("slow solve: %.0f ms for %d market changes, %d workload events", res.solve_ms,
                      len(market_changes), len(workload_events))
 
-    def _catch_up(newly_held: set[str]) -> None:
+    def _catch_up(newly_held: set[str], since_t: float) -> None:
         """See streams.decide.catch_up_records."""
         changes_topic = changes.get_topic_name()
-        for rec in decide.catch_up_records(newly_held, offers.get, market.get, forecaster.latest.get):
+        for rec in decide.catch_up_records(newly_held, offers.get, market.get, forecaster.latest.get, since_t):
             out().produce(changes_topic, b"m", rec)
 
     flow_box = {"suspended_at_last_report": False}

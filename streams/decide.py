@@ -158,21 +158,23 @@ def split(decision: AllocationDecided, previous_ids: Mapping[str, str],
 
 
 def catch_up_records(newly_held: Iterable[str], offer_state: Callable[[str], Any], seen_state: Callable[[str], Any],
-                     latest_forecast: Callable[[str], Any]) -> Iterator[bytes]:
-    """Market-change records for offers that just became held and whose price moved since the decision
-    stage last saw it (`offer_state`: the market stage's offers table; `seen_state`: the decision stage's
-    market table). The market stage keeps running while a step solves, with the held set from before the
-    step, so a move below the threshold on an offer the step has just placed workloads on was not
-    forwarded; any move on a held offer is material.
+                     latest_forecast: Callable[[str], Any], since_t: float) -> Iterator[bytes]:
+    """Market-change records for offers that just became held and whose price moved, in a quote observed
+    at or after `since_t` (when the step began), from what the decision stage saw (`offer_state`: the
+    market stage's offers table; `seen_state`: the decision stage's market table). The market stage keeps
+    running while a step solves, with the held set from before the step, so such a move below the
+    threshold was not forwarded, although any move on a held offer is material. (A move before the step
+    reaches the engine with the offer's next quote, as it did when a solve blocked the market stage.)
 
-    >>> recs = catch_up_records(["k"], {"k": {"usd_per_hour": 1.5}}.get, {"k": {"usd_per_hour": 1.4}}.get,
-    ...                         lambda k: None)
+    >>> recs = catch_up_records(["k"], {"k": {"usd_per_hour": 1.5, "observed_t": 10.0}}.get,
+    ...                         {"k": {"usd_per_hour": 1.4}}.get, lambda k: None, since_t=9.0)
     >>> [json.loads(r)["state"] for r in recs]
     [{'usd_per_hour': 1.5}]
     """
     for k in newly_held:
         st, seen = offer_state(k), seen_state(k)
-        if st and seen and "usd_per_hour" in st and st["usd_per_hour"] != seen.get("usd_per_hour"):
+        if (st and seen and "usd_per_hour" in st and st["usd_per_hour"] != seen.get("usd_per_hour")
+                and float(st.get("observed_t", since_t)) >= since_t):
             rec = {"offer_key": k, "state": state.engine_view(st, latest_forecast(k)),
                    "reason": "price moved while a placement on it was decided",
                    "event_id": st.get("price_event_id", ""), "msg_ts": None}
