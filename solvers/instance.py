@@ -116,14 +116,21 @@ class Instance:
             c = c + lam * self.migration_per_gpu(w) * self.gpus[o]
         return np.asarray(c, dtype=np.float64)
 
+    def rows_cost(self, w: int, rows: Sequence[tuple[int, int]]) -> float:
+        """Objective cost of whole instances `rows` ((offer index, instances), ...) for workload `w`,
+        migration excluded."""
+        if not rows:
+            return 0.0
+        o = np.array([a for a, _ in rows], dtype=np.int64)
+        n = np.array([b for _, b in rows], dtype=np.float64)
+        return float((self.unit_cost(w, o, False) * n).sum())
+
     def threshold(self, w: int) -> float:
         """Hysteresis: the saving (objective USD/h) below which workload `w` is not moved."""
         cur = self.current.get(self.ids[w])
         if not cur:
             return 0.0
-        o = np.array([a for a, _ in cur], dtype=np.int64)
-        n = np.array([b for _, b in cur], dtype=np.float64)
-        c = float((self.unit_cost(w, o, False) * n).sum())
+        c = self.rows_cost(w, cur)
         p = self.params
         return max(p.migration_threshold_usd_per_hour, p.migration_threshold_fraction * c)
 

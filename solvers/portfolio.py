@@ -392,9 +392,11 @@ class _Master:
         yw = y[self.r_min] + y[self.r_max]
         yg = y[self.r_grp] + y[self.r_tot]
         ybud = y[self.r_bud]
+        def dual(rows: I64) -> F64:   # the dual of each row; 0 where there is no row (-1)
+            return np.where(rows >= 0, y[np.maximum(rows, 0)], 0.0)
+
         if isinstance(sel, slice):   # all pairs: per-workload terms by repeat (pairs are sorted by w)
-            ysp = np.where(self.r_spot >= 0, y[np.maximum(self.r_spot, 0)], 0.0)
-            ycap = np.where(self.r_cap >= 0, y[np.maximum(self.r_cap, 0)], 0.0)
+            ysp, ycap = dual(self.r_spot), dual(self.r_cap)
             L = self.seg_len
             rc = self.cost - P.g * (np.repeat(yw, L) + yg[self.grp_pair])
             rc -= self.price_pair * np.repeat(ybud, L)
@@ -403,11 +405,9 @@ class _Master:
             if (ycap != 0).any():
                 rc -= ycap[P.o]
             return np.asarray(rc, dtype=np.float64)
-        w, o = P.w[sel], P.o[sel]
-        rsp, rcp = self.r_spot[w], self.r_cap[o]
+        w, o = P.w[sel], P.o[sel]   # a few pairs: only their rows' duals
         rc = (self.cost[sel] - P.g[sel] * (yw[w] + yg[self.grp_pair[sel]])
-              - self.price_pair[sel] * ybud[w] - self.spot_coef[sel] * np.where(rsp >= 0, y[np.maximum(rsp, 0)], 0.0)
-              - np.where(rcp >= 0, y[np.maximum(rcp, 0)], 0.0))
+              - self.price_pair[sel] * ybud[w] - self.spot_coef[sel] * dual(self.r_spot[w]) - dual(self.r_cap[o]))
         return np.asarray(rc, dtype=np.float64)
 
     def mark_dirty(self, pidx: I64) -> None:
@@ -941,11 +941,9 @@ class PortfolioEngine:
             keep_like = d.kind == "keep"
             g_new = sum(float(inst.gpus[o]) * n for o, n in d.rows)
             c["chosen"][w] = d.metric if keep_like else d.metric - inst.params.risk_lambda * float(M.mu[w]) * g_new
-            oo = np.array([o for o, _ in d.rows], np.int64)
-            nn = np.array([n for _, n in d.rows], np.float64)
             pr = inst.params
             c["thr"][w] = max(pr.migration_threshold_usd_per_hour,
-                              pr.migration_threshold_fraction * float((inst.unit_cost(w, oo, False) * nn).sum()))
+                              pr.migration_threshold_fraction * inst.rows_cost(w, d.rows))
         # verify the re-decided part against everything else, from scratch
         new_plan: dict[str, list[Assignment]] = {}
         for w, d in decided.items():
@@ -1020,14 +1018,10 @@ class PortfolioEngine:
                     r[o] = r.get(o, 0) + a.instances
                     usage[o] += a.instances
             rows[widx[wid]] = tuple(sorted(r.items()))
-        obj = {}
-        for w, rr in rows.items():
-            oo = np.array([a for a, _ in rr], np.int64)
-            nn = np.array([b for _, b in rr], np.float64)
-            obj[inst.ids[w]] = float((inst.unit_cost(w, oo, False) * nn).sum()) if oo.size else 0.0
+        obj = {inst.ids[w]: inst.rows_cost(w, rr) for w, rr in rows.items()}
         c = {"fresh": True, "rows": rows, "usage": usage, "runner": np.full(inst.n_workloads, math.inf),
              "chosen": np.full(inst.n_workloads, -math.inf), "thr": np.zeros(inst.n_workloads),
-             "reports": {}, "expl": {}, "obj": obj, "adopted": set(), "codes": None,
+             "reports": {}, "expl": {}, "obj": obj, "codes": None,
              "codes_runner": {}, "metric": None, "xv": None, "kv": None, "conc": None,
              "dirty": set()}
         self._cache = c
@@ -1049,8 +1043,6 @@ class PortfolioEngine:
                 else:
                     cur_new.pop(wid, None)
         c = self._cache
-        if c is not None:
-            c["adopted"] = set(changed)
         if not changed:
             return
         from dataclasses import replace
@@ -1061,9 +1053,7 @@ class PortfolioEngine:
             for w in changed:
                 wid, in_force = inst.ids[w], cur_new.get(inst.ids[w])
                 if in_force and wid in c["obj"]:
-                    o = np.array([a for a, _ in in_force], np.int64)
-                    n = np.array([b for _, b in in_force], np.float64)
-                    c["obj"][wid] = float((inst2.unit_cost(w, o, False) * n).sum())
+                    c["obj"][wid] = inst2.rows_cost(w, in_force)
         self._inst = inst2
         M.inst = inst2
         P = self._pairs

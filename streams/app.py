@@ -41,7 +41,7 @@ from streams import decide, state, track
 from streams.fastout import Batch, FastOutput
 from streams.forecast import Forecaster
 from streams.rebalance import App as RebalanceSafeApp
-from streams.remote import DeciderHandle, LocalDecider, RemoteDecider
+from streams.remote import DeciderHandle, RemoteDecider
 from streams.validate import Rejected, dead_letter, validate
 
 log = logging.getLogger(__name__)
@@ -60,7 +60,6 @@ class StreamsConfig:
     batch_max: int = 2000
     price_threshold: float = state.PRICE_MOVE_THRESHOLD
     broker_session_timeout_s: float = 10.0
-    decide_in_process: bool = False  # True: solve on the worker's event loop (unit tests); else a child process
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -73,10 +72,6 @@ class Counters:
     forecasts: int = 0
     decisions: int = 0
     solves: int = 0
-
-
-def _json(obj: Any) -> bytes:
-    return json.dumps(obj, separators=(",", ":")).encode()
 
 
 def create_app(cfg: StreamsConfig, engine_factory: Callable[[], AllocationEngine]) -> faust.App:
@@ -130,12 +125,10 @@ def create_app(cfg: StreamsConfig, engine_factory: Callable[[], AllocationEngine
     tables_by_name = {"market": market, "plans": plans, "workloads": workload_specs}
     track_batch_token = Batch()  # the market stage's delivery failures, apart from the decision stage's
 
-    async def start_decider() -> RemoteDecider | LocalDecider:
+    async def start_decider() -> RemoteDecider:
         """The decision stage, built from the (recovered) tables."""
         snap = ({_s(k): v for k, v in market.items() if v}, {_s(k): v for k, v in workload_specs.items() if v},
                 {_s(k): v for k, v in plans.items() if v})
-        if cfg.decide_in_process:
-            return LocalDecider(engine_factory, *snap)
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(None, lambda: RemoteDecider(engine_factory, *snap))
 

@@ -101,21 +101,6 @@ class RemoteDecider:
         self._conn.close()
 
 
-class LocalDecider:
-    """The same interface in process (unit tests, or `decide_in_process=True`)."""
-
-    def __init__(self, engine_factory: Callable[[], AllocationEngine], market: Mapping[str, Any],
-                 workloads: Mapping[str, Any], plans: Mapping[str, Any]) -> None:
-        self._decider = Decider(engine_factory, market, workloads, plans)
-
-    async def step(self, market_changes: Sequence[Mapping[str, Any]],
-                   workload_events: Iterable[WorkloadRequested | WorkloadCancelled]) -> DecideOutput:
-        return self._decider.step(market_changes, workload_events)
-
-    def close(self) -> None:
-        pass
-
-
 # the child died (a pipe error, or EOF, also mid-message) or hung past the step timeout
 CHILD_GONE = (EOFError, OSError, TimeoutError)
 
@@ -128,9 +113,9 @@ class DeciderHandle:
     the next step starts a new one from the tables.
     """
 
-    def __init__(self, start: Callable[[], Awaitable[RemoteDecider | LocalDecider]]) -> None:
+    def __init__(self, start: Callable[[], Awaitable[RemoteDecider]]) -> None:
         self._start = start
-        self._d: RemoteDecider | LocalDecider | None = None
+        self._d: RemoteDecider | None = None
         self.restarts = 0
 
     async def step(self, market_changes: Sequence[Mapping[str, Any]],
