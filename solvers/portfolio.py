@@ -764,8 +764,9 @@ class PortfolioEngine:
 
         The cache holds, per workload, the decision (rows, metric, runner-up), its explanation and
         objective. A workload is re-decided when it is in `ids` and (a) nothing is cached, or (b) its
-        LP values moved, or (c) a changed offer is in its plan or runner-up, or prices its single-offer
-        plan below the runner-up, or (d) the concentration prices of its groups moved, or (e) it
+        LP values moved, or (c) a changed offer is in its plan or runner-up, or gives it an admissible
+        single-offer plan (available, within budget, GPU count and spot share) cheaper than its plan by the
+        hysteresis threshold, or, when it has no plan, could hold one of its instances, or (d) the concentration prices of its groups moved, or (e) it
         was just moved (its hysteresis terms changed), or (f) one of these held in an earlier solve that
         did not ask for it (kept in the cache's `dirty` set). Otherwise its decision provably stands
         against the same LP solution and prices (only capacity interplay with re-decided workloads
@@ -823,14 +824,20 @@ class PortfolioEngine:
                 # least the hysteresis threshold without it
                 sm_base = sm - inst.params.risk_lambda * M.mu[pw] * P.g[pc] * P.n_single[pc]
                 ch = c["chosen"][pw]
-                hit = used | ((sm < ch + 1e-9) & (sm_base < ch - c["thr"][pw] + 1e-9))
-                A.update(np.unique(pw[hit]).tolist())
-                # cheaper than the runner-up only: the decision stands, the explanation changes
                 po_ = P.o[pc]
                 n1 = P.n_single[pc]
-                feas1 = (~hit & (sm < c["runner"][pw] - 1e-9) & inst.available[po_]
-                         & (n1 * P.g[pc] <= inst.max_gpus[pw]) & (n1 * inst.price[po_] <= inst.budget[pw] * (1 + 1e-9))
-                         & (~inst.spot[po_] | (inst.spot_share[pw] >= 1.0))
+                # the single-offer plan is admissible (as in _single_candidates, capacity aside) ...
+                single_ok = (inst.available[po_] & (n1 * P.g[pc] <= inst.max_gpus[pw])
+                             & (n1 * inst.price[po_] <= inst.budget[pw] * (1 + 1e-9))
+                             & (~inst.spot[po_] | (inst.spot_share[pw] >= 1.0)))
+                # ... or, for a workload with no plan, one instance of the offer could be part of one
+                placeable = (np.isinf(ch) & inst.available[po_] & (P.g[pc] <= inst.max_gpus[pw])
+                             & (inst.price[po_] <= inst.budget[pw] * (1 + 1e-9))
+                             & (~inst.spot[po_] | (inst.spot_share[pw] > 0.0)))
+                hit = used | placeable | (single_ok & (sm < ch + 1e-9) & (sm_base < ch - c["thr"][pw] + 1e-9))
+                A.update(np.unique(pw[hit]).tolist())
+                # cheaper than the runner-up only: the decision stands, the explanation changes
+                feas1 = (~hit & (sm < c["runner"][pw] - 1e-9) & single_ok
                          & (n1 <= inst.capacity[po_] - c["usage"][po_] + 1e-9))
                 for k in np.flatnonzero(feas1).tolist():
                     w = int(pw[k])

@@ -216,6 +216,63 @@ def test_incremental_equals_cold():
         assert warm.objective == pytest.approx(cold.objective, rel=1e-6), step
 
 
+@pytest.mark.parametrize("seed", [5, 11, 17])
+def test_incremental_equals_cold_with_inadmissible_and_unplaceable_workloads(seed):
+    """The re-decision screen skips a workload only when a changed offer cannot give it a better plan.
+    Here many single-offer plans are inadmissible (over budget, too many GPUs, spot not allowed), some
+    workloads have no plan at all, and offers go away and come back: warm solves must still equal cold ones."""
+    import numpy as np
+    rng = np.random.default_rng(seed)
+    models = ["L4", "A10G", "A100-80GB"]
+    offers = [quote(provider=p, region=rg, model=m, gpus=g, spot=s, price=round(float(rng.uniform(0.5, 3)) * g, 3),
+                    pi=0.05 if s else 0.0, it=f"{m}-{g}x-{k}")
+              for p in ("gcp", "aws") for rg in ("r1", "r2") for m in models for g in (1, 2, 8) for s in (False, True)
+              for k in range(2)]
+    ws = [spec(f"w{i}", models={m: 1.0 for m in rng.choice(models, int(rng.integers(1, 3)), replace=False)},
+               lo=(lo := int(rng.choice([1, 2, 4]))), hi=lo * int(rng.choice([1, 2])),
+               budget=float(rng.uniform(0.4, 3.0)) * lo, spot_share=float(rng.choice([0.0, 0.5, 1.0])),
+               priority=int(rng.integers(1, 4))) for i in range(30)]
+    e = PortfolioEngine()
+    e.upsert_offers(offers)
+    for w in ws:
+        e.upsert_workload(w)
+    first = e.solve()
+    assert first.infeasible, "the instance must have workloads without a plan"
+    for step in range(12):
+        changed = []
+        for o in rng.choice(np.array(offers, dtype=object), 10, replace=False):
+            avail = bool(rng.random() > 0.15) if o.available else bool(rng.random() > 0.3)
+            changed.append(OfferQuote(o.offer, round(o.usd_per_hour * float(rng.choice([0.6, 0.9, 0.98, 1.02, 1.1, 1.4])), 4),
+                                      None, avail, o.capacity_instances, o.interruption_probability_per_hour))
+        before = [a for v in e.plan.values() for a in v]
+        e.upsert_offers(changed)
+        warm = e.solve()
+        offers = [next((c for c in changed if c.key == o.key), o) for o in offers]
+        cold_e = PortfolioEngine()
+        cold_e.upsert_offers(offers)
+        for w in ws:
+            cold_e.upsert_workload(w)
+        cold_e.set_current_plan(before)
+        cold = cold_e.solve()
+        assert evaluate(e.instance(), warm.plan()).ok
+        assert {r.workload_id for r in warm.infeasible} == {r.workload_id for r in cold.infeasible}, step
+        assert warm.objective == pytest.approx(cold.objective, rel=1e-6), step
+
+
+def test_a_workload_without_a_plan_is_placed_when_a_price_drop_makes_a_split_affordable():
+    """No single offer fits the budget, before or after; after the drop, one instance of each does."""
+    a = quote(gpus=2, price=8.0, it="a")
+    b = quote(gpus=2, price=3.0, cap=1, it="b")
+    e = PortfolioEngine(**NO_CONC)
+    e.upsert_offers([a, b])
+    e.upsert_workload(spec("w", lo=4, hi=4, budget=10.0))
+    assert [r.workload_id for r in e.solve().infeasible] == ["w"]
+    e.upsert_offers([OfferQuote(a.offer, 6.0, None, True, None, 0.0)])
+    r = e.solve()
+    assert not r.infeasible
+    assert sorted((x.offer.instance_type, x.instances) for x in r.plan()["w"]) == [("a", 1), ("b", 1)]
+
+
 def test_a_past_move_is_not_charged_again_in_later_objectives():
     """The migration cost of a move counts in the solve that makes it. A workload moved in one solve and
     not re-decided in the next used to keep that cost in the engine's objective (the warm objective drifted
