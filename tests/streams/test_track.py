@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from schemas import Market
-from streams import state
+from streams import state, track
 from streams.forecast import Forecaster
 from streams.track import Msg, track_batch
 from streams.validate import Rejected, validate, validate_many
@@ -86,3 +86,12 @@ def test_track_batch_reads_state_through_lookup_and_ignores_replayed_events() ->
     held = track_batch([Msg(_raw(price(A, 1.001, minutes=1)), "t", 0, 1, None)], table.get, {A.key}, Forecaster(),
                        now=NOW)
     assert [json.loads(c)["reason"] for c in held.changes] == ["price rose 0.1% on a held offer"]
+
+
+def test_changes_are_packed_into_messages_under_the_size_limit_and_unpacked_in_order():
+    recs = [json.dumps({"offer_key": f"k{i}", "state": {"pad": "x" * 100}}).encode() for i in range(50)]
+    packed = track.pack_changes(recs, max_bytes=1000)
+    assert len(packed) > 1 and all(len(p) <= 1000 + len(b'{"changes":[]}') for p in packed)
+    assert [c["offer_key"] for p in packed for c in track.unpack_changes(p)] == [f"k{i}" for i in range(50)]
+    assert track.unpack_changes(recs[0]) == [json.loads(recs[0])]   # a bare record, as written before packing
+    assert track.pack_changes([]) == []
