@@ -311,6 +311,14 @@ class _Master:
         """(Re)place the composite 'keep current plan' column of workload w."""
         inst = self.inst
         old = int(self.keep_col[w])
+        if old >= 0 and rows and rows == self.keep_rows.get(w) and inst.available[[a for a, _ in rows]].all():
+            # same rows (a price moved): only the cost and the budget coefficient change
+            o_ = np.array([a for a, _ in rows], np.int64)
+            nn_ = np.array([b for _, b in rows], np.float64)
+            if int(self.r_bud[w]) >= 0:
+                self.h.changeCoeff(int(self.r_bud[w]), old, float((nn_ * inst.price[o_]).sum()))
+            self.h.changeColCost(old, float((inst.unit_cost(w, o_, False) * nn_).sum()))
+            return
         if old >= 0:
             self.h.changeColBounds(old, 0.0, 0.0)      # tombstone
             self.keep_col[w] = -1

@@ -25,21 +25,25 @@ Plan = dict[str, list[Assignment]]
 
 
 def affected_workloads(changed_offers: Iterable[str], workloads: Mapping[str, WorkloadSpec],
-                       plan: Plan) -> set[str]:
+                       plan: Plan, accepting: dict[tuple[str, str], set[str]] | None = None) -> set[str]:
     """Workloads a change to these offers can affect: those that accept the offer's GPU model (and
-    provider), plus those currently placed on the offer."""
+    provider), plus those currently placed on the offer. `accepting` caches the workloads per
+    (GPU model, provider) between calls; the caller clears it when `workloads` changes."""
     out: set[str] = set()
     on_offer: dict[str, set[str]] = {}
     for wid, assigns in plan.items():
         for a in assigns:
             on_offer.setdefault(a.offer.key, set()).add(wid)
+    cache = {} if accepting is None else accepting
     seen: set[tuple[str, str]] = set()
     for k in changed_offers:
         provider, _, _, _, gpu, _, _ = k.split("|")
-        if (gpu, provider) not in seen:  # one pass over the workloads per (GPU model, provider) changed
+        if (gpu, provider) not in seen:  # one pass over the workloads per (GPU model, provider)
             seen.add((gpu, provider))
-            out |= {wid for wid, w in workloads.items() if gpu in w.gpu_throughput
-                    and (w.allowed_providers is None or provider in w.allowed_providers)}
+            if (gpu, provider) not in cache:
+                cache[(gpu, provider)] = {wid for wid, w in workloads.items() if gpu in w.gpu_throughput
+                                          and (w.allowed_providers is None or provider in w.allowed_providers)}
+            out |= cache[(gpu, provider)]
         out |= on_offer.get(k, set())
     return out
 

@@ -53,6 +53,7 @@ class Decider:
             k: [Assignment.model_validate(a) for a in v["assignments"]] for k, v in plans.items() if v}
         self.prev_ids: dict[str, str] = {k: v["decision_id"] for k, v in plans.items() if v}
         self._engine: AllocationEngine | None = None
+        self._accepting: dict[tuple[str, str], set[str]] = {}  # see decide.affected_workloads
 
     def held(self) -> set[str]:
         return {a.offer.key for assigns in self.plan.values() for a in assigns}
@@ -96,6 +97,7 @@ class Decider:
             eng.upsert_offers([q for k, v in changed_offers.items() if (q := state.quote_from_state(k, v, now_t))])
         wl_ids: set[str] = set()
         for w in workload_events:
+            self._accepting.clear()   # the specs change
             triggers.append(w.event_id)
             if isinstance(w, WorkloadRequested):
                 out.table_writes.append(("workloads", w.spec.workload_id, w.spec.model_dump(mode="json")))
@@ -110,7 +112,7 @@ class Decider:
                 wl_ids.add(w.workload_id)
                 reasons.append(f"workload {w.workload_id} cancelled")
         old_plan = dict(self.plan)
-        affected = decide.affected_workloads(changed_offers, self.specs, old_plan) | wl_ids
+        affected = decide.affected_workloads(changed_offers, self.specs, old_plan, self._accepting) | wl_ids
         cancelled = {wid for wid in wl_ids if wid not in self.specs}
         for wid in cancelled:
             eng.remove_workload(wid)
