@@ -772,13 +772,15 @@ class PortfolioEngine:
 
         The cache holds, per workload, the decision (rows, metric, runner-up), its explanation and
         objective. A workload is re-decided when it is in `ids` and (a) nothing is cached, or (b) its
-        LP values moved, or (c) a changed offer is in its plan or runner-up, or gives it an admissible
-        single-offer plan (available, within budget, GPU count and spot share) cheaper than its plan by the
-        hysteresis threshold, or, when it has no plan, could hold one of its instances, or (d) the concentration prices of its groups moved, or (e) it
-        was just moved (its hysteresis terms changed), or (f) one of these held in an earlier solve that
-        did not ask for it (kept in the cache's `dirty` set). Otherwise its decision provably stands
-        against the same LP solution and prices (only capacity interplay with re-decided workloads
-        is approximated: they see the capacity the others hold).
+        LP values moved, or (c) a changed offer is in its plan or runner-up (unless it only got cheaper
+        there: a one-offer plan in force, or the runner-up, is then repriced in the cache), or gives it
+        an admissible single-offer plan (available, within budget, GPU count and spot share) cheaper
+        than its plan by the hysteresis threshold, or, when it has no plan, could hold one of its
+        instances, or (d) the concentration prices of its groups moved, or (e) it was just moved (its
+        hysteresis terms changed), or (f) one of these held in an earlier solve that did not ask for
+        it (kept in the cache's `dirty` set). Otherwise its decision stands against the same LP
+        solution and prices (approximated: capacity interplay with re-decided workloads, which see
+        the capacity the others hold, and the rounding's fill, which can pick a changed offer).
         """
         widx = self._widx
         W = inst.n_workloads
@@ -816,6 +818,8 @@ class PortfolioEngine:
             dp = M.col_pair[dx]
             A.update(np.unique(P.w[dp[dp >= 0]]).tolist())
             A.update(np.nonzero(np.abs(kv - c["kv"]) > 1e-9)[0].tolist())
+            metric_before = c["metric"]
+            repriced: list[tuple[int, int]] = []   # (workload, pair): its plan's one offer only got cheaper
             dg = np.nonzero(np.abs(conc_g - c["conc"]) > 1e-9)[0]
             if dg.size:
                 hit = np.isin(inst.group[P.o], dg)
@@ -824,10 +828,30 @@ class PortfolioEngine:
             changed = np.array(sorted(self._changed_offers), np.int64)
             if changed.size:
                 pc = np.concatenate([P.by_offer[P.offer_ptr[o]:P.offer_ptr[o + 1]] for o in changed])
+                m_old = metric_before[pc].copy()
                 c["metric"][pc] = M.cost[pc] + conc_g[inst.group[P.o[pc]]] * P.g[pc]
                 pw = P.w[pc]
                 sm = P.n_single[pc] * c["metric"][pc]
-                used = np.isin(pw * inst.n_offers + P.o[pc], c["codes"])
+                codes_pc = pw * inst.n_offers + P.o[pc]
+                used = np.isin(codes_pc, c["codes"])
+                # An offer of the plan or the runner-up that only got cheaper (and stays available) forces
+                # nothing: the runner-up is repriced below; a one-offer plan in force gained against every
+                # alternative (one holding more of the offer holds more GPUs than the plan, so costs more).
+                # The single-offer test below still catches a cheaper single plan on it.
+                cheaper = used & inst.available[P.o[pc]] & (c["metric"][pc] <= m_old + 1e-12)
+                plan_cheaper = np.zeros(pc.size, np.bool_)
+                for k in np.flatnonzero(cheaper).tolist():
+                    w = int(pw[k])
+                    rows = c["rows"].get(w, ())
+                    if c["codes_runner"].get(w) == int(codes_pc[k]):
+                        continue
+                    if len(rows) == 1 and inst.current.get(inst.ids[w]) == rows \
+                            and inst.ids[w] not in inst.stale_plan:
+                        repriced.append((w, int(pc[k])))
+                        plan_cheaper[k] = True
+                    else:
+                        cheaper[k] = False
+                used &= ~cheaper
                 # could replace the plan in force: cheaper including the migration term, and by at
                 # least the hysteresis threshold without it
                 sm_base = sm - inst.params.risk_lambda * M.mu[pw] * P.g[pc] * P.n_single[pc]
@@ -845,7 +869,7 @@ class PortfolioEngine:
                 hit = used | placeable | (single_ok & (sm < ch + 1e-9) & (sm_base < ch - c["thr"][pw] + 1e-9))
                 A.update(np.unique(pw[hit]).tolist())
                 # cheaper than the runner-up only: the decision stands, the explanation changes
-                feas1 = (~hit & (sm < c["runner"][pw] - 1e-9) & single_ok
+                feas1 = (~hit & ~plan_cheaper & (sm < c["runner"][pw] - 1e-9) & single_ok
                          & (n1 <= inst.capacity[po_] - c["usage"][po_] + 1e-9))
                 for k in np.flatnonzero(feas1).tolist():
                     w = int(pw[k])
@@ -867,6 +891,9 @@ class PortfolioEngine:
                     A.update(w for w, rows in c["rows"].items() if any(a == o for a, _ in rows))
             # inputs of workloads outside `ids` may have moved too: remember them until they are asked for
             A |= c["dirty"]
+            for w, j in repriced:
+                if w not in A:
+                    self._reprice_kept(inst, P, M, c, w, j)
             c["dirty"] = A - want
             A &= want
         else:
@@ -1018,6 +1045,30 @@ class PortfolioEngine:
         expl = {wid: c["expl"][wid] for wid in ids if wid in c["expl"]}
         infeasible = tuple(c["reports"][widx[wid]] for wid in sorted(ids) if widx[wid] in c["reports"])
         return out, expl, infeasible, objective, bound
+
+    def _reprice_kept(self, inst: Instance, P: _Pairs, M: _Master, c: dict, w: int, j: int) -> None:
+        """The one offer of w's plan in force got cheaper and the plan stands: bring its cached metric,
+        hysteresis threshold, objective, explanation and assignment to the new price."""
+        wid = inst.ids[w]
+        ((o, n),) = c["rows"][w]
+        lam_mu = inst.params.risk_lambda * float(M.mu[w])
+        c["chosen"][w] = n * (float(c["metric"][j]) - lam_mu * float(P.g[j]))   # keep-like: no migration term
+        cost = inst.rows_cost(w, c["rows"][w])
+        pr = inst.params
+        c["thr"][w] = max(pr.migration_threshold_usd_per_hour, pr.migration_threshold_fraction * cost)
+        if wid in c["obj"]:
+            c["obj"][wid] = cost
+        usd = n * float(inst.price[o])
+        self.plan[wid] = [Assignment(workload_id=wid, offer=inst.offer_keys[o], instances=int(n), usd_per_hour=usd)]
+        x = c["expl"].get(wid)
+        if x is not None:
+            binding = x.binding_constraints
+            at_budget = usd >= inst.budget[w] - 1e-6 * max(1.0, inst.budget[w])
+            if "budget" in binding and "budget" not in x.duals and not at_budget:
+                binding = [b for b in binding if b != "budget"]
+            delta = float(c["runner"][w]) - float(c["chosen"][w]) if math.isfinite(c["runner"][w]) else None
+            c["expl"][wid] = x.model_copy(update={"usd_per_hour": usd, "binding_constraints": binding,
+                                                  "runner_up_delta_usd_per_hour": delta})
 
     def _new_cache(self, inst: Instance, P: _Pairs) -> dict:
         usage = np.zeros(inst.n_offers)

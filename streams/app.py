@@ -210,9 +210,10 @@ def create_app(cfg: StreamsConfig, engine_factory: Callable[[], AllocationEngine
         counters.decisions += len(res.decisions)
         if log.isEnabledFor(logging.DEBUG):
             oldest = min((float(c["msg_ts"]) for c in market_changes if c.get("msg_ts")), default=step_t)
-            log.debug("step: %d market changes, oldest %.0f ms old; step %.0f ms (solve %s ms), writes %.0f ms, "
-                      "%d decisions", len(market_changes), (step_t - oldest) * 1000, (stepped_t - step_t) * 1000,
-                      res.solve_ms and round(res.solve_ms), (time.time() - stepped_t) * 1000, len(res.decisions))
+            log.debug("step: %d market changes, oldest %.0f ms old; step %.0f ms (solve %s ms, engine %s), writes "
+                      "%.0f ms, %d decisions", len(market_changes), (step_t - oldest) * 1000,
+                      (stepped_t - step_t) * 1000, res.solve_ms and round(res.solve_ms), res.engine_timings,
+                      (time.time() - stepped_t) * 1000, len(res.decisions))
         if res.held is not None:
             newly_held = res.held - held_box.get("h", set())
             held_box["h"] = res.held

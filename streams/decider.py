@@ -39,6 +39,7 @@ class DecideOutput:
     solved: bool = False
     held: set[str] | None = None     # offers under a placement, when the plan changed
     solve_ms: float | None = None
+    engine_timings: dict[str, float] = field(default_factory=dict)  # the engine's own, when it keeps them
 
 
 class Decider:
@@ -128,6 +129,7 @@ class Decider:
         t0 = time.perf_counter()
         decision = decide.resolve(eng, to_solve, old_plan, self.prev_ids, reason, triggers, ages, now, None)
         out.solve_ms = (time.perf_counter() - t0) * 1000
+        out.engine_timings = {k: round(float(v), 1) for k, v in getattr(eng, "last_timings", {}).items()}
         # event -> decision ready to send: the oldest trigger's producer timestamp to now, solve included
         latency = (time.time() * 1000 - oldest_ms) if oldest_ms is not None else None
         if decision is not None:
