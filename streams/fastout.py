@@ -37,7 +37,7 @@ class FastOutput:
 
         self.default = Batch()
         self._p = Producer({
-            "bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all", "linger.ms": 5,
+            "bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all", "linger.ms": 2,
             "compression.type": "lz4", "queue.buffering.max.messages": 1_000_000, "log_level": 3,
         })
 
