@@ -57,6 +57,8 @@ def diff_plans(old: Plan, new: Plan, workload_ids: Collection[str]) -> list[Plan
     changes: list[PlanChange] = []
     for wid in sorted(workload_ids):
         before, after = old.get(wid, []), new.get(wid, [])
+        if len(before) == len(after) and all(a is b for a, b in zip(before, after, strict=True)):
+            continue   # the engine handed back the assignments it holds: nothing was re-decided
         if _sig(before) == _sig(after):
             continue
         b = {a.offer.key: a for a in before}
@@ -115,7 +117,7 @@ def resolve(engine: AllocationEngine, workload_ids: Collection[str], old_plan: P
         event_id=decision_id(previous_ids, changed, new_plan),
         decided_at=now, workload_ids=changed, assignments=assignments, changes=changes,
         reason=reason[:500], trigger_event_ids=list(trigger_event_ids)[:50],
-        quote_age_s={k: float(v) for k, v in quote_ages_s.items() if k in used},
+        quote_age_s={k: float(quote_ages_s[k]) for k in sorted(used) if k in quote_ages_s},
         latency_ms=latency_ms, total_usd_per_hour=sum(a.usd_per_hour for a in assignments),
         explanations=[result.explanations[w] for w in changed if w in result.explanations],
         solver=result.solver,

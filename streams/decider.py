@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -121,10 +121,7 @@ class Decider:
         if not affected:
             return out
         out.solved = True
-        ages = {k: max(0.0, now_t - float(v.get("price_t", now_t))) for k, v in changed_offers.items()}
-        for k in {a.offer.key for w in to_solve for a in old_plan.get(w, [])}:
-            if k not in ages and (m := self.market.get(k)):
-                ages[k] = max(0.0, now_t - float(m.get("price_t", now_t)))
+        ages = _QuoteAges(self.market, now_t)
         reason = "; ".join(reasons[:5]) + (f"; +{len(reasons) - 5} more" if len(reasons) > 5 else "")
         t0 = time.perf_counter()
         decision = decide.resolve(eng, to_solve, old_plan, self.prev_ids, reason, triggers, ages, now, None)
@@ -157,6 +154,26 @@ class Decider:
                         "assignments": [a.model_dump(mode="json") for a in self.plan[wid]]}))
         out.held = self.held()
         return out
+
+
+class _QuoteAges(Mapping[str, float]):
+    """Seconds since each offer's last quote, as the decision stage's market view has it, computed for
+    the offers a decision reads (its assignments) rather than for every offer."""
+
+    def __init__(self, market: Mapping[str, state.State], now_t: float) -> None:
+        self.market, self.now_t = market, now_t
+
+    def __getitem__(self, k: str) -> float:
+        m = self.market.get(k)
+        if not m:
+            raise KeyError(k)
+        return max(0.0, self.now_t - float(m.get("price_t", self.now_t)))
+
+    def __iter__(self) -> Iterator[str]:
+        return (k for k, m in self.market.items() if m)
+
+    def __len__(self) -> int:
+        return sum(1 for m in self.market.values() if m)
 
 
 def _with_terminations(decision: AllocationDecided | None, old_plan: Mapping[str, list[Assignment]],
