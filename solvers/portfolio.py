@@ -394,11 +394,12 @@ class _Master:
         self.lp_obj = float(info.objective_function_value)
         self.iterations += int(info.simplex_iteration_count)
 
-    def reduced_costs(self, sel: I64 | slice = slice(None)) -> F64:
-        """rc = c - a^T y for pairs (in the master or not), in numpy."""
+    def reduced_costs(self, sel: I64 | slice = slice(None), with_total: bool = True) -> F64:
+        """rc = c - a^T y for pairs (in the master or not), in numpy. `with_total=False` leaves out the
+        total-GPU row's term (-g * its dual), which shifts every pair alike."""
         P, y = self.pairs, self.y
         yw = y[self.r_min] + y[self.r_max]
-        yg = y[self.r_grp] + y[self.r_tot]
+        yg = y[self.r_grp] + (y[self.r_tot] if with_total else 0.0)
         ybud = y[self.r_bud]
         def dual(rows: I64) -> F64:   # the dual of each row; 0 where there is no row (-1)
             return np.where(rows >= 0, y[np.maximum(rows, 0)], 0.0)
@@ -406,13 +407,20 @@ class _Master:
         if isinstance(sel, slice):   # all pairs: per-workload terms by repeat (pairs are sorted by w)
             ysp, ycap = dual(self.r_spot), dual(self.r_cap)
             L = self.seg_len
-            rc = self.cost - P.g * (np.repeat(yw, L) + yg[self.grp_pair])
-            rc -= self.price_pair * np.repeat(ybud, L)
+            rc = np.repeat(yw, L)              # in place from here: ~4M pairs at 10k offers
+            rc += yg[self.grp_pair]
+            rc *= P.g
+            np.subtract(self.cost, rc, out=rc)
+            t = np.repeat(ybud, L)
+            t *= self.price_pair
+            rc -= t
             if (ysp != 0).any():
-                rc -= self.spot_coef * np.repeat(ysp, L)
+                t = np.repeat(ysp, L)
+                t *= self.spot_coef
+                rc -= t
             if (ycap != 0).any():
                 rc -= ycap[P.o]
-            return np.asarray(rc, dtype=np.float64)
+            return rc
         w, o = P.w[sel], P.o[sel]   # a few pairs: only their rows' duals
         rc = (self.cost[sel] - P.g[sel] * (yw[w] + yg[self.grp_pair[sel]])
               - self.price_pair[sel] * ybud[w] - self.spot_coef[sel] * dual(self.r_spot[w]) - dual(self.r_cap[o]))
@@ -423,13 +431,14 @@ class _Master:
 
     def price(self) -> F64:
         """Reduced costs of all pairs; re-prices only pairs whose duals or costs moved (partial
-        pricing is exact: rc = c - a^T y is recomputed for every pair touched by a changed dual)."""
+        pricing is exact: rc = c - a^T y is recomputed for every pair touched by a changed dual). The
+        cached prices leave out the total-GPU row, whose dual moves with most re-solves: it is applied
+        to all pairs at once on the way out."""
         y = self.y
         if self._rc is None or self._y_rc.size != y.size:
             return self._full_price()
         d = y != self._y_rc
-        if d[self.r_tot]:
-            return self._full_price()
+        d[self.r_tot] = False
         P = self.pairs
         dw = d[self.r_min] | d[self.r_max] | d[self.r_bud] | np.where(self.r_spot >= 0, d[np.maximum(self.r_spot, 0)],
                                                                      False)
@@ -452,17 +461,21 @@ class _Master:
             sel = np.flatnonzero(mark)
             if sel.size > P.size // 3:
                 return self._full_price()
-            self._rc[sel] = self.reduced_costs(sel)
+            self._rc[sel] = self.reduced_costs(sel, with_total=False)
         self._dirty = []
         self._y_rc = y.copy()
         self.partial_pricings += 1
-        return self._rc
+        return self._with_total(self._rc)
 
     def _full_price(self) -> F64:
-        self._rc = self.reduced_costs()
+        self._rc = self.reduced_costs(with_total=False)
         self._y_rc = self.y.copy()
         self._dirty = []
-        return self._rc
+        return self._with_total(self._rc)
+
+    def _with_total(self, rc: F64) -> F64:
+        yt = float(self.y[self.r_tot])
+        return rc - self.pairs.g * yt if yt != 0.0 else rc.copy()
 
     def column_generation(self, per_workload: int = 8, max_rounds: int = 100) -> int:
         rounds = 0
@@ -1127,21 +1140,28 @@ class PortfolioEngine:
         conc_g = -(M.y[M.r_grp] + M.y[M.r_tot])
         for w in changed:
             M.mu[w] = inst2.migration_per_gpu(w)
-            s, e = int(P.ptr[w]), int(P.ptr[w + 1])
-            seg = np.arange(s, e, dtype=np.int64)
-            M.cost[seg] = pair_costs(inst2, P, M.mu, seg)
-            M.mark_dirty(seg)
-            if c is not None and c["metric"] is not None:
-                c["metric"][seg] = M.cost[seg] + conc_g[inst2.group[P.o[seg]]] * P.g[seg]
-            inm = seg[M.in_master[seg]]
-            if inm.size:
-                cols = M.pair_col[inm].astype(np.int32)
-                M.h.changeColsCost(cols.size, cols, M.cost[inm])
+        # the moved workloads' pairs, all at once
+        seg = np.concatenate([np.arange(int(P.ptr[w]), int(P.ptr[w + 1]), dtype=np.int64) for w in changed])
+        M.cost[seg] = pair_costs(inst2, P, M.mu, seg)
+        M.mark_dirty(seg)
+        if c is not None and c["metric"] is not None:
+            c["metric"][seg] = M.cost[seg] + conc_g[inst2.group[P.o[seg]]] * P.g[seg]
+        inm = seg[M.in_master[seg]]
+        if inm.size:
+            cols = M.pair_col[inm].astype(np.int32)
+            M.h.changeColsCost(cols.size, cols, M.cost[inm])
+        now_pairs: list[I64] = []
+        for w in changed:
             now = cur_new.get(inst.ids[w])
             M.set_keep(w, now if now and self._plan_valid(inst2, w, now) else None)
-            if now:
-                cur_o = np.array([o for o, _ in now])
-                M.add_pairs(seg[np.isin(P.o[seg], cur_o)])
+            if now:   # the pairs of the plan now in force join the master (a segment's offers are sorted)
+                s, e = int(P.ptr[w]), int(P.ptr[w + 1])
+                o_now = np.array([o for o, _ in now], np.int64)
+                j = s + np.searchsorted(P.o[s:e], o_now)
+                j = j[j < e]
+                now_pairs.append(j[P.o[j] == o_now[:j.size]])
+        if now_pairs:
+            M.add_pairs(np.concatenate(now_pairs))
         self._lp_dirty = True
         if M.h.getNumCol() > 4 * max(1, M.in_master.sum()) + 10 * inst.n_workloads:
             self._structural = True   # too many tombstoned keep columns: compact at the next solve
