@@ -61,11 +61,16 @@ class SolveResult:
     lower_bound: float | None = None
     solver: str = "unknown"
     solve_ms: float = 0.0
+    # the workloads whose placement this solve re-decided (None: unknown, any may have changed); the
+    # others' placements are the ones in force before it
+    redecided: frozenset[str] | None = None
 
-    def plan(self) -> dict[str, list[Assignment]]:
+    def plan(self, workload_ids: Collection[str] | None = None) -> dict[str, list[Assignment]]:
+        """Assignments per workload (of `workload_ids` only, when given)."""
         out: dict[str, list[Assignment]] = {}
         for a in self.assignments:
-            out.setdefault(a.workload_id, []).append(a)
+            if workload_ids is None or a.workload_id in workload_ids:
+                out.setdefault(a.workload_id, []).append(a)
         return out
 
 

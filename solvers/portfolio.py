@@ -776,11 +776,11 @@ class PortfolioEngine:
                                  cg_rounds=M.rounds, simplex_ms=M.run_ms, pricing_ms=M.price_ms)
         return SolveResult(assignments=res[0], explanations=res[1], infeasible=res[2], objective=res[3],
                            lower_bound=res[4], solver="portfolio-highs-cg",
-                           solve_ms=(time.perf_counter() - t0) * 1000)
+                           solve_ms=(time.perf_counter() - t0) * 1000, redecided=res[5])
 
     def _integer_phase(self, inst: Instance, P: _Pairs, M: _Master, ids: set[str]
                        ) -> tuple[tuple[Assignment, ...], dict[str, WorkloadExplanation],
-                                  tuple[InfeasibilityReport, ...], float, float | None]:
+                                  tuple[InfeasibilityReport, ...], float, float | None, frozenset[str]]:
         """Decide whole instances for the workloads whose inputs changed; reuse the rest.
 
         The cache holds, per workload, the decision (rows, metric, runner-up), its explanation and
@@ -1057,7 +1057,7 @@ class PortfolioEngine:
         out = tuple(a for wid in sorted(ids) for a in self.plan.get(wid, ()))
         expl = {wid: c["expl"][wid] for wid in ids if wid in c["expl"]}
         infeasible = tuple(c["reports"][widx[wid]] for wid in sorted(ids) if widx[wid] in c["reports"])
-        return out, expl, infeasible, objective, bound
+        return out, expl, infeasible, objective, bound, frozenset(inst.ids[w] for w in A)
 
     def _reprice_kept(self, inst: Instance, P: _Pairs, M: _Master, c: dict, w: int, j: int) -> None:
         """The one offer of w's plan in force got cheaper and the plan stands: bring its cached metric,

@@ -57,8 +57,6 @@ def diff_plans(old: Plan, new: Plan, workload_ids: Collection[str]) -> list[Plan
     changes: list[PlanChange] = []
     for wid in sorted(workload_ids):
         before, after = old.get(wid, []), new.get(wid, [])
-        if len(before) == len(after) and all(a is b for a, b in zip(before, after, strict=True)):
-            continue   # the engine handed back the assignments it holds: nothing was re-decided
         if _sig(before) == _sig(after):
             continue
         b = {a.offer.key: a for a in before}
@@ -105,8 +103,10 @@ def resolve(engine: AllocationEngine, workload_ids: Collection[str], old_plan: P
     if not workload_ids:
         return None
     result: SolveResult = engine.solve(workload_ids)
-    new_plan = result.plan()
     ids = set(workload_ids)
+    if result.redecided is not None:   # the others' placements stand
+        ids &= result.redecided
+    new_plan = result.plan(ids)
     changes = diff_plans(old_plan, new_plan, ids)
     if not changes:
         return None

@@ -238,6 +238,8 @@ def test_incremental_equals_cold_with_inadmissible_and_unplaceable_workloads(see
         e.upsert_workload(w)
     first = e.solve()
     assert first.infeasible, "the instance must have workloads without a plan"
+    sig = {wid: sorted((a.offer.key, a.instances) for a in v) for wid, v in first.plan().items()}
+    partial = 0
     for step in range(12):
         changed = []
         for o in rng.choice(np.array(offers, dtype=object), 10, replace=False):
@@ -257,6 +259,13 @@ def test_incremental_equals_cold_with_inadmissible_and_unplaceable_workloads(see
         assert evaluate(e.instance(), warm.plan()).ok
         assert {r.workload_id for r in warm.infeasible} == {r.workload_id for r in cold.infeasible}, step
         assert warm.objective == pytest.approx(cold.objective, rel=1e-6), step
+        # every placement that changed was re-decided (callers diff only those)
+        now = {wid: sorted((a.offer.key, a.instances) for a in v) for wid, v in warm.plan().items()}
+        moved = {wid for wid in set(sig) | set(now) if sig.get(wid) != now.get(wid)}
+        assert warm.redecided is not None and moved <= warm.redecided, step
+        partial += len(warm.redecided) < len(ws)
+        sig = now
+    assert partial, "the screen never skipped a workload"
 
 
 def test_a_workload_without_a_plan_is_placed_when_a_price_drop_makes_a_split_affordable():
