@@ -24,16 +24,25 @@ from streams import state
 Plan = dict[str, list[Assignment]]
 
 
-def affected_workloads(changed_offers: Iterable[str], workloads: Mapping[str, WorkloadSpec],
-                       plan: Plan, accepting: dict[tuple[str, str], set[str]] | None = None) -> set[str]:
-    """Workloads a change to these offers can affect: those that accept the offer's GPU model (and
-    provider), plus those currently placed on the offer. `accepting` caches the workloads per
-    (GPU model, provider) between calls; the caller clears it when `workloads` changes."""
-    out: set[str] = set()
+def placed_on(plan: Plan) -> dict[str, set[str]]:
+    """Offer key -> the workloads the plan places on it."""
     on_offer: dict[str, set[str]] = {}
     for wid, assigns in plan.items():
         for a in assigns:
             on_offer.setdefault(a.offer.key, set()).add(wid)
+    return on_offer
+
+
+def affected_workloads(changed_offers: Iterable[str], workloads: Mapping[str, WorkloadSpec],
+                       plan: Plan, accepting: dict[tuple[str, str], set[str]] | None = None,
+                       on_offer: Mapping[str, set[str]] | None = None) -> set[str]:
+    """Workloads a change to these offers can affect: those that accept the offer's GPU model (and
+    provider), plus those currently placed on the offer. `accepting` caches the workloads per
+    (GPU model, provider) between calls; the caller clears it when `workloads` changes. `on_offer`:
+    `placed_on(plan)`, when the caller keeps it."""
+    out: set[str] = set()
+    if on_offer is None:
+        on_offer = placed_on(plan)
     cache = {} if accepting is None else accepting
     seen: set[tuple[str, str]] = set()
     for k in changed_offers:

@@ -55,9 +55,15 @@ class Decider:
         self.prev_ids: dict[str, str] = {k: v["decision_id"] for k, v in plans.items() if v}
         self._engine: AllocationEngine | None = None
         self._accepting: dict[tuple[str, str], set[str]] = {}  # see decide.affected_workloads
+        self._on_offer: dict[str, set[str]] | None = None        # decide.placed_on(self.plan), while valid
 
     def held(self) -> set[str]:
         return {a.offer.key for assigns in self.plan.values() for a in assigns}
+
+    def _placed_on(self) -> dict[str, set[str]]:
+        if self._on_offer is None:
+            self._on_offer = decide.placed_on(self.plan)
+        return self._on_offer
 
     def engine(self) -> AllocationEngine:
         if self._engine is None:
@@ -113,7 +119,8 @@ class Decider:
                 wl_ids.add(w.workload_id)
                 reasons.append(f"workload {w.workload_id} cancelled")
         old_plan = dict(self.plan)
-        affected = decide.affected_workloads(changed_offers, self.specs, old_plan, self._accepting) | wl_ids
+        affected = decide.affected_workloads(changed_offers, self.specs, old_plan, self._accepting,
+                                              self._placed_on()) | wl_ids
         cancelled = {wid for wid in wl_ids if wid not in self.specs}
         for wid in cancelled:
             eng.remove_workload(wid)
@@ -137,6 +144,7 @@ class Decider:
         if decision is None:
             return out
         out.decisions = decide.split(decision, self.prev_ids)
+        self._on_offer = None
         new_plan: dict[str, list[Assignment]] = {}
         for a in decision.assignments:
             new_plan.setdefault(a.workload_id, []).append(a)
