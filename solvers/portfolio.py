@@ -727,9 +727,8 @@ class PortfolioEngine:
         touched = sorted({w for o in changed.tolist() for w in M.keep_by_offer.get(o, ())})
         for w in touched:
             rows = M.keep_rows[w]
-            if True:
-                M.set_keep(w, rows if self._plan_valid(inst, w, rows) else None)
-                unchanged = False
+            M.set_keep(w, rows if self._plan_valid(inst, w, rows) else None)
+            unchanged = False
         # in-place model updates of master columns
         inm = pidx[M.in_master[pidx]]
         if inm.size:
