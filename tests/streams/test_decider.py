@@ -46,6 +46,22 @@ def test_step_places_migrates_and_terminates_with_writes_in_order() -> None:
     assert gone.plan_writes == [("plans", "w", None)] and gone.held == set()
 
 
+def test_a_decision_carries_the_quote_age_of_every_offer_it_places_on() -> None:
+    """Including an offer that did not change in this step (its age comes from the market view)."""
+    d = Decider(GreedyEngine, {}, {}, {})
+    t = time.time()
+    d.step([{"offer_key": L4A.key, "state": {"usd_per_hour": 1.0, "price_t": t - 30}, "reason": "new offer",
+             "event_id": "e1", "msg_ts": None},
+            {"offer_key": L4B.key, "state": {"usd_per_hour": 2.0, "price_t": t - 300}, "reason": "new offer",
+             "event_id": "e2", "msg_ts": None}], [requested("w")])
+    # A's price rises above B's: the workload moves to B, whose quote did not change in this step
+    out = d.step([{"offer_key": L4A.key, "state": {"usd_per_hour": 5.0, "price_t": t - 10}, "reason": "price rose",
+                   "event_id": "e3", "msg_ts": None}], [])
+    (dec,) = out.decisions
+    assert dec.assignments[0].offer == L4B and set(dec.quote_age_s) == {L4B.key}
+    assert 299 <= dec.quote_age_s[L4B.key] <= 310
+
+
 def test_decider_rebuilt_from_tables_decides_like_the_original() -> None:
     a = Decider(GreedyEngine, {}, {}, {})
     first = a.step([change(L4A, 1.0, "e1"), change(L4B, 2.0, "e2")], [requested("w")])
