@@ -182,6 +182,22 @@ def test_solve_subset_keeps_others_capacity():
     assert chosen(r, "b")[0][0] == "dear" and set(r.plan()) == {"b"}
 
 
+def warm_and_cold(e, offers, ws, changed):
+    """Apply `changed` to engine `e` and re-solve it (warm); solve the same instance, with the plan that
+    was in force, in a new engine (cold). Returns (the updated offers, warm result, cold result)."""
+    before = [a for v in e.plan.values() for a in v]
+    e.upsert_offers(changed)
+    warm = e.solve()
+    assert evaluate(e.instance(), warm.plan()).ok
+    offers = [next((c for c in changed if c.key == o.key), o) for o in offers]
+    cold_e = PortfolioEngine()
+    cold_e.upsert_offers(offers)
+    for w in ws:
+        cold_e.upsert_workload(w)
+    cold_e.set_current_plan(before)
+    return offers, warm, cold_e.solve()
+
+
 def test_incremental_equals_cold():
     import numpy as np
     rng = np.random.default_rng(3)
@@ -201,17 +217,7 @@ def test_incremental_equals_cold():
         changed = [OfferQuote(o.offer, o.usd_per_hour * float(rng.uniform(0.6, 1.3)), None, True,
                               o.capacity_instances, o.interruption_probability_per_hour)
                    for o in rng.choice(np.array(offers, dtype=object), 4, replace=False)]
-        before = [a for v in e.plan.values() for a in v]
-        e.upsert_offers(changed)
-        warm = e.solve()
-        offers = [next((c for c in changed if c.key == o.key), o) for o in offers]
-        cold_e = PortfolioEngine()
-        cold_e.upsert_offers(offers)
-        for w in ws:
-            cold_e.upsert_workload(w)
-        cold_e.set_current_plan(before)
-        cold = cold_e.solve()
-        assert evaluate(e.instance(), warm.plan()).ok
+        offers, warm, cold = warm_and_cold(e, offers, ws, changed)
         assert warm.lower_bound == pytest.approx(cold.lower_bound, rel=1e-7), step
         assert warm.objective == pytest.approx(cold.objective, rel=1e-6), step
 
@@ -244,19 +250,10 @@ def test_incremental_equals_cold_with_inadmissible_and_unplaceable_workloads(see
         changed = []
         for o in rng.choice(np.array(offers, dtype=object), 10, replace=False):
             avail = bool(rng.random() > 0.15) if o.available else bool(rng.random() > 0.3)
-            changed.append(OfferQuote(o.offer, round(o.usd_per_hour * float(rng.choice([0.6, 0.9, 0.98, 1.02, 1.1, 1.4])), 4),
-                                      None, avail, o.capacity_instances, o.interruption_probability_per_hour))
-        before = [a for v in e.plan.values() for a in v]
-        e.upsert_offers(changed)
-        warm = e.solve()
-        offers = [next((c for c in changed if c.key == o.key), o) for o in offers]
-        cold_e = PortfolioEngine()
-        cold_e.upsert_offers(offers)
-        for w in ws:
-            cold_e.upsert_workload(w)
-        cold_e.set_current_plan(before)
-        cold = cold_e.solve()
-        assert evaluate(e.instance(), warm.plan()).ok
+            usd = round(o.usd_per_hour * float(rng.choice([0.6, 0.9, 0.98, 1.02, 1.1, 1.4])), 4)
+            changed.append(OfferQuote(o.offer, usd, None, avail, o.capacity_instances,
+                                      o.interruption_probability_per_hour))
+        offers, warm, cold = warm_and_cold(e, offers, ws, changed)
         assert {r.workload_id for r in warm.infeasible} == {r.workload_id for r in cold.infeasible}, step
         assert warm.objective == pytest.approx(cold.objective, rel=1e-6), step
         # every placement that changed was re-decided (callers diff only those)
