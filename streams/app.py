@@ -10,7 +10,7 @@ Topology (topics from schemas.topics; `<app_id>-...` topics are internal):
   workloads.v1 (1 partition) ──────────────────────┴─ decide_allocations ─► decisions.v1
                                      market, plans, workloads (tables, 1 partition)
 
-`decide_allocations` is the single writer of plans: it coalesces changes over `debounce_s`, and a
+`decide_allocations` is the single writer of plans: it coalesces changes over `decide_debounce_s`, and a
 `streams.decider.Decider` re-solves only the affected workloads through the injected engine, in a child
 process (streams.remote) so the market stage keeps consuming during a solve; changes that arrive
 meanwhile are coalesced into the next step. The agent sends the decision and waits for the broker's ack

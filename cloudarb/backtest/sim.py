@@ -4,7 +4,7 @@ One pass over the events. The market side is shared by every strategy and is the
 code: `streams.state.apply_event` (state + materiality), `streams.forecast.Forecaster.observe`, and the
 decision stage of `streams.app` (`streams.state.engine_view` -> `engine.upsert_offers(quote_from_state(...))` ->
 `streams.decide.affected_workloads` -> `streams.decide.resolve`). What the live pipeline coalesces over
-its 50 ms debounce, the back-tester coalesces per event timestamp (one decision batch per distinct time).
+its batch windows and solve time, the back-tester coalesces per event timestamp (one decision batch per distinct time).
 
 Accounting is piecewise constant in event time: between two timestamps every allocation costs
 instances x the offer's price in force (the latest recorded price, not the price the engine saw) and
