@@ -157,7 +157,8 @@ def throughput(bootstrap: str, n_events: int, tmp: Path, profile: Path | None = 
 
 
 def _py_spy(pid: int, seconds: float, out: Path) -> Any:
-    """py-spy (a flame graph of the worker) for `seconds`, or None when py-spy is not installed."""
+    """py-spy (a flame graph of the worker and its decision-stage child, CPU time only) for `seconds`, or
+    None when py-spy is not installed."""
     import shutil
     import subprocess
 
@@ -165,7 +166,7 @@ def _py_spy(pid: int, seconds: float, out: Path) -> Any:
     if not Path(exe).exists():
         return None
     dur = ["-d", str(int(seconds))] if seconds else []  # 0: until the process exits
-    return subprocess.Popen([exe, "record", "-p", str(pid), *dur, "-f", "speedscope" if
+    return subprocess.Popen([exe, "record", "-p", str(pid), "--subprocesses", "--gil", *dur, "-f", "speedscope" if
                              out.suffix == ".json" else "flamegraph", "-o", str(out)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
