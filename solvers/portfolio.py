@@ -373,13 +373,14 @@ class _Master:
 
     def keep_flat(self) -> tuple[I64, I64, F64]:
         if self._keep_flat is None:
-            cols, pj, nn = [], [], []
-            for w, (p, n) in self.keep_pairs.items():
-                cols.append(np.full(p.size, self.keep_col[w], np.int64))
-                pj.append(p)
-                nn.append(n)
-            self._keep_flat = (np.concatenate(cols), np.concatenate(pj), np.concatenate(nn)) if cols else \
-                (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0))
+            if self.keep_pairs:
+                ws = np.fromiter(self.keep_pairs, np.int64, len(self.keep_pairs))
+                parts = list(self.keep_pairs.values())
+                sizes = np.fromiter((p.size for p, _ in parts), np.int64, len(parts))
+                self._keep_flat = (np.repeat(self.keep_col[ws], sizes).astype(np.int64),
+                                   np.concatenate([p for p, _ in parts]), np.concatenate([n for _, n in parts]))
+            else:
+                self._keep_flat = (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0))
         return self._keep_flat
 
     # --- solve ---------------------------------------------------------------------------------
