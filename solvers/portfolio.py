@@ -1054,9 +1054,12 @@ class PortfolioEngine:
                 self.plan.pop(wid, None)
         self.plan.update(new_plan)
         self._adopt(inst, M, new_plan, {inst.ids[w] for w in A})
-        out = tuple(a for wid in sorted(ids) for a in self.plan.get(wid, ()))
+        ordered = sorted(ids)
+        plan = self.plan
+        out = tuple(a for wid in ordered if wid in plan for a in plan[wid])
         expl = {wid: c["expl"][wid] for wid in ids if wid in c["expl"]}
-        infeasible = tuple(c["reports"][widx[wid]] for wid in sorted(ids) if widx[wid] in c["reports"])
+        reports = c["reports"]
+        infeasible = tuple(reports[w] for w in (widx[wid] for wid in ordered) if w in reports) if reports else ()
         return out, expl, infeasible, objective, bound, frozenset(inst.ids[w] for w in A)
 
     def _reprice_kept(self, inst: Instance, P: _Pairs, M: _Master, c: dict, w: int, j: int) -> None:
