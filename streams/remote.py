@@ -11,10 +11,12 @@ from the tables and retries the step once (the tables hold everything up to the 
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import multiprocessing as mp
 import os
 import signal
+import time
 import traceback
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -31,14 +33,36 @@ class RemoteError(RuntimeError):
     """An exception raised in the decider's child process (its traceback is the message)."""
 
 
+# The decider's heap holds ~400k long-lived objects (10k market states, the plan, the engine). Python's
+# full collection scans them all: ~200 ms, landing inside a step now and then (measured: one per ~60
+# steps, the step's p99). The child freezes what survives each call instead (a step leaves no cyclic
+# garbage: 0 objects found after 60 steps), and runs a full collection only when idle, at most every
+# FULL_GC_EVERY_S, or when the frozen set has doubled since the last one (bounding any garbage it holds).
+IDLE_S = 1.0
+FULL_GC_EVERY_S = 600.0
+
+
 def _serve(conn: Any, engine_factory: Callable[[], AllocationEngine], loglevel: int) -> None:
     # Ctrl-C reaches the whole foreground process group: the worker shuts down, and this child stops with
     # it (multiprocessing terminates daemonic children at exit, with SIGTERM, which is left at its default)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     logging.basicConfig(level=loglevel, format=f"[%(asctime)s] [{os.getpid()}] [%(levelname)s] %(message)s")
     decider: Decider | None = None
+    last_full_gc, frozen_after = time.monotonic(), 0
+
+    def full_gc() -> None:
+        nonlocal last_full_gc, frozen_after
+        gc.unfreeze()
+        gc.collect()
+        gc.freeze()
+        last_full_gc, frozen_after = time.monotonic(), gc.get_freeze_count()
+
     while True:
         try:
+            if not conn.poll(IDLE_S):   # idle: the time for a full collection, now and then
+                if time.monotonic() - last_full_gc > FULL_GC_EVERY_S:
+                    full_gc()
+                continue
             op, args = conn.recv()
         except (EOFError, OSError):  # the worker is gone
             return
@@ -54,6 +78,13 @@ def _serve(conn: Any, engine_factory: Callable[[], AllocationEngine], loglevel: 
             conn.send(("ok", result))
         except Exception:
             conn.send(("err", traceback.format_exc()))
+        # What survived the call is long-lived state (market view, plan, engine): move it out of the
+        # collector's reach, so no full collection scans it in the middle of a later step
+        gc.freeze()
+        if frozen_after and gc.get_freeze_count() > 2 * frozen_after:   # never idle, and growing: collect
+            full_gc()
+        elif not frozen_after:
+            frozen_after = gc.get_freeze_count()
 
 
 class RemoteDecider:
