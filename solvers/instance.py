@@ -128,11 +128,12 @@ class Instance:
     def threshold(self, w: int) -> float:
         """Hysteresis: the saving (objective USD/h) below which workload `w` is not moved."""
         cur = self.current.get(self.ids[w])
-        if not cur:
-            return 0.0
-        c = self.rows_cost(w, cur)
+        return self.threshold_of(self.rows_cost(w, cur)) if cur else 0.0
+
+    def threshold_of(self, cost: float) -> float:
+        """The hysteresis threshold of a plan whose objective cost (migration excluded) is `cost`."""
         p = self.params
-        return max(p.migration_threshold_usd_per_hour, p.migration_threshold_fraction * c)
+        return max(p.migration_threshold_usd_per_hour, p.migration_threshold_fraction * cost)
 
     def migration_per_gpu(self, w: int) -> float:
         cur = self.current.get(self.ids[w])

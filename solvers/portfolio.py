@@ -313,11 +313,9 @@ class _Master:
         old = int(self.keep_col[w])
         if old >= 0 and rows and rows == self.keep_rows.get(w) and inst.available[[a for a, _ in rows]].all():
             # same rows (a price moved): only the cost and the budget coefficient change
-            o_ = np.array([a for a, _ in rows], np.int64)
-            nn_ = np.array([b for _, b in rows], np.float64)
             if int(self.r_bud[w]) >= 0:
-                self.h.changeCoeff(int(self.r_bud[w]), old, float((nn_ * inst.price[o_]).sum()))
-            self.h.changeColCost(old, float((inst.unit_cost(w, o_, False) * nn_).sum()))
+                self.h.changeCoeff(int(self.r_bud[w]), old, sum(n * float(inst.price[o]) for o, n in rows))
+            self.h.changeColCost(old, inst.rows_cost(w, rows))
             return
         if old >= 0:
             self.h.changeColBounds(old, 0.0, 0.0)      # tombstone
@@ -348,7 +346,7 @@ class _Master:
             put(int(self.r_cap[oi]), ni)
             put(int(self.r_grp[inst.group[oi]]), gi)
             put(self.r_tot, gi)
-        cost = float((inst.unit_cost(w, o, False) * nn).sum())
+        cost = inst.rows_cost(w, rows)
         if w in self.keep_slot:  # reuse the workload's tombstoned column: rewrite its coefficients
             col, nz = self.keep_slot[w]
             for ri in nz - acc.keys():
@@ -996,9 +994,7 @@ class PortfolioEngine:
             keep_like = d.kind == "keep"
             g_new = sum(float(inst.gpus[o]) * n for o, n in d.rows)
             c["chosen"][w] = d.metric if keep_like else d.metric - inst.params.risk_lambda * float(M.mu[w]) * g_new
-            pr = inst.params
-            c["thr"][w] = max(pr.migration_threshold_usd_per_hour,
-                              pr.migration_threshold_fraction * inst.rows_cost(w, d.rows))
+            c["thr"][w] = inst.threshold_of(inst.rows_cost(w, d.rows))
         # verify the re-decided part against everything else, from scratch
         new_plan: dict[str, list[Assignment]] = {}
         for w, d in decided.items():
@@ -1070,8 +1066,7 @@ class PortfolioEngine:
         lam_mu = inst.params.risk_lambda * float(M.mu[w])
         c["chosen"][w] = n * (float(c["metric"][j]) - lam_mu * float(P.g[j]))   # keep-like: no migration term
         cost = inst.rows_cost(w, c["rows"][w])
-        pr = inst.params
-        c["thr"][w] = max(pr.migration_threshold_usd_per_hour, pr.migration_threshold_fraction * cost)
+        c["thr"][w] = inst.threshold_of(cost)
         if wid in c["obj"]:
             c["obj"][wid] = cost
         usd = n * float(inst.price[o])
