@@ -36,6 +36,7 @@ from connectors.replay import paced, replay_events
 from outputs.clickhouse import apply_ddl, get_client, table_counts
 from outputs.sink import SINK_TOPICS, ClickHouseWriter, run_sink
 from schemas.topics import CAPACITY, INTERRUPTIONS, PRICES
+from streams.market import market_group
 
 MARKET_TOPICS = (PRICES.name, CAPACITY.name, INTERRUPTIONS.name)
 
@@ -195,7 +196,7 @@ def run_demo(s: Settings, data_dir: Path | None = None, speed: float = 0.0, keep
                         raise RuntimeError(f"the worker exited with code {worker.returncode}: see {home/'worker.log'}")
                     if replay_error:
                         raise RuntimeError(str(replay_error[0]))
-                    processed, market_end = group_position(bootstrap, app_id, MARKET_TOPICS)
+                    processed, market_end = group_position(bootstrap, market_group(app_id), MARKET_TOPICS)
                     ch_done, ch_end = group_position(bootstrap, app_id, [f"{app_id}-market-changes"])
                     sink_done, sink_end = group_position(bootstrap, sink_group, SINK_TOPICS)
                     n_pub = sum(v for k, v in published.items() if k != "WorkloadRequested")

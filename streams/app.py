@@ -1,10 +1,11 @@
-"""The Faust app: thin agents over streams.validate / streams.state / streams.decide.
+"""The worker: the market stage (streams.market, a confluent-kafka consumer thread) and the Faust app's
+decision stage, a thin agent over streams.decide.
 
 Topology (topics from schemas.topics; `<app_id>-...` topics are internal):
 
-  prices.v1 ┐                       offers (table, 6 partitions: per-offer state)
-  capacity.v1 ├─ track_offers ───────┤
-  interruptions.v1 ┘   │  invalid ─► dlq.v1
+  prices.v1 ┐                          <app_id>-offers-changelog (per-offer state, 6 partitions)
+  capacity.v1 ├─ market stage ──────────┤   (group <app_id>-market)
+  interruptions.v1 ┘   │  invalid ─► dlq.v1; forecasts ─► forecasts.v1
                        └ material change ─► <app_id>-market-changes (1 partition)
                                                    │
   workloads.v1 (1 partition) ──────────────────────┴─ decide_allocations ─► decisions.v1
@@ -29,16 +30,18 @@ from datetime import UTC, datetime
 from typing import Any
 
 import faust
+import mode
 
 from schemas.events import (
     WorkloadCancelled,
     WorkloadRequested,
 )
 from schemas.market import AllocationEngine
-from schemas.topics import CAPACITY, DECISIONS, DLQ, FORECASTS, INTERRUPTIONS, PRICES, WORKLOADS
+from schemas.topics import CAPACITY, DECISIONS, DLQ, INTERRUPTIONS, PRICES, WORKLOADS
 from streams import decide, state, track
-from streams.fastout import Batch, FastOutput
+from streams.fastout import FastOutput
 from streams.forecast import Forecaster
+from streams.market import MarketConfig, MarketStage
 from streams.rebalance import App as RebalanceSafeApp
 from streams.remote import DeciderHandle, RemoteDecider
 from streams.validate import Rejected, dead_letter, validate
@@ -46,6 +49,7 @@ from streams.validate import Rejected, dead_letter, validate
 log = logging.getLogger(__name__)
 
 WORKLOAD_TYPES = ("WorkloadRequested", "WorkloadCancelled")
+MARKET_TOPICS = (PRICES.name, CAPACITY.name, INTERRUPTIONS.name)
 
 
 @dataclass
@@ -59,7 +63,8 @@ class StreamsConfig:
     # batch) and keep arriving while a step runs, so a step's batch is already coalesced; a long window
     # only adds latency
     decide_debounce_s: float = 0.005
-    batch_max: int = 2000
+    batch_max: int = 2000         # of the decision stage
+    market_batch_max: int = 5000  # of the market stage
     price_threshold: float = state.PRICE_MOVE_THRESHOLD
     broker_session_timeout_s: float = 10.0
     extra: dict[str, Any] = field(default_factory=dict)
@@ -97,15 +102,12 @@ def create_app(cfg: StreamsConfig, engine_factory: Callable[[], AllocationEngine
     counters = Counters()
     app.cloudarb_counters = counters  # type: ignore[attr-defined]
 
-    market_in = app.topic(PRICES.name, CAPACITY.name, INTERRUPTIONS.name, key_serializer="raw",
-                          value_serializer="raw", partitions=PRICES.partitions)
     changes = app.topic(f"{cfg.app_id}-market-changes", key_serializer="raw", value_serializer="raw",
                         partitions=1, internal=True)
     forecaster = Forecaster()
     app.cloudarb_forecaster = forecaster  # type: ignore[attr-defined]
 
     # table keys and values are JSON (Faust's default codec): plain dicts, cheap to recover
-    offers = app.Table("offers", default=None, partitions=PRICES.partitions)
     market = app.Table("market", default=None, partitions=1)
     plans = app.Table("plans", default=None, partitions=1)
     workload_specs = app.Table("workloads", default=None, partitions=1)
@@ -125,8 +127,6 @@ def create_app(cfg: StreamsConfig, engine_factory: Callable[[], AllocationEngine
         return out_box["o"]
 
     tables_by_name = {"market": market, "plans": plans, "workloads": workload_specs}
-    track_batch_token = Batch()  # the market stage's delivery failures, apart from the decision stage's
-
     async def start_decider() -> RemoteDecider:
         """The decision stage, built from the (recovered) tables."""
         snap = ({_s(k): v for k, v in market.items() if v}, {_s(k): v for k, v in workload_specs.items() if v},
@@ -136,29 +136,38 @@ def create_app(cfg: StreamsConfig, engine_factory: Callable[[], AllocationEngine
 
     decider = DeciderHandle(start_decider)
 
-    @app.agent(market_in)
-    async def track_offers(stream: faust.StreamT[bytes]) -> None:
-        """Validate market events, update per-offer state, forward material changes."""
-        async for batch in stream.take_events(cfg.batch_max, within=cfg.debounce_s):  # type: ignore[attr-defined]
-            fast, tok = out(), track_batch_token
-            res = track.track_batch(
-                [track.Msg(ev.value, ev.message.topic, ev.message.partition, ev.message.offset, ev.message.timestamp)
-                 for ev in batch], offers.get, held_offers(), forecaster, cfg.price_threshold)
-            counters.market_in += len(batch)
-            counters.market_valid += res.valid
-            counters.dead_lettered += len(res.dead_letters)
-            counters.material += len(res.changes)
-            counters.forecasts += len(res.forecasts)
-            for dl in res.dead_letters:
-                fast.produce(DLQ.name, dl.event_id.encode(), dl.model_dump_json().encode(), batch=tok)
-            for fkey, value in res.forecasts:
-                fast.produce(FORECASTS.name, fkey, value, batch=tok)
-            changes_topic = changes.get_topic_name()
-            for value in track.pack_changes(res.changes):
-                fast.produce(changes_topic, b"m", value, batch=tok)
-            for key, (new, partition) in res.updated.items():
-                fast.write_table(offers, key, new, partition, batch=tok)
-            await fast.flush(tok)  # before Faust acknowledges this batch's offsets
+    def recovered() -> bool:
+        return bool(app.tables.recovery.completed.is_set())  # type: ignore[attr-defined]
+
+    def tables_recovered() -> bool:
+        """Faust has recovered the tables (the held offers can be read)."""
+        return recovered() and "h" in held_box
+
+    def count_market(res: track.TrackOutput, n: int) -> None:
+        counters.market_in += n
+        counters.market_valid += res.valid
+        counters.dead_lettered += len(res.dead_letters)
+        counters.material += len(res.changes)
+        counters.forecasts += len(res.forecasts)
+
+    stage = MarketStage(
+        MarketConfig(cfg.broker.removeprefix("kafka://"), cfg.app_id, changes.get_topic_name(),
+                     debounce_s=cfg.debounce_s, batch_max=cfg.market_batch_max, price_threshold=cfg.price_threshold,
+                     partitions=PRICES.partitions),
+        MARKET_TOPICS, forecaster, lambda: held_box.get("h", set()), tables_recovered, count_market)
+
+    @app.task
+    async def _start_market_stage() -> None:
+        """The market stage (streams.market) starts once the tables are recovered and the held offers known."""
+        while not recovered():
+            await asyncio.sleep(0.05)
+        held_offers()
+        stage.start()
+
+    @app.service
+    class _StopMarketStage(mode.Service):
+        async def on_stop(self) -> None:
+            await asyncio.get_running_loop().run_in_executor(None, stage.stop)
 
     # internal=True makes Faust create the changes topic (workloads.v1 already exists with 1 partition)
     decide_in = app.topic(changes.get_topic_name(), WORKLOADS.name, key_serializer="raw",
@@ -226,7 +235,7 @@ def create_app(cfg: StreamsConfig, engine_factory: Callable[[], AllocationEngine
     def _catch_up(newly_held: set[str], since_t: float) -> None:
         """See streams.decide.catch_up_records."""
         changes_topic = changes.get_topic_name()
-        recs = list(decide.catch_up_records(newly_held, offers.get, market.get, forecaster.latest.get, since_t))
+        recs = list(decide.catch_up_records(newly_held, stage.store.get, market.get, forecaster.latest.get, since_t))
         for value in track.pack_changes(recs):
             out().produce(changes_topic, b"m", value)
 
@@ -268,9 +277,10 @@ def create_app(cfg: StreamsConfig, engine_factory: Callable[[], AllocationEngine
         if paused:  # normal under backpressure (a full stream buffer); worth seeing when a worker stalls
             log.info("paused stream partitions: %s", sorted(paused))
 
-    app.cloudarb_agents = (track_offers, decide_allocations)  # type: ignore[attr-defined]
+    app.cloudarb_agents = (decide_allocations,)  # type: ignore[attr-defined]
+    app.cloudarb_market = stage  # type: ignore[attr-defined]
     app.cloudarb_decider = decider  # type: ignore[attr-defined]
-    app.cloudarb_tables = {"offers": offers, "market": market, "plans": plans,  # type: ignore[attr-defined]
+    app.cloudarb_tables = {"market": market, "plans": plans,  # type: ignore[attr-defined]
                            "workloads": workload_specs}
     return app
 

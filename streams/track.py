@@ -1,6 +1,6 @@
 """The market stage as one plain function over a batch: validate -> state -> forecast -> trigger.
 
-`track_batch` is what the `track_offers` agent runs on each `take_events` batch; it reads the offers
+`track_batch` is what the market stage (streams.market) runs on each consumed batch; it reads the offers
 table through `lookup` and returns everything the agent must write (no Kafka here, so it is tested
 directly). Per offer, the batch's events are folded into one new state (one table write per offer per
 batch); a forecast is made at most once per offer per batch, from the offer's final state.
@@ -27,8 +27,9 @@ from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 from schemas.events import CapacityObserved, DeadLettered, InterruptionObserved, PriceObserved
+from schemas.offers import OfferKey
 from streams import state
-from streams.forecast import Forecaster, forecast_events
+from streams.forecast import Forecaster, forecast_records
 from streams.validate import Rejected, dead_letter, validate_many
 
 MARKET_TYPES = ("PriceObserved", "CapacityObserved", "InterruptionObserved")
@@ -85,6 +86,19 @@ def unpack_changes(value: bytes) -> list[dict[str, Any]]:
     return list(rec["changes"]) if "changes" in rec else [rec]
 
 
+_OFFER_JSON: dict[str, str] = {}
+
+
+def _offer_json(key: str, offer: OfferKey) -> str:
+    """The offer's JSON, cached by its key (bounded: cleared when it holds 200,000 offers)."""
+    js = _OFFER_JSON.get(key)
+    if js is None:
+        if len(_OFFER_JSON) >= 200_000:
+            _OFFER_JSON.clear()
+        js = _OFFER_JSON[key] = offer.model_dump_json()
+    return js
+
+
 def track_batch(msgs: Sequence[Msg], lookup: Callable[[str], state.State | None], held: Container[str],
                 forecaster: Forecaster, threshold: float = state.PRICE_MOVE_THRESHOLD,
                 now: datetime | None = None) -> TrackOutput:
@@ -112,7 +126,7 @@ def track_batch(msgs: Sequence[Msg], lookup: Callable[[str], state.State | None]
         fc = forecaster.observe(key, out.updated[key][0], state.event_t(e))
         if fc is not None:
             kb = key.encode()
-            out.forecasts += [(kb, f.model_dump_json().encode()) for f in forecast_events(e.offer, fc, now)]
+            out.forecasts += [(kb, r) for r in forecast_records(_offer_json(key, e.offer), fc)]
     # each change carries the offer's state at the end of the batch (the decision stage keeps the last one)
     views: dict[str, state.State] = {}
     for key, reason, event_id, ts in material:

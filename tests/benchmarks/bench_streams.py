@@ -41,6 +41,7 @@ from cloudarb.kafka_local import LocalKafka, ensure_topics  # noqa: E402
 from connectors.publish import KafkaPublisher  # noqa: E402
 from schemas import CapacityObserved, Market, OfferKey, PriceObserved, WorkloadRequested, WorkloadSpec  # noqa: E402
 from schemas.topics import DECISIONS, PRICES  # noqa: E402
+from streams.market import market_group  # noqa: E402
 from tests.integration.helpers import start_worker, stop, wait_until  # noqa: E402
 
 RESULTS = ROOT / "tests" / "benchmarks" / "results.json"
@@ -142,10 +143,12 @@ def throughput(bootstrap: str, n_events: int, tmp: Path, profile: Path | None = 
     app_id = f"bench-tp-{int(time.time())}"
     worker = start_worker(bootstrap, app_id, tmp / "worker-tp.log")
     try:
-        wait_until(lambda: group_position(bootstrap, app_id, [PRICES.name])[0] > 0, 120, "worker start", 0.05)
+        wait_until(lambda: group_position(bootstrap, market_group(app_id), [PRICES.name])[0] > 0, 120, "worker start",
+                   0.05)
         spy = _py_spy(worker.pid, 0, profile) if profile else None
-        s0, t_start = group_position(bootstrap, app_id, [PRICES.name])[0], time.perf_counter()
-        wait_until(lambda: group_position(bootstrap, app_id, [PRICES.name])[0] >= n_events, 600, "worker", 0.05)
+        s0, t_start = group_position(bootstrap, market_group(app_id), [PRICES.name])[0], time.perf_counter()
+        wait_until(lambda: group_position(bootstrap, market_group(app_id), [PRICES.name])[0] >= n_events, 600, "worker",
+                   0.05)
         elapsed = time.perf_counter() - t_start
     finally:
         stop(worker)
@@ -188,7 +191,8 @@ def latency(bootstrap: str, seconds: float, engine: str, tmp: Path, rate: int = 
         for i, (o, p) in enumerate(offers):
             pub.publish(price_event(o, p, now, 10_000_000 + i))
         assert pub.flush(60) == 0
-        wait_until(lambda: group_position(bootstrap, app_id, [PRICES.name])[0] >= len(offers), 300, "offers", 0.2)
+        wait_until(lambda: group_position(bootstrap, market_group(app_id), [PRICES.name])[0] >= len(offers), 300,
+                   "offers", 0.2)
         rss1 = rss_kb(worker.pid)
         decider_rss = sum(rss_kb(int(c)) for c in _children(worker.pid))  # the decision stage's process
         for w in workloads:

@@ -16,6 +16,7 @@ from cloudarb.demo import MARKET_TOPICS, group_position
 from cloudarb.kafka_local import LocalKafka
 from connectors.publish import KafkaPublisher
 from schemas.topics import DLQ, PRICES
+from streams.market import market_group
 from tests.conftest import unique
 from tests.integration.helpers import caught_up, read_all, start_worker, stop, wait_until
 from tests.streams.helpers import offer, price
@@ -97,8 +98,8 @@ def test_ten_thousand_hostile_events_are_all_dead_lettered(kafka_bootstrap: str,
     log = tmp_path / "worker.log"
     worker = start_worker(kafka_bootstrap, app_id, log)
     try:
-        wait_until(lambda: caught_up(kafka_bootstrap, app_id, list(MARKET_TOPICS))
-                   and group_position(kafka_bootstrap, app_id, [PRICES.name])[0] >= sum(after.values()),
+        wait_until(lambda: caught_up(kafka_bootstrap, market_group(app_id), list(MARKET_TOPICS))
+                   and group_position(kafka_bootstrap, market_group(app_id), [PRICES.name])[0] >= sum(after.values()),
                    180, "the worker to consume the hostile batch", log=log)
         assert worker.poll() is None, "the worker crashed"
     finally:
@@ -127,8 +128,9 @@ def test_worker_resumes_by_itself_after_a_broker_restart(kafka_broker: LocalKafk
         first = [price(offer(region=f"a{i}"), 1.0) for i in range(200)]
         pub.publish_all(first)
         assert pub.flush(30) == 0
-        wait_until(lambda: caught_up(kafka_bootstrap, app_id, [PRICES.name])
-                   and group_position(kafka_bootstrap, app_id, [PRICES.name])[0] > 0, 120, "first batch", log=log)
+        wait_until(lambda: caught_up(kafka_bootstrap, market_group(app_id), [PRICES.name])
+                   and group_position(kafka_bootstrap, market_group(app_id), [PRICES.name])[0] > 0, 120, "first batch",
+                   log=log)
         kafka_broker.stop()
         time.sleep(5)
         kafka_broker.start()
@@ -136,7 +138,7 @@ def test_worker_resumes_by_itself_after_a_broker_restart(kafka_broker: LocalKafk
         pub2 = KafkaPublisher(kafka_bootstrap)
         pub2.publish_all(second)
         assert pub2.flush(60) == 0
-        wait_until(lambda: caught_up(kafka_bootstrap, app_id, [PRICES.name]), 180,
+        wait_until(lambda: caught_up(kafka_bootstrap, market_group(app_id), [PRICES.name]), 180,
                    "the worker to resume after the broker restart", log=log)
         assert worker.poll() is None, "the worker died with the broker"
     finally:

@@ -1,0 +1,350 @@
+"""The market stage (validate -> state -> forecast -> trigger) on a confluent-kafka consumer, in a thread.
+
+It used to be a Faust agent. Faust's aiokafka consumer and per-event stream machinery cost more than the
+stage's own work (in a replay, about half the worker's time, capping it near 2,200 events/s); librdkafka
+fetches and decodes in C, outside the GIL. The logic is unchanged: `streams.track.track_batch`.
+
+Delivery is at-least-once, as before:
+
+1. consume a batch: up to `batch_max` messages, or what arrived within `debounce_s`;
+2. `track_batch` -> produce the dead letters, forecasts and packed market changes; flush (all acked);
+3. produce the batch's state writes to the changelog; flush;
+4. commit the batch's offsets.
+
+A crash before (4) redelivers the batch: every output carries a deterministic id and state updates are
+idempotent (an event not newer than the offer's state is ignored). Writing the state last means a
+redelivered event is ignored only when its outputs were already acknowledged. A delivery failure puts
+the batch's state back, rewinds the consumer to the batch's first offsets and retries after a pause;
+nothing crashes the worker.
+
+State lives in `OfferStore`: offer key -> state (see streams.state), backed by the compacted changelog
+topic `<app_id>-offers-changelog`, with the Faust table's name, partitioning (the event's partition) and
+JSON encoding, so the state of a worker from before the change carries over. When partitions are
+assigned, their state is read back from the changelog before any of their events is processed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Container, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from schemas.topics import DLQ, FORECASTS
+from streams import state, track
+from streams.forecast import Forecaster
+
+log = logging.getLogger(__name__)
+
+RETRY_PAUSE_S = (0.5, 1.0, 2.0, 5.0, 10.0)  # after a failed batch: the pause before the n-th retry
+
+
+def _producer_ts(m: Any) -> float | None:
+    """The message's timestamp in seconds (None when it has none)."""
+    kind, ms = m.timestamp()
+    return ms / 1000 if kind and ms >= 0 else None
+
+
+def market_group(app_id: str) -> str:
+    """The consumer group of the market stage (apart from Faust's group, which uses its own assignor)."""
+    return f"{app_id}-market"
+
+
+def changelog_topic(app_id: str) -> str:
+    return f"{app_id}-offers-changelog"
+
+
+class OfferStore:
+    """Per-offer state of the assigned partitions, as the Faust table held it (JSON-able dicts).
+
+    >>> s = OfferStore()
+    >>> s.put("k", {"usd_per_hour": 1.0}, 3)
+    >>> s.get("k"), s.drop_partitions({3}), s.get("k")
+    ({'usd_per_hour': 1.0}, 1, None)
+    """
+
+    def __init__(self) -> None:
+        self.data: dict[str, state.State] = {}
+        self.partition_of: dict[str, int] = {}
+
+    def get(self, key: str) -> state.State | None:
+        return self.data.get(key)
+
+    def put(self, key: str, value: state.State | None, partition: int) -> None:
+        if value is None:
+            self.data.pop(key, None)
+            self.partition_of.pop(key, None)
+        else:
+            self.data[key] = value
+            self.partition_of[key] = partition
+
+    def drop_partitions(self, partitions: Container[int]) -> int:
+        gone = [k for k, p in self.partition_of.items() if p in partitions]
+        for k in gone:
+            del self.data[k], self.partition_of[k]
+        return len(gone)
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+
+def encode_state(key: str, value: state.State | None) -> tuple[bytes, bytes | None]:
+    """A changelog record (JSON key and value, as Faust writes a table's changelog)."""
+    return json.dumps(key).encode(), None if value is None else json.dumps(value, separators=(",", ":")).encode()
+
+
+def decode_state(key: bytes, value: bytes | None) -> tuple[str, state.State | None]:
+    """`encode_state` reversed.
+
+    >>> decode_state(*encode_state("k", {"n": 1}))
+    ('k', {'n': 1})
+    """
+    return json.loads(key), None if value is None else json.loads(value)
+
+
+@dataclass
+class MarketConfig:
+    bootstrap: str
+    app_id: str
+    changes_topic: str
+    debounce_s: float = 0.005
+    batch_max: int = 5000
+    price_threshold: float = state.PRICE_MOVE_THRESHOLD
+    partitions: int = 6            # of the changelog (as the market topics)
+
+
+class MarketStage:
+    """The consume -> track_batch -> produce -> commit loop; `start()` runs it in a daemon thread.
+
+    `held()` returns the offers under a current placement (the decision stage replaces that set; the
+    stage only reads it); `ready()` must be true before the first batch (the worker's tables recovered).
+    `on_batch(result, n_messages)` is called after each committed batch (counters).
+    """
+
+    def __init__(self, cfg: MarketConfig, topics: Iterable[str], forecaster: Forecaster,
+                 held: Callable[[], Container[str]], ready: Callable[[], bool] = lambda: True,
+                 on_batch: Callable[[track.TrackOutput, int], None] = lambda r, n: None) -> None:
+        self.cfg = cfg
+        self.topics = list(topics)
+        self.store = OfferStore()
+        self.forecaster = forecaster
+        self.held = held
+        self.ready = ready
+        self.on_batch = on_batch
+        self.batches = 0
+        self.failures = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._consumer: Any = None
+        self._producer: Any = None
+        self._errors = 0
+        self._assigned: set[int] = set()
+
+    # --- lifecycle ----------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="market-stage", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        """Finish the batch in hand (its offsets committed), leave the group."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def _run(self) -> None:
+        while not self.ready() and not self._stop.is_set():
+            time.sleep(0.05)
+        for attempt in range(1_000_000):  # the broker may be down at start: retry, never give up
+            if self._stop.is_set():
+                return
+            try:
+                self.ensure_topics()
+                break
+            except Exception:
+                pause = RETRY_PAUSE_S[min(attempt, len(RETRY_PAUSE_S) - 1)]
+                log.exception("market stage: cannot create its topics; retrying in %.1f s", pause)
+                self._stop.wait(pause)
+        self._loop()
+
+    def _loop(self) -> None:
+        from confluent_kafka import Consumer, Producer
+
+        self._producer = Producer({
+            "bootstrap.servers": self.cfg.bootstrap, "enable.idempotence": True, "acks": "all",
+            "linger.ms": 2, "compression.type": "lz4", "queue.buffering.max.messages": 1_000_000,
+            "log_level": 3,
+        })
+        self._consumer = Consumer({
+            "bootstrap.servers": self.cfg.bootstrap, "group.id": market_group(self.cfg.app_id),
+            "enable.auto.commit": False, "auto.offset.reset": "earliest", "log_level": 3,
+            "fetch.max.bytes": 50_000_000, "session.timeout.ms": 10_000, "heartbeat.interval.ms": 1_000,
+        })
+        self._consumer.subscribe(self.topics, on_assign=self._on_assign, on_revoke=self._on_revoke)
+        log.info("market stage consuming %s as group %s", self.topics, market_group(self.cfg.app_id))
+        retry = 0
+        try:
+            while not self._stop.is_set():
+                msgs = self._consumer.consume(self.cfg.batch_max, timeout=self.cfg.debounce_s)
+                if not msgs:
+                    continue
+                try:
+                    self._process([m for m in msgs if not self._is_error(m)])
+                    retry = 0
+                except Exception:
+                    self.failures += 1
+                    pause = RETRY_PAUSE_S[min(retry, len(RETRY_PAUSE_S) - 1)]
+                    retry += 1
+                    log.exception("market batch failed; rewound, retrying in %.1f s", pause)
+                    self._stop.wait(pause)
+        finally:
+            self._consumer.close()  # leaves the group (offsets were committed batch by batch)
+            self._producer.flush(10)
+
+    def ensure_topics(self) -> None:
+        """Create the changelog (compacted) and the market-changes topic, when missing."""
+        from confluent_kafka.admin import AdminClient, NewTopic
+
+        admin = AdminClient({"bootstrap.servers": self.cfg.bootstrap})
+        want = {changelog_topic(self.cfg.app_id): NewTopic(changelog_topic(self.cfg.app_id), self.cfg.partitions, 1,
+                                                           config={"cleanup.policy": "compact"}),
+                self.cfg.changes_topic: NewTopic(self.cfg.changes_topic, 1, 1)}
+        have = set(admin.list_topics(timeout=30).topics)
+        missing = [t for n, t in want.items() if n not in have]
+        for name, fut in (admin.create_topics(missing) if missing else {}).items():
+            try:
+                fut.result(30)
+            except Exception as exc:  # created meanwhile by another worker (or by Faust)
+                if "TOPIC_ALREADY_EXISTS" not in str(exc):
+                    raise
+                log.debug("topic %s exists", name)
+
+    @staticmethod
+    def _is_error(m: Any) -> bool:
+        if m.error() is None:
+            return False
+        log.warning("consumer error: %s", m.error())
+        return True
+
+    # --- partitions ---------------------------------------------------------------------------------
+
+    def _on_assign(self, consumer: Any, partitions: list[Any]) -> None:
+        mine = {tp.partition for tp in partitions}
+        self.store.drop_partitions(set(range(self.cfg.partitions)) - mine)
+        t0 = time.monotonic()
+        n = self.recover(sorted(mine))
+        self._assigned = mine
+        log.info("market stage assigned %d partitions; %d offer states recovered in %.2f s", len(partitions), n,
+                 time.monotonic() - t0)
+
+    def _on_revoke(self, consumer: Any, partitions: list[Any]) -> None:
+        # batches are processed and committed whole inside the loop, so nothing is in flight here
+        if self._stop.is_set():
+            return  # leaving the group on stop: the store keeps its last state (for a look after stop)
+        self.store.drop_partitions({tp.partition for tp in partitions})
+        self._assigned -= {tp.partition for tp in partitions}
+
+    def recover(self, partitions: list[int]) -> int:
+        """Read the changelog partitions from the start to their end into the store."""
+        from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+        if not partitions:
+            return 0
+        topic = changelog_topic(self.cfg.app_id)
+        c = Consumer({"bootstrap.servers": self.cfg.bootstrap, "group.id": f"{self.cfg.app_id}-recovery",
+                      "enable.auto.commit": False, "log_level": 3, "fetch.max.bytes": 50_000_000})
+        try:
+            ends = {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=30)[1] for p in partitions}
+            todo = {p for p, end in ends.items() if end > 0}
+            c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in todo])
+            n = 0
+            while todo:
+                for m in c.consume(10_000, timeout=0.5):
+                    k, part = m.key(), m.partition()
+                    if m.error() is None and k is not None and part is not None:
+                        key, value = decode_state(k, m.value())
+                        self.store.put(key, value, part)
+                        n += 1
+                todo -= {tp.partition for tp in c.position([TopicPartition(topic, p) for p in todo])
+                         if tp.offset >= ends[tp.partition]}
+            return n
+        finally:
+            c.close()
+
+    # --- one batch ----------------------------------------------------------------------------------
+
+    def _process(self, msgs: list[Any]) -> None:
+        if not msgs:
+            return
+        first: dict[tuple[str, int], int] = {}
+        for m in msgs:
+            first.setdefault((m.topic(), m.partition()), m.offset())
+        batch = [track.Msg(m.value(), m.topic(), m.partition(), m.offset(), _producer_ts(m)) for m in msgs]
+        res = track.track_batch(batch, self.store.get, self.held(), self.forecaster, self.cfg.price_threshold)
+        before = {key: (self.store.get(key), p) for key, (_, p) in res.updated.items()}
+        for key, (new, p) in res.updated.items():
+            self.store.put(key, new, p)
+        try:
+            self._deliver(res)
+        except Exception:
+            for key, (old, p) in before.items():  # the batch is redone from scratch
+                self.store.put(key, old, p)
+            from confluent_kafka import TopicPartition
+
+            for (topic, p), off in first.items():
+                self._consumer.seek(TopicPartition(topic, p, off))
+            raise
+        last: dict[tuple[str, int], int] = {(m.topic(), m.partition()): m.offset() for m in msgs}
+        from confluent_kafka import TopicPartition
+
+        self._consumer.commit(offsets=[TopicPartition(t, p, off + 1) for (t, p), off in last.items()],
+                              asynchronous=True)
+        self.batches += 1
+        self.on_batch(res, len(msgs))
+
+    def _deliver(self, res: track.TrackOutput) -> None:
+        for dl in res.dead_letters:
+            self._produce(DLQ.name, dl.event_id.encode(), dl.model_dump_json().encode())
+        for fkey, value in res.forecasts:
+            self._produce(FORECASTS.name, fkey, value)
+        for value in track.pack_changes(res.changes):
+            self._produce(self.cfg.changes_topic, b"m", value)
+        self._flush()
+        topic = changelog_topic(self.cfg.app_id)
+        for key, (new, p) in res.updated.items():
+            k, v = encode_state(key, new)
+            self._produce(topic, k, v, p)
+        self._flush()
+
+    def _on_delivery(self, err: Any, msg: Any) -> None:
+        if err is not None:
+            self._errors += 1
+            log.warning("market output to %s failed: %s", msg.topic(), err)
+
+    def _produce(self, topic: str, key: bytes, value: bytes | None, partition: int | None = None) -> None:
+        kw: dict[str, Any] = {"key": key, "value": value, "on_delivery": self._on_delivery}
+        if partition is not None:
+            kw["partition"] = partition
+        while True:
+            try:
+                self._producer.produce(topic, **kw)
+                return
+            except BufferError:
+                self._producer.poll(0.01)
+
+    def _flush(self) -> None:
+        t0 = time.monotonic()
+        while self._producer.flush(1.0) > 0:
+            if self._stop.is_set() and time.monotonic() - t0 > 30:
+                raise RuntimeError("stopping with undelivered market outputs; the batch will be redelivered")
+            log.warning("market outputs waiting %.0f s for the broker", time.monotonic() - t0)
+        if self._errors:
+            n, self._errors = self._errors, 0
+            raise RuntimeError(f"{n} market output messages failed delivery")

@@ -1,0 +1,84 @@
+"""The market stage (streams.market) against the local broker: outputs, committed offsets, recovery."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from typing import Any
+
+import pytest
+
+from schemas.topics import DLQ, FORECASTS
+from streams.forecast import Forecaster
+from streams.market import MarketConfig, MarketStage, changelog_topic, market_group
+from tests.conftest import unique
+from tests.integration.helpers import caught_up, read_all, wait_until
+from tests.streams.helpers import offer, price
+
+pytestmark = pytest.mark.integration
+
+
+def _topic(bootstrap: str, partitions: int = 6) -> str:
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    name = f"t-market-{uuid.uuid4().hex[:8]}"
+    admin = AdminClient({"bootstrap.servers": bootstrap})  # kept alive until the result
+    admin.create_topics([NewTopic(name, partitions, 1)])[name].result(30)
+    return name
+
+
+def _stage(bootstrap: str, app_id: str, topic: str, held: set[str] | None = None) -> MarketStage:
+    cfg = MarketConfig(bootstrap, app_id, f"{app_id}-market-changes")
+    return MarketStage(cfg, [topic], Forecaster(), lambda: held or set())
+
+
+def _produce(bootstrap: str, topic: str, records: list[tuple[bytes, bytes]]) -> None:
+    from confluent_kafka import Producer
+
+    p = Producer({"bootstrap.servers": bootstrap})
+    for k, v in records:
+        p.produce(topic, key=k, value=v)
+    assert p.flush(30) == 0
+
+
+def test_market_stage_writes_state_changes_forecasts_and_dead_letters_then_recovers(kafka_bootstrap: str) -> None:
+    app_id, topic = unique("t-market"), _topic(kafka_bootstrap)
+    o = offer(region=f"r-{uuid.uuid4().hex[:6]}")
+    _produce(kafka_bootstrap, topic, [(o.key.encode(), price(o, 1.0).model_dump_json().encode()),
+                                      (b"x", b"{garbage")])
+    stage = _stage(kafka_bootstrap, app_id, topic)
+    stage.start()
+    try:
+        wait_until(lambda: caught_up(kafka_bootstrap, market_group(app_id), [topic]), 60, "the stage's commit")
+    finally:
+        stage.stop()
+    assert not stage.alive and stage.failures == 0
+    assert stage.store.get(o.key)["usd_per_hour"] == 1.0  # type: ignore[index]
+
+    state = {json.loads(m.key()): json.loads(m.value()) for m in read_all(kafka_bootstrap, [changelog_topic(app_id)])}
+    assert state[o.key] == stage.store.get(o.key)
+    changes = [c for m in read_all(kafka_bootstrap, [f"{app_id}-market-changes"])
+               for c in json.loads(m.value())["changes"]]
+    assert [(c["offer_key"], c["reason"]) for c in changes] == [(o.key, "new offer")]
+    dead: list[Any] = [json.loads(m.value()) for m in read_all(kafka_bootstrap, [DLQ.name])]
+    mine = [d for d in dead if d["source_topic"] == topic]
+    assert len(mine) == 1 and "not JSON" in mine[0]["reason"]
+    forecasts = [json.loads(m.value()) for m in read_all(kafka_bootstrap, [FORECASTS.name])
+                 if m.key() == o.key.encode()]
+    assert {f["horizon_s"] for f in forecasts} == {3600, 86_400}
+
+    # a new stage of the same app: state recovered from the changelog, consumption resumes after the commit
+    _produce(kafka_bootstrap, topic, [(o.key.encode(), price(o, 1.5, minutes=10).model_dump_json().encode())])
+    again = _stage(kafka_bootstrap, app_id, topic)
+    again.start()
+    try:
+        wait_until(lambda: caught_up(kafka_bootstrap, market_group(app_id), [topic]), 60, "the second commit")
+        time.sleep(0.2)
+    finally:
+        again.stop()
+    s = again.store.get(o.key)
+    assert s is not None and s["usd_per_hour"] == 1.5 and s["n"] == 2  # n counts the first price: recovered
+    changes = [c for m in read_all(kafka_bootstrap, [f"{app_id}-market-changes"])
+               for c in json.loads(m.value())["changes"]]
+    assert [c["reason"] for c in changes] == ["new offer", "price rose 50.0%"]
