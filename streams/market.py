@@ -185,7 +185,9 @@ class MarketStage:
         self._consumer = Consumer({
             "bootstrap.servers": self.cfg.bootstrap, "group.id": market_group(self.cfg.app_id),
             "enable.auto.commit": False, "auto.offset.reset": "earliest", "log_level": 3,
-            "fetch.max.bytes": 8_000_000, "queued.max.messages.kbytes": 16_384, "session.timeout.ms": 10_000, "heartbeat.interval.ms": 1_000,
+            # bounded prefetch (librdkafka's defaults hold up to 64 MB of messages per consumer)
+            "fetch.max.bytes": 8_000_000, "queued.max.messages.kbytes": 16_384,
+            "session.timeout.ms": 10_000, "heartbeat.interval.ms": 1_000,
         })
         self._consumer.subscribe(self.topics, on_assign=self._on_assign, on_revoke=self._on_revoke)
         log.info("market stage consuming %s as group %s", self.topics, market_group(self.cfg.app_id))
