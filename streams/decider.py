@@ -78,6 +78,13 @@ class Decider:
             log.info("engine %s rebuilt: %d offers, %d workloads", eng.name, len(quotes), len(self.specs))
         return self._engine
 
+    def settle(self) -> None:
+        """Let the engine finish work it deferred past the last step's result (an engine with a `settle()`
+        method: solvers.PortfolioEngine); called once the result has been handed over."""
+        settle = getattr(self._engine, "settle", None)
+        if settle is not None:
+            settle()
+
     def step(self, market_changes: Sequence[Mapping[str, Any]],
              workload_events: Iterable[WorkloadRequested | WorkloadCancelled]) -> DecideOutput:
         """Apply one batch. `market_changes`: records of the market-changes topic (offer_key, state,

@@ -78,6 +78,13 @@ def _serve(conn: Any, engine_factory: Callable[[], AllocationEngine], loglevel: 
             conn.send(("ok", result))
         except Exception:
             conn.send(("err", traceback.format_exc()))
+        else:
+            if op == "step" and decider is not None:
+                try:
+                    decider.settle()   # the engine's deferred bookkeeping, while the worker sends the result
+                except Exception:   # the reply is sent: no other to send. A new child rebuilds from the tables
+                    logging.getLogger(__name__).exception("decider settle failed: exiting")
+                    os._exit(1)
         # What survived the call is long-lived state (market view, plan, engine): move it out of the
         # collector's reach, so no full collection scans it in the middle of a later step
         gc.freeze()

@@ -328,3 +328,22 @@ def test_a_stale_plan_kept_on_its_known_offers_becomes_the_plan_in_force():
         cold.upsert_workload(s_)
     cold.set_current_plan([x for v in first.plan().values() for x in v])
     assert later.objective == pytest.approx(cold.solve().objective, rel=1e-9)
+
+
+def test_a_solve_adopts_its_plan_in_settle_and_before_any_other_call():
+    """The adoption of a result into the model is deferred past the solve (`settle`, called by the decision
+    stage once it has replied); any later call settles first, so results never depend on the caller."""
+    a, b = quote(provider="gcp", price=1.0), quote(provider="aws", price=2.0)
+    e = PortfolioEngine(**NO_CONC)
+    e.upsert_offers([a, b])
+    e.upsert_workload(spec("w"))
+    e.solve()
+    e.upsert_offers([OfferQuote(b.offer, 0.2)])
+    assert e.solve().plan()["w"][0].offer.provider == "aws"    # w moves
+    on_aws = ((e._oidx[b.key], 1),)
+    assert e._inst is not None and e._inst.current["w"] != on_aws  # not adopted yet
+    e.settle()
+    assert e._inst.current["w"] == on_aws and e._deferred is None
+    e.upsert_offers([OfferQuote(b.offer, 0.3)])
+    e.solve()
+    assert e.instance().current["w"] == on_aws                  # instance() settles first
