@@ -79,6 +79,7 @@ from dataclasses import dataclass
 
 import highspy
 import numpy as np
+import numpy.typing as npt
 
 from schemas.events import Assignment, WorkloadExplanation, WorkloadSpec
 from schemas.market import InfeasibilityReport, OfferQuote, SolveResult
@@ -524,6 +525,19 @@ class _Decision:
     blocked: list[str] | None = None
 
 
+def _sorted_member(x: I64, sorted_codes: I64) -> npt.NDArray[np.bool_]:
+    """`np.isin(x, sorted_codes)` for a sorted, unique `sorted_codes` (a binary search per element, where
+    `isin` sorts both arrays on every call).
+
+    >>> _sorted_member(np.array([3, 5, 9]), np.array([1, 3, 9])).tolist()
+    [True, False, True]
+    """
+    if not sorted_codes.size:
+        return np.zeros(x.size, np.bool_)
+    i = np.minimum(np.searchsorted(sorted_codes, x), sorted_codes.size - 1)
+    return sorted_codes[i] == x
+
+
 class PortfolioEngine:
     """Risk-aware portfolio allocation (implements schemas.market.AllocationEngine).
 
@@ -863,7 +877,7 @@ class PortfolioEngine:
                 pw = P.w[pc]
                 sm = P.n_single[pc] * c["metric"][pc]
                 codes_pc = pw * inst.n_offers + P.o[pc]
-                used = np.isin(codes_pc, c["codes"])
+                used = _sorted_member(codes_pc, c["codes"])
                 # An offer of the plan or the runner-up that only got cheaper (and stays available) forces
                 # nothing: the runner-up is repriced below; a one-offer plan in force gained against every
                 # alternative (one holding more of the offer holds more GPUs than the plan, so costs more).

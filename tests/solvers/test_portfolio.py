@@ -347,3 +347,14 @@ def test_a_solve_adopts_its_plan_in_settle_and_before_any_other_call():
     e.upsert_offers([OfferQuote(b.offer, 0.3)])
     e.solve()
     assert e.instance().current["w"] == on_aws                  # instance() settles first
+
+
+def test_sorted_member_is_isin_for_sorted_unique_codes():
+    import numpy as np
+
+    from solvers.portfolio import _sorted_member
+    rng = np.random.default_rng(0)
+    for size in (0, 1, 5, 300):
+        codes = np.unique(rng.integers(0, 500, size))
+        x = rng.integers(-5, 510, 1000)
+        assert (_sorted_member(x, codes) == np.isin(x, codes)).all()
