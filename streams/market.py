@@ -185,6 +185,9 @@ class MarketStage:
         self._consumer = Consumer({
             "bootstrap.servers": self.cfg.bootstrap, "group.id": market_group(self.cfg.app_id),
             "enable.auto.commit": False, "auto.offset.reset": "earliest", "log_level": 3,
+            # range: a member gets the same partition numbers of every market topic, so an offer's events
+            # (keyed by offer) and its changelog partition stay with one worker
+            "partition.assignment.strategy": "range",
             # bounded prefetch (librdkafka's defaults hold up to 64 MB of messages per consumer)
             "fetch.max.bytes": 8_000_000, "queued.max.messages.kbytes": 16_384,
             "session.timeout.ms": 10_000, "heartbeat.interval.ms": 1_000,
@@ -209,6 +212,7 @@ class MarketStage:
         finally:
             self._consumer.close()  # leaves the group (offsets were committed batch by batch)
             self._producer.flush(10)
+            log.info("market stage stopped after %d batches (%d failed and retried)", self.batches, self.failures)
 
     def ensure_topics(self) -> None:
         """Create the changelog (compacted) and the market-changes topic, when missing."""
