@@ -82,3 +82,30 @@ def test_market_stage_writes_state_changes_forecasts_and_dead_letters_then_recov
     changes = [c for m in read_all(kafka_bootstrap, [f"{app_id}-market-changes"])
                for c in json.loads(m.value())["changes"]]
     assert [c["reason"] for c in changes] == ["new offer", "price rose 50.0%"]
+
+
+def test_a_batch_whose_outputs_fail_is_rolled_back_and_retried_until_delivered(kafka_bootstrap: str) -> None:
+    from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
+
+    app_id, topic = unique("t-market"), _topic(kafka_bootstrap)
+    changes = f"{app_id}-market-changes"
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    # the changes topic refuses the batch's change message (too large) until its limit is raised
+    admin.create_topics([NewTopic(changes, 1, 1, config={"max.message.bytes": "100"})])[changes].result(30)
+    o = offer(region=f"r-{uuid.uuid4().hex[:6]}")
+    _produce(kafka_bootstrap, topic, [(o.key.encode(), price(o, 2.0).model_dump_json().encode())])
+    stage = _stage(kafka_bootstrap, app_id, topic)
+    stage.start()
+    try:
+        wait_until(lambda: stage.failures >= 2, 60, "failed deliveries")
+        assert stage.store.get(o.key) is None                    # the batch's state was put back
+        assert not caught_up(kafka_bootstrap, market_group(app_id), [topic])   # and its offsets not committed
+        res = ConfigResource(ConfigResource.Type.TOPIC, changes, set_config={"max.message.bytes": "1000000"})
+        for fut in admin.alter_configs([res]).values():
+            fut.result(30)
+        wait_until(lambda: caught_up(kafka_bootstrap, market_group(app_id), [topic]), 60, "the retried batch")
+    finally:
+        stage.stop()
+    assert stage.store.get(o.key)["usd_per_hour"] == 2.0  # type: ignore[index]
+    got = [c for m in read_all(kafka_bootstrap, [changes]) for c in json.loads(m.value())["changes"]]
+    assert [(c["offer_key"], c["reason"]) for c in got] == [(o.key, "new offer")]
