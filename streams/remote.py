@@ -39,13 +39,12 @@ class RemoteError(RuntimeError):
 # garbage: 0 objects found after 60 steps), and runs a full collection only when idle, at most every
 # FULL_GC_EVERY_S, or when the frozen set has doubled since the last one (bounding any garbage it holds).
 # Counting the frozen set walks its list (32 ms for the ~370k objects of the decider: done after every step,
-# it cost the child more time than most steps), so it is counted after the first CHECK_FIRST calls (init and
-# the first steps, which build the engine: the one big growth, collected then) and then at most every
-# GROWTH_CHECK_S.
+# it cost the child more time than most steps), so it is counted when the child turns idle after calls (the
+# engine's build, the one big growth, is collected then: after the initial placement) and, while it is never
+# idle, at most every GROWTH_CHECK_S.
 IDLE_S = 1.0
 FULL_GC_EVERY_S = 600.0
 GROWTH_CHECK_S = 30.0
-CHECK_FIRST = 3
 
 
 def _serve(conn: Any, engine_factory: Callable[[], AllocationEngine], loglevel: int) -> None:
@@ -54,20 +53,29 @@ def _serve(conn: Any, engine_factory: Callable[[], AllocationEngine], loglevel: 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     logging.basicConfig(level=loglevel, format=f"[%(asctime)s] [{os.getpid()}] [%(levelname)s] %(message)s")
     decider: Decider | None = None
-    last_full_gc, frozen_after, last_check, calls = time.monotonic(), 0, 0.0, 0
+    last_full_gc, frozen_after, last_check, calls_since_idle = time.monotonic(), 0, time.monotonic(), 0
+
+    def grown() -> bool:
+        """The frozen set has doubled since the last full collection, or none was made yet (counting the set
+        walks it)."""
+        nonlocal last_check
+        last_check = time.monotonic()
+        return not frozen_after or gc.get_freeze_count() > 2 * frozen_after
 
     def full_gc() -> None:
-        nonlocal last_full_gc, frozen_after
+        nonlocal last_full_gc, frozen_after, last_check
         gc.unfreeze()
         gc.collect()
         gc.freeze()
         last_full_gc, frozen_after = time.monotonic(), gc.get_freeze_count()
+        last_check = last_full_gc
 
     while True:
         try:
             if not conn.poll(IDLE_S):   # idle: the time for a full collection, now and then
-                if time.monotonic() - last_full_gc > FULL_GC_EVERY_S:
+                if time.monotonic() - last_full_gc > FULL_GC_EVERY_S or (calls_since_idle and grown()):
                     full_gc()
+                calls_since_idle = 0
                 continue
             op, args = conn.recv()
         except (EOFError, OSError):  # the worker is gone
@@ -94,13 +102,9 @@ def _serve(conn: Any, engine_factory: Callable[[], AllocationEngine], loglevel: 
         # What survived the call is long-lived state (market view, plan, engine): move it out of the
         # collector's reach, so no full collection scans it in the middle of a later step
         gc.freeze()
-        calls += 1
-        if calls <= CHECK_FIRST or time.monotonic() - last_check > GROWTH_CHECK_S:
-            last_check = time.monotonic()
-            if frozen_after and gc.get_freeze_count() > 2 * frozen_after:   # never idle, and growing: collect
-                full_gc()
-            elif not frozen_after:
-                frozen_after = gc.get_freeze_count()
+        calls_since_idle += 1
+        if time.monotonic() - last_check > GROWTH_CHECK_S and grown():   # never idle, and growing: collect
+            full_gc()
 
 
 class RemoteDecider:
