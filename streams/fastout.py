@@ -1,10 +1,10 @@
-"""A fast, batch-flushed output path for the hot agent (measured: Faust's own send and table write
-cost ~360 µs per message on this machine, capping a worker near 2,700 events/s).
+"""A fast, batch-flushed output path for the decision agent and the market stage (measured: Faust's own
+send and table write cost ~360 µs per message on this machine, capping a worker near 2,700 events/s).
 
 `FastOutput` produces with confluent-kafka (C, a few µs per message) and is flushed at the end of each
-`take_events` batch, before Faust acknowledges the batch's offsets: at-least-once is kept (a crash
-before the flush redelivers the batch; everything it produces carries deterministic ids or is an
-idempotent state write).
+batch, before the batch's offsets are acknowledged (`flush()` in the event loop, `flush_blocking()` in a
+thread): at-least-once is kept (a crash before the flush redelivers the batch; everything it produces
+carries deterministic ids or is an idempotent state write).
 
 `write_table()` updates a Faust table the way Faust would (same changelog topic, partition and JSON
 key/value encoding, so Faust's own recovery restores it) without Faust's per-message producer path.
@@ -16,6 +16,7 @@ import asyncio
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -80,6 +81,20 @@ class FastOutput:
             if time.monotonic() - last > 10:
                 last = time.monotonic()
                 log.warning("output flush waiting %.0f s for %d messages", last - t0, len(self._p))
+        self._raise_failed(batch)
+
+    def flush_blocking(self, batch: Batch | None = None, give_up_s: Callable[[], float | None] = lambda: None) -> None:
+        """`flush()` for a thread: block until everything produced is acknowledged (raise if a message of
+        `batch` failed), or raise once `give_up_s()` returns a number of seconds that have passed."""
+        t0 = time.monotonic()
+        while self._p.flush(1.0) > 0:
+            waited, limit = time.monotonic() - t0, give_up_s()
+            if limit is not None and waited > limit:
+                raise RuntimeError(f"{len(self._p)} output messages undelivered after {waited:.0f} s")
+            log.warning("output flush waiting %.0f s for %d messages", waited, len(self._p))
+        self._raise_failed(batch)
+
+    def _raise_failed(self, batch: Batch | None) -> None:
         b = batch or self.default
         if b.errors:
             n, b.errors = b.errors, 0

@@ -35,6 +35,7 @@ from typing import Any
 
 from schemas.topics import DLQ, FORECASTS
 from streams import state, track
+from streams.fastout import Batch, FastOutput
 from streams.forecast import Forecaster
 
 log = logging.getLogger(__name__)
@@ -139,8 +140,8 @@ class MarketStage:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._consumer: Any = None
-        self._producer: Any = None
-        self._errors = 0
+        self._out: Any = None  # a streams.fastout.FastOutput, made in the stage's thread
+        self._batch = Batch()
         self._assigned: set[int] = set()
 
     # --- lifecycle ----------------------------------------------------------------------------------
@@ -175,13 +176,9 @@ class MarketStage:
         self._loop()
 
     def _loop(self) -> None:
-        from confluent_kafka import Consumer, Producer
+        from confluent_kafka import Consumer
 
-        self._producer = Producer({
-            "bootstrap.servers": self.cfg.bootstrap, "enable.idempotence": True, "acks": "all",
-            "linger.ms": 2, "compression.type": "lz4", "queue.buffering.max.messages": 1_000_000,
-            "log_level": 3,
-        })
+        self._out = FastOutput(self.cfg.bootstrap)
         self._consumer = Consumer({
             "bootstrap.servers": self.cfg.bootstrap, "group.id": market_group(self.cfg.app_id),
             "enable.auto.commit": False, "auto.offset.reset": "earliest", "log_level": 3,
@@ -211,7 +208,10 @@ class MarketStage:
                     self._stop.wait(pause)
         finally:
             self._consumer.close()  # leaves the group (offsets were committed batch by batch)
-            self._producer.flush(10)
+            try:
+                self._out.flush_blocking(give_up_s=lambda: 10.0)
+            except RuntimeError as exc:  # redelivered to the next owner of the partitions
+                log.warning("market stage stopped with undelivered outputs: %s", exc)
             log.info("market stage stopped after %d batches (%d failed and retried)", self.batches, self.failures)
 
     def ensure_topics(self) -> None:
@@ -329,28 +329,9 @@ class MarketStage:
             self._produce(topic, k, v, p)
         self._flush()
 
-    def _on_delivery(self, err: Any, msg: Any) -> None:
-        if err is not None:
-            self._errors += 1
-            log.warning("market output to %s failed: %s", msg.topic(), err)
-
     def _produce(self, topic: str, key: bytes, value: bytes | None, partition: int | None = None) -> None:
-        kw: dict[str, Any] = {"key": key, "value": value, "on_delivery": self._on_delivery}
-        if partition is not None:
-            kw["partition"] = partition
-        while True:
-            try:
-                self._producer.produce(topic, **kw)
-                return
-            except BufferError:
-                self._producer.poll(0.01)
+        self._out.produce(topic, key, value, partition, batch=self._batch)
 
     def _flush(self) -> None:
-        t0 = time.monotonic()
-        while self._producer.flush(1.0) > 0:
-            if self._stop.is_set() and time.monotonic() - t0 > 30:
-                raise RuntimeError("stopping with undelivered market outputs; the batch will be redelivered")
-            log.warning("market outputs waiting %.0f s for the broker", time.monotonic() - t0)
-        if self._errors:
-            n, self._errors = self._errors, 0
-            raise RuntimeError(f"{n} market output messages failed delivery")
+        # waits for the broker for as long as it takes (a broker restart), unless the stage is stopping
+        self._out.flush_blocking(self._batch, lambda: 30.0 if self._stop.is_set() else None)
