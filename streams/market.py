@@ -25,6 +25,7 @@ assigned, their state is read back from the changelog before any of their events
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import threading
@@ -142,7 +143,6 @@ class MarketStage:
         self._consumer: Any = None
         self._out: Any = None  # a streams.fastout.FastOutput, made in the stage's thread
         self._batch = Batch()
-        self._assigned: set[int] = set()
 
     # --- lifecycle ----------------------------------------------------------------------------------
 
@@ -163,7 +163,7 @@ class MarketStage:
     def _run(self) -> None:
         while not self.ready() and not self._stop.is_set():
             time.sleep(0.05)
-        for attempt in range(1_000_000):  # the broker may be down at start: retry, never give up
+        for attempt in itertools.count():  # the broker may be down at start: retry, never give up
             if self._stop.is_set():
                 return
             try:
@@ -194,10 +194,9 @@ class MarketStage:
         retry = 0
         try:
             while not self._stop.is_set():
-                msgs = self._consumer.consume(self.cfg.batch_max, timeout=self.cfg.debounce_s)
-                if not msgs:
-                    continue
                 try:
+                    # consume() also runs the assignment callbacks (the changelog read-back), which may fail
+                    msgs = self._consumer.consume(self.cfg.batch_max, timeout=self.cfg.debounce_s)
                     self._process([m for m in msgs if not self._is_error(m)])
                     retry = 0
                 except Exception:
@@ -242,11 +241,21 @@ class MarketStage:
     # --- partitions ---------------------------------------------------------------------------------
 
     def _on_assign(self, consumer: Any, partitions: list[Any]) -> None:
+        """Read the assigned partitions' state back before any of their events is processed (retried until
+        it succeeds: processing on a partial state would diverge from a run without the restart)."""
         mine = {tp.partition for tp in partitions}
-        self.store.drop_partitions(set(range(self.cfg.partitions)) - mine)
         t0 = time.monotonic()
-        n = self.recover(sorted(mine))
-        self._assigned = mine
+        for attempt in itertools.count():
+            self.store.drop_partitions(set(range(self.cfg.partitions)))
+            try:
+                n = self.recover(sorted(mine))
+                break
+            except Exception:
+                if self._stop.is_set():
+                    raise
+                pause = RETRY_PAUSE_S[min(attempt, len(RETRY_PAUSE_S) - 1)]
+                log.exception("market stage: reading back the offer states failed; retrying in %.1f s", pause)
+                self._stop.wait(pause)
         log.info("market stage assigned %d partitions; %d offer states recovered in %.2f s", len(partitions), n,
                  time.monotonic() - t0)
 
@@ -255,7 +264,6 @@ class MarketStage:
         if self._stop.is_set():
             return  # leaving the group on stop: the store keeps its last state (for a look after stop)
         self.store.drop_partitions({tp.partition for tp in partitions})
-        self._assigned -= {tp.partition for tp in partitions}
 
     def recover(self, partitions: list[int]) -> int:
         """Read the changelog partitions from the start to their end into the store."""
@@ -272,6 +280,8 @@ class MarketStage:
             c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in todo])
             n = 0
             while todo:
+                if self._stop.is_set():
+                    raise RuntimeError("stopping during the read-back of the offer states")
                 for m in c.consume(10_000, timeout=0.5):
                     k, part = m.key(), m.partition()
                     if m.error() is None and k is not None and part is not None:
@@ -287,29 +297,31 @@ class MarketStage:
     # --- one batch ----------------------------------------------------------------------------------
 
     def _process(self, msgs: list[Any]) -> None:
+        """One batch, all or nothing: on any failure the batch's state is put back and the consumer rewound
+        to the batch's first offsets (so the batch is redone from scratch), then the error is raised."""
+        from confluent_kafka import TopicPartition
+
         if not msgs:
             return
         first: dict[tuple[str, int], int] = {}
+        last: dict[tuple[str, int], int] = {}
         for m in msgs:
             first.setdefault((m.topic(), m.partition()), m.offset())
-        batch = [track.Msg(m.value(), m.topic(), m.partition(), m.offset(), _producer_ts(m)) for m in msgs]
-        res = track.track_batch(batch, self.store.get, self.held(), self.forecaster, self.cfg.price_threshold)
-        before = {key: (self.store.get(key), p) for key, (_, p) in res.updated.items()}
-        for key, (new, p) in res.updated.items():
-            self.store.put(key, new, p)
+            last[(m.topic(), m.partition())] = m.offset()
+        before: dict[str, tuple[state.State | None, int]] = {}
         try:
+            batch = [track.Msg(m.value(), m.topic(), m.partition(), m.offset(), _producer_ts(m)) for m in msgs]
+            res = track.track_batch(batch, self.store.get, self.held(), self.forecaster, self.cfg.price_threshold)
+            for key, (new, p) in res.updated.items():
+                before[key] = (self.store.get(key), p)
+                self.store.put(key, new, p)
             self._deliver(res)
         except Exception:
-            for key, (old, p) in before.items():  # the batch is redone from scratch
+            for key, (old, p) in before.items():
                 self.store.put(key, old, p)
-            from confluent_kafka import TopicPartition
-
             for (topic, p), off in first.items():
                 self._consumer.seek(TopicPartition(topic, p, off))
             raise
-        last: dict[tuple[str, int], int] = {(m.topic(), m.partition()): m.offset() for m in msgs}
-        from confluent_kafka import TopicPartition
-
         self._consumer.commit(offsets=[TopicPartition(t, p, off + 1) for (t, p), off in last.items()],
                               asynchronous=True)
         self.batches += 1
