@@ -127,6 +127,7 @@ def create_app(cfg: StreamsConfig, engine_factory: Callable[[], AllocationEngine
         return out_box["o"]
 
     tables_by_name = {"market": market, "plans": plans, "workloads": workload_specs}
+
     async def start_decider() -> RemoteDecider:
         """The decision stage, built from the (recovered) tables."""
         snap = ({_s(k): v for k, v in market.items() if v}, {_s(k): v for k, v in workload_specs.items() if v},
@@ -139,10 +140,6 @@ def create_app(cfg: StreamsConfig, engine_factory: Callable[[], AllocationEngine
     def recovered() -> bool:
         return bool(app.tables.recovery.completed.is_set())  # type: ignore[attr-defined]
 
-    def tables_recovered() -> bool:
-        """Faust has recovered the tables (the held offers can be read)."""
-        return recovered() and "h" in held_box
-
     def count_market(res: track.TrackOutput, n: int) -> None:
         counters.market_in += n
         counters.market_valid += res.valid
@@ -154,7 +151,7 @@ def create_app(cfg: StreamsConfig, engine_factory: Callable[[], AllocationEngine
         MarketConfig(cfg.broker.removeprefix("kafka://"), cfg.app_id, changes.get_topic_name(),
                      debounce_s=cfg.debounce_s, batch_max=cfg.market_batch_max, price_threshold=cfg.price_threshold,
                      partitions=PRICES.partitions),
-        MARKET_TOPICS, forecaster, lambda: held_box.get("h", set()), tables_recovered, count_market)
+        MARKET_TOPICS, forecaster, lambda: held_box.get("h", set()), on_batch=count_market)
 
     @app.task
     async def _start_market_stage() -> None:
