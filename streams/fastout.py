@@ -24,6 +24,11 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 
+def table_record(key: str, value: Any) -> tuple[bytes, bytes | None]:
+    """A table's changelog record: JSON key and value, as Faust writes them (None: a tombstone)."""
+    return json.dumps(key).encode(), None if value is None else json.dumps(value, separators=(",", ":")).encode()
+
+
 @dataclass
 class Batch:
     """What one caller produced since its last flush: a delivery failure is charged to the batch that
@@ -67,9 +72,7 @@ class FastOutput:
     def write_table(self, table: Any, key: str, value: Any, partition: int, batch: Batch | None = None) -> None:
         """table[key] = value, with the changelog record produced here (JSON key and value, as Faust)."""
         table.data[key] = value
-        self.produce(table.changelog_topic.get_topic_name(), json.dumps(key).encode(),
-                     None if value is None else json.dumps(value, separators=(",", ":")).encode(), partition,
-                     batch)
+        self.produce(table.changelog_topic.get_topic_name(), *table_record(key, value), partition, batch)
 
     async def flush(self, batch: Batch | None = None) -> None:
         """Wait (without blocking the event loop) until everything produced is acknowledged; raise if a

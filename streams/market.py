@@ -17,10 +17,11 @@ redelivered event is ignored only when its outputs were already acknowledged. A 
 the batch's state back, rewinds the consumer to the batch's first offsets and retries after a pause;
 nothing crashes the worker.
 
-State lives in `OfferStore`: offer key -> state (see streams.state), backed by the compacted changelog
-topic `<app_id>-offers-changelog`, with the Faust table's name, partitioning (the event's partition) and
-JSON encoding, so the state of a worker from before the change carries over. When partitions are
-assigned, their state is read back from the changelog before any of their events is processed.
+State is a dict, offer key -> state (see streams.state), of the assigned partitions, backed by the
+compacted changelog topic `<app_id>-offers-changelog`, with the Faust table's name, partitioning (the
+event's partition) and JSON encoding, so the state of a worker from before the change carries over. When
+partitions are assigned, their state is read back from the changelog before any of their events is
+processed.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from typing import Any
 
 from schemas.topics import DLQ, FORECASTS
 from streams import state, track
-from streams.fastout import Batch, FastOutput
+from streams.fastout import Batch, FastOutput, table_record
 from streams.forecast import Forecaster
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,14 @@ def _producer_ts(m: Any) -> float | None:
     return ms / 1000 if kind and ms >= 0 else None
 
 
+def _put(store: dict[str, state.State], key: str, value: state.State | None) -> None:
+    """store[key] = value; None (a tombstone, or no state before) removes the key."""
+    if value is None:
+        store.pop(key, None)
+    else:
+        store[key] = value
+
+
 def market_group(app_id: str) -> str:
     """The consumer group of the market stage (apart from Faust's group, which uses its own assignor)."""
     return f"{app_id}-market"
@@ -59,49 +68,10 @@ def changelog_topic(app_id: str) -> str:
     return f"{app_id}-offers-changelog"
 
 
-class OfferStore:
-    """Per-offer state of the assigned partitions, as the Faust table held it (JSON-able dicts).
-
-    >>> s = OfferStore()
-    >>> s.put("k", {"usd_per_hour": 1.0}, 3)
-    >>> s.get("k"), s.drop_partitions({3}), s.get("k")
-    ({'usd_per_hour': 1.0}, 1, None)
-    """
-
-    def __init__(self) -> None:
-        self.data: dict[str, state.State] = {}
-        self.partition_of: dict[str, int] = {}
-
-    def get(self, key: str) -> state.State | None:
-        return self.data.get(key)
-
-    def put(self, key: str, value: state.State | None, partition: int) -> None:
-        if value is None:
-            self.data.pop(key, None)
-            self.partition_of.pop(key, None)
-        else:
-            self.data[key] = value
-            self.partition_of[key] = partition
-
-    def drop_partitions(self, partitions: Container[int]) -> int:
-        gone = [k for k, p in self.partition_of.items() if p in partitions]
-        for k in gone:
-            del self.data[k], self.partition_of[k]
-        return len(gone)
-
-    def __len__(self) -> int:
-        return len(self.data)
-
-
-def encode_state(key: str, value: state.State | None) -> tuple[bytes, bytes | None]:
-    """A changelog record (JSON key and value, as Faust writes a table's changelog)."""
-    return json.dumps(key).encode(), None if value is None else json.dumps(value, separators=(",", ":")).encode()
-
-
 def decode_state(key: bytes, value: bytes | None) -> tuple[str, state.State | None]:
-    """`encode_state` reversed.
+    """A changelog record read back (`streams.fastout.table_record` reversed).
 
-    >>> decode_state(*encode_state("k", {"n": 1}))
+    >>> decode_state(*table_record("k", {"n": 1}))
     ('k', {'n': 1})
     """
     return json.loads(key), None if value is None else json.loads(value)
@@ -122,19 +92,18 @@ class MarketStage:
     """The consume -> track_batch -> produce -> commit loop; `start()` runs it in a daemon thread.
 
     `held()` returns the offers under a current placement (the decision stage replaces that set; the
-    stage only reads it); `ready()` must be true before the first batch (the worker's tables recovered).
+    stage only reads it: start the stage once it is known).
     `on_batch(result, n_messages)` is called after each committed batch (counters).
     """
 
     def __init__(self, cfg: MarketConfig, topics: Iterable[str], forecaster: Forecaster,
-                 held: Callable[[], Container[str]], ready: Callable[[], bool] = lambda: True,
+                 held: Callable[[], Container[str]],
                  on_batch: Callable[[track.TrackOutput, int], None] = lambda r, n: None) -> None:
         self.cfg = cfg
         self.topics = list(topics)
-        self.store = OfferStore()
+        self.store: dict[str, state.State] = {}   # offer key -> state, of the assigned partitions
         self.forecaster = forecaster
         self.held = held
-        self.ready = ready
         self.on_batch = on_batch
         self.batches = 0
         self.failures = 0
@@ -161,8 +130,6 @@ class MarketStage:
         return self._thread is not None and self._thread.is_alive()
 
     def _run(self) -> None:
-        while not self.ready() and not self._stop.is_set():
-            time.sleep(0.05)
         for attempt in itertools.count():  # the broker may be down at start: retry, never give up
             if self._stop.is_set():
                 return
@@ -246,7 +213,7 @@ class MarketStage:
         mine = {tp.partition for tp in partitions}
         t0 = time.monotonic()
         for attempt in itertools.count():
-            self.store.drop_partitions(set(range(self.cfg.partitions)))
+            self.store.clear()
             try:
                 n = self.recover(sorted(mine))
                 break
@@ -263,7 +230,7 @@ class MarketStage:
         # batches are processed and committed whole inside the loop, so nothing is in flight here
         if self._stop.is_set():
             return  # leaving the group on stop: the store keeps its last state (for a look after stop)
-        self.store.drop_partitions({tp.partition for tp in partitions})
+        self.store.clear()   # (eager assignment: what stays assigned is read back on the next assignment)
 
     def recover(self, partitions: list[int]) -> int:
         """Read the changelog partitions from the start to their end into the store."""
@@ -286,7 +253,7 @@ class MarketStage:
                     k, part = m.key(), m.partition()
                     if m.error() is None and k is not None and part is not None:
                         key, value = decode_state(k, m.value())
-                        self.store.put(key, value, part)
+                        _put(self.store, key, value)
                         n += 1
                 todo -= {tp.partition for tp in c.position([TopicPartition(topic, p) for p in todo])
                          if tp.offset >= ends[tp.partition]}
@@ -308,17 +275,17 @@ class MarketStage:
         for m in msgs:
             first.setdefault((m.topic(), m.partition()), m.offset())
             last[(m.topic(), m.partition())] = m.offset()
-        before: dict[str, tuple[state.State | None, int]] = {}
+        before: dict[str, state.State | None] = {}
         try:
             batch = [track.Msg(m.value(), m.topic(), m.partition(), m.offset(), _producer_ts(m)) for m in msgs]
             res = track.track_batch(batch, self.store.get, self.held(), self.forecaster, self.cfg.price_threshold)
-            for key, (new, p) in res.updated.items():
-                before[key] = (self.store.get(key), p)
-                self.store.put(key, new, p)
+            for key, (new, _) in res.updated.items():
+                before[key] = self.store.get(key)
+                self.store[key] = new
             self._deliver(res)
         except Exception:
-            for key, (old, p) in before.items():
-                self.store.put(key, old, p)
+            for key, old in before.items():
+                _put(self.store, key, old)
             for (topic, p), off in first.items():
                 self._consumer.seek(TopicPartition(topic, p, off))
             raise
@@ -337,8 +304,7 @@ class MarketStage:
         self._flush()
         topic = changelog_topic(self.cfg.app_id)
         for key, (new, p) in res.updated.items():
-            k, v = encode_state(key, new)
-            self._produce(topic, k, v, p)
+            self._produce(topic, *table_record(key, new), p)
         self._flush()
 
     def _produce(self, topic: str, key: bytes, value: bytes | None, partition: int | None = None) -> None:

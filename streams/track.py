@@ -1,7 +1,7 @@
 """The market stage as one plain function over a batch: validate -> state -> forecast -> trigger.
 
 `track_batch` is what the market stage (streams.market) runs on each consumed batch; it reads the offers
-table through `lookup` and returns everything the agent must write (no Kafka here, so it is tested
+table through `lookup` and returns everything the stage must write (no Kafka here, so it is tested
 directly). Per offer, the batch's events are folded into one new state (one table write per offer per
 batch); a forecast is made at most once per offer per batch, from the offer's final state.
 
