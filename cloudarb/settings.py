@@ -22,7 +22,7 @@ class Settings(BaseSettings):
     cloudarb_data_dir: Path = Field(default=ROOT / "data" / "sample")
     cloudarb_workloads_file: Path = Field(default=ROOT / "examples" / "workloads.yaml")
     clickhouse_db: str = "cloudarb"
-    cloudarb_commit_interval_s: float = Field(default=2.8, description="Faust offset commit interval")
+    cloudarb_commit_interval_s: float = Field(default=2.8, description="offset commit interval (of both stages)")
 
     @property
     def chdb_path(self) -> Path:

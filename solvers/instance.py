@@ -118,12 +118,22 @@ class Instance:
 
     def rows_cost(self, w: int, rows: Sequence[tuple[int, int]]) -> float:
         """Objective cost of whole instances `rows` ((offer index, instances), ...) for workload `w`,
-        migration excluded."""
+        migration excluded: `(unit_cost(w, o, False) * n).sum()`, in scalar arithmetic (a plan has a few
+        rows; the engine calls this for every workload it moves, where numpy's per-call overhead dominated).
+
+        The operations are those of `unit_cost`, in the same order, so the result is the same float.
+        """
         if not rows:
             return 0.0
-        o = np.array([a for a, _ in rows], dtype=np.int64)
-        n = np.array([b for _, b in rows], dtype=np.float64)
-        return float((self.unit_cost(w, o, False) * n).sum())
+        lam = self.params.risk_lambda
+        ref, rh = float(self.ref_tput[w]), float(self.restart_h[w])
+        tput_w = self.tput[w]
+        tot = 0.0
+        for o, n in rows:
+            t = float(tput_w[self.model[o]])
+            ratio = ref / t if t else math.inf
+            tot += float(self.plan_price[o]) * ratio * (1.0 + lam * float(self.interrupt[o]) * rh) * float(n)
+        return tot
 
     def threshold(self, w: int) -> float:
         """Hysteresis: the saving (objective USD/h) below which workload `w` is not moved."""

@@ -281,6 +281,8 @@ class _Master:
 
     def ensure_cap_rows(self, offers: I64) -> None:
         inst = self.inst
+        if offers.size <= 4 and all(self.r_cap[x] >= 0 or not math.isfinite(inst.capacity[x]) for x in offers.tolist()):
+            return   # (the common case, a plan's few offers, without numpy's per-call overhead)
         o = np.unique(offers)
         o = o[(self.r_cap[o] < 0) & np.isfinite(inst.capacity[o])]
         if not o.size:
@@ -689,24 +691,31 @@ class PortfolioEngine:
     @staticmethod
     def _plan_valid(inst: Instance, w: int, rows: tuple[tuple[int, int], ...],
                     cap_left: F64 | None = None) -> bool:
-        o = np.array([a for a, _ in rows], np.int64)
-        n = np.array([b for _, b in rows], np.float64)
-        if not inst.available[o].all() or (inst.tput[w, inst.model[o]] <= 0).any():
-            return False
-        if not inst.allowed[w, inst.provider[o]].all():
-            return False
-        g = inst.gpus[o] * n
-        G = g.sum()
+        """Whether whole instances `rows` are an admissible plan of `w` now (scalar arithmetic: a plan has a
+        few rows, and this runs for every workload a step moves)."""
+        cap = inst.capacity if cap_left is None else cap_left
+        G = Gs = 0.0
+        usd = 0.0
+        region = -1
+        for o, n in rows:
+            if not inst.available[o] or inst.tput[w, inst.model[o]] <= 0 or not inst.allowed[w, inst.provider[o]]:
+                return False
+            if n > cap[o] + 1e-9:
+                return False
+            g = float(inst.gpus[o]) * n
+            G += g
+            if inst.spot[o]:
+                Gs += g
+            usd += float(inst.price[o]) * n
+            if inst.same_region[w]:
+                if region >= 0 and inst.region[o] != region:
+                    return False
+                region = int(inst.region[o])
         if not inst.min_gpus[w] <= G <= inst.max_gpus[w]:
             return False
-        if (inst.price[o] * n).sum() > inst.budget[w] * (1 + 1e-9) + 1e-9:
+        if usd > inst.budget[w] * (1 + 1e-9) + 1e-9:
             return False
-        if g[inst.spot[o]].sum() > inst.spot_share[w] * G + 1e-9:
-            return False
-        if inst.same_region[w] and np.unique(inst.region[o]).size > 1:
-            return False
-        cap = inst.capacity if cap_left is None else cap_left
-        return bool((n <= cap[o] + 1e-9).all())
+        return not Gs > inst.spot_share[w] * G + 1e-9
 
     def _sync(self) -> None:
         """Apply pending offer events in place (or rebuild on structural change)."""
@@ -1050,9 +1059,13 @@ class PortfolioEngine:
                     c["reports"][w] = InfeasibilityReport(
                         wid, f"internal: repaired plan failed verification ({'; '.join(ev.violations)[:300]})",
                         "capacity")
+        # the explanations' reduced costs, in one pass over all their pairs
+        expl_pairs = {w: self._explained_pairs(P, w, d) for w, d in decided.items()}
+        flat = np.fromiter((j for js in expl_pairs.values() for j in js), np.int64)
+        rc_of = dict(zip(flat.tolist(), M.reduced_costs(flat).tolist(), strict=True)) if flat.size else {}
         for w, d in decided.items():
             wid = inst.ids[w]
-            c["expl"][wid] = self._explain(inst, P, M, w, d, metric_unit)
+            c["expl"][wid] = self._explain(inst, P, M, w, d, expl_pairs[w], rc_of)
             c["obj"][wid] = ev.per_workload[wid]
         for w in A:
             if w in c["reports"]:
@@ -1353,8 +1366,17 @@ class PortfolioEngine:
         return tuple(sorted((int(P.o[j]), k) for j, k in cnt.items() if k > 0))
 
     # --- explanations and infeasibility ----------------------------------------------------------
-    def _explain(self, inst: Instance, P: _Pairs, M: _Master, w: int, d: _Decision,
-                 metric_unit: F64) -> WorkloadExplanation:
+    @staticmethod
+    def _explained_pairs(P: _Pairs, w: int, d: _Decision) -> list[int]:
+        """The pairs whose reduced costs an explanation shows: the chosen offers', then the runner-up's."""
+        s, e = int(P.ptr[w]), int(P.ptr[w + 1])
+        seg_o = P.o[s:e]
+        offers = [o for o, _ in d.rows] + ([d.runner[0]] if d.runner is not None else [])
+        return (s + np.searchsorted(seg_o, np.array(offers, np.int64))).tolist()
+
+    def _explain(self, inst: Instance, P: _Pairs, M: _Master, w: int, d: _Decision, pairs: list[int],
+                 rc_of: Mapping[int, float]) -> WorkloadExplanation:
+        """`pairs`: `_explained_pairs(P, w, d)`; `rc_of`: their reduced costs."""
         wid = inst.ids[w]
         o = np.array([a for a, _ in d.rows], np.int64)
         n = np.array([b for _, b in d.rows], np.float64)
@@ -1384,19 +1406,13 @@ class PortfolioEngine:
                 duals[f"capacity:{inst.keys[oi]}"] = float(y[r])
                 binding.append(f"capacity:{inst.keys[oi]}")
         binding += [b for b in (d.blocked or []) if b not in binding]
-        s, e = int(P.ptr[w]), int(P.ptr[w + 1])
-        seg_o = P.o[s:e]
-        rc_idx = [s + int(np.searchsorted(seg_o, oi)) for oi in o.tolist()]
         runner_key = None
         delta = None
         if d.runner is not None:
             ro, rm = d.runner
-            rc_idx.append(s + int(np.searchsorted(seg_o, ro)))
             runner_key = inst.keys[ro]
             delta = rm - d.metric
-        rc_arr = np.array(rc_idx, np.int64)
-        rcs = M.reduced_costs(rc_arr) if rc_arr.size else np.zeros(0)
-        reduced = {inst.keys[int(P.o[j])]: float(r) for j, r in zip(rc_arr.tolist(), rcs.tolist(), strict=True)}
+        reduced = {inst.keys[int(P.o[j])]: rc_of[j] for j in pairs}
         return WorkloadExplanation(workload_id=wid, chosen=[inst.keys[oi] for oi in o.tolist()], usd_per_hour=usd,
                                    runner_up=runner_key, runner_up_delta_usd_per_hour=delta,
                                    binding_constraints=list(dict.fromkeys(binding)), reduced_costs=reduced,

@@ -150,7 +150,8 @@ def create_app(cfg: StreamsConfig, engine_factory: Callable[[], AllocationEngine
     stage = MarketStage(
         MarketConfig(cfg.broker.removeprefix("kafka://"), cfg.app_id, changes.get_topic_name(),
                      debounce_s=cfg.debounce_s, batch_max=cfg.market_batch_max, price_threshold=cfg.price_threshold,
-                     partitions=PRICES.partitions),
+                     partitions=PRICES.partitions,
+                     commit_interval_s=float(cfg.extra.get("broker_commit_interval", 1.0))),
         MARKET_TOPICS, forecaster, lambda: held_box.get("h", set()), on_batch=count_market)
 
     @app.task

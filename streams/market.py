@@ -9,7 +9,8 @@ Delivery is at-least-once, as before:
 1. consume a batch: up to `batch_max` messages, or what arrived within `debounce_s`;
 2. `track_batch` -> produce the dead letters, forecasts and packed market changes; flush (all acked);
 3. produce the batch's state writes to the changelog; flush;
-4. commit the batch's offsets.
+4. commit the batch's offsets (at most every `commit_interval_s`, and always when partitions are revoked
+   or the stage stops: a commit per batch was a broker request every 5 ms).
 
 A crash before (4) redelivers the batch: every output carries a deterministic id and state updates are
 idempotent (an event not newer than the offer's state is ignored). Writing the state last means a
@@ -29,6 +30,7 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Container, Iterable
@@ -86,6 +88,8 @@ class MarketConfig:
     batch_max: int = 5000
     price_threshold: float = state.PRICE_MOVE_THRESHOLD
     partitions: int = 6            # of the changelog (as the market topics)
+    commit_interval_s: float = 1.0  # offsets of processed batches are committed at most this often
+    nice: int = 10                  # the stage thread's scheduling priority (0: the worker's own)
 
 
 class MarketStage:
@@ -112,6 +116,8 @@ class MarketStage:
         self._consumer: Any = None
         self._out: Any = None  # a streams.fastout.FastOutput, made in the stage's thread
         self._batch = Batch()
+        self._to_commit: dict[tuple[str, int], int] = {}  # processed, not yet committed: next offsets
+        self._committed_t = time.monotonic()
 
     # --- lifecycle ----------------------------------------------------------------------------------
 
@@ -130,6 +136,14 @@ class MarketStage:
         return self._thread is not None and self._thread.is_alive()
 
     def _run(self) -> None:
+        if self.cfg.nice:
+            # Linux schedules threads: this lowers the stage's thread only. Under CPU contention the decision
+            # stage (the worker's event loop, the decider process) then goes first: a decision waits for its
+            # solve, while the market stage's backlog waits in Kafka
+            try:
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self.cfg.nice)
+            except OSError as exc:
+                log.warning("market stage: cannot lower its priority (%s)", exc)
         for attempt in itertools.count():  # the broker may be down at start: retry, never give up
             if self._stop.is_set():
                 return
@@ -165,6 +179,8 @@ class MarketStage:
                     # consume() also runs the assignment callbacks (the changelog read-back), which may fail
                     msgs = self._consumer.consume(self.cfg.batch_max, timeout=self.cfg.debounce_s)
                     self._process([m for m in msgs if not self._is_error(m)])
+                    if time.monotonic() - self._committed_t >= self.cfg.commit_interval_s:
+                        self._commit(asynchronous=True)
                     retry = 0
                 except Exception:
                     self.failures += 1
@@ -173,7 +189,8 @@ class MarketStage:
                     log.exception("market batch failed; rewound, retrying in %.1f s", pause)
                     self._stop.wait(pause)
         finally:
-            self._consumer.close()  # leaves the group (offsets were committed batch by batch)
+            self._commit(asynchronous=False)
+            self._consumer.close()  # leaves the group
             try:
                 self._out.flush_blocking(give_up_s=lambda: 10.0)
             except RuntimeError as exc:  # redelivered to the next owner of the partitions
@@ -227,7 +244,8 @@ class MarketStage:
                  time.monotonic() - t0)
 
     def _on_revoke(self, consumer: Any, partitions: list[Any]) -> None:
-        # batches are processed and committed whole inside the loop, so nothing is in flight here
+        # batches are processed whole inside the loop, so nothing is in flight here: commit what is done
+        self._commit(asynchronous=False)
         if self._stop.is_set():
             return  # leaving the group on stop: the store keeps its last state (for a look after stop)
         self.store.clear()   # (eager assignment: what stays assigned is read back on the next assignment)
@@ -289,10 +307,24 @@ class MarketStage:
             for (topic, p), off in first.items():
                 self._consumer.seek(TopicPartition(topic, p, off))
             raise
-        self._consumer.commit(offsets=[TopicPartition(t, p, off + 1) for (t, p), off in last.items()],
-                              asynchronous=True)
+        self._to_commit.update((tp, off + 1) for tp, off in last.items())
         self.batches += 1
         self.on_batch(res, len(msgs))
+
+    def _commit(self, asynchronous: bool) -> None:
+        """Commit the offsets after the processed batches (a failed commit is logged: those batches are
+        redelivered, and their outputs and state writes are idempotent)."""
+        from confluent_kafka import TopicPartition
+
+        self._committed_t = time.monotonic()
+        if not self._to_commit:
+            return
+        offsets = [TopicPartition(t, p, off) for (t, p), off in self._to_commit.items()]
+        self._to_commit = {}
+        try:
+            self._consumer.commit(offsets=offsets, asynchronous=asynchronous)
+        except Exception as exc:  # e.g. the group rebalanced meanwhile
+            log.warning("market stage: offset commit failed (%s); those batches will be redelivered", exc)
 
     def _deliver(self, res: track.TrackOutput) -> None:
         for dl in res.dead_letters:

@@ -80,6 +80,7 @@ def _serve(conn: Any, engine_factory: Callable[[], AllocationEngine], loglevel: 
             op, args = conn.recv()
         except (EOFError, OSError):  # the worker is gone
             return
+        t_call = time.perf_counter()
         try:
             if op == "init":
                 decider = Decider(engine_factory, *args)
@@ -90,21 +91,27 @@ def _serve(conn: Any, engine_factory: Callable[[], AllocationEngine], loglevel: 
             else:
                 raise ValueError(f"unknown op {op!r}")
             conn.send(("ok", result))
+            t_reply = time.perf_counter()
         except Exception:
             conn.send(("err", traceback.format_exc()))
+            t_reply = time.perf_counter()
         else:
             if op == "step" and decider is not None:
                 try:
                     decider.settle()   # the engine's deferred bookkeeping, while the worker sends the result
                 except Exception:   # the reply is sent: no other to send. A new child rebuilds from the tables
-                    logging.getLogger(__name__).exception("decider settle failed: exiting")
+                    log.exception("decider settle failed: exiting")
                     os._exit(1)
+        t_settled = time.perf_counter()
         # What survived the call is long-lived state (market view, plan, engine): move it out of the
         # collector's reach, so no full collection scans it in the middle of a later step
         gc.freeze()
         calls_since_idle += 1
         if time.monotonic() - last_check > GROWTH_CHECK_S and grown():   # never idle, and growing: collect
             full_gc()
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("decider %s: %.0f ms to reply, then %.0f ms settling, %.0f ms collecting", op,
+                      (t_reply - t_call) * 1000, (t_settled - t_reply) * 1000, (time.perf_counter() - t_settled) * 1000)
 
 
 class RemoteDecider:

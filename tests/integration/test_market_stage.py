@@ -109,3 +109,19 @@ def test_a_batch_whose_outputs_fail_is_rolled_back_and_retried_until_delivered(k
     assert stage.store.get(o.key)["usd_per_hour"] == 2.0  # type: ignore[index]
     got = [c for m in read_all(kafka_bootstrap, [changes]) for c in json.loads(m.value())["changes"]]
     assert [(c["offer_key"], c["reason"]) for c in got] == [(o.key, "new offer")]
+
+
+def test_market_stage_commits_at_most_every_interval_and_on_stop(kafka_bootstrap: str) -> None:
+    app_id, topic = unique("t-market-commit"), _topic(kafka_bootstrap)
+    o = offer(region=f"r-{uuid.uuid4().hex[:6]}")
+    _produce(kafka_bootstrap, topic, [(o.key.encode(), price(o, 1.0).model_dump_json().encode())])
+    stage = MarketStage(MarketConfig(kafka_bootstrap, app_id, f"{app_id}-market-changes", commit_interval_s=3600),
+                        [topic], Forecaster(), set)
+    stage.start()
+    try:
+        wait_until(lambda: stage.batches > 0, 60, "the stage's first batch")
+        time.sleep(1.0)
+        assert not caught_up(kafka_bootstrap, market_group(app_id), [topic])  # processed, not yet committed
+    finally:
+        stage.stop()
+    assert caught_up(kafka_bootstrap, market_group(app_id), [topic])     # committed when it stopped
