@@ -41,10 +41,12 @@ from schemas.topics import DLQ, FORECASTS
 from streams import state, track
 from streams.fastout import Batch, FastOutput, table_record
 from streams.forecast import Forecaster
+from streams.heap import FrozenHeap
 
 log = logging.getLogger(__name__)
 
 RETRY_PAUSE_S = (0.5, 1.0, 2.0, 5.0, 10.0)  # after a failed batch: the pause before the n-th retry
+IDLE_S = 1.0  # no message for this long: the worker is idle (a full garbage collection may run, streams.heap)
 
 
 def _producer_ts(m: Any) -> float | None:
@@ -118,6 +120,7 @@ class MarketStage:
         self._batch = Batch()
         self._to_commit: dict[tuple[str, int], int] = {}  # processed, not yet committed: next offsets
         self._committed_t = time.monotonic()
+        self._heap = FrozenHeap(growth_check_s=120.0)   # the whole worker's heap: see streams.heap
 
     # --- lifecycle ----------------------------------------------------------------------------------
 
@@ -173,12 +176,20 @@ class MarketStage:
         self._consumer.subscribe(self.topics, on_assign=self._on_assign, on_revoke=self._on_revoke)
         log.info("market stage consuming %s as group %s", self.topics, market_group(self.cfg.app_id))
         retry = 0
+        last_msg_t = time.monotonic()
         try:
             while not self._stop.is_set():
                 try:
                     # consume() also runs the assignment callbacks (the changelog read-back), which may fail
                     msgs = self._consumer.consume(self.cfg.batch_max, timeout=self.cfg.debounce_s)
                     self._process([m for m in msgs if not self._is_error(m)])
+                    # the states a batch leaves are long-lived: out of the collector's way (streams.heap)
+                    if msgs:
+                        self._heap.worked()
+                        last_msg_t = time.monotonic()
+                    elif time.monotonic() - last_msg_t > IDLE_S:
+                        self._heap.idle()
+                        last_msg_t = time.monotonic()
                     if time.monotonic() - self._committed_t >= self.cfg.commit_interval_s:
                         self._commit(asynchronous=True)
                     retry = 0

@@ -11,7 +11,6 @@ from the tables and retries the step once (the tables hold everything up to the 
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import multiprocessing as mp
 import os
@@ -25,6 +24,7 @@ from typing import Any
 from schemas.events import WorkloadCancelled, WorkloadRequested
 from schemas.market import AllocationEngine
 from streams.decider import DecideOutput, Decider
+from streams.heap import FrozenHeap
 
 log = logging.getLogger(__name__)
 
@@ -33,18 +33,7 @@ class RemoteError(RuntimeError):
     """An exception raised in the decider's child process (its traceback is the message)."""
 
 
-# The decider's heap holds ~400k long-lived objects (10k market states, the plan, the engine). Python's
-# full collection scans them all: ~200 ms, landing inside a step now and then (measured: one per ~60
-# steps, the step's p99). The child freezes what survives each call instead (a step leaves no cyclic
-# garbage: 0 objects found after 60 steps), and runs a full collection only when idle, at most every
-# FULL_GC_EVERY_S, or when the frozen set has doubled since the last one (bounding any garbage it holds).
-# Counting the frozen set walks its list (32 ms for the ~370k objects of the decider: done after every step,
-# it cost the child more time than most steps), so it is counted when the child turns idle after calls (the
-# engine's build, the one big growth, is collected then: after the initial placement) and, while it is never
-# idle, at most every GROWTH_CHECK_S.
-IDLE_S = 1.0
-FULL_GC_EVERY_S = 600.0
-GROWTH_CHECK_S = 30.0
+IDLE_S = 1.0  # no call for this long: the child is idle (see streams.heap)
 
 
 def _serve(conn: Any, engine_factory: Callable[[], AllocationEngine], loglevel: int) -> None:
@@ -53,29 +42,12 @@ def _serve(conn: Any, engine_factory: Callable[[], AllocationEngine], loglevel: 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     logging.basicConfig(level=loglevel, format=f"[%(asctime)s] [{os.getpid()}] [%(levelname)s] %(message)s")
     decider: Decider | None = None
-    last_full_gc, frozen_after, last_check, calls_since_idle = time.monotonic(), 0, time.monotonic(), 0
-
-    def grown() -> bool:
-        """The frozen set has doubled since the last full collection, or none was made yet (counting the set
-        walks it)."""
-        nonlocal last_check
-        last_check = time.monotonic()
-        return not frozen_after or gc.get_freeze_count() > 2 * frozen_after
-
-    def full_gc() -> None:
-        nonlocal last_full_gc, frozen_after, last_check
-        gc.unfreeze()
-        gc.collect()
-        gc.freeze()
-        last_full_gc, frozen_after = time.monotonic(), gc.get_freeze_count()
-        last_check = last_full_gc
+    heap = FrozenHeap()
 
     while True:
         try:
-            if not conn.poll(IDLE_S):   # idle: the time for a full collection, now and then
-                if time.monotonic() - last_full_gc > FULL_GC_EVERY_S or (calls_since_idle and grown()):
-                    full_gc()
-                calls_since_idle = 0
+            if not conn.poll(IDLE_S):
+                heap.idle()
                 continue
             op, args = conn.recv()
         except (EOFError, OSError):  # the worker is gone
@@ -103,12 +75,8 @@ def _serve(conn: Any, engine_factory: Callable[[], AllocationEngine], loglevel: 
                     log.exception("decider settle failed: exiting")
                     os._exit(1)
         t_settled = time.perf_counter()
-        # What survived the call is long-lived state (market view, plan, engine): move it out of the
-        # collector's reach, so no full collection scans it in the middle of a later step
-        gc.freeze()
-        calls_since_idle += 1
-        if time.monotonic() - last_check > GROWTH_CHECK_S and grown():   # never idle, and growing: collect
-            full_gc()
+        # what survived the call is long-lived state (market view, plan, engine): out of the collector's way
+        heap.worked()
         if log.isEnabledFor(logging.DEBUG):
             log.debug("decider %s: %.0f ms to reply, then %.0f ms settling, %.0f ms collecting", op,
                       (t_reply - t_call) * 1000, (t_settled - t_reply) * 1000, (time.perf_counter() - t_settled) * 1000)
