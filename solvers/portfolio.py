@@ -567,7 +567,7 @@ class PortfolioEngine:
     def __init__(self, risk_lambda: float = 1.0, migration_threshold_usd_per_hour: float = 0.5,
                  migration_threshold_fraction: float = 0.05, concentration_cap: float = 0.5,
                  concentration_penalty_usd_per_gpu_hour: float = 0.10, lp_time_limit_s: float = 60.0,
-                 initial_columns_per_workload: int = 20, params: EngineParams | None = None) -> None:
+                 initial_columns_per_workload: int = 8, params: EngineParams | None = None) -> None:
         self.params = params or EngineParams(
             risk_lambda=risk_lambda, concentration_cap=concentration_cap,
             concentration_penalty_usd_per_gpu_hour=concentration_penalty_usd_per_gpu_hour,
