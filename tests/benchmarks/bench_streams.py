@@ -98,7 +98,7 @@ def raw_consume_rate(bootstrap: str, topic: str, n: int) -> float:
     """Messages/s of a bare confluent-kafka consumer reading the topic from the start. Partitions are
     assigned directly (no group join to wait for), and the clock starts before the first consume() call:
     timing from the first batch returned counted none of the prefetch librdkafka had made meanwhile (up to
-    its 64 MB queue), which put this rate anywhere from 160k to 560k/s between runs."""
+    its 64 MB queue)."""
     from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"raw-{time.time()}", "enable.auto.commit": False,
@@ -144,7 +144,9 @@ def throughput(bootstrap: str, n_events: int, tmp: Path, profile: Path | None = 
         cur[o.key] = round(cur[o.key] * rng.uniform(0.97, 1.03), 4)
         pub.publish(price_event(o, cur[o.key], t0 + timedelta(seconds=i * spacing_s), i))
     assert pub.flush(120) == 0
-    raw = raw_consume_rate(bootstrap, PRICES.name, n_events)
+    # the best of three reads: the same read varies up to 3x between runs on this machine (151k then 512k and
+    # 451k/s in one process; 168k, 174k, 169k in another), so one read made the ratio a lottery
+    raw = max(raw_consume_rate(bootstrap, PRICES.name, n_events) for _ in range(3))
     os.environ["CLOUDARB_COMMIT_INTERVAL_S"] = "0.2"
     app_id = f"bench-tp-{int(time.time())}"
     worker = start_worker(bootstrap, app_id, tmp / "worker-tp.log")
