@@ -364,11 +364,9 @@ def evaluate(inst: Instance, plan: Mapping[str, Sequence[Assignment]],
             v.append(f"{wid}: spot share {g_spot / g_tot:.3f} above {inst.spot_share[w]:.3f}")
         if inst.same_region[w] and len(regions) > 1:
             v.append(f"{wid}: spans {len(regions)} regions, co-location required")
-        o_arr = np.array(list(rows), np.int64)
-        n_arr = np.array(list(rows.values()), np.float64)
         moved = bool(inst.current.get(wid)) and tuple(sorted(rows.items())) != inst.current.get(wid)
         moved = moved or wid in inst.stale_plan
-        obj = float((inst.unit_cost(w, o_arr, False) * n_arr).sum())
+        obj = inst.rows_cost(w, list(rows.items()))
         if moved:
             obj += lam * inst.migration_per_gpu(w) * g_tot
         per_w[wid] = obj

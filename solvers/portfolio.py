@@ -1336,14 +1336,6 @@ class PortfolioEngine:
             sup, val = sup[keep], val[keep]
         cnt = {int(j): int(min(math.floor(v + 1e-6), max(0.0, cap_left[P.o[j]])))
                for j, v in zip(sup, val, strict=True)}
-        # fill to L_w with the cheapest-per-GPU admissible instance: LP support first, then the
-        # workload's cheapest pairs
-        extra = seg[inst.available[P.o[s:e]]]
-        if region is not None:
-            extra = extra[inst.region[P.o[extra]] == region]
-        if extra.size > 16:
-            extra = extra[np.argpartition(metric_unit[extra] / P.g[extra], 16)[:16]]
-        pool = list(dict.fromkeys([*cnt.keys(), *extra.tolist()]))
         L, U, B, S = int(inst.min_gpus[w]), int(inst.max_gpus[w]), float(inst.budget[w]), float(inst.spot_share[w])
 
         def totals() -> tuple[int, int, float]:
@@ -1353,6 +1345,16 @@ class PortfolioEngine:
             return G, Gs, c
 
         G, Gs, c = totals()
+        pool: list[int] = []
+        if G < L:
+            # fill to L_w with the cheapest-per-GPU admissible instance: LP support first, then the
+            # workload's cheapest pairs (looked up only when a fill is needed)
+            extra = seg[inst.available[P.o[s:e]]]
+            if region is not None:
+                extra = extra[inst.region[P.o[extra]] == region]
+            if extra.size > 16:
+                extra = extra[np.argpartition(metric_unit[extra] / P.g[extra], 16)[:16]]
+            pool = list(dict.fromkeys([*cnt.keys(), *extra.tolist()]))
         while G < L:
             best, best_score = -1, math.inf
             for j in pool:
