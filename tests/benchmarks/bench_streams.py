@@ -183,14 +183,15 @@ def _py_spy(pid: int, seconds: float, out: Path) -> Any:
 
 
 def latency(bootstrap: str, seconds: float, engine: str, tmp: Path, rate: int = 1000,
-            profile: Path | None = None, capacity_share: float = 0.002, warmup_s: float = 10.0) -> dict[str, Any]:
+            profile: Path | None = None, capacity_share: float = 0.002, warmup_s: float = 10.0,
+            log_name: str = "worker-lat.log") -> dict[str, Any]:
     from confluent_kafka import Consumer
 
     offers = make_offers(10_000)
     workloads = make_workloads(1000)
     os.environ["CLOUDARB_COMMIT_INTERVAL_S"] = "1.0"
     app_id = f"bench-lat-{int(time.time())}"
-    worker = start_worker(bootstrap, app_id, tmp / "worker-lat.log", engine=engine)
+    worker = start_worker(bootstrap, app_id, tmp / log_name, engine=engine)
     try:
         time.sleep(8)
         rss0 = rss_kb(worker.pid)
@@ -357,7 +358,7 @@ def main() -> None:
                 ensure_topics(broker.bootstrap)
                 runs.append(latency(broker.bootstrap, args.latency_s, args.engine, tmp, rate=args.rate,
                                     profile=args.profile if r == 0 else None, capacity_share=args.capacity_share,
-                                    warmup_s=args.warmup_s))
+                                    warmup_s=args.warmup_s, log_name=f"worker-lat-{r}.log"))
             finally:
                 broker.stop()
         if runs:
