@@ -184,14 +184,14 @@ def _py_spy(pid: int, seconds: float, out: Path) -> Any:
 
 def latency(bootstrap: str, seconds: float, engine: str, tmp: Path, rate: int = 1000,
             profile: Path | None = None, capacity_share: float = 0.002, warmup_s: float = 10.0,
-            log_name: str = "worker-lat.log") -> dict[str, Any]:
+            log_name: str = "worker-lat.log", loglevel: str = "info") -> dict[str, Any]:
     from confluent_kafka import Consumer
 
     offers = make_offers(10_000)
     workloads = make_workloads(1000)
     os.environ["CLOUDARB_COMMIT_INTERVAL_S"] = "1.0"
     app_id = f"bench-lat-{int(time.time())}"
-    worker = start_worker(bootstrap, app_id, tmp / log_name, engine=engine)
+    worker = start_worker(bootstrap, app_id, tmp / log_name, engine=engine, loglevel=loglevel)
     try:
         time.sleep(8)
         rss0 = rss_kb(worker.pid)
@@ -333,6 +333,8 @@ def main() -> None:
     ap.add_argument("--capacity-share", type=float, default=0.002,
                     help="share of latency-phase events that are a capacity loss on a placed offer (back after 5 s)")
     ap.add_argument("--logs", type=Path, help="keep the workers' logs in this directory")
+    ap.add_argument("--worker-loglevel", default="info",
+                    help="of the latency phase's workers (debug: a line per decision step, with the engine's timings)")
     ap.add_argument("--profile", type=Path, help="write a py-spy flame graph (.svg) of the worker's steady phase")
     args = ap.parse_args()
     out: dict[str, object] = {"machine": f"{os.cpu_count()} cores", "measured_at": datetime.now(UTC).isoformat()}
@@ -358,7 +360,8 @@ def main() -> None:
                 ensure_topics(broker.bootstrap)
                 runs.append(latency(broker.bootstrap, args.latency_s, args.engine, tmp, rate=args.rate,
                                     profile=args.profile if r == 0 else None, capacity_share=args.capacity_share,
-                                    warmup_s=args.warmup_s, log_name=f"worker-lat-{r}.log"))
+                                    warmup_s=args.warmup_s, log_name=f"worker-lat-{r}.log",
+                                    loglevel=args.worker_loglevel))
             finally:
                 broker.stop()
         if runs:

@@ -13,9 +13,10 @@ from cloudarb.demo import group_position
 from tests.conftest import unique
 
 
-def start_worker(bootstrap: str, app_id: str, log: Path, engine: str = "greedy") -> subprocess.Popen[bytes]:
+def start_worker(bootstrap: str, app_id: str, log: Path, engine: str = "greedy",
+                 loglevel: str = "info") -> subprocess.Popen[bytes]:
     env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "CLOUDARB_APP_ID": app_id, "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen([sys.executable, "-m", "cloudarb", "worker", "--engine", engine, "--loglevel", "info"],
+    return subprocess.Popen([sys.executable, "-m", "cloudarb", "worker", "--engine", engine, "--loglevel", loglevel],
                             env=env,
                             stdout=open(log, "ab"), stderr=subprocess.STDOUT, start_new_session=True)
 
