@@ -296,15 +296,17 @@ def plan_rows(inst: Instance, plan: Mapping[str, Sequence[Assignment]]) -> dict[
 
 def evaluate(inst: Instance, plan: Mapping[str, Sequence[Assignment]],
              reserved: Mapping[str, Sequence[Assignment]] | None = None, *,
-             offer_index: Mapping[str, int] | None = None, used: F64 | None = None) -> Evaluation:
+             offer_index: Mapping[str, int] | None = None, used: F64 | None = None,
+             workload_index: Mapping[str, int] | None = None) -> Evaluation:
     """Check every hard constraint of `plan` (workload id -> assignments) against the instance.
 
     `reserved` holds assignments of workloads not in `plan` that still consume capacity (or pass
     their per-offer instance counts as `used`). Returns the violations (empty = feasible) and the
-    plan's objective value (concentration counted over `plan` only).
+    plan's objective value (concentration counted over `plan` only). `offer_index`/`workload_index`:
+    the instance's indexes, when the caller keeps them (building them is O(offers + workloads)).
     """
     v: list[str] = []
-    widx = inst.workload_index()
+    widx = inst.workload_index() if workload_index is None else workload_index
     idx = inst.offer_index() if offer_index is None else offer_index
     used = np.zeros(inst.n_offers) if used is None else used.astype(np.float64, copy=True)
     for assigns in (reserved or {}).values():

@@ -1055,7 +1055,7 @@ class PortfolioEngine:
         for d in decided.values():
             for o, n in d.rows:
                 others[o] -= n
-        ev = evaluate(inst, new_plan, offer_index=self._oidx, used=others)
+        ev = evaluate(inst, new_plan, offer_index=self._oidx, used=others, workload_index=widx)
         if not ev.ok:  # never return a plan that breaks a hard constraint
             for wid in list(new_plan):
                 if any(v.startswith((wid + ":", "offer ")) for v in ev.violations):
@@ -1086,10 +1086,19 @@ class PortfolioEngine:
         for w, d in decided.items():
             if d.runner is not None:
                 c["codes_runner"][w] = w * inst.n_offers + d.runner[0]
-        if A or c["codes"] is None or runner_only:
+        # the (workload, offer) codes of every plan and runner-up (sorted); only those of A and the
+        # runner-only workloads changed, so only theirs are replaced (a code's workload is code // n_offers)
+        if c["codes"] is None:
             codes = [w * inst.n_offers + o for w, rows in c["rows"].items() for o, _ in rows]
             codes += list(c["codes_runner"].values())
             c["codes"] = np.unique(np.array(codes, np.int64)) if codes else np.zeros(0, np.int64)
+        elif A or runner_only:
+            moved = np.array(sorted(A | runner_only), np.int64)
+            old_codes = c["codes"]
+            kept = old_codes[~_sorted_member(old_codes // inst.n_offers, moved)]
+            new_codes = [w * inst.n_offers + o for w in moved.tolist() for o, _ in c["rows"].get(w, ())]
+            new_codes += [c["codes_runner"][w] for w in moved.tolist() if w in c["codes_runner"]]
+            c["codes"] = np.union1d(kept, np.array(new_codes, np.int64))
         c["xv"], c["kv"], c["conc"] = xe, kv, conc_g
         self._changed_offers.clear()
         # objective of the whole portfolio, from per-workload terms and group totals

@@ -262,6 +262,10 @@ def test_incremental_equals_cold_with_inadmissible_and_unplaceable_workloads(see
         assert warm.redecided is not None and moved <= warm.redecided, step
         partial += len(warm.redecided) < len(ws)
         sig = now
+        # the screen's (workload, offer) codes, kept up to date incrementally, are those of every plan and runner-up
+        c, n_offers = e._cache, e._inst.n_offers
+        full = {w * n_offers + o for w, rows in c["rows"].items() for o, _ in rows} | set(c["codes_runner"].values())
+        assert c["codes"].tolist() == sorted(full), step
     assert partial, "the screen never skipped a workload"
 
 
