@@ -23,6 +23,8 @@ from __future__ import annotations
 import gc
 import time
 
+IDLE_S = 1.0  # no work for this long: the process is idle (the time for `FrozenHeap.idle()`)
+
 
 class FrozenHeap:
     def __init__(self, full_every_s: float = 600.0, growth_check_s: float = 30.0) -> None:

@@ -41,12 +41,11 @@ from schemas.topics import DLQ, FORECASTS
 from streams import state, track
 from streams.fastout import Batch, FastOutput, table_record
 from streams.forecast import Forecaster
-from streams.heap import FrozenHeap
+from streams.heap import IDLE_S, FrozenHeap
 
 log = logging.getLogger(__name__)
 
 RETRY_PAUSE_S = (0.5, 1.0, 2.0, 5.0, 10.0)  # after a failed batch: the pause before the n-th retry
-IDLE_S = 1.0  # no message for this long: the worker is idle (a full garbage collection may run, streams.heap)
 
 
 def _producer_ts(m: Any) -> float | None:

@@ -24,16 +24,13 @@ from typing import Any
 from schemas.events import WorkloadCancelled, WorkloadRequested
 from schemas.market import AllocationEngine
 from streams.decider import DecideOutput, Decider
-from streams.heap import FrozenHeap
+from streams.heap import IDLE_S, FrozenHeap
 
 log = logging.getLogger(__name__)
 
 
 class RemoteError(RuntimeError):
     """An exception raised in the decider's child process (its traceback is the message)."""
-
-
-IDLE_S = 1.0  # no call for this long: the child is idle (see streams.heap)
 
 
 def _serve(conn: Any, engine_factory: Callable[[], AllocationEngine], loglevel: int) -> None:
