@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -12,22 +13,25 @@ from schemas.events import WorkloadRequested, WorkloadSpec, deterministic_id, ut
 from schemas.market import AllocationEngine
 
 
-def engine_factory(name: str) -> Callable[[], AllocationEngine]:
-    """Engine by name: 'greedy' (cheapest feasible) or 'portfolio' (the OR-Tools engine)."""
+def engine_factory(name: str, cg_budget_s: float | None = None) -> Callable[[], AllocationEngine]:
+    """Engine by name: 'greedy' (cheapest feasible) or 'portfolio' (the OR-Tools engine; `cg_budget_s`:
+    see `solvers.PortfolioEngine`)."""
     import solvers
 
     if name == "greedy":
         return solvers.GreedyEngine
     factory = getattr(solvers, "PortfolioEngine", None)
     if name == "portfolio" and factory is not None:
-        return factory  # type: ignore[no-any-return]
+        return partial(factory, cg_budget_s=cg_budget_s)  # type: ignore[no-any-return]
     raise ValueError(f"unknown engine {name!r}; available: greedy" + (", portfolio" if factory else ""))
 
 
-def create_streams_app(bootstrap: str, app_id: str = "cloudarb", engine: str = "greedy", **kw: Any) -> Any:
+def create_streams_app(bootstrap: str, app_id: str = "cloudarb", engine: str = "greedy",
+                       cg_budget_s: float | None = None, **kw: Any) -> Any:
     from streams.app import StreamsConfig, create_app
 
-    return create_app(StreamsConfig(broker=f"kafka://{bootstrap}", app_id=app_id, **kw), engine_factory(engine))
+    return create_app(StreamsConfig(broker=f"kafka://{bootstrap}", app_id=app_id, **kw),
+                      engine_factory(engine, cg_budget_s))
 
 
 def load_workloads(path: Path) -> list[WorkloadSpec]:

@@ -39,6 +39,7 @@ def cmd_worker(args: argparse.Namespace, s: Settings) -> int:
         faulthandler.register(signal.SIGUSR1, all_threads=True)
 
     app = create_streams_app(bootstrap, app_id=s.cloudarb_app_id, engine=args.engine or s.cloudarb_engine,
+                             cg_budget_s=s.cloudarb_cg_budget_s,
                              extra={"broker_commit_interval": s.cloudarb_commit_interval_s})
     worker = faust.Worker(app, loglevel=args.loglevel, quiet=True)
     worker.execute_from_commandline()

@@ -23,6 +23,9 @@ class Settings(BaseSettings):
     cloudarb_workloads_file: Path = Field(default=ROOT / "examples" / "workloads.yaml")
     clickhouse_db: str = "cloudarb"
     cloudarb_commit_interval_s: float = Field(default=2.8, description="offset commit interval (of both stages)")
+    cloudarb_cg_budget_s: float | None = Field(
+        default=0.03, description="portfolio engine in the worker: LP time per decision (one simplex run, at most "
+        "this long; the rest of column generation runs while idle); unset = always to the LP optimum")
 
     @property
     def chdb_path(self) -> Path:

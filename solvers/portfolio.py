@@ -74,8 +74,9 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import highspy
 import numpy as np
@@ -163,6 +164,7 @@ class _Master:
         h.setOptionValue("threads", 1)
         h.setOptionValue("parallel", "off")
         h.setOptionValue("time_limit", float(time_limit_s))
+        self.time_limit_s = float(time_limit_s)
         self.h = h
         W, n = inst.n_workloads, inst.n_offers
         # rows -----------------------------------------------------------------------------
@@ -229,6 +231,7 @@ class _Master:
         self.y = np.zeros(self.n_rows)
         self.lp_obj = 0.0
         self.optimal = False
+        self.converged = False   # optimal, and no column prices out: the restricted LP solves the full LP
         self.iterations = 0
         self.runs = 0
         self.cost = cost
@@ -386,23 +389,48 @@ class _Master:
         return self._keep_flat
 
     # --- solve ---------------------------------------------------------------------------------
-    def run(self) -> None:
-        self.h.run()
-        st = self.h.getModelStatus()
+    def run(self, time_limit_s: float | None = None, stop: Callable[[], bool] | None = None) -> None:
+        """One simplex run from the current basis. With `time_limit_s` or `stop` (polled every ~2 ms of
+        the run) it may end early: then `optimal` is False, `x`, `y` and `lp_obj` stay those of the last
+        optimal run (padded for rows added since), and the next run continues from where this one stopped."""
+        h = self.h
+        h.setOptionValue("time_limit", self.time_limit_s if time_limit_s is None else min(time_limit_s,
+                                                                                           self.time_limit_s))
+        cb = None
+        if stop is not None:
+            last = [time.perf_counter()]
+
+            def cb(ev: Any) -> None:   # every simplex iteration: poll `stop` at most every 2 ms
+                now = time.perf_counter()
+                if now - last[0] >= 0.002:
+                    last[0] = now
+                    if stop():
+                        ev.interrupt()
+            h.cbSimplexInterrupt += cb
+        try:
+            h.run()
+        finally:
+            if cb is not None:
+                h.cbSimplexInterrupt -= cb
+        st = h.getModelStatus()
         self.optimal = st == highspy.HighsModelStatus.kOptimal
+        info = h.getInfo()
+        self.iterations += int(info.simplex_iteration_count)
+        if st in (highspy.HighsModelStatus.kTimeLimit, highspy.HighsModelStatus.kInterrupt) and self.runs:
+            if self.y.size < self.n_rows:
+                self.y = np.concatenate([self.y, np.zeros(self.n_rows - self.y.size)])
+            return
         if self.optimal and not self.runs:
             # warm re-solves from here: Devex pricing. A re-solve after an event is a few hundred dual simplex
             # iterations from an optimal basis, and dual steepest edge's exact weights cost more per iteration
             # than they save there (measured on capacity-loss re-solves at 1,000 x 10,000: simplex 26 -> 15 ms,
             # 66 -> 25 ms); the cold first solve keeps HiGHS's default choice, which is faster there
-            self.h.setOptionValue("simplex_dual_edge_weight_strategy", 1)
+            h.setOptionValue("simplex_dual_edge_weight_strategy", 1)
         self.runs += 1
-        sol = self.h.getSolution()
+        sol = h.getSolution()
         self.x = np.asarray(sol.col_value)
         self.y = np.asarray(sol.row_dual)
-        info = self.h.getInfo()
         self.lp_obj = float(info.objective_function_value)
-        self.iterations += int(info.simplex_iteration_count)
 
     def reduced_costs(self, sel: I64 | slice = slice(None), with_total: bool = True) -> F64:
         """rc = c - a^T y for pairs (in the master or not), in numpy. `with_total=False` leaves out the
@@ -487,18 +515,27 @@ class _Master:
         yt = float(self.y[self.r_tot])
         return rc - self.pairs.g * yt if yt != 0.0 else rc.copy()
 
-    def column_generation(self, per_workload: int = 8, max_rounds: int = 100) -> int:
+    def column_generation(self, per_workload: int = 8, max_rounds: int = 100, budget_s: float | None = None,
+                          stop: Callable[[], bool] | None = None) -> int:
+        """Rounds of (simplex, pricing, add columns) until no column prices out (`converged`).
+
+        `budget_s`: one run only, of at most that long; when it does not finish, the last optimal
+        solution stands (see `run`). `stop`: no new round once it returns True, and the run in progress
+        ends early. Either leaves the restricted master short of the full LP's optimum (not `converged`),
+        for a later call to complete.
+        """
         rounds = 0
         P = self.pairs
         avail_pair = self.inst.available[P.o]
         self.run_ms = self.price_ms = 0.0
+        self.converged = False
         while True:
             t0 = time.perf_counter()
-            self.run()
+            self.run(budget_s, stop)
             t1 = time.perf_counter()
             self.run_ms += (t1 - t0) * 1000
             rounds += 1
-            if not self.optimal or rounds >= max_rounds:
+            if not self.optimal or rounds >= max_rounds or budget_s is not None or (stop is not None and stop()):
                 break
             rc = self.price()
             self.price_ms += (time.perf_counter() - t1) * 1000
@@ -506,6 +543,7 @@ class _Master:
             cand = cand[(rc[cand] < -RC_TOL * (1.0 + np.abs(self.cost[cand]))) & ~self.in_master[cand]
                         & avail_pair[cand]]
             if not cand.size:
+                self.converged = True
                 break
             # the most negative few per workload
             order = np.lexsort((rc[cand], P.w[cand]))
@@ -567,7 +605,8 @@ class PortfolioEngine:
     def __init__(self, risk_lambda: float = 1.0, migration_threshold_usd_per_hour: float = 0.5,
                  migration_threshold_fraction: float = 0.05, concentration_cap: float = 0.5,
                  concentration_penalty_usd_per_gpu_hour: float = 0.10, lp_time_limit_s: float = 60.0,
-                 initial_columns_per_workload: int = 8, params: EngineParams | None = None) -> None:
+                 initial_columns_per_workload: int = 8, cg_budget_s: float | None = None,
+                 params: EngineParams | None = None) -> None:
         self.params = params or EngineParams(
             risk_lambda=risk_lambda, concentration_cap=concentration_cap,
             concentration_penalty_usd_per_gpu_hour=concentration_penalty_usd_per_gpu_hour,
@@ -575,6 +614,12 @@ class PortfolioEngine:
             migration_threshold_fraction=migration_threshold_fraction)
         self.lp_time_limit_s = lp_time_limit_s
         self.k0 = initial_columns_per_workload
+        # None: every solve runs column generation to the full LP's optimum. A number: a warm re-solve runs
+        # the simplex once, for at most that many seconds, and decides on the result, or, when the run does
+        # not finish, on the last optimal LP solution (the current prices, availability and capacity still
+        # rule every decision). The rest waits for `warm()` (the decision stage calls it while idle) or the
+        # next solve
+        self.cg_budget_s = cg_budget_s
         self.quotes: dict[str, OfferQuote] = {}
         self.workloads: dict[str, WorkloadSpec] = {}
         self.plan: dict[str, list[Assignment]] = {}
@@ -602,6 +647,19 @@ class PortfolioEngine:
         if self._deferred is not None:
             args, self._deferred = self._deferred, None
             self._adopt(*args)
+
+    def warm(self, stop: Callable[[], bool]) -> None:
+        """Bring the LP to the full optimum the next solve needs, until `stop()` returns True (checked
+        between column-generation rounds): what `cg_budget_s` left undone, and the re-solve after the
+        last result's adoption. The next solve then starts from there, and re-decides the workloads
+        whose LP values moved (moves still subject to hysteresis)."""
+        self.settle()
+        M = self._master
+        if M is None or self._structural or self._pending or not (self._lp_dirty or not M.converged) or stop():
+            return
+        M.column_generation(stop=stop)
+        self.stats["lp_warm"] = self.stats.get("lp_warm", 0) + 1
+        self._lp_dirty = False
 
     # --- AllocationEngine -----------------------------------------------------------------------
     def upsert_offers(self, quotes: Sequence[OfferQuote]) -> None:
@@ -812,8 +870,8 @@ class PortfolioEngine:
         inst, P, M = self._inst, self._pairs, self._master
         assert inst is not None and P is not None and M is not None
         t1 = time.perf_counter()
-        if self._lp_dirty or not M.optimal:
-            M.column_generation()
+        if self._lp_dirty or not M.converged:
+            M.column_generation(budget_s=self.cg_budget_s if M.runs else None)   # (a cold solve converges)
             self.stats["lp_solves"] += 1
             self._lp_dirty = False
         t2 = time.perf_counter()
@@ -1106,7 +1164,7 @@ class PortfolioEngine:
         objective = sum(c["obj"].values()) + concentration_penalty(inst, grp)
         lp_u = M.x[M.c_u] if M.x.size else np.ones(1)
         placed_all = len(c["rows"]) == W
-        bound = M.lp_obj if (M.optimal and placed_all and float(lp_u.sum()) < 1e-6) else None
+        bound = M.lp_obj if (M.converged and placed_all and float(lp_u.sum()) < 1e-6) else None
         # adopt
         for wid in ids:
             if widx[wid] in A:
@@ -1334,6 +1392,9 @@ class PortfolioEngine:
                     else:
                         sup = np.append(sup, j)
                         val = np.append(val, M.x[kc] * n)
+        live = inst.available[P.o[sup]]   # (all of them, unless the LP solution predates an event: see run)
+        if not live.all():
+            sup, val = sup[live], val[live]
         if not sup.size:
             return None
         region = None

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -67,6 +68,9 @@ class StreamsConfig:
     market_batch_max: int = 5000  # of the market stage
     price_threshold: float = state.PRICE_MOVE_THRESHOLD
     broker_session_timeout_s: float = 10.0
+    # Faust's data directory. The tables live in memory (rebuilt from their changelogs), so Faust only
+    # makes empty folders there: out of the working directory
+    datadir: str = field(default_factory=lambda: f"{tempfile.gettempdir()}/cloudarb-faust-{{conf.name}}")
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -83,7 +87,7 @@ class Counters:
 
 def create_app(cfg: StreamsConfig, engine_factory: Callable[[], AllocationEngine]) -> faust.App:
     app = RebalanceSafeApp(
-        cfg.app_id, broker=cfg.broker, store="memory://", web_enabled=False,
+        cfg.app_id, broker=cfg.broker, store="memory://", datadir=cfg.datadir, web_enabled=False,
         topic_partitions=1, topic_replication_factor=1, table_cleanup_interval=3600,
         broker_session_timeout=cfg.broker_session_timeout_s, broker_heartbeat_interval=1.0,
         consumer_auto_offset_reset="earliest", producer_acks=-1, stream_wait_empty=False,

@@ -78,12 +78,16 @@ class Decider:
             log.info("engine %s rebuilt: %d offers, %d workloads", eng.name, len(quotes), len(self.specs))
         return self._engine
 
-    def settle(self) -> None:
+    def settle(self, stop: Callable[[], bool] | None = None) -> None:
         """Let the engine finish work it deferred past the last step's result (an engine with a `settle()`
-        method: solvers.PortfolioEngine); called once the result has been handed over."""
+        method: solvers.PortfolioEngine); called once the result has been handed over. With `stop` (True
+        once the next step is waiting), also let it prepare the next solve meanwhile (its `warm()`)."""
         settle = getattr(self._engine, "settle", None)
         if settle is not None:
             settle()
+        warm = getattr(self._engine, "warm", None)
+        if warm is not None and stop is not None:
+            warm(stop)
 
     def step(self, market_changes: Sequence[Mapping[str, Any]],
              workload_events: Iterable[WorkloadRequested | WorkloadCancelled]) -> DecideOutput:

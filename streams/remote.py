@@ -67,7 +67,9 @@ def _serve(conn: Any, engine_factory: Callable[[], AllocationEngine], loglevel: 
         else:
             if op == "step" and decider is not None:
                 try:
-                    decider.settle()   # the engine's deferred bookkeeping, while the worker sends the result
+                    # the engine's deferred bookkeeping while the worker sends the result, then its
+                    # preparation of the next solve until the next call arrives
+                    decider.settle(stop=lambda: bool(conn.poll(0)))
                 except Exception:   # the reply is sent: no other to send. A new child rebuilds from the tables
                     log.exception("decider settle failed: exiting")
                     os._exit(1)

@@ -362,3 +362,73 @@ def test_sorted_member_is_isin_for_sorted_unique_codes():
         codes = np.unique(rng.integers(0, 500, size))
         x = rng.integers(-5, 510, 1000)
         assert (_sorted_member(x, codes) == np.isin(x, codes)).all()
+
+
+def _cg_instance(seed: int = 7):
+    """Many interchangeable offers and a master that starts with one column per workload: re-solves after
+    an event need several column-generation rounds."""
+    import numpy as np
+    rng = np.random.default_rng(seed)
+    models = ["L4", "A10G", "A100-80GB"]
+    offers = [quote(provider=p, region=rg, model=m, gpus=g, spot=s, price=round(float(rng.uniform(0.5, 3)) * g, 3),
+                    pi=0.03 if s else 0.0, cap=int(rng.integers(1, 4)), it=f"{m}-{g}x-{k}")
+              for p in ("gcp", "aws") for rg in ("r1", "r2") for m in models for g in (1, 4) for s in (False, True)
+              for k in range(3)]
+    ws = [spec(f"w{i}", models={m: float(rng.uniform(0.5, 2)) for m in rng.choice(models, 2, replace=False)},
+               lo=int(rng.choice([1, 2, 4])), budget=200.0, spot_share=float(rng.choice([0.0, 0.5, 1.0])))
+          for i in range(40)]
+    return offers, ws
+
+
+def _lost_capacity(e, offers, n=3):
+    """The n offers holding the most instances, now unavailable."""
+    from collections import Counter
+    held = Counter(a.offer.key for v in e.plan.values() for a in v)
+    by_key = {o.key: o for o in offers}
+    return [OfferQuote(by_key[k].offer, by_key[k].usd_per_hour, None, False, by_key[k].capacity_instances,
+                       by_key[k].interruption_probability_per_hour) for k, _ in held.most_common(n)]
+
+
+@pytest.mark.parametrize("budget_s", [10.0, 1e-9])
+def test_a_column_generation_budget_decides_on_one_run_and_warm_completes_the_lp(budget_s):
+    """With `cg_budget_s`, a warm re-solve decides after one simplex run, or (when the run cannot finish in
+    time) on the last optimal LP solution: a valid plan either way, off the lost offers, with no LP bound
+    claimed. `warm()` then brings the LP to the full optimum (no column prices out), and stops when asked."""
+    import numpy as np
+    offers, ws = _cg_instance()
+    engines = []
+    for budget in (None, budget_s):
+        e = PortfolioEngine(initial_columns_per_workload=1, cg_budget_s=budget)
+        e.upsert_offers(offers)
+        for w in ws:
+            e.upsert_workload(w)
+        first = e.solve()
+        assert first.lower_bound is not None            # the cold solve converges whatever the budget
+        e.settle()
+        engines.append(e)
+    full, budgeted = engines
+    lost = _lost_capacity(full, offers)
+    full.upsert_offers(lost)
+    r_full = full.solve()
+    assert full.last_timings["cg_rounds"] > 1, "the event must need several rounds for this test to mean anything"
+    budgeted.upsert_offers(lost)
+    r = budgeted.solve()
+    assert budgeted.last_timings["cg_rounds"] == 1
+    assert evaluate(budgeted.instance(), r.plan()).ok
+    assert not ({a.offer.key for a in r.assignments} & {q.key for q in lost})
+    assert r.lower_bound is None and r_full.lower_bound is not None
+    M = budgeted._master
+    assert M is not None and not M.converged
+    assert M.optimal == (budget_s > 1)     # the run finished in time, or the last optimal solution stood
+    calls = []
+    budgeted.warm(lambda: calls.append(1) is None and len(calls) > 1)   # one more round, then stop
+    assert not M.converged
+    budgeted.warm(lambda: False)
+    assert M.converged
+    rc = M.price()
+    avail = budgeted.instance().available[budgeted._pairs.o]
+    assert (rc[avail & ~M.in_master] >= -1e-6 * (1 + np.abs(M.cost[avail & ~M.in_master]))).all()
+    # the next solve starts from the completed LP: with nothing changed, it runs no simplex at all
+    solves = budgeted.stats["lp_solves"]
+    budgeted.solve()
+    assert budgeted.stats["lp_solves"] == solves and M.converged
