@@ -55,6 +55,9 @@ SOLUTION METHOD (and why)
   against the current duals, the LP optimum is provably unchanged and the LP is not re-solved.
 * Partial pricing: after a warm re-solve only pairs whose duals (workload rows, group rows,
   capacity rows) or costs moved are re-priced; the rest keep their exact previous reduced cost.
+* Optional budget (`cg_budget_s`): a warm re-solve runs the simplex once, time-limited, and decides on
+  the restricted master's optimum, or on the last optimal solution when the run is cut short;
+  `warm(stop)` completes column generation between decisions (interruptible mid-run).
 * Integer phase (per workload, priority order, capacity tracked): candidates are (a) the LP support
   rounded down and repaired greedily to whole instances, (b) the best single-offer plan, (c) the
   current plan (hysteresis); pick the cheapest under the LP's concentration prices. (b) makes the
@@ -937,6 +940,7 @@ class PortfolioEngine:
             dp = M.col_pair[dx]
             A.update(np.unique(P.w[dp[dp >= 0]]).tolist())
             A.update(np.nonzero(np.abs(kv - c["kv"]) > 1e-9)[0].tolist())
+            n_lp = len(A)
             metric_before = c["metric"]
             repriced: list[tuple[int, int]] = []   # (workload, pair): its plan's one offer only got cheaper
             dg = np.nonzero(np.abs(conc_g - c["conc"]) > 1e-9)[0]
@@ -944,6 +948,7 @@ class PortfolioEngine:
                 hit = np.isin(inst.group[P.o], dg)
                 A.update(np.unique(P.w[hit]).tolist())
                 c["metric"] = M.cost + conc_g[inst.group[P.o]] * P.g
+            n_conc = len(A)
             changed = np.array(sorted(self._changed_offers), np.int64)
             if changed.size:
                 pc = np.concatenate([P.by_offer[P.offer_ptr[o]:P.offer_ptr[o + 1]] for o in changed])
@@ -1009,7 +1014,12 @@ class PortfolioEngine:
                 for o in changed[over].tolist():
                     A.update(w for w, rows in c["rows"].items() if any(a == o for a, _ in rows))
             # inputs of workloads outside `ids` may have moved too: remember them until they are asked for
+            n_offers = len(A)
             A |= c["dirty"]
+            # why workloads are re-decided (cumulative: LP values moved, + concentration prices, + changed
+            # offers, + earlier solves' leftovers), before the restriction to the ones asked for
+            self.last_timings.update(affected_lp=n_lp, affected_conc=n_conc, affected_offers=n_offers,
+                                     affected_all=len(A))
             for w, j in repriced:
                 if w not in A:
                     self._reprice_kept(inst, P, M, c, w, j)
