@@ -99,6 +99,10 @@ from solvers.instance import (
 
 INF = highspy.kHighsInf
 RC_TOL = 1e-7
+LP_REDECIDE_PER_SOLVE = 32   # with a column-generation budget: see PortfolioEngine._integer_phase
+# with a column-generation budget: a solve whose last optimal LP solution is older than this runs the
+# simplex to the end, whatever the budget (see PortfolioEngine.solve)
+MAX_STALE_LP_S = 0.5
 
 
 @dataclass
@@ -234,6 +238,7 @@ class _Master:
         self.y = np.zeros(self.n_rows)
         self.lp_obj = 0.0
         self.optimal = False
+        self.optimal_at = -math.inf   # time.monotonic() of the last optimal run
         self.converged = False   # optimal, and no column prices out: the restricted LP solves the full LP
         self.iterations = 0
         self.runs = 0
@@ -397,8 +402,11 @@ class _Master:
         the run) it may end early: then `optimal` is False, `x`, `y` and `lp_obj` stay those of the last
         optimal run (padded for rows added since), and the next run continues from where this one stopped."""
         h = self.h
-        h.setOptionValue("time_limit", self.time_limit_s if time_limit_s is None else min(time_limit_s,
-                                                                                           self.time_limit_s))
+        # HiGHS's time limit is on its run clock, which adds up over all runs of this model: a limit per run
+        # is an offset from where that clock stands (a plain limit would cut every run short once the
+        # model had run that long in total, e.g. after an hour of events)
+        limit = self.time_limit_s if time_limit_s is None else min(time_limit_s, self.time_limit_s)
+        h.setOptionValue("time_limit", h.getRunTime() + limit)
         cb = None
         if stop is not None:
             last = [time.perf_counter()]
@@ -417,6 +425,8 @@ class _Master:
                 h.cbSimplexInterrupt -= cb
         st = h.getModelStatus()
         self.optimal = st == highspy.HighsModelStatus.kOptimal
+        if self.optimal:
+            self.optimal_at = time.monotonic()
         info = h.getInfo()
         self.iterations += int(info.simplex_iteration_count)
         if st in (highspy.HighsModelStatus.kTimeLimit, highspy.HighsModelStatus.kInterrupt) and self.runs:
@@ -874,7 +884,13 @@ class PortfolioEngine:
         assert inst is not None and P is not None and M is not None
         t1 = time.perf_counter()
         if self._lp_dirty or not M.converged:
-            M.column_generation(budget_s=self.cg_budget_s if M.runs else None)   # (a cold solve converges)
+            # a cold solve converges; a warm one keeps to the budget unless the LP solution it would fall
+            # back on is stale: when the simplex cannot keep up with the events within the budget and the
+            # idle time between solves, decisions would otherwise rest on an LP that falls ever further behind
+            budget = self.cg_budget_s
+            if budget is not None and time.monotonic() - M.optimal_at > MAX_STALE_LP_S:
+                budget = math.inf
+            M.column_generation(budget_s=budget if M.runs else None)
             self.stats["lp_solves"] += 1
             self._lp_dirty = False
         t2 = time.perf_counter()
@@ -900,7 +916,9 @@ class PortfolioEngine:
         than its plan by the hysteresis threshold, or, when it has no plan, could hold one of its
         instances, or (d) the concentration prices of its groups moved, or (e) it was just moved (its
         hysteresis terms changed), or (f) one of these held in an earlier solve that did not ask for
-        it (kept in the cache's `dirty` set). Otherwise its decision stands against the same LP
+        it (kept in the cache's `dirty` set). With `cg_budget_s`, the workloads re-decided for (b) alone
+        are at most LP_REDECIDE_PER_SOLVE per solve (the rest wait in `lp_dirty`, longest waiting first).
+        Otherwise its decision stands against the same LP
         solution and prices (approximated: capacity interplay with re-decided workloads, which see
         the capacity the others hold, and the rounding's fill, which can pick a changed offer).
         """
@@ -940,15 +958,17 @@ class PortfolioEngine:
             dp = M.col_pair[dx]
             A.update(np.unique(P.w[dp[dp >= 0]]).tolist())
             A.update(np.nonzero(np.abs(kv - c["kv"]) > 1e-9)[0].tolist())
-            n_lp = len(A)
+            L = set(A)               # re-decided for the LP's sake only, unless an event hits them too (E)
+            E: set[int] = set()
             metric_before = c["metric"]
             repriced: list[tuple[int, int]] = []   # (workload, pair): its plan's one offer only got cheaper
             dg = np.nonzero(np.abs(conc_g - c["conc"]) > 1e-9)[0]
             if dg.size:
                 hit = np.isin(inst.group[P.o], dg)
-                A.update(np.unique(P.w[hit]).tolist())
+                E.update(np.unique(P.w[hit]).tolist())
+                A |= E
                 c["metric"] = M.cost + conc_g[inst.group[P.o]] * P.g
-            n_conc = len(A)
+            n_conc = len(E)
             changed = np.array(sorted(self._changed_offers), np.int64)
             if changed.size:
                 pc = np.concatenate([P.by_offer[P.offer_ptr[o]:P.offer_ptr[o + 1]] for o in changed])
@@ -991,7 +1011,8 @@ class PortfolioEngine:
                              & (inst.price[po_] <= inst.budget[pw] * (1 + 1e-9))
                              & (~inst.spot[po_] | (inst.spot_share[pw] > 0.0)))
                 hit = used | placeable | (single_ok & (sm < ch + 1e-9) & (sm_base < ch - c["thr"][pw] + 1e-9))
-                A.update(np.unique(pw[hit]).tolist())
+                E.update(np.unique(pw[hit]).tolist())
+                A |= E
                 # cheaper than the runner-up only: the decision stands, the explanation changes
                 feas1 = (~hit & ~plan_cheaper & (sm < c["runner"][pw] - 1e-9) & single_ok
                          & (n1 <= inst.capacity[po_] - c["usage"][po_] + 1e-9))
@@ -1012,23 +1033,33 @@ class PortfolioEngine:
                             "runner_up_delta_usd_per_hour": float(sm[k]) - float(c["chosen"][w])})
                 over = np.nonzero(c["usage"][changed] > inst.capacity[changed] + 1e-9)[0]
                 for o in changed[over].tolist():
-                    A.update(w for w, rows in c["rows"].items() if any(a == o for a, _ in rows))
+                    E.update(w for w, rows in c["rows"].items() if any(a == o for a, _ in rows))
             # inputs of workloads outside `ids` may have moved too: remember them until they are asked for
-            n_offers = len(A)
-            A |= c["dirty"]
-            # why workloads are re-decided (cumulative: LP values moved, + concentration prices, + changed
-            # offers, + earlier solves' leftovers), before the restriction to the ones asked for
-            self.last_timings.update(affected_lp=n_lp, affected_conc=n_conc, affected_offers=n_offers,
-                                     affected_all=len(A))
+            n_events = len(E)
+            E |= c["dirty"]
+            L = (L | set(c["lp_dirty"])) - E
+            # With a column-generation budget, the LP keeps moving between events (warm() completes it), and
+            # re-deciding every workload whose LP values moved made some steps several times longer. Those
+            # re-decisions only look for a better plan (an event that touches a workload's plan puts it in E):
+            # at most LP_REDECIDE_PER_SOLVE per solve, longest waiting first; the rest wait in `lp_dirty`.
+            now_l = [w for w in (*c["lp_dirty"], *sorted(L)) if w in L and w in want]
+            if self.cg_budget_s is not None:
+                now_l = list(dict.fromkeys(now_l))[:LP_REDECIDE_PER_SOLVE]
+            A = (E & want) | set(now_l)
+            # why workloads are re-decided: LP values moved / concentration prices / changed offers, this
+            # solve; all (those, earlier solves' leftovers) and the ones now
+            self.last_timings.update(affected_lp=len(L), affected_conc=n_conc, affected_events=n_events,
+                                     affected_all=len(E | L), affected_now=len(A))
             for w, j in repriced:
                 if w not in A:
                     self._reprice_kept(inst, P, M, c, w, j)
-            c["dirty"] = A - want
-            A &= want
+            c["dirty"] = E - want
+            c["lp_dirty"] = dict.fromkeys(w for w in (*c["lp_dirty"], *sorted(L)) if w in L and w not in A)
         else:
             c["metric"] = M.cost + conc_g[inst.group[P.o]] * P.g
             A = want
             c["dirty"] = set(range(W)) - want
+            c["lp_dirty"] = {}
             runner_only = set()
         c["fresh"] = False
         metric_unit = c["metric"]
@@ -1231,7 +1262,7 @@ class PortfolioEngine:
              "chosen": np.full(inst.n_workloads, -math.inf), "thr": np.zeros(inst.n_workloads),
              "reports": {}, "expl": {}, "obj": obj, "codes": None,
              "codes_runner": {}, "metric": None, "xv": None, "kv": None, "conc": None,
-             "dirty": set()}
+             "dirty": set(), "lp_dirty": {}}
         self._cache = c
         return c
 

@@ -432,3 +432,56 @@ def test_a_column_generation_budget_decides_on_one_run_and_warm_completes_the_lp
     solves = budgeted.stats["lp_solves"]
     budgeted.solve()
     assert budgeted.stats["lp_solves"] == solves and M.converged
+
+
+def test_with_a_budget_the_lp_driven_re_decisions_are_spread_over_solves(monkeypatch):
+    """With `cg_budget_s`, workloads re-decided only because their LP values moved (no event touches their
+    plan) are capped per solve; the others wait their turn and are re-decided by later solves. Workloads an
+    event displaces are never deferred."""
+    import solvers.portfolio as pf
+    monkeypatch.setattr(pf, "LP_REDECIDE_PER_SOLVE", 2)
+    offers, ws = _cg_instance(seed=3)
+    e = PortfolioEngine(initial_columns_per_workload=1, cg_budget_s=10.0)
+    e.upsert_offers(offers)
+    for w in ws:
+        e.upsert_workload(w)
+    e.solve()
+    e.settle()
+    lost = _lost_capacity(e, offers, n=4)
+    e.upsert_offers(lost)
+    r = e.solve()
+    assert not ({a.offer.key for a in r.assignments} & {q.key for q in lost})   # the displaced moved now
+    e.warm(lambda: False)                           # the LP converges: many workloads' LP values move
+    waiting = []
+    for _ in range(len(ws)):
+        r = e.solve()
+        e.settle()
+        assert evaluate(e.instance(), r.plan()).ok
+        t = e.last_timings
+        assert t["affected_now"] - t["affected_events"] <= 2
+        waiting.append(len(e._cache["lp_dirty"]))
+        if not waiting[-1]:
+            break
+    assert max(waiting) > 2, "the LP must move for more workloads than one solve re-decides"
+    assert waiting[-1] == 0                          # every deferred workload had its turn
+
+
+def test_the_lp_time_limit_is_per_run_not_over_the_models_lifetime():
+    """HiGHS's run clock adds up over all runs of a model. A long-lived engine must not find every run cut
+    short once the model has run for `lp_time_limit_s` in total (here: after its first solve)."""
+    offers, ws = _cg_instance()
+    e = PortfolioEngine(initial_columns_per_workload=1, lp_time_limit_s=0.5)
+    e.upsert_offers(offers)
+    for w in ws:
+        e.upsert_workload(w)
+    e.solve()
+    e.settle()
+    M = e._master
+    M.h.setOptionValue("time_limit", 1.0)
+    while M.h.getRunTime() < 0.6:   # the model's clock past the limit, as after a long run of events
+        M.h.run()
+    for q in _lost_capacity(e, offers):
+        e.upsert_offers([q])
+        r = e.solve()
+        e.settle()
+        assert M.optimal and M.converged and r.lower_bound is not None
