@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="", extra="ignore", case_sensitive=False)
+    model_config = SettingsConfigDict(env_prefix="", extra="ignore", case_sensitive=False, env_parse_none_str="none")
 
     kafka_bootstrap_servers: str | None = Field(default=None, description="unset = start the local broker")
     clickhouse_url: str | None = Field(default=None, description="unset = embedded chdb")

@@ -1,0 +1,29 @@
+"""Settings from the environment, as the worker reads them, and the engine the wiring point builds from them."""
+
+from __future__ import annotations
+
+import pytest
+
+from cloudarb.app import engine_factory
+from cloudarb.settings import Settings
+
+
+@pytest.mark.parametrize(("env", "budget"), [(None, 0.03), ("0.1", 0.1), ("none", None)])
+def test_the_cg_budget_reaches_the_worker_engine(monkeypatch: pytest.MonkeyPatch, env: str | None,
+                                                 budget: float | None) -> None:
+    if env is None:
+        monkeypatch.delenv("CLOUDARB_CG_BUDGET_S", raising=False)
+    else:
+        monkeypatch.setenv("CLOUDARB_CG_BUDGET_S", env)
+    s = Settings()
+    assert s.cloudarb_cg_budget_s == budget
+    engine = engine_factory("portfolio", s.cloudarb_cg_budget_s)()
+    assert engine.cg_budget_s == budget  # type: ignore[attr-defined]
+
+
+def test_a_bad_cg_budget_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pydantic import ValidationError
+
+    monkeypatch.setenv("CLOUDARB_CG_BUDGET_S", "fast")
+    with pytest.raises(ValidationError, match="cloudarb_cg_budget_s"):
+        Settings()
