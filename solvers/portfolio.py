@@ -614,6 +614,9 @@ class PortfolioEngine:
     """
 
     name = "portfolio"
+    # a workload whose runner-up only got dearer or went keeps its decision and has the runner-up found
+    # again, instead of a full re-decision (False: re-decide it, as before; kept for the tests' comparison)
+    refresh_runners = True
 
     def __init__(self, risk_lambda: float = 1.0, migration_threshold_usd_per_hour: float = 0.5,
                  migration_threshold_fraction: float = 0.05, concentration_cap: float = 0.5,
@@ -960,6 +963,7 @@ class PortfolioEngine:
             A.update(np.nonzero(np.abs(kv - c["kv"]) > 1e-9)[0].tolist())
             L = set(A)               # re-decided for the LP's sake only, unless an event hits them too (E)
             E: set[int] = set()
+            R: set[int] = set()      # only their runner-up got dearer (or went): refreshed, not re-decided
             metric_before = c["metric"]
             repriced: list[tuple[int, int]] = []   # (workload, pair): its plan's one offer only got cheaper
             dg = np.nonzero(np.abs(conc_g - c["conc"]) > 1e-9)[0]
@@ -996,6 +1000,14 @@ class PortfolioEngine:
                     else:
                         cheaper[k] = False
                 used &= ~cheaper
+                # the runner-up got dearer or went, and the plan does not hold it: the decision stands (an
+                # alternative it beat only got worse); its runner-up and explanation are refreshed below
+                runner_hit = np.zeros(pc.size, np.bool_)
+                for k in np.flatnonzero(used).tolist():
+                    runner_hit[k] = c["codes_runner"].get(int(pw[k])) == int(codes_pc[k])
+                if self.refresh_runners:
+                    used &= ~runner_hit
+                    R.update(np.unique(pw[runner_hit]).tolist())
                 # could replace the plan in force: cheaper including the migration term, and by at
                 # least the hysteresis threshold without it
                 sm_base = sm - inst.params.risk_lambda * M.mu[pw] * P.g[pc] * P.n_single[pc]
@@ -1036,7 +1048,7 @@ class PortfolioEngine:
                     E.update(w for w, rows in c["rows"].items() if any(a == o for a, _ in rows))
             # inputs of workloads outside `ids` may have moved too: remember them until they are asked for
             n_events = len(E)
-            E |= c["dirty"]
+            E |= c["dirty"] | (R - want)
             L = (L | set(c["lp_dirty"])) - E
             # With a column-generation budget, the LP keeps moving between events (warm() completes it), and
             # re-deciding every workload whose LP values moved made some steps several times longer. Those
@@ -1055,12 +1067,16 @@ class PortfolioEngine:
                     self._reprice_kept(inst, P, M, c, w, j)
             c["dirty"] = E - want
             c["lp_dirty"] = dict.fromkeys(w for w in (*c["lp_dirty"], *sorted(L)) if w in L and w not in A)
+            R = (R & want) - A - E
+            runner_only |= R
+            self.last_timings["runner_refreshed"] = len(R)
         else:
             c["metric"] = M.cost + conc_g[inst.group[P.o]] * P.g
             A = want
             c["dirty"] = set(range(W)) - want
             c["lp_dirty"] = {}
             runner_only = set()
+            R = set()
         c["fresh"] = False
         metric_unit = c["metric"]
         order = sorted(A, key=lambda w: (-inst.priority[w], inst.ids[w]))
@@ -1166,6 +1182,8 @@ class PortfolioEngine:
                     c["reports"][w] = InfeasibilityReport(
                         wid, f"internal: repaired plan failed verification ({'; '.join(ev.violations)[:300]})",
                         "capacity")
+        for w in sorted(R):
+            self._refresh_runner(inst, P, M, c, w, metric_unit, usage)
         # the explanations' reduced costs, in one pass over all their pairs
         expl_pairs = {w: self._explained_pairs(P, w, d) for w, d in decided.items()}
         flat = np.fromiter((j for js in expl_pairs.values() for j in js), np.int64)
@@ -1219,6 +1237,36 @@ class PortfolioEngine:
         reports = c["reports"]
         infeasible = tuple(reports[w] for w in (widx[wid] for wid in ordered) if w in reports) if reports else ()
         return out, expl, infeasible, objective, bound, frozenset(inst.ids[w] for w in A)
+
+    def _refresh_runner(self, inst: Instance, P: _Pairs, M: _Master, c: dict, w: int, metric_unit: F64,
+                        usage: F64) -> None:
+        """w's decision stands but its runner-up got dearer or went: find the runner-up again (as `_decide`
+        would, against the capacity the others hold now) and bring the explanation up to date."""
+        rows = c["rows"].get(w)
+        wid = inst.ids[w]
+        if not rows or wid not in c["expl"]:
+            return
+        cap_left = inst.capacity - usage
+        for o, n in rows:
+            cap_left[o] += n
+        singles, _ = self._single_candidates(inst, P, w, metric_unit, cap_left)
+        mine = {o for o, _ in rows}
+        runner = next(((j, m) for j, m in singles if int(P.o[j]) not in mine), None)
+        x = c["expl"][wid]
+        rc = {k: v for k, v in x.reduced_costs.items() if k in x.chosen}
+        c["codes_runner"].pop(w, None)
+        if runner is None:
+            c["runner"][w] = math.inf
+            c["expl"][wid] = x.model_copy(update={"runner_up": None, "runner_up_delta_usd_per_hour": None,
+                                                  "reduced_costs": rc})
+            return
+        j, m = runner
+        o = int(P.o[j])
+        c["runner"][w] = m
+        c["codes_runner"][w] = w * inst.n_offers + o
+        rc[inst.keys[o]] = float(M.reduced_costs(np.array([j], np.int64))[0])
+        c["expl"][wid] = x.model_copy(update={"runner_up": inst.keys[o], "reduced_costs": rc,
+                                              "runner_up_delta_usd_per_hour": m - float(c["chosen"][w])})
 
     def _reprice_kept(self, inst: Instance, P: _Pairs, M: _Master, c: dict, w: int, j: int) -> None:
         """The one offer of w's plan in force got cheaper and the plan stands: bring its cached metric,

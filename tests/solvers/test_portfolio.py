@@ -485,3 +485,55 @@ def test_the_lp_time_limit_is_per_run_not_over_the_models_lifetime():
         r = e.solve()
         e.settle()
         assert M.optimal and M.converged and r.lower_bound is not None
+
+
+@pytest.mark.parametrize("seed", [5, 11])
+def test_refreshing_a_runner_up_that_got_dearer_equals_re_deciding_the_workload(seed):
+    """A workload whose runner-up got dearer or went (its plan untouched) keeps its decision and only has
+    its runner-up found again: plans and explanations equal those of an engine that re-decides it. (With
+    known capacities the runner-up may differ: a refresh sees the capacity everyone holds after the solve,
+    a re-decision the capacity left at its turn.)"""
+    import numpy as np
+    rng = np.random.default_rng(seed)
+    models = ["L4", "A10G"]
+    offers = [quote(provider=p, region=rg, model=m, gpus=g, spot=s, price=round(float(rng.uniform(0.5, 3)) * g, 3),
+                    pi=0.05 if s else 0.0, it=f"{m}-{g}x-{k}")
+              for p in ("gcp", "aws") for rg in ("r1", "r2") for m in models for g in (1, 2) for s in (False, True)
+              for k in range(2)]
+    ws = [spec(f"w{i}", models={m: 1.0 for m in rng.choice(models, int(rng.integers(1, 3)), replace=False)},
+               lo=(lo := int(rng.choice([1, 2]))), hi=lo, budget=20.0 * lo, spot_share=float(rng.choice([0.0, 1.0])))
+          for i in range(20)]
+    engines = []
+    for refresh in (True, False):
+        e = PortfolioEngine()
+        e.refresh_runners = refresh
+        e.upsert_offers(offers)
+        for w in ws:
+            e.upsert_workload(w)
+        e.solve()
+        e.settle()
+        engines.append(e)
+    refreshed = 0
+    for step in range(10):
+        runners = [x.runner_up for x in engines[0]._cache["expl"].values() if x.runner_up]
+        keys = set(rng.choice(np.array(runners, dtype=object), min(3, len(runners)), replace=False))
+        by_key = {o.key: o for o in offers}
+        changed = [OfferQuote(by_key[k].offer, by_key[k].usd_per_hour * float(rng.choice([1.05, 1.3])), None,
+                              bool(rng.random() > 0.3), by_key[k].capacity_instances,
+                              by_key[k].interruption_probability_per_hour) for k in keys]
+        results = []
+        for e in engines:
+            e.upsert_offers(changed)
+            results.append(e.solve())
+            e.settle()
+        refreshed += int(engines[0].last_timings.get("runner_refreshed", 0))
+        a, b = results
+        assert a.plan() == b.plan(), step
+        assert a.objective == pytest.approx(b.objective), step
+        for wid, x in engines[1]._cache["expl"].items():
+            y = engines[0]._cache["expl"][wid]
+            assert (y.runner_up, y.chosen) == (x.runner_up, x.chosen), (step, wid)
+            if x.runner_up_delta_usd_per_hour is not None:
+                assert y.runner_up_delta_usd_per_hour == pytest.approx(x.runner_up_delta_usd_per_hour), (step, wid)
+        offers = [next((c for c in changed if c.key == o.key), o) for o in offers]
+    assert refreshed, "no runner-up was refreshed: the test exercised nothing"
