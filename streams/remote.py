@@ -77,7 +77,7 @@ def _serve(conn: Any, engine_factory: Callable[[], AllocationEngine], loglevel: 
         # what survived the call is long-lived state (market view, plan, engine): out of the collector's way
         heap.worked()
         if log.isEnabledFor(logging.DEBUG):
-            log.debug("decider %s: %.0f ms to reply, then %.0f ms settling, %.0f ms collecting", op,
+            log.debug("decider %s: %.0f ms to reply, then %.0f ms settling and preparing, %.0f ms collecting", op,
                       (t_reply - t_call) * 1000, (t_settled - t_reply) * 1000, (time.perf_counter() - t_settled) * 1000)
 
 

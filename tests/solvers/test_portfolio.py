@@ -380,6 +380,17 @@ def _cg_instance(seed: int = 7):
     return offers, ws
 
 
+def _placed(offers, ws, **kw):
+    """A PortfolioEngine with these offers and workloads, solved once and settled."""
+    e = PortfolioEngine(**kw)
+    e.upsert_offers(offers)
+    for w in ws:
+        e.upsert_workload(w)
+    first = e.solve()
+    e.settle()
+    return e, first
+
+
 def _lost_capacity(e, offers, n=3):
     """The n offers holding the most instances, now unavailable."""
     from collections import Counter
@@ -398,13 +409,8 @@ def test_a_column_generation_budget_decides_on_one_run_and_warm_completes_the_lp
     offers, ws = _cg_instance()
     engines = []
     for budget in (None, budget_s):
-        e = PortfolioEngine(initial_columns_per_workload=1, cg_budget_s=budget)
-        e.upsert_offers(offers)
-        for w in ws:
-            e.upsert_workload(w)
-        first = e.solve()
+        e, first = _placed(offers, ws, initial_columns_per_workload=1, cg_budget_s=budget)
         assert first.lower_bound is not None            # the cold solve converges whatever the budget
-        e.settle()
         engines.append(e)
     full, budgeted = engines
     lost = _lost_capacity(full, offers)
@@ -441,12 +447,7 @@ def test_with_a_budget_the_lp_driven_re_decisions_are_spread_over_solves(monkeyp
     import solvers.portfolio as pf
     monkeypatch.setattr(pf, "LP_REDECIDE_PER_SOLVE", 2)
     offers, ws = _cg_instance(seed=3)
-    e = PortfolioEngine(initial_columns_per_workload=1, cg_budget_s=10.0)
-    e.upsert_offers(offers)
-    for w in ws:
-        e.upsert_workload(w)
-    e.solve()
-    e.settle()
+    e, _ = _placed(offers, ws, initial_columns_per_workload=1, cg_budget_s=10.0)
     lost = _lost_capacity(e, offers, n=4)
     e.upsert_offers(lost)
     r = e.solve()
@@ -470,12 +471,7 @@ def test_the_lp_time_limit_is_per_run_not_over_the_models_lifetime():
     """HiGHS's run clock adds up over all runs of a model. A long-lived engine must not find every run cut
     short once the model has run for `lp_time_limit_s` in total (here: after its first solve)."""
     offers, ws = _cg_instance()
-    e = PortfolioEngine(initial_columns_per_workload=1, lp_time_limit_s=0.5)
-    e.upsert_offers(offers)
-    for w in ws:
-        e.upsert_workload(w)
-    e.solve()
-    e.settle()
+    e, _ = _placed(offers, ws, initial_columns_per_workload=1, lp_time_limit_s=0.5)
     M = e._master
     M.h.setOptionValue("time_limit", 1.0)
     while M.h.getRunTime() < 0.6:   # the model's clock past the limit, as after a long run of events
@@ -505,13 +501,8 @@ def test_refreshing_a_runner_up_that_got_dearer_equals_re_deciding_the_workload(
           for i in range(20)]
     engines = []
     for refresh in (True, False):
-        e = PortfolioEngine()
-        e.refresh_runners = refresh
-        e.upsert_offers(offers)
-        for w in ws:
-            e.upsert_workload(w)
-        e.solve()
-        e.settle()
+        e, _ = _placed(offers, ws)
+        e.refresh_runners = refresh     # (the first solve decides every workload anyway)
         engines.append(e)
     refreshed = 0
     for step in range(10):
