@@ -1054,9 +1054,10 @@ class PortfolioEngine:
             # re-deciding every workload whose LP values moved made some steps several times longer. Those
             # re-decisions only look for a better plan (an event that touches a workload's plan puts it in E):
             # at most LP_REDECIDE_PER_SOLVE per solve, longest waiting first; the rest wait in `lp_dirty`.
-            now_l = [w for w in (*c["lp_dirty"], *sorted(L)) if w in L and w in want]
+            queue = list(dict.fromkeys(w for w in (*c["lp_dirty"], *sorted(L)) if w in L))   # longest waiting first
+            now_l = [w for w in queue if w in want]
             if self.cg_budget_s is not None:
-                now_l = list(dict.fromkeys(now_l))[:LP_REDECIDE_PER_SOLVE]
+                now_l = now_l[:LP_REDECIDE_PER_SOLVE]
             A = (E & want) | set(now_l)
             # why workloads are re-decided: LP values moved / concentration prices / changed offers, this
             # solve; all (those, earlier solves' leftovers) and the ones now
@@ -1066,7 +1067,7 @@ class PortfolioEngine:
                 if w not in A:
                     self._reprice_kept(inst, P, M, c, w, j)
             c["dirty"] = E - want
-            c["lp_dirty"] = dict.fromkeys(w for w in (*c["lp_dirty"], *sorted(L)) if w in L and w not in A)
+            c["lp_dirty"] = dict.fromkeys(w for w in queue if w not in A)
             R = (R & want) - A - E
             runner_only |= R
             self.last_timings["runner_refreshed"] = len(R)
