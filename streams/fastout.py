@@ -13,7 +13,6 @@ key/value encoding, so Faust's own recovery restores it) without Faust's per-mes
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -21,12 +20,19 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
+import orjson
+
 log = logging.getLogger(__name__)
 
 
 def table_record(key: str, value: Any) -> tuple[bytes, bytes | None]:
-    """A table's changelog record: JSON key and value, as Faust writes them (None: a tombstone)."""
-    return json.dumps(key).encode(), None if value is None else json.dumps(value, separators=(",", ":")).encode()
+    """A table's changelog record: JSON key and value, as Faust's JSON codec reads them (None: a tombstone).
+    orjson writes compact JSON ~10x faster than `json` (a state record per offer per batch in a replay).
+
+    >>> table_record("k", {"n": 1, "hist": [[0.0, 1.5]]})
+    (b'"k"', b'{"n":1,"hist":[[0.0,1.5]]}')
+    """
+    return orjson.dumps(key), None if value is None else orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS)
 
 
 @dataclass

@@ -24,12 +24,12 @@ True
 from __future__ import annotations
 
 import heapq
-import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 from river import linear_model, optim, preprocessing, stats
 
 from schemas.events import PriceForecasted, deterministic_id
@@ -144,12 +144,16 @@ class Forecaster:
         self.max_pending = max_pending
         self._seq = 0
         self.scored = 0
+        self._by_offer: dict[str, GroupModels] = {}   # offer key -> its group's models (a cache)
 
     def _models(self, offer_key: str) -> GroupModels:
-        g = _group(offer_key)
-        if g not in self.groups:
-            self.groups[g] = GroupModels()
-        return self.groups[g]
+        models = self._by_offer.get(offer_key)
+        if models is None:
+            g = _group(offer_key)
+            if g not in self.groups:
+                self.groups[g] = GroupModels()
+            models = self._by_offer[offer_key] = self.groups[g]
+        return models
 
     def observe(self, offer_key: str, s: Mapping[str, Any], now_t: float) -> Forecast | None:
         """Update with the offer's new state; returns a fresh forecast when one is due, else None."""
@@ -280,17 +284,14 @@ def forecast_records(offer_json: str, f: Forecast) -> list[bytes]:
     True
     """
     made = _utc_iso(f.made_t)
-    out = []
-    for h in sorted(f.usd_per_hour):
-        rest = json.dumps({
-            "horizon_s": h, "usd_per_hour": f.usd_per_hour[h],
-            "interruption_probability_next_hour": f.interruption_probability_next_hour,
-            "model": "river-linreg" if f.model_used[h] else "naive-last-value (model not yet better)",
-            "mae_model": f.mae_model[h], "mae_naive": f.mae_naive[h], "n_scored": f.n_scored[h],
-        }, separators=(",", ":"), allow_nan=False)
-        out.append(f'{{"event_id":"{deterministic_id("forecast", f.offer_key, f.made_t, h)}",'
-                   f'"event_type":"PriceForecasted","offer":{offer_json},"forecast_at":"{made}",{rest[1:]}'.encode())
-    return out
+    offer = orjson.Fragment(offer_json)
+    return [orjson.dumps({
+        "event_id": deterministic_id("forecast", f.offer_key, f.made_t, h), "event_type": "PriceForecasted",
+        "offer": offer, "forecast_at": made, "horizon_s": h, "usd_per_hour": f.usd_per_hour[h],
+        "interruption_probability_next_hour": f.interruption_probability_next_hour,
+        "model": "river-linreg" if f.model_used[h] else "naive-last-value (model not yet better)",
+        "mae_model": f.mae_model[h], "mae_naive": f.mae_naive[h], "n_scored": f.n_scored[h],
+    }) for h in sorted(f.usd_per_hour)]
 
 
 def _utc_iso(t: float) -> str:

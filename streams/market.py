@@ -28,7 +28,6 @@ processed.
 from __future__ import annotations
 
 import itertools
-import json
 import logging
 import os
 import threading
@@ -36,6 +35,8 @@ import time
 from collections.abc import Callable, Container, Iterable
 from dataclasses import dataclass
 from typing import Any
+
+import orjson
 
 from schemas.topics import DLQ, FORECASTS
 from streams import state, track
@@ -77,7 +78,7 @@ def decode_state(key: bytes, value: bytes | None) -> tuple[str, state.State | No
     >>> decode_state(*table_record("k", {"n": 1}))
     ('k', {'n': 1})
     """
-    return json.loads(key), None if value is None else json.loads(value)
+    return orjson.loads(key), None if value is None else orjson.loads(value)
 
 
 @dataclass

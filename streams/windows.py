@@ -83,22 +83,31 @@ def window_features(hist: History, now_t: float) -> dict[str, tuple[float, float
     >>> f == (s["log_return"], s["volatility"], s["min"], s["max"])
     True
     """
-    ts = [p[0] for p in hist]
-    end = bisect.bisect_right(ts, now_t)  # points at or before now
-    out: dict[str, tuple[float, float, float, float]] = {}
     if not hist:
         return {name: (0.0, 0.0, math.nan, math.nan) for name in WINDOWS_S}
+    ts = [p[0] for p in hist]
+    end = bisect.bisect_right(ts, now_t)  # points at or before now
     prices = [p[1] for p in hist]
-    for name, w in WINDOWS_S.items():
-        first = bisect.bisect_left(ts, now_t - w)  # first point inside [now - w, now]
-        pts = prices[max(0, first - 1):end] if end else []
-        if not pts:
-            pts = [prices[-1]]
-        rets = [math.log(b / a) for a, b in itertools.pairwise(pts) if a > 0 and b > 0]
+    # the windows nest and end together: the log returns of the longest one, sliced for the others
+    starts = {name: max(0, bisect.bisect_left(ts, now_t - w) - 1) for name, w in WINDOWS_S.items()}
+    s0 = min(starts.values())
+    pts_all = prices[s0:end]
+    if not pts_all or min(pts_all) <= 0:
+        return {name: _features(prices[s:end] or [prices[-1]]) for name, s in starts.items()}
+    rets_all = [math.log(b / a) for a, b in itertools.pairwise(pts_all)]
+    out: dict[str, tuple[float, float, float, float]] = {}
+    for name, s in starts.items():
+        pts, rets = pts_all[s - s0:], rets_all[s - s0:]
         vol = math.sqrt(sum(r * r for r in rets) / len(rets)) if rets else 0.0
-        lr = math.log(pts[-1] / pts[0]) if pts[0] > 0 else 0.0
-        out[name] = (lr, vol, min(pts), max(pts))
+        out[name] = (math.log(pts[-1] / pts[0]), vol, min(pts), max(pts))
     return out
+
+
+def _features(pts: list[float]) -> tuple[float, float, float, float]:
+    """(log_return, volatility, min, max) of a window's prices, as `window_stats` computes them."""
+    rets = [math.log(b / a) for a, b in itertools.pairwise(pts) if a > 0 and b > 0]
+    vol = math.sqrt(sum(r * r for r in rets) / len(rets)) if rets else 0.0
+    return math.log(pts[-1] / pts[0]) if pts[0] > 0 else 0.0, vol, min(pts), max(pts)
 
 
 def all_windows(hist: History, now_t: float) -> dict[str, dict[str, Any]]:
@@ -106,10 +115,11 @@ def all_windows(hist: History, now_t: float) -> dict[str, dict[str, Any]]:
 
 
 def price_at(hist: History, t: float) -> float | None:
-    """The price in force at time t (the last change at or before t), if the history reaches back."""
-    p = None
-    for ts, price in hist:
-        if ts > t:
-            break
-        p = price
-    return p
+    """The price in force at time t (the last change at or before t), if the history reaches back.
+
+    >>> h = [[0.0, 1.0], [10.0, 2.0]]
+    >>> price_at(h, -1.0), price_at(h, 0.0), price_at(h, 9.9), price_at(h, 99.0)
+    (None, 1.0, 1.0, 2.0)
+    """
+    i = bisect.bisect_right(hist, t, key=lambda pt: pt[0])
+    return hist[i - 1][1] if i else None

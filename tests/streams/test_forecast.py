@@ -2,11 +2,15 @@ from __future__ import annotations
 
 import math
 
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
 from schemas import Market
 from schemas.events import PriceForecasted
 from streams import state
-from streams.forecast import MIN_SCORED, Forecaster, features, forecast_events
-from streams.windows import price_at, push, window_stats
+from streams.forecast import MIN_SCORED, Forecast, Forecaster, features, forecast_events, forecast_records
+from streams.windows import WINDOWS_S, price_at, push, window_features, window_stats
 from tests.streams.helpers import capacity, offer, price
 
 OFF = offer(market=Market.SPOT)
@@ -88,3 +92,25 @@ def test_rare_large_moves_of_a_quiet_price_do_not_make_the_model_diverge() -> No
     assert all(math.isfinite(w) for w in weights) and max(weights) < 1.0, max(weights)
     s = f.summary()["3600s"]
     assert s["n"] > 5000 and s["mae_model"] < 5 * s["mae_naive"], s
+
+
+@given(st.lists(st.tuples(st.floats(1.0, 86_400.0 * 30), st.floats(0.01, 500.0)), min_size=1, max_size=80),
+       st.floats(0.0, 86_400.0 * 40))
+def test_window_features_match_the_window_stats(points: list[tuple[float, float]], now_t: float) -> None:
+    h: list[list[float]] = []
+    for t, p in sorted(points):
+        h = push(h, t, p)
+    for name, (ret, vol, lo, hi) in window_features(h, now_t).items():
+        s = window_stats(h, now_t, WINDOWS_S[name])
+        assert (ret, vol, lo, hi) == pytest.approx((s["log_return"], s["volatility"], s["min"], s["max"]), rel=1e-12)
+
+
+@given(st.floats(0.01, 1e4), st.floats(-5, 5), st.floats(0, 1), st.floats(0, 1e3) | st.none(), st.integers(0, 10**6))
+def test_forecast_records_are_the_events_json(p0: float, move: float, risk: float, mae: float | None, n: int) -> None:
+    """The hand-built JSON (orjson) is byte for byte what pydantic writes for the same events."""
+    f = Forecast(offer_key=OFF.key, made_t=1_700_000_000.25, usd_per_hour={3600: p0, 86_400: p0 * math.exp(move)},
+                 interruption_probability_next_hour=risk, model_used={3600: True, 86_400: False},
+                 risk_model_used=False, mae_model={3600: mae, 86_400: None}, mae_naive={3600: mae, 86_400: 0.5},
+                 n_scored={3600: n, 86_400: 0}, risk_logloss_model=None, risk_logloss_naive=None)
+    assert forecast_records(OFF.model_dump_json(), f) == [e.model_dump_json().encode()
+                                                          for e in forecast_events(OFF, f, None)]
