@@ -29,7 +29,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
+from pydantic_core import to_json
 from river import linear_model, optim, preprocessing, stats
 
 from schemas.events import PriceForecasted, deterministic_id
@@ -284,14 +284,18 @@ def forecast_records(offer_json: str, f: Forecast) -> list[bytes]:
     True
     """
     made = _utc_iso(f.made_t)
-    offer = orjson.Fragment(offer_json)
-    return [orjson.dumps({
-        "event_id": deterministic_id("forecast", f.offer_key, f.made_t, h), "event_type": "PriceForecasted",
-        "offer": offer, "forecast_at": made, "horizon_s": h, "usd_per_hour": f.usd_per_hour[h],
-        "interruption_probability_next_hour": f.interruption_probability_next_hour,
-        "model": "river-linreg" if f.model_used[h] else "naive-last-value (model not yet better)",
-        "mae_model": f.mae_model[h], "mae_naive": f.mae_naive[h], "n_scored": f.n_scored[h],
-    }) for h in sorted(f.usd_per_hour)]
+    head = f'"event_type":"PriceForecasted","offer":{offer_json},"forecast_at":"{made}",'.encode()
+    out = []
+    for h in sorted(f.usd_per_hour):
+        rest = to_json({
+            "horizon_s": h, "usd_per_hour": f.usd_per_hour[h],
+            "interruption_probability_next_hour": f.interruption_probability_next_hour,
+            "model": "river-linreg" if f.model_used[h] else "naive-last-value (model not yet better)",
+            "mae_model": f.mae_model[h], "mae_naive": f.mae_naive[h], "n_scored": f.n_scored[h],
+        })
+        out.append(b'{"event_id":"%s",%s%s' % (deterministic_id("forecast", f.offer_key, f.made_t, h).encode(), head,
+                                                rest[1:]))
+    return out
 
 
 def _utc_iso(t: float) -> str:

@@ -36,7 +36,7 @@ from collections.abc import Callable, Container, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
+from pydantic_core import from_json
 
 from schemas.topics import DLQ, FORECASTS
 from streams import state, track
@@ -78,7 +78,7 @@ def decode_state(key: bytes, value: bytes | None) -> tuple[str, state.State | No
     >>> decode_state(*table_record("k", {"n": 1}))
     ('k', {'n': 1})
     """
-    return orjson.loads(key), None if value is None else orjson.loads(value)
+    return from_json(key), None if value is None else from_json(value)
 
 
 @dataclass

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
-import orjson
+from pydantic_core import from_json, to_json
 
 from schemas.events import CapacityObserved, DeadLettered, InterruptionObserved, PriceObserved
 from schemas.offers import OfferKey
@@ -83,7 +83,7 @@ def pack_changes(records: Sequence[bytes], max_bytes: int = PACK_MAX_BYTES) -> l
 def unpack_changes(value: bytes) -> list[dict[str, Any]]:
     """The change records of one message of the market-changes topic (packed, or one bare record as
     written before packing existed)."""
-    rec = orjson.loads(value)
+    rec = from_json(value)
     return list(rec["changes"]) if "changes" in rec else [rec]
 
 
@@ -133,7 +133,7 @@ def track_batch(msgs: Sequence[Msg], lookup: Callable[[str], state.State | None]
     for key, reason, event_id, ts in material:
         if key not in views:
             views[key] = state.engine_view(out.updated[key][0], forecaster.latest.get(key))
-        out.changes.append(orjson.dumps({"offer_key": key, "state": views[key], "reason": reason,
-                                         "event_id": event_id, "msg_ts": ts}))
+        out.changes.append(to_json({"offer_key": key, "state": views[key], "reason": reason,
+                                    "event_id": event_id, "msg_ts": ts}))
     return out
 
