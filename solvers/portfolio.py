@@ -617,6 +617,10 @@ class PortfolioEngine:
     # a workload whose runner-up only got dearer or went keeps its decision and has the runner-up found
     # again, instead of a full re-decision (False: re-decide it, as before; kept for the tests' comparison)
     refresh_runners = True
+    # a multi-offer plan in force whose offer changed in its market price only (its planning price, the cost
+    # decisions use, is unchanged: a forecast in force) keeps its decision with its price brought up to date,
+    # instead of a full re-decision (False: re-decide it; kept for the tests' comparison)
+    reprice_plans = True
 
     def __init__(self, risk_lambda: float = 1.0, migration_threshold_usd_per_hour: float = 0.5,
                  migration_threshold_fraction: float = 0.05, concentration_cap: float = 0.5,
@@ -650,6 +654,7 @@ class PortfolioEngine:
         self.stats: dict[str, float] = {"lp_solves": 0, "lp_skipped": 0, "rebuilds": 0}
         self._cache: dict | None = None
         self._changed_offers: set[int] = set()
+        self._price_before: dict[int, float] = {}   # changed offers: market price before the first change
         self.last_timings: dict[str, float] = {}
         # the last solve's adoption into the LP master (see `settle`)
         self._deferred: tuple[Instance, _Master, dict[str, list[Assignment]], set[str]] | None = None
@@ -766,6 +771,7 @@ class PortfolioEngine:
         self._lp_dirty = True
         self._cache = None
         self._changed_offers.clear()
+        self._price_before.clear()
         self.stats["rebuilds"] += 1
         self.last_timings["build_ms"] = (t1 - t0) * 1000
         self.last_timings["master_ms"] = (time.perf_counter() - t1) * 1000
@@ -813,6 +819,8 @@ class PortfolioEngine:
         inst = inst0.with_offer_updates(quotes, self._oidx)
         changed = np.array(sorted({self._oidx[q.key] for q in quotes}), np.int64)
         self._changed_offers.update(changed.tolist())
+        for o in changed.tolist():
+            self._price_before.setdefault(o, float(inst0.price[o]))
         pidx = np.concatenate([P.by_offer[P.offer_ptr[o]:P.offer_ptr[o + 1]] for o in changed]) \
             if changed.size else np.zeros(0, np.int64)
         M.inst = inst
@@ -965,7 +973,7 @@ class PortfolioEngine:
             E: set[int] = set()
             R: set[int] = set()      # only their runner-up got dearer (or went): refreshed, not re-decided
             metric_before = c["metric"]
-            repriced: list[tuple[int, int]] = []   # (workload, pair): its plan's one offer only got cheaper
+            repriced: list[int] = []   # workloads whose plan in force stands at new prices (`_stands_repriced`)
             dg = np.nonzero(np.abs(conc_g - c["conc"]) > 1e-9)[0]
             if dg.size:
                 hit = np.isin(inst.group[P.o], dg)
@@ -986,16 +994,18 @@ class PortfolioEngine:
                 # nothing: the runner-up is repriced below; a one-offer plan in force gained against every
                 # alternative (one holding more of the offer holds more GPUs than the plan, so costs more).
                 # The single-offer test below still catches a cheaper single plan on it.
+                # A multi-offer plan in force whose offer only changed its market price (same planning
+                # cost) stands too: every candidate costs what it did (see `_stands_repriced`).
                 cheaper = used & inst.available[P.o[pc]] & (c["metric"][pc] <= m_old + 1e-12)
+                same = np.abs(c["metric"][pc] - m_old) <= 1e-12
                 plan_cheaper = np.zeros(pc.size, np.bool_)
                 for k in np.flatnonzero(cheaper).tolist():
                     w = int(pw[k])
                     rows = c["rows"].get(w, ())
                     if c["codes_runner"].get(w) == int(codes_pc[k]):
                         continue
-                    if len(rows) == 1 and inst.current.get(inst.ids[w]) == rows \
-                            and inst.ids[w] not in inst.stale_plan:
-                        repriced.append((w, int(pc[k])))
+                    if self._stands_repriced(inst, P, c, w, rows, int(pc[k]), bool(same[k])):
+                        repriced.append(w)
                         plan_cheaper[k] = True
                     else:
                         cheaper[k] = False
@@ -1063,9 +1073,10 @@ class PortfolioEngine:
             # solve; all (those, earlier solves' leftovers) and the ones now
             self.last_timings.update(affected_lp=len(L), affected_conc=n_conc, affected_events=n_events,
                                      affected_all=len(E | L), affected_now=len(A))
-            for w, j in repriced:
-                if w not in A:
-                    self._reprice_kept(inst, P, M, c, w, j)
+            kept = [w for w in dict.fromkeys(repriced) if w not in A]
+            for w in kept:
+                self._reprice_kept(inst, P, M, c, w)
+            self.last_timings["repriced"] = len(kept)
             c["dirty"] = E - want
             c["lp_dirty"] = dict.fromkeys(w for w in queue if w not in A)
             R = (R & want) - A - E
@@ -1219,6 +1230,7 @@ class PortfolioEngine:
             c["codes"] = np.union1d(kept, np.array(new_codes, np.int64))
         c["xv"], c["kv"], c["conc"] = xe, kv, conc_g
         self._changed_offers.clear()
+        self._price_before.clear()
         # objective of the whole portfolio, from per-workload terms and group totals
         grp = np.bincount(inst.group, weights=usage * inst.gpus, minlength=len(inst.groups)).astype(np.float64)
         objective = sum(c["obj"].values()) + concentration_penalty(inst, grp)
@@ -1269,19 +1281,56 @@ class PortfolioEngine:
         c["expl"][wid] = x.model_copy(update={"runner_up": inst.keys[o], "reduced_costs": rc,
                                               "runner_up_delta_usd_per_hour": m - float(c["chosen"][w])})
 
-    def _reprice_kept(self, inst: Instance, P: _Pairs, M: _Master, c: dict, w: int, j: int) -> None:
-        """The one offer of w's plan in force got cheaper and the plan stands: bring its cached metric,
-        hysteresis threshold, objective, explanation and assignment to the new price."""
+    def _stands_repriced(self, inst: Instance, P: _Pairs, c: dict, w: int, rows: tuple[tuple[int, int], ...],
+                         j: int, same: bool) -> bool:
+        """w's plan in force holds pair j's offer, which got cheaper to plan on (or, `same`, costs the same to
+        plan on while its market price moved): does the decision stand without a re-decision?
+
+        A one-offer plan gained against every alternative (one holding more of the offer holds more GPUs,
+        so costs more). A plan of several offers stands when only the market price moved (`same`, with
+        `reprice_plans`): every candidate costs what it did, except for the budget, which is on market
+        prices. So, either way, the plan must still fit the budget and not newly reach it (the
+        explanation would change), and, for several offers, a single-offer plan on the offer must stay
+        within (or over) the budget as it was (the candidates would change).
+        """
         wid = inst.ids[w]
-        ((o, n),) = c["rows"][w]
+        if not rows or inst.current.get(wid) != rows or wid in inst.stale_plan:
+            return False
+        if len(rows) > 1 and not (same and self.reprice_plans):
+            return False
+        if not self._plan_valid(inst, w, rows):
+            return False
+        B = float(inst.budget[w])
+        usd = sum(float(inst.price[o]) * n for o, n in rows)
+        x = c["expl"].get(wid)
+        if usd >= B - 1e-6 * max(1.0, B) and (x is None or "budget" not in x.binding_constraints):
+            return False
+        if len(rows) > 1:
+            o, n1 = int(P.o[j]), float(P.n_single[j])
+            before = self._price_before.get(o, float(inst.price[o]))
+            if (n1 * before <= B * (1 + 1e-9)) != (n1 * float(inst.price[o]) <= B * (1 + 1e-9)):
+                return False
+        return True
+
+    def _reprice_kept(self, inst: Instance, P: _Pairs, M: _Master, c: dict, w: int) -> None:
+        """w's plan in force stands (`_stands_repriced`): bring its cached metric, hysteresis threshold,
+        objective, explanation and assignments to the new prices."""
+        wid = inst.ids[w]
+        rows = c["rows"][w]
         lam_mu = inst.params.risk_lambda * float(M.mu[w])
-        c["chosen"][w] = n * (float(c["metric"][j]) - lam_mu * float(P.g[j]))   # keep-like: no migration term
-        cost = inst.rows_cost(w, c["rows"][w])
+        s, e = int(P.ptr[w]), int(P.ptr[w + 1])
+        chosen = 0.0
+        for o, n in rows:   # keep-like: no migration term
+            jj = s + int(np.searchsorted(P.o[s:e], o))
+            chosen += n * (float(c["metric"][jj]) - lam_mu * float(P.g[jj]))
+        c["chosen"][w] = chosen
+        cost = inst.rows_cost(w, rows)
         c["thr"][w] = inst.threshold_of(cost)
         if wid in c["obj"]:
             c["obj"][wid] = cost
-        usd = n * float(inst.price[o])
-        self.plan[wid] = [Assignment(workload_id=wid, offer=inst.offer_keys[o], instances=int(n), usd_per_hour=usd)]
+        self.plan[wid] = [Assignment(workload_id=wid, offer=inst.offer_keys[o], instances=int(n),
+                                     usd_per_hour=float(n * inst.price[o])) for o, n in rows]
+        usd = sum(a.usd_per_hour for a in self.plan[wid])
         x = c["expl"].get(wid)
         if x is not None:
             binding = x.binding_constraints

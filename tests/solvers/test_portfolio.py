@@ -528,3 +528,70 @@ def test_refreshing_a_runner_up_that_got_dearer_equals_re_deciding_the_workload(
                 assert y.runner_up_delta_usd_per_hour == pytest.approx(x.runner_up_delta_usd_per_hour), (step, wid)
         offers = [next((c for c in changed if c.key == o.key), o) for o in offers]
     assert refreshed, "no runner-up was refreshed: the test exercised nothing"
+
+
+@pytest.mark.parametrize("seed", [3, 4])
+def test_a_plan_whose_offers_moved_in_market_price_only_is_repriced_like_a_re_decision(seed):
+    """Offers priced for planning by a forecast in force: a market price move leaves every candidate's
+    cost as it was, so a plan of several offers keeps its decision at the new prices (`reprice_plans`),
+    with the plan, objective and explanation an engine that re-decides it finds; moves that cross a
+    budget are re-decided."""
+    import numpy as np
+    rng = np.random.default_rng(seed)
+    models = ["L4", "A10G"]
+    offers = []
+    for p in ("gcp", "aws"):
+        for m in models:
+            for k in range(4):
+                price = round(float(rng.uniform(0.5, 2.0)), 3)
+                offers.append(quote(provider=p, region="r1", model=m, gpus=1, price=price, forecast=price,
+                                    cap=int(rng.integers(1, 3)), it=f"{m}-{k}"))
+    ws = [spec(f"w{i}", models={m: 1.0 for m in rng.choice(models, 2, replace=False)},
+               lo=(lo := int(rng.choice([2, 3]))), hi=lo, budget=float(rng.choice([3.0, 4.5, 9.0])))
+          for i in range(6)]
+    engines = []
+    for reprice in (True, False):
+        e, _ = _placed(offers, ws)
+        e.reprice_plans = reprice
+        engines.append(e)
+    repriced = 0
+    for step in range(12):
+        held = sorted({a.offer.key for v in engines[0].plan.values() if len(v) > 1 for a in v})
+        if not held:
+            break
+        keys = set(rng.choice(np.array(held, dtype=object), min(2, len(held)), replace=False))
+        changed = [OfferQuote(o.offer, round(o.usd_per_hour * float(rng.choice([0.8, 0.95, 1.05, 1.6])), 4),
+                              o.forecast_usd_per_hour, o.available, o.capacity_instances,
+                              o.interruption_probability_per_hour) for o in offers if o.key in keys]
+        results = []
+        for e in engines:
+            e.upsert_offers(changed)
+            results.append(e.solve())
+            e.settle()
+        repriced += int(engines[0].last_timings.get("repriced", 0))
+        a, b = results
+        assert a.plan() == b.plan(), step
+        assert a.objective == pytest.approx(b.objective), step
+        inst = engines[0].instance()
+        assert evaluate(inst, engines[0].plan).ok, step
+        for wid, x in engines[1]._cache["expl"].items():
+            y = engines[0]._cache["expl"][wid]
+            assert (y.chosen, y.runner_up, sorted(y.binding_constraints)) == \
+                (x.chosen, x.runner_up, sorted(x.binding_constraints)), (step, wid)
+            assert y.usd_per_hour == pytest.approx(x.usd_per_hour), (step, wid)
+            if x.runner_up_delta_usd_per_hour is not None:
+                assert y.runner_up_delta_usd_per_hour == pytest.approx(x.runner_up_delta_usd_per_hour), (step, wid)
+        offers = [next((c for c in changed if c.key == o.key), o) for o in offers]
+    assert repriced, "no plan was repriced: the test exercised nothing"
+
+
+def test_a_one_offer_plan_is_re_decided_when_its_market_price_rises_over_the_budget():
+    """The planning price (a forecast in force) is unchanged, but the budget is on market prices."""
+    cheap = quote(region="a", price=1.0, forecast=1.0)
+    other = quote(region="b", price=1.5)
+    e, first = _placed([cheap, other], [spec("w", budget=2.0)])
+    assert first.plan()["w"][0].offer.key == cheap.key
+    e.upsert_offers([OfferQuote(cheap.offer, 2.5, 1.0, True, None, 0.0)])
+    r = e.solve()
+    assert r.plan()["w"][0].offer.key == other.key
+    assert evaluate(e.instance(), e.plan).ok
