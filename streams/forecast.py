@@ -118,6 +118,7 @@ class Forecast:
     n_scored: dict[int, int]
     risk_logloss_model: float | None
     risk_logloss_naive: float | None
+    p0_usd_per_hour: float | None = None            # the offer's price when the forecast was made
 
 
 @dataclass(slots=True)
@@ -197,6 +198,7 @@ class Forecaster:
             n_scored={h: int(g.mae_model[h].n) for h in self.horizons},
             risk_logloss_model=g.logloss_model.get() if g.logloss_model.n else None,
             risk_logloss_naive=g.logloss_naive.get() if g.logloss_naive.n else None,
+            p0_usd_per_hour=p0,
         )
         self.latest[offer_key] = f
         return f

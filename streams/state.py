@@ -108,11 +108,26 @@ def rolling_stats(s: State, now_t: float) -> dict[str, dict[str, Any]]:
 
 def engine_view(s: State, forecast: Any = None) -> State:
     """What the decision stage needs of an offer: its quote, capacity, risk and 1 h forecast
-    (`forecast` is a streams.forecast.Forecast or None)."""
+    (`forecast` is a streams.forecast.Forecast or None).
+
+    A forecast is made at most every 5 min of event time (streams.forecast), while quotes may change more
+    often: the forecast's predicted move (forecast / price when it was made) is applied to the current
+    price, so the engine never plans on a price older than the quote. (The naive forecast, used while the
+    model is not better, is then the current price, as a last-value forecast should be.)
+
+    >>> from types import SimpleNamespace as F
+    >>> f = F(usd_per_hour={3600: 2.2}, p0_usd_per_hour=2.0, interruption_probability_next_hour=0.0)
+    >>> round(engine_view({"usd_per_hour": 3.0}, f)["forecast_usd_per_hour"], 6)
+    3.3
+    """
     keep = ("usd_per_hour", "price_t", "available", "capacity_instances", "interruption_p")
     view = {k: s[k] for k in keep if k in s}
     if forecast is not None:
-        view["forecast_usd_per_hour"] = forecast.usd_per_hour.get(3600)
+        f1h = forecast.usd_per_hour.get(3600)
+        p0 = getattr(forecast, "p0_usd_per_hour", None)
+        if f1h is not None and p0 and "usd_per_hour" in s:
+            f1h = float(s["usd_per_hour"]) * (f1h / p0)
+        view["forecast_usd_per_hour"] = f1h
         view["interruption_p"] = max(float(view.get("interruption_p", 0.0)),
                                      forecast.interruption_probability_next_hour)
     return view

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -114,3 +115,17 @@ def test_forecast_records_are_the_events_json(p0: float, move: float, risk: floa
                  n_scored={3600: n, 86_400: 0}, risk_logloss_model=None, risk_logloss_naive=None)
     assert forecast_records(OFF.model_dump_json(), f) == [e.model_dump_json().encode()
                                                           for e in forecast_events(OFF, f, None)]
+
+
+def test_the_engine_plans_on_the_current_price_between_forecasts() -> None:
+    """A forecast is due at most every 5 min of event time; a quote that changes in between moves the
+    planning price with it (the naive forecast is then the current price, not the price 4 min ago)."""
+    f = Forecaster(horizons_s=(3600,))
+    s = {"usd_per_hour": 2.0, "price_t": 0.0, "ewma": 2.0, "hist": [[0.0, 2.0]]}
+    fc = f.observe(OFF.key, s, now_t=0.0)
+    assert fc is not None and not fc.model_used[3600]
+    newer = {**s, "usd_per_hour": 2.4, "price_t": 60.0, "hist": [[0.0, 2.0], [60.0, 2.4]]}
+    assert f.observe(OFF.key, newer, now_t=60.0) is None          # not due: the forecast in force is from t=0
+    assert state.engine_view(newer, f.latest[OFF.key])["forecast_usd_per_hour"] == pytest.approx(2.4)
+    moved = dataclasses.replace(fc, usd_per_hour={3600: 2.2})    # the model's +10 % from the t=0 price
+    assert state.engine_view(newer, moved)["forecast_usd_per_hour"] == pytest.approx(2.4 * 1.1)
