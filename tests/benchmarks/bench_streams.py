@@ -22,13 +22,16 @@
 3. memory: worker RSS after loading 10,000 offers minus RSS before (the market stage's state); the decision
    stage's process (engine and table mirrors) is reported apart, whole.
 
-Results go to tests/benchmarks/results.json under "streams" (other keys are left alone).
+Results go to tests/benchmarks/results.json under "streams" (other keys are left alone), with
+`cpu_loop_ms_before` / `_after`: a fixed pure-Python loop timed at the start and the end. This machine's
+speed varies (0.66 to 1.29 s for the same loop within one hour), so compare runs next to it.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import random
 import statistics
@@ -119,6 +122,19 @@ def raw_consume_rate(bootstrap: str, topic: str, n: int) -> float:
     dt = time.perf_counter() - t0
     c.close()
     return got / dt
+
+
+def cpu_loop_ms() -> float:
+    """A fixed pure-Python loop (10M additions), best of 3: this machine's speed varies between runs (the
+    same loop took 0.66 to 1.29 s within one hour), so results are comparable only next to it."""
+    best = math.inf
+    for _ in range(3):
+        t0 = time.perf_counter()
+        s = 0
+        for i in range(10_000_000):
+            s += i
+        best = min(best, time.perf_counter() - t0)
+    return round(best * 1000, 1)
 
 
 def _children(pid: int) -> list[str]:
@@ -348,7 +364,8 @@ def main() -> None:
                     help="of the latency phase's workers (debug: a line per decision step, with the engine's timings)")
     ap.add_argument("--profile", type=Path, help="write a py-spy flame graph (.svg) of the worker's steady phase")
     args = ap.parse_args()
-    out: dict[str, object] = {"machine": f"{os.cpu_count()} cores", "measured_at": datetime.now(UTC).isoformat()}
+    out: dict[str, object] = {"machine": f"{os.cpu_count()} cores", "measured_at": datetime.now(UTC).isoformat(),
+                              "cpu_loop_ms_before": cpu_loop_ms()}
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         if args.logs:
@@ -378,6 +395,7 @@ def main() -> None:
         if runs:
             out.update(pooled(runs))
             out["latency_runs"] = out.pop("runs")
+    out["cpu_loop_ms_after"] = cpu_loop_ms()
     print(json.dumps(out, indent=1))
     data = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     data["streams"] = {**data.get("streams", {}), **out}
