@@ -24,7 +24,7 @@
 
 Results go to tests/benchmarks/results.json under "streams" (other keys are left alone), with
 `cpu_loop_ms_before` / `_after`: a fixed pure-Python loop timed at the start and the end. This machine's
-speed varies (0.66 to 1.29 s for the same loop within one hour), so compare runs next to it.
+speed varies (up to 2x for the same loop within one hour), so compare runs next to it.
 """
 
 from __future__ import annotations
@@ -125,8 +125,9 @@ def raw_consume_rate(bootstrap: str, topic: str, n: int) -> float:
 
 
 def cpu_loop_ms() -> float:
-    """A fixed pure-Python loop (10M additions), best of 3: this machine's speed varies between runs (the
-    same loop took 0.66 to 1.29 s within one hour), so results are comparable only next to it."""
+    """A fixed pure-Python loop (10M additions in a function), best of 3: this machine's speed varies
+    between runs (the same loop at module level took 0.66 to 1.29 s within one hour), so results are
+    comparable only next to it."""
     best = math.inf
     for _ in range(3):
         t0 = time.perf_counter()
