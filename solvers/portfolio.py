@@ -1073,10 +1073,10 @@ class PortfolioEngine:
             # solve; all (those, earlier solves' leftovers) and the ones now
             self.last_timings.update(affected_lp=len(L), affected_conc=n_conc, affected_events=n_events,
                                      affected_all=len(E | L), affected_now=len(A))
-            kept = [w for w in dict.fromkeys(repriced) if w not in A]
-            for w in kept:
+            standing = [w for w in dict.fromkeys(repriced) if w not in A]
+            for w in standing:
                 self._reprice_kept(inst, P, M, c, w)
-            self.last_timings["repriced"] = len(kept)
+            self.last_timings["repriced"] = len(standing)
             c["dirty"] = E - want
             c["lp_dirty"] = dict.fromkeys(w for w in queue if w not in A)
             R = (R & want) - A - E

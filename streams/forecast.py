@@ -294,7 +294,7 @@ def forecast_records(offer_json: str, f: Forecast) -> list[bytes]:
             "interruption_probability_next_hour": f.interruption_probability_next_hour,
             "model": "river-linreg" if f.model_used[h] else "naive-last-value (model not yet better)",
             "mae_model": f.mae_model[h], "mae_naive": f.mae_naive[h], "n_scored": f.n_scored[h],
-        })
+        }, inf_nan_mode="null")   # (as pydantic writes a model)
         out.append(b'{"event_id":"%s",%s%s' % (deterministic_id("forecast", f.offer_key, f.made_t, h).encode(), head,
                                                 rest[1:]))
     return out
