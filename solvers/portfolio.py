@@ -1317,13 +1317,8 @@ class PortfolioEngine:
         objective, explanation and assignments to the new prices."""
         wid = inst.ids[w]
         rows = c["rows"][w]
-        lam_mu = inst.params.risk_lambda * float(M.mu[w])
-        s, e = int(P.ptr[w]), int(P.ptr[w + 1])
-        chosen = 0.0
-        for o, n in rows:   # keep-like: no migration term
-            jj = s + int(np.searchsorted(P.o[s:e], o))
-            chosen += n * (float(c["metric"][jj]) - lam_mu * float(P.g[jj]))
-        c["chosen"][w] = chosen
+        # keep-like: no migration term
+        c["chosen"][w] = _rows_metric(P, w, rows, c["metric"], inst.params.risk_lambda * float(M.mu[w]))
         cost = inst.rows_cost(w, rows)
         c["thr"][w] = inst.threshold_of(cost)
         if wid in c["obj"]:
@@ -1454,28 +1449,18 @@ class PortfolioEngine:
     def _decide(self, inst: Instance, P: _Pairs, M: _Master, w: int, metric_unit: F64,
                 cap_left: F64, keep_cap: F64 | None = None) -> _Decision | None:
         wid = inst.ids[w]
-        s, e = int(P.ptr[w]), int(P.ptr[w + 1])
         cur = inst.current.get(wid)
         lam = inst.params.risk_lambda
 
         lam_mu = lam * float(M.mu[w])
 
-        def metric(rows: tuple[tuple[int, int], ...], unit: F64 | None = None, base: bool = False) -> float:
-            if not rows:
-                return math.inf
-            seg_o = P.o[s:e]
-            tot = 0.0
-            for o, n in rows:
-                j = s + int(np.searchsorted(seg_o, o))
-                tot += n * float(metric_unit[j])
-                if base:   # without the migration term
-                    tot -= n * lam_mu * float(P.g[j])
-            return tot
+        def metric(rows: tuple[tuple[int, int], ...], base: bool = False) -> float:
+            return _rows_metric(P, w, rows, metric_unit, lam_mu if base else None)
 
         cands: list[tuple[float, str, tuple[tuple[int, int], ...]]] = []
         lp_rows = self._round_lp(inst, P, M, w, metric_unit, cap_left)
         if lp_rows:   # first: on ties (degenerate duals) the LP's own split wins
-            cands.append((metric(lp_rows, metric_unit), "lp", lp_rows))
+            cands.append((metric(lp_rows), "lp", lp_rows))
         singles, blocked = self._single_candidates(inst, P, w, metric_unit, cap_left)
         if singles:
             j, m = singles[0]
@@ -1639,6 +1624,23 @@ class PortfolioEngine:
 
     def _diagnose(self, inst: Instance, P: _Pairs, w: int, cap_left: F64) -> InfeasibilityReport:
         return diagnose(inst, w, cap_left)
+
+
+def _rows_metric(P: _Pairs, w: int, rows: tuple[tuple[int, int], ...], metric_unit: F64,
+                 lam_mu: float | None = None) -> float:
+    """The metric of w's plan `rows` (whole instances per offer): sum of instances x metric_unit over its
+    pairs; with `lam_mu`, without the migration term (lam_mu per GPU). inf for no rows."""
+    if not rows:
+        return math.inf
+    s, e = int(P.ptr[w]), int(P.ptr[w + 1])
+    seg_o = P.o[s:e]
+    tot = 0.0
+    for o, n in rows:
+        j = s + int(np.searchsorted(seg_o, o))
+        tot += n * float(metric_unit[j])
+        if lam_mu is not None:
+            tot -= n * lam_mu * float(P.g[j])
+    return tot
 
 
 def _knap(n_regions: int, U: int, g: I64, ri: I64, c: F64, sel: np.ndarray) -> np.ndarray:

@@ -124,7 +124,7 @@ def engine_view(s: State, forecast: Any = None) -> State:
     view = {k: s[k] for k in keep if k in s}
     if forecast is not None:
         f1h = forecast.usd_per_hour.get(3600)
-        p0 = getattr(forecast, "p0_usd_per_hour", None)
+        p0 = forecast.p0_usd_per_hour
         if f1h is not None and p0 and "usd_per_hour" in s:
             f1h = float(s["usd_per_hour"]) * (f1h / p0)
         view["forecast_usd_per_hour"] = f1h

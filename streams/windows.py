@@ -67,10 +67,9 @@ def window_stats(hist: History, now_t: float, window_s: float) -> dict[str, Any]
     pts = ([before[-1]] if before else []) + inside
     if not pts:
         pts = [hist[-1][1]]
-    rets = [math.log(b / a) for a, b in itertools.pairwise(pts) if a > 0 and b > 0]
-    vol = math.sqrt(sum(r * r for r in rets) / len(rets)) if rets else 0.0
-    return {"n": len(pts), "min": min(pts), "max": max(pts), "start": pts[0], "last": pts[-1],
-            "log_return": math.log(pts[-1] / pts[0]) if pts[0] > 0 else 0.0, "volatility": vol}
+    log_return, vol, lo_p, hi_p = _features(pts)
+    return {"n": len(pts), "min": lo_p, "max": hi_p, "start": pts[0], "last": pts[-1],
+            "log_return": log_return, "volatility": vol}
 
 
 def window_features(hist: History, now_t: float) -> dict[str, tuple[float, float, float, float]]:
@@ -98,16 +97,19 @@ def window_features(hist: History, now_t: float) -> dict[str, tuple[float, float
     out: dict[str, tuple[float, float, float, float]] = {}
     for name, s in starts.items():
         pts, rets = pts_all[s - s0:], rets_all[s - s0:]
-        vol = math.sqrt(sum(r * r for r in rets) / len(rets)) if rets else 0.0
-        out[name] = (math.log(pts[-1] / pts[0]), vol, min(pts), max(pts))
+        out[name] = (math.log(pts[-1] / pts[0]), _vol(rets), min(pts), max(pts))
     return out
 
 
 def _features(pts: list[float]) -> tuple[float, float, float, float]:
     """(log_return, volatility, min, max) of a window's prices, as `window_stats` computes them."""
     rets = [math.log(b / a) for a, b in itertools.pairwise(pts) if a > 0 and b > 0]
-    vol = math.sqrt(sum(r * r for r in rets) / len(rets)) if rets else 0.0
-    return math.log(pts[-1] / pts[0]) if pts[0] > 0 else 0.0, vol, min(pts), max(pts)
+    return math.log(pts[-1] / pts[0]) if pts[0] > 0 else 0.0, _vol(rets), min(pts), max(pts)
+
+
+def _vol(rets: list[float]) -> float:
+    """Volatility: the root mean square of log returns (0 without any)."""
+    return math.sqrt(sum(r * r for r in rets) / len(rets)) if rets else 0.0
 
 
 def all_windows(hist: History, now_t: float) -> dict[str, dict[str, Any]]:
