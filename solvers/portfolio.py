@@ -99,7 +99,11 @@ from solvers.instance import (
 
 INF = highspy.kHighsInf
 RC_TOL = 1e-7
-LP_REDECIDE_PER_SOLVE = 32   # with a column-generation budget: see PortfolioEngine._integer_phase
+# with a column-generation budget, the workloads a solve re-decides because their LP values moved (and no
+# event forces it): LP_REDECIDE_PER_SOLVE, less one per workload an event forces, at least LP_REDECIDE_MIN.
+# See PortfolioEngine._integer_phase
+LP_REDECIDE_PER_SOLVE = 32
+LP_REDECIDE_MIN = 8
 # with a column-generation budget: a solve whose last optimal LP solution is older than this runs the
 # simplex to the end, whatever the budget (see PortfolioEngine.solve)
 MAX_STALE_LP_S = 0.5
@@ -682,6 +686,16 @@ class PortfolioEngine:
         self.stats["lp_warm"] = self.stats.get("lp_warm", 0) + 1
         self._lp_dirty = False
 
+    @property
+    def rebuild_pending(self) -> bool:
+        """Whether the next solve rebuilds the model (a workload added, changed or removed, a new offer, a
+        plan set, or the compaction `_adopt` asks for). A rebuilt model starts with no cached decision: a
+        workload that solve is not asked to re-decide is marked dirty and re-decided, in full, by the next
+        solve that asks for it (see `_integer_phase`). A caller that cares where that cost falls asks for
+        every workload in the rebuilding solve (streams.decider does)."""
+        self.settle()   # may ask for the compaction
+        return self._structural or self._inst is None
+
     # --- AllocationEngine -----------------------------------------------------------------------
     def upsert_offers(self, quotes: Sequence[OfferQuote]) -> None:
         self.settle()
@@ -928,7 +942,8 @@ class PortfolioEngine:
         instances, or (d) the concentration prices of its groups moved, or (e) it was just moved (its
         hysteresis terms changed), or (f) one of these held in an earlier solve that did not ask for
         it (kept in the cache's `dirty` set). With `cg_budget_s`, the workloads re-decided for (b) alone
-        are at most LP_REDECIDE_PER_SOLVE per solve (the rest wait in `lp_dirty`, longest waiting first).
+        are at most LP_REDECIDE_PER_SOLVE per solve less those re-decided for the other reasons, and at least
+        LP_REDECIDE_MIN (the rest wait in `lp_dirty`, longest waiting first).
         Otherwise its decision stands against the same LP
         solution and prices (approximated: capacity interplay with re-decided workloads, which see
         the capacity the others hold, and the rounding's fill, which can pick a changed offer).
@@ -1063,16 +1078,18 @@ class PortfolioEngine:
             # With a column-generation budget, the LP keeps moving between events (warm() completes it), and
             # re-deciding every workload whose LP values moved made some steps several times longer. Those
             # re-decisions only look for a better plan (an event that touches a workload's plan puts it in E):
-            # at most LP_REDECIDE_PER_SOLVE per solve, longest waiting first; the rest wait in `lp_dirty`.
+            # at most LP_REDECIDE_PER_SOLVE per solve, fewer when events already force re-decisions (a
+            # capacity loss displacing 100+ workloads: those steps make the latency's tail), never fewer than
+            # LP_REDECIDE_MIN; longest waiting first; the rest wait in `lp_dirty`.
             queue = list(dict.fromkeys(w for w in (*c["lp_dirty"], *sorted(L)) if w in L))   # longest waiting first
             now_l = [w for w in queue if w in want]
             if self.cg_budget_s is not None:
-                now_l = now_l[:LP_REDECIDE_PER_SOLVE]
+                now_l = now_l[:max(LP_REDECIDE_MIN, LP_REDECIDE_PER_SOLVE - len(E & want))]
             A = (E & want) | set(now_l)
             # why workloads are re-decided: LP values moved / concentration prices / changed offers, this
-            # solve; all (those, earlier solves' leftovers) and the ones now
+            # solve; forced now (events, and leftovers of earlier solves); all; and the ones now
             self.last_timings.update(affected_lp=len(L), affected_conc=n_conc, affected_events=n_events,
-                                     affected_all=len(E | L), affected_now=len(A))
+                                     affected_forced=len(E & want), affected_all=len(E | L), affected_now=len(A))
             standing = [w for w in dict.fromkeys(repriced) if w not in A]
             for w in standing:
                 self._reprice_kept(inst, P, M, c, w)

@@ -442,10 +442,11 @@ def test_a_column_generation_budget_decides_on_one_run_and_warm_completes_the_lp
 
 def test_with_a_budget_the_lp_driven_re_decisions_are_spread_over_solves(monkeypatch):
     """With `cg_budget_s`, workloads re-decided only because their LP values moved (no event touches their
-    plan) are capped per solve; the others wait their turn and are re-decided by later solves. Workloads an
-    event displaces are never deferred."""
+    plan) are capped per solve, less those an event forces; the others wait their turn and are re-decided by
+    later solves. Workloads an event displaces are never deferred."""
     import solvers.portfolio as pf
     monkeypatch.setattr(pf, "LP_REDECIDE_PER_SOLVE", 2)
+    monkeypatch.setattr(pf, "LP_REDECIDE_MIN", 1)
     offers, ws = _cg_instance(seed=3)
     e, _ = _placed(offers, ws, initial_columns_per_workload=1, cg_budget_s=10.0)
     lost = _lost_capacity(e, offers, n=4)
@@ -453,13 +454,19 @@ def test_with_a_budget_the_lp_driven_re_decisions_are_spread_over_solves(monkeyp
     r = e.solve()
     assert not ({a.offer.key for a in r.assignments} & {q.key for q in lost})   # the displaced moved now
     e.warm(lambda: False)                           # the LP converges: many workloads' LP values move
+    # an event displaces workloads too: the LP-driven re-decisions that solve are cut to the minimum
+    e.upsert_offers(_lost_capacity(e, offers, n=1))
+    e.solve()
+    e.settle()
+    t = e.last_timings
+    assert t["affected_forced"] >= 1 and t["affected_lp"] > 1 and t["affected_now"] - t["affected_forced"] == 1
     waiting = []
     for _ in range(len(ws)):
         r = e.solve()
         e.settle()
         assert evaluate(e.instance(), r.plan()).ok
         t = e.last_timings
-        assert t["affected_now"] - t["affected_events"] <= 2
+        assert t["affected_now"] - t["affected_forced"] <= max(1, 2 - t["affected_forced"])
         waiting.append(len(e._cache["lp_dirty"]))
         if not waiting[-1]:
             break

@@ -62,6 +62,26 @@ def test_a_decision_carries_the_quote_age_of_every_offer_it_places_on() -> None:
     assert 299 <= dec.quote_age_s[L4B.key] <= 310
 
 
+def test_a_step_that_rebuilds_the_engine_re_decides_every_workload_then_later_steps_stay_incremental() -> None:
+    """A workload event rebuilds the portfolio engine's model, which drops its cached decisions. The step
+    re-decides every workload then; otherwise the first market change to reach them re-decides them all
+    (the step after the benchmark's initial placement re-decided ~600 workloads, ~300 ms)."""
+    from functools import partial
+
+    from solvers import PortfolioEngine
+
+    d = Decider(partial(PortfolioEngine, cg_budget_s=0.03), {}, {}, {})
+    d.step([change(L4A, 1.0, "e1"), change(L4B, 2.0, "e2")], [requested("w1"), requested("w2")])
+    eng = d.engine()
+    assert isinstance(eng, PortfolioEngine)
+    assert eng.last_timings["redecided"] == 2 and not eng.rebuild_pending
+    d.step([], [requested("w3")])
+    assert eng.last_timings["redecided"] == 3   # w1 and w2 too, not only the new workload
+    d.settle(stop=lambda: False)
+    out = d.step([change(L4B, 2.5, "e3")], [])   # dearer, and no plan holds it: nothing to re-decide
+    assert out.decisions == [] and eng.last_timings["redecided"] == 0
+
+
 def test_decider_rebuilt_from_tables_decides_like_the_original() -> None:
     a = Decider(GreedyEngine, {}, {}, {})
     first = a.step([change(L4A, 1.0, "e1"), change(L4B, 2.0, "e2")], [requested("w")])
