@@ -208,8 +208,8 @@ def create_app(cfg: StreamsConfig, engine_factory: Callable[[], AllocationEngine
         try:
             for table, key, value in res.table_writes:
                 fast.write_table(tables_by_name[table], key, value, 0)
-            for part in res.decisions:
-                fast.produce(DECISIONS.name, part.event_id.encode(), part.model_dump_json().encode())
+            for record in res.decision_records:
+                fast.produce(DECISIONS.name, *record)
             await fast.flush()  # the broker has the decisions (and the table writes before them): record the plan
             for table, key, value in res.plan_writes:
                 fast.write_table(tables_by_name[table], key, value, 0)
@@ -219,13 +219,13 @@ def create_app(cfg: StreamsConfig, engine_factory: Callable[[], AllocationEngine
             decider.reset()
             raise
         counters.solves += res.solved
-        counters.decisions += len(res.decisions)
+        counters.decisions += len(res.decision_records)
         if log.isEnabledFor(logging.DEBUG):
             oldest = min((float(c["msg_ts"]) for c in market_changes if c.get("msg_ts")), default=step_t)
             log.debug("step: %d market changes, oldest %.0f ms old; step %.0f ms (solve %s ms, engine %s), writes "
                       "%.0f ms, %d decisions", len(market_changes), (step_t - oldest) * 1000,
                       (stepped_t - step_t) * 1000, res.solve_ms and round(res.solve_ms), res.engine_timings,
-                      (time.time() - stepped_t) * 1000, len(res.decisions))
+                      (time.time() - stepped_t) * 1000, len(res.decision_records))
         if res.held is not None:
             newly_held = res.held - held_box.get("h", set())
             held_box["h"] = res.held

@@ -34,12 +34,19 @@ TableWrite = tuple[str, str, Any]  # (table name, key, JSON value or None for a 
 @dataclass
 class DecideOutput:
     table_writes: list[TableWrite] = field(default_factory=list)     # write before the decisions
-    decisions: list[AllocationDecided] = field(default_factory=list)  # send, and wait for the broker's ack
+    # each AllocationDecided as its record (key: the event id; value: its JSON), serialised where it is made
+    # (the decider's process), so the worker sends bytes: send, and wait for the broker's ack
+    decision_records: list[tuple[bytes, bytes]] = field(default_factory=list)
     plan_writes: list[TableWrite] = field(default_factory=list)      # write only after that ack
     solved: bool = False
     held: set[str] | None = None     # offers under a placement, when the plan changed
     solve_ms: float | None = None
     engine_timings: dict[str, float] = field(default_factory=dict)  # the engine's own, when it keeps them
+
+    @property
+    def decisions(self) -> list[AllocationDecided]:
+        """The decisions, read back from their records."""
+        return [AllocationDecided.model_validate_json(v) for _, v in self.decision_records]
 
 
 class Decider:
@@ -159,12 +166,13 @@ class Decider:
                                           latency, eng.name)
         if decision is None:
             return out
-        out.decisions = decide.split(decision, self.prev_ids)
+        parts = decide.split(decision, self.prev_ids)
+        out.decision_records = [(p.event_id.encode(), p.model_dump_json().encode()) for p in parts]
         self._on_offer = None
         new_plan: dict[str, list[Assignment]] = {}
         for a in decision.assignments:
             new_plan.setdefault(a.workload_id, []).append(a)
-        for part in out.decisions:
+        for part in parts:
             for wid in part.workload_ids:
                 if wid in cancelled:
                     self.plan.pop(wid, None)

@@ -102,6 +102,8 @@ def test_remote_decider_runs_the_same_steps_in_a_child_process() -> None:
             batch = ([change(L4A, 1.0, "e1"), change(L4B, 2.0, "e2")], [requested("w")])
             got, want = await r.step(*batch), local.step(*batch)
             assert [d.event_id for d in got.decisions] == [d.event_id for d in want.decisions]
+            # the records come serialised from the child: the decision's id as key, its JSON as value
+            assert [k for k, _ in got.decision_records] == [d.event_id.encode() for d in want.decisions]
             assert got.plan_writes == want.plan_writes and got.held == want.held
             assert r.pid != __import__("os").getpid()
             with pytest.raises(RemoteError, match="KeyError"):
