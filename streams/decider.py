@@ -139,14 +139,14 @@ class Decider:
         old_plan = dict(self.plan)
         affected = decide.affected_workloads(changed_offers, self.specs, old_plan, self._accepting,
                                               self._placed_on()) | wl_ids
+        cancelled = {wid for wid in wl_ids if wid not in self.specs}
+        for wid in cancelled:
+            eng.remove_workload(wid)
         if getattr(eng, "rebuild_pending", False):
             # the engine rebuilds its model in this solve and drops its cached decisions: every workload is
             # re-decided now, at the structural change, rather than all at once by the next market event
             # that reaches them (~600 workloads, 300 ms, in the step after the benchmark's initial placement)
             affected |= set(self.specs)
-        cancelled = {wid for wid in wl_ids if wid not in self.specs}
-        for wid in cancelled:
-            eng.remove_workload(wid)
         to_solve = affected - cancelled
         if not affected:
             return out

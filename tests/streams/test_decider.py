@@ -80,6 +80,8 @@ def test_a_step_that_rebuilds_the_engine_re_decides_every_workload_then_later_st
     d.settle(stop=lambda: False)
     out = d.step([change(L4B, 2.5, "e3")], [])   # dearer, and no plan holds it: nothing to re-decide
     assert out.decisions == [] and eng.last_timings["redecided"] == 0
+    d.step([], [WorkloadCancelled(event_id="c-w1", workload_id="w1", cancelled_at=T0)])   # a removal rebuilds too
+    assert eng.last_timings["redecided"] == 2
 
 
 def test_decider_rebuilt_from_tables_decides_like_the_original() -> None:
