@@ -1083,13 +1083,14 @@ class PortfolioEngine:
             # LP_REDECIDE_MIN; longest waiting first; the rest wait in `lp_dirty`.
             queue = list(dict.fromkeys(w for w in (*c["lp_dirty"], *sorted(L)) if w in L))   # longest waiting first
             now_l = [w for w in queue if w in want]
+            forced = E & want
             if self.cg_budget_s is not None:
-                now_l = now_l[:max(LP_REDECIDE_MIN, LP_REDECIDE_PER_SOLVE - len(E & want))]
-            A = (E & want) | set(now_l)
+                now_l = now_l[:max(LP_REDECIDE_MIN, LP_REDECIDE_PER_SOLVE - len(forced))]
+            A = forced | set(now_l)
             # why workloads are re-decided: LP values moved / concentration prices / changed offers, this
             # solve; forced now (events, and leftovers of earlier solves); all; and the ones now
             self.last_timings.update(affected_lp=len(L), affected_conc=n_conc, affected_events=n_events,
-                                     affected_forced=len(E & want), affected_all=len(E | L), affected_now=len(A))
+                                     affected_forced=len(forced), affected_all=len(E | L), affected_now=len(A))
             standing = [w for w in dict.fromkeys(repriced) if w not in A]
             for w in standing:
                 self._reprice_kept(inst, P, M, c, w)
