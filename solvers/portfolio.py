@@ -77,6 +77,7 @@ from __future__ import annotations
 
 import math
 import time
+from bisect import bisect_left
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -161,6 +162,19 @@ def pair_costs(inst: Instance, pairs: _Pairs, mu: F64, sel: I64 | slice = slice(
                       + lam * mu[w] * pairs.g[sel], dtype=np.float64)
 
 
+def _segments(pairs: _Pairs, ws: I64) -> I64:
+    """The pair indices of workloads `ws`, segment after segment.
+
+    >>> P = _Pairs(*(np.zeros(5, np.int64),) * 2, np.array([0, 2, 2, 5]), *(np.zeros(5),) * 3,
+    ...            np.zeros(5, np.int64), np.zeros(1, np.int64))
+    >>> _segments(P, np.array([2, 0])).tolist()
+    [2, 3, 4, 0, 1]
+    """
+    start, n = pairs.ptr[ws], pairs.ptr[ws + 1] - pairs.ptr[ws]
+    out: I64 = np.repeat(start - np.concatenate([[0], np.cumsum(n)[:-1]]), n) + np.arange(int(n.sum()))
+    return out
+
+
 class _Master:
     """The restricted master LP, alive in a highspy.Highs object."""
 
@@ -234,7 +248,8 @@ class _Master:
         self.keep_rows: dict[int, tuple[tuple[int, int], ...]] = {}
         # w -> (its keep column, the rows where that column has a nonzero): a replaced plan rewrites the
         # same column in place, so plan changes never grow the LP (and never force a rebuild to compact it)
-        self.keep_slot: dict[int, tuple[int, set[int]]] = {}
+        # per workload, its keep column (kept when tombstoned, to be reused) and the coefficients it holds
+        self.keep_slot: dict[int, tuple[int, dict[int, float]]] = {}
         self.keep_pairs: dict[int, tuple[I64, F64]] = {}   # w -> (pair indices, instances) of its keep column
         self.keep_by_offer: dict[int, set[int]] = {}
         self._keep_flat: tuple[I64, I64, F64] | None = None  # (keep column, pair, instances), flattened
@@ -327,64 +342,101 @@ class _Master:
                                         pidx])
 
     def set_keep(self, w: int, rows: tuple[tuple[int, int], ...] | None) -> None:
-        """(Re)place the composite 'keep current plan' column of workload w."""
-        inst = self.inst
-        old = int(self.keep_col[w])
-        if old >= 0 and rows and rows == self.keep_rows.get(w) and inst.available[[a for a, _ in rows]].all():
-            # same rows (a price moved): only the cost and the budget coefficient change
-            if int(self.r_bud[w]) >= 0:
-                self.h.changeCoeff(int(self.r_bud[w]), old, sum(n * float(inst.price[o]) for o, n in rows))
-            self.h.changeColCost(old, inst.rows_cost(w, rows))
-            return
-        if old >= 0:
-            self.h.changeColBounds(old, 0.0, 0.0)      # tombstone
-            self.keep_col[w] = -1
-            for oo, _ in self.keep_rows.pop(w, ()):
-                self.keep_by_offer.get(oo, set()).discard(w)
-            self.keep_pairs.pop(w, None)
-            self._keep_flat = None
-        if not rows:
-            return
-        o: I64 = np.array([a for a, _ in rows], np.int64)
-        nn = np.array([b for _, b in rows], np.float64)
-        if not inst.available[o].all():
-            return
-        self.ensure_cap_rows(o)
-        g = inst.gpus[o] * nn
-        acc: dict[int, float] = {}
+        """(Re)place the composite 'keep current plan' column of workload w (see `set_keeps`)."""
+        self.set_keeps([(w, rows)])
 
-        def put(ri: int, v: float) -> None:
-            if ri >= 0:
-                acc[ri] = acc.get(ri, 0.0) + v
-
-        for oi, ni, gi in zip(o.tolist(), nn.tolist(), g.tolist(), strict=True):
-            put(int(self.r_min[w]), gi)
-            put(int(self.r_max[w]), gi)
-            put(int(self.r_bud[w]), ni * float(inst.price[oi]))
-            put(int(self.r_spot[w]), (float(inst.spot[oi]) - float(inst.spot_share[w])) * gi)
-            put(int(self.r_cap[oi]), ni)
-            put(int(self.r_grp[inst.group[oi]]), gi)
-            put(self.r_tot, gi)
-        cost = inst.rows_cost(w, rows)
-        if w in self.keep_slot:  # reuse the workload's tombstoned column: rewrite its coefficients
-            col, nz = self.keep_slot[w]
-            for ri in nz - acc.keys():
-                self.h.changeCoeff(ri, col, 0.0)
-            for ri, v in acc.items():
-                self.h.changeCoeff(ri, col, v)
-            self.h.changeColCost(col, cost)
-            self.h.changeColBounds(col, 0.0, 1.0)
-        else:
-            col = int(self._add_cols(np.array([cost]), np.ones(1), [sorted(acc.items())])[0])
-        self.keep_slot[w] = (col, set(acc))
-        self.keep_col[w] = col
-        self.keep_rows[w] = rows
+    def rows_pairs(self, w: int, rows: tuple[tuple[int, int], ...]) -> tuple[list[int], list[int]]:
+        """The pair indices of w's plan rows that are pairs of w, and their instance counts (scalar
+        bisection in w's segment, whose offers are sorted: a plan has a few rows)."""
         P = self.pairs
         s, e = int(P.ptr[w]), int(P.ptr[w + 1])
-        j = s + np.searchsorted(P.o[s:e], o)
-        ok = (j < e) & (P.o[np.minimum(j, max(e - 1, 0))] == o) if e > s else np.zeros(o.size, np.bool_)
-        self.keep_pairs[w] = (j[ok].astype(np.int64), nn[ok])
-        for oi in o.tolist():
+        js: list[int] = []
+        ns: list[int] = []
+        for a, n in rows:
+            j = bisect_left(P.o, a, s, e)
+            if j < e and P.o[j] == a:
+                js.append(j)
+                ns.append(n)
+        return js, ns
+
+    def set_keeps(self, items: Sequence[tuple[int, tuple[tuple[int, int], ...] | None]]) -> None:
+        """(Re)place the composite 'keep current plan' columns of workloads [(w, rows or None)], each w
+        once. A workload's column is kept when it is tombstoned (bounds 0) and reused for its next plan,
+        rewriting only the coefficients that differ (inserting or deleting a coefficient shifts HiGHS's
+        column-wise matrix); column costs and bounds are changed, and new columns added, in one call each
+        (a step that moves 200 workloads adopts their plans: per-column calls were a third of that)."""
+        inst, h = self.inst, self.h
+        avail, price = inst.available, inst.price
+        cost_of: dict[int, float] = {}       # column -> new cost
+        ub_of: dict[int, float] = {}         # column -> new upper bound (lower bounds stay 0)
+        live: list[tuple[int, tuple[tuple[int, int], ...]]] = []
+        for w, rows in items:
+            old = int(self.keep_col[w])
+            if old >= 0 and rows and rows == self.keep_rows.get(w) and all(avail[a] for a, _ in rows):
+                # same rows (a price moved): only the cost and the budget coefficient change
+                rb = int(self.r_bud[w])
+                if rb >= 0:
+                    v = sum(n * float(price[o]) for o, n in rows)
+                    h.changeCoeff(rb, old, v)
+                    self.keep_slot[w][1][rb] = v
+                cost_of[old] = inst.rows_cost(w, rows)
+                continue
+            if old >= 0:
+                ub_of[old] = 0.0      # tombstone
+                self.keep_col[w] = -1
+                for oo, _ in self.keep_rows.pop(w, ()):
+                    self.keep_by_offer.get(oo, set()).discard(w)
+                self.keep_pairs.pop(w, None)
+                self._keep_flat = None
+            if rows and all(avail[a] for a, _ in rows):
+                live.append((w, rows))
+        if live:
+            self.ensure_cap_rows(np.fromiter((a for _, rows in live for a, _ in rows), np.int64))
+        fresh: list[tuple[int, tuple[tuple[int, int], ...], dict[int, float], float]] = []
+        r_tot = self.r_tot
+        for w, rows in live:
+            acc: dict[int, float] = {}
+            rmin, rmax, rbud, rspot = int(self.r_min[w]), int(self.r_max[w]), int(self.r_bud[w]), int(self.r_spot[w])
+            share = float(inst.spot_share[w])
+            for oi, ni in rows:
+                gi = float(inst.gpus[oi]) * ni
+                for ri, v in ((rmin, gi), (rmax, gi), (rbud, ni * float(price[oi])),
+                              (rspot, (float(inst.spot[oi]) - share) * gi), (int(self.r_cap[oi]), float(ni)),
+                              (int(self.r_grp[inst.group[oi]]), gi), (r_tot, gi)):
+                    if ri >= 0:
+                        acc[ri] = acc.get(ri, 0.0) + v
+            cost = inst.rows_cost(w, rows)
+            if w in self.keep_slot:  # reuse the workload's tombstoned column: rewrite the coefficients that differ
+                col, held = self.keep_slot[w]
+                for ri in held.keys() - acc.keys():
+                    h.changeCoeff(ri, col, 0.0)
+                for ri, v in acc.items():
+                    if held.get(ri) != v:
+                        h.changeCoeff(ri, col, v)
+                cost_of[col] = cost
+                ub_of[col] = 1.0
+                self._register_keep(w, col, rows, acc)
+            else:
+                fresh.append((w, rows, acc, cost))
+        if fresh:
+            cols = self._add_cols(np.array([f[3] for f in fresh]), np.ones(len(fresh)),
+                                  [sorted(f[2].items()) for f in fresh])
+            for (w, rows, acc, _), col in zip(fresh, cols.tolist(), strict=True):
+                self._register_keep(w, col, rows, acc)
+        if cost_of:
+            h.changeColsCost(len(cost_of), np.fromiter(cost_of, np.int32, len(cost_of)),
+                             np.fromiter(cost_of.values(), np.float64, len(cost_of)))
+        if ub_of:
+            h.changeColsBounds(len(ub_of), np.fromiter(ub_of, np.int32, len(ub_of)), np.zeros(len(ub_of)),
+                               np.fromiter(ub_of.values(), np.float64, len(ub_of)))
+
+    def _register_keep(self, w: int, col: int, rows: tuple[tuple[int, int], ...], acc: dict[int, float]) -> None:
+        self.keep_slot[w] = (col, acc)
+        self.keep_col[w] = col
+        self.keep_rows[w] = rows
+        js, ns = self.rows_pairs(w, rows)
+        self.keep_pairs[w] = (np.array(js, np.int64), np.array(ns, np.float64))
+        for oi, _ in rows:
             self.keep_by_offer.setdefault(oi, set()).add(w)
         self._keep_flat = None
 
@@ -756,10 +808,9 @@ class PortfolioEngine:
         cost = pair_costs(inst, pairs, mu)
         t1 = time.perf_counter()
         master = _Master(inst, pairs, cost, mu, self.lp_time_limit_s)
-        for w, wid in enumerate(inst.ids):
-            rows = inst.current.get(wid)
-            if rows and wid not in inst.stale_plan and self._plan_valid(inst, w, rows):
-                master.set_keep(w, rows)
+        master.set_keeps([(w, rows) for w, wid in enumerate(inst.ids)
+                          if (rows := inst.current.get(wid)) and wid not in inst.stale_plan
+                          and self._plan_valid(inst, w, rows)])
         # initial restricted master: the k cheapest per-GPU columns of every workload (+ current)
         init: list[I64] = []
         per_gpu = cost / pairs.g
@@ -869,9 +920,8 @@ class PortfolioEngine:
                     unchanged = False
         # keep columns touching changed offers: refresh (price/availability may have changed)
         touched = sorted({w for o in changed.tolist() for w in M.keep_by_offer.get(o, ())})
-        for w in touched:
-            rows = M.keep_rows[w]
-            M.set_keep(w, rows if self._plan_valid(inst, w, rows) else None)
+        if touched:
+            M.set_keeps([(w, rows if self._plan_valid(inst, w, rows := M.keep_rows[w]) else None) for w in touched])
             unchanged = False
         # in-place model updates of master columns
         inm = pidx[M.in_master[pidx]]
@@ -894,7 +944,7 @@ class PortfolioEngine:
                 wk = next(w for w in M.keep_rows if M.keep_col[w] == kcol)
                 n_o = dict(M.keep_rows[wk])[o]
                 M.h.changeCoeff(int(M.r_cap[o]), kcol, float(n_o))
-                M.keep_slot[wk][1].add(int(M.r_cap[o]))
+                M.keep_slot[wk][1][int(M.r_cap[o])] = float(n_o)
         if unchanged:
             self.stats["lp_skipped"] += 1
         else:
@@ -1412,7 +1462,7 @@ class PortfolioEngine:
         for w in changed:
             M.mu[w] = inst2.migration_per_gpu(w)
         # the moved workloads' pairs, all at once
-        seg = np.concatenate([np.arange(int(P.ptr[w]), int(P.ptr[w + 1]), dtype=np.int64) for w in changed])
+        seg = _segments(P, np.array(changed, np.int64))
         M.cost[seg] = pair_costs(inst2, P, M.mu, seg)
         M.mark_dirty(seg)
         if c is not None and c["metric"] is not None:
@@ -1421,18 +1471,16 @@ class PortfolioEngine:
         if inm.size:
             cols = M.pair_col[inm].astype(np.int32)
             M.h.changeColsCost(cols.size, cols, M.cost[inm])
-        now_pairs: list[I64] = []
+        now_pairs: list[int] = []
+        keeps: list[tuple[int, tuple[tuple[int, int], ...] | None]] = []
         for w in changed:
             now = cur_new.get(inst.ids[w])
-            M.set_keep(w, now if now and self._plan_valid(inst2, w, now) else None)
-            if now:   # the pairs of the plan now in force join the master (a segment's offers are sorted)
-                s, e = int(P.ptr[w]), int(P.ptr[w + 1])
-                o_now = np.array([o for o, _ in now], np.int64)
-                j = s + np.searchsorted(P.o[s:e], o_now)
-                j = j[j < e]
-                now_pairs.append(j[P.o[j] == o_now[:j.size]])
+            keeps.append((w, now if now and self._plan_valid(inst2, w, now) else None))
+            if now:   # the pairs of the plan now in force join the master
+                now_pairs += M.rows_pairs(w, now)[0]
+        M.set_keeps(keeps)
         if now_pairs:
-            M.add_pairs(np.concatenate(now_pairs))
+            M.add_pairs(np.array(now_pairs, np.int64))
         self._lp_dirty = True
         if M.h.getNumCol() > 4 * max(1, M.in_master.sum()) + 10 * inst.n_workloads:
             self._structural = True   # too many tombstoned keep columns: compact at the next solve

@@ -596,3 +596,62 @@ def test_a_one_offer_plan_is_re_decided_when_its_market_price_rises_over_the_bud
     r = e.solve()
     assert r.plan()["w"][0].offer.key == other.key
     assert evaluate(e.instance(), e.plan).ok
+
+
+def test_keep_columns_in_the_lp_hold_the_plans_in_force_as_workloads_move():
+    """A moved workload's keep column is reused, rewriting only the coefficients that differ (`set_keeps`):
+    after moves between offers of other groups, regions and capacity rows, each live keep column in HiGHS
+    holds exactly the coefficients, cost and bounds of the plan in force, and tombstones are closed."""
+    import numpy as np
+    rng = np.random.default_rng(7)
+    models = ["L4", "A10G", "H100-80GB"]
+    offers = [quote(provider=p, region=rg, model=m, gpus=g, spot=s, price=round(float(rng.uniform(0.5, 3)) * g, 3),
+                    cap=int(rng.integers(2, 6)) if rng.random() < 0.5 else None)
+              for p in ("gcp", "aws") for rg in ("r1", "r2") for m in models for g in (1, 4) for s in (False, True)]
+    ws = [spec(f"w{i}", models={m: 1.0 for m in rng.choice(models, 2, replace=False)}, lo=int(rng.choice([1, 2, 4])),
+               spot_share=float(rng.choice([0.0, 0.5, 1.0]))) for i in range(10)]
+    e = PortfolioEngine(migration_threshold_usd_per_hour=0.0, migration_threshold_fraction=0.0)
+    e.upsert_offers(offers)
+    for w in ws:
+        e.upsert_workload(w)
+    e.solve()
+    moved = 0
+    for _ in range(12):
+        e.settle()
+        inst, M = e._inst, e._master
+        assert inst is not None and M is not None
+        for w, wid in enumerate(inst.ids):
+            col = int(M.keep_col[w])
+            rows = inst.current.get(wid)
+            if col < 0:
+                continue
+            assert M.keep_rows[w] == rows
+            _, cost, lo, up, _ = M.h.getCol(col)
+            _, idx, val = M.h.getColEntries(col)
+            want = {}
+            for o, n in rows:
+                g = float(inst.gpus[o]) * n
+                for r, v in ((M.r_min[w], g), (M.r_max[w], g), (M.r_bud[w], n * float(inst.price[o])),
+                             (M.r_spot[w], (float(inst.spot[o]) - float(inst.spot_share[w])) * g),
+                             (M.r_cap[o], n), (M.r_grp[inst.group[o]], g), (M.r_tot, g)):
+                    if r >= 0:
+                        want[int(r)] = want.get(int(r), 0.0) + v
+            assert {int(i): v for i, v in zip(idx, val, strict=True) if v != 0.0} == \
+                pytest.approx({r: v for r, v in want.items() if v != 0.0})
+            assert (cost, lo, up) == pytest.approx((inst.rows_cost(w, rows), 0.0, 1.0))
+        live = {int(c) for c in M.keep_col if c >= 0}
+        for col, _ in M.keep_slot.values():
+            if col not in live:
+                assert M.h.getCol(col)[3] == 0.0          # a tombstone: upper bound 0
+        # the cheapest offers in use lose capacity or get dearer: their workloads move
+        held = sorted({o for rows in inst.current.values() for o, _ in rows})
+        hit = [inst.keys[o] for o in rng.choice(held, min(2, len(held)), replace=False)]
+        before = dict(inst.current)
+        e.upsert_offers([OfferQuote(q.offer, q.usd_per_hour * 3, None, bool(rng.random() < 0.5),
+                                    q.capacity_instances, 0.0) for q in offers if q.key in hit])
+        e.upsert_offers([OfferQuote(q.offer, q.usd_per_hour, None, True, q.capacity_instances, 0.0)
+                         for q in offers if q.key not in hit and rng.random() < 0.2])
+        e.solve()
+        e.settle()
+        moved += sum(e._inst.current.get(wid) != rows for wid, rows in before.items())
+    assert moved >= 10
