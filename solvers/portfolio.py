@@ -989,7 +989,8 @@ class PortfolioEngine:
         there: a one-offer plan in force, or the runner-up, is then repriced in the cache), or gives it
         an admissible single-offer plan (available, within budget, GPU count and spot share) cheaper
         than its plan by the hysteresis threshold, or, when it has no plan, could hold one of its
-        instances, or (d) the concentration prices of its groups moved, or (e) it was just moved (its
+        instances and got better (cheaper, back in stock, more capacity: nothing else can give it one),
+        or (d) the concentration prices of its groups moved, or (e) it was just moved (its
         hysteresis terms changed), or (f) one of these held in an earlier solve that did not ask for
         it (kept in the cache's `dirty` set). With `cg_budget_s`, the workloads re-decided for (b) alone
         are at most LP_REDECIDE_PER_SOLVE per solve less those re-decided for the other reasons, and at least
@@ -1093,11 +1094,19 @@ class PortfolioEngine:
                 single_ok = (inst.available[po_] & (n1 * P.g[pc] <= inst.max_gpus[pw])
                              & (n1 * inst.price[po_] <= inst.budget[pw] * (1 + 1e-9))
                              & (~inst.spot[po_] | (inst.spot_share[pw] >= 1.0)))
-                # ... or, for a workload with no plan, one instance of the offer could be part of one
-                placeable = (np.isinf(ch) & inst.available[po_] & (P.g[pc] <= inst.max_gpus[pw])
+                # ... or, for a workload with no plan, one instance of the offer could be part of one. Such a
+                # workload has no admissible plan in the capacity left: an offer's change can only give it one
+                # when the offer got better (its market or planning price or risk fell, it became available
+                # or gained capacity); after a rise alone it stays where it was, and is not diagnosed again
+                better_o = np.zeros(inst.n_offers, np.bool_)
+                for o in changed.tolist():
+                    better_o[o] = (inst.price[o] < self._price_before.get(o, inst.price[o])
+                                   or (inst.available[o] and not c["avail"][o]) or inst.capacity[o] > c["cap"][o])
+                stuck = (ch == math.inf) & ~better_o[po_] & (c["metric"][pc] >= m_old - 1e-12 * (1 + np.abs(m_old)))
+                placeable = (np.isinf(ch) & ~stuck & inst.available[po_] & (P.g[pc] <= inst.max_gpus[pw])
                              & (inst.price[po_] <= inst.budget[pw] * (1 + 1e-9))
                              & (~inst.spot[po_] | (inst.spot_share[pw] > 0.0)))
-                hit = used | placeable | (single_ok & (sm < ch + 1e-9) & (sm_base < ch - c["thr"][pw] + 1e-9))
+                hit = used | placeable | (single_ok & ~stuck & (sm < ch + 1e-9) & (sm_base < ch - c["thr"][pw] + 1e-9))
                 E.update(np.unique(pw[hit]).tolist())
                 A |= E
                 # cheaper than the runner-up only: the decision stands, the explanation changes
@@ -1297,6 +1306,7 @@ class PortfolioEngine:
             new_codes += [c["codes_runner"][w] for w in moved.tolist() if w in c["codes_runner"]]
             c["codes"] = np.union1d(kept, np.array(new_codes, np.int64))
         c["xv"], c["kv"], c["conc"] = xe, kv, conc_g
+        c["avail"], c["cap"] = inst.available.copy(), inst.capacity.copy()   # the offers as these decisions saw them
         self._changed_offers.clear()
         self._price_before.clear()
         # objective of the whole portfolio, from per-workload terms and group totals
@@ -1423,7 +1433,7 @@ class PortfolioEngine:
              "chosen": np.full(inst.n_workloads, -math.inf), "thr": np.zeros(inst.n_workloads),
              "reports": {}, "expl": {}, "obj": obj, "codes": None,
              "codes_runner": {}, "metric": None, "xv": None, "kv": None, "conc": None,
-             "dirty": set(), "lp_dirty": {}}
+             "dirty": set(), "lp_dirty": {}, "avail": inst.available.copy(), "cap": inst.capacity.copy()}
         self._cache = c
         return c
 

@@ -655,3 +655,24 @@ def test_keep_columns_in_the_lp_hold_the_plans_in_force_as_workloads_move():
         e.settle()
         moved += sum(e._inst.current.get(wid) != rows for wid, rows in before.items())
     assert moved >= 10
+
+
+@pytest.mark.parametrize("change, redecided", [
+    ("rise", False), ("fall_within_budget", True), ("back_in_stock", True), ("more_capacity", True)])
+def test_a_workload_without_a_plan_is_re_decided_only_when_an_offer_got_better_for_it(change, redecided):
+    """No plan fits w (over budget, out of stock, full): a price rise of a matching offer, even one within its
+    budget, cannot give it one, so it is not re-decided (nor diagnosed) again; a fall, a return to stock or
+    new capacity can."""
+    # (a is over w's budget, but the LP relaxation places w on it in part; it leaves d, dearer still, alone)
+    offers = [quote(region="a", price=3.0), quote(region="b", price=1.0, available=False),
+              quote(region="c", price=1.0, cap=1), quote(region="d", price=4.0)]
+    e, first = _placed(offers, [spec("hog", lo=1, budget=5.0, priority=3), spec("w", lo=1, budget=2.0)])
+    assert "w" not in first.plan() and "w" in {r.workload_id for r in first.infeasible}
+    _, b, c, a = offers
+    new = {"rise": OfferQuote(c.offer, 1.2, capacity_instances=1), "fall_within_budget": OfferQuote(a.offer, 1.5),
+           "back_in_stock": OfferQuote(b.offer, 1.0), "more_capacity": OfferQuote(c.offer, 1.0, capacity_instances=2)}
+    e.upsert_offers([new[change]])
+    r = e.solve()
+    assert r.redecided is not None and ("w" in r.redecided) == redecided
+    assert ("w" in r.plan()) == redecided
+    assert evaluate(e.instance(), e.plan).ok
