@@ -1112,6 +1112,7 @@ class PortfolioEngine:
                 # cheaper than the runner-up only: the decision stands, the explanation changes
                 feas1 = (~hit & ~plan_cheaper & (sm < c["runner"][pw] - 1e-9) & single_ok
                          & (n1 <= inst.capacity[po_] - c["usage"][po_] + 1e-9))
+                new_runner: list[tuple[int, int]] = []   # (workload, k), in order
                 for k in np.flatnonzero(feas1).tolist():
                     w = int(pw[k])
                     if w in A or sm[k] >= c["runner"][w] - 1e-9:
@@ -1119,11 +1120,15 @@ class PortfolioEngine:
                     runner_only.add(w)
                     c["runner"][w] = float(sm[k])
                     c["codes_runner"][w] = w * inst.n_offers + int(po_[k])
-                    wid = inst.ids[w]
-                    if wid in c["expl"]:
+                    if inst.ids[w] in c["expl"]:
+                        new_runner.append((w, k))
+                if new_runner:   # their explanations, with the reduced costs computed in one pass
+                    rcs = M.reduced_costs(pc[[k for _, k in new_runner]]).tolist()
+                    for (w, k), rc_k in zip(new_runner, rcs, strict=True):
+                        wid = inst.ids[w]
                         x = c["expl"][wid]
                         rc = dict(x.reduced_costs)
-                        rc[inst.keys[int(po_[k])]] = float(M.reduced_costs(np.array([pc[k]]))[0])
+                        rc[inst.keys[int(po_[k])]] = float(rc_k)
                         c["expl"][wid] = x.model_copy(update={
                             "runner_up": inst.keys[int(po_[k])], "reduced_costs": rc,
                             "runner_up_delta_usd_per_hour": float(sm[k]) - float(c["chosen"][w])})
