@@ -122,6 +122,9 @@ class _Pairs:
     n_single: F64     # ceil(L_w / g): instances of a single-offer plan
     by_offer: I64     # pair indices sorted by offer
     offer_ptr: I64
+    # a single-offer plan on the pair fits the workload's GPU count and spot share (static: the offers'
+    # sizes and markets and the workloads' specs do not change without a rebuild); None: not computed
+    single_fits: npt.NDArray[np.bool_] | None = None
 
     @property
     def size(self) -> int:
@@ -152,7 +155,8 @@ def build_pairs(inst: Instance) -> _Pairs:
     n_single = np.ceil(inst.min_gpus[pw] / g) if po.size else np.zeros(0)
     by_offer = np.argsort(po, kind="stable").astype(np.int64)
     offer_ptr = np.searchsorted(po[by_offer], np.arange(inst.n_offers + 1)).astype(np.int64)
-    return _Pairs(pw, po, ptr, g, ratio, n_single, by_offer, offer_ptr)
+    single_fits = (n_single * g <= inst.max_gpus[pw]) & ((inst.spot_share[pw] >= 1.0) | ~inst.spot[po])
+    return _Pairs(pw, po, ptr, g, ratio, n_single, by_offer, offer_ptr, single_fits)
 
 
 def pair_costs(inst: Instance, pairs: _Pairs, mu: F64, sel: I64 | slice = slice(None)) -> F64:
@@ -253,6 +257,7 @@ class _Master:
         self.keep_pairs: dict[int, tuple[I64, F64]] = {}   # w -> (pair indices, instances) of its keep column
         self.keep_by_offer: dict[int, set[int]] = {}
         self._keep_flat: tuple[I64, I64, F64] | None = None  # (keep column, pair, instances), flattened
+        self._support: tuple[F64, tuple[I64, F64, I64]] | None = None   # (x it was computed from, lp_support())
         self.x = np.zeros(0)
         self.y = np.zeros(self.n_rows)
         self.lp_obj = 0.0
@@ -269,6 +274,7 @@ class _Master:
         self.grp_pair = inst.group[pairs.o]
         self.spot_coef = (inst.spot[pairs.o] - inst.spot_share[pairs.w]) * pairs.g
         self.price_pair = inst.price[pairs.o].astype(np.float64)
+        self.avail_pair = inst.available[pairs.o]   # (refreshed on offer events, as price_pair)
         self.seg_len = np.diff(pairs.ptr)
         self.by_group = np.argsort(self.grp_pair, kind="stable").astype(np.int64)
         self.group_ptr = np.searchsorted(self.grp_pair[self.by_group], np.arange(nG + 1)).astype(np.int64)
@@ -439,6 +445,22 @@ class _Master:
         for oi, _ in rows:
             self.keep_by_offer.setdefault(oi, set()).add(w)
         self._keep_flat = None
+
+    def lp_support(self) -> tuple[I64, F64, I64]:
+        """The pairs the last LP solution gives a positive value (sorted, so grouped by workload), their
+        values, and each workload's range in them (`ptr`, as `_Pairs.ptr`): computed once per solution
+        from the master's columns, rather than per workload over all its pairs."""
+        if self._support is None or self._support[0] is not self.x:
+            x, f0 = self.x, self.first_pair_col
+            nx = max(0, min(x.size - f0, self.col_pair.size))
+            j = np.flatnonzero(x[f0:f0 + nx] > 1e-7)
+            pj = self.col_pair[j]
+            keep = pj >= 0
+            pj, v = pj[keep], x[f0 + j[keep]]
+            order = np.argsort(pj, kind="stable")
+            pj, v = pj[order].astype(np.int64), v[order]
+            self._support = (x, (pj, v, np.searchsorted(pj, self.pairs.ptr).astype(np.int64)))
+        return self._support[1]
 
     def keep_flat(self) -> tuple[I64, I64, F64]:
         if self._keep_flat is None:
@@ -712,6 +734,7 @@ class PortfolioEngine:
         self._changed_offers: set[int] = set()
         self._price_before: dict[int, float] = {}   # changed offers: market price before the first change
         self.last_timings: dict[str, float] = {}
+        self._any_capacity = True   # some offer has a capacity limit (set by each integer phase)
         # the last solve's adoption into the LP master (see `settle`)
         self._deferred: tuple[Instance, _Master, dict[str, list[Assignment]], set[str]] | None = None
 
@@ -892,6 +915,7 @@ class PortfolioEngine:
         self._inst = inst
         M.cost[pidx] = pair_costs(inst, P, M.mu, pidx)
         M.price_pair[pidx] = inst.price[P.o[pidx]]
+        M.avail_pair[pidx] = inst.available[P.o[pidx]]
         M.mark_dirty(pidx)
         # screen (before touching the model): LP optimum unchanged?
         unchanged = not self._lp_dirty and M.optimal
@@ -1001,6 +1025,7 @@ class PortfolioEngine:
         """
         widx = self._widx
         W = inst.n_workloads
+        self._any_capacity = bool(np.isfinite(inst.capacity).any())   # (see _single_candidates)
         # LP allocation per master pair column, keep columns folded into the pairs they represent
         f0 = M.first_pair_col
         xe = np.zeros(M.col_pair.size)
@@ -1345,7 +1370,7 @@ class PortfolioEngine:
         cap_left = inst.capacity - usage
         for o, n in rows:
             cap_left[o] += n
-        singles, _ = self._single_candidates(inst, P, w, metric_unit, cap_left)
+        singles, _ = self._single_candidates(inst, P, M, w, metric_unit, cap_left)
         mine = {o for o, _ in rows}
         runner = next(((j, m) for j, m in singles if int(P.o[j]) not in mine), None)
         x = c["expl"][wid]
@@ -1501,24 +1526,25 @@ class PortfolioEngine:
             self._structural = True   # too many tombstoned keep columns: compact at the next solve
 
     # --- per-workload integer decision ----------------------------------------------------------
-    def _single_candidates(self, inst: Instance, P: _Pairs, w: int, metric_unit: F64, cap_left: F64,
+    def _single_candidates(self, inst: Instance, P: _Pairs, M: _Master, w: int, metric_unit: F64, cap_left: F64,
                            k: int = 4) -> tuple[list[tuple[int, float]], list[str]]:
         """Best k single-offer plans of w, feasible now: [(pair index, metric)], and blocked reasons."""
         s, e = int(P.ptr[w]), int(P.ptr[w + 1])
         if e == s:
             return [], []
-        o = P.o[s:e]
         n = P.n_single[s:e]
         m = n * metric_unit[s:e]
-        ok = inst.available[o] & (n * P.g[s:e] <= inst.max_gpus[w]) & (n * inst.price[o] <= inst.budget[w] * (1 + 1e-9))
-        if inst.spot_share[w] < 1.0:
-            ok &= ~inst.spot[o]
+        assert P.single_fits is not None
+        # (the master's per-pair copies of prices and availability: slices, where the offers' would be gathers)
+        ok = P.single_fits[s:e] & M.avail_pair[s:e] & (n * M.price_pair[s:e] <= inst.budget[w] * (1 + 1e-9))
         blocked: list[str] = []
-        capok = n <= cap_left[o] + 1e-9
-        okc = ok & capok
-        if ok.any() and not okc[np.argmin(np.where(ok, m, np.inf))]:
-            j = int(np.argmin(np.where(ok, m, np.inf)))
-            blocked.append(f"capacity:{inst.keys[o[j]]}")
+        okc = ok
+        if self._any_capacity:   # (with no capacity limit anywhere, cap_left is infinite: nothing to test)
+            o = P.o[s:e]
+            okc = ok & (n <= cap_left[o] + 1e-9)
+            if ok.any() and not okc[np.argmin(np.where(ok, m, np.inf))]:
+                j = int(np.argmin(np.where(ok, m, np.inf)))
+                blocked.append(f"capacity:{inst.keys[o[j]]}")
         idx = np.nonzero(okc)[0]
         if not idx.size:
             return [], blocked
@@ -1542,7 +1568,7 @@ class PortfolioEngine:
         lp_rows = self._round_lp(inst, P, M, w, metric_unit, cap_left)
         if lp_rows:   # first: on ties (degenerate duals) the LP's own split wins
             cands.append((metric(lp_rows), "lp", lp_rows))
-        singles, blocked = self._single_candidates(inst, P, w, metric_unit, cap_left)
+        singles, blocked = self._single_candidates(inst, P, M, w, metric_unit, cap_left)
         if singles:
             j, m = singles[0]
             cands.append((m, "single", ((int(P.o[j]), int(P.n_single[j])),)))
@@ -1579,13 +1605,8 @@ class PortfolioEngine:
     def _round_lp(self, inst: Instance, P: _Pairs, M: _Master, w: int, metric_unit: F64,
                   cap_left: F64) -> tuple[tuple[int, int], ...] | None:
         s, e = int(P.ptr[w]), int(P.ptr[w + 1])
-        seg = np.arange(s, e)
-        pc = M.pair_col[s:e]
-        ok = (pc >= 0) & (pc < M.x.size)
-        xs = np.zeros(e - s)
-        xs[ok] = M.x[pc[ok]]
-        sup = seg[xs > 1e-7]
-        val = xs[xs > 1e-7]
+        sup_all, val_all, sptr = M.lp_support()
+        sup, val = sup_all[sptr[w]:sptr[w + 1]], val_all[sptr[w]:sptr[w + 1]].copy()
         kc = int(M.keep_col[w])
         if kc >= 0 and M.x.size > kc and M.x[kc] > 1e-7:
             for o, n in M.keep_rows[w]:
@@ -1624,7 +1645,7 @@ class PortfolioEngine:
         if G < L:
             # fill to L_w with the cheapest-per-GPU admissible instance: LP support first, then the
             # workload's cheapest pairs (looked up only when a fill is needed)
-            extra = seg[inst.available[P.o[s:e]]]
+            extra = np.arange(s, e)[inst.available[P.o[s:e]]]
             if region is not None:
                 extra = extra[inst.region[P.o[extra]] == region]
             if extra.size > 16:

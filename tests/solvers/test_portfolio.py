@@ -676,3 +676,29 @@ def test_a_workload_without_a_plan_is_re_decided_only_when_an_offer_got_better_f
     assert r.redecided is not None and ("w" in r.redecided) == redecided
     assert ("w" in r.plan()) == redecided
     assert evaluate(e.instance(), e.plan).ok
+
+
+def test_the_lp_support_per_workload_is_what_each_workloads_pairs_hold_in_the_lp():
+    """`_Master.lp_support` (computed once per LP solution) equals, per workload, the pairs whose master
+    column has a positive value in it, with those values; it follows each new solution."""
+    import numpy as np
+    rng = np.random.default_rng(5)
+    offers = [quote(provider=p, region=rg, model=m, gpus=g, price=round(float(rng.uniform(0.5, 3)) * g, 3),
+                    cap=int(rng.integers(1, 4)) if rng.random() < 0.5 else None)
+              for p in ("gcp", "aws") for rg in ("r1", "r2") for m in ("L4", "A10G") for g in (1, 4)]
+    ws = [spec(f"w{i}", models={"L4": 1.0, "A10G": float(rng.uniform(0.5, 2))}, lo=int(rng.choice([1, 2, 4, 8])))
+          for i in range(8)]
+    e, _ = _placed(offers, ws)
+    for _ in range(3):
+        M, P = e._master, e._pairs
+        sup, val, ptr = M.lp_support()
+        for w in range(len(ws)):
+            s, t = int(P.ptr[w]), int(P.ptr[w + 1])
+            pc = M.pair_col[s:t]
+            x = np.array([M.x[c] if 0 <= c < M.x.size else 0.0 for c in pc])
+            assert sup[ptr[w]:ptr[w + 1]].tolist() == (s + np.flatnonzero(x > 1e-7)).tolist()
+            assert val[ptr[w]:ptr[w + 1]].tolist() == x[x > 1e-7].tolist()
+        e.upsert_offers([OfferQuote(q.offer, q.usd_per_hour * float(rng.uniform(0.5, 1.5)), None, True,
+                                    q.capacity_instances, 0.0) for q in offers])
+        e.solve()
+        e.settle()   # (the next round checks the support against the new solution)
