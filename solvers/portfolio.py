@@ -1605,33 +1605,36 @@ class PortfolioEngine:
     def _round_lp(self, inst: Instance, P: _Pairs, M: _Master, w: int, metric_unit: F64,
                   cap_left: F64) -> tuple[tuple[int, int], ...] | None:
         s, e = int(P.ptr[w]), int(P.ptr[w + 1])
+        # the workload's LP support: a few pairs, handled as Python lists (numpy's per-call cost dominated)
         sup_all, val_all, sptr = M.lp_support()
-        sup, val = sup_all[sptr[w]:sptr[w + 1]], val_all[sptr[w]:sptr[w + 1]].copy()
+        sup: list[int] = sup_all[sptr[w]:sptr[w + 1]].tolist()
+        val: list[float] = val_all[sptr[w]:sptr[w + 1]].tolist()
         kc = int(M.keep_col[w])
         if kc >= 0 and M.x.size > kc and M.x[kc] > 1e-7:
+            xk = float(M.x[kc])
             for o, n in M.keep_rows[w]:
-                j = s + int(np.searchsorted(P.o[s:e], o))
+                j = bisect_left(P.o, o, s, e)
                 if j < e and P.o[j] == o:
-                    hit = np.nonzero(sup == j)[0]
-                    if hit.size:
-                        val[hit[0]] += M.x[kc] * n
+                    if j in sup:
+                        val[sup.index(j)] += xk * n
                     else:
-                        sup = np.append(sup, j)
-                        val = np.append(val, M.x[kc] * n)
-        live = inst.available[P.o[sup]]   # (all of them, unless the LP solution predates an event: see run)
-        if not live.all():
-            sup, val = sup[live], val[live]
-        if not sup.size:
+                        sup.append(j)
+                        val.append(xk * n)
+        avail, po = inst.available, P.o
+        if not all(avail[po[j]] for j in sup):   # (all live, unless the LP solution predates an event: see run)
+            sup, val = [j for j in sup if avail[po[j]]], [v for j, v in zip(sup, val, strict=True) if avail[po[j]]]
+        if not sup:
             return None
         region = None
         if inst.same_region[w]:
-            regs = inst.region[P.o[sup]]
-            mass = np.bincount(regs, weights=val * P.g[sup])
+            sa = np.array(sup, np.int64)
+            regs = inst.region[po[sa]]
+            mass = np.bincount(regs, weights=np.array(val) * P.g[sa])
             region = int(np.argmax(mass))
-            keep = regs == region
-            sup, val = sup[keep], val[keep]
-        cnt = {int(j): int(min(math.floor(v + 1e-6), max(0.0, cap_left[P.o[j]])))
-               for j, v in zip(sup, val, strict=True)}
+            keep = (regs == region).tolist()
+            sup = [j for j, k in zip(sup, keep, strict=True) if k]
+            val = [v for v, k in zip(val, keep, strict=True) if k]
+        cnt = {j: int(min(math.floor(v + 1e-6), max(0.0, cap_left[po[j]]))) for j, v in zip(sup, val, strict=True)}
         L, U, B, S = int(inst.min_gpus[w]), int(inst.max_gpus[w]), float(inst.budget[w]), float(inst.spot_share[w])
 
         def totals() -> tuple[int, int, float]:
@@ -1684,11 +1687,13 @@ class PortfolioEngine:
                  rc_of: Mapping[int, float]) -> WorkloadExplanation:
         """`pairs`: `_explained_pairs(P, w, d)`; `rc_of`: their reduced costs."""
         wid = inst.ids[w]
-        o = np.array([a for a, _ in d.rows], np.int64)
-        n = np.array([b for _, b in d.rows], np.float64)
-        G = float((inst.gpus[o] * n).sum())
-        usd = float((inst.price[o] * n).sum())
-        Gs = float((inst.gpus[o] * n)[inst.spot[o]].sum())
+        G = usd = Gs = 0.0   # (scalar arithmetic: a plan has a few rows)
+        for oi, ni in d.rows:
+            g = float(inst.gpus[oi]) * ni
+            G += g
+            usd += float(inst.price[oi]) * ni
+            if inst.spot[oi]:
+                Gs += g
         binding = list(d.binding)
         if inst.min_gpus[w] == G:
             binding.append("min_gpus")
@@ -1706,7 +1711,7 @@ class PortfolioEngine:
             binding.append("spot_share")
         if inst.same_region[w]:
             binding.append("co_location")
-        for oi in o.tolist():
+        for oi, _ in d.rows:
             r = int(M.r_cap[oi])
             if r >= 0 and abs(y[r]) > 1e-9:
                 duals[f"capacity:{inst.keys[oi]}"] = float(y[r])
@@ -1719,7 +1724,7 @@ class PortfolioEngine:
             runner_key = inst.keys[ro]
             delta = rm - d.metric
         reduced = {inst.keys[int(P.o[j])]: rc_of[j] for j in pairs}
-        return WorkloadExplanation(workload_id=wid, chosen=[inst.keys[oi] for oi in o.tolist()], usd_per_hour=usd,
+        return WorkloadExplanation(workload_id=wid, chosen=[inst.keys[oi] for oi, _ in d.rows], usd_per_hour=usd,
                                    runner_up=runner_key, runner_up_delta_usd_per_hour=delta,
                                    binding_constraints=list(dict.fromkeys(binding)), reduced_costs=reduced,
                                    duals=duals)
