@@ -1648,12 +1648,13 @@ class PortfolioEngine:
         if G < L:
             # fill to L_w with the cheapest-per-GPU admissible instance: LP support first, then the
             # workload's cheapest pairs (looked up only when a fill is needed)
-            extra = np.arange(s, e)[inst.available[P.o[s:e]]]
+            ok = M.avail_pair[s:e]
             if region is not None:
-                extra = extra[inst.region[P.o[extra]] == region]
-            if extra.size > 16:
-                extra = extra[np.argpartition(metric_unit[extra] / P.g[extra], 16)[:16]]
-            pool = list(dict.fromkeys([*cnt.keys(), *extra.tolist()]))
+                ok = ok & (inst.region[P.o[s:e]] == region)
+            idx = np.flatnonzero(ok)
+            if idx.size > 16:
+                idx = idx[np.argpartition((metric_unit[s:e] / P.g[s:e])[idx], 16)[:16]]
+            pool = list(dict.fromkeys([*cnt.keys(), *(idx + s).tolist()]))
         while G < L:
             best, best_score = -1, math.inf
             for j in pool:
@@ -1740,10 +1741,9 @@ def _rows_metric(P: _Pairs, w: int, rows: tuple[tuple[int, int], ...], metric_un
     if not rows:
         return math.inf
     s, e = int(P.ptr[w]), int(P.ptr[w + 1])
-    seg_o = P.o[s:e]
     tot = 0.0
     for o, n in rows:
-        j = s + int(np.searchsorted(seg_o, o))
+        j = bisect_left(P.o, o, s, e)
         tot += n * float(metric_unit[j])
         if lam_mu is not None:
             tot -= n * lam_mu * float(P.g[j])
