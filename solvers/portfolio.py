@@ -617,7 +617,6 @@ class _Master:
         """
         rounds = 0
         P = self.pairs
-        avail_pair = self.inst.available[P.o]
         self.run_ms = self.price_ms = 0.0
         self.converged = False
         while True:
@@ -632,7 +631,7 @@ class _Master:
             self.price_ms += (time.perf_counter() - t1) * 1000
             cand = np.flatnonzero(rc < -RC_TOL)
             cand = cand[(rc[cand] < -RC_TOL * (1.0 + np.abs(self.cost[cand]))) & ~self.in_master[cand]
-                        & avail_pair[cand]]
+                        & self.avail_pair[cand]]
             if not cand.size:
                 self.converged = True
                 break
@@ -1067,10 +1066,12 @@ class PortfolioEngine:
             repriced: list[int] = []   # workloads whose plan in force stands at new prices (`_stands_repriced`)
             dg = np.nonzero(np.abs(conc_g - c["conc"]) > 1e-9)[0]
             if dg.size:
-                hit = np.isin(inst.group[P.o], dg)
+                moved_g = np.zeros(conc_g.size, np.bool_)
+                moved_g[dg] = True
+                hit = moved_g[M.grp_pair]
                 E.update(np.unique(P.w[hit]).tolist())
                 A |= E
-                c["metric"] = M.cost + conc_g[inst.group[P.o]] * P.g
+                c["metric"] = M.cost + conc_g[M.grp_pair] * P.g
             n_conc = len(E)
             changed = np.array(sorted(self._changed_offers), np.int64)
             if changed.size:
@@ -1190,7 +1191,7 @@ class PortfolioEngine:
             runner_only |= R
             self.last_timings["runner_refreshed"] = len(R)
         else:
-            c["metric"] = M.cost + conc_g[inst.group[P.o]] * P.g
+            c["metric"] = M.cost + conc_g[M.grp_pair] * P.g
             A = want
             c["dirty"] = set(range(W)) - want
             c["lp_dirty"] = {}
