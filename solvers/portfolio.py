@@ -179,6 +179,9 @@ def _segments(pairs: _Pairs, ws: I64) -> I64:
     return out
 
 
+PRICE_CHUNK = 100_000  # pairs re-priced between `stop()` checks in an interruptible pricing (a few ms)
+
+
 class _Master:
     """The restricted master LP, alive in a highspy.Highs object."""
 
@@ -533,39 +536,52 @@ class _Master:
         def dual(rows: I64) -> F64:   # the dual of each row; 0 where there is no row (-1)
             return np.where(rows >= 0, y[np.maximum(rows, 0)], 0.0)
 
-        if isinstance(sel, slice):   # all pairs: per-workload terms by repeat (pairs are sorted by w)
-            ysp, ycap = dual(self.r_spot), dual(self.r_cap)
-            L = self.seg_len
-            rc = np.repeat(yw, L)              # in place from here: ~4M pairs at 10k offers
-            rc += yg[self.grp_pair]
-            rc *= P.g
-            np.subtract(self.cost, rc, out=rc)
-            t = np.repeat(ybud, L)
-            t *= self.price_pair
-            rc -= t
-            if (ysp != 0).any():
-                t = np.repeat(ysp, L)
-                t *= self.spot_coef
-                rc -= t
-            if (ycap != 0).any():
-                rc -= ycap[P.o]
-            return rc
+        if isinstance(sel, slice):   # all pairs
+            return self._rc_workloads(0, self.seg_len.size, with_total)
         w, o = P.w[sel], P.o[sel]   # a few pairs: only their rows' duals
         rc = (self.cost[sel] - P.g[sel] * (yw[w] + yg[self.grp_pair[sel]])
               - self.price_pair[sel] * ybud[w] - self.spot_coef[sel] * dual(self.r_spot[w]) - dual(self.r_cap[o]))
         return np.asarray(rc, dtype=np.float64)
 
+    def _rc_workloads(self, w0: int, w1: int, with_total: bool = True) -> F64:
+        """`reduced_costs` of the pairs of workloads w0..w1-1 (contiguous: pairs are sorted by workload),
+        with the per-workload terms by repeat; the same arithmetic per pair as over all of them."""
+        P, y = self.pairs, self.y
+        p0, p1 = int(P.ptr[w0]), int(P.ptr[w1])
+        yw = y[self.r_min[w0:w1]] + y[self.r_max[w0:w1]]
+        yg = y[self.r_grp] + (y[self.r_tot] if with_total else 0.0)
+        ybud = y[self.r_bud[w0:w1]]
+        r_spot = self.r_spot[w0:w1]
+        ysp = np.where(r_spot >= 0, y[np.maximum(r_spot, 0)], 0.0)
+        ycap = np.where(self.r_cap >= 0, y[np.maximum(self.r_cap, 0)], 0.0)
+        L = self.seg_len[w0:w1]
+        rc = np.repeat(yw, L)              # in place from here: ~1.6M pairs at 1,000 x 10,000
+        rc += yg[self.grp_pair[p0:p1]]
+        rc *= P.g[p0:p1]
+        np.subtract(self.cost[p0:p1], rc, out=rc)
+        t = np.repeat(ybud, L)
+        t *= self.price_pair[p0:p1]
+        rc -= t
+        if (ysp != 0).any():
+            t = np.repeat(ysp, L)
+            t *= self.spot_coef[p0:p1]
+            rc -= t
+        if (ycap != 0).any():
+            rc -= ycap[P.o[p0:p1]]
+        return rc
+
     def mark_dirty(self, pidx: I64) -> None:
         self._dirty.append(np.asarray(pidx, np.int64))
 
-    def price(self) -> F64:
+    def price(self, stop: Callable[[], bool] | None = None) -> F64 | None:
         """Reduced costs of all pairs; re-prices only pairs whose duals or costs moved (partial
         pricing is exact: rc = c - a^T y is recomputed for every pair touched by a changed dual). The
         cached prices leave out the total-GPU row, whose dual moves with most re-solves: it is applied
-        to all pairs at once on the way out."""
+        to all pairs at once on the way out. With `stop`, pricing (up to ~17 ms at 1,000 x 10,000) runs in
+        chunks and gives up once `stop()` is true: None, and the cache stays consistent for the next call."""
         y = self.y
         if self._rc is None or self._y_rc.size != y.size:
-            return self._full_price()
+            return self._full_price(stop)
         d = y != self._y_rc
         d[self.r_tot] = False
         P = self.pairs
@@ -575,7 +591,7 @@ class _Master:
         dcap = np.nonzero(np.where(self.r_cap >= 0, d[np.maximum(self.r_cap, 0)], False))[0]
         W = dw.size
         if dw.sum() > W // 4 or dG.size > max(4, self.r_grp.size // 4):
-            return self._full_price()
+            return self._full_price(stop)
         parts = list(self._dirty)
         for w in np.nonzero(dw)[0].tolist():
             parts.append(np.arange(P.ptr[w], P.ptr[w + 1], dtype=np.int64))
@@ -589,15 +605,33 @@ class _Master:
                 mark[part] = True
             sel = np.flatnonzero(mark)
             if sel.size > P.size // 3:
-                return self._full_price()
-            self._rc[sel] = self.reduced_costs(sel, with_total=False)
+                return self._full_price(stop)
+            for i in range(0, sel.size, PRICE_CHUNK):
+                if i and stop is not None and stop():
+                    # the pairs re-priced so far are marked dirty (re-priced again next time: their duals
+                    # may move back to the cached ones'), the others are still covered by the dual changes
+                    self._dirty.append(sel[:i])
+                    return None
+                part = sel[i:i + PRICE_CHUNK]
+                self._rc[part] = self.reduced_costs(part, with_total=False)
         self._dirty = []
         self._y_rc = y.copy()
         self.partial_pricings += 1
         return self._with_total(self._rc)
 
-    def _full_price(self) -> F64:
-        self._rc = self.reduced_costs(with_total=False)
+    def _full_price(self, stop: Callable[[], bool] | None = None, chunks: int = 8) -> F64 | None:
+        W = self.seg_len.size
+        if stop is None:
+            rc = self._rc_workloads(0, W, with_total=False)
+        else:
+            rc = np.empty(self.pairs.size)
+            ptr, step = self.pairs.ptr, max(1, -(-W // chunks))
+            for w0 in range(0, W, step):
+                if stop():
+                    return None
+                w1 = min(W, w0 + step)
+                rc[int(ptr[w0]):int(ptr[w1])] = self._rc_workloads(w0, w1, with_total=False)
+        self._rc = rc
         self._y_rc = self.y.copy()
         self._dirty = []
         return self._with_total(self._rc)
@@ -627,8 +661,10 @@ class _Master:
             rounds += 1
             if not self.optimal or rounds >= max_rounds or budget_s is not None or (stop is not None and stop()):
                 break
-            rc = self.price()
+            rc = self.price(stop)
             self.price_ms += (time.perf_counter() - t1) * 1000
+            if rc is None or (stop is not None and stop()):   # stopped (the pricing is cached for next time)
+                break
             cand = np.flatnonzero(rc < -RC_TOL)
             cand = cand[(rc[cand] < -RC_TOL * (1.0 + np.abs(self.cost[cand]))) & ~self.in_master[cand]
                         & self.avail_pair[cand]]

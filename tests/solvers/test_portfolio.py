@@ -702,3 +702,41 @@ def test_the_lp_support_per_workload_is_what_each_workloads_pairs_hold_in_the_lp
                                     q.capacity_instances, 0.0) for q in offers])
         e.solve()
         e.settle()   # (the next round checks the support against the new solution)
+
+
+@pytest.mark.parametrize("chunk", [3, 7])
+def test_a_pricing_interrupted_part_way_leaves_the_cache_consistent(monkeypatch, chunk):
+    """`_Master.price(stop)` re-prices in chunks and gives up when `stop()` turns true; the pairs re-priced
+    so far are marked dirty, so the next pricing still equals reduced costs computed afresh, however the
+    duals moved in between (also back to the cached ones)."""
+    import numpy as np
+
+    import solvers.portfolio as pf
+    monkeypatch.setattr(pf, "PRICE_CHUNK", chunk)
+    rng = np.random.default_rng(2)
+    offers = [quote(provider=p, region=rg, model=m, gpus=g, price=round(float(rng.uniform(0.5, 3)) * g, 3))
+              for p in ("gcp", "aws") for rg in ("r1", "r2", "r3") for m in ("L4", "A10G") for g in (1, 4)]
+    ws = [spec(f"w{i}", models={"L4": 1.0, "A10G": 1.5}, lo=int(rng.choice([1, 2, 4, 8]))) for i in range(12)]
+    e, _ = _placed(offers, ws)
+    M = e._master
+    M.price()
+    y0 = M.y.copy()
+    stopped = 0
+    for k in range(40):
+        # duals move in a few rows and some pairs' costs change; a pricing is cut short; then the duals
+        # move again, or back to those the cache was priced at (every 5th time, from no cache: a full pricing)
+        cached = M._y_rc.copy()
+        if k % 5 == 4:
+            M._rc = None
+        M.y = cached.copy()
+        M.y[rng.choice(y0.size, 2, replace=False)] += rng.normal(0, 0.1, 2)
+        pidx = rng.choice(M.pairs.size, 5, replace=False)
+        M.cost[pidx] *= rng.uniform(0.9, 1.1, 5)
+        M.mark_dirty(pidx)
+        calls = iter(range(int(rng.integers(1, 4))))
+        if M.price(stop=lambda calls=calls: next(calls, None) is None) is None:
+            stopped += 1
+        if rng.random() < 0.5:
+            M.y = cached.copy()
+        assert np.allclose(M.price(), M.reduced_costs(), rtol=0, atol=1e-12)
+    assert stopped >= 5
