@@ -1559,7 +1559,7 @@ class PortfolioEngine:
         if now_pairs:
             M.add_pairs(np.array(now_pairs, np.int64))
         self._lp_dirty = True
-        if M.h.getNumCol() > 4 * max(1, M.in_master.sum()) + 10 * inst.n_workloads:
+        if M.h.getNumCol() > 4 * max(1, int(np.count_nonzero(M.in_master))) + 10 * inst.n_workloads:
             self._structural = True   # too many tombstoned keep columns: compact at the next solve
 
     # --- per-workload integer decision ----------------------------------------------------------
