@@ -123,8 +123,8 @@ class _Pairs:
     by_offer: I64     # pair indices sorted by offer
     offer_ptr: I64
     # a single-offer plan on the pair fits the workload's GPU count and spot share (static: the offers'
-    # sizes and markets and the workloads' specs do not change without a rebuild); None: not computed
-    single_fits: npt.NDArray[np.bool_] | None = None
+    # sizes and markets and the workloads' specs do not change without a rebuild)
+    single_fits: npt.NDArray[np.bool_]
 
     @property
     def size(self) -> int:
@@ -170,7 +170,7 @@ def _segments(pairs: _Pairs, ws: I64) -> I64:
     """The pair indices of workloads `ws`, segment after segment.
 
     >>> P = _Pairs(*(np.zeros(5, np.int64),) * 2, np.array([0, 2, 2, 5]), *(np.zeros(5),) * 3,
-    ...            np.zeros(5, np.int64), np.zeros(1, np.int64))
+    ...            np.zeros(5, np.int64), np.zeros(1, np.int64), np.ones(5, np.bool_))
     >>> _segments(P, np.array([2, 0])).tolist()
     [2, 3, 4, 0, 1]
     """
@@ -253,9 +253,8 @@ class _Master:
         self.pair_col = np.full(pairs.size, -1, np.int64)
         self.keep_col = np.full(W, -1, np.int64)
         self.keep_rows: dict[int, tuple[tuple[int, int], ...]] = {}
-        # w -> (its keep column, the rows where that column has a nonzero): a replaced plan rewrites the
-        # same column in place, so plan changes never grow the LP (and never force a rebuild to compact it)
-        # per workload, its keep column (kept when tombstoned, to be reused) and the coefficients it holds
+        # w -> (its keep column, the coefficients it holds, by row): a replaced plan rewrites the same column
+        # in place (kept when tombstoned), so plan changes never grow the LP (nor force a rebuild to compact it)
         self.keep_slot: dict[int, tuple[int, dict[int, float]]] = {}
         self.keep_pairs: dict[int, tuple[I64, F64]] = {}   # w -> (pair indices, instances) of its keep column
         self.keep_by_offer: dict[int, set[int]] = {}
@@ -349,10 +348,6 @@ class _Master:
         self.pair_col[pidx] = cols
         self.col_pair = np.concatenate([self.col_pair, np.full(first - self.first_pair_col - self.col_pair.size, -1),
                                         pidx])
-
-    def set_keep(self, w: int, rows: tuple[tuple[int, int], ...] | None) -> None:
-        """(Re)place the composite 'keep current plan' column of workload w (see `set_keeps`)."""
-        self.set_keeps([(w, rows)])
 
     def rows_pairs(self, w: int, rows: tuple[tuple[int, int], ...]) -> tuple[list[int], list[int]]:
         """The pair indices of w's plan rows that are pairs of w, and their instance counts (scalar
@@ -529,15 +524,16 @@ class _Master:
     def reduced_costs(self, sel: I64 | slice = slice(None), with_total: bool = True) -> F64:
         """rc = c - a^T y for pairs (in the master or not), in numpy. `with_total=False` leaves out the
         total-GPU row's term (-g * its dual), which shifts every pair alike."""
+        if isinstance(sel, slice):   # all pairs
+            return self._rc_workloads(0, self.seg_len.size, with_total)
         P, y = self.pairs, self.y
         yw = y[self.r_min] + y[self.r_max]
         yg = y[self.r_grp] + (y[self.r_tot] if with_total else 0.0)
         ybud = y[self.r_bud]
+
         def dual(rows: I64) -> F64:   # the dual of each row; 0 where there is no row (-1)
             return np.where(rows >= 0, y[np.maximum(rows, 0)], 0.0)
 
-        if isinstance(sel, slice):   # all pairs
-            return self._rc_workloads(0, self.seg_len.size, with_total)
         w, o = P.w[sel], P.o[sel]   # a few pairs: only their rows' duals
         rc = (self.cost[sel] - P.g[sel] * (yw[w] + yg[self.grp_pair[sel]])
               - self.price_pair[sel] * ybud[w] - self.spot_coef[sel] * dual(self.r_spot[w]) - dual(self.r_cap[o]))
@@ -1571,7 +1567,6 @@ class PortfolioEngine:
             return [], []
         n = P.n_single[s:e]
         m = n * metric_unit[s:e]
-        assert P.single_fits is not None
         # (the master's per-pair copies of prices and availability: slices, where the offers' would be gathers)
         ok = P.single_fits[s:e] & M.avail_pair[s:e] & (n * M.price_pair[s:e] <= inst.budget[w] * (1 + 1e-9))
         blocked: list[str] = []
@@ -1647,16 +1642,15 @@ class PortfolioEngine:
         sup: list[int] = sup_all[sptr[w]:sptr[w + 1]].tolist()
         val: list[float] = val_all[sptr[w]:sptr[w + 1]].tolist()
         kc = int(M.keep_col[w])
-        if kc >= 0 and M.x.size > kc and M.x[kc] > 1e-7:
+        if kc >= 0 and M.x.size > kc and M.x[kc] > 1e-7:   # the keep column's value, on its rows' pairs
             xk = float(M.x[kc])
-            for o, n in M.keep_rows[w]:
-                j = bisect_left(P.o, o, s, e)
-                if j < e and P.o[j] == o:
-                    if j in sup:
-                        val[sup.index(j)] += xk * n
-                    else:
-                        sup.append(j)
-                        val.append(xk * n)
+            kj, kn = M.keep_pairs[w]
+            for j, n in zip(kj.tolist(), kn.tolist(), strict=True):
+                if j in sup:
+                    val[sup.index(j)] += xk * n
+                else:
+                    sup.append(j)
+                    val.append(xk * n)
         avail, po = inst.available, P.o
         if not all(avail[po[j]] for j in sup):   # (all live, unless the LP solution predates an event: see run)
             sup, val = [j for j in sup if avail[po[j]]], [v for j, v in zip(sup, val, strict=True) if avail[po[j]]]
