@@ -19,6 +19,9 @@
    gathers columns and the placements spread as capacity comes and goes): the same quantiles over the
    decisions from 30 s after the steady rate began are reported apart (`late_*`); the headline figures
    keep the whole measured phase.
+   Then the same events run through the stage's own code in this process, without Kafka (`stage_costs`):
+   microseconds per event for validation, state (and its changelog record) and forecasting (and its
+   records), the ceiling of one thread doing that work, and River's own calls per forecast.
 3. memory: worker RSS after loading 10,000 offers minus RSS before (the market stage's state); the decision
    stage's process (engine and table mirrors) is reported apart, whole.
 
@@ -38,6 +41,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -50,6 +54,7 @@ from cloudarb.kafka_local import LocalKafka, ensure_topics  # noqa: E402
 from connectors.publish import KafkaPublisher  # noqa: E402
 from schemas import CapacityObserved, Market, OfferKey, PriceObserved, WorkloadRequested, WorkloadSpec  # noqa: E402
 from schemas.topics import DECISIONS, PRICES  # noqa: E402
+from streams.forecast import Forecaster  # noqa: E402
 from streams.market import market_group  # noqa: E402
 from tests.integration.helpers import start_worker, stop, wait_until  # noqa: E402
 
@@ -152,20 +157,111 @@ def rss_kb(pid: int) -> int:
     return 0
 
 
+def replay_events(n: int, spacing_s: float) -> Iterator[PriceObserved]:
+    """The throughput phase's events: prices of 10,000 offers in turn, each a random walk (±3 %)."""
+    offers = make_offers(10_000)
+    rng = random.Random(3)
+    t0 = datetime(2025, 1, 1, tzinfo=UTC)
+    cur = {o.key: p for o, p in offers}
+    for i in range(n):
+        o, _ = offers[i % len(offers)]
+        cur[o.key] = round(cur[o.key] * rng.uniform(0.97, 1.03), 4)
+        yield price_event(o, cur[o.key], t0 + timedelta(seconds=i * spacing_s), i)
+
+
+class _NoForecasts(Forecaster):
+    """A forecaster that never forecasts (the market stage's cost without forecasting)."""
+
+    def observe(self, offer_key: str, s: Any, now_t: float) -> None:
+        return None
+
+
+def stage_costs(n_events: int, spacing_s: float, batch: int = 5000) -> dict[str, Any]:
+    """The market stage's own work per event, in this process, without Kafka: where the throughput goes,
+    and the ceiling of one thread doing it. `track_batch` (validate -> state -> forecast -> trigger) and the
+    changelog records it writes run over the throughput phase's events (the first half as warm-up, so the
+    models are past their warm-up and learning from matured predictions; the second half timed), once with
+    forecasting and once without; validation alone is timed apart. `river_us_per_forecast`: River's own
+    calls per forecast (scale, three predictions and, later, three learning steps) on recorded features,
+    a floor under forecasting that no change outside River removes."""
+    from streams import track
+    from streams.fastout import table_record
+    from streams.heap import FrozenHeap
+    from streams.validate import validate_many
+
+    msgs = [track.Msg(e.model_dump_json().encode(), PRICES.name, i % 6, i, None)
+            for i, e in enumerate(replay_events(n_events, spacing_s))]
+    half = len(msgs) // 2
+    heap = FrozenHeap()
+
+    def run(f: Forecaster, lo: int, hi: int) -> tuple[float, int]:
+        store: dict[str, Any] = {}
+        t, records = 0.0, 0
+        for s in range(lo, hi, batch):
+            t0 = time.perf_counter()
+            res = track.track_batch(msgs[s:min(s + batch, hi)], store.get, (), f)
+            for key, (new, _p) in res.updated.items():
+                store[key] = new
+                table_record(key, new)
+            t += time.perf_counter() - t0
+            records += len(res.forecasts)
+            heap.worked()
+        return t, records
+
+    f = Forecaster()
+    run(f, 0, half)
+    scored0 = f.scored
+    full, records = run(f, half, len(msgs))
+    nof = _NoForecasts()
+    run(nof, 0, half)
+    bare, _ = run(nof, half, len(msgs))
+    t0 = time.perf_counter()
+    for s in range(half, len(msgs), batch):
+        validate_many([m.value for m in msgs[s:s + batch]], track.MARKET_TYPES, datetime.now(UTC))
+    val = time.perf_counter() - t0
+    n = len(msgs) - half
+    us = {"validate": val / n * 1e6, "state_and_changelog": (bare - val) / n * 1e6,
+          "forecast_and_outputs": (full - bare) / n * 1e6, "total": full / n * 1e6}
+    return {"stage_us_per_event": {k: round(v, 1) for k, v in us.items()},
+            "stage_single_thread_ceiling_events_per_s": round(1e6 / us["total"]),
+            "stage_forecast_records_per_event": round(records / n, 2),
+            "stage_predictions_scored_per_event": round((f.scored - scored0) / n, 2),
+            "river_us_per_forecast": round(_river_us_per_forecast(f), 1), "stage_events_timed": n}
+
+
+def _river_us_per_forecast(f: Forecaster, n: int = 20_000) -> float:
+    """River's calls for one forecast and its later learning, on one group's models and real features."""
+    from streams.forecast import features
+
+    key = next(iter(f.latest))
+    g = f._models(key)
+    xs = []
+    for k in list(f.hist)[:n]:
+        st = {"usd_per_hour": f.hist[k][-1][1], "ewma": f.hist[k][-1][1], "hist": f.hist[k]}
+        xs.append(features(k, st, f.hist[k][-1][0]))
+    t0 = time.perf_counter()
+    for i in range(n):
+        raw = xs[i % len(xs)]
+        if i % 8 == 0:
+            g.scaler.learn_one(raw)
+        x = g.scaler.transform_one(raw)
+        for h in f.horizons:
+            g.for_horizon(h).predict_one(x)
+        g.risk.predict_proba_one(x)
+        for h in f.horizons:
+            g.price[h].learn_one(x, 0.0)
+        g.risk.learn_one(x, False)
+    return (time.perf_counter() - t0) / n * 1e6
+
+
 def throughput(bootstrap: str, n_events: int, tmp: Path, profile: Path | None = None,
                spacing_s: float = 0.5) -> dict[str, float]:
     """`spacing_s`: event time between consecutive events (0.5 s: each of the 10,000 offers changes every
     ~83 min of event time, so every event is due a forecast, as in a replay of recorded markets; a small
     spacing, like a live market, makes forecasts rare)."""
-    offers = make_offers(10_000)
-    rng = random.Random(3)
-    t0 = datetime(2025, 1, 1, tzinfo=UTC)
     pub = KafkaPublisher(bootstrap)
-    cur = {o.key: p for o, p in offers}
-    for i in range(n_events):
-        o, _ = offers[i % len(offers)]
-        cur[o.key] = round(cur[o.key] * rng.uniform(0.97, 1.03), 4)
-        pub.publish(price_event(o, cur[o.key], t0 + timedelta(seconds=i * spacing_s), i))
+    for e in replay_events(n_events, spacing_s):
+        pub.publish(e)
     assert pub.flush(120) == 0
     # the best of three reads: the same read varies up to 3x between runs on this machine (151k then 512k and
     # 451k/s in one process; 168k, 174k, 169k in another), so one read made the ratio a lottery
@@ -379,6 +475,7 @@ def main() -> None:
                 tp_profile = args.profile.with_name("tp-" + args.profile.name) if args.profile else None
                 out.update(throughput(broker.bootstrap, args.events, tmp, profile=tp_profile,
                                       spacing_s=args.event_spacing_s))
+                out.update(stage_costs(min(args.events, 100_000), args.event_spacing_s))
                 print(json.dumps(out, indent=1))
             finally:
                 broker.stop()
