@@ -6,6 +6,9 @@
    confluent-kafka consume rate of that topic is measured, then a worker's market stage consumes it through
    validate -> state -> forecast -> trigger (no workloads, so no solve); events/s from its committed
    offsets (commit interval 0.2 s).
+   Then the same events run through the stage's own code in this process, without Kafka (`stage_costs`):
+   microseconds per event for validation, state (and its changelog record) and forecasting (and its
+   records), the ceiling of one thread doing that work, and River's own calls per forecast.
 2. latency: a fresh broker; 10,000 offers and 1,000 workloads are loaded, then events arrive at a steady
    1,000 events/s: price changes of random offers (x0.9 .. x1.1), and (`--capacity-share`, 0.2 %) the
    loss of capacity of an offer some workload is placed on, back 5 s later: the change a placement must
@@ -19,9 +22,6 @@
    gathers columns and the placements spread as capacity comes and goes): the same quantiles over the
    decisions from 30 s after the steady rate began are reported apart (`late_*`); the headline figures
    keep the whole measured phase.
-   Then the same events run through the stage's own code in this process, without Kafka (`stage_costs`):
-   microseconds per event for validation, state (and its changelog record) and forecasting (and its
-   records), the ceiling of one thread doing that work, and River's own calls per forecast.
 3. memory: worker RSS after loading 10,000 offers minus RSS before (the market stage's state); the decision
    stage's process (engine and table mirrors) is reported apart, whole.
 
