@@ -8,7 +8,7 @@
    offsets (commit interval 0.2 s).
    Then the same events run through the stage's own code in this process, without Kafka (`stage_costs`):
    microseconds per event for validation, state (and its changelog record) and forecasting (and its
-   records), the ceiling of one thread doing that work, and River's own calls per forecast.
+   records), the events/s of one thread doing only that work, and River's own calls per forecast.
 2. latency: a fresh broker; 10,000 offers and 1,000 workloads are loaded, then events arrive at a steady
    1,000 events/s: price changes of random offers (x0.9 .. x1.1), and (`--capacity-share`, 0.2 %) the
    loss of capacity of an offer some workload is placed on, back 5 s later: the change a placement must
@@ -178,9 +178,9 @@ class _NoForecasts(Forecaster):
 
 def stage_costs(n_events: int, spacing_s: float, batch: int = 5000) -> dict[str, Any]:
     """The market stage's own work per event, in this process, without Kafka: where the throughput goes,
-    and the ceiling of one thread doing it. `track_batch` (validate -> state -> forecast -> trigger) and the
-    changelog records it writes run over the throughput phase's events (the first half as warm-up, so the
-    models are past their warm-up and learning from matured predictions; the second half timed), once with
+    and the events/s of one thread doing only that. `track_batch` (validate -> state -> forecast ->
+    trigger) and the changelog records it writes run over the throughput phase's events, the first half as
+    warm-up (so 1 h predictions are maturing and being learned from) and the second half timed, once with
     forecasting and once without; validation alone is timed apart. `river_us_per_forecast`: River's own
     calls per forecast (scale, three predictions and, later, three learning steps) on recorded features,
     a floor under forecasting that no change outside River removes."""
@@ -223,7 +223,7 @@ def stage_costs(n_events: int, spacing_s: float, batch: int = 5000) -> dict[str,
     us = {"validate": val / n * 1e6, "state_and_changelog": (bare - val) / n * 1e6,
           "forecast_and_outputs": (full - bare) / n * 1e6, "total": full / n * 1e6}
     return {"stage_us_per_event": {k: round(v, 1) for k, v in us.items()},
-            "stage_single_thread_ceiling_events_per_s": round(1e6 / us["total"]),
+            "stage_one_thread_events_per_s": round(1e6 / us["total"]),
             "stage_forecast_records_per_event": round(records / n, 2),
             "stage_predictions_scored_per_event": round((f.scored - scored0) / n, 2),
             "river_us_per_forecast": round(_river_us_per_forecast(f), 1), "stage_events_timed": n}
