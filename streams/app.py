@@ -39,7 +39,7 @@ from schemas.events import (
 )
 from schemas.market import AllocationEngine
 from schemas.topics import CAPACITY, DECISIONS, DLQ, INTERRUPTIONS, PRICES, WORKLOADS
-from streams import decide, state, track
+from streams import state, track
 from streams.fastout import FastOutput
 from streams.forecast import Forecaster
 from streams.market import MarketConfig, MarketStage
@@ -125,13 +125,6 @@ def create_app(cfg: StreamsConfig, engine_factory: Callable[[], AllocationEngine
     plans = app.Table("plans", default=None, partitions=1)
     workload_specs = app.Table("workloads", default=None, partitions=1)
 
-    held_box: dict[str, set[str]] = {}
-
-    def held_offers() -> set[str]:
-        """Offers under a current placement (one worker: shared in process; rebuilt from `plans`)."""
-        if "h" not in held_box:
-            held_box["h"] = {_assignment_offer_key(a) for _, p in plans.items() if p for a in p["assignments"]}
-        return held_box["h"]
     out_box: dict[str, FastOutput] = {}
 
     def out() -> FastOutput:
@@ -164,15 +157,15 @@ def create_app(cfg: StreamsConfig, engine_factory: Callable[[], AllocationEngine
         MarketConfig(cfg.broker.removeprefix("kafka://"), cfg.app_id, changes.get_topic_name(),
                      debounce_s=cfg.debounce_s, batch_max=cfg.market_batch_max, price_threshold=cfg.price_threshold,
                      partitions=PRICES.partitions,
-                     commit_interval_s=float(cfg.extra.get("broker_commit_interval", 1.0))),
-        MARKET_TOPICS, forecaster, lambda: held_box.get("h", set()), on_batch=count_market)
+                     commit_interval_s=float(cfg.extra.get("broker_commit_interval", 1.0)),
+                     plans_topic=plans.changelog_topic.get_topic_name()),
+        MARKET_TOPICS, forecaster, on_batch=count_market)
 
     @app.task
     async def _start_market_stage() -> None:
-        """The market stage (streams.market) starts once the tables are recovered and the held offers known."""
+        """The market stage (streams.market) starts once the tables are recovered."""
         while not recovered():
             await asyncio.sleep(0.05)
-        held_offers()
         stage.start()
 
     @app.service
@@ -221,7 +214,9 @@ def create_app(cfg: StreamsConfig, engine_factory: Callable[[], AllocationEngine
                 fast.produce(DECISIONS.name, *record)
             await fast.flush()  # the broker has the decisions (and the table writes before them): record the plan
             for table, key, value in res.plan_writes:
-                fast.write_table(tables_by_name[table], key, value, 0)
+                # when the step began: every worker's market stage follows the plans (streams.held) and
+                # forwards moves quoted since then on the offers the step newly holds (track.catch_up)
+                fast.write_table(tables_by_name[table], key, value and {**value, "since_t": step_t}, 0)
             await fast.flush()
         except BaseException:
             # the decider already adopted a plan that was not recorded: rebuild it from the tables next time
@@ -235,20 +230,9 @@ def create_app(cfg: StreamsConfig, engine_factory: Callable[[], AllocationEngine
                       "%.0f ms, %d decisions", len(market_changes), (step_t - oldest) * 1000,
                       (stepped_t - step_t) * 1000, res.solve_ms and round(res.solve_ms), res.engine_timings,
                       (time.time() - stepped_t) * 1000, len(res.decision_records))
-        if res.held is not None:
-            newly_held = res.held - held_box.get("h", set())
-            held_box["h"] = res.held
-            _catch_up(newly_held, step_t)
         if res.solve_ms is not None and res.solve_ms > 1000:
             log.info("slow solve: %.0f ms for %d market changes, %d workload events", res.solve_ms,
                      len(market_changes), len(workload_events))
-
-    def _catch_up(newly_held: set[str], since_t: float) -> None:
-        """See streams.decide.catch_up_records."""
-        changes_topic = changes.get_topic_name()
-        recs = list(decide.catch_up_records(newly_held, stage.store.get, market.get, forecaster.latest.get, since_t))
-        for value in track.pack_changes(recs):
-            out().produce(changes_topic, b"m", value)
 
     flow_box = {"suspended_at_last_report": False}
 
@@ -294,13 +278,6 @@ def create_app(cfg: StreamsConfig, engine_factory: Callable[[], AllocationEngine
     app.cloudarb_tables = {"market": market, "plans": plans,  # type: ignore[attr-defined]
                            "workloads": workload_specs}
     return app
-
-
-def _assignment_offer_key(assignment: dict[str, Any]) -> str:
-    """The offer key of an assignment stored as JSON in the plans table."""
-    from schemas.offers import OfferKey
-
-    return OfferKey.model_validate(assignment["offer"]).key
 
 
 def _s(k: Any) -> str:

@@ -5,10 +5,8 @@ Plain functions over an injected `AllocationEngine` (schemas.market); no Kafka h
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import datetime
-from typing import Any
 
 from schemas.events import (
     AllocationDecided,
@@ -19,7 +17,6 @@ from schemas.events import (
     deterministic_id,
 )
 from schemas.market import AllocationEngine, SolveResult
-from streams import state
 
 Plan = dict[str, list[Assignment]]
 
@@ -170,27 +167,3 @@ def split(decision: AllocationDecided, previous_ids: Mapping[str, str],
             "total_usd_per_hour": sum(a.usd_per_hour for a in assigns),
         }))
     return parts
-
-
-def catch_up_records(newly_held: Iterable[str], offer_state: Callable[[str], Any], seen_state: Callable[[str], Any],
-                     latest_forecast: Callable[[str], Any], since_t: float) -> Iterator[bytes]:
-    """Market-change records for offers that just became held and whose price moved, in a quote observed
-    at or after `since_t` (when the step began), from what the decision stage saw (`offer_state`: the
-    market stage's offers table; `seen_state`: the decision stage's market table). The market stage keeps
-    running while a step solves, with the held set from before the step, so such a move below the
-    threshold was not forwarded, although any move on a held offer is material. (A move before the step
-    reaches the engine with the offer's next quote, as it did when a solve blocked the market stage.)
-
-    >>> recs = catch_up_records(["k"], {"k": {"usd_per_hour": 1.5, "observed_t": 10.0}}.get,
-    ...                         {"k": {"usd_per_hour": 1.4}}.get, lambda k: None, since_t=9.0)
-    >>> [json.loads(r)["state"] for r in recs]
-    [{'usd_per_hour': 1.5}]
-    """
-    for k in newly_held:
-        st, seen = offer_state(k), seen_state(k)
-        if (st and seen and "usd_per_hour" in st and st["usd_per_hour"] != seen.get("usd_per_hour")
-                and float(st.get("observed_t", since_t)) >= since_t):
-            rec = {"offer_key": k, "state": state.engine_view(st, latest_forecast(k)),
-                   "reason": "price moved while a placement on it was decided",
-                   "event_id": st.get("price_event_id", ""), "msg_ts": None}
-            yield json.dumps(rec, separators=(",", ":")).encode()

@@ -39,7 +39,6 @@ class DecideOutput:
     decision_records: list[tuple[bytes, bytes]] = field(default_factory=list)
     plan_writes: list[TableWrite] = field(default_factory=list)      # write only after that ack
     solved: bool = False
-    held: set[str] | None = None     # offers under a placement, when the plan changed
     solve_ms: float | None = None
     engine_timings: dict[str, float] = field(default_factory=dict)  # the engine's own, when it keeps them
 
@@ -63,9 +62,6 @@ class Decider:
         self._engine: AllocationEngine | None = None
         self._accepting: dict[tuple[str, str], set[str]] = {}  # see decide.affected_workloads
         self._on_offer: dict[str, set[str]] | None = None        # decide.placed_on(self.plan), while valid
-
-    def held(self) -> set[str]:
-        return {a.offer.key for assigns in self.plan.values() for a in assigns}
 
     def _placed_on(self) -> dict[str, set[str]]:
         if self._on_offer is None:
@@ -184,7 +180,6 @@ class Decider:
                     out.plan_writes.append(("plans", wid, {
                         "decision_id": part.event_id,
                         "assignments": [a.model_dump(mode="json") for a in self.plan[wid]]}))
-        out.held = self.held()
         return out
 
 

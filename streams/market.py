@@ -32,7 +32,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Container, Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,6 +43,7 @@ from streams import state, track
 from streams.fastout import Batch, FastOutput, table_record
 from streams.forecast import Forecaster
 from streams.heap import IDLE_S, FrozenHeap
+from streams.held import HeldOffers
 
 log = logging.getLogger(__name__)
 
@@ -92,24 +93,26 @@ class MarketConfig:
     partitions: int = 6            # of the changelog (as the market topics)
     commit_interval_s: float = 1.0  # offsets of processed batches are committed at most this often
     nice: int = 10                  # the stage thread's scheduling priority (0: the worker's own)
+    plans_topic: str | None = None  # the plans table's changelog, followed for the held offers (streams.held)
 
 
 class MarketStage:
     """The consume -> track_batch -> produce -> commit loop; `start()` runs it in a daemon thread.
 
-    `held()` returns the offers under a current placement (the decision stage replaces that set; the
-    stage only reads it: start the stage once it is known).
+    The offers under a current placement are followed from `cfg.plans_topic` (streams.held; none when it
+    is None), read to its end before the first batch, then before each batch.
     `on_batch(result, n_messages)` is called after each committed batch (counters).
     """
 
     def __init__(self, cfg: MarketConfig, topics: Iterable[str], forecaster: Forecaster,
-                 held: Callable[[], Container[str]],
                  on_batch: Callable[[track.TrackOutput, int], None] = lambda r, n: None) -> None:
         self.cfg = cfg
         self.topics = list(topics)
         self.store: dict[str, state.State] = {}   # offer key -> state, of the assigned partitions
+        self._partition: dict[str, int] = {}       # offer key -> its partition (of the stored states)
         self.forecaster = forecaster
-        self.held = held
+        self.held = HeldOffers()
+        self._newly_held: dict[str, float] = {}   # offers to catch up on (streams.track.catch_up)
         self.on_batch = on_batch
         self.batches = 0
         self.failures = 0
@@ -152,6 +155,9 @@ class MarketStage:
                 return
             try:
                 self.ensure_topics()
+                if self.cfg.plans_topic:
+                    n = self.held.follow(self.cfg.bootstrap, self.cfg.plans_topic)
+                    log.info("market stage: %d offers held by the plans (%d plan records read)", len(self.held), n)
                 break
             except Exception:
                 pause = RETRY_PAUSE_S[min(attempt, len(RETRY_PAUSE_S) - 1)]
@@ -182,6 +188,9 @@ class MarketStage:
                 try:
                     # consume() also runs the assignment callbacks (the changelog read-back), which may fail
                     msgs = self._consumer.consume(self.cfg.batch_max, timeout=self.cfg.debounce_s)
+                    self.held.poll()
+                    for k, t in self.held.newly_held().items():
+                        self._newly_held[k] = min(t, self._newly_held.get(k, t))
                     self._process([m for m in msgs if not self._is_error(m)])
                     # the states a batch leaves are long-lived: out of the collector's way (streams.heap)
                     if msgs:
@@ -202,6 +211,7 @@ class MarketStage:
         finally:
             self._commit(asynchronous=False)
             self._consumer.close()  # leaves the group
+            self.held.close()
             try:
                 self._out.flush_blocking(give_up_s=lambda: 10.0)
             except RuntimeError as exc:  # redelivered to the next owner of the partitions
@@ -216,6 +226,8 @@ class MarketStage:
         want = {changelog_topic(self.cfg.app_id): NewTopic(changelog_topic(self.cfg.app_id), self.cfg.partitions, 1,
                                                            config={"cleanup.policy": "compact"}),
                 self.cfg.changes_topic: NewTopic(self.cfg.changes_topic, 1, 1)}
+        if self.cfg.plans_topic:  # as Faust creates a one-partition table's changelog
+            want[self.cfg.plans_topic] = NewTopic(self.cfg.plans_topic, 1, 1, config={"cleanup.policy": "compact"})
         have = set(admin.list_topics(timeout=30).topics)
         missing = [t for n, t in want.items() if n not in have]
         for name, fut in (admin.create_topics(missing) if missing else {}).items():
@@ -242,6 +254,7 @@ class MarketStage:
         t0 = time.monotonic()
         for attempt in itertools.count():
             self.store.clear()
+            self._partition.clear()
             try:
                 n = self.recover(sorted(mine))
                 break
@@ -253,6 +266,10 @@ class MarketStage:
                 self._stop.wait(pause)
         log.info("market stage assigned %d partitions; %d offer states recovered in %.2f s", len(partitions), n,
                  time.monotonic() - t0)
+        # offers of these partitions that may have become held while no stage owned them: catch them up
+        for k, t in self.held.since().items():
+            if k in self.store:
+                self._newly_held[k] = min(t, self._newly_held.get(k, t))
 
     def _on_revoke(self, consumer: Any, partitions: list[Any]) -> None:
         # batches are processed whole inside the loop, so nothing is in flight here: commit what is done
@@ -260,6 +277,7 @@ class MarketStage:
         if self._stop.is_set():
             return  # leaving the group on stop: the store keeps its last state (for a look after stop)
         self.store.clear()   # (eager assignment: what stays assigned is read back on the next assignment)
+        self._partition.clear()
 
     def recover(self, partitions: list[int]) -> int:
         """Read the changelog partitions from the start to their end into the store."""
@@ -283,6 +301,7 @@ class MarketStage:
                     if m.error() is None and k is not None and part is not None:
                         key, value = decode_state(k, m.value())
                         _put(self.store, key, value)
+                        self._partition[key] = part
                         n += 1
                 todo -= {tp.partition for tp in c.position([TopicPartition(topic, p) for p in todo])
                          if tp.offset >= ends[tp.partition]}
@@ -297,7 +316,7 @@ class MarketStage:
         to the batch's first offsets (so the batch is redone from scratch), then the error is raised."""
         from confluent_kafka import TopicPartition
 
-        if not msgs:
+        if not msgs and not self._newly_held:
             return
         first: dict[tuple[str, int], int] = {}
         last: dict[tuple[str, int], int] = {}
@@ -307,10 +326,13 @@ class MarketStage:
         before: dict[str, state.State | None] = {}
         try:
             batch = [track.Msg(m.value(), m.topic(), m.partition(), m.offset(), _producer_ts(m)) for m in msgs]
-            res = track.track_batch(batch, self.store.get, self.held(), self.forecaster, self.cfg.price_threshold)
-            for key, (new, _) in res.updated.items():
+            res = track.track_batch(batch, self.store.get, self.held, self.forecaster, self.cfg.price_threshold)
+            if self._newly_held:
+                track.catch_up(self._newly_held, self.store.get, self._partition, self.forecaster, res)
+            for key, (new, p) in res.updated.items():
                 before[key] = self.store.get(key)
                 self.store[key] = new
+                self._partition[key] = p
             self._deliver(res)
         except Exception:
             for key, old in before.items():
@@ -318,6 +340,7 @@ class MarketStage:
             for (topic, p), off in first.items():
                 self._consumer.seek(TopicPartition(topic, p, off))
             raise
+        self._newly_held = {}
         self._to_commit.update((tp, off + 1) for tp, off in last.items())
         self.batches += 1
         self.on_batch(res, len(msgs))

@@ -20,7 +20,8 @@ batch); a forecast is made at most once per offer per batch, from the offer's fi
 
 from __future__ import annotations
 
-from collections.abc import Callable, Container, Sequence
+import math
+from collections.abc import Callable, Container, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
@@ -137,3 +138,36 @@ def track_batch(msgs: Sequence[Msg], lookup: Callable[[str], state.State | None]
                                     "event_id": event_id, "msg_ts": ts}))
     return out
 
+
+
+CATCH_UP_REASON = "price moved while a placement on it was decided"
+
+
+def catch_up(newly_held: Mapping[str, float], lookup: Callable[[str], state.State | None],
+             partition_of: Mapping[str, int], forecaster: Forecaster, out: TrackOutput) -> None:
+    """Forward the price of offers that just became held (`newly_held`: offer key -> when the step that
+    placed a workload on it began, from streams.held) where it moved below the threshold in a quote
+    observed since then: the offer was not held yet, so the move was not forwarded, although any move on
+    a held offer is material. The state then records the price as forwarded. Offers this stage does not
+    own (another worker's partitions) are skipped. (A drift quoted before the step is left to the offer's
+    next quote: forwarding it added re-solves and latency, see ARCHITECTURE.md.)
+
+    >>> st = {"usd_per_hour": 1.01, "engine_usd_per_hour": 1.0, "observed_t": 10.0}
+    >>> out = TrackOutput()
+    >>> catch_up({"k": 9.0}, {"k": st}.get, {"k": 3}, Forecaster(), out)
+    >>> out.updated["k"][0]["engine_usd_per_hour"], out.updated["k"][1], len(out.changes)
+    (1.01, 3, 1)
+    """
+    for key, since_t in newly_held.items():
+        old = out.updated[key][0] if key in out.updated else lookup(key)
+        partition = out.updated[key][1] if key in out.updated else partition_of.get(key)
+        if not old or partition is None or "usd_per_hour" not in old:
+            continue
+        if (old["usd_per_hour"] == old.get("engine_usd_per_hour")
+                or float(old.get("observed_t", -math.inf)) < since_t):
+            continue
+        new = {**old, "engine_usd_per_hour": old["usd_per_hour"]}
+        out.updated[key] = (new, partition)
+        out.changes.append(to_json({"offer_key": key, "state": state.engine_view(new, forecaster.latest.get(key)),
+                                    "reason": CATCH_UP_REASON, "event_id": new.get("price_event_id", ""),
+                                    "msg_ts": None}))

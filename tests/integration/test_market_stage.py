@@ -5,16 +5,19 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from datetime import timedelta
 from typing import Any
 
 import pytest
 
 from schemas.topics import DLQ, FORECASTS
+from streams import track
+from streams.fastout import table_record
 from streams.forecast import Forecaster
 from streams.market import MarketConfig, MarketStage, changelog_topic, market_group
 from tests.conftest import unique
 from tests.integration.helpers import caught_up, read_all, wait_until
-from tests.streams.helpers import offer, price
+from tests.streams.helpers import T0, offer, price
 
 pytestmark = pytest.mark.integration
 
@@ -28,9 +31,9 @@ def _topic(bootstrap: str, partitions: int = 6) -> str:
     return name
 
 
-def _stage(bootstrap: str, app_id: str, topic: str, held: set[str] | None = None) -> MarketStage:
-    cfg = MarketConfig(bootstrap, app_id, f"{app_id}-market-changes")
-    return MarketStage(cfg, [topic], Forecaster(), lambda: held or set())
+def _stage(bootstrap: str, app_id: str, topic: str, plans_topic: str | None = None) -> MarketStage:
+    cfg = MarketConfig(bootstrap, app_id, f"{app_id}-market-changes", plans_topic=plans_topic)
+    return MarketStage(cfg, [topic], Forecaster())
 
 
 def _produce(bootstrap: str, topic: str, records: list[tuple[bytes, bytes]]) -> None:
@@ -125,3 +128,73 @@ def test_market_stage_commits_at_most_every_interval_and_on_stop(kafka_bootstrap
     finally:
         stage.stop()
     assert caught_up(kafka_bootstrap, market_group(app_id), [topic])     # committed when it stopped
+
+
+def _changes(bootstrap: str, app_id: str) -> list[tuple[str, str]]:
+    return [(c["offer_key"], c["reason"]) for m in read_all(bootstrap, [f"{app_id}-market-changes"])
+            for c in json.loads(m.value())["changes"]]
+
+
+def _plan(o: Any, since_t: float) -> dict[str, Any]:
+    from schemas import Assignment
+
+    a = Assignment(workload_id="w", offer=o, instances=1, usd_per_hour=1.0)
+    return {"decision_id": "d", "assignments": [a.model_dump(mode="json")], "since_t": since_t}
+
+
+def test_the_held_offers_come_from_the_plans_changelog_and_newly_held_offers_are_caught_up(
+        kafka_bootstrap: str) -> None:
+    """As in a worker without the decision stage: the plans reach its market stage through the plans table's
+    changelog (written here as the decision stage writes it). A move below the threshold is forwarded for a
+    held offer. A move quoted during the step that newly holds an offer is forwarded when the plan arrives,
+    also when it arrived while no stage ran, and not again after a restart."""
+    app_id, topic = unique("t-market"), _topic(kafka_bootstrap)
+    plans_topic = f"{app_id}-plans-changelog"
+    held, drift, late = (offer(region=f"{r}-{uuid.uuid4().hex[:6]}") for r in ("h", "d", "l"))
+    step_t = (T0 + timedelta(minutes=5)).timestamp()   # a step began at minute 5; the moves are at minute 10
+
+    def prices(*moves: tuple[Any, float, float]) -> None:
+        _produce(kafka_bootstrap, topic, [(o.key.encode(), price(o, usd, minutes=m).model_dump_json().encode())
+                                          for o, usd, m in moves])
+
+    def engine_price(stage: MarketStage, o: Any) -> Any:
+        return (stage.store.get(o.key) or {}).get("engine_usd_per_hour")
+
+    stage = _stage(kafka_bootstrap, app_id, topic, plans_topic)
+    stage.start()
+    try:
+        wait_until(lambda: stage.held._consumer is not None, 60, "the stage following the plans")
+        _produce(kafka_bootstrap, plans_topic, [table_record("w1", _plan(held, since_t=0.0))])
+        wait_until(lambda: held.key in stage.held, 30, "the plan reaching the stage")
+        prices((held, 1.0, 0), (drift, 1.0, 0), (late, 1.0, 0), (held, 1.005, 10), (drift, 1.005, 10),
+               (late, 1.005, 10))
+        wait_until(lambda: caught_up(kafka_bootstrap, market_group(app_id), [topic]), 60, "the stage's commit")
+    finally:
+        stage.stop()
+    assert sorted(_changes(kafka_bootstrap, app_id)) == sorted([
+        (held.key, "new offer"), (drift.key, "new offer"), (late.key, "new offer"),
+        (held.key, "price rose 0.5% on a held offer")])   # not held: drift's and late's moves wait
+
+    # while no stage runs, a step places a workload on `drift`: caught up when a stage starts
+    _produce(kafka_bootstrap, plans_topic, [table_record("w2", _plan(drift, since_t=step_t))])
+    again = _stage(kafka_bootstrap, app_id, topic, plans_topic)
+    again.start()
+    try:
+        wait_until(lambda: engine_price(again, drift) == 1.005, 60, "the catch-up at start")
+        # and a step places one on `late` while the stage runs
+        _produce(kafka_bootstrap, plans_topic, [table_record("w3", _plan(late, since_t=step_t))])
+        wait_until(lambda: engine_price(again, late) == 1.005, 30, "the catch-up of a running stage")
+    finally:
+        again.stop()
+    changes = _changes(kafka_bootstrap, app_id)
+    assert changes[4:] == [(drift.key, track.CATCH_UP_REASON), (late.key, track.CATCH_UP_REASON)]
+    assert again.failures == 0
+
+    third = _stage(kafka_bootstrap, app_id, topic, plans_topic)   # all caught up already: nothing again
+    third.start()
+    try:
+        wait_until(lambda: third.store.get(late.key) is not None and len(third.held) == 3, 60, "the third stage")
+        time.sleep(1.0)
+    finally:
+        third.stop()
+    assert len(_changes(kafka_bootstrap, app_id)) == len(changes) and engine_price(third, late) == 1.005

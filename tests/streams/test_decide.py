@@ -71,18 +71,3 @@ def test_a_large_decision_is_split_into_parts_that_reassemble_it() -> None:
     assert len({p.event_id for p in parts}) == 3 and [p.event_id for p in split(d, {}, 100)] == [p.event_id
                                                                                              for p in parts]
     assert split(d, {}, max_workloads=1000) == [d]
-
-
-def test_catch_up_forwards_a_move_on_an_offer_that_just_became_held() -> None:
-    import json
-
-    from streams.decide import catch_up_records
-
-    early = offer(region="c")
-    offers = {L4A.key: {"usd_per_hour": 1.01, "price_event_id": "p2", "observed_t": 100.0},
-              L4B.key: {"usd_per_hour": 2.0, "observed_t": 100.0},
-              early.key: {"usd_per_hour": 3.03, "observed_t": 50.0}}   # moved before the step began
-    seen = {L4A.key: {"usd_per_hour": 1.0}, L4B.key: {"usd_per_hour": 2.0}, early.key: {"usd_per_hour": 3.0}}
-    recs = [json.loads(r) for r in catch_up_records([L4A.key, L4B.key, H100.key, early.key], offers.get,
-                                                     seen.get, lambda k: None, since_t=90.0)]
-    assert [(r["offer_key"], r["state"]["usd_per_hour"], r["event_id"]) for r in recs] == [(L4A.key, 1.01, "p2")]

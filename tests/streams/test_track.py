@@ -95,3 +95,44 @@ def test_changes_are_packed_into_messages_under_the_size_limit_and_unpacked_in_o
     assert [c["offer_key"] for p in packed for c in track.unpack_changes(p)] == [f"k{i}" for i in range(50)]
     assert track.unpack_changes(recs[0]) == [json.loads(recs[0])]   # a bare record, as written before packing
     assert track.pack_changes([]) == []
+
+
+def test_catch_up_forwards_a_move_quoted_during_the_step_on_an_offer_it_newly_holds() -> None:
+    """The offer was not held when the move came, so it was not material then; once held, it is."""
+    table: dict[str, state.State] = {}
+    early, other = offer(region="early"), offer(region="other")
+    out = track_batch([Msg(_raw(price(o, 1.0)), "t", 2, i, None) for i, o in enumerate((A, B, early, other))],
+                      table.get, set(), Forecaster(), now=NOW)
+    table.update({k: s for k, (s, _) in out.updated.items()})
+    # sub-threshold moves (1 %), not held: not forwarded; `early` moved before the step began (minute 1)
+    moves = [price(A, 1.01, minutes=10, eid="p2"), price(early, 1.01, minutes=1), price(other, 1.01, minutes=10)]
+    out = track_batch([Msg(_raw(e), "t", 2, 10 + i, None) for i, e in enumerate(moves)], table.get, set(),
+                      Forecaster(), now=NOW)
+    assert out.changes == []
+    table.update({k: s for k, (s, _) in out.updated.items()})
+    step_t = (T0 + timedelta(minutes=5)).timestamp()
+    newly = {A.key: step_t, B.key: step_t, early.key: step_t, other.key: step_t, offer(region="unknown").key: 0.0}
+    owned = {A.key: 2, B.key: 2, early.key: 2}   # `other` is another worker's
+    res = track.TrackOutput()
+    track.catch_up(newly, table.get, owned, Forecaster(), res)
+    recs = [json.loads(c) for c in res.changes]
+    assert [(r["offer_key"], r["state"]["usd_per_hour"], r["event_id"], r["reason"]) for r in recs] == [
+        (A.key, 1.01, "p2", track.CATCH_UP_REASON)]
+    assert res.updated == {A.key: ({**table[A.key], "engine_usd_per_hour": 1.01}, 2)}
+    # once forwarded, it is what the engine has seen: the next catch-up finds nothing to forward
+    table[A.key] = res.updated[A.key][0]
+    again = track.TrackOutput()
+    track.catch_up(newly, table.get, owned, Forecaster(), again)
+    assert again.changes == [] and again.updated == {}
+
+
+def test_catch_up_reads_the_state_the_same_batch_left() -> None:
+    """A batch that moved the offer below the threshold and the plan that newly holds it, seen together."""
+    table: dict[str, state.State] = {}
+    out = track_batch([Msg(_raw(price(A, 1.0)), "t", 4, 0, None)], table.get, set(), Forecaster(), now=NOW)
+    table.update({k: s for k, (s, _) in out.updated.items()})
+    out = track_batch([Msg(_raw(price(A, 1.005, minutes=10)), "t", 4, 1, None)], table.get, set(), Forecaster(),
+                      now=NOW)
+    track.catch_up({A.key: T0.timestamp()}, table.get, {}, Forecaster(), out)
+    assert [json.loads(c)["reason"] for c in out.changes] == [track.CATCH_UP_REASON]
+    assert out.updated[A.key][0]["engine_usd_per_hour"] == 1.005 and out.updated[A.key][1] == 4

@@ -1,0 +1,137 @@
+"""The offers under a placement, as every worker's market stage sees them: followed from the changelog of
+the decision stage's `plans` table.
+
+Any price move on a held offer is material (streams.state), so each market stage must know the held set
+for the offers of its own partitions. The decision stage runs in one worker (it consumes one-partition
+topics), while the market stage's partitions are spread over all workers; the plans changelog (compacted,
+one partition, a record per workload: its assignments, or a tombstone when it is gone) reaches them all.
+`HeldOffers` reads it to its end before the stage processes anything, then picks up new records before
+each batch.
+
+A plan record also carries `since_t`, when the step that made it began. A sub-threshold move on an offer
+quoted after that, while the offer was not yet held, was not forwarded; `newly_held()` hands such offers
+to the stage, which forwards the move (streams.track.catch_up).
+
+>>> h = HeldOffers()
+>>> h.apply("w1", {"assignments": [{"offer": {"provider": "gcp", "region": "r", "zone": "",
+...     "instance_type": "a", "gpu_model": "L4", "gpus_per_instance": 1, "market": "spot"}}], "since_t": 5.0})
+>>> "gcp|r||a|L4|1|spot" in h, h.newly_held()
+(True, {'gcp|r||a|L4|1|spot': 5.0})
+>>> h.apply("w1", None)
+>>> "gcp|r||a|L4|1|spot" in h, h.newly_held()
+(False, {})
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import Counter
+from typing import Any
+
+from pydantic_core import from_json
+
+from schemas.offers import OfferKey
+
+log = logging.getLogger(__name__)
+
+
+def _offer_key(offer: dict[str, Any]) -> str:
+    """An assignment's offer (its JSON form in a plan record) as its key."""
+    return OfferKey.model_validate(offer).key
+
+
+class HeldOffers:
+    """The held set, kept from plan records (`apply`), and optionally followed from a changelog topic
+    (`follow`, then `poll`). `offer in held` is what the market stage asks per event."""
+
+    def __init__(self) -> None:
+        self._plans: dict[str, tuple[str, ...]] = {}   # workload -> offer keys of its plan
+        self._count: Counter[str] = Counter()           # offer key -> plans using it (only > 0 kept)
+        self._since: dict[str, float] = {}              # held offer -> start of the step that placed it
+        self._newly: dict[str, float] = {}              # offer -> since_t, newly held since the last call
+        self._consumer: Any = None
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._count
+
+    def __len__(self) -> int:
+        return len(self._count)
+
+    def apply(self, workload_id: str, plan: dict[str, Any] | None) -> None:
+        """One plan record (None: the workload is gone)."""
+        new = tuple(sorted({_offer_key(a["offer"]) for a in plan.get("assignments", [])})) if plan else ()
+        old = self._plans.pop(workload_id, ())
+        if new:
+            self._plans[workload_id] = new
+        for k in old:
+            self._count[k] -= 1
+            if self._count[k] <= 0:
+                del self._count[k]
+        since_t = float(plan.get("since_t", -math.inf)) if plan else -math.inf
+        for k in new:
+            if k not in self._count:
+                self._newly[k] = self._since[k] = min(self._newly.get(k, since_t), since_t)
+            self._count[k] += 1
+        for k in old:
+            if k not in self._count:
+                self._newly.pop(k, None)
+                self._since.pop(k, None)
+
+    def since(self) -> dict[str, float]:
+        """Every held offer, with the start of the step that placed it (a copy)."""
+        return dict(self._since)
+
+    def newly_held(self) -> dict[str, float]:
+        """Offers that became held since the last call, with the start of the step that placed them
+        (the earliest, when several did); the caller takes them over."""
+        out, self._newly = self._newly, {}
+        return out
+
+    # --- following the changelog ------------------------------------------------------------------
+
+    def follow(self, bootstrap: str, topic: str, timeout_s: float = 30.0) -> int:
+        """Read `topic` (every partition) from its start to its end; `poll()` then picks up what follows.
+        Returns the records read. The topic must exist (the market stage creates it when missing)."""
+        from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+        self.close()
+        c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"{topic}-follower", "enable.auto.commit": False,
+                      "log_level": 3, "topic.metadata.refresh.interval.ms": 10_000})
+        meta = c.list_topics(topic, timeout=timeout_s).topics[topic]
+        if meta.error is not None:
+            c.close()
+            raise RuntimeError(f"cannot follow {topic}: {meta.error}")
+        parts = sorted(meta.partitions)
+        c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
+        self._consumer = c
+        ends = {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout_s)[1] for p in parts}
+        n = 0
+        todo = {p for p, end in ends.items() if end > 0}
+        while todo:
+            n += self.poll(0.5)
+            todo -= {tp.partition for tp in c.position([TopicPartition(topic, p) for p in todo])
+                     if tp.offset >= ends[tp.partition]}
+        return n
+
+    def poll(self, timeout_s: float = 0.0) -> int:
+        """Apply the records that arrived since the last call; returns how many."""
+        if self._consumer is None:
+            return 0
+        n = 0
+        for m in self._consumer.consume(10_000, timeout=timeout_s):
+            if m.error() is not None or m.key() is None:
+                continue
+            try:
+                value = m.value()
+                self.apply(from_json(m.key()), None if value is None else from_json(value))
+                n += 1
+            except (ValueError, KeyError, TypeError) as exc:  # not a plan record: never fatal
+                log.warning("held offers: skipped an unreadable plan record at offset %s: %s", m.offset(), exc)
+        return n
+
+    def close(self) -> None:
+        if self._consumer is not None:
+            self._consumer.close()
+            self._consumer = None
+
