@@ -23,6 +23,11 @@ compacted changelog topic `<app_id>-offers-changelog`, with the Faust table's na
 event's partition) and JSON encoding, so the state of a worker from before the change carries over. When
 partitions are assigned, their state is read back from the changelog before any of their events is
 processed.
+
+The offers under a placement (any move on one is material) come from the plans table's changelog, which
+every worker's stage follows (streams.held): the decision stage runs in one worker, the market partitions
+are spread over all of them. Offers a step newly holds get their moves since the step began forwarded by
+the stage that owns them (streams.track.catch_up), with the batch.
 """
 
 from __future__ import annotations
