@@ -5,7 +5,8 @@
 1. throughput: N valid PriceObserved over 10,000 offers are produced to cloudarb.prices.v1; the raw
    confluent-kafka consume rate of that topic is measured, then a worker's market stage consumes it through
    validate -> state -> forecast -> trigger (no workloads, so no solve); events/s from its committed
-   offsets (commit interval 0.2 s).
+   offsets (commit interval 0.2 s). The same again with two workers of one app (they share the market
+   partitions): `events_per_s_2_workers`.
    Then the same events run through the stage's own code in this process, without Kafka (`stage_costs`):
    microseconds per event for validation, state (and its changelog record) and forecasting (and its
    records), the events/s of one thread doing only that work, and River's own calls per forecast.
@@ -266,24 +267,34 @@ def throughput(bootstrap: str, n_events: int, tmp: Path, profile: Path | None = 
     # the best of three reads: the same read varies up to 3x between runs on this machine (151k then 512k and
     # 451k/s in one process; 168k, 174k, 169k in another), so one read made the ratio a lottery
     raw = max(raw_consume_rate(bootstrap, PRICES.name, n_events) for _ in range(3))
+    rate = _replay_rate(bootstrap, n_events, tmp, 1, profile)
+    rate2 = _replay_rate(bootstrap, n_events, tmp, 2)
+    return {"events": n_events, "event_spacing_s": spacing_s, "events_per_s": round(rate),
+            "raw_consume_events_per_s": round(raw), "ratio_to_raw_consume": round(rate / raw, 4),
+            "events_per_s_2_workers": round(rate2), "ratio_to_raw_consume_2_workers": round(rate2 / raw, 4)}
+
+
+def _replay_rate(bootstrap: str, n_events: int, tmp: Path, workers: int, profile: Path | None = None) -> float:
+    """Events/s of `workers` workers (one app, started together) replaying the prices topic from its start,
+    from the market group's committed offsets: from the first commit to all events."""
     os.environ["CLOUDARB_COMMIT_INTERVAL_S"] = "0.2"
-    app_id = f"bench-tp-{int(time.time())}"
-    worker = start_worker(bootstrap, app_id, tmp / "worker-tp.log")
+    app_id = f"bench-tp{workers}-{int(time.time())}"
+    procs = [start_worker(bootstrap, app_id, tmp / f"worker-tp{workers}-{i}.log") for i in range(workers)]
+    spy = None
     try:
         wait_until(lambda: group_position(bootstrap, market_group(app_id), [PRICES.name])[0] > 0, 120, "worker start",
                    0.05)
-        spy = _py_spy(worker.pid, 0, profile) if profile else None
+        spy = _py_spy(procs[0].pid, 0, profile) if profile else None
         s0, t_start = group_position(bootstrap, market_group(app_id), [PRICES.name])[0], time.perf_counter()
         wait_until(lambda: group_position(bootstrap, market_group(app_id), [PRICES.name])[0] >= n_events, 600, "worker",
                    0.05)
         elapsed = time.perf_counter() - t_start
     finally:
-        stop(worker)
-        if profile and spy is not None:
+        for w in procs:
+            stop(w)
+        if spy is not None:
             spy.wait(60)
-    rate = (n_events - s0) / elapsed
-    return {"events": n_events, "event_spacing_s": spacing_s, "events_per_s": round(rate),
-            "raw_consume_events_per_s": round(raw), "ratio_to_raw_consume": round(rate / raw, 4)}
+    return (n_events - s0) / elapsed
 
 
 def _py_spy(pid: int, seconds: float, out: Path) -> Any:

@@ -143,3 +143,46 @@ def test_worker_resumes_by_itself_after_a_broker_restart(kafka_broker: LocalKafk
         assert worker.poll() is None, "the worker died with the broker"
     finally:
         stop(worker)
+
+
+def test_a_second_worker_shares_the_market_work_and_takes_over_the_decision_stage(
+        kafka_bootstrap: str, tmp_path: Path) -> None:
+    """Two workers of one app: both get market partitions. kill -9 the one running the decision stage:
+    the other takes it over (Faust moves the one-partition topics to it), and the next workload is decided."""
+    import signal
+
+    from cloudarb.app import workload_events
+    from cloudarb.pipeline import publish_events
+    from schemas.topics import DECISIONS
+    from tests.streams.helpers import workload
+
+    app_id = unique("two")
+    tag = app_id.split("-")[-1]
+    logs = [tmp_path / f"worker-{i}.log" for i in range(2)]
+    workers = [start_worker(kafka_bootstrap, app_id, log, loglevel="debug") for log in logs]
+
+    def decided(wid: str) -> bool:
+        return any(wid in json.loads(m.value())["workload_ids"] for m in read_all(kafka_bootstrap, [DECISIONS.name]))
+
+    def last_assignment(log: Path) -> int | None:
+        lines = [ln for ln in log.read_text().splitlines() if "market stage assigned" in ln]
+        return int(lines[-1].split("assigned ")[1].split()[0]) if lines else None
+
+    try:
+        publish_events(kafka_bootstrap, [price(offer(region=f"two-{tag}-{i}"), 1.0 + i / 100) for i in range(24)])
+        publish_events(kafka_bootstrap, workload_events([workload(f"a-{tag}")]))
+        wait_until(lambda: decided(f"a-{tag}"), 180, "the first workload's decision", poll_s=1.0, log=logs[0])
+        # 3 market topics x 6 partitions, split between the two
+        wait_until(lambda: [last_assignment(log) for log in logs] == [9, 9], 60, "both workers doing market work",
+                   log=logs[1])
+        deciding = [i for i, log in enumerate(logs) if "step:" in log.read_text()]
+        assert len(deciding) == 1, deciding
+        stop(workers[deciding[0]], signal.SIGKILL)
+        survivor = 1 - deciding[0]
+        publish_events(kafka_bootstrap, workload_events([workload(f"b-{tag}")]))
+        wait_until(lambda: decided(f"b-{tag}"), 240, "the survivor's decision", poll_s=2.0, log=logs[survivor])
+        assert "step:" in logs[survivor].read_text() and last_assignment(logs[survivor]) == 18
+        assert workers[survivor].poll() is None
+    finally:
+        for w in workers:
+            stop(w)
