@@ -134,4 +134,3 @@ class HeldOffers:
         if self._consumer is not None:
             self._consumer.close()
             self._consumer = None
-
