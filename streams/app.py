@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import faust
 import mode
@@ -176,6 +176,14 @@ def create_app(cfg: StreamsConfig, engine_factory: Callable[[], AllocationEngine
     # internal=True makes Faust create the changes topic (workloads.v1 already exists with 1 partition)
     decide_in = app.topic(changes.get_topic_name(), WORKLOADS.name, key_serializer="raw",
                           value_serializer="raw", partitions=1, internal=True)
+
+    async def _release_decider_unless_deciding(sender: Any, assigned: Any = (), **kwargs: Any) -> None:
+        """With several workers, the decision stage's one-partition inputs can move to another worker on a
+        rebalance; the decider here (built from the tables before) must not resume from a stale plan."""
+        if not any(tp.topic == changes.get_topic_name() for tp in assigned or ()):
+            decider.release()
+
+    app.on_partitions_assigned.connect(cast(Any, _release_decider_unless_deciding))
 
     @app.agent(decide_in)
     async def decide_allocations(stream: faust.StreamT[bytes]) -> None:

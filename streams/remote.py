@@ -142,24 +142,42 @@ class DeciderHandle:
         self._start = start
         self._d: RemoteDecider | None = None
         self.restarts = 0
+        self._stepping = False
+        self._release_after_step = False
 
     async def step(self, market_changes: Sequence[Mapping[str, Any]],
                    workload_events: Sequence[WorkloadRequested | WorkloadCancelled]) -> DecideOutput:
-        for attempt in (0, 1):
-            if self._d is None:
-                self._d = await self._start()
-            try:
-                return await self._d.step(market_changes, workload_events)
-            except CHILD_GONE as exc:
-                self.reset()
-                if attempt:
+        self._stepping = True
+        try:
+            for attempt in (0, 1):
+                if self._d is None:
+                    self._d = await self._start()
+                try:
+                    return await self._d.step(market_changes, workload_events)
+                except CHILD_GONE as exc:
+                    self.reset()
+                    if attempt:
+                        raise
+                    self.restarts += 1
+                    log.warning("the decider process died (%r): starting a new one from the tables, retrying", exc)
+                except BaseException:
+                    self.reset()
                     raise
-                self.restarts += 1
-                log.warning("the decider process died (%r): starting a new one from the tables, retrying", exc)
-            except BaseException:
+            raise AssertionError("unreachable")
+        finally:
+            self._stepping = False
+            if self._release_after_step:
+                self._release_after_step = False
                 self.reset()
-                raise
-        raise AssertionError("unreachable")
+
+    def release(self) -> None:
+        """This worker no longer runs the decision stage (a rebalance gave its input partitions to another
+        worker): discard the decider, now or after the step in flight, so that it is rebuilt from the
+        tables, which the other worker changes meanwhile, should the inputs come back."""
+        if self._stepping:
+            self._release_after_step = True
+        else:
+            self.reset()
 
     def reset(self) -> None:
         """Discard the decider (after a failure, or when the tables it was built from are replaced)."""

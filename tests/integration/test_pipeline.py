@@ -216,5 +216,7 @@ def test_worker_killed_mid_stream_loses_nothing_and_duplicates_nothing(
     rows = client.query(
         f"SELECT workload_id, argMax(offer_key, decided_at), argMax(instances, decided_at) "
         f"FROM {db}.decision_assignments GROUP BY workload_id").result_rows
-    assert {w: (k, n) for w, k, n in rows} == want
+    # (workloads.v1 is shared by the session's tests: other tests' workloads are decided here too)
+    mine = {s.workload_id for s in WORKLOADS}
+    assert {w: (k, n) for w, k, n in rows if w in mine} == want
     assert isinstance(quotes[0], OfferQuote)

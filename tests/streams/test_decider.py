@@ -228,3 +228,47 @@ def test_a_hung_decider_is_killed_at_the_step_timeout_restarted_and_the_step_ret
         assert not any(r._proc.is_alive() for r in started)
 
     asyncio.run(run())
+
+
+def test_a_released_handle_discards_its_decider_now_or_after_the_step_in_flight() -> None:
+    """A rebalance gave the decision stage's inputs to another worker (streams.app): the next step here,
+    should the inputs come back, rebuilds from the tables rather than resuming from a stale plan."""
+    from streams.remote import DeciderHandle
+
+    class Fake:
+        def __init__(self) -> None:
+            self.closed = False
+            self.gate: asyncio.Event | None = None
+
+        async def step(self, *args: Any) -> str:
+            if self.gate is not None:
+                await self.gate.wait()
+            return "out"
+
+        def close(self) -> None:
+            self.closed = True
+
+    made: list[Fake] = []
+
+    async def start() -> Any:
+        made.append(Fake())
+        return made[-1]
+
+    async def run() -> None:
+        h = DeciderHandle(start)
+        assert await h.step([], []) == "out" and len(made) == 1
+        h.release()                                     # idle: discarded now
+        assert made[0].closed
+        made[0].closed = False
+        assert await h.step([], []) == "out" and len(made) == 2 and not made[0].closed
+        made[1].gate = asyncio.Event()
+        running = asyncio.create_task(h.step([], []))
+        await asyncio.sleep(0.01)
+        h.release()                                     # a step in flight: discarded when it ends
+        assert not made[1].closed
+        made[1].gate.set()
+        assert await running == "out" and made[1].closed
+        await h.step([], [])
+        assert len(made) == 3
+
+    asyncio.run(run())
