@@ -485,14 +485,17 @@ class _Master:
         h.setOptionValue("time_limit", h.getRunTime() + limit)
         cb = None
         if stop is not None:
-            last = [time.perf_counter()]
+            last = [-math.inf]   # the first iteration polls: a run asked to stop before it starts does not
 
             def cb(ev: Any) -> None:   # every simplex iteration: poll `stop` at most every 2 ms
                 now = time.perf_counter()
+                stopping = False
                 if now - last[0] >= 0.002:
                     last[0] = now
-                    if stop():
-                        ev.interrupt()
+                    stopping = stop()
+                # the flag is set either way: HiGHS (1.16) keeps an interrupt in the callback's input, so the
+                # next run with a callback would end at its first iteration, and so would every run after it
+                ev.interrupt(stopping)
             h.cbSimplexInterrupt += cb
         try:
             h.run()

@@ -440,6 +440,23 @@ def test_a_column_generation_budget_decides_on_one_run_and_warm_completes_the_lp
     assert budgeted.stats["lp_solves"] == solves and M.converged
 
 
+def test_a_run_asked_to_stop_does_not_stop_the_runs_after_it():
+    """HiGHS keeps a callback's interrupt in the callback input for the next run: a master that did not clear
+    it would end every later run with a `stop` (each warm-up) at its first iteration, and never converge."""
+    offers, ws = _cg_instance()
+    e, _ = _placed(offers, ws, initial_columns_per_workload=1, cg_budget_s=1e-9)
+    e.upsert_offers(_lost_capacity(e, offers))
+    e.solve()
+    M = e._master
+    assert M is not None and not M.optimal          # the 1e-9 s run did not finish: iterations are left to do
+    M.run(stop=lambda: True)
+    assert not M.optimal                            # asked to stop at once, it stopped
+    M.run(stop=lambda: False)
+    assert M.optimal
+    e.warm(lambda: False)
+    assert M.converged
+
+
 def test_with_a_budget_the_lp_driven_re_decisions_are_spread_over_solves(monkeypatch):
     """With `cg_budget_s`, workloads re-decided only because their LP values moved (no event touches their
     plan) are capped per solve, less those an event forces; the others wait their turn and are re-decided by
