@@ -27,7 +27,7 @@ def test_the_benchmark_runner_covers_every_benchmark_script() -> None:
         import run_all
     finally:
         sys.path.remove(str(BENCH))
-    scripts = {script for script, _, _ in run_all.BENCHMARKS.values()}
+    scripts = {script for script, _ in run_all.BENCHMARKS.values()}
     assert scripts == {p.name for p in BENCH.glob("bench_*.py")}
 
 

@@ -2,8 +2,8 @@
 
 Each benchmark is its own script in this folder and merges its numbers into results.json under its own
 key; this runner only sequences them (never two at once: they share two cores and the local broker's
-ports) and reports which failed. `--quick` is passed to the scripts that have a quick mode.
-Benchmarks that need ../shared/data (solvers, backtest) are skipped, with a message, where it is missing.
+ports) and reports which failed. `--quick` is passed to the scripts that have a quick mode. The
+benchmarks that need ../shared/data (solvers, backtest) skip themselves, with a message, where it is missing.
 
     .venv/bin/python tests/benchmarks/run_all.py --only solvers,streams
 """
@@ -17,37 +17,27 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-SHARED_DATA = HERE.parents[1].parent / "shared" / "data"
 
-# name -> (script, has a --quick mode, needs ../shared/data)
-BENCHMARKS: dict[str, tuple[str, bool, bool]] = {
-    "solvers": ("bench_solvers.py", True, True),
-    "streams": ("bench_streams.py", False, False),
-    "connectors": ("bench_connectors.py", False, False),
-    "api": ("bench_api.py", False, False),
-    "backtest": ("bench_backtest.py", True, True),
+# name -> (script, has a --quick mode)
+BENCHMARKS: dict[str, tuple[str, bool]] = {
+    "solvers": ("bench_solvers.py", True),
+    "streams": ("bench_streams.py", False),
+    "connectors": ("bench_connectors.py", False),
+    "api": ("bench_api.py", False),
+    "backtest": ("bench_backtest.py", True),
 }
 
 
-def commands(only: list[str], quick: bool, data_present: bool) -> list[tuple[str, list[str] | None]]:
-    """The command per selected benchmark, or None where it must be skipped (no ../shared/data).
+def command(name: str, quick: bool) -> list[str]:
+    """The command that runs one benchmark.
 
-    >>> commands(["solvers"], quick=True, data_present=False)
-    [('solvers', None)]
-    >>> commands(["solvers"], quick=True, data_present=True)[0][1][-2:] == [str(HERE / "bench_solvers.py"), "--quick"]
+    >>> command("solvers", quick=True)[-2:] == [str(HERE / "bench_solvers.py"), "--quick"]
+    True
+    >>> command("streams", quick=True)[-1] == str(HERE / "bench_streams.py")
     True
     """
-    out: list[tuple[str, list[str] | None]] = []
-    for name in only:
-        script, has_quick, needs_data = BENCHMARKS[name]
-        if needs_data and not data_present:
-            out.append((name, None))
-            continue
-        cmd = [sys.executable, str(HERE / script)]
-        if quick and has_quick:
-            cmd.append("--quick")
-        out.append((name, cmd))
-    return out
+    script, has_quick = BENCHMARKS[name]
+    return [sys.executable, str(HERE / script)] + (["--quick"] if quick and has_quick else [])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -61,10 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         ap.error(f"unknown benchmark(s) {unknown}; known: {list(BENCHMARKS)}")
     failed: list[str] = []
-    for name, cmd in commands(only, args.quick, SHARED_DATA.is_dir()):
-        if cmd is None:
-            print(f"== {name}: skipped, it needs {SHARED_DATA}", flush=True)
-            continue
+    for name in only:
+        cmd = command(name, args.quick)
         print(f"== {name}: {' '.join(cmd)}", flush=True)
         t0 = time.monotonic()
         rc = subprocess.call(cmd, cwd=HERE.parents[1])
