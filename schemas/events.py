@@ -16,6 +16,7 @@ True
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import math
 from datetime import UTC, datetime
@@ -36,8 +37,24 @@ from pydantic import (
 from schemas.gpus import GPU_CATALOGUE
 from schemas.offers import OfferKey
 
+# Bounds every event field stays within, so that a schema-valid event is always storable: ClickHouse's
+# DateTime64(3) (and the hourly bars' 32-bit DateTime) cover 1970..2106; UInt32/Int32 counters and ids.
+MIN_TIME = datetime(1970, 1, 1, tzinfo=UTC)
+MAX_TIME = datetime(2100, 1, 1, tzinfo=UTC)
+UINT16_MAX = 2**16 - 1
+UINT32_MAX = 2**32 - 1
+INT32_MAX = 2**31 - 1
+INT64_MAX = 2**63 - 1
+# The largest serialised event a consumer accepts (streams.validate, the API, the connectors' producers):
+# far above any real event, far below Kafka's default 1 MB message limit.
+MAX_EVENT_BYTES = 64 * 1024
+# A dead letter carries at most this much of the original message (plus its length and SHA-256).
+DLQ_ORIGINAL_MAX_BYTES = 8 * 1024
+
 
 def _to_utc(v: datetime) -> datetime:
+    if not MIN_TIME <= v < MAX_TIME:
+        raise ValueError(f"must be between {MIN_TIME.date()} and {MAX_TIME.date()}")
     return v.astimezone(UTC)
 
 
@@ -99,7 +116,7 @@ class CapacityObserved(Event):
     event_type: Literal["CapacityObserved"] = "CapacityObserved"
     offer: OfferKey
     available: bool
-    available_instances: int | None = Field(default=None, ge=0, description="None when unknown")
+    available_instances: int | None = Field(default=None, ge=0, le=UINT32_MAX, description="None when unknown")
     capacity_score: FiniteFloat | None = Field(
         default=None, ge=0, le=1, description="0..1, e.g. AWS placement score / 10")
     quoted_at: UtcDatetime
@@ -141,9 +158,10 @@ class WorkloadSpec(BaseModel):
     )
     min_gpus: int = Field(ge=1, le=4096)
     max_gpus: int = Field(ge=1, le=4096)
-    budget_usd_per_hour: FiniteFloat = Field(gt=0)
+    budget_usd_per_hour: FiniteFloat = Field(gt=0, le=1_000_000)
     max_spot_share: FiniteFloat = Field(default=1.0, ge=0, le=1, description="share of GPUs on spot")
-    restart_overhead_h: FiniteFloat = Field(default=0.25, ge=0, description="work lost per interruption, hours")
+    restart_overhead_h: FiniteFloat = Field(default=0.25, ge=0, le=10_000,
+                                            description="work lost per interruption, hours")
     same_region: bool = Field(default=False, description="all instances in one region (co-location)")
     priority: int = Field(default=1, ge=1, le=10)
     home_provider: str | None = None
@@ -191,7 +209,7 @@ class Assignment(BaseModel):
 
     workload_id: str
     offer: OfferKey
-    instances: int = Field(ge=1)
+    instances: int = Field(ge=1, le=UINT32_MAX)
     usd_per_hour: FiniteFloat = Field(ge=0, description="instances x offer price")
 
 
@@ -209,7 +227,7 @@ class PlanChange(BaseModel):
     workload_id: str
     from_offer: OfferKey | None = None
     to_offer: OfferKey | None = None
-    instances: int = Field(default=0, ge=0)
+    instances: int = Field(default=0, ge=0, le=UINT32_MAX)
 
 
 class WorkloadExplanation(BaseModel):
@@ -248,13 +266,13 @@ class PriceForecasted(Event):
     event_type: Literal["PriceForecasted"] = "PriceForecasted"
     offer: OfferKey
     forecast_at: UtcDatetime
-    horizon_s: int = Field(gt=0)
+    horizon_s: int = Field(gt=0, le=UINT32_MAX)
     usd_per_hour: FiniteFloat
     interruption_probability_next_hour: FiniteFloat | None = Field(default=None, ge=0, le=1)
     model: str
     mae_model: FiniteFloat | None = None
     mae_naive: FiniteFloat | None = None
-    n_scored: int = 0
+    n_scored: int = Field(default=0, ge=0, le=UINT32_MAX)
 
 
 class AlertRaised(Event):
@@ -270,16 +288,41 @@ class AlertRaised(Event):
 
 
 class DeadLettered(Event):
-    """An input that failed validation, with the reason and the original bytes (base64)."""
+    """An input that failed validation (or made a stage raise), with the reason and the original bytes
+    (base64; a prefix of at most DLQ_ORIGINAL_MAX_BYTES for a larger one, with its length and hash)."""
 
     event_type: Literal["DeadLettered"] = "DeadLettered"
     source_topic: str
-    source_partition: int | None = None
-    source_offset: int | None = None
+    source_partition: int | None = Field(default=None, ge=-1, le=INT32_MAX)
+    source_offset: int | None = Field(default=None, ge=-2, le=INT64_MAX)
     stage: str = Field(description="which component rejected it, e.g. streams.validate")
     reason: str = Field(max_length=4000)
-    original_b64: str
+    original_b64: str = Field(description="the original bytes, base64; only their first DLQ_ORIGINAL_MAX_BYTES "
+                                          "when original_truncated")
     dead_lettered_at: UtcDatetime
+    original_bytes: int | None = Field(default=None, ge=0, le=INT64_MAX, description="length of the original")
+    original_sha256: str | None = Field(default=None, max_length=64, description="hex digest of the original")
+    original_truncated: bool = False
+
+
+def dead_letter_of(data: bytes, reason: str, source_topic: str, source_partition: int | None,
+                   source_offset: int | None, stage: str, now: datetime | None = None) -> DeadLettered:
+    """The dead letter for a message that could not be processed: id deterministic on its position and
+    content (reprocessing dedups), at most `DLQ_ORIGINAL_MAX_BYTES` of it kept (with its length and SHA-256),
+    so a dead letter always fits the DLQ topic, however large the message it reports.
+
+    >>> d = dead_letter_of(b"x" * 900_000, "too big", "t", 0, 7, "s")
+    >>> len(d.model_dump_json()) < 16_000, d.original_bytes, d.original_truncated
+    (True, 900000, True)
+    """
+    digest = hashlib.sha256(data).hexdigest()
+    return DeadLettered(
+        event_id=deterministic_id("dlq", source_topic, source_partition, source_offset, digest),
+        source_topic=source_topic[:256], source_partition=source_partition, source_offset=source_offset,
+        stage=stage, reason=reason[:4000], original_b64=base64.b64encode(data[:DLQ_ORIGINAL_MAX_BYTES]).decode(),
+        dead_lettered_at=now or utcnow(), original_bytes=len(data), original_sha256=digest,
+        original_truncated=len(data) > DLQ_ORIGINAL_MAX_BYTES,
+    )
 
 
 EVENT_TYPES: dict[str, type[Event]] = {

@@ -8,7 +8,6 @@ True
 
 from __future__ import annotations
 
-import base64
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,19 +18,20 @@ from pydantic import TypeAdapter, ValidationError
 from pydantic_core import from_json
 
 from schemas.events import (
+    MAX_EVENT_BYTES,
     AnyEvent,
     CapacityObserved,
     DeadLettered,
     Event,
     InterruptionObserved,
     PriceObserved,
+    dead_letter_of,
     decode_event,
-    deterministic_id,
 )
 from schemas.offers import KNOWN_PROVIDERS
 
 MAX_CLOCK_SKEW = timedelta(minutes=5)
-MAX_BYTES = 64 * 1024
+MAX_BYTES = MAX_EVENT_BYTES
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,11 +103,5 @@ def check(event: Event, allowed: tuple[str, ...], now: datetime) -> Event | Reje
 
 def dead_letter(raw: bytes | None, reason: str, topic: str, partition: int | None, offset: int | None,
                 stage: str, now: datetime | None = None) -> DeadLettered:
-    """The DLQ record for a rejected message (id deterministic on its position, so reprocessing dedups)."""
-    data = raw or b""
-    return DeadLettered(
-        event_id=deterministic_id("dlq", topic, partition, offset, data),
-        source_topic=topic, source_partition=partition, source_offset=offset, stage=stage,
-        reason=reason[:4000], original_b64=base64.b64encode(data).decode(),
-        dead_lettered_at=now or datetime.now(UTC),
-    )
+    """The DLQ record for a rejected message (`schemas.events.dead_letter_of`: capped, deterministic id)."""
+    return dead_letter_of(raw or b"", reason, topic, partition, offset, stage, now)
