@@ -9,6 +9,11 @@ ClickHouse down: the batch in hand is retried with capped exponential backoff un
 (or the sink is stopped, in which case nothing is committed and Kafka redelivers it). Kafka is the
 buffer: the sink holds at most one batch (`batch_size` messages) in memory and consumes nothing more
 until that batch is in, so memory stays bounded however long the outage lasts.
+
+ClickHouse up but the insert fails: a record the table refuses (every event field is bounded to its
+column, so this should not happen; if it does) is found by splitting the batch (`outputs.poison`) and
+goes to the DLQ with the reason; the rest of the batch is written. A sink with a batch in hand and no
+progress for `stall_s` reports itself stalled (`SinkStats.stalled`, on /readyz and /metrics).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from outputs.clickhouse import DEFAULT_DB
+from outputs.poison import DeadLetters, Outage, Source, describe, isolate, source_of
 from outputs.rows import COLUMNS, ID_TABLE, rows_for
 from schemas.events import Event, decode_event
 from schemas.topics import ALERTS, CAPACITY, DECISIONS, DLQ, FORECASTS, INTERRUPTIONS, PRICES, WORKLOADS
@@ -39,8 +45,17 @@ class SinkStats:
     duplicates: int = 0
     undecodable: int = 0
     write_failures: int = 0
+    dead_lettered: int = 0   # records ClickHouse refused, sent to the DLQ (or skipped: see outputs.poison)
     insert_seconds: float = 0.0
     rows: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    # monotonic time of the last batch written, and since when a batch has been waiting (None: none)
+    progress_t: float = field(default_factory=time.monotonic)
+    waiting_since: float | None = None
+
+    def stalled(self, stall_s: float = 60.0, now: float | None = None) -> bool:
+        """A batch is in hand and nothing was written for `stall_s` (an outage, or a stuck insert)."""
+        now = time.monotonic() if now is None else now
+        return self.waiting_since is not None and now - max(self.progress_t, self.waiting_since) > stall_s
 
 
 class ClickHouseWriter:
@@ -50,6 +65,14 @@ class ClickHouseWriter:
         self.client = client
         self.db = db
         self.stats = SinkStats()
+
+    def healthy(self) -> bool:
+        """ClickHouse answers (so a failed insert is the data's fault, not an outage)."""
+        try:
+            self.client.query("SELECT 1")
+            return True
+        except Exception:
+            return False
 
     def _existing(self, table: str, ids: Sequence[str]) -> set[str]:
         if not ids:
@@ -92,24 +115,41 @@ class ClickHouseWriter:
 
 
 def write_with_retry(writer: ClickHouseWriter, events: Sequence[Event], stop: threading.Event,
-                     initial_backoff_s: float = 0.2, max_backoff_s: float = 5.0) -> bool:
-    """Write `events`, retrying with capped exponential backoff while ClickHouse is unreachable.
+                     initial_backoff_s: float = 0.2, max_backoff_s: float = 5.0,
+                     sources: Sequence[Source] | None = None, dead_letters: DeadLetters | None = None) -> bool:
+    """Write `events`, retrying with capped exponential backoff while ClickHouse is unreachable. While it
+    is reachable, a failing batch is split down to the events it refuses, which go to `dead_letters` (with
+    `sources[i]` the record of `events[i]`) and are skipped.
 
     Returns True once written, False if `stop` was set first (the caller must then not commit).
     Retrying the whole batch is safe: ids already written are skipped.
     """
     backoff = initial_backoff_s
+    stats = writer.stats
+    stats.waiting_since = time.monotonic()
+    idx = list(range(len(events)))
     while True:
         try:
-            writer.write(events)
-            return True
-        except Exception as exc:
-            writer.stats.write_failures += 1
-            log.warning("ClickHouse write failed (%s: %s); retrying in %.1fs", type(exc).__name__,
-                        str(exc)[:200], backoff)
+            poison = isolate(idx, lambda ii: writer.write([events[i] for i in ii]), writer.healthy)
+        except Outage as exc:
+            stats.write_failures += 1
+            log.warning("ClickHouse write failed (%s); retrying in %.1fs", str(exc)[:200], backoff)
             if stop.wait(backoff):
                 return False
             backoff = min(max_backoff_s, backoff * 2)
+            continue
+        if poison:
+            stats.write_failures += 1
+            stats.dead_lettered += len(poison)
+            log.error("ClickHouse refused %d of %d events (%s): dead-lettered", len(poison), len(events),
+                      describe(poison))
+            for i, err in poison:
+                if dead_letters is not None and sources is not None:
+                    dead_letters.send(sources[i], f"ClickHouse insert failed: {type(err).__name__}: {err}")
+            if dead_letters is not None:
+                dead_letters.flush()
+        stats.progress_t, stats.waiting_since = time.monotonic(), None
+        return True
 
 
 def run_sink(bootstrap: str, writer: ClickHouseWriter, stop: threading.Event, group_id: str = "cloudarb-sink",
@@ -125,6 +165,7 @@ def run_sink(bootstrap: str, writer: ClickHouseWriter, stop: threading.Event, gr
         "max.poll.interval.ms": 900_000,
     })
     consumer.subscribe(list(topics))
+    dead_letters = DeadLetters(bootstrap, "outputs.sink")
     last_msg = time.monotonic()
     try:
         while not stop.is_set():
@@ -135,6 +176,7 @@ def run_sink(bootstrap: str, writer: ClickHouseWriter, stop: threading.Event, gr
                 continue
             last_msg = time.monotonic()
             events: list[Event] = []
+            sources: list[Source] = []
             for m in msgs:
                 if m.error():
                     log.warning("consume error: %s", m.error())
@@ -142,10 +184,11 @@ def run_sink(bootstrap: str, writer: ClickHouseWriter, stop: threading.Event, gr
                 writer.stats.consumed += 1
                 try:
                     events.append(decode_event(m.value() or b""))
+                    sources.append(source_of(m))
                 except ValueError as exc:
                     writer.stats.undecodable += 1
                     log.debug("undecodable message on %s@%s: %s", m.topic(), m.offset(), exc)
-            if not write_with_retry(writer, events, stop):
+            if not write_with_retry(writer, events, stop, sources=sources, dead_letters=dead_letters):
                 break  # stopped mid-outage: do not commit, Kafka redelivers the batch
             consumer.commit(asynchronous=False)
     finally:
