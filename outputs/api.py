@@ -1,6 +1,11 @@
 """The thin query API (FastAPI): offers, forecasts, allocations, savings, workloads, alerts,
-executions, webhooks and API keys; health, readiness, Prometheus metrics, OpenAPI docs, and a
+executions, webhooks and API keys; health, readiness, Prometheus metrics, the OpenAPI document
+(/openapi.json; the Swagger UI page /docs only with CLOUDARB_API_DOCS=1, served from vendored files), and a
 built-in dashboard page with live updates (server-sent events).
+
+Limits: a request body over 256 KiB (CLOUDARB_API_MAX_BODY_BYTES) is refused with 413 before it is read,
+before auth; a workload whose event would exceed the pipeline's event size limit gets 413 too. Request bodies
+are validated strictly (no "2" or true for an integer). Every response carries a Content-Security-Policy.
 
 Auth: `X-API-Key: <key>` (or `Authorization: Bearer <key>`); keys are stored hashed with a role
 (viewer < operator < admin). 401 without a valid key, 403 for a lower role, 429 over the rate limit.
@@ -16,7 +21,7 @@ import logging
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -28,8 +33,18 @@ from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
+from outputs import api_limits
+from outputs.api_limits import (
+    DEFAULT_MAX_BODY_BYTES,
+    BodyLimitMiddleware,
+    SecurityHeadersMiddleware,
+    bounded_errors,
+    env_flag,
+    env_int,
+    security_headers_dict,
+)
 from outputs.queries import ReadModel
 from outputs.security import (
     InvalidWebhookURL,
@@ -40,7 +55,7 @@ from outputs.security import (
     role_allows,
     validate_webhook_url,
 )
-from schemas.events import Event, WorkloadCancelled, WorkloadRequested, WorkloadSpec, deterministic_id, utcnow
+from schemas.events import MAX_EVENT_BYTES, Event, WorkloadCancelled, WorkloadRequested, deterministic_id, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +76,11 @@ class ApiConfig:
     refresh_s: float = 1.0
     allow_private_webhooks: bool = False
     start_read_model: bool = True
+    # request bodies over this are refused (413) before they are read, before auth
+    max_body_bytes: int = field(default_factory=lambda: env_int("CLOUDARB_API_MAX_BODY_BYTES",
+                                                                DEFAULT_MAX_BODY_BYTES))
+    # the Swagger UI page /docs (vendored assets, no CDN); off unless CLOUDARB_API_DOCS=1
+    docs: bool = field(default_factory=lambda: env_flag("CLOUDARB_API_DOCS"))
 
 
 class Page(BaseModel):
@@ -88,6 +108,8 @@ class WorkloadAccepted(BaseModel):
 
 
 class WebhookIn(BaseModel):
+    model_config = ConfigDict(strict=True)
+
     url: str = Field(max_length=2000, description="http(s) URL that receives signed alert POSTs")
     rules: list[Literal["price_drop", "price_spike", "capacity_lost", "interruption", "forecast_budget_breach",
                         "savings_opportunity"]] = Field(default_factory=list, max_length=10,
@@ -95,6 +117,8 @@ class WebhookIn(BaseModel):
 
 
 class ApiKeyIn(BaseModel):
+    model_config = ConfigDict(strict=True)
+
     role: Literal["viewer", "operator", "admin"]
     name: str = Field(default="", max_length=100)
 
@@ -175,14 +199,19 @@ def create_app(client: Any, config: ApiConfig | None = None, publish: Publish | 
     if pipeline_stats is not None:
         metrics.registry.register(_PipelineCollector(pipeline_stats))
 
-    app = FastAPI(title="CloudArb API", version="1.0.0",
+    app = FastAPI(title="CloudArb API", version="1.0.0", docs_url=None, redoc_url=None,
+                  swagger_ui_oauth2_redirect_url=None,
                   description=__doc__, openapi_tags=[{"name": "market"}, {"name": "allocations"},
                                                      {"name": "workloads"}, {"name": "alerts"},
                                                      {"name": "admin"}, {"name": "ops"}])
     app.state.read_model = rm
     app.state.keys = ks
     app.state.metrics = metrics
+    # outermost last: security headers on every answer (a 413 too), then metrics (which count the 413s), then
+    # the body limit, before anything reads the body
+    app.add_middleware(BodyLimitMiddleware, max_bytes=cfg.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.add_middleware(SecurityHeadersMiddleware)
 
     @app.on_event("startup")
     async def _start() -> None:
@@ -202,18 +231,18 @@ def create_app(client: Any, config: ApiConfig | None = None, publish: Publish | 
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        # name the field, never echo the input back (it may hold a secret)
-        errs = [{"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")), "type": e.get("type", "")}
-                for e in exc.errors()]
-        return JSONResponse({"detail": errs}, status_code=422)
+        # name the field, never echo the input back (it may hold a secret, or be huge); a bounded list
+        return JSONResponse({"detail": bounded_errors(exc.errors())}, status_code=422)
 
     @app.exception_handler(Exception)
     async def _crash(request: Request, exc: Exception) -> JSONResponse:
         log.error("unhandled %s on %s", type(exc).__name__, request.url.path)
+        # this handler answers outside the middlewares, so it adds the security headers itself
+        headers = security_headers_dict(request.url.path)
         if isinstance(exc, OSError) or type(exc).__module__.startswith(("clickhouse_connect", "chdb")):
             return JSONResponse({"detail": "the store is unavailable, try again"}, status_code=503,
-                                headers={"Retry-After": "5"})
-        return JSONResponse({"detail": "internal error"}, status_code=500)
+                                headers={"Retry-After": "5", **headers})
+        return JSONResponse({"detail": "internal error"}, status_code=500, headers=headers)
 
     api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="API key")
     bearer = HTTPBearer(auto_error=False, description="API key as a bearer token")
@@ -270,10 +299,12 @@ def create_app(client: Any, config: ApiConfig | None = None, publish: Publish | 
         except Exception as exc:
             store = f"unavailable: {type(exc).__name__}"
         snap = rm.snapshot
-        ready = store == "ok" and snap.version > 0
+        # a sink in this process with a batch in hand and no progress (outputs.sink.SinkStats.stalled)
+        sink = "stalled" if pipeline_stats is not None and pipeline_stats().get("sink_stalled") else "ok"
+        ready = store == "ok" and snap.version > 0 and sink == "ok"
         if not ready:
             response.status_code = 503
-        return {"ready": ready, "clickhouse": store, "snapshot_version": snap.version,
+        return {"ready": ready, "clickhouse": store, "sink": sink, "snapshot_version": snap.version,
                 "snapshot_age_s": round(time.time() - snap.built_at, 3) if snap.built_at else None,
                 "kafka_publish": publish is not None}
 
@@ -377,11 +408,19 @@ def create_app(client: Any, config: ApiConfig | None = None, publish: Publish | 
             raise HTTPException(503, "could not publish to Kafka, try again") from None
         metrics.published.labels(kind).inc()
 
-    @app.post("/v1/workloads", tags=["workloads"], status_code=202, response_model=WorkloadAccepted)
-    def submit_workload(spec: WorkloadSpec, _: Principal = operator) -> dict[str, Any]:
+    @app.post("/v1/workloads", tags=["workloads"], status_code=202, response_model=WorkloadAccepted,
+              responses={413: {"description": f"the request body, or the event it makes (limit {MAX_EVENT_BYTES} "
+                                              "bytes), is too large"}})
+    def submit_workload(body: api_limits.WorkloadSpec, _: Principal = operator) -> dict[str, Any]:
+        spec = body.to_spec()
         now = utcnow()
         e = WorkloadRequested(event_id=deterministic_id("workload", spec.model_dump_json(), now.isoformat()),
                               spec=spec, requested_at=now)
+        size = len(e.model_dump_json().encode())
+        if size > MAX_EVENT_BYTES:  # the pipeline would dead-letter it: refuse it here, publish nothing
+            return JSONResponse({"detail": f"the workload's event would be {size} bytes, over the limit of "
+                                           f"{MAX_EVENT_BYTES} bytes", "limit_bytes": MAX_EVENT_BYTES},
+                                status_code=413)  # type: ignore[return-value]
         _publish(e, "requested")
         return {"event_id": e.event_id, "workload_id": spec.workload_id, "status": "submitted"}
 
@@ -473,6 +512,11 @@ def create_app(client: Any, config: ApiConfig | None = None, publish: Publish | 
     @app.get("/dashboard", include_in_schema=False)
     def dashboard() -> FileResponse:
         return FileResponse(STATIC / "dashboard.html", headers={"Cache-Control": "no-store"})
+
+    if cfg.docs:
+        @app.get("/docs", include_in_schema=False)
+        def docs() -> FileResponse:  # Swagger UI from static/vendor/swagger-ui, set up by static/docs.js
+            return FileResponse(STATIC / "docs.html", headers={"Cache-Control": "no-store"})
 
     @app.get("/v1/stream", tags=["allocations"], response_class=StreamingResponse,
              responses={200: {"content": {"text/event-stream": {}}}})

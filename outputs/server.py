@@ -172,6 +172,9 @@ def start_executors(bootstrap: str, client: Any, db: str, executors: dict[str, E
     return h
 
 
+SINK_STALL_S = 60.0  # a sink batch waiting this long without progress makes /readyz say not ready
+
+
 def start_sink(bootstrap: str, client: Any, db: str, group_id: str = "cloudarb-sink",
                handle: ServiceHandle | None = None) -> ServiceHandle:
     h = handle or ServiceHandle()
@@ -189,7 +192,9 @@ def pipeline_stats(h: ServiceHandle) -> Callable[[], dict[str, float]]:
         w = h.objects.get("sink_writer")
         if w is not None:
             out.update({"sink_consumed": w.stats.consumed, "sink_written": w.stats.written,
-                        "sink_duplicates": w.stats.duplicates, "sink_write_failures": w.stats.write_failures})
+                        "sink_duplicates": w.stats.duplicates, "sink_write_failures": w.stats.write_failures,
+                        "sink_dead_lettered": w.stats.dead_lettered,
+                        "sink_stalled": float(w.stats.stalled(SINK_STALL_S))})
         d = h.objects.get("dispatcher")
         if d is not None:
             out.update({"webhooks_delivered": d.stats.delivered, "webhooks_retries": d.stats.retries,

@@ -256,3 +256,19 @@ def test_a_sink_without_progress_reports_itself_stalled() -> None:
     s.waiting_since = 900.0
     assert not s.stalled(60, now=950.0)
     assert s.stalled(60, now=961.0)
+
+
+def test_readyz_says_not_ready_while_the_sink_is_stalled(loaded_db: tuple[Any, str, list[Event]]) -> None:
+    from fastapi.testclient import TestClient
+
+    from outputs.api import ApiConfig, create_app
+
+    client, db, _ = loaded_db
+    stats = {"sink_stalled": 0.0}
+    app = create_app(client, ApiConfig(db=db, admin_key="k" * 40, refresh_s=0.2), pipeline_stats=lambda: stats)
+    with TestClient(app) as tc:
+        assert tc.get("/readyz").json()["sink"] == "ok"
+        stats["sink_stalled"] = 1.0
+        r = tc.get("/readyz")
+        assert r.status_code == 503 and r.json()["sink"] == "stalled"
+        assert "sink_stalled" in tc.get("/metrics").text
