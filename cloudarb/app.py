@@ -14,9 +14,19 @@ from schemas.market import AllocationEngine
 
 
 def engine_factory(name: str, cg_budget_s: float | None = None) -> Callable[[], AllocationEngine]:
-    """Engine by name: 'greedy' (cheapest feasible) or 'portfolio' (the OR-Tools engine; `cg_budget_s`:
-    see `solvers.PortfolioEngine`)."""
+    """Engine by name: 'greedy' (cheapest feasible), 'portfolio' (the OR-Tools engine; `cg_budget_s`:
+    see `solvers.PortfolioEngine`), or 'package.module:factory' for an engine of your own (any callable
+    returning a `schemas.market.AllocationEngine`; it must be importable by the decider's child process)."""
+    import importlib
+
     import solvers
+
+    if ":" in name:
+        module, _, attr = name.partition(":")
+        try:
+            return getattr(importlib.import_module(module), attr)  # type: ignore[no-any-return]
+        except (ImportError, AttributeError) as exc:
+            raise ValueError(f"engine {name!r} cannot be imported: {exc}") from None
 
     if name == "greedy":
         return solvers.GreedyEngine

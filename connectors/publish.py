@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from schemas.events import (
+    MAX_EVENT_BYTES,
     AlertRaised,
     AllocationDecided,
     CapacityObserved,
@@ -54,6 +55,7 @@ class KafkaPublisher:
     extra: dict[str, Any] = field(default_factory=dict)
     delivered: int = 0
     failed: int = 0
+    oversized: int = 0   # events refused by `publish` for their size
 
     def __post_init__(self) -> None:
         from confluent_kafka import Producer
@@ -87,7 +89,15 @@ class KafkaPublisher:
         self._producer.poll(0)
 
     def publish(self, event: Event, topic: str | None = None) -> None:
-        self.publish_raw(topic or topic_for(event), key_for(event), event.model_dump_json().encode())
+        """Publish one event; one over `MAX_EVENT_BYTES` serialised (which every consumer would dead-letter)
+        is refused here instead: counted in `oversized`, logged, not sent."""
+        raw = event.model_dump_json().encode()
+        if len(raw) > MAX_EVENT_BYTES:
+            self.oversized += 1
+            log.error("not publishing %s %s: %d bytes exceeds the %d-byte event limit", type(event).__name__,
+                      event.event_id, len(raw), MAX_EVENT_BYTES)
+            return
+        self.publish_raw(topic or topic_for(event), key_for(event), raw)
 
     def publish_all(self, events: Iterable[Event]) -> int:
         n = 0

@@ -22,6 +22,7 @@ deterministic id and is dropped downstream).
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import tempfile
 import time
@@ -40,16 +41,20 @@ from schemas.events import (
 from schemas.market import AllocationEngine
 from schemas.topics import CAPACITY, DECISIONS, DLQ, INTERRUPTIONS, PRICES, WORKLOADS
 from streams import state, track
-from streams.fastout import FastOutput
+from streams.fastout import Batch, FastOutput, dlq_failed
 from streams.forecast import Forecaster
 from streams.market import MarketConfig, MarketStage
 from streams.rebalance import App as RebalanceSafeApp
-from streams.remote import DeciderHandle, RemoteDecider
+from streams.remote import CHILD_GONE, DeciderHandle, RemoteDecider, RemoteError
 from streams.validate import Rejected, dead_letter, validate
 
 log = logging.getLogger(__name__)
 
 WORKLOAD_TYPES = ("WorkloadRequested", "WorkloadCancelled")
+DECIDE_STAGE = "streams.decide_allocations"
+# the decider failed on the step's input (it raised; or its process died, also on the retry): isolate it
+POISON = (RemoteError, *CHILD_GONE)
+STEP_RETRY_PAUSE_S = (0.5, 1.0, 2.0, 5.0, 10.0)
 MARKET_TOPICS = (PRICES.name, CAPACITY.name, INTERRUPTIONS.name)
 
 
@@ -92,6 +97,8 @@ class Counters:
     forecasts: int = 0
     decisions: int = 0
     solves: int = 0
+    dlq_skipped: int = 0     # dead letters the DLQ refused (logged with their source offsets)
+    step_failures: int = 0   # decision steps that failed (retried, or isolated down to a poison record)
 
 
 def create_app(cfg: StreamsConfig, engine_factory: Callable[[], AllocationEngine]) -> faust.App:
@@ -149,7 +156,8 @@ def create_app(cfg: StreamsConfig, engine_factory: Callable[[], AllocationEngine
     def count_market(res: track.TrackOutput, n: int) -> None:
         counters.market_in += n
         counters.market_valid += res.valid
-        counters.dead_lettered += len(res.dead_letters)
+        counters.dead_lettered += len(res.dead_letters) - res.dead_letters_failed
+        counters.dlq_skipped += res.dead_letters_failed
         counters.material += len(res.changes)
         counters.forecasts += len(res.forecasts)
 
@@ -188,26 +196,80 @@ def create_app(cfg: StreamsConfig, engine_factory: Callable[[], AllocationEngine
     @app.agent(decide_in)
     async def decide_allocations(stream: faust.StreamT[bytes]) -> None:
         """Coalesce market and workload changes (over `decide_debounce_s` and the previous step); re-solve
-        the affected workloads."""
+        the affected workloads. Every record taken is decided or dead-lettered before the next batch is
+        taken (Faust commits past a batch only then): nothing raises out of this loop."""
         async for batch in stream.take_events(cfg.batch_max, within=cfg.decide_debounce_s):  # type: ignore[attr-defined]
             now = datetime.now(UTC)
             market_changes: list[dict[str, Any]] = []
-            workload_events: list[WorkloadRequested | WorkloadCancelled] = []
+            workload_events: list[tuple[WorkloadRequested | WorkloadCancelled, Any]] = []
+            dlq = Batch()
             for ev in batch:
                 msg = ev.message
                 if msg.topic != WORKLOADS.name:
-                    market_changes += track.unpack_changes(ev.value)
+                    try:
+                        market_changes += track.unpack_changes(ev.value)
+                    except Exception as exc:   # written by our market stage: only corruption gets here
+                        _dead_letter(ev.value, f"unreadable market change: {exc}", msg, now, dlq)
                     continue
                 result = validate(ev.value, WORKLOAD_TYPES, now)
                 if isinstance(result, Rejected):
-                    counters.dead_lettered += 1
-                    dl = dead_letter(ev.value, result.reason, msg.topic, msg.partition, msg.offset,
-                                     "streams.decide_allocations", now)
-                    out().produce(DLQ.name, dl.event_id.encode(), dl.model_dump_json().encode())
+                    _dead_letter(ev.value, result.reason, msg, now, dlq)
                     continue
                 assert isinstance(result, WorkloadRequested | WorkloadCancelled)
-                workload_events.append(result)
-            await _decide_batch(market_changes, workload_events)
+                workload_events.append((result, msg))
+            await _decide_isolating(market_changes, workload_events, now, dlq)
+            try:
+                await out().flush(dlq)
+            except RuntimeError as exc:   # the DLQ refused some: counted and logged (with offsets), skipped
+                counters.dlq_skipped += dlq_failed(exc)
+                log.error("decision stage: %s; skipped", exc)
+
+    def _dead_letter(raw: bytes | None, reason: str, msg: Any, now: datetime, dlq: Batch) -> None:
+        counters.dead_lettered += 1
+        dl = dead_letter(raw, reason, msg.topic, msg.partition, msg.offset, DECIDE_STAGE, now)
+        out().produce(DLQ.name, dl.event_id.encode(), dl.model_dump_json().encode(), batch=dlq)
+
+    async def _decide_isolating(market_changes: list[dict[str, Any]],
+                                workload_events: list[tuple[WorkloadRequested | WorkloadCancelled, Any]],
+                                now: datetime, dlq: Batch) -> None:
+        """`_decide_batch`, with poison-pill isolation: a step the decider fails on (it raised, or its
+        process died twice) is split: the market changes alone, then the workload events in halves, down to
+        the workload events it fails on alone, which are dead-lettered. A failure to deliver the step's
+        outputs (the broker) is not the input's fault: the step is retried after a pause until it is in."""
+        try:
+            await _decide_retrying(market_changes, [w for w, _ in workload_events])
+            return
+        except POISON as exc:
+            if not workload_events:
+                counters.step_failures += 1
+                log.error("decision stage: the decider failed on %d market changes alone; they are skipped "
+                          "(the offers' next quotes re-trigger them): %s", len(market_changes), exc)
+                return
+            if len(workload_events) == 1 and not market_changes:
+                _, msg = workload_events[0]
+                reason = f"the decision stage failed on this workload: {str(exc).strip().splitlines()[-1][:500]}"
+                _dead_letter(msg.value, reason, msg, now, dlq)
+                return
+        if market_changes:
+            await _decide_isolating(market_changes, [], now, dlq)
+        mid = max(1, len(workload_events) // 2)
+        for part in (workload_events[:mid], workload_events[mid:]):
+            if part:
+                await _decide_isolating([], part, now, dlq)
+
+    async def _decide_retrying(market_changes: list[dict[str, Any]],
+                               workload_events: list[WorkloadRequested | WorkloadCancelled]) -> None:
+        for attempt in itertools.count():
+            try:
+                await _decide_batch(market_changes, workload_events)
+                return
+            except POISON:
+                raise
+            except Exception:
+                counters.step_failures += 1
+                pause = STEP_RETRY_PAUSE_S[min(attempt, len(STEP_RETRY_PAUSE_S) - 1)]
+                log.exception("decision step failed to deliver its outputs; retrying in %.1f s", pause)
+                await asyncio.sleep(pause)
 
     async def _decide_batch(market_changes: list[dict[str, Any]],
                             workload_events: list[WorkloadRequested | WorkloadCancelled]) -> None:

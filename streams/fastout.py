@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
+from confluent_kafka import KafkaException
 from pydantic_core import to_json
 
 log = logging.getLogger(__name__)
@@ -59,7 +60,7 @@ class FastOutput:
     def _on_delivery(batch: Batch, err: Any, msg: Any) -> None:
         if err is not None:
             batch.errors += 1
-            log.warning("output message to %s failed: %s", msg.topic(), err)
+            log.warning("output message to %s failed: %s (%s)", msg.topic(), err, (msg.value() or b"")[:300])
 
     def pending(self) -> int:
         return len(self._p)
@@ -76,6 +77,10 @@ class FastOutput:
                 return
             except BufferError:
                 self._p.poll(0.01)
+            except KafkaException as exc:  # refused before sending (e.g. too large): a failed delivery
+                (batch or self.default).errors += 1
+                log.warning("output message to %s refused: %s (%s)", topic, exc, (value or b"")[:300])
+                return
 
     def write_table(self, table: Any, key: str, value: Any, partition: int, batch: Batch | None = None) -> None:
         """table[key] = value, with the changelog record produced here (JSON key and value, as Faust)."""
@@ -114,4 +119,15 @@ class FastOutput:
         b = batch or self.default
         if b.errors:
             n, b.errors = b.errors, 0
-            raise RuntimeError(f"{n} output messages failed delivery; the batch will be redelivered")
+            raise DeliveryFailed(n)
+
+
+class DeliveryFailed(RuntimeError):
+    def __init__(self, n: int) -> None:
+        super().__init__(f"{n} output messages failed delivery")
+        self.n = n
+
+
+def dlq_failed(exc: Exception) -> int:
+    """How many messages a flush's failure reports."""
+    return exc.n if isinstance(exc, DeliveryFailed) else 1

@@ -121,6 +121,7 @@ class MarketStage:
         self.on_batch = on_batch
         self.batches = 0
         self.failures = 0
+        self.dlq_skipped = 0   # dead letters the DLQ refused (logged with their source offsets)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._consumer: Any = None
@@ -331,7 +332,7 @@ class MarketStage:
         before: dict[str, state.State | None] = {}
         try:
             batch = [track.Msg(m.value(), m.topic(), m.partition(), m.offset(), _producer_ts(m)) for m in msgs]
-            res = track.track_batch(batch, self.store.get, self.held, self.forecaster, self.cfg.price_threshold)
+            res = track.track_isolated(batch, self.store.get, self.held, self.forecaster, self.cfg.price_threshold)
             if self._newly_held:
                 track.catch_up(self._newly_held, self.store.get, self._partition, self.forecaster, res)
             for key, (new, p) in res.updated.items():
@@ -366,13 +367,20 @@ class MarketStage:
             log.warning("market stage: offset commit failed (%s); those batches will be redelivered", exc)
 
     def _deliver(self, res: track.TrackOutput) -> None:
+        # dead letters are charged to a batch of their own: one the DLQ refuses is counted, logged with
+        # its source offset and skipped (never a retry of the whole batch, which would fail the same way)
+        dlq = Batch()
         for dl in res.dead_letters:
-            self._produce(DLQ.name, dl.event_id.encode(), dl.model_dump_json().encode())
+            self._out.produce(DLQ.name, dl.event_id.encode(), dl.model_dump_json().encode(), batch=dlq)
         for fkey, value in res.forecasts:
             self._produce(FORECASTS.name, fkey, value)
         for value in track.pack_changes(res.changes):
             self._produce(self.cfg.changes_topic, b"m", value)
         self._flush()
+        if dlq.errors:
+            res.dead_letters_failed = dlq.errors
+            self.dlq_skipped += dlq.errors
+            log.error("market stage: %d dead letters not written (offsets in the lines above); skipped", dlq.errors)
         topic = changelog_topic(self.cfg.app_id)
         for key, (new, p) in res.updated.items():
             self._produce(topic, *table_record(key, new), p)

@@ -53,6 +53,13 @@ class TrackOutput:
     updated: dict[str, tuple[state.State, int]] = field(default_factory=dict)  # key -> (state, partition)
     forecasts: list[tuple[bytes, bytes]] = field(default_factory=list)       # (key, PriceForecasted JSON)
     changes: list[bytes] = field(default_factory=list)                       # market-change records
+    dead_letters_failed: int = 0  # dead letters the DLQ did not take (set by the market stage; skipped)
+
+    def then(self, later: TrackOutput) -> TrackOutput:
+        """This output followed by `later`'s (of the messages after this one's)."""
+        return TrackOutput(self.valid + later.valid, self.dead_letters + later.dead_letters,
+                           {**self.updated, **later.updated}, self.forecasts + later.forecasts,
+                           self.changes + later.changes)
 
 
 PACK_MAX_BYTES = 256 * 1024  # well below Kafka's default 1 MB message limit
@@ -138,6 +145,48 @@ def track_batch(msgs: Sequence[Msg], lookup: Callable[[str], state.State | None]
                                     "event_id": event_id, "msg_ts": ts}))
     return out
 
+
+
+def track_isolated(msgs: Sequence[Msg], lookup: Callable[[str], state.State | None], held: Container[str],
+                   forecaster: Forecaster, threshold: float = state.PRICE_MOVE_THRESHOLD,
+                   now: datetime | None = None) -> TrackOutput:
+    """`track_batch`, with poison-pill isolation: should it raise on a batch, the batch is split in halves
+    (the second read on top of the first's states) down to the messages that make it raise, and each of
+    those is dead-lettered with the exception as its reason. The stage goes on with the rest.
+
+    >>> class Boom(Forecaster):
+    ...     def observe(self, key, st, t):
+    ...         if st.get("usd_per_hour") == 13.0:
+    ...             raise ZeroDivisionError("unlucky")
+    ...         return super().observe(key, st, t)
+    >>> from datetime import UTC, datetime
+    >>> from schemas import OfferKey, Market, PriceObserved
+    >>> t = datetime(2025, 1, 1, tzinfo=UTC)
+    >>> def msg(i, p):
+    ...     o = OfferKey(provider="gcp", region="r", instance_type=f"a{i}", gpu_model="L4", gpus_per_instance=1,
+    ...                  market=Market.SPOT)
+    ...     e = PriceObserved(event_id=str(i), offer=o, usd_per_hour=p, quoted_at=t, observed_at=t, source="x")
+    ...     return Msg(e.model_dump_json().encode(), "p", 0, i, None)
+    >>> out = track_isolated([msg(0, 1.0), msg(1, 13.0), msg(2, 2.0)], lambda k: None, set(), Boom(), now=t)
+    >>> out.valid, [(d.source_offset, d.reason) for d in out.dead_letters]
+    (2, [(1, 'the market stage raised ZeroDivisionError: unlucky')])
+    """
+    try:
+        return track_batch(msgs, lookup, held, forecaster, threshold, now)
+    except Exception as exc:
+        if len(msgs) == 1:
+            m = msgs[0]
+            out = TrackOutput()
+            out.dead_letters.append(dead_letter(m.value, f"the market stage raised {type(exc).__name__}: {exc}",
+                                                m.topic, m.partition, m.offset, STAGE, now))
+            return out
+    mid = len(msgs) // 2
+    first = track_isolated(msgs[:mid], lookup, held, forecaster, threshold, now)
+
+    def after_first(key: str) -> state.State | None:
+        return first.updated[key][0] if key in first.updated else lookup(key)
+
+    return first.then(track_isolated(msgs[mid:], after_first, held, forecaster, threshold, now))
 
 
 CATCH_UP_REASON = "price moved while a placement on it was decided"

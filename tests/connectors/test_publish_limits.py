@@ -1,0 +1,20 @@
+"""Every producer in connectors refuses an event over the size every consumer accepts (no broker needed:
+nothing is sent, so nothing reaches the unreachable address)."""
+
+from __future__ import annotations
+
+from connectors.publish import KafkaPublisher
+from schemas.events import MAX_EVENT_BYTES, WorkloadRequested
+from tests.streams.helpers import T0, workload
+
+
+def test_an_event_over_the_limit_is_refused_and_counted_not_sent() -> None:
+    pub = KafkaPublisher("127.0.0.1:1", extra={"message.timeout.ms": 1000})
+    small = WorkloadRequested(event_id="ok", spec=workload("w1"), requested_at=T0)
+    big_spec = workload("w2").model_copy(update={"allowed_providers": [f"p{i:07d}" for i in range(8000)]})
+    big = WorkloadRequested(event_id="big", spec=big_spec, requested_at=T0)
+    assert len(big.model_dump_json()) > MAX_EVENT_BYTES > len(small.model_dump_json())
+    pub.publish(big)
+    assert pub.oversized == 1 and len(pub._producer) == 0
+    pub.publish(small)
+    assert pub.oversized == 1 and len(pub._producer) == 1
