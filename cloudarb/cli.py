@@ -163,6 +163,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from connectors.base import install_log_redaction
+
+    install_log_redaction()  # API keys, tokens, signatures (?key=, Authorization: ...) never reach a log line
     try:
         return int(args.func(args, Settings()))
     except KafkaSetupError as exc:

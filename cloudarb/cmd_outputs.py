@@ -86,8 +86,12 @@ def _wait(stop: threading.Event) -> None:
 
 def _api_config(args: argparse.Namespace, s: Settings) -> Any:
     from outputs.api import ApiConfig
+    from outputs.security import admin_key_problem
 
-    return ApiConfig(db=s.clickhouse_db, admin_key=os.environ.get("CLOUDARB_ADMIN_KEY") or None,
+    admin_key = os.environ.get("CLOUDARB_ADMIN_KEY") or None
+    if (problem := admin_key_problem(admin_key)) is not None:  # too short, or a known default like change-me
+        raise SystemExit(f"cloudarb: {problem}")
+    return ApiConfig(db=s.clickhouse_db, admin_key=admin_key,
                      rate_per_s=args.rate_per_s, burst=args.rate_per_s * 2,
                      allow_private_webhooks=os.environ.get("CLOUDARB_WEBHOOK_ALLOW_PRIVATE") == "1")
 

@@ -21,6 +21,7 @@ import email.utils
 import json
 import logging
 import math
+import re
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -343,18 +344,87 @@ class Source(ABC):
             try:
                 resp = client.request(method, url, **kw)
             except httpx.TransportError as exc:
-                raise TransientError(f"{type(exc).__name__}: {exc}") from exc
+                raise TransientError(redact_secrets(f"{type(exc).__name__}: {exc}")) from exc
             if resp.status_code == 429 or resp.status_code >= 500:
-                raise TransientError(f"HTTP {resp.status_code} from {url}", _retry_after(resp))
+                raise TransientError(redact_secrets(f"HTTP {resp.status_code} from {url}"), _retry_after(resp))
             if resp.status_code >= 400:
-                raise SourceError(f"HTTP {resp.status_code} from {url}: {resp.text[:200]}")
+                raise SourceError(redact_secrets(f"HTTP {resp.status_code} from {url}: {resp.text[:200]}"))
             try:
                 return json.loads(resp.content)
             except ValueError as exc:
-                self.reject("malformed_json", f"{url}: {exc}")
-                raise SourceError(f"malformed JSON from {url}") from exc
+                self.reject("malformed_json", redact_secrets(f"{url}: {exc}"))
+                raise SourceError(redact_secrets(f"malformed JSON from {url}")) from exc
 
         return self.call(once)
+
+
+# --- secrets never reach a log line --------------------------------------------------------------------
+
+#: query parameters whose values are secrets (matched case-insensitively, also with a prefix such as
+#: access_token, client_secret, X-Amz-Signature, X-Amz-Security-Token)
+SECRET_PARAMS = ("key", "api_key", "apikey", "api-key", "token", "secret", "password", "passwd", "pwd", "signature",
+                 "sig", "credential", "auth", "session")
+#: headers whose values are secrets
+SECRET_HEADERS = ("authorization", "proxy-authorization", "x-goog-api-key", "x-api-key", "api-key",
+                  "x-amz-security-token", "x-vast-api-key", "cookie", "set-cookie")
+_NAMES = "|".join(re.escape(n) for n in sorted(SECRET_PARAMS, key=len, reverse=True))
+_QUERY = re.compile(rf"(?i)([?&;](?:[a-z0-9]+[_.-])*(?:{_NAMES})=)[^&#\s'\"<>]*")
+_HEADERS = "|".join(re.escape(h) for h in SECRET_HEADERS)
+# "Authorization: Bearer x", "'x-goog-api-key': 'x'", (b'authorization', b'Bearer x'), authorization=x
+_HEADER = re.compile(rf"(?i)((?<![\w-])['\"]?(?:{_HEADERS})['\"]?\s*[:=,]\s*(?:b(?=['\"]))?['\"]?)"
+                     r"((?:bearer|basic|token|digest)\s+)?[^\s'\",;)}\]]+")
+_USERINFO = re.compile(r"(?i)(\b[a-z][a-z0-9+.-]*://[^/\s:@]*:)[^/\s@]+@")
+
+
+def redact_secrets(text: str) -> str:
+    """`text` with the values of secret query parameters, secret headers and URL passwords replaced by ***.
+
+    >>> redact_secrets("GET https://x.test/skus?key=AIza123&pageSize=5000 Authorization: Bearer abc.def")
+    'GET https://x.test/skus?key=***&pageSize=5000 Authorization: Bearer ***'
+    >>> redact_secrets("https://u:pw@h.test/?X-Amz-Signature=ab12&x=1 {'x-goog-api-key': 'k1'}")
+    "https://u:***@h.test/?X-Amz-Signature=***&x=1 {'x-goog-api-key': '***'}"
+    """
+    if not text:
+        return text
+    text = _QUERY.sub(r"\1***", text)
+    text = _HEADER.sub(r"\1\2***", text)
+    return _USERINFO.sub(r"\1***@", text)
+
+
+class RedactSecrets(logging.Filter):
+    """Rewrites each record's message (and traceback text) through `redact_secrets`. On a handler it covers
+    every record the handler emits; on a logger, the records logged there (before any handler sees them)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            msg = record.getMessage()
+        except Exception:  # a broken format string: leave it to logging's own error report
+            return True
+        clean = redact_secrets(msg)
+        if clean != msg:
+            record.msg, record.args = clean, None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redact_secrets(record.exc_text)
+        return True
+
+
+#: HTTP client loggers (httpx logs each request URL at INFO, httpcore the exchange at DEBUG)
+HTTP_LOGGERS = ("httpx", "httpcore", "httpcore.connection", "httpcore.http11", "httpcore.http2", "httpcore.proxy",
+                "httpcore.socks", "urllib3", "urllib3.connectionpool", "botocore", "google.auth")
+
+
+def install_log_redaction(extra_loggers: Iterable[str] = ()) -> RedactSecrets:
+    """Install one `RedactSecrets` on every root handler and on the HTTP client loggers (idempotent)."""
+    f = next((x for h in logging.getLogger().handlers for x in h.filters if isinstance(x, RedactSecrets)),
+             None) or RedactSecrets()
+    targets: list[logging.Handler | logging.Logger] = [*logging.getLogger().handlers]
+    targets += [logging.getLogger(n) for n in (*HTTP_LOGGERS, *extra_loggers)]
+    for t in targets:
+        if not any(isinstance(x, RedactSecrets) for x in t.filters):
+            t.addFilter(f)
+    return f
 
 
 def to_price(v: Any) -> float | Reject:

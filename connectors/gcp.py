@@ -1,8 +1,9 @@
 """GCP: Cloud Billing Catalog SKUs composed into machine prices; preemptions from Pub/Sub.
 
-Prices (GCP_API_KEY): GET https://cloudbilling.googleapis.com/v1/services/6F81-5844-456A/skus (Compute
-Engine), paged with pageToken/nextPageToken. A GPU machine's hourly price is composed from its SKUs:
-vCPUs x "<FAMILY> Instance Core" + RAM GiB x "<FAMILY> Instance Ram" + GPUs x "Nvidia <GPU> GPU", each
+Prices (GCP_API_KEY, sent as the X-goog-api-key header, never as ?key=): GET
+https://cloudbilling.googleapis.com/v1/services/6F81-5844-456A/skus (Compute Engine), paged with
+pageToken/nextPageToken. A GPU machine's hourly price is composed from its SKUs: vCPUs x
+"<FAMILY> Instance Core" + RAM GiB x "<FAMILY> Instance Ram" + GPUs x "Nvidia <GPU> GPU", each
 "running in <region group>" with `serviceRegions`; on-demand SKUs have usageType OnDemand, spot SKUs
 "Spot Preemptible ..." usageType Preemptible. Commitment SKUs are ignored. quoted_at = the newest
 effectiveTime of the three. A machine is emitted in a region only where its GPU SKU is offered; a missing
@@ -94,11 +95,13 @@ class GcpPricesSource(Source):
 
     def skus(self) -> Iterable[dict[str, Any]]:
         token = ""
+        # the key travels as a header, never in the URL (URLs end up in logs: httpx logs each one at INFO)
+        headers = {"X-goog-api-key": self.env.get("GCP_API_KEY", "")}
         for _ in range(self.max_pages):
-            params = {"key": self.env.get("GCP_API_KEY", ""), "currencyCode": "USD", "pageSize": "5000"}
+            params = {"currencyCode": "USD", "pageSize": "5000"}
             if token:
                 params["pageToken"] = token
-            body = self.http_json(self.client, "GET", self.url, params=params)
+            body = self.http_json(self.client, "GET", self.url, params=params, headers=headers)
             skus = body.get("skus") if isinstance(body, dict) else None
             if not isinstance(skus, list):
                 self.reject("malformed_response", "no 'skus' list")

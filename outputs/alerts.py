@@ -10,6 +10,11 @@ above $Y/h). Alert ids are deterministic (rule, subject, triggering event), and 
 its own asyncio loop in a thread: `submit()` never blocks the caller; each subscription has its own
 bounded backlog and concurrency, so a slow or dead receiver costs only its own retries (exponential
 backoff), and after `max_attempts` failures the delivery is dead-lettered.
+
+Delivery goes through `outputs.security.PinnedTransport`: the host is resolved once per request, every
+answer must be a public address (unless allow_private), and the connection goes to the address checked
+(no second lookup, so no DNS-rebinding window); TLS is verified for the host name. Redirects are not
+followed (a 3xx is a permanent failure), and proxies from the environment are ignored.
 """
 
 from __future__ import annotations
@@ -27,10 +32,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import httpx
+
 from outputs.security import (
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
+    BlockedAddress,
     InvalidWebhookURL,
+    PinnedTransport,
+    Resolver,
     sign_payload,
     validate_webhook_url,
 )
@@ -232,12 +242,15 @@ class WebhookDispatcher:
                  max_attempts: int = 5, base_backoff_s: float = 0.5, max_backoff_s: float = 60.0,
                  timeout_s: float = 5.0, max_pending_per_subscription: int = 1000, concurrency: int = 4,
                  allow_private: bool = False, record: Callable[[dict[str, Any]], None] | None = None,
-                 dead_letter: Callable[[DeadLettered], None] | None = None, transport: Any = None) -> None:
+                 dead_letter: Callable[[DeadLettered], None] | None = None, transport: Any = None,
+                 resolver: Resolver | None = None, network_backend: Any = None) -> None:
+        """`transport` replaces the pinned transport entirely (a test double: no address checks then);
+        `resolver` and `network_backend` are passed to the pinned transport (tests: fake DNS, no sockets)."""
         self._subs = subscriptions if callable(subscriptions) else (lambda: list(subscriptions))
         self.max_attempts, self.base_backoff_s, self.max_backoff_s = max_attempts, base_backoff_s, max_backoff_s
         self.timeout_s, self.max_pending, self.concurrency = timeout_s, max_pending_per_subscription, concurrency
         self.allow_private, self.record, self.dead_letter = allow_private, record, dead_letter
-        self.transport = transport
+        self.transport, self.resolver, self.network_backend = transport, resolver, network_backend
         self.stats = DispatchStats()
         self._pending: dict[str, int] = {}
         self._sems: dict[str, asyncio.Semaphore] = {}
@@ -255,12 +268,14 @@ class WebhookDispatcher:
         return self
 
     def _run(self) -> None:
-        import httpx
-
         self._loop = asyncio.new_event_loop()
         asyncio.set_event_loop(self._loop)
-        self._client = httpx.AsyncClient(timeout=self.timeout_s, transport=self.transport, follow_redirects=False,
-                                         limits=httpx.Limits(max_connections=200))
+        transport = self.transport or PinnedTransport(allow_private=self.allow_private, resolver=self.resolver,
+                                                      network_backend=self.network_backend,
+                                                      limits=httpx.Limits(max_connections=200),
+                                                      resolve_timeout_s=self.timeout_s)
+        self._client = httpx.AsyncClient(timeout=self.timeout_s, transport=transport, follow_redirects=False,
+                                         trust_env=False)
         self._ready.set()
         self._loop.run_forever()
         self._loop.run_until_complete(self._client.aclose())
@@ -324,18 +339,6 @@ class WebhookDispatcher:
             status: int | None = None
             attempt = 0
             for attempt in range(1, self.max_attempts + 1):
-                if not self.allow_private:
-                    bad = await self._resolves_private(sub.url)
-                    if bad == "private":
-                        self._give_up(alert, sub, attempt, "host resolves to a non-public address", None, delivery_id)
-                        return
-                    if bad:  # DNS failure: retried like a network error
-                        status, err = None, bad
-                        self._log(alert, sub, delivery_id, attempt, "failed", None, err)
-                        if attempt < self.max_attempts:
-                            self.stats.retries += 1
-                            await asyncio.sleep(min(self.max_backoff_s, self.base_backoff_s * 2 ** (attempt - 1)))
-                        continue
                 ts = int(time.time())
                 headers = {"Content-Type": "application/json", "User-Agent": "cloudarb-webhooks/1",
                            TIMESTAMP_HEADER: str(ts), SIGNATURE_HEADER: sign_payload(sub.secret, ts, body),
@@ -344,13 +347,20 @@ class WebhookDispatcher:
                     try:
                         resp = await self._client.post(sub.url, content=body, headers=headers)
                         status, err = resp.status_code, "" if resp.status_code < 300 else f"HTTP {resp.status_code}"
+                        if 300 <= resp.status_code < 400:
+                            err += " (redirects are not followed)"
+                    except BlockedAddress as exc:  # the SSRF guard: never retried
+                        self._give_up(alert, sub, attempt, str(exc), None, delivery_id)
+                        return
+                    except httpx.ConnectError as exc:  # includes UnresolvableHost (its message says so)
+                        status, err = None, f"{type(exc).__name__}: {exc}"[:200]
                     except Exception as exc:
                         status, err = None, type(exc).__name__
                 if not err:
                     self.stats.delivered += 1
                     self._log(alert, sub, delivery_id, attempt, "delivered", status, "")
                     return
-                permanent = status is not None and 400 <= status < 500 and status not in (408, 425, 429)
+                permanent = status is not None and 300 <= status < 500 and status not in (408, 425, 429)
                 self._log(alert, sub, delivery_id, attempt, "failed", status, err)
                 if permanent or attempt == self.max_attempts:
                     break
@@ -359,24 +369,6 @@ class WebhookDispatcher:
             self._give_up(alert, sub, attempt, err, status, delivery_id)
         finally:
             self._pending[sub.subscription_id] -= 1
-
-    async def _resolves_private(self, url: str) -> str:
-        """SSRF guard at delivery time: the host must not resolve to a private/loopback address."""
-        import ipaddress
-        import socket
-        from urllib.parse import urlsplit
-
-        from outputs.security import is_public_ip
-
-        u = urlsplit(url)
-        try:
-            infos = await asyncio.get_running_loop().getaddrinfo(u.hostname, u.port or 443, type=socket.SOCK_STREAM)
-        except OSError as exc:
-            return f"cannot resolve host: {type(exc).__name__}"
-        for info in infos:
-            if not is_public_ip(ipaddress.ip_address(info[4][0])):
-                return "private"
-        return ""
 
     def _log(self, alert: AlertRaised, sub: Subscription, delivery_id: str, attempt: int, status: str,
              http_status: int | None, error: str) -> None:

@@ -238,7 +238,7 @@ def create_app(client: Any, config: ApiConfig | None = None, publish: Publish | 
     async def _crash(request: Request, exc: Exception) -> JSONResponse:
         log.error("unhandled %s on %s", type(exc).__name__, request.url.path)
         # this handler answers outside the middlewares, so it adds the security headers itself
-        headers = security_headers_dict(request.url.path)
+        headers = security_headers_dict()
         if isinstance(exc, OSError) or type(exc).__module__.startswith(("clickhouse_connect", "chdb")):
             return JSONResponse({"detail": "the store is unavailable, try again"}, status_code=503,
                                 headers={"Retry-After": "5", **headers})

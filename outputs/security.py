@@ -1,5 +1,6 @@
-"""API keys (stored as SHA-256 hashes, roles), a token-bucket rate limiter, webhook signing and
-webhook URL validation. No I/O here except the optional key refresh from ClickHouse.
+"""API keys (stored as SHA-256 hashes, roles), a token-bucket rate limiter, webhook signing, webhook URL
+validation, and the webhook transport that connects only to the address it checked (`PinnedTransport`).
+No other I/O here except the optional key refresh from ClickHouse.
 
 Keys are 32 random bytes (urlsafe base64), so a fast hash is enough: there is nothing to brute-force.
 
@@ -15,16 +16,24 @@ False
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import hashlib
 import hmac
 import ipaddress
 import re
 import secrets
+import socket
+import ssl
 import threading
 import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
+
+import httpcore
+import httpx
 
 ROLES = ("viewer", "operator", "admin")
 ROLE_RANK = {r: i for i, r in enumerate(ROLES)}
@@ -37,6 +46,27 @@ def new_api_key() -> str:
 
 def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
+
+
+MIN_ADMIN_KEY_CHARS = 32
+WEAK_ADMIN_KEYS = frozenset({"change-me", "changeme", "admin", "password", "secret", "cloudarb", "test"})
+
+
+def admin_key_problem(key: str | None) -> str | None:
+    """Why a bootstrap admin key (CLOUDARB_ADMIN_KEY) must be refused, or None when it is acceptable (unset is
+    acceptable: there is then no bootstrap admin).
+
+    >>> admin_key_problem("change-me") is not None, admin_key_problem(new_api_key())
+    (True, None)
+    """
+    if key is None:
+        return None
+    hint = "set a random secret, e.g. `openssl rand -hex 32`"
+    if key.strip().lower() in WEAK_ADMIN_KEYS or len(set(key)) < 8:
+        return f"CLOUDARB_ADMIN_KEY is a known default or trivial value: {hint}"
+    if len(key) < MIN_ADMIN_KEY_CHARS:
+        return f"CLOUDARB_ADMIN_KEY is shorter than {MIN_ADMIN_KEY_CHARS} characters: {hint}"
+    return None
 
 
 def role_allows(have: str, need: str) -> bool:
@@ -215,11 +245,130 @@ def _ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
         return None
 
 
+#: never a webhook target, whatever `is_global` says in this Python version: carrier-grade NAT (some clouds
+#: serve metadata there), and IPv6 forms that carry an IPv4 address which the guard cannot vouch for
+#: (6to4, NAT64 well-known and local-use prefixes, Teredo)
+BLOCKED_NETWORKS: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = (
+    ipaddress.ip_network("100.64.0.0/10"), ipaddress.ip_network("2002::/16"), ipaddress.ip_network("64:ff9b::/96"),
+    ipaddress.ip_network("64:ff9b:1::/48"), ipaddress.ip_network("2001::/32"))
+
+
 def is_public_ip(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return not (ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_reserved or ip.is_multicast
-                or ip.is_unspecified)
+    """Globally routable unicast only (`is_global`, not multicast, none of BLOCKED_NETWORKS). An IPv4-mapped
+    address (::ffff:a.b.c.d) is judged by its IPv4 address; IPv4-compatible ones (::a.b.c.d, deprecated) never pass.
+
+    >>> [is_public_ip(ipaddress.ip_address(a)) for a in ("8.8.8.8", "100.64.1.1", "::ffff:10.0.0.1", "2002::1")]
+    [True, False, False, False]
+    """
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return is_public_ip(ip.ipv4_mapped)
+        if int(ip) >> 32 == 0:  # ::/96: unspecified, loopback and the IPv4-compatible form
+            return False
+        ip = ipaddress.IPv6Address(int(ip))  # without a %scope
+    if not ip.is_global or ip.is_multicast or ip.is_private or ip.is_reserved or ip.is_link_local \
+            or ip.is_loopback or ip.is_unspecified:
+        return False
+    return not any(ip.version == net.version and ip in net for net in BLOCKED_NETWORKS)
+
+
+# --- webhook delivery: resolve once, check, connect to the checked address ------------------------
+
+#: an async resolver: (host, port) -> IP address strings (the default asks the system via getaddrinfo)
+Resolver = Callable[[str, int], Awaitable[Sequence[str]]]
+
+
+class BlockedAddress(httpx.ConnectError):
+    """The webhook host is, or resolves to, an address that is not globally routable: never retried."""
+
+
+class UnresolvableHost(httpx.ConnectError):
+    """DNS gave no usable answer (retried like any network error)."""
+
+
+async def system_resolver(host: str, port: int) -> list[str]:
+    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return [str(info[4][0]) for info in infos]
+
+
+_PINNED: contextvars.ContextVar[dict[tuple[str, int], str]] = contextvars.ContextVar("cloudarb_pinned_address")
+
+
+class _PinnedBackend(httpcore.AsyncNetworkBackend):
+    """Connects only to the address the transport pinned for this (host, port) in the current task: httpcore's
+    own name resolution never runs, so a second DNS answer (rebinding) cannot change where we connect. TLS
+    (SNI and certificate verification) still uses the host name, as does the Host header."""
+
+    def __init__(self, inner: httpcore.AsyncNetworkBackend | None = None) -> None:
+        self.inner = inner or httpcore.AnyIOBackend()
+
+    async def connect_tcp(self, host: str, port: int, timeout: float | None = None, local_address: str | None = None,
+                          socket_options: Iterable[Any] | None = None) -> httpcore.AsyncNetworkStream:
+        ip = _PINNED.get({}).get((host, port))
+        if ip is None:
+            raise httpcore.ConnectError(f"{host}:{port} was not resolved and checked before connecting")
+        return await self.inner.connect_tcp(ip, port, timeout=timeout, local_address=local_address,
+                                            socket_options=socket_options)
+
+    async def connect_unix_socket(self, path: str, timeout: float | None = None,
+                                  socket_options: Iterable[Any] | None = None) -> httpcore.AsyncNetworkStream:
+        raise httpcore.ConnectError("webhooks do not use unix sockets")
+
+    async def sleep(self, seconds: float) -> None:
+        await self.inner.sleep(seconds)
+
+
+class PinnedTransport(httpx.AsyncHTTPTransport):
+    """httpx transport for webhooks: each request's host is resolved once (`resolver`), every answer must be a
+    public address (unless `allow_private`), and the connection goes to the first answer, the one checked.
+    Connections are pooled per host name, each made to a checked address. No proxies (trust_env off)."""
+
+    def __init__(self, *, allow_private: bool = False, resolver: Resolver | None = None,
+                 network_backend: httpcore.AsyncNetworkBackend | None = None, verify: ssl.SSLContext | bool = True,
+                 limits: httpx.Limits | None = None, resolve_timeout_s: float = 10.0) -> None:
+        limits = limits or httpx.Limits(max_connections=200)
+        super().__init__(verify=verify, limits=limits, trust_env=False)
+        self.allow_private, self.resolver = allow_private, resolver or system_resolver
+        self.resolve_timeout_s = resolve_timeout_s
+        # httpx has no public knob for the network backend: the pool is rebuilt as httpx builds it, with ours
+        self._pool = httpcore.AsyncConnectionPool(
+            ssl_context=httpx.create_ssl_context(verify=verify, trust_env=False),
+            max_connections=limits.max_connections, max_keepalive_connections=limits.max_keepalive_connections,
+            keepalive_expiry=limits.keepalive_expiry, network_backend=_PinnedBackend(network_backend))
+
+    async def resolve(self, host: str, port: int) -> str:
+        """The address to connect to: `host` itself if it is an IP, else the first DNS answer, after checking
+        every answer."""
+        literal = _ip(host)
+        if literal is not None:
+            addrs = [literal]
+        else:
+            if not self.allow_private and (host == "localhost" or host.endswith((".localhost", ".local"))):
+                raise BlockedAddress(f"{host} is a local name")
+            try:
+                answers = await asyncio.wait_for(self.resolver(host, port), self.resolve_timeout_s)
+                addrs = [ipaddress.ip_address(a) for a in answers]
+            except (OSError, TimeoutError, ValueError) as exc:
+                raise UnresolvableHost(f"cannot resolve host: {type(exc).__name__}") from None
+            if not addrs:
+                raise UnresolvableHost("cannot resolve host: no address")
+        if not self.allow_private and not all(is_public_ip(a) for a in addrs):
+            raise BlockedAddress("host resolves to a non-public address")
+        if literal is not None:
+            return host
+        first = addrs[0]
+        mapped = first.ipv4_mapped if isinstance(first, ipaddress.IPv6Address) else None
+        return str(mapped or first)  # ::ffff:a.b.c.d -> a.b.c.d: the IPv4 address that was checked
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        host = request.url.raw_host.decode("ascii")
+        port = request.url.port or (443 if request.url.scheme == "https" else 80)
+        ip = await self.resolve(host, port)
+        token = _PINNED.set({(host, port): ip})
+        try:
+            return await super().handle_async_request(request)
+        finally:
+            _PINNED.reset(token)
 
 
 def redact_url(url: str) -> str:

@@ -29,15 +29,28 @@ if [ -z "${KAFKA_BOOTSTRAP_SERVERS:-}" ]; then
   command -v mvn >/dev/null || apt_install maven
 fi
 
+# the venv's own tooling, pinned (a venv starts with whatever pip/setuptools the system Python bundles, old
+# ones included); bump both together after `.venv/bin/pip index versions pip` / `... setuptools`
+PIP_VERSION=26.3
+SETUPTOOLS_VERSION=84.2.1
+pin_tools() {
+  .venv/bin/python -m pip install -q --disable-pip-version-check "pip==$PIP_VERSION" "setuptools==$SETUPTOOLS_VERSION" >/dev/null
+}
+
 # venv, reinstalled when pyproject.toml changes
 stamp=.venv/.installed-$(sha1sum pyproject.toml | cut -c1-12)
 if [ ! -f "$stamp" ]; then
   [ -x .venv/bin/python ] || { "$PY" -m venv .venv 2>/dev/null || { apt_install python3-venv; "$PY" -m venv .venv; }; }
   say "installing Python dependencies (pinned in pyproject.toml)"
-  .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip >/dev/null
+  pin_tools
   .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev]'
   rm -f .venv/.installed-*
   touch "$stamp"
+fi
+tools=$(.venv/bin/python -c 'from importlib.metadata import version as v; print(v("pip"), v("setuptools"))' 2>/dev/null || true)
+if [ "$tools" != "$PIP_VERSION $SETUPTOOLS_VERSION" ]; then
+  say "pinning pip $PIP_VERSION and setuptools $SETUPTOOLS_VERSION in the venv (was: ${tools:-unknown})"
+  pin_tools
 fi
 
 if [ -z "${KAFKA_BOOTSTRAP_SERVERS:-}" ]; then

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 from typing import Any
 
 import httpx
@@ -12,7 +13,7 @@ import pytest
 import respx
 
 from connectors.azure import AzurePricesSource
-from connectors.base import SourceError
+from connectors.base import HTTP_LOGGERS, SourceError, install_log_redaction, redact_secrets
 from connectors.gcp import GcpPricesSource
 from connectors.lambda_cloud import LambdaSource
 from connectors.runpod import RunPodSource
@@ -213,3 +214,58 @@ def test_gcp_skus_composed_into_machine_prices(clock: Any) -> None:
     assert not any(k[1].endswith("|spot") for k in ev)
     assert src.stats.rejected["incomplete_sku_set"] == 8  # the 8 g2 shapes in us-central1
     assert src.stats.rejected["unknown_gpu"] == 1  # Tesla P100 SKU
+
+
+GCP_KEY = "AIzaSy-test-secret-0123456789"
+
+
+@respx.mock
+def test_gcp_key_sent_as_header_and_never_logged(clock: Any, caplog: pytest.LogCaptureFixture) -> None:
+    route = respx.get(url__startswith="https://cloudbilling.googleapis.com/v1/services/6F81-5844-456A/skus").mock(
+        side_effect=[httpx.Response(200, json=load("gcp_skus_page1.json")),
+                     httpx.Response(503), httpx.Response(200, json=load("gcp_skus_page2.json"))])
+    caplog.set_level(logging.DEBUG)  # httpx logs every request URL at INFO, httpcore the exchange at DEBUG
+    src = GcpPricesSource(env={"GCP_API_KEY": GCP_KEY}, clock=clock, **FAST)
+    assert src.poll()
+    assert len(route.calls) == 3  # two pages, one retried 503: each request logged
+    for call in route.calls:
+        assert call.request.headers["x-goog-api-key"] == GCP_KEY
+        assert GCP_KEY not in str(call.request.url) and "key" not in call.request.url.params
+    assert any("HTTP Request" in r.getMessage() for r in caplog.records)  # the httpx lines were captured ...
+    for r in caplog.records:  # ... and no record carries the key
+        assert GCP_KEY not in r.getMessage() and GCP_KEY not in (r.exc_text or ""), r.getMessage()
+
+
+@pytest.fixture
+def redaction() -> Any:
+    f = install_log_redaction()
+    yield f
+    for name in HTTP_LOGGERS:
+        logging.getLogger(name).removeFilter(f)
+    for h in logging.getLogger().handlers:
+        h.removeFilter(f)
+
+
+@respx.mock
+def test_log_redaction_filter_rewrites_secret_parameters_and_headers(redaction: Any,
+                                                                      caplog: pytest.LogCaptureFixture) -> None:
+    """A connector that (still) puts a secret in a URL: the filter on the httpx logger rewrites the line before
+    any handler (here caplog's) sees it."""
+    respx.get(url__startswith="https://api.example.com/v1/prices").mock(return_value=httpx.Response(200, json={}))
+    caplog.set_level(logging.DEBUG)
+    httpx.get("https://api.example.com/v1/prices", params={"api_key": "s3cret-a", "X-Amz-Signature": "s3cret-b",
+                                                           "token": "s3cret-c", "region": "us-east-1"})
+    logging.getLogger("httpx").info("retry with %s", {"Authorization": "Bearer s3cret-d",
+                                                      "X-goog-api-key": "s3cret-e"})
+    logging.getLogger("httpcore.http11").debug("send headers=[(b'authorization', b'Basic s3cret-f')]")
+    text = "\n".join(r.getMessage() for r in caplog.records)
+    assert "s3cret" not in text, text
+    assert "api_key=***" in text and "region=us-east-1" in text and "Bearer ***" in text
+
+
+def test_redact_secrets_leaves_ordinary_text_alone() -> None:
+    for s in ("token budget exhausted", "the key=value pairs", "pageToken=abc&pageSize=5000",
+              "GET https://x.test/v1/skus?currencyCode=USD"):
+        assert redact_secrets(s) == s
+    assert redact_secrets("https://user:pw@host.test/x?secret=1&password=2") == \
+        "https://user:***@host.test/x?secret=***&password=***"

@@ -1,0 +1,204 @@
+"""Hostile-input limits of the API: a request body cap enforced before the body is read (and before auth),
+security headers on every response, 422 errors that never echo unbounded input, and the strict
+(no coercion) workload model the API validates submissions with.
+
+Both middlewares are pure ASGI: they see the request before FastAPI reads its body, and add no task or
+buffer per request.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from typing import Any
+
+from pydantic import ConfigDict, field_validator
+
+from schemas import events as _events
+from schemas.gpus import GPU_CATALOGUE
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+DEFAULT_MAX_BODY_BYTES = 256 * 1024
+MAX_ECHO_CHARS = 100        # one echoed value (a key, a location part) at most this long
+MAX_ECHO_ITEMS = 5          # at most this many echoed values in one message
+MAX_ERRORS = 10             # at most this many entries in a 422's detail
+MAX_MSG_CHARS = 400         # one error message at most this long
+
+# The dashboard, the Swagger UI page and the API: everything from this origin, no inline script or style (the
+# vendored Swagger UI 5 and Chart.js 4 need neither: checked in headless Chromium with no CSP violation), no
+# plugins, no framing.
+CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; font-src 'self'; "
+       "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
+SECURITY_HEADERS: tuple[tuple[bytes, bytes], ...] = (
+    (b"content-security-policy", CSP.encode()), (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"), (b"x-frame-options", b"DENY"))
+
+
+def env_flag(name: str, default: bool = False) -> bool:
+    v = os.environ.get(name)
+    if v is None or not v.strip():
+        return default
+    return v.strip().lower() in ("1", "true", "yes", "on")
+
+
+def env_int(name: str, default: int) -> int:
+    v = os.environ.get(name)
+    if v is None or not v.strip():
+        return default
+    n = int(v)
+    if n <= 0:
+        raise ValueError(f"{name} must be a positive integer, got {n}")
+    return n
+
+
+def clip(v: object, n: int = MAX_ECHO_CHARS) -> str:
+    """`v` as text of at most `n` characters (an ellipsis marks a cut)."""
+    s = v if isinstance(v, str) else str(v)
+    return s if len(s) <= n else s[: n - 1] + "…"
+
+
+def clipped_list(values: Sequence[object], n: int = MAX_ECHO_ITEMS) -> str:
+    """At most `n` values, each clipped, and how many more there were: `['a', 'b'] (+9998 more)`."""
+    shown = [clip(v) for v in values[:n]]
+    more = f" (+{len(values) - n} more)" if len(values) > n else ""
+    return f"{shown}{more}"
+
+
+def security_headers_dict() -> dict[str, str]:
+    return {k.decode(): v.decode() for k, v in SECURITY_HEADERS}
+
+
+class SecurityHeadersMiddleware:
+    """Adds CSP, nosniff, no-referrer and DENY framing to every HTTP response (a header the app set wins)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        async def _send(msg: Message) -> None:
+            if msg["type"] == "http.response.start":
+                headers = list(msg.get("headers", []))
+                have = {k.lower() for k, _ in headers}
+                headers.extend((k, v) for k, v in SECURITY_HEADERS if k not in have)
+                msg["headers"] = headers
+            await send(msg)
+
+        await self.app(scope, receive, _send)
+
+
+def too_large_body(limit: int) -> bytes:
+    return json.dumps({"detail": f"request body exceeds the limit of {limit} bytes", "limit_bytes": limit},
+                      separators=(",", ":")).encode()
+
+
+async def _send_json(send: Send, status: int, body: bytes, extra: Sequence[tuple[bytes, bytes]] = ()) -> None:
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                            *extra]})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+class BodyLimitMiddleware:
+    """Caps a request body at `max_bytes` before any of it is read (so before auth and before parsing).
+
+    A declared Content-Length over the cap is answered 413 at once, without reading a byte of the body, and
+    the connection is closed (`Connection: close`), so the server never drains the rest. A body without a
+    Content-Length (chunked) is counted as it streams in: once over the cap the request is answered 413, the
+    app sees a disconnect (so it stops reading) and whatever it tries to send afterwards is dropped.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int = DEFAULT_MAX_BODY_BYTES) -> None:
+        if max_bytes <= 0:
+            raise ValueError("max_bytes must be positive")
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = self.max_bytes
+        close = [(b"connection", b"close")]
+        declared: int | None = None
+        for name, value in scope.get("headers", ()):
+            if name.lower() == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    declared = -1
+                if declared < 0:
+                    await _send_json(send, 400, b'{"detail":"invalid Content-Length"}', close)
+                    return
+        if declared is not None and declared > limit:
+            await _send_json(send, 413, too_large_body(limit), close)
+            return
+
+        seen = 0
+        started = False
+        rejected = False
+
+        async def _receive() -> Message:
+            nonlocal seen, rejected
+            if rejected:
+                return {"type": "http.disconnect"}
+            msg = await receive()
+            if msg["type"] == "http.request":
+                seen += len(msg.get("body", b""))
+                if seen > limit:
+                    rejected = True
+                    if not started:
+                        await _send_json(send, 413, too_large_body(limit), close)
+                    return {"type": "http.disconnect"}
+            return msg
+
+        async def _send(msg: Message) -> None:
+            nonlocal started
+            if rejected:
+                return  # the 413 went out already; the app's answer to the disconnect goes nowhere
+            if msg["type"] == "http.response.start":
+                started = True
+            await send(msg)
+
+        await self.app(scope, _receive, _send)
+
+
+def bounded_errors(errors: Sequence[Any]) -> list[dict[str, Any]]:
+    """A 422's detail: location, message and type of at most MAX_ERRORS errors, never the input itself, each
+    location part and message clipped; a last entry counts the errors left out."""
+    out: list[dict[str, Any]] = []
+    for e in errors[:MAX_ERRORS]:
+        loc = [p if isinstance(p, int) else clip(p) for p in e.get("loc", ())]
+        out.append({"loc": loc, "msg": clip(e.get("msg", ""), MAX_MSG_CHARS), "type": clip(e.get("type", ""))})
+    if len(errors) > MAX_ERRORS:
+        out.append({"loc": [], "msg": f"{len(errors) - MAX_ERRORS} more errors not shown", "type": "too_many_errors"})
+    return out
+
+
+class WorkloadSpec(_events.WorkloadSpec):
+    """The API's view of `schemas.events.WorkloadSpec`: the same fields and bounds, validated strictly (no
+    "2" or true for an integer, no "true" for a boolean; an integer is still a valid number), and an unknown-GPU
+    error that names a few of the unknown models, not all of them. Named like the schema's model so the OpenAPI
+    document keeps its component name; `to_spec()` gives the schema's model for the event."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+    @field_validator("gpu_throughput")
+    @classmethod
+    def _known_models(cls, v: dict[str, float]) -> dict[str, float]:
+        unknown = sorted(set(v) - set(GPU_CATALOGUE))
+        if unknown:
+            raise ValueError(f"unknown GPU models {clipped_list(unknown)}")
+        if any(t <= 0 for t in v.values()):
+            raise ValueError("throughput must be > 0")
+        return v
+
+    def to_spec(self) -> _events.WorkloadSpec:
+        return _events.WorkloadSpec.model_validate(self.model_dump())
