@@ -3,10 +3,11 @@ restart mid-stream is survived without intervention."""
 
 from __future__ import annotations
 
-import base64
+import hashlib
 import json
 import random
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ import pytest
 from cloudarb.demo import MARKET_TOPICS, group_position
 from cloudarb.kafka_local import LocalKafka
 from connectors.publish import KafkaPublisher
-from schemas.topics import DLQ, PRICES
+from schemas.topics import CAPACITY, DLQ, INTERRUPTIONS, PRICES
 from streams.market import market_group
 from tests.conftest import unique
 from tests.integration.helpers import caught_up, read_all, start_worker, stop, wait_until
@@ -47,7 +48,8 @@ def hostile_payloads(n: int, seed: int = 7) -> list[bytes]:
         elif kind == 4:
             d["offer"]["gpu_model"] = rng.choice(["A100", "TPUv5", "", "H100 80GB"])
         elif kind == 5:
-            d["quoted_at"] = rng.choice(["yesterday", 12345, "2025-06-01T00:00:00", "2999-01-01T00:00:00Z"])
+            d["quoted_at"] = rng.choice(["yesterday", 12345, "2025-06-01T00:00:00", "2999-01-01T00:00:00Z",
+                                         "2099-01-01T00:00:00Z"])
         elif kind == 6:
             d["offer"]["gpus_per_instance"] = rng.choice([0, -8, "eight", 10**9])
         elif kind == 7:
@@ -55,7 +57,11 @@ def hostile_payloads(n: int, seed: int = 7) -> list[bytes]:
         elif kind == 8:
             d["event_type"] = rng.choice(["AllocationDecided", "Nope", 7])
         elif kind == 9:
-            if i % 200 == 9:
+            if i == 9:
+                d["source"] = "x" * 5_000_000  # a 5 MB record
+            elif i % 1000 == 19:
+                d["source"] = "x" * 800_000  # 800 KB records
+            elif i % 200 == 9:
                 d["source"] = "x" * 70_000  # over the 64 KiB limit
             else:
                 del d[rng.choice(["offer", "quoted_at", "usd_per_hour", "event_id"])]
@@ -63,54 +69,92 @@ def hostile_payloads(n: int, seed: int = 7) -> list[bytes]:
     return out
 
 
-def _dlq_records(bootstrap: str, partition_offsets: dict[int, tuple[int, int]]) -> list[dict[str, Any]]:
+def valid_extremes(n: int) -> list[tuple[str, bytes]]:
+    """Schema-valid market events at the ends of their fields' ranges: processed, never dead-lettered."""
+    from schemas.events import MIN_TIME, UINT32_MAX, CapacityObserved, InterruptionKind, InterruptionObserved
+
+    out: list[tuple[str, bytes]] = []
+    for i in range(n):
+        o = offer(region=f"x{i}", n=1024 if i % 2 else 1)
+        t = MIN_TIME if i % 3 == 0 else None
+        p = price(o, 9_999.999 if i % 2 else 1e-9)
+        c = CapacityObserved(event_id=f"cx{i}", offer=o, available=True, available_instances=UINT32_MAX,
+                             capacity_score=1.0, quoted_at=t or p.quoted_at, observed_at=t or p.quoted_at, source="x")
+        r = InterruptionObserved(event_id=f"ix{i}", offer=o, kind=InterruptionKind.FREQUENCY,
+                                 interruption_probability_per_hour=1.0, frequency_band=4,
+                                 occurred_at=t or p.quoted_at, observed_at=t or p.quoted_at, source="x")
+        out += [(PRICES.name, p.model_dump_json().encode()), (CAPACITY.name, c.model_dump_json().encode()),
+                (INTERRUPTIONS.name, r.model_dump_json().encode())]
+    return out
+
+
+def _dlq_records(bootstrap: str, ranges: dict[tuple[str, int], tuple[int, int]]) -> list[dict[str, Any]]:
     out = []
     for m in read_all(bootstrap, [DLQ.name], idle_polls=8):
         d = json.loads(m.value())
-        lo_hi = partition_offsets.get(d.get("source_partition"))
-        if d.get("source_topic") == PRICES.name and lo_hi and lo_hi[0] <= d["source_offset"] < lo_hi[1]:
+        lo_hi = ranges.get((d.get("source_topic"), d.get("source_partition")))
+        if lo_hi and lo_hi[0] <= d["source_offset"] < lo_hi[1]:
             out.append(d)
     return out
 
 
-def _offsets(bootstrap: str) -> dict[int, int]:
+def _offsets(bootstrap: str) -> dict[tuple[str, int], int]:
     from confluent_kafka import Consumer, TopicPartition
 
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": unique("w")})
     try:
-        return {p: c.get_watermark_offsets(TopicPartition(PRICES.name, p), timeout=10)[1]
-                for p in range(PRICES.partitions)}
+        return {(t, p): c.get_watermark_offsets(TopicPartition(t, p), timeout=10)[1]
+                for t in MARKET_TOPICS for p in range(PRICES.partitions)}
     finally:
         c.close()
 
 
 def test_ten_thousand_hostile_events_are_all_dead_lettered(kafka_bootstrap: str, tmp_path: Path) -> None:
+    """10,000 hostile records (among them 800 KB and 5 MB ones) spread over the market topics, between valid
+    events and schema-valid extremes: per topic, in = processed + dead-lettered, exactly."""
+    from tests.integration.test_poison_pills import _allow_big_records
+
     app_id = unique("hostile")
+    _allow_big_records(kafka_bootstrap, tuple(MARKET_TOPICS))
     bad = hostile_payloads(10_000)
     good = [price(offer(region=f"r{i}"), 1.0 + i / 100) for i in range(50)]
+    extremes = valid_extremes(20)
     before = _offsets(kafka_bootstrap)
-    pub = KafkaPublisher(kafka_bootstrap, extra={"message.max.bytes": 2_000_000})
+    pub = KafkaPublisher(kafka_bootstrap, extra={"message.max.bytes": 8_000_000})
+    sent_bad: dict[str, Counter[str]] = {t: Counter() for t in MARKET_TOPICS}  # sha256 -> how many sent
+    sent_valid = {t: 0 for t in MARKET_TOPICS}
     for i, raw in enumerate(bad):
-        pub.publish_raw(PRICES.name, f"k{i % 97}", raw)
+        topic = MARKET_TOPICS[i % len(MARKET_TOPICS)]
+        pub.publish_raw(topic, f"k{i % 97}", raw)
+        sent_bad[topic][hashlib.sha256(raw).hexdigest()] += 1
     pub.publish_all(good)
+    sent_valid[PRICES.name] += len(good)
+    for topic, raw in extremes:
+        pub.publish_raw(topic, raw[:40], raw)
+        sent_valid[topic] += 1
     assert pub.flush(60) == 0 and pub.failed == 0
     after = _offsets(kafka_bootstrap)
     log = tmp_path / "worker.log"
     worker = start_worker(kafka_bootstrap, app_id, log)
     try:
         wait_until(lambda: caught_up(kafka_bootstrap, market_group(app_id), list(MARKET_TOPICS))
-                   and group_position(kafka_bootstrap, market_group(app_id), [PRICES.name])[0] >= sum(after.values()),
-                   180, "the worker to consume the hostile batch", log=log)
+                   and group_position(kafka_bootstrap, market_group(app_id), list(MARKET_TOPICS))[0]
+                   >= sum(after.values()), 180, "the worker to consume the hostile batch", log=log)
         assert worker.poll() is None, "the worker crashed"
     finally:
         stop(worker)
-    records = _dlq_records(kafka_bootstrap, {p: (before[p], after[p]) for p in before})
-    # counts reconcile: in = processed + dead-lettered; every hostile message is in the DLQ exactly once
-    assert len({(r["source_partition"], r["source_offset"]) for r in records}) == len(bad)
-    assert sum(after.values()) - sum(before.values()) == len(bad) + len(good)
+    assert "market batch failed" not in log.read_text(errors="replace"), "a batch was retried"
+    records = _dlq_records(kafka_bootstrap, {tp: (before[tp], after[tp]) for tp in before})
     assert all(r["reason"] and r["stage"] == "streams.track_offers" for r in records)
-    originals = {base64.b64decode(r["original_b64"]) for r in records}
-    assert originals == set(bad)
+    for topic in MARKET_TOPICS:
+        n_in = sum(after[(topic, p)] - before[(topic, p)] for p in range(PRICES.partitions))
+        dead = [r for r in records if r["source_topic"] == topic]
+        # every hostile message of the topic in the DLQ exactly once, and nothing else: in = processed + DLQ
+        assert len({(r["source_partition"], r["source_offset"]) for r in dead}) == len(dead)
+        assert Counter(r["original_sha256"] for r in dead) == sent_bad[topic]
+        assert n_in == len(dead) + sent_valid[topic] == sum(sent_bad[topic].values()) + sent_valid[topic]
+    big = [r for r in records if r["original_bytes"] > 700_000]
+    assert len(big) == 11 and all(r["original_truncated"] and "exceeds" in r["reason"] for r in big)
     reasons = " ".join(r["reason"] for r in records)
     for expected in ("not JSON", "unknown provider", "unknown GPU model", "exceeds", "usd_per_hour", "future"):
         assert expected in reasons, expected
