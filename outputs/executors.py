@@ -3,10 +3,17 @@
 `ExecutorRunner.handle(decision)` turns each plan change (launch, terminate, migrate, resize) into
 provider actions. Dry run is the default: a provider's real executor acts only when that provider is
 explicitly enabled (opt-in); otherwise the intended action is recorded with status `planned`.
-Caps (max instances, max $/h across everything launched) are checked before every launch; a launch
-over a cap is recorded as `skipped`. Idempotent on decision id (decisions already handled, in memory
-and in ClickHouse, are skipped; AWS launches also pass the action id as ClientToken). Every action is
-recorded in ClickHouse `executor_actions` with what happened: planned / done / failed / skipped.
+
+Decisions are not trusted (`outputs/executor_guard.py`): each one is checked as a whole before any of
+it runs. Launches are priced at the market (max of the latest known price of the offer and the
+decision's own), an offer without a market price or a change without a matching assignment is refused,
+caps bound instances, $/h, and instances launched per rolling hour (in total and per workload), and
+decisions dated in the future (or, for real executors, stale ones) are refused. A refused decision
+changes nothing; its steps are recorded with status `refused` and the reason. Idempotent on decision id
+(decisions already handled, in memory and in ClickHouse, are skipped; AWS launches also pass the action
+id as ClientToken). Every action is recorded in ClickHouse `executor_actions` with what happened:
+planned / done / failed / skipped / refused. The Kafka side (decisions consumer, broker ACLs, SASL/SSL)
+is in `outputs/executor_kafka.py`.
 
 Real executors: AWS (boto3 run_instances or create_fleet, terminate_instances), Lambda Cloud and
 RunPod (their REST launch/terminate APIs over httpx). Credentials come from the environment or the
@@ -18,11 +25,20 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from schemas.events import AllocationDecided, ChangeAction, Event, deterministic_id
+from outputs.executor_guard import (
+    Budget,
+    Caps,
+    ClickHouseLatestPrices,
+    LaunchWindow,
+    MarketPrices,
+    PriceSource,
+    decision_time_refusal,
+)
+from schemas.events import AllocationDecided, ChangeAction, Event, PriceObserved, deterministic_id
 from schemas.offers import Market, OfferKey
 
 log = logging.getLogger(__name__)
@@ -195,12 +211,6 @@ class RunPodExecutor(_HttpExecutor):
 
 
 @dataclass
-class Caps:
-    max_instances: int = 16
-    max_usd_per_hour: float = 200.0
-
-
-@dataclass
 class ActionRecord:
     action_id: str
     decision_id: str
@@ -219,26 +229,52 @@ class ActionRecord:
         return [getattr(self, c) for c in ACTION_COLUMNS]
 
 
+@dataclass(frozen=True)
+class Step:
+    """One provider action of a decision: change `change` of the decision, `action` launch or terminate."""
+
+    action_id: str
+    change: int
+    action: str
+    workload_id: str
+    offer: OfferKey
+    instances: int
+
+
 class ExecutorRunner:
-    """Applies decisions through per-provider executors (opt-in), within caps, once per decision."""
+    """Applies decisions through per-provider executors (opt-in), within caps, once per decision.
+
+    A decision is checked as a whole before any of it runs (see `outputs.executor_guard`): launches are
+    priced at max(market price from `prices`, the decision's own price); changes without a matching
+    assignment, offers without a market price, anything over a cap (instances, $/h, launches per rolling
+    hour in total and per workload) and decisions dated in the future or (for real executors) older than
+    `caps.max_decision_age_s` refuse the whole decision: nothing is done, every step is recorded `refused`.
+    """
 
     def __init__(self, executors: dict[str, Executor] | None = None, enabled: Iterable[str] = (),
                  caps: Caps | None = None, client: Any = None, db: str = "cloudarb",
                  record: Callable[[list[ActionRecord]], None] | None = None,
-                 max_decision_age_s: float | None = 900.0) -> None:
-        """`max_decision_age_s`: a real executor never acts on an older decision (e.g. a new consumer group
-        replaying history); such actions are recorded as `skipped`. Dry run records them regardless."""
+                 max_decision_age_s: float | None = None, prices: PriceSource | None = None,
+                 clock: Callable[[], datetime] | None = None) -> None:
+        """`prices`: the market price source (default: ClickHouse `offer_latest` when `client` is given,
+        else an empty `MarketPrices`, fed by `handle_events` with `PriceObserved`; with no known price
+        every launch is refused). `max_decision_age_s` overrides `caps.max_decision_age_s`. `clock`: now."""
         self.executors = dict(executors or {})
-        self.max_decision_age_s = max_decision_age_s
         self.enabled = set(enabled)
         self.caps = caps or Caps()
+        if max_decision_age_s is not None:
+            self.caps = replace(self.caps, max_decision_age_s=max_decision_age_s)
         self.client, self.db = client, db
+        self.prices: PriceSource = prices or (ClickHouseLatestPrices(client, db) if client is not None
+                                              else MarketPrices())
+        self._clock = clock or (lambda: datetime.now(UTC))
         self.dry = DryRunExecutor()
         self._record = record
         self.handled: set[str] = set()
         self.records: list[ActionRecord] = []
         # (workload, offer key) -> [(resource id, usd/h per instance, real?)]
         self.inventory: dict[tuple[str, str], list[tuple[str, float, bool]]] = {}
+        self.launches = LaunchWindow()
         self._done: dict[str, ActionRecord] = {}
         self._lock = threading.Lock()
         if client is not None:
@@ -248,8 +284,8 @@ class ExecutorRunner:
     def _restore(self) -> None:
         rows = self.client.query(
             f"SELECT decision_id, executor, action, workload_id, offer_key, usd_per_hour, instances, status, "
-            f"resource_ids FROM {self.db}.executor_actions FINAL ORDER BY at, action_id").result_rows
-        for did, ex, action, wid, key, usd, n, status, rids in rows:
+            f"resource_ids, at FROM {self.db}.executor_actions FINAL ORDER BY at, action_id").result_rows
+        for did, ex, action, wid, key, usd, n, status, rids, at in rows:
             self.handled.add(did)
             if status not in ("done", "planned"):
                 continue
@@ -257,6 +293,7 @@ class ExecutorRunner:
             if action == "launch":
                 per = usd / n if n else 0.0
                 inv += [(r, per, ex != "dry-run") for r in rids]
+                self.launches.add(at, wid, n)
             elif action == "terminate":
                 gone = set(rids)
                 inv[:] = [x for x in inv if x[0] not in gone]
@@ -273,55 +310,119 @@ class ExecutorRunner:
 
     # -- handling
     def handle_events(self, events: Sequence[Event]) -> None:
+        """Decisions are handled; prices feed the runner's `MarketPrices` source, if that is its source."""
         for e in events:
             if isinstance(e, AllocationDecided):
                 self.handle(e)
+            elif isinstance(e, PriceObserved) and isinstance(self.prices, MarketPrices):
+                self.prices.observe([e])
+
+    def _steps(self, d: AllocationDecided) -> tuple[list[Step], str | None]:
+        """The decision's provider actions in order (instance counts from the inventory), or why not."""
+        have = {k: len(v) for k, v in self.inventory.items()}
+        steps: list[Step] = []
+        for i, c in enumerate(d.changes):
+            raw: list[tuple[str, OfferKey, int]] = []
+            if c.action is ChangeAction.LAUNCH and c.to_offer:
+                raw.append(("launch", c.to_offer, c.instances))
+            elif c.action is ChangeAction.TERMINATE and c.from_offer:
+                raw.append(("terminate", c.from_offer, have.get((c.workload_id, c.from_offer.key), 0)))
+            elif c.action is ChangeAction.MIGRATE and c.to_offer and c.from_offer:
+                raw += [("launch", c.to_offer, c.instances),
+                        ("terminate", c.from_offer, have.get((c.workload_id, c.from_offer.key), 0))]
+            elif c.action is ChangeAction.RESIZE and c.to_offer:
+                n = have.get((c.workload_id, c.to_offer.key), 0)
+                if c.instances > n:
+                    raw.append(("launch", c.to_offer, c.instances - n))
+                elif c.instances < n:
+                    raw.append(("terminate", c.to_offer, n - c.instances))
+            else:
+                return steps, f"change {i} ({c.action.value} for {c.workload_id}) lacks its offer"
+            for j, (action, offer, n) in enumerate(raw):
+                k = (c.workload_id, offer.key)
+                have[k] = have.get(k, 0) + (n if action == "launch" else -n)
+                steps.append(Step(deterministic_id("exec", d.event_id, i, j, action, c.workload_id, offer.key), i,
+                                  action, c.workload_id, offer, n))
+        return steps, None
+
+    def _check(self, d: AllocationDecided, steps: Sequence[Step], now: datetime) -> tuple[dict[str, float], str | None]:
+        """Price every launch at the market and run the whole decision against the caps, doing nothing.
+        Returns ($/h per instance by action id, why the decision is refused or None)."""
+        assigned: dict[tuple[str, str], tuple[int, float]] = {}
+        for a in d.assignments:
+            n, p = assigned.get((a.workload_id, a.offer.key), (0, 0.0))
+            assigned[a.workload_id, a.offer.key] = (n + a.instances, max(p, a.usd_per_hour / a.instances))
+        market = self.prices.latest({s.offer.key for s in steps if s.action == "launch" and s.instances > 0})
+        count, usd = self.running()
+        launched, by_wl = self.launches.counts(now)
+        budget = Budget(self.caps, count, usd, launched, by_wl)
+        have = {k: len(v) for k, v in self.inventory.items()}
+        per: dict[str, float] = {}
+        for s in steps:
+            k = (s.workload_id, s.offer.key)
+            what = f"change {s.change}: {s.action} {s.instances} x {s.offer.key} for {s.workload_id}"
+            if s.action == "terminate":
+                inv = self.inventory.get(k, [])
+                gone = inv[max(0, len(inv) - s.instances):]
+                budget.terminate(len(gone), sum(p for _, p, _ in gone))
+                have[k] = have.get(k, 0) - s.instances
+                continue
+            if s.instances <= 0:
+                continue
+            if k not in assigned:
+                return per, f"{what}: no matching assignment in the decision"
+            if have.get(k, 0) + s.instances > assigned[k][0]:
+                return per, (f"{what}: would run {have.get(k, 0) + s.instances}, the decision assigns "
+                             f"{assigned[k][0]}")
+            if s.offer.key not in market:
+                return per, f"{what}: no known market price for the offer (not launching at an unverified price)"
+            per[s.action_id] = max(market[s.offer.key], assigned[k][1])
+            over = budget.launch(s.workload_id, s.instances, per[s.action_id])
+            if over is not None:
+                return per, f"{what}: {over}"
+            have[k] = have.get(k, 0) + s.instances
+        return per, None
 
     def handle(self, d: AllocationDecided) -> list[ActionRecord]:
         with self._lock:
             if d.event_id in self.handled:
                 return []
-            price: dict[tuple[str, str], float] = {
-                (a.workload_id, a.offer.key): a.usd_per_hour / a.instances for a in d.assignments}
-            out: list[ActionRecord] = []
-            for i, c in enumerate(d.changes):
-                steps: list[tuple[str, OfferKey, int]] = []
-                if c.action is ChangeAction.LAUNCH and c.to_offer:
-                    steps.append(("launch", c.to_offer, c.instances))
-                elif c.action is ChangeAction.TERMINATE and c.from_offer:
-                    steps.append(("terminate", c.from_offer, len(self.inventory.get(
-                        (c.workload_id, c.from_offer.key), []))))
-                elif c.action is ChangeAction.MIGRATE and c.to_offer and c.from_offer:
-                    steps += [("launch", c.to_offer, c.instances), ("terminate", c.from_offer, len(
-                        self.inventory.get((c.workload_id, c.from_offer.key), [])))]
-                elif c.action is ChangeAction.RESIZE and c.to_offer:
-                    have = len(self.inventory.get((c.workload_id, c.to_offer.key), []))
-                    if c.instances > have:
-                        steps.append(("launch", c.to_offer, c.instances - have))
-                    elif c.instances < have:
-                        steps.append(("terminate", c.to_offer, have - c.instances))
-                for j, (action, offer, n) in enumerate(steps):
-                    aid = deterministic_id("exec", d.event_id, i, j, action, c.workload_id, offer.key)
-                    per = price.get((c.workload_id, offer.key), 0.0)
-                    out.append(self._act(aid, d.event_id, action, c.workload_id, offer, n, per, d.decided_at))
+            now = self._clock()
+            steps, reason = self._steps(d)
+            real = any(self.executor_for(s.offer) is not self.dry for s in steps)
+            reason = reason or decision_time_refusal(d.decided_at, now, self.caps, real)
+            per: dict[str, float] = {}
+            if reason is None:
+                per, reason = self._check(d, steps, now)
+            if reason is not None:
+                out = self._refuse(d, steps, reason, per, now)
+            else:
+                out = [self._act(s, d.event_id, per.get(s.action_id, 0.0), now) for s in steps]
             self._save(out)
             self.handled.add(d.event_id)
             return out
 
-    def _act(self, aid: str, did: str, action: str, wid: str, offer: OfferKey, n: int, per: float,
-             decided_at: datetime | None = None) -> ActionRecord:
-        if aid in self._done:
-            return self._done[aid]
+    def _refuse(self, d: AllocationDecided, steps: Sequence[Step], reason: str, per: dict[str, float],
+                now: datetime) -> list[ActionRecord]:
+        detail = f"decision refused: {reason}"[:1000]
+        log.warning("executors: decision %s refused: %s", d.event_id, reason)
+        if not steps:
+            return [ActionRecord(deterministic_id("exec", d.event_id, "refused"), d.event_id, "-", "decision",
+                                 ",".join(d.workload_ids)[:200], "", 0, 0.0, "refused", detail, at=now)]
+        return [ActionRecord(s.action_id, d.event_id, self.executor_for(s.offer).name, s.action, s.workload_id,
+                             s.offer.key, s.instances, round(per.get(s.action_id, 0.0) * s.instances, 6), "refused",
+                             detail, at=now) for s in steps]
+
+    def _act(self, s: Step, did: str, per: float, now: datetime) -> ActionRecord:
+        if s.action_id in self._done:
+            return self._done[s.action_id]
+        aid, action, wid, offer, n = s.action_id, s.action, s.workload_id, s.offer, s.instances
         ex = self.executor_for(offer)
-        rec = ActionRecord(aid, did, ex.name, action, wid, offer.key, n, round(per * n, 6), "planned")
+        rec = ActionRecord(aid, did, ex.name, action, wid, offer.key, n, round(per * n, 6), "planned", at=now)
         inv = self.inventory.setdefault((wid, offer.key), [])
-        age = (datetime.now(UTC) - decided_at).total_seconds() if decided_at is not None else 0.0
         try:
-            if ex is not self.dry and self.max_decision_age_s is not None and age > self.max_decision_age_s:
-                rec.status, rec.detail = "skipped", (f"stale decision ({age:.0f}s old > "
-                                                     f"{self.max_decision_age_s:.0f}s): not acting on history")
-            elif action == "launch":
-                count, usd = self.running()
+            if action == "launch":
+                count, usd = self.running()  # checked before the decision ran; again in case a step failed
                 if n <= 0:
                     rec.status, rec.detail = "skipped", "nothing to launch"
                 elif count + n > self.caps.max_instances:
@@ -332,6 +433,7 @@ class ExecutorRunner:
                 else:
                     rec.resource_ids = ex.launch(aid, offer, n, wid)
                     inv += [(r, per, ex is not self.dry) for r in rec.resource_ids]
+                    self.launches.add(now, wid, len(rec.resource_ids))
                     rec.status = "planned" if ex is self.dry else "done"
                     rec.detail = "dry run: would launch" if ex is self.dry else "launched"
             else:
