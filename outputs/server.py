@@ -146,9 +146,9 @@ def start_alerts(bootstrap: str, client: Any, db: str, publish: Publish, flush: 
     topics = list(input_topics or [WORKLOADS.name, DECISIONS.name, PRICES.name, CAPACITY.name, INTERRUPTIONS.name,
                                    FORECASTS.name])
     h._spawn("alert-rules", consume_loop, bootstrap, topics, f"{group_id}-rules", on_market, h.stop_event,
-             idle_exit_s=idle_exit_s)
+             idle_exit_s=idle_exit_s, healthy=clickhouse_up(client))
     h._spawn("alert-webhooks", consume_loop, bootstrap, [alerts_topic], f"{group_id}-webhooks", on_alerts,
-             h.stop_event, idle_exit_s=idle_exit_s)
+             h.stop_event, idle_exit_s=idle_exit_s, healthy=clickhouse_up(client))
 
     def _stop_dispatcher() -> None:
         dispatcher.stop(drain_s=5.0)
@@ -157,6 +157,22 @@ def start_alerts(bootstrap: str, client: Any, db: str, publish: Publish, flush: 
 
     h.on_stop.append(_stop_dispatcher)
     return h
+
+
+def clickhouse_up(client: Any) -> Callable[[], bool]:
+    """For a consumer whose handler writes to ClickHouse: is a failure an outage (retry the batch) or the
+    record's fault (isolate it, see outputs.consume)? Without a client, every failure is the record's."""
+
+    def up() -> bool:
+        if client is None:
+            return True
+        try:
+            client.query("SELECT 1")
+            return True
+        except Exception:
+            return False
+
+    return up
 
 
 def start_executors(bootstrap: str, client: Any, db: str, executors: dict[str, Executor] | None = None,
@@ -168,7 +184,7 @@ def start_executors(bootstrap: str, client: Any, db: str, executors: dict[str, E
     runner = ExecutorRunner(executors, enabled=enabled, caps=caps, client=client, db=db)
     h.objects["executor_runner"] = runner
     h._spawn("executors", consume_loop, bootstrap, [decisions_topic], group_id, runner.handle_events, h.stop_event,
-             idle_exit_s=idle_exit_s)
+             idle_exit_s=idle_exit_s, healthy=clickhouse_up(client))
     return h
 
 

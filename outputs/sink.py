@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from outputs.clickhouse import DEFAULT_DB
+from outputs.executor_kafka import kafka_security_config
 from outputs.poison import DeadLetters, Outage, Source, describe, isolate, source_of
 from outputs.rows import COLUMNS, ID_TABLE, rows_for
 from schemas.events import Event, decode_event
@@ -162,7 +163,7 @@ def run_sink(bootstrap: str, writer: ClickHouseWriter, stop: threading.Event, gr
         "bootstrap.servers": bootstrap, "group.id": group_id, "enable.auto.commit": False,
         "auto.offset.reset": "earliest", "session.timeout.ms": 10000,
         # a ClickHouse outage holds one batch while retrying; stay in the group for up to 15 min
-        "max.poll.interval.ms": 900_000,
+        "max.poll.interval.ms": 900_000, **kafka_security_config(),
     })
     consumer.subscribe(list(topics))
     dead_letters = DeadLetters(bootstrap, "outputs.sink")

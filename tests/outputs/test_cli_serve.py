@@ -18,7 +18,7 @@ from tests.conftest import unique
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
-ADMIN = "admin-cli-key-0123456789abcdef"
+ADMIN = "admin-cli-key-0123456789abcdef0123456789"
 
 
 @pytest.mark.slow

@@ -6,7 +6,6 @@ bounds; a refused decision does nothing and is recorded with its reason."""
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -16,7 +15,7 @@ import pytest
 import respx
 
 from outputs.executor_guard import Caps, ClickHouseLatestPrices, MarketPrices
-from outputs.executor_kafka import consume_decisions, decisions_consumer_config, kafka_security_config
+from outputs.executor_kafka import kafka_security_config
 from outputs.executors import (
     ActionRecord,
     AwsExecutor,
@@ -378,10 +377,10 @@ def test_kafka_security_passthrough() -> None:
     assert kafka_security_config({}) == {}
     env = {"KAFKA_SECURITY_PROTOCOL": "sasl_ssl", "KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
            "KAFKA_SASL_USERNAME": "executors", "KAFKA_SASL_PASSWORD": "s3cret", "KAFKA_SSL_CA_LOCATION": "/ca.pem"}
-    conf = decisions_consumer_config("b:9093", "cloudarb-executors", env)
+    conf = kafka_security_config(env)
     assert conf["security.protocol"] == "SASL_SSL" and conf["sasl.mechanism"] == "SCRAM-SHA-512"
     assert conf["sasl.username"] == "executors" and conf["sasl.password"] == "s3cret"
-    assert conf["ssl.ca.location"] == "/ca.pem" and conf["enable.auto.commit"] is False
+    assert conf["ssl.ca.location"] == "/ca.pem"
     for bad in ({"KAFKA_SECURITY_PROTOCOL": "TLS"}, {"KAFKA_SECURITY_PROTOCOL": "SASL_SSL", "KAFKA_SASL_USERNAME": "u"},
                 {"KAFKA_SASL_USERNAME": "u", "KAFKA_SASL_PASSWORD": "s3cret"}):
         with pytest.raises(ValueError) as exc:
@@ -389,38 +388,3 @@ def test_kafka_security_passthrough() -> None:
         assert "s3cret" not in str(exc.value)
 
 
-def test_consume_decisions_commits_after_handling() -> None:
-    a = offer("aws", "p4d.24xlarge")
-    d = decision("d", [(ChangeAction.LAUNCH, None, a, 1)], at=NOW)
-
-    class Msg:
-        def __init__(self, v: bytes) -> None:
-            self.v = v
-
-        def error(self) -> None:
-            return None
-
-        def value(self) -> bytes:
-            return self.v
-
-    class FakeConsumer:
-        def __init__(self) -> None:
-            self.batches = [[Msg(d.model_dump_json().encode()), Msg(b"not json")]]
-            self.log: list[str] = []
-
-        def subscribe(self, topics: list[str]) -> None:
-            self.log.append(f"subscribe {topics}")
-
-        def consume(self, num_messages: int, timeout: float) -> list[Msg]:
-            return self.batches.pop(0) if self.batches else []
-
-        def commit(self, asynchronous: bool) -> None:
-            self.log.append("commit")
-
-        def close(self) -> None:
-            self.log.append("close")
-
-    r = ExecutorRunner(prices=market(a), clock=Clock())
-    c = FakeConsumer()
-    n = consume_decisions("b", r.handle_events, threading.Event(), idle_exit_s=0.0, poll_s=0.0, consumer=c)
-    assert n == 1 and "d" in r.handled and c.log == ["subscribe ['cloudarb.decisions.v1']", "commit", "close"]

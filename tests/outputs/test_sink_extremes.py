@@ -46,7 +46,8 @@ from schemas.offers import Market, OfferKey
 T0 = datetime(2025, 3, 1, tzinfo=UTC)
 OFFER = OfferKey(provider="aws", region="us-east-1", zone="us-east-1a", instance_type="p5.48xlarge",
                  gpu_model="H100-80GB", gpus_per_instance=8, market=Market.SPOT)
-SPEC = WorkloadSpec(workload_id="w1", gpu_throughput={"H100-80GB": 1.0}, min_gpus=8, max_gpus=16, budget_usd_per_hour=100.0)
+SPEC = WorkloadSpec(workload_id="w1", gpu_throughput={"H100-80GB": 1.0}, min_gpus=8, max_gpus=16,
+                    budget_usd_per_hour=100.0)
 
 
 def base_events() -> list[Event]:
