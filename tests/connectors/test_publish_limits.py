@@ -18,3 +18,5 @@ def test_an_event_over_the_limit_is_refused_and_counted_not_sent() -> None:
     assert pub.oversized == 1 and len(pub._producer) == 0
     pub.publish(small)
     assert pub.oversized == 1 and len(pub._producer) == 1
+    pub._producer.purge()
+    pub.close(0.1)   # no reconnect attempts to the unreachable address for the rest of the session
