@@ -1,6 +1,7 @@
 """`cloudarb` command line: demo, worker, replay, sink, kafka.
 
 Set-up problems (no Java, port in use, broker down) print one line saying what to do and exit 2.
+SIGTERM stops any command the way Ctrl-C does (cloudarb.signals): what it started is stopped too.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from cloudarb import signals
 from cloudarb.kafka_local import KafkaSetupError
 from cloudarb.settings import Settings
 
@@ -50,9 +52,19 @@ def cmd_worker(args: argparse.Namespace, s: Settings) -> int:
 
 def cmd_replay(args: argparse.Namespace, s: Settings) -> int:
     from cloudarb.pipeline import replay_to_kafka
+    from connectors.publish import KafkaPublisher
 
-    n = replay_to_kafka(_bootstrap_or_die(s), Path(args.data or s.cloudarb_data_dir), speed=args.speed,
-                        datasets=args.dataset or None)
+    bootstrap = _bootstrap_or_die(s)
+    data = Path(args.data or s.cloudarb_data_dir)
+    pub = KafkaPublisher(bootstrap)
+    print(f"replaying {data} {'as fast as possible' if args.speed <= 0 else f'at ×{args.speed:g}'}; Ctrl-C stops",
+          file=sys.stderr, flush=True)
+    try:
+        n = replay_to_kafka(bootstrap, data, speed=args.speed, datasets=args.dataset or None, publisher=pub)
+    except KeyboardInterrupt:  # deliver what was published so far, then stop
+        left = pub.flush(10)
+        print(f"replay interrupted ({left} events undelivered)", file=sys.stderr)
+        return signals.interrupted_exit_code()
     print(f"published {n} events")
     return 0
 
@@ -65,8 +77,11 @@ def cmd_sink(args: argparse.Namespace, s: Settings) -> int:
 
     client = get_client(s.clickhouse_url, s.chdb_path)
     apply_ddl(client, s.clickhouse_db)
-    stats = run_sink(_bootstrap_or_die(s), ClickHouseWriter(client, s.clickhouse_db), threading.Event(),
-                     idle_exit_s=args.idle_exit_s)
+    bootstrap = _bootstrap_or_die(s)
+    stop = threading.Event()
+    print("sink running; Ctrl-C stops it", flush=True)
+    with signals.sigterm_sets(stop):  # SIGTERM: finish (or drop, mid-outage) the batch in hand, then stop
+        stats = run_sink(bootstrap, ClickHouseWriter(client, s.clickhouse_db), stop, idle_exit_s=args.idle_exit_s)
     print(f"sink: consumed {stats.consumed}, written {stats.written}, duplicates {stats.duplicates}, "
           f"undecodable {stats.undecodable}")
     return 0
@@ -88,17 +103,19 @@ def cmd_kafka(args: argparse.Namespace, s: Settings) -> int:
     if args.action == "wipe":
         broker.wipe()
         return 0
-    broker.start()
-    broker.ensure_topics()
-    print(f"Kafka ready at {broker.bootstrap} (data in {broker.data_dir}); Ctrl-C stops it")
-    try:
+    try:  # Ctrl-C or SIGTERM, also while starting, stops the broker
+        broker.start()
+        broker.ensure_topics()
+        print(f"Kafka ready at {broker.bootstrap} (data in {broker.data_dir}); Ctrl-C stops it", flush=True)
         assert broker.proc is not None
-        broker.proc.wait()
-    except KeyboardInterrupt:
-        pass
+        code = broker.proc.wait()
+        print(f"cloudarb: the Kafka broker exited with code {code}: see {broker.data_dir / 'server.log'}",
+              file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:  # a requested stop: success, as for `serve`
+        return 0
     finally:
         broker.stop()
-    return 0
 
 
 def cmd_demo(args: argparse.Namespace, s: Settings) -> int:
@@ -126,7 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.set_defaults(func=cmd_demo)
 
     w = sub.add_parser("worker", help="run the Faust streaming worker")
-    w.add_argument("--engine", choices=["greedy", "portfolio"], default=None)
+    w.add_argument("--engine", default=None, help="greedy | portfolio | package.module:factory (your own engine)")
     w.add_argument("--loglevel", default="warning")
     w.set_defaults(func=cmd_worker)
 
@@ -160,6 +177,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # SIGTERM (systemd, Kubernetes, `docker stop`) stops every command the way Ctrl-C does
+    signals.install()
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -172,7 +191,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"cloudarb: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        return 130
+        return signals.interrupted_exit_code()
 
 
 if __name__ == "__main__":

@@ -17,11 +17,11 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import signal
 import threading
 from typing import Any
 
 from cloudarb.settings import Settings
+from cloudarb.signals import sigterm_sets
 
 
 def cmd_connectors_run(args: argparse.Namespace, s: Settings) -> int:
@@ -53,14 +53,10 @@ def cmd_connectors_run(args: argparse.Namespace, s: Settings) -> int:
         ok = all(r.status == "ok" for r in reports.values()) and not left and not pub.failed
         return 0 if ok else 1
     stop = threading.Event()
-
-    def on_signal(*_: Any) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    print(f"running {len(sources)} connectors: {', '.join(s.name for s in sources)}; Ctrl-C stops")
+    print(f"running {len(sources)} connectors: {', '.join(s.name for s in sources)}; Ctrl-C stops", flush=True)
     try:
-        runner.run_forever(stop)
+        with sigterm_sets(stop):  # SIGTERM: the sources finish their poll, then close
+            runner.run_forever(stop)
     except KeyboardInterrupt:
         stop.set()
     pub.flush(30)

@@ -11,8 +11,10 @@ CLOUDARB_WEBHOOK_ALLOW_PRIVATE=1 (allow loopback/private webhook targets, e.g. l
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
-import threading
+import time
+from collections.abc import Iterator
 from typing import Any
 
 from cloudarb.settings import Settings
@@ -63,25 +65,24 @@ def _bootstrap(s: Settings) -> str:
     return s.kafka_bootstrap_servers
 
 
-def _wait(stop: threading.Event) -> None:
-    """Block until Ctrl-C or SIGTERM."""
+@contextlib.contextmanager
+def _until_stopped() -> Iterator[None]:
+    """Ctrl-C or SIGTERM (which `cloudarb.signals` turns into KeyboardInterrupt), also during start-up or
+    while waiting, ends the block quietly; the caller stops what it started in a `finally`."""
+    from cloudarb.signals import sigterm_as_interrupt
+
+    with contextlib.suppress(KeyboardInterrupt), sigterm_as_interrupt():
+        yield
+
+
+def _wait() -> None:
+    """Block until Ctrl-C or SIGTERM (inside `_until_stopped`)."""
     import gc
-    import signal
 
     gc.collect()
     gc.freeze()  # start-up objects out of the collector's way: fewer long pauses in the API's tail latency
-
-    def _term(signum: int, frame: Any) -> None:
-        stop.set()
-
-    old = signal.signal(signal.SIGTERM, _term)
-    try:
-        while not stop.wait(0.5):
-            pass
-    except KeyboardInterrupt:
-        pass
-    finally:
-        signal.signal(signal.SIGTERM, old)
+    while True:
+        time.sleep(0.5)
 
 
 def _api_config(args: argparse.Namespace, s: Settings) -> Any:
@@ -100,11 +101,16 @@ def cmd_api(args: argparse.Namespace, s: Settings) -> int:
     from outputs.server import serve_in_thread
 
     pub = _publisher(s)
-    h = serve_in_thread(_client(s), s.clickhouse_db, args.host, args.port, publish=_publish_fn(pub),
-                        config=_api_config(args, s))
-    print(f"CloudArb API at {h.url} (docs {h.url}/docs, dashboard {h.url}/dashboard); Ctrl-C stops it")
-    _wait(threading.Event())
-    h.stop()
+    client = _client(s)
+    with _until_stopped():
+        h = serve_in_thread(client, s.clickhouse_db, args.host, args.port, publish=_publish_fn(pub),
+                            config=_api_config(args, s))
+        try:
+            print(f"CloudArb API at {h.url} (docs {h.url}/docs, dashboard {h.url}/dashboard); Ctrl-C stops it",
+                  flush=True)
+            _wait()
+        finally:
+            h.stop()
     return 0
 
 
@@ -122,21 +128,23 @@ def cmd_executors(args: argparse.Namespace, s: Settings) -> int:
     from outputs.server import start_executors
 
     ex, enabled, caps = _executors(args)
-    h = start_executors(_bootstrap(s), _client(s), s.clickhouse_db, ex, sorted(enabled), caps,
-                        group_id=f"{s.cloudarb_app_id}-executors", idle_exit_s=args.idle_exit_s)
-    print(f"executors running ({'real: ' + ', '.join(sorted(ex)) if ex else 'dry run only'}); Ctrl-C stops them")
-    _wait_threads(h)
+    bootstrap, client = _bootstrap(s), _client(s)
+    with _until_stopped():
+        h = start_executors(bootstrap, client, s.clickhouse_db, ex, sorted(enabled), caps,
+                            group_id=f"{s.cloudarb_app_id}-executors", idle_exit_s=args.idle_exit_s)
+        try:
+            print(f"executors running ({'real: ' + ', '.join(sorted(ex)) if ex else 'dry run only'}); "
+                  "Ctrl-C stops them", flush=True)
+            _wait_threads(h)
+        finally:
+            h.stop()
     return 0
 
 
 def _wait_threads(h: Any) -> None:
-    try:
-        while any(t.is_alive() for t in h.threads):
-            for t in h.threads:
-                t.join(0.5)
-    except KeyboardInterrupt:
-        pass
-    h.stop()
+    while any(t.is_alive() for t in h.threads):
+        for t in h.threads:
+            t.join(0.5)
 
 
 def cmd_alerts(args: argparse.Namespace, s: Settings) -> int:
@@ -145,14 +153,18 @@ def cmd_alerts(args: argparse.Namespace, s: Settings) -> int:
 
     pub = _publisher(s)
     assert pub is not None
-    bootstrap = _bootstrap(s)
-    h = start_alerts(bootstrap, _client(s), s.clickhouse_db, pub.publish, flush=pub.flush,
-                     rules=AlertRules(price_change_pct=args.price_change_pct,
-                                      savings_opportunity_usd_per_hour=args.savings_usd_per_hour),
-                     allow_private_webhooks=os.environ.get("CLOUDARB_WEBHOOK_ALLOW_PRIVATE") == "1",
-                     group_id=f"{s.cloudarb_app_id}-alerts", idle_exit_s=args.idle_exit_s)
-    print("alerts running; Ctrl-C stops them")
-    _wait_threads(h)
+    bootstrap, client = _bootstrap(s), _client(s)
+    with _until_stopped():
+        h = start_alerts(bootstrap, client, s.clickhouse_db, pub.publish, flush=pub.flush,
+                         rules=AlertRules(price_change_pct=args.price_change_pct,
+                                          savings_opportunity_usd_per_hour=args.savings_usd_per_hour),
+                         allow_private_webhooks=os.environ.get("CLOUDARB_WEBHOOK_ALLOW_PRIVATE") == "1",
+                         group_id=f"{s.cloudarb_app_id}-alerts", idle_exit_s=args.idle_exit_s)
+        try:
+            print("alerts running; Ctrl-C stops them", flush=True)
+            _wait_threads(h)
+        finally:
+            h.stop()
     pub.flush(10)
     return 0
 
@@ -164,13 +176,19 @@ def cmd_serve(args: argparse.Namespace, s: Settings) -> int:
     bootstrap = _bootstrap(s)
     pub = _publisher(s)
     ex, enabled, caps = _executors(args)
-    out = start_outputs(bootstrap, _client(s), s.clickhouse_db, pub.publish, flush=lambda: pub.flush(10),
-                        port=args.port, host=args.host, with_sink=not args.no_sink, group_prefix=s.cloudarb_app_id,
-                        executors=ex, enabled=sorted(enabled), caps=caps, api_config=_api_config(args, s))
-    print(f"CloudArb outputs: API {out.api_url} (dashboard {out.api_url}/dashboard), sink, alerts, executors "
-          f"({'real: ' + ', '.join(sorted(ex)) if ex else 'dry run'}); Ctrl-C stops them")
-    _wait(threading.Event())
-    out.stop()
+    client = _client(s)
+    with _until_stopped():
+        out = start_outputs(bootstrap, client, s.clickhouse_db, pub.publish, flush=lambda: pub.flush(10),
+                            port=args.port, host=args.host, with_sink=not args.no_sink,
+                            group_prefix=s.cloudarb_app_id, executors=ex, enabled=sorted(enabled), caps=caps,
+                            api_config=_api_config(args, s))
+        try:
+            print(f"CloudArb outputs: API {out.api_url} (dashboard {out.api_url}/dashboard), sink, alerts, "
+                  f"executors ({'real: ' + ', '.join(sorted(ex)) if ex else 'dry run'}); Ctrl-C stops them",
+                  flush=True)
+            _wait()
+        finally:
+            out.stop()
     pub.flush(10)
     return 0
 

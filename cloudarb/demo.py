@@ -19,9 +19,8 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from rich.console import Console
 from rich.live import Live
@@ -31,6 +30,7 @@ from cloudarb.app import load_workloads, workload_events
 from cloudarb.kafka_local import LocalKafka, ensure_topics
 from cloudarb.pipeline import publish_events
 from cloudarb.settings import Settings
+from cloudarb.signals import die_with_parent, interrupted_exit_code, sigterm_as_interrupt
 from connectors.publish import KafkaPublisher, topic_for
 from connectors.replay import paced, replay_events
 from outputs.clickhouse import apply_ddl, get_client, table_counts
@@ -83,18 +83,6 @@ def _stop_process(p: subprocess.Popen[bytes], timeout_s: float = 15.0) -> None:
         p.wait(5)
 
 
-@contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    def handler(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    old = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, old)
-
-
 def run_demo(s: Settings, data_dir: Path | None = None, speed: float = 0.0, keep: bool = False,
              kafka_port: int | None = None, timeout_s: float = 600.0, with_outputs: bool = True,
              api_port: int = 0, linger_s: float = 0.0) -> int:
@@ -106,7 +94,7 @@ def run_demo(s: Settings, data_dir: Path | None = None, speed: float = 0.0, keep
         shutil.rmtree(home, ignore_errors=True)
     home.mkdir(parents=True, exist_ok=True)
     published: Counter[str] = Counter()
-    with contextlib.ExitStack() as stack, _sigterm_as_interrupt():
+    with contextlib.ExitStack() as stack, sigterm_as_interrupt():
         try:
             # 1. broker
             if s.kafka_bootstrap_servers:
@@ -128,8 +116,10 @@ def run_demo(s: Settings, data_dir: Path | None = None, speed: float = 0.0, keep
                    "PYTHONUNBUFFERED": "1"}
             worker_log = open(home / "worker.log", "ab")  # noqa: SIM115 - closed by the stack
             stack.callback(worker_log.close)
-            worker = subprocess.Popen([sys.executable, "-m", "cloudarb", "worker", "--engine", s.cloudarb_engine],
-                                      env=env, stdout=worker_log, stderr=subprocess.STDOUT, start_new_session=True)
+            # its own session (we stop it before the broker); it gets SIGTERM should this process die
+            worker = subprocess.Popen(
+                die_with_parent([sys.executable, "-m", "cloudarb", "worker", "--engine", s.cloudarb_engine]),
+                env=env, stdout=worker_log, stderr=subprocess.STDOUT, start_new_session=True)
             stack.callback(_stop_process, worker)
 
             # 3. sink (this process owns chdb)
@@ -226,7 +216,7 @@ def run_demo(s: Settings, data_dir: Path | None = None, speed: float = 0.0, keep
             counts = table_counts(client, s.clickhouse_db)
         except KeyboardInterrupt:
             console.print("[yellow]interrupted: stopping everything ...[/]")
-            return 130
+            return interrupted_exit_code()
         except Exception as exc:
             console.print(f"[red]cloudarb demo failed:[/] {exc}")
             return 1

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cloudarb.signals import die_with_parent
 from schemas.topics import TOPICS, TopicSpec
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -166,13 +167,19 @@ class LocalKafka:
             if fmt.returncode != 0:
                 raise KafkaSetupError(f"formatting the Kafka data dir {self.data_dir} failed: "
                                       f"{fmt.stderr.strip().splitlines()[-1:] or fmt.stdout}; wipe it and retry")
-        out = open(self.data_dir / "stdout.log", "ab")  # noqa: SIM115 - lives as long as the process
-        self.proc = subprocess.Popen(
-            self._jvm(java, libs, "kafka.Kafka", str(cfg)),
-            stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-        )
+        # Its own session: a terminal's Ctrl-C reaches only us, and we stop the broker after what uses it.
+        # die_with_parent: SIGTERM to the broker when this process dies, even by SIGKILL (Linux)
+        with open(self.data_dir / "stdout.log", "ab") as out:
+            self.proc = subprocess.Popen(
+                die_with_parent(self._jvm(java, libs, "kafka.Kafka", str(cfg))),
+                stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            )
         (self.data_dir / "broker.pid").write_text(str(self.proc.pid))
-        self.wait_ready(timeout_s)
+        try:
+            self.wait_ready(timeout_s)
+        except BaseException:  # not ready, Ctrl-C or SIGTERM while starting: leave no broker behind
+            self.stop()
+            raise
         return self
 
     def wait_ready(self, timeout_s: float) -> None:
@@ -301,8 +308,9 @@ def kafka_cluster(data_dir: Path, port: int | None = None, create_topics: bool =
             ensure_topics(external)
         yield external
         return
-    broker = LocalKafka(data_dir, port=port).start()
+    broker = LocalKafka(data_dir, port=port)
     try:
+        broker.start()
         if create_topics:
             broker.ensure_topics()
         yield broker.bootstrap

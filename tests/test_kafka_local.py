@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
-from cloudarb import kafka_local
+from cloudarb import kafka_local, signals
 from cloudarb.cli import main
 from cloudarb.kafka_local import KafkaSetupError, LocalKafka, kafka_version
 
@@ -68,3 +72,60 @@ def test_cluster_ids_that_look_like_options_still_format(tmp_path: Path, monkeyp
         assert (tmp_path / "k" / "log" / "meta.properties").exists()
     finally:
         broker.stop()
+
+
+def test_a_broker_interrupted_while_starting_is_stopped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C or SIGTERM during the readiness wait leaves no broker process behind."""
+    fake = tmp_path / "java"
+    fake.write_text('#!/bin/sh\ncase "$*" in *StorageTool*) exit 0;; esac\nexec sleep 300\n')
+    fake.chmod(0o755)
+    monkeypatch.setattr(LocalKafka, "_java", lambda self: str(fake))
+    monkeypatch.setattr(kafka_local, "fetch_jars", lambda cache: tmp_path)
+
+    def interrupted(self: LocalKafka, timeout_s: float) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(LocalKafka, "wait_ready", interrupted)
+    broker = LocalKafka(tmp_path / "k")
+    with pytest.raises(KeyboardInterrupt):
+        broker.start()
+    assert broker.proc is None
+    with pytest.raises(ProcessLookupError):
+        os.kill(int((tmp_path / "k" / "broker.pid").read_text()), 0)
+
+
+def test_sigterm_raises_keyboard_interrupt_once() -> None:
+    """The first SIGTERM becomes Ctrl-C; a second one, during the clean-up, is ignored."""
+    signals._terminated.clear()
+    try:
+        with signals.sigterm_as_interrupt():
+            with pytest.raises(KeyboardInterrupt):
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(5)  # the handler runs at the next bytecode boundary
+            assert signals.terminated() and signals.interrupted_exit_code() == 143
+            os.kill(os.getpid(), signal.SIGTERM)  # ignored: the clean-up goes on
+            time.sleep(0.05)
+    finally:
+        signals._terminated.clear()
+    assert signals.interrupted_exit_code() == 130
+
+
+def test_sigterm_sets_an_event() -> None:
+    stop = threading.Event()
+    try:
+        with signals.sigterm_sets(stop):
+            os.kill(os.getpid(), signal.SIGTERM)
+            assert stop.wait(5)
+    finally:
+        signals._terminated.clear()
+
+
+def test_die_with_parent_only_from_the_main_thread() -> None:
+    cmd = ["java", "-version"]
+    wrapped = signals.die_with_parent(cmd)
+    assert wrapped == cmd or (wrapped[-3:] == ["--", *cmd] and "--pdeathsig=TERM" in wrapped)
+    from_thread: list[list[str]] = []
+    t = threading.Thread(target=lambda: from_thread.append(signals.die_with_parent(cmd)))
+    t.start()
+    t.join()
+    assert from_thread == [cmd]  # the kernel would signal when that thread ends, not the process
