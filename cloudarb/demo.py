@@ -152,6 +152,8 @@ def run_demo(s: Settings, data_dir: Path | None = None, speed: float = 0.0, keep
                                      port=api_port, admin_key=admin, group_prefix=app_id, allow_private_webhooks=True)
                 stack.callback(outs.stop)
                 console.print(f"dashboard: {outs.api_url}/dashboard#key={admin}")  # console only, never logged
+                console.print("[dim]the link holds this demo's admin API key (a local demo on 127.0.0.1 only; never "
+                              "logged): don't share it[/dim]")
 
             # 4. workloads and replay (end offsets first: an existing cluster may already hold data)
             base_end = group_position(bootstrap, app_id, MARKET_TOPICS)[1]
