@@ -121,7 +121,9 @@ def _executors(args: argparse.Namespace) -> tuple[dict[str, Any], set[str], Any]
     if getattr(args, "execute", None):
         env["CLOUDARB_EXECUTE"] = args.execute
     ex, enabled = executors_from_env(env)
-    return ex, enabled, Caps(max_instances=args.max_instances, max_usd_per_hour=args.max_usd_per_hour)
+    given = {k: v for k, v in (("max_instances", args.max_instances), ("max_usd_per_hour", args.max_usd_per_hour))
+             if v is not None}   # a flag overrides its CLOUDARB_EXEC_* variable only when given
+    return ex, enabled, Caps(**given)
 
 
 def cmd_executors(args: argparse.Namespace, s: Settings) -> int:
@@ -210,8 +212,9 @@ def register(sub: Any) -> None:
     def exec_args(p: argparse.ArgumentParser) -> None:
         p.add_argument("--execute", default=None, help="providers to act on for real, e.g. aws,runpod "
                                                        "(default: CLOUDARB_EXECUTE, else dry run)")
-        p.add_argument("--max-instances", type=int, default=16)
-        p.add_argument("--max-usd-per-hour", type=float, default=200.0)
+        p.add_argument("--max-instances", type=int, default=None, help="default: CLOUDARB_EXEC_MAX_INSTANCES or 16")
+        p.add_argument("--max-usd-per-hour", type=float, default=None,
+                       help="default: CLOUDARB_EXEC_MAX_USD_PER_HOUR or 200")
 
     a = sub.add_parser("api", help="the query API and built-in dashboard")
     api_args(a)
