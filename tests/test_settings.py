@@ -27,3 +27,15 @@ def test_a_bad_cg_budget_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setenv("CLOUDARB_CG_BUDGET_S", "fast")
     with pytest.raises(ValidationError, match="cloudarb_cg_budget_s"):
         Settings()
+
+
+def test_executor_cap_flags_override_the_environment_only_when_given(monkeypatch: pytest.MonkeyPatch) -> None:
+    import argparse
+
+    from cloudarb.cmd_outputs import _executors
+
+    monkeypatch.setenv("CLOUDARB_EXEC_MAX_INSTANCES", "7")
+    caps = _executors(argparse.Namespace(execute=None, max_instances=None, max_usd_per_hour=None))[2]
+    assert caps.max_instances == 7
+    caps = _executors(argparse.Namespace(execute=None, max_instances=3, max_usd_per_hour=50.0))[2]
+    assert (caps.max_instances, caps.max_usd_per_hour) == (3, 50.0)
