@@ -39,3 +39,12 @@ def test_executor_cap_flags_override_the_environment_only_when_given(monkeypatch
     assert caps.max_instances == 7
     caps = _executors(argparse.Namespace(execute=None, max_instances=3, max_usd_per_hour=50.0))[2]
     assert (caps.max_instances, caps.max_usd_per_hour) == (3, 50.0)
+
+
+def test_a_plug_in_engine_is_imported_by_name_and_a_bad_one_is_a_clear_error() -> None:
+    from tests.integration.poison_engine import make
+
+    assert engine_factory("tests.integration.poison_engine:make") is make
+    for bad in ("no.such.module:make", "tests.integration.poison_engine:nope", "simplex"):
+        with pytest.raises(ValueError, match="engine"):
+            engine_factory(bad)
