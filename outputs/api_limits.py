@@ -13,10 +13,9 @@ import os
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from typing import Any
 
-from pydantic import ConfigDict, field_validator
+from pydantic import ConfigDict
 
 from schemas import events as _events
-from schemas.gpus import GPU_CATALOGUE
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -183,22 +182,12 @@ def bounded_errors(errors: Sequence[Any]) -> list[dict[str, Any]]:
 
 
 class WorkloadSpec(_events.WorkloadSpec):
-    """The API's view of `schemas.events.WorkloadSpec`: the same fields and bounds, validated strictly (no
-    "2" or true for an integer, no "true" for a boolean; an integer is still a valid number), and an unknown-GPU
-    error that names a few of the unknown models, not all of them. Named like the schema's model so the OpenAPI
-    document keeps its component name; `to_spec()` gives the schema's model for the event."""
+    """The API's view of `schemas.events.WorkloadSpec`: the same fields, bounds and validators, validated
+    strictly (no "2" or true for an integer, no "true" for a boolean; an integer is still a valid number).
+    Named like the schema's model so the OpenAPI document keeps its component name; `to_spec()` gives the
+    schema's model for the event."""
 
     model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
-
-    @field_validator("gpu_throughput")
-    @classmethod
-    def _known_models(cls, v: dict[str, float]) -> dict[str, float]:
-        unknown = sorted(set(v) - set(GPU_CATALOGUE))
-        if unknown:
-            raise ValueError(f"unknown GPU models {clipped_list(unknown)}")
-        if any(t <= 0 for t in v.values()):
-            raise ValueError("throughput must be > 0")
-        return v
 
     def to_spec(self) -> _events.WorkloadSpec:
         return _events.WorkloadSpec.model_validate(self.model_dump())

@@ -171,8 +171,9 @@ class WorkloadSpec(BaseModel):
     @classmethod
     def _known_models(cls, v: dict[str, float]) -> dict[str, float]:
         unknown = sorted(set(v) - set(GPU_CATALOGUE))
-        if unknown:
-            raise ValueError(f"unknown GPU models {unknown}")
+        if unknown:  # named, but bounded: the message never echoes an unbounded input
+            more = f" (+{len(unknown) - 5} more)" if len(unknown) > 5 else ""
+            raise ValueError(f"unknown GPU models {[m[:60] for m in unknown[:5]]}{more}")
         if any(t <= 0 for t in v.values()):
             raise ValueError("throughput must be > 0")
         return v
