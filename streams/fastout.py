@@ -60,7 +60,8 @@ class FastOutput:
     def _on_delivery(batch: Batch, err: Any, msg: Any) -> None:
         if err is not None:
             batch.errors += 1
-            log.warning("output message to %s failed: %s (%s)", msg.topic(), err, (msg.value() or b"")[:300])
+            value = msg.value() if hasattr(msg, "value") else None   # a dead letter names its source offset
+            log.warning("output message to %s failed: %s (%s)", msg.topic(), err, (value or b"")[:300])
 
     def pending(self) -> int:
         return len(self._p)

@@ -24,6 +24,7 @@ BENCHMARKS: dict[str, tuple[str, bool]] = {
     "streams": ("bench_streams.py", False),
     "connectors": ("bench_connectors.py", False),
     "api": ("bench_api.py", False),
+    "api-limits": ("bench_api_limits.py", False),
     "backtest": ("bench_backtest.py", True),
 }
 
