@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 from typing import Any
 
@@ -14,6 +15,7 @@ from schemas.events import (
     InterruptionObserved,
     PriceForecasted,
     PriceObserved,
+    QuotasSet,
     WorkloadCancelled,
     WorkloadRequested,
 )
@@ -39,12 +41,14 @@ COLUMNS: dict[str, list[str]] = {
     "alerts": ["event_id", "rule", "severity", "message", "raised_at", "offer_key", "workload_id", "value",
                "threshold"],
     "workloads": ["event_id", "workload_id", "kind", "at", "budget_usd_per_hour", "min_gpus", "max_gpus", "spec"],
+    "quotas": ["event_id", "set_at", "n_quotas", "quotas"],
 }
 
 # the table whose event_id column identifies an event already written
 ID_TABLE = {PriceObserved: "prices", CapacityObserved: "capacity", InterruptionObserved: "interruptions",
             AllocationDecided: "decisions", DeadLettered: "dead_letters", PriceForecasted: "forecasts",
-            AlertRaised: "alerts", WorkloadRequested: "workloads", WorkloadCancelled: "workloads"}
+            AlertRaised: "alerts", WorkloadRequested: "workloads", WorkloadCancelled: "workloads",
+            QuotasSet: "quotas"}
 
 
 def rows_for(e: Event) -> list[tuple[str, list[Any]]]:
@@ -90,6 +94,9 @@ def rows_for(e: Event) -> list[tuple[str, list[Any]]]:
         sp = e.spec
         return [("workloads", [e.event_id, sp.workload_id, "requested", e.requested_at, sp.budget_usd_per_hour,
                                sp.min_gpus, sp.max_gpus, sp.model_dump_json()])]
+    if isinstance(e, QuotasSet):
+        return [("quotas", [e.event_id, e.set_at, len(e.quotas),
+                            json.dumps([q.model_dump() for q in e.quotas], separators=(",", ":"))])]
     if isinstance(e, WorkloadCancelled):
         return [("workloads", [e.event_id, e.workload_id, "cancelled", e.cancelled_at, None, None, None,
                                e.model_dump_json()])]

@@ -32,10 +32,12 @@ from pydantic import (
     TypeAdapter,
     ValidationError,
     field_validator,
+    model_validator,
 )
 
 from schemas.gpus import GPU_CATALOGUE
 from schemas.offers import OfferKey
+from schemas.placement import GpuQuota, Interconnect, Topology
 
 # Bounds every event field stays within, so that a schema-valid event is always storable: ClickHouse's
 # DateTime64(3) (and the hourly bars' 32-bit DateTime) cover 1970..2106; UInt32/Int32 counters and ids.
@@ -166,6 +168,21 @@ class WorkloadSpec(BaseModel):
     priority: int = Field(default=1, ge=1, le=10)
     home_provider: str | None = None
     allowed_providers: list[str] | None = Field(default=None, description="None = any provider")
+    # --- topology: what placements the job can run in (schemas.placement) ---
+    topology: Topology = Field(default=Topology.GANG, description=(
+        "gang: every instance of one instance type in one place (provider, region, zone), as a data-parallel "
+        "job needs; replicas: independent replicas, each on one instance, free to spread"))
+    gpus_per_replica: int | None = Field(default=None, ge=1, le=1024, description=(
+        "replicas only: GPUs of one replica (one instance with exactly this many GPUs); None = any instance"))
+    interconnect: Interconnect = Field(default=Interconnect.ANY, description=(
+        "nvlink: GPUs linked inside each instance; infiniband: also an IB/EFA-class fabric between instances "
+        "(as the GPU catalogue publishes per instance type; unknown = not satisfied)"))
+    max_share_per_provider: FiniteFloat | None = Field(default=None, gt=0, le=1, description=(
+        "replicas only: at most this share of the GPUs on one provider (resilience)"))
+    max_share_per_region: FiniteFloat | None = Field(default=None, gt=0, le=1, description=(
+        "replicas only: at most this share of the GPUs in one region"))
+    state_gb: FiniteFloat = Field(default=0.0, ge=0, le=1_000_000, description=(
+        "checkpoint + data a move must copy (priced as egress + transfer time)"))
 
     @field_validator("gpu_throughput")
     @classmethod
@@ -185,6 +202,18 @@ class WorkloadSpec(BaseModel):
         if lo is not None and v < lo:
             raise ValueError(f"max_gpus {v} < min_gpus {lo}")
         return v
+
+    @model_validator(mode="after")
+    def _topology_fields_agree(self) -> WorkloadSpec:
+        if self.topology is Topology.GANG:
+            for name in ("gpus_per_replica", "max_share_per_provider", "max_share_per_region"):
+                if getattr(self, name) is not None:
+                    raise ValueError(f"{name} needs topology 'replicas' (a gang runs in one place)")
+        n = self.gpus_per_replica
+        if n is not None and (self.min_gpus % n or self.max_gpus % n):
+            raise ValueError(f"gpus_per_replica {n} must divide min_gpus {self.min_gpus} and max_gpus "
+                             f"{self.max_gpus}")
+        return self
 
 
 class WorkloadRequested(Event):
@@ -288,6 +317,14 @@ class AlertRaised(Event):
     threshold: FiniteFloat | None = None
 
 
+class QuotasSet(Event):
+    """The GPU quotas the user holds, all of them (replaces the previous set): hard limits on placements."""
+
+    event_type: Literal["QuotasSet"] = "QuotasSet"
+    quotas: list[GpuQuota] = Field(max_length=10_000)
+    set_at: UtcDatetime
+
+
 class DeadLettered(Event):
     """An input that failed validation (or made a stage raise), with the reason and the original bytes
     (base64; a prefix of at most DLQ_ORIGINAL_MAX_BYTES for a larger one, with its length and hash)."""
@@ -329,13 +366,13 @@ def dead_letter_of(data: bytes, reason: str, source_topic: str, source_partition
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.__name__: cls
     for cls in (PriceObserved, CapacityObserved, InterruptionObserved, WorkloadRequested, WorkloadCancelled,
-                AllocationDecided, PriceForecasted, AlertRaised, DeadLettered)
+                AllocationDecided, PriceForecasted, AlertRaised, DeadLettered, QuotasSet)
 }
 
 
 AnyEvent = Annotated[
     PriceObserved | CapacityObserved | InterruptionObserved | WorkloadRequested | WorkloadCancelled
-    | AllocationDecided | PriceForecasted | AlertRaised | DeadLettered,
+    | AllocationDecided | PriceForecasted | AlertRaised | DeadLettered | QuotasSet,
     Field(discriminator="event_type"),
 ]
 _ADAPTER: TypeAdapter[Any] = TypeAdapter(AnyEvent)

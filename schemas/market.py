@@ -8,12 +8,13 @@ These are plain frozen dataclasses (not pydantic) because engines receive tens o
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from schemas.events import Assignment, WorkloadExplanation, WorkloadSpec
 from schemas.offers import Market, OfferKey
+from schemas.placement import GpuQuota
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,7 +48,8 @@ class InfeasibilityReport:
 
     workload_id: str
     reason: str                               # e.g. "budget $40.00/h below cheapest feasible $52.00/h"
-    # "budget" | "gpu_count" | "capacity" | "spot_share" | "co_location" | "no_offer"
+    # "budget" | "gpu_count" | "capacity" | "spot_share" | "co_location" | "no_offer" | "gang" | "quota"
+    # | "interconnect" | "replica_size" | "spread"
     constraint: str
     shortfall: float | None = None            # in the constraint's unit (USD/h for budget, GPUs for counts)
 
@@ -90,5 +92,24 @@ class AllocationEngine(Protocol):
     def set_current_plan(self, assignments: Sequence[Assignment]) -> None:
         """Restore the plan in force (after a restart) so migration costs are charged against it."""
 
+    def set_quotas(self, quotas: Sequence[GpuQuota]) -> None:
+        """The user's GPU quotas, all of them (replacing the previous set): hard limits no plan exceeds."""
+
     def solve(self, workload_ids: Collection[str] | None = None) -> SolveResult:
         """Re-decide the given workloads (None = all) and adopt the result as the current plan."""
+
+
+@runtime_checkable
+class WarmEngine(Protocol):
+    """An engine that defers work past a solve's result and prepares the next solve while idle (the
+    decision stage calls these between steps; solvers.PortfolioEngine implements them)."""
+
+    @property
+    def rebuild_pending(self) -> bool:
+        """The next solve rebuilds the model (and drops cached decisions): re-decide every workload then."""
+
+    def settle(self) -> None:
+        """Finish the bookkeeping deferred past the last solve's result."""
+
+    def warm(self, stop: Callable[[], bool]) -> None:
+        """Prepare the next solve until `stop()` is true."""

@@ -16,6 +16,7 @@ from schemas.events import (
     InterruptionObserved,
     PriceForecasted,
     PriceObserved,
+    QuotasSet,
     WorkloadCancelled,
     WorkloadRequested,
 )
@@ -38,10 +39,11 @@ WORKLOADS = TopicSpec("cloudarb.workloads.v1", "workload id", 1, (WorkloadReques
 DECISIONS = TopicSpec("cloudarb.decisions.v1", "decision id", 1, (AllocationDecided,))
 FORECASTS = TopicSpec("cloudarb.forecasts.v1", "offer key", 6, (PriceForecasted,))
 ALERTS = TopicSpec("cloudarb.alerts.v1", "alert id", 1, (AlertRaised,))
+QUOTAS = TopicSpec("cloudarb.quotas.v1", "\"quotas\"", 1, (QuotasSet,), compacted=True)
 DLQ = TopicSpec("cloudarb.dlq.v1", "event id", 1, (DeadLettered,))
 
 TOPICS: dict[str, TopicSpec] = {
-    t.name: t for t in (PRICES, CAPACITY, INTERRUPTIONS, WORKLOADS, DECISIONS, FORECASTS, ALERTS, DLQ)
+    t.name: t for t in (PRICES, CAPACITY, INTERRUPTIONS, WORKLOADS, DECISIONS, FORECASTS, ALERTS, QUOTAS, DLQ)
 }
 
 

@@ -23,7 +23,7 @@ from schemas.events import (
     WorkloadRequested,
     WorkloadSpec,
 )
-from schemas.market import AllocationEngine
+from schemas.market import AllocationEngine, WarmEngine
 from streams import decide, state
 
 log = logging.getLogger(__name__)
@@ -85,12 +85,10 @@ class Decider:
         """Let the engine finish work it deferred past the last step's result (an engine with a `settle()`
         method: solvers.PortfolioEngine); called once the result has been handed over. With `stop` (True
         once the next step is waiting), also let it prepare the next solve meanwhile (its `warm()`)."""
-        settle = getattr(self._engine, "settle", None)
-        if settle is not None:
-            settle()
-        warm = getattr(self._engine, "warm", None)
-        if warm is not None and stop is not None:
-            warm(stop)
+        if isinstance(self._engine, WarmEngine):
+            self._engine.settle()
+            if stop is not None:
+                self._engine.warm(stop)
 
     def step(self, market_changes: Sequence[Mapping[str, Any]],
              workload_events: Iterable[WorkloadRequested | WorkloadCancelled]) -> DecideOutput:
@@ -138,7 +136,7 @@ class Decider:
         cancelled = {wid for wid in wl_ids if wid not in self.specs}
         for wid in cancelled:
             eng.remove_workload(wid)
-        if getattr(eng, "rebuild_pending", False):
+        if isinstance(eng, WarmEngine) and eng.rebuild_pending:
             # the engine rebuilds its model in this solve and drops its cached decisions: every workload is
             # re-decided now, at the structural change, rather than all at once by the next market event
             # that reaches them (~600 workloads, 300 ms, in the step after the benchmark's initial placement)

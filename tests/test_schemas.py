@@ -105,3 +105,30 @@ def test_catalogue_has_the_common_gpus() -> None:
     for m in ["H100-80GB", "H200", "B200", "A100-80GB", "A100-40GB", "L40S", "L4", "A10G", "A10", "T4",
               "V100-16GB", "V100-32GB", "RTX-4090", "RTX-PRO-6000", "GH200"]:
         assert m in GPU_CATALOGUE
+
+
+def test_topology_fields_are_validated_naming_the_field() -> None:
+    from pydantic import ValidationError
+
+    from schemas.placement import GpuQuota, Topology
+
+    base = {"workload_id": "w", "gpu_throughput": {"L4": 1.0}, "min_gpus": 8, "max_gpus": 8,
+            "budget_usd_per_hour": 10.0}
+    assert WorkloadSpec.model_validate(base).topology is Topology.GANG   # the default
+    ok = WorkloadSpec.model_validate({**base, "topology": "replicas", "gpus_per_replica": 4,
+                                      "max_share_per_provider": 0.5, "state_gb": 12.5})
+    assert ok.gpus_per_replica == 4
+    bad = [({"topology": "mesh"}, "topology"),
+           ({"topology": "replicas", "gpus_per_replica": 3}, "gpus_per_replica 3 must divide"),
+           ({"state_gb": -1}, "state_gb"),
+           ({"max_share_per_region": 0.5}, "needs topology 'replicas'"),
+           ({"interconnect": "pcie"}, "interconnect")]
+    for extra, words in bad:
+        with pytest.raises(ValidationError) as exc:
+            WorkloadSpec.model_validate({**base, **extra})
+        assert words in str(exc.value), extra
+    for q, words in [({"gpu": "TPUv5"}, "unknown GPU model or family"), ({"provider": "evil"}, "unknown provider"),
+                     ({"gpus": -1}, "gpus")]:
+        with pytest.raises(ValidationError) as exc:
+            GpuQuota.model_validate({"provider": "gcp", "region": "us-central1", "gpu": "H100", "gpus": 16, **q})
+        assert words in str(exc.value), q

@@ -15,7 +15,9 @@
         risk_tolerance: low         # low / medium / high -> max_spot_share 0.25 / 0.5 / 1.0 (unless given)
         home_provider: gcp          # the home cloud of the on-demand baseline
         restart_overhead_h: 1.0
-        restart_scope: workload     # workload (gang: any restart stops the whole job) | instance (replicas)
+        restart_scope: workload     # workload (= topology: gang) | instance (= topology: replicas); or give
+                                    # topology (gang | replicas, gpus_per_replica, ...) directly
+        state_gb: 800               # checkpoint + data a move copies (egress + transfer time)
         start: +0d                  # offset from the replay start (+3d, +12h, +90m) or an ISO UTC time
         end: +60d                   # omitted = the end of the replay window
 
@@ -34,7 +36,9 @@ from typing import Any
 import yaml
 
 from schemas.events import WorkloadSpec
+from schemas.placement import Topology
 
+SCOPE_TOPOLOGY = {"workload": "gang", "instance": "replicas"}
 RISK_LAMBDA = {"low": 2.0, "medium": 1.0, "high": 0.5}
 SPOT_SHARE = {"low": 0.25, "medium": 0.5, "high": 1.0}
 _REL = re.compile(r"^\+?(\d+(?:\.\d+)?)\s*([dhm])$")
@@ -45,7 +49,11 @@ class PortfolioWorkload:
     spec: WorkloadSpec
     start: str | None = None
     end: str | None = None
-    restart_scope: str = "workload"   # "workload" (gang: any restart stops the whole job) | "instance"
+
+    @property
+    def restart_scope(self) -> str:
+        """'workload' for a gang (any restart stops the whole job), 'instance' for replicas."""
+        return "workload" if self.spec.topology is Topology.GANG else "instance"
 
     def window(self, t0: datetime, t1: datetime) -> tuple[datetime, datetime]:
         """Absolute [start, end) of this workload inside the replay window [t0, t1]."""
@@ -95,9 +103,14 @@ def parse_portfolio(doc: dict[str, Any], default_name: str = "portfolio") -> Por
         start, end = w.pop("start", None), w.pop("end", None)
         spot = w.pop("spot_allowed", True)
         wrisk = w.pop("risk_tolerance", None)
-        scope = str(w.pop("restart_scope", "workload"))
-        if scope not in ("workload", "instance"):
-            raise ValueError(f"{w.get('workload_id')}: restart_scope must be 'workload' or 'instance'")
+        scope = w.pop("restart_scope", None)
+        if scope is not None:   # one concept: restart_scope is the topology seen from its restarts
+            if scope not in SCOPE_TOPOLOGY:
+                raise ValueError(f"{w.get('workload_id')}: restart_scope must be 'workload' or 'instance'")
+            if "topology" in w and w["topology"] != SCOPE_TOPOLOGY[scope]:
+                raise ValueError(f"{w.get('workload_id')}: restart_scope {scope!r} contradicts topology "
+                                 f"{w['topology']!r} (workload = gang, instance = replicas)")
+            w["topology"] = SCOPE_TOPOLOGY[scope]
         if wrisk is not None and wrisk not in SPOT_SHARE:
             raise ValueError(f"{w.get('workload_id')}: risk_tolerance must be one of {sorted(SPOT_SHARE)}")
         if not spot:
@@ -106,7 +119,7 @@ def parse_portfolio(doc: dict[str, Any], default_name: str = "portfolio") -> Por
             w["max_spot_share"] = SPOT_SHARE[wrisk]
         spec = WorkloadSpec.model_validate(w)
         pw = PortfolioWorkload(spec=spec, start=None if start is None else str(start),
-                               end=None if end is None else str(end), restart_scope=scope)
+                               end=None if end is None else str(end))
         for v in (pw.start, pw.end):
             if v is not None:
                 resolve_time(v, datetime.fromisoformat("2025-01-01T00:00:00+00:00"))  # validate early

@@ -36,12 +36,14 @@ from schemas.events import (
     PlanChange,
     PriceForecasted,
     PriceObserved,
+    QuotasSet,
     WorkloadCancelled,
     WorkloadExplanation,
     WorkloadRequested,
     WorkloadSpec,
 )
 from schemas.offers import Market, OfferKey
+from schemas.placement import GpuQuota
 
 T0 = datetime(2025, 3, 1, tzinfo=UTC)
 OFFER = OfferKey(provider="aws", region="us-east-1", zone="us-east-1a", instance_type="p5.48xlarge",
@@ -72,6 +74,8 @@ def base_events() -> list[Event]:
                         n_scored=3),
         AlertRaised(event_id="a", rule="r", message="m", raised_at=T0, offer=OFFER, workload_id="w1", value=1.0,
                     threshold=2.0),
+        QuotasSet(event_id="q", set_at=T0, quotas=[GpuQuota(provider="aws", region="us-east-1", gpu="H100",
+                                                            gpus=64)]),
         DeadLettered(event_id="dl", source_topic="t", source_partition=0, source_offset=5, stage="s", reason="r",
                      original_b64="", dead_lettered_at=T0, original_bytes=0, original_sha256="0" * 64),
     ]
