@@ -58,6 +58,9 @@ def incompatibilities(old: dict[str, Any], new: dict[str, Any], path: str = "") 
             continue
         nsch = new_props[name]
         o_res, n_res = _resolve(osch, old), _resolve(nsch, new)
+        if o_res.get("type") == "array" and n_res.get("type") == "array":   # a list of models: its items'
+            o_res, n_res = _resolve(o_res.get("items", {}), old), _resolve(n_res.get("items", {}), new)
+            name += "[]"
         if "properties" in o_res and "properties" in n_res:
             sub_old = {**o_res, "$defs": old.get("$defs", {})}
             sub_new = {**n_res, "$defs": new.get("$defs", {})}

@@ -272,6 +272,9 @@ class WorkloadExplanation(BaseModel):
     reduced_costs: dict[str, FiniteFloat] = Field(default_factory=dict)
     duals: dict[str, FiniteFloat] = Field(default_factory=dict)
     infeasible_reason: str | None = None
+    move_cost_usd: FiniteFloat | None = Field(default=None, description=(
+        "one-off cost of the move the engine charged (restart overhead, egress, transfer time), when it moved"))
+    summary: str = Field(default="", max_length=1000, description="the decision for this workload in one sentence")
 
 
 class AllocationDecided(Event):

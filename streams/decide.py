@@ -13,10 +13,12 @@ from schemas.events import (
     Assignment,
     ChangeAction,
     PlanChange,
+    WorkloadExplanation,
     WorkloadSpec,
     deterministic_id,
 )
 from schemas.market import AllocationEngine, SolveResult
+from streams.explain import summarize
 
 Plan = dict[str, list[Assignment]]
 
@@ -125,9 +127,17 @@ def resolve(engine: AllocationEngine, workload_ids: Collection[str], old_plan: P
         reason=reason[:500], trigger_event_ids=list(trigger_event_ids)[:50],
         quote_age_s={k: float(quote_ages_s[k]) for k in sorted(used) if k in quote_ages_s},
         latency_ms=latency_ms, total_usd_per_hour=sum(a.usd_per_hour for a in assignments),
-        explanations=[result.explanations[w] for w in changed if w in result.explanations],
+        explanations=[_explained(w, old_plan.get(w, []), new_plan.get(w, []), result.explanations.get(w))
+                      for w in changed],
         solver=result.solver,
     )
+
+
+def _explained(wid: str, before: Sequence[Assignment], after: Sequence[Assignment],
+               e: WorkloadExplanation | None) -> WorkloadExplanation:
+    """The engine's explanation (or an empty one) with its one-sentence summary."""
+    e = e or WorkloadExplanation(workload_id=wid)
+    return e.model_copy(update={"summary": summarize(wid, before, after, e)})
 
 
 MAX_WORKLOADS_PER_DECISION = 100  # keeps one AllocationDecided well under Kafka's 1 MB message limit

@@ -60,3 +60,20 @@ def test_incompatible_changes_are_named() -> None:
     assert incompatibilities(schema(V1), schema(Removed)) == ["b: removed"]
     assert incompatibilities(schema(V1), schema(Retyped)) == ["a: type changed"]
     assert incompatibilities(schema(Nested), schema(NestedRetyped)) == ["inner.a: type changed"]
+
+
+class ListOfV1(BaseModel):
+    items: list[V1]
+
+
+class ListOfAdded(BaseModel):
+    items: list[AddedWithDefault]
+
+
+class ListOfRetyped(BaseModel):
+    items: list[Retyped]
+
+
+def test_a_list_of_models_may_gain_fields_with_defaults_but_not_retype_them() -> None:
+    assert incompatibilities(schema(ListOfV1), schema(ListOfAdded)) == []
+    assert incompatibilities(schema(ListOfV1), schema(ListOfRetyped)) == ["items[].a: type changed"]

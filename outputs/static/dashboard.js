@@ -41,7 +41,7 @@
       const where = a.placed ? a.assignments.map((x) => `${x.instances}× ${esc(x.gpu_model)} ${esc(x.provider)}/${esc(x.region)} (${esc(x.market)})`).join("<br>")
                              : '<span class="unplaced">not placed</span>';
       const e = a.explanation || {};
-      const why = [a.reason, e.infeasible_reason, e.runner_up ? `runner-up ${e.runner_up} (${delta(e.runner_up_delta_usd_per_hour)}/h)` : null,
+      const why = e.summary ? esc(e.summary) : [a.reason, e.infeasible_reason, e.runner_up ? `runner-up ${e.runner_up} (${delta(e.runner_up_delta_usd_per_hour)}/h)` : null,
                    (e.binding_constraints || []).length ? "binding: " + e.binding_constraints.join(", ") : null].filter(Boolean).map(esc).join("<br>");
       return `<tr><td>${esc(a.workload_id)}</td><td>${where}</td><td class="num">${money(a.usd_per_hour)}</td><td class="why">${why}</td></tr>`;
     }).join("");

@@ -51,6 +51,10 @@ def test_resolve_emits_only_on_change() -> None:
     eng.upsert_offers([OfferQuote(L4B, 0.5)])
     d2 = resolve(eng, {"w"}, plan, {"w": d.event_id}, "price fell", [], {}, NOW, None)
     assert d2 is not None and d2.changes[0].action is ChangeAction.MIGRATE and d2.event_id != d.event_id
+    # one sentence per workload for people; the detail stays machine-readable beside it
+    assert d.explanations[0].summary.startswith("placed w on 1× ")
+    summary = d2.explanations[0].summary
+    assert summary.startswith("moved w from 1× ") and "$0.50/h cheaper ($1.00 → $0.50/h)" in summary
 
 
 def test_a_large_decision_is_split_into_parts_that_reassemble_it() -> None:
