@@ -20,6 +20,8 @@
         state_gb: 800               # checkpoint + data a move copies (egress + transfer time)
         start: +0d                  # offset from the replay start (+3d, +12h, +90m) or an ISO UTC time
         end: +60d                   # omitted = the end of the replay window
+    quotas:                         # optional: the GPU quotas the team holds (schemas.placement.GpuQuota);
+      - {provider: gcp, region: '*', gpu: H100, gpus: 32}   # every strategy must stay within them
 
 Any other `WorkloadSpec` field (priority, same_region, allowed_providers, max_spot_share) may be given.
 """
@@ -36,7 +38,7 @@ from typing import Any
 import yaml
 
 from schemas.events import WorkloadSpec
-from schemas.placement import Topology
+from schemas.placement import GpuQuota, Topology
 
 SCOPE_TOPOLOGY = {"workload": "gang", "instance": "replicas"}
 RISK_LAMBDA = {"low": 2.0, "medium": 1.0, "high": 0.5}
@@ -70,6 +72,7 @@ class Portfolio:
     providers: frozenset[str] | None = None
     regions: frozenset[str] | None = None
     engine: dict[str, Any] = field(default_factory=dict)
+    quotas: tuple[GpuQuota, ...] = ()
 
     @property
     def risk_lambda(self) -> float:
@@ -128,10 +131,16 @@ def parse_portfolio(doc: dict[str, Any], default_name: str = "portfolio") -> Por
     if len(set(ids)) != len(ids):
         raise ValueError("workload_id values must be unique")
     mk = doc.get("markets") or {}
+    raw_q = doc.get("quotas") or []
+    if not isinstance(raw_q, list):
+        raise ValueError("quotas must be a list of {provider, region, gpu, gpus}")
+    quotas = tuple(GpuQuota.model_validate(q) for q in raw_q)
+    if len({q.key for q in quotas}) != len(quotas):
+        raise ValueError("quotas: one entry per provider/region/gpu")
     return Portfolio(name=str(doc.get("name", default_name)), workloads=tuple(out), risk_tolerance=risk,
                      providers=frozenset(mk["providers"]) if mk.get("providers") else None,
                      regions=frozenset(mk["regions"]) if mk.get("regions") else None,
-                     engine=dict(doc.get("engine") or {}))
+                     engine=dict(doc.get("engine") or {}), quotas=quotas)
 
 
 def load_portfolio(path: Path) -> Portfolio:

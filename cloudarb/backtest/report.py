@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from cloudarb.backtest.sim import BASELINES, OURS, Result
+from cloudarb.backtest.sim import BASELINES, OURS, Ledger, Result
 
 COLORS = {OURS: "#1b7f3b", "on_demand_home": "#888888", "launch_cheapest": "#1f5fbf",
           "greedy_spot": "#d9730d", "pco_like": "#8e44ad"}
@@ -17,6 +17,23 @@ HEADLINE_BASELINES = ("on_demand_home", "launch_cheapest", "greedy_spot")
 
 def _pct(base: float, ours: float) -> float | None:
     return round(100.0 * (base - ours) / base, 2) if base > 0 else None
+
+
+def _per_workload(r: Result, led: Ledger) -> dict[str, dict[str, Any]]:
+    """Cost, delivered GPU-hours and the placement spread per workload, from the holdings in force."""
+    out: dict[str, dict[str, Any]] = {}
+    for w in r.portfolio.workloads:
+        wid = w.spec.workload_id
+        d: dict[str, Any] = {k: round(v, 2) for k, v in led.per_workload.get(wid, {}).items()}
+        sp = led.spread.get(wid, {})
+        d.update({"topology": w.spec.topology.value,
+                  "max_providers_at_once": sp.get("providers", 0),
+                  "max_regions_at_once": sp.get("regions", 0),
+                  "max_gpu_models_at_once": sp.get("gpu_models", 0),
+                  "max_places_at_once": sp.get("places", 0),
+                  "quota_violations": led.quota_violations_by_workload.get(wid, 0)})
+        out[wid] = d
+    return dict(sorted(out.items()))
 
 
 def build_report(r: Result) -> dict[str, Any]:
@@ -40,7 +57,9 @@ def build_report(r: Result) -> dict[str, Any]:
             "unplaced_workload_hours": round(led.unplaced_h, 2),
             "placements_on_lost_capacity": led.stuck,
             "allocation_share_gpu_hours": {k: round(v, 2) for k, v in sorted(led.share_gpu_h.items())},
-            "per_workload": {w: {k: round(v, 2) for k, v in d.items()} for w, d in sorted(led.per_workload.items())},
+            "per_workload": _per_workload(r, led),
+            "quota_violations": led.quota_violations,
+            "quota_violation_hours": round(led.quota_violation_h, 3),
         }
     for name, st in strategies.items():
         # None when either side delivered nothing (a strategy that places nothing "saves" 100 %)
@@ -78,6 +97,13 @@ def build_report(r: Result) -> dict[str, Any]:
             "savings_pct_vs": "100 x (baseline total cost - strategy total cost) / baseline total cost; "
                               "savings_pct_vs_per_gpu_hour compares cost per delivered GPU-hour",
             "requested": "sum over active workloads of min_gpus x hours active",
+            "placement_spread": "per workload, the most distinct providers, (provider, region) pairs, GPU models "
+                                "and places (provider|region|zone|instance type|GPU) held at once, from the "
+                                "holdings in force after each decision instant",
+            "quota_violations": "decision instants (timestamps where a strategy's holdings changed) after which "
+                                "the portfolio's holdings exceed a quota; per workload: those where it holds GPUs "
+                                "under an exceeded quota",
+            "quotas": [q.model_dump() for q in r.portfolio.quotas],
         },
     }
 

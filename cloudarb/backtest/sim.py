@@ -15,6 +15,14 @@ On-demand allocations are never interrupted (a listing disappearing stops new la
 machines). A budget violation is a span of time where a workload's placement costs more than its
 `budget_usd_per_hour` at the prices in force.
 
+Placements in force: after every strategy's step at a timestamp (a decision instant), the ledger records
+each changed workload's holdings (its placement timeline) and, from them, how far the workload is spread at
+once (providers, regions, GPU models, places in the sense of `schemas.placement.place_of`) and whether the
+whole portfolio's holdings exceed one of the portfolio's `quotas` (`schemas.placement.quota_violations`).
+These are measured on what each strategy holds, never on what it claims. Every strategy gets the same
+quotas: the engine through `set_quotas`, the baselines through `greedy_plan` with a running usage across
+the portfolio's workloads.
+
 Budget guard (ours only, on by default): the engine enforces budgets at the prices it has seen, and a
 price move below the 2 % materiality threshold is not sent to it. When such a move would put a placed
 workload over its budget, the back-tester sends the held offers' fresh view through the same
@@ -25,6 +33,7 @@ upsert/affected/resolve chain. Since the live pipeline treats any price move on 
 from __future__ import annotations
 
 import heapq
+import inspect
 import math
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -44,8 +53,9 @@ from schemas.events import (
     PriceObserved,
     WorkloadSpec,
 )
-from schemas.market import AllocationEngine, OfferQuote
+from schemas.market import AllocationEngine, OfferQuote, SolveResult
 from schemas.offers import KNOWN_PROVIDERS, Market, OfferKey
+from schemas.placement import GpuQuota, place_of, quota_violations, quotas_covering
 from solvers import greedy_plan
 from streams import decide, state
 from streams.forecast import Forecaster
@@ -55,6 +65,10 @@ Plan = dict[str, list[Assignment]]
 OURS = "cloudarb"
 BASELINES = ("on_demand_home", "launch_cheapest", "greedy_spot", "pco_like")
 RELAXED_BUDGET = 1e9
+Snapshot = tuple[tuple[str, int], ...]        # a workload's holdings at once: sorted (offer key, instances)
+SPREAD_KEYS = ("providers", "regions", "gpu_models", "places")
+# solvers.greedy_plan gains quotas / quota_used (issue 21); until then the baselines filter quotes themselves
+_GREEDY_HAS_QUOTAS = "quota_used" in inspect.signature(greedy_plan).parameters
 
 
 @dataclass
@@ -98,6 +112,7 @@ class Ledger:
     name: str
     specs: dict[str, WorkloadSpec]
     gang: dict[str, bool] = field(default_factory=dict)
+    quotas: tuple[GpuQuota, ...] = ()
     cost: float = 0.0
     gpu_h: float = 0.0
     tput_h: float = 0.0
@@ -117,11 +132,21 @@ class Ledger:
     per_workload: dict[str, dict[str, float]] = field(default_factory=dict)
     series: list[tuple[float, float]] = field(default_factory=list)
     events: list[dict[str, Any]] = field(default_factory=list)
+    touched: set[str] = field(default_factory=set)          # holdings changed at the current instant
+    timeline: dict[str, list[tuple[float, Snapshot]]] = field(default_factory=dict)
+    offers: dict[str, OfferKey] = field(default_factory=dict)  # every offer a timeline names
+    spread: dict[str, dict[str, int]] = field(default_factory=dict)  # max distinct SPREAD_KEYS at once
+    quota_violations: int = 0                                # decision instants over a quota
+    quota_violation_h: float = 0.0
+    quota_violations_by_workload: dict[str, int] = field(default_factory=dict)
+    violated: tuple[str, ...] = ()                           # quotas exceeded now ('key used/limit')
 
     def accrue(self, t0: float, t1: float, states: dict[str, dict[str, Any]], active: Iterable[str]) -> None:
         dt = t1 - t0
         if dt <= 0:
             return
+        if self.violated:
+            self.quota_violation_h += dt / 3600
         for wid in active:
             hs = self.holdings.get(wid)
             pw = self.per_workload.setdefault(wid, {"cost": 0.0, "gpu_h": 0.0})
@@ -160,6 +185,7 @@ class Ledger:
             keep = [h for h in hs if h.key not in lost]
             if len(keep) != len(hs):
                 hit.add(wid)
+                self.touched.add(wid)
                 self.holdings[wid] = keep
                 self.interruptions += 1
                 self.needs_replace.add(wid)
@@ -200,11 +226,51 @@ class Ledger:
         if alive:
             self.needs_replace.discard(wid)
         self.holdings[wid] = hs
+        self.touched.add(wid)
 
     def remove(self, wid: str) -> None:
-        self.holdings.pop(wid, None)
+        if self.holdings.pop(wid, None) is not None:
+            self.touched.add(wid)
         self.needs_replace.discard(wid)
         self.over.discard(wid)
+
+    def settle(self, t: float) -> None:
+        """The end of a decision instant: what is held now stays in force until the next instant. Record the
+        changed workloads' placements (timeline, spread) and check the portfolio's quotas."""
+        if not self.touched:
+            return
+        for wid in sorted(self.touched):
+            hs = self.holdings.get(wid, [])
+            snap: Snapshot = tuple(sorted((h.key, h.instances) for h in hs))
+            tl = self.timeline.setdefault(wid, [])
+            if tl and tl[-1][1] == snap:
+                continue
+            tl.append((t, snap))
+            if not hs:
+                continue
+            for h in hs:
+                self.offers.setdefault(h.key, h.offer)
+            now = {"providers": len({h.offer.provider for h in hs}),
+                   "regions": len({(h.offer.provider, h.offer.region) for h in hs}),
+                   "gpu_models": len({h.offer.gpu_model for h in hs}),
+                   "places": len({place_of(h.offer) for h in hs})}
+            sp = self.spread.setdefault(wid, dict.fromkeys(SPREAD_KEYS, 0))
+            for k, v in now.items():
+                sp[k] = max(sp[k], v)
+        self.touched.clear()
+        if not self.quotas:
+            return
+        self.violated = tuple(quota_violations(
+            self.quotas, ((h.offer, h.instances) for hs in self.holdings.values() for h in hs)))
+        if not self.violated:
+            return
+        self.quota_violations += 1
+        over = {v.rsplit(" ", 1)[0] for v in self.violated}
+        qs = [q for q in self.quotas if q.key in over]
+        wids = sorted(w for w, hs in self.holdings.items() if any(q.covers(h.offer) for h in hs for q in qs))
+        for wid in wids:
+            self.quota_violations_by_workload[wid] = self.quota_violations_by_workload.get(wid, 0) + 1
+        self.events.append({"t": t, "kind": "quota_violation", "quotas": list(self.violated), "workloads": wids})
 
     def rate_of(self, wid: str, states: dict[str, dict[str, Any]]) -> float:
         return sum(h.instances * float(states[h.key]["usd_per_hour"]) for h in self.holdings.get(wid, []))
@@ -348,17 +414,33 @@ class GreedyRuleStrategy(Strategy):
         return qs
 
     def place(self, sim: Simulation, wids: Iterable[str]) -> dict[str, list[Assignment]]:
+        """Re-place `wids` (highest priority first) within the portfolio's quotas, counting what the other
+        workloads hold (the running usage grows with every workload placed here)."""
+        quotas = sim.portfolio.quotas
+        todo = set(wids)
+        used: dict[str, int] = {q.key: 0 for q in quotas}
+
+        def hold(assigns: Iterable[Assignment]) -> None:
+            for a in assigns:
+                for q in quotas_covering(quotas, a.offer):
+                    used[q.key] += a.instances * a.offer.gpus_per_instance
+
+        if quotas:
+            for w, assigns in self.plan.items():
+                if w not in todo:
+                    hold(assigns)
         out: dict[str, list[Assignment]] = {}
-        for wid in sorted(wids, key=lambda w: (-self.specs[w].priority, w)):
+        for wid in sorted(todo, key=lambda w: (-self.specs[w].priority, w)):
             spec = self.specs[wid]
             qs = self.quotes_for(sim, spec)
-            r = greedy_plan(qs, [spec])
+            r = _greedy(qs, spec, quotas, used)
             got = r.plan().get(wid)
             if not got and any(i.constraint == "budget" for i in r.infeasible):
                 # no choice fits the budget: the team runs anyway (counted as a budget violation)
-                got = greedy_plan(qs, [spec.model_copy(update={"budget_usd_per_hour": RELAXED_BUDGET})]
-                                  ).plan().get(wid)
+                got = _greedy(qs, spec.model_copy(update={"budget_usd_per_hour": RELAXED_BUDGET}), quotas,
+                              used).plan().get(wid)
             out[wid] = got or []
+            hold(out[wid])
         return out
 
     def step(self, sim: Simulation, b: Batch) -> dict[str, list[Assignment]]:
@@ -386,6 +468,24 @@ class GreedyRuleStrategy(Strategy):
                 self.plan[wid] = assigns
                 out[wid] = assigns
         return out
+
+
+def _greedy(qs: Sequence[OfferQuote], spec: WorkloadSpec, quotas: Sequence[GpuQuota],
+            used: dict[str, int]) -> SolveResult:
+    """`greedy_plan` for one workload within the quotas, given the GPUs `used` per quota key by others."""
+    if not quotas:
+        return greedy_plan(qs, [spec])
+    if _GREEDY_HAS_QUOTAS:
+        kw: dict[str, Any] = {"quotas": list(quotas), "quota_used": dict(used)}
+        return greedy_plan(qs, [spec], **kw)
+    # until greedy_plan takes quotas: drop the offers whose (single-offer) plan would exceed one
+    ok = []
+    for q in qs:
+        g = q.offer.gpus_per_instance
+        gpus = math.ceil(spec.min_gpus / g) * g
+        if all(used.get(c.key, 0) + gpus <= c.gpus for c in quotas_covering(quotas, q.offer)):
+            ok.append(q)
+    return greedy_plan(ok, [spec])
 
 
 @dataclass
@@ -487,13 +587,15 @@ class Simulation:
                              key=lambda x: (x[0], x[1], x[2]))
 
         gang = {w.spec.workload_id: w.restart_scope == "workload" for w in pf.workloads}
-        ledgers = {n: Ledger(n, specs, dict(gang)) for n in cfg.strategies}
+        ledgers = {n: Ledger(n, specs, dict(gang), pf.quotas) for n in cfg.strategies}
         strategies: list[Strategy] = []
         ours: EngineStrategy | None = None
         for n in cfg.strategies:
             if n == OURS:
                 factory = self.engine_factory or _engine(cfg.engine, pf)
                 ours = EngineStrategy(ledgers[n], factory())
+                if hasattr(ours.engine, "set_quotas"):  # every engine has it once issue 21's engines land
+                    ours.engine.set_quotas(list(pf.quotas))
                 strategies.append(ours)
             elif n in BASELINES:
                 strategies.append(GreedyRuleStrategy(ledgers[n], n))
@@ -626,6 +728,7 @@ class Simulation:
                 if strat is ours and cfg.budget_guard and active:
                     for wid, assigns in ours.guard(self, t).items():
                         led.set_plan(wid, assigns, t, dead)
+                led.settle(t)
                 spent["ours_s" if strat is ours else "baselines_s"] += time.perf_counter() - ts
             progress.update(t)
         # close the last interval
