@@ -8,8 +8,8 @@ Topology (topics from schemas.topics; `<app_id>-...` topics are internal):
   interruptions.v1 ┘   │  invalid ─► dlq.v1; forecasts ─► forecasts.v1
                        └ material change ─► <app_id>-market-changes (1 partition)
                                                    │
-  workloads.v1 (1 partition) ──────────────────────┴─ decide_allocations ─► decisions.v1
-                                     market, plans, workloads (tables, 1 partition)
+  workloads.v1, quotas.v1 (1 partition each) ─────┴─ decide_allocations ─► decisions.v1
+                                     market, plans, workloads, quotas (tables, 1 partition)
 
 `decide_allocations` is the single writer of plans: it coalesces changes over `decide_debounce_s`, and a
 `streams.decider.Decider` re-solves only the affected workloads through the injected engine, in a child
@@ -35,12 +35,14 @@ import faust
 import mode
 
 from schemas.events import (
+    QuotasSet,
     WorkloadCancelled,
     WorkloadRequested,
 )
 from schemas.market import AllocationEngine
-from schemas.topics import CAPACITY, DECISIONS, DLQ, INTERRUPTIONS, PRICES, WORKLOADS
+from schemas.topics import CAPACITY, DECISIONS, DLQ, INTERRUPTIONS, PRICES, QUOTAS, WORKLOADS
 from streams import state, track
+from streams.decider import UserEvent
 from streams.fastout import Batch, FastOutput, dlq_failed
 from streams.forecast import Forecaster
 from streams.market import MarketConfig, MarketStage
@@ -51,6 +53,8 @@ from streams.validate import Rejected, dead_letter, validate
 log = logging.getLogger(__name__)
 
 WORKLOAD_TYPES = ("WorkloadRequested", "WorkloadCancelled")
+QUOTA_TYPES = ("QuotasSet",)
+USER_TOPICS = {WORKLOADS.name: WORKLOAD_TYPES, QUOTAS.name: QUOTA_TYPES}  # validated, then given to the decider
 DECIDE_STAGE = "streams.decide_allocations"
 # the decider failed on the step's input (it raised; or its process died, also on the retry): isolate it
 POISON = (RemoteError, *CHILD_GONE)
@@ -131,6 +135,7 @@ def create_app(cfg: StreamsConfig, engine_factory: Callable[[], AllocationEngine
     market = app.Table("market", default=None, partitions=1)
     plans = app.Table("plans", default=None, partitions=1)
     workload_specs = app.Table("workloads", default=None, partitions=1)
+    quotas = app.Table("quotas", default=None, partitions=1)   # one key, "quotas": the QuotasSet in force
 
     out_box: dict[str, FastOutput] = {}
 
@@ -139,12 +144,12 @@ def create_app(cfg: StreamsConfig, engine_factory: Callable[[], AllocationEngine
             out_box["o"] = FastOutput(cfg.broker.removeprefix("kafka://"))
         return out_box["o"]
 
-    tables_by_name = {"market": market, "plans": plans, "workloads": workload_specs}
+    tables_by_name = {"market": market, "plans": plans, "workloads": workload_specs, "quotas": quotas}
 
     async def start_decider() -> RemoteDecider:
         """The decision stage, built from the (recovered) tables."""
         snap = ({_s(k): v for k, v in market.items() if v}, {_s(k): v for k, v in workload_specs.items() if v},
-                {_s(k): v for k, v in plans.items() if v})
+                {_s(k): v for k, v in plans.items() if v}, {_s(k): v for k, v in quotas.items() if v})
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(None, lambda: RemoteDecider(engine_factory, *snap))
 
@@ -181,8 +186,9 @@ def create_app(cfg: StreamsConfig, engine_factory: Callable[[], AllocationEngine
         async def on_stop(self) -> None:
             await asyncio.get_running_loop().run_in_executor(None, stage.stop)
 
-    # internal=True makes Faust create the changes topic (workloads.v1 already exists with 1 partition)
-    decide_in = app.topic(changes.get_topic_name(), WORKLOADS.name, key_serializer="raw",
+    # internal=True makes Faust create the changes topic (workloads.v1 and quotas.v1 already exist with 1
+    # partition each)
+    decide_in = app.topic(changes.get_topic_name(), WORKLOADS.name, QUOTAS.name, key_serializer="raw",
                           value_serializer="raw", partitions=1, internal=True)
 
     async def _release_decider_unless_deciding(sender: Any, assigned: Any = (), **kwargs: Any) -> None:
@@ -201,21 +207,22 @@ def create_app(cfg: StreamsConfig, engine_factory: Callable[[], AllocationEngine
         async for batch in stream.take_events(cfg.batch_max, within=cfg.decide_debounce_s):  # type: ignore[attr-defined]
             now = datetime.now(UTC)
             market_changes: list[dict[str, Any]] = []
-            workload_events: list[tuple[WorkloadRequested | WorkloadCancelled, Any]] = []
+            workload_events: list[tuple[UserEvent, Any]] = []   # workload and quota events, in order
             dlq = Batch()
             for ev in batch:
                 msg = ev.message
-                if msg.topic != WORKLOADS.name:
+                allowed = USER_TOPICS.get(msg.topic)
+                if allowed is None:
                     try:
                         market_changes += track.unpack_changes(ev.value)
                     except Exception as exc:   # written by our market stage: only corruption gets here
                         _dead_letter(ev.value, f"unreadable market change: {exc}", msg, now, dlq)
                     continue
-                result = validate(ev.value, WORKLOAD_TYPES, now)
+                result = validate(ev.value, allowed, now)
                 if isinstance(result, Rejected):
                     _dead_letter(ev.value, result.reason, msg, now, dlq)
                     continue
-                assert isinstance(result, WorkloadRequested | WorkloadCancelled)
+                assert isinstance(result, WorkloadRequested | WorkloadCancelled | QuotasSet)
                 workload_events.append((result, msg))
             await _decide_isolating(market_changes, workload_events, now, dlq)
             try:
@@ -230,7 +237,7 @@ def create_app(cfg: StreamsConfig, engine_factory: Callable[[], AllocationEngine
         out().produce(DLQ.name, dl.event_id.encode(), dl.model_dump_json().encode(), batch=dlq)
 
     async def _decide_isolating(market_changes: list[dict[str, Any]],
-                                workload_events: list[tuple[WorkloadRequested | WorkloadCancelled, Any]],
+                                workload_events: list[tuple[UserEvent, Any]],
                                 now: datetime, dlq: Batch) -> None:
         """`_decide_batch`, with poison-pill isolation: a step the decider fails on (it raised, or its
         process died twice) is split: the market changes alone, then the workload events in halves, down to
@@ -247,7 +254,8 @@ def create_app(cfg: StreamsConfig, engine_factory: Callable[[], AllocationEngine
                 return
             if len(workload_events) == 1 and not market_changes:
                 _, msg = workload_events[0]
-                reason = f"the decision stage failed on this workload: {str(exc).strip().splitlines()[-1][:500]}"
+                kind = "quota set" if isinstance(workload_events[0][0], QuotasSet) else "workload"
+                reason = f"the decision stage failed on this {kind}: {str(exc).strip().splitlines()[-1][:500]}"
                 _dead_letter(msg.value, reason, msg, now, dlq)
                 return
         if market_changes:
@@ -258,7 +266,7 @@ def create_app(cfg: StreamsConfig, engine_factory: Callable[[], AllocationEngine
                 await _decide_isolating([], part, now, dlq)
 
     async def _decide_retrying(market_changes: list[dict[str, Any]],
-                               workload_events: list[WorkloadRequested | WorkloadCancelled]) -> None:
+                               workload_events: list[UserEvent]) -> None:
         for attempt in itertools.count():
             try:
                 await _decide_batch(market_changes, workload_events)
@@ -272,7 +280,7 @@ def create_app(cfg: StreamsConfig, engine_factory: Callable[[], AllocationEngine
                 await asyncio.sleep(pause)
 
     async def _decide_batch(market_changes: list[dict[str, Any]],
-                            workload_events: list[WorkloadRequested | WorkloadCancelled]) -> None:
+                            workload_events: list[UserEvent]) -> None:
         fast = out()
         step_t = time.time()
         res = await decider.step(market_changes, workload_events)
@@ -346,7 +354,7 @@ def create_app(cfg: StreamsConfig, engine_factory: Callable[[], AllocationEngine
     app.cloudarb_market = stage  # type: ignore[attr-defined]
     app.cloudarb_decider = decider  # type: ignore[attr-defined]
     app.cloudarb_tables = {"market": market, "plans": plans,  # type: ignore[attr-defined]
-                           "workloads": workload_specs}
+                           "workloads": workload_specs, "quotas": quotas}
     return app
 
 

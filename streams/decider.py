@@ -19,6 +19,7 @@ from typing import Any
 from schemas.events import (
     AllocationDecided,
     Assignment,
+    QuotasSet,
     WorkloadCancelled,
     WorkloadRequested,
     WorkloadSpec,
@@ -29,6 +30,9 @@ from streams import decide, state
 log = logging.getLogger(__name__)
 
 TableWrite = tuple[str, str, Any]  # (table name, key, JSON value or None for a delete)
+# what users send the decision stage (workloads.v1, quotas.v1), applied in the order given
+UserEvent = WorkloadRequested | WorkloadCancelled | QuotasSet
+QUOTAS_KEY = "quotas"  # the quotas table's one key: the set in force
 
 
 @dataclass
@@ -52,8 +56,12 @@ class Decider:
     """Single writer of the plan. Built from the recovered tables; the engine is built at the first step."""
 
     def __init__(self, engine_factory: Callable[[], AllocationEngine], market: Mapping[str, state.State],
-                 workloads: Mapping[str, Any], plans: Mapping[str, Any]) -> None:
+                 workloads: Mapping[str, Any], plans: Mapping[str, Any],
+                 quotas: Mapping[str, Any] | None = None) -> None:
         self.engine_factory = engine_factory
+        # the GPU quotas in force (the quotas table: one key, the last QuotasSet as JSON); None = never set
+        q = (quotas or {}).get(QUOTAS_KEY)
+        self.quotas: QuotasSet | None = QuotasSet.model_validate(q) if q else None
         self.market: dict[str, state.State] = {k: v for k, v in market.items() if v}
         self.specs: dict[str, WorkloadSpec] = {k: WorkloadSpec.model_validate(v) for k, v in workloads.items() if v}
         self.plan: dict[str, list[Assignment]] = {
@@ -76,6 +84,8 @@ class Decider:
             eng.upsert_offers(quotes)
             for spec in self.specs.values():
                 eng.upsert_workload(spec)
+            if self.quotas is not None:
+                eng.set_quotas(self.quotas.quotas)
             eng.set_current_plan([a for assigns in self.plan.values() for a in assigns])
             self._engine = eng
             log.info("engine %s rebuilt: %d offers, %d workloads", eng.name, len(quotes), len(self.specs))
@@ -91,9 +101,11 @@ class Decider:
                 self._engine.warm(stop)
 
     def step(self, market_changes: Sequence[Mapping[str, Any]],
-             workload_events: Iterable[WorkloadRequested | WorkloadCancelled]) -> DecideOutput:
+             workload_events: Iterable[UserEvent]) -> DecideOutput:
         """Apply one batch. `market_changes`: records of the market-changes topic (offer_key, state,
-        reason, event_id, msg_ts)."""
+        reason, event_id, msg_ts). `workload_events`: workload and quota events, in the order received. A
+        quota set replaces the one in force (unless it is older: the latest `set_at` wins, as in the
+        store) and re-decides every workload, so that every plan respects the new quotas."""
         eng = self.engine()
         out = DecideOutput()
         now = datetime.now(UTC)
@@ -115,7 +127,20 @@ class Decider:
                 self.market[k] = v
             eng.upsert_offers([q for k, v in changed_offers.items() if (q := state.quote_from_state(k, v, now_t))])
         wl_ids: set[str] = set()
+        quotas_changed = False
         for w in workload_events:
+            if isinstance(w, QuotasSet):
+                if self.quotas is not None and w.set_at < self.quotas.set_at:
+                    log.warning("quota set %s ignored: older (%s) than the set in force (%s)", w.event_id,
+                                w.set_at, self.quotas.set_at)
+                    continue
+                triggers.append(w.event_id)
+                out.table_writes.append(("quotas", QUOTAS_KEY, w.model_dump(mode="json")))
+                self.quotas = w
+                eng.set_quotas(w.quotas)
+                quotas_changed = True
+                reasons.append(f"quotas set ({len(w.quotas)})")
+                continue
             self._accepting.clear()   # the specs change
             triggers.append(w.event_id)
             if isinstance(w, WorkloadRequested):
@@ -140,6 +165,8 @@ class Decider:
             # the engine rebuilds its model in this solve and drops its cached decisions: every workload is
             # re-decided now, at the structural change, rather than all at once by the next market event
             # that reaches them (~600 workloads, 300 ms, in the step after the benchmark's initial placement)
+            affected |= set(self.specs)
+        if quotas_changed:   # the new limits apply to every plan, including those no other change touches
             affected |= set(self.specs)
         to_solve = affected - cancelled
         if not affected:

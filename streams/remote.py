@@ -21,9 +21,8 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from schemas.events import WorkloadCancelled, WorkloadRequested
 from schemas.market import AllocationEngine
-from streams.decider import DecideOutput, Decider
+from streams.decider import DecideOutput, Decider, UserEvent
 from streams.heap import IDLE_S, FrozenHeap
 
 log = logging.getLogger(__name__)
@@ -85,7 +84,8 @@ class RemoteDecider:
     """`Decider` behind a pipe; `await step(...)` waits in a thread, so the event loop stays free."""
 
     def __init__(self, engine_factory: Callable[[], AllocationEngine], market: Mapping[str, Any],
-                 workloads: Mapping[str, Any], plans: Mapping[str, Any], step_timeout_s: float = 600.0) -> None:
+                 workloads: Mapping[str, Any], plans: Mapping[str, Any], quotas: Mapping[str, Any] | None = None,
+                 step_timeout_s: float = 600.0) -> None:
         self.step_timeout_s = step_timeout_s
         ctx = mp.get_context("spawn")
         self._conn, child = ctx.Pipe()
@@ -94,7 +94,7 @@ class RemoteDecider:
         self._proc.start()
         child.close()
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="decider")
-        self._call("init", (dict(market), dict(workloads), dict(plans)))
+        self._call("init", (dict(market), dict(workloads), dict(plans), dict(quotas or {})))
         log.info("decider process %d started", self._proc.pid)
 
     def _call(self, op: str, args: tuple[Any, ...]) -> Any:
@@ -105,7 +105,7 @@ class RemoteDecider:
         return result
 
     async def step(self, market_changes: Sequence[Mapping[str, Any]],
-                   workload_events: Iterable[WorkloadRequested | WorkloadCancelled]) -> DecideOutput:
+                   workload_events: Iterable[UserEvent]) -> DecideOutput:
         loop = asyncio.get_running_loop()
         call = loop.run_in_executor(self._pool, self._call, "step", (list(market_changes), list(workload_events)))
         out: DecideOutput = await asyncio.wait_for(call, self.step_timeout_s)  # a hung child: TimeoutError
@@ -146,7 +146,7 @@ class DeciderHandle:
         self._release_after_step = False
 
     async def step(self, market_changes: Sequence[Mapping[str, Any]],
-                   workload_events: Sequence[WorkloadRequested | WorkloadCancelled]) -> DecideOutput:
+                   workload_events: Sequence[UserEvent]) -> DecideOutput:
         self._stepping = True
         try:
             for attempt in (0, 1):

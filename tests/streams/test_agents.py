@@ -29,7 +29,8 @@ def test_the_app_wires_the_market_stage_to_the_decision_agent(app: Any) -> None:
     assert stage.topics == ["cloudarb.prices.v1", "cloudarb.capacity.v1", "cloudarb.interruptions.v1"]
     assert stage.cfg.changes_topic == "t-agents-market-changes" and stage.cfg.bootstrap == "127.0.0.1:1"
     decide = app.cloudarb_agents[0]
-    assert {t for ch in [decide.channel] for t in ch.topics} == {"t-agents-market-changes", "cloudarb.workloads.v1"}
+    assert {t for ch in [decide.channel] for t in ch.topics} == {"t-agents-market-changes", "cloudarb.workloads.v1",
+                                                               "cloudarb.quotas.v1"}
     assert not stage.alive  # started by the worker once the tables are recovered
 
 
