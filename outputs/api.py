@@ -1,4 +1,4 @@
-"""The thin query API (FastAPI): offers, forecasts, allocations, savings, workloads, alerts,
+"""The thin query API (FastAPI): offers, forecasts, allocations, savings, workloads, GPU quotas, alerts,
 executions, webhooks and API keys; health, readiness, Prometheus metrics, the OpenAPI document
 (/openapi.json; the Swagger UI page /docs only with CLOUDARB_API_DOCS=1, served from vendored files), and a
 built-in dashboard page with live updates (server-sent events).
@@ -10,7 +10,8 @@ are validated strictly (no "2" or true for an integer). Every response carries a
 Auth: `X-API-Key: <key>` (or `Authorization: Bearer <key>`); keys are stored hashed with a role
 (viewer < operator < admin). 401 without a valid key, 403 for a lower role, 429 over the rate limit.
 Every list is paginated (`limit`, `offset`; the response carries `total` and `next_offset`).
-It reads ClickHouse (and submits workloads through an injected `publish` callable), never a worker's memory.
+It reads ClickHouse (and submits workloads and quotas through an injected `publish` callable), never a
+worker's memory.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from pydantic import BaseModel, ConfigDict, Field
 
-from outputs import api_limits
+from outputs import api_limits, api_quotas
 from outputs.api_limits import (
     DEFAULT_MAX_BODY_BYTES,
     BodyLimitMiddleware,
@@ -432,6 +433,9 @@ def create_app(client: Any, config: ApiConfig | None = None, publish: Publish | 
                               workload_id=workload_id, cancelled_at=now, reason=reason)
         _publish(e, "cancelled")
         return {"event_id": e.event_id, "workload_id": workload_id, "status": "cancel_requested"}
+
+    # quotas (outputs.api_quotas): GET the set in force, POST a new one (published like a workload)
+    app.include_router(api_quotas.router(rm, viewer, operator, _publish))
 
     # --- alerts and webhooks ------------------------------------------------------------------
     @app.get("/v1/alerts", tags=["alerts"], response_model=Page)

@@ -250,6 +250,16 @@ class ReadModel:
                 "interruption_probability_next_hour", "mae_model", "mae_naive"]
         return total, [{k: _iso(v) for k, v in zip(keys, r, strict=True)} for r in rows]
 
+    def latest_quotas(self) -> dict[str, Any] | None:
+        """The GPU quotas in force: the QuotasSet with the latest `set_at` the sink wrote (ties: the larger
+        event id), as {event_id, set_at, quotas}; None when none was ever set."""
+        rows = self.client.query(f"SELECT event_id, set_at, quotas FROM {self.db}.quotas FINAL "
+                                 "ORDER BY set_at DESC, event_id DESC LIMIT 1").result_rows
+        if not rows:
+            return None
+        eid, set_at, quotas = rows[0]
+        return {"event_id": eid, "set_at": _iso(set_at), "quotas": json.loads(quotas)}
+
     def table_page(self, sql_from: str, columns: list[str], order: str, limit: int, offset: int,
                    params: dict[str, Any] | None = None) -> tuple[int, list[dict[str, Any]]]:
         p = dict(params or {})
