@@ -228,6 +228,109 @@ def _svg_events(r: Result, w: int = 860) -> str:
     return "".join(out)
 
 
+PALETTE = ["#1b7f3b", "#1f5fbf", "#d9730d", "#8e44ad", "#c0392b", "#16a085", "#2c3e50", "#f1c40f", "#e84393",
+           "#6c5ce7", "#00b894", "#a0522d", "#0984e3", "#b8860b", "#2d3436", "#fd79a8"]
+TIMELINE_MAX_RECTS = 6000
+
+
+def _when(t: float) -> str:
+    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d %H:%M")
+
+
+def _place_label(led: Ledger, key: str) -> str:
+    o = led.offers.get(key)
+    return key if o is None else f"{o.provider}/{o.region}/{o.instance_type}"
+
+
+def _svg_timeline(r: Result, wid: str, w: int = 860) -> str:
+    """Which offer each strategy held for `wid`, when: one row per strategy on the event-time axis; a row is
+    split by GPU share when the holdings span several offers; spot is drawn lighter than on-demand."""
+    t0, t1 = r.start.timestamp(), r.end.timestamp()
+    names = [n for n, led in r.ledgers.items() if led.timeline.get(wid)]
+    if not names:
+        return "<p>never placed</p>"
+    held: dict[str, float] = {}
+    spans: list[tuple[str, float, float, list[tuple[str, str, int]]]] = []   # (strategy, from, to, holdings)
+    for n in names:
+        led = r.ledgers[n]
+        tl = led.timeline[wid]
+        for i, (ts, snap) in enumerate(tl):
+            te = tl[i + 1][0] if i + 1 < len(tl) else t1
+            if te <= ts or not snap:
+                continue
+            hs = [(k, _place_label(led, k), m) for k, m in snap]
+            for k, lab, m in hs:
+                o = led.offers.get(k)
+                held[lab] = held.get(lab, 0.0) + (te - ts) * m * (o.gpus_per_instance if o else 1)
+            spans.append((n, ts, te, hs))
+    top = sorted(held, key=lambda k: (-held[k], k))[:len(PALETTE)]
+    col = {lab: PALETTE[i] for i, lab in enumerate(top)}
+    ml, rh = 130, 26
+    legend_rows = (len(top) + 1 + 2) // 3
+    h = 30 + rh * len(names) + 24 + 16 * legend_rows
+    row = {n: i for i, n in enumerate(names)}
+
+    def sx(t: float) -> float:
+        return ml + (t - t0) / ((t1 - t0) or 1) * (w - ml - 10)
+
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" role="img">',
+           f'<text x="{ml}" y="14" font-size="12">{html.escape(wid)}: placement timeline '
+           f'(offer held over event time; lighter = spot)</text>']
+    for n in names:
+        y = 24 + row[n] * rh
+        out.append(f'<text x="{ml - 6}" y="{y + 14}" font-size="11" text-anchor="end">{html.escape(n)}</text>'
+                   f'<rect x="{ml}" y="{y}" width="{w - ml - 10}" height="{rh - 6}" fill="#f4f4f4"/>')
+    rects = 0
+    for n, ts, te, hs in spans:
+        if rects >= TIMELINE_MAX_RECTS:
+            out.append(f'<text x="{ml}" y="{h - 4}" font-size="10">(timeline truncated at '
+                       f'{TIMELINE_MAX_RECTS} spans)</text>')
+            break
+        led = r.ledgers[n]
+        y = 24 + row[n] * rh
+        x0, x1 = sx(max(ts, t0)), sx(min(te, t1))
+        tot = sum(m * (led.offers[k].gpus_per_instance if k in led.offers else 1) for k, _, m in hs) or 1
+        yy = float(y)
+        for k, lab, m in hs:
+            o = led.offers.get(k)
+            g = m * (o.gpus_per_instance if o else 1)
+            hh = (rh - 6) * g / tot
+            spot = o is not None and o.market.value == "spot"
+            tip = f"{lab} {o.market.value if o else ''} x{m} ({g} GPUs) {_when(ts)} -> {_when(te)}"
+            out.append(f'<rect x="{x0:.1f}" y="{yy:.1f}" width="{max(0.5, x1 - x0):.1f}" height="{hh:.1f}" '
+                       f'fill="{col.get(lab, "#999999")}" fill-opacity="{0.55 if spot else 1.0}">'
+                       f'<title>{html.escape(tip)}</title></rect>')
+            yy += hh
+            rects += 1
+    ya = 24 + rh * len(names)
+    for i in range(5):
+        x = t0 + (t1 - t0) * i / 4
+        d = datetime.fromtimestamp(x, UTC).strftime("%Y-%m-%d")
+        out.append(f'<text x="{sx(x):.1f}" y="{ya + 8}" font-size="10" text-anchor="middle">{d}</text>')
+    labels = [*top, *(["other"] if len(held) > len(top) else [])]
+    for i, lab in enumerate(labels):
+        lx, ly = ml + (i % 3) * 240, ya + 18 + 16 * (i // 3)
+        out.append(f'<rect x="{lx}" y="{ly}" width="10" height="10" fill="{col.get(lab, "#999999")}"/>'
+                   f'<text x="{lx + 14}" y="{ly + 9}" font-size="10">{html.escape(lab)}</text>')
+    out.append("</svg>")
+    return "".join(out)
+
+
+def _timelines(r: Result, rep: dict[str, Any]) -> str:
+    parts = []
+    for w in r.portfolio.workloads:
+        wid = w.spec.workload_id
+        spread = ", ".join(
+            f"{n}: {d['max_providers_at_once']}/{d['max_regions_at_once']}/{d['max_gpu_models_at_once']}"
+            + (f" ({d['quota_violations']} over quota)" if d["quota_violations"] else "")
+            for n, st in rep["strategies"].items() if (d := st["per_workload"].get(wid)))
+        parts.append(f"<h3>{html.escape(wid)} ({html.escape(w.spec.topology.value)}, "
+                     f"interconnect {html.escape(w.spec.interconnect.value)})</h3>"
+                     f"<p>most providers/regions/GPU models at once &mdash; {html.escape(spread)}</p>"
+                     + _svg_timeline(r, wid))
+    return "".join(parts)
+
+
 def _savings(r: Result) -> dict[str, list[tuple[float, float]]]:
     base = r.ledgers.get("on_demand_home")
     if base is None:
@@ -255,6 +358,7 @@ def render_html(r: Result, rep: dict[str, Any]) -> str:
 <h2>Cumulative savings versus on-demand in the home cloud</h2>{_svg_lines(_savings(r), title="USD saved")}
 <h2>Allocation share by provider and market (delivered GPU-hours)</h2>{_svg_bars(shares, title="share of GPU-hours")}
 <h2>Interruptions and migrations</h2>{_svg_events(r)}
+<h2>Placement timeline per workload</h2>{_timelines(r, rep)}
 <h2>Assumptions</h2><pre>{html.escape(json.dumps(rep['assumptions'], indent=2))}</pre>
 <h2>Forecast error (model vs last-value naive)</h2><pre>{html.escape(json.dumps(rep['forecast_error'], indent=2))}</pre>
 </body></html>
