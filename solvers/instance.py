@@ -7,7 +7,9 @@ reads it and never mutates it; price events produce a new Instance with copied a
 
 `evaluate(instance, plan)` re-checks every hard constraint from scratch (GPU counts, whole
 instances, accepted GPU models and providers, availability, capacity, budget, spot share,
-co-location) and prices the plan with the same objective the engine optimises. It shares no code
+co-location, and the placement rules of schemas.placement: a gang in one place, the interconnect for the
+instance count, replica sizes, provider/region shares of replicas, GPU quotas portfolio-wide) and
+prices the plan with the same objective the engine optimises. It shares no code
 with the solver's constraint rows, so it is a real cross-check (used by the engine before
 returning a plan and by the property tests).
 """
@@ -25,6 +27,8 @@ from schemas.events import Assignment, WorkloadSpec
 from schemas.gpus import GPU_CATALOGUE
 from schemas.market import OfferQuote
 from schemas.offers import OfferKey
+from schemas.placement import GpuQuota, Interconnect, Topology, egress_usd_per_gb, gpu_family, interconnect_of, place_of
+from solvers.placement import amortised_move, quota_left, rule_violations
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
@@ -45,6 +49,8 @@ class EngineParams:
     migration_threshold_usd_per_hour: float = 0.50  # never move a workload to save less than this ...
     migration_threshold_fraction: float = 0.05      # ... or this share of its current cost, whichever larger
     unplaced_penalty_usd_per_hour: float = 1000.0   # per unit priority, on top of 100 x budget (LP slack)
+    move_bandwidth_gbps: float = 1.0                # a move copies state_gb at this rate (hours charged)
+    payback_horizon_h: float = 24.0                 # a move must pay its one-off cost back within this
 
 
 @dataclass(frozen=True)
@@ -69,6 +75,11 @@ class Instance:
     providers: tuple[str, ...]
     regions: tuple[str, ...]
     groups: tuple[tuple[str, str, str], ...]
+    place: I64                    # index into places (schemas.placement.place_of: where a gang keeps all)
+    egress: F64                   # USD per GB out of the offer's provider
+    nvlink: B8                    # the instance type links its GPUs (NVLink/NVSwitch)
+    ib: B8                        # ... and has an InfiniBand/EFA-class fabric between instances
+    places: tuple[str, ...]
     # workloads
     specs: tuple[WorkloadSpec, ...]
     ids: tuple[str, ...]
@@ -82,6 +93,17 @@ class Instance:
     same_region: B8
     priority: I64
     allowed: B8                   # [W, len(providers)]
+    gang: B8                      # topology gang: all instances in one place
+    replica_gpus: I64             # replicas: GPUs per instance required (0 = any)
+    need_ic: I64                  # 0 any, 1 nvlink, 2 infiniband
+    share_provider: F64           # replicas: max share of GPUs per provider (1 = no limit)
+    share_region: F64             # replicas: max share of GPUs per (provider, region)
+    state_gb: F64
+    # quotas: qmask[q, o] = quota q covers offer o; qlimit[q] GPUs; offer_quotas[o] = the q covering o
+    quotas: tuple[GpuQuota, ...] = ()
+    qmask: B8 = field(default_factory=lambda: np.zeros((0, 0), np.bool_))
+    qlimit: F64 = field(default_factory=lambda: np.zeros(0))
+    offer_quotas: tuple[tuple[int, ...], ...] = ()
     # current plan: workload id -> ((offer index, instances), ...); offers unknown here are dropped
     # and the workload is listed in `stale_plan`
     current: Mapping[str, tuple[tuple[int, int], ...]] = field(default_factory=dict)
@@ -196,7 +218,7 @@ def _current(plan: Mapping[str, Sequence[Assignment]], index: Mapping[str, int]
 
 def build_instance(quotes: Sequence[OfferQuote], specs: Sequence[WorkloadSpec],
                    current: Mapping[str, Sequence[Assignment]] | None = None,
-                   params: EngineParams | None = None) -> Instance:
+                   params: EngineParams | None = None, quotas: Sequence[GpuQuota] = ()) -> Instance:
     """Arrays from domain objects (one pass over each list)."""
     quotes = list(quotes)
     specs = list(specs)
@@ -216,8 +238,18 @@ def build_instance(quotes: Sequence[OfferQuote], specs: Sequence[WorkloadSpec],
     avail = np.empty(n, np.bool_)
     pi = np.empty(n)
     age = np.empty(n)
+    place = np.empty(n, np.int64)
+    egress = np.empty(n)
+    nvl = np.empty(n, np.bool_)
+    ibf = np.empty(n, np.bool_)
+    place_ix: dict[str, int] = {}
     for i, q in enumerate(quotes):
         k = q.offer
+        place[i] = place_ix.setdefault(place_of(k), len(place_ix))
+        egress[i] = egress_usd_per_gb(k.provider)
+        have = interconnect_of(k)
+        nvl[i] = "nvlink" in have
+        ibf[i] = "infiniband" in have
         provider[i] = prov_ix.setdefault(k.provider, len(prov_ix))
         region[i] = reg_ix.setdefault(k.region, len(reg_ix))
         group[i] = grp_ix.setdefault((k.provider, k.region, k.market.value), len(grp_ix))
@@ -244,6 +276,22 @@ def build_instance(quotes: Sequence[OfferQuote], specs: Sequence[WorkloadSpec],
             for p in s.allowed_providers:
                 allowed[w, prov_ix[p]] = True
     keys = tuple(q.key for q in quotes)
+    qs = tuple(quotas)
+    qmask = np.zeros((len(qs), n), np.bool_)
+    if qs:
+        prov_names = np.array(list(prov_ix))
+        reg_names = np.array(list(reg_ix)) if reg_ix else np.zeros(0, str)
+        fam = np.array([gpu_family(m) for m in MODELS])
+        mnames = np.array(MODELS)
+        for qi, qq in enumerate(qs):
+            m_ok = (mnames == qq.gpu) | (fam == qq.gpu)
+            ok = (prov_names[provider] == qq.provider) & m_ok[model] if n else np.zeros(0, np.bool_)
+            if qq.region != "*" and n:
+                ok &= reg_names[region] == qq.region
+            qmask[qi] = ok
+    offer_quotas: tuple[tuple[int, ...], ...] = (
+        tuple(tuple(np.flatnonzero(qmask[:, i]).tolist()) for i in range(n)) if qs else ((),) * n)
+    ic_code = {Interconnect.ANY: 0, Interconnect.NVLINK: 1, Interconnect.INFINIBAND: 2}
     inst = Instance(
         offer_keys=tuple(q.offer for q in quotes), keys=keys, provider=provider, region=region,
         group=group, model=model, gpus=gpus, spot=spot, price=price, plan_price=plan, capacity=cap,
@@ -259,6 +307,14 @@ def build_instance(quotes: Sequence[OfferQuote], specs: Sequence[WorkloadSpec],
         same_region=np.array([s.same_region for s in specs], np.bool_),
         priority=np.array([s.priority for s in specs], np.int64),
         allowed=allowed, params=params or EngineParams(),
+        place=place, egress=egress, nvlink=nvl, ib=ibf, places=tuple(place_ix),
+        gang=np.array([s.topology is Topology.GANG for s in specs], np.bool_),
+        replica_gpus=np.array([s.gpus_per_replica or 0 for s in specs], np.int64),
+        need_ic=np.array([ic_code[s.interconnect] for s in specs], np.int64),
+        share_provider=np.array([s.max_share_per_provider or 1.0 for s in specs], np.float64),
+        share_region=np.array([s.max_share_per_region or 1.0 for s in specs], np.float64),
+        state_gb=np.array([s.state_gb for s in specs], np.float64),
+        quotas=qs, qmask=qmask, qlimit=np.array([float(q.gpus) for q in qs]), offer_quotas=offer_quotas,
     )
     if current:
         inst = inst.with_current(current)
@@ -366,16 +422,22 @@ def evaluate(inst: Instance, plan: Mapping[str, Sequence[Assignment]],
             v.append(f"{wid}: spot share {g_spot / g_tot:.3f} above {inst.spot_share[w]:.3f}")
         if inst.same_region[w] and len(regions) > 1:
             v.append(f"{wid}: spans {len(regions)} regions, co-location required")
+        v.extend(f"{wid}: {r}" for r in rule_violations(inst, w, sorted(rows.items())))
         moved = bool(inst.current.get(wid)) and tuple(sorted(rows.items())) != inst.current.get(wid)
         moved = moved or wid in inst.stale_plan
         obj = inst.rows_cost(w, list(rows.items()))
         if moved:
-            obj += lam * inst.migration_per_gpu(w) * g_tot
+            obj += lam * (inst.migration_per_gpu(w) * g_tot + amortised_move(inst, w, tuple(sorted(rows.items()))))
         per_w[wid] = obj
         usd += cost
     over = used > inst.capacity + 1e-9
     for oi in np.nonzero(over)[0].tolist():
         v.append(f"offer {inst.keys[oi]}: {int(used[oi])} instances above capacity {int(inst.capacity[oi])}")
+    if inst.quotas:   # portfolio-wide: every workload's GPUs (plan, reserved and `used`) on the offers a quota covers
+        ql = quota_left(inst, used)
+        for qi in np.flatnonzero(ql < -1e-9).tolist():
+            q = inst.quotas[qi]
+            v.append(f"quota {q.key} {int(q.gpus - ql[qi])}/{q.gpus}")
     conc = concentration_penalty(inst, grp_gpus)
     return Evaluation(tuple(v), sum(per_w.values()) + conc, usd, per_w, conc, frozenset(per_w))
 

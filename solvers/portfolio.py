@@ -88,6 +88,8 @@ import numpy.typing as npt
 
 from schemas.events import Assignment, WorkloadExplanation, WorkloadSpec
 from schemas.market import InfeasibilityReport, OfferQuote, SolveResult
+from schemas.placement import GpuQuota
+from solvers import placement as pl
 from solvers.instance import (
     F64,
     I64,
@@ -141,7 +143,7 @@ def build_pairs(inst: Instance) -> _Pairs:
         if not ms.size:
             continue
         o = np.concatenate([offers_of_model[m] for m in ms]) if ms.size > 1 else offers_of_model[ms[0]]
-        keep = inst.allowed[w, inst.provider[o]] & (inst.gpus[o] <= inst.max_gpus[w])
+        keep = inst.allowed[w, inst.provider[o]] & (inst.gpus[o] <= inst.max_gpus[w]) & pl.pair_possible(inst, w, o)
         if inst.spot_share[w] <= 0:
             keep &= ~inst.spot[o]
         o = np.sort(o[keep])
@@ -156,6 +158,15 @@ def build_pairs(inst: Instance) -> _Pairs:
     by_offer = np.argsort(po, kind="stable").astype(np.int64)
     offer_ptr = np.searchsorted(po[by_offer], np.arange(inst.n_offers + 1)).astype(np.int64)
     single_fits = (n_single * g <= inst.max_gpus[pw]) & ((inst.spot_share[pw] >= 1.0) | ~inst.spot[po])
+    if po.size:
+        # placement rules: the interconnect for the plan's instance count (a gang's n instances; a replica's
+        # one), and a replicas plan with provider/region shares is never on one offer
+        n_ic = np.where(inst.gang[pw], n_single, 1.0)
+        linked = inst.nvlink[po] | ((inst.gpus[po] == 1) & (n_ic == 1))
+        need = inst.need_ic[pw]
+        ic = (need == 0) | ((need == 1) & linked) | ((need == 2) & linked & ((n_ic == 1) | inst.ib[po]))
+        spread = ~inst.gang[pw] & ((inst.share_provider[pw] < 1.0) | (inst.share_region[pw] < 1.0))
+        single_fits &= ic & ~spread
     return _Pairs(pw, po, ptr, g, ratio, n_single, by_offer, offer_ptr, single_fits)
 
 
@@ -755,6 +766,7 @@ class PortfolioEngine:
         self.quotes: dict[str, OfferQuote] = {}
         self.workloads: dict[str, WorkloadSpec] = {}
         self.plan: dict[str, list[Assignment]] = {}
+        self.quotas: tuple[GpuQuota, ...] = ()
         self._inst: Instance | None = None
         self._pairs: _Pairs | None = None
         self._master: _Master | None = None
@@ -837,6 +849,15 @@ class PortfolioEngine:
             self._structural = True
         self.plan.pop(workload_id, None)
 
+    def set_quotas(self, quotas: Sequence[GpuQuota]) -> None:
+        """The user's GPU quotas (all of them): hard limits of the integer phase. A changed set rebuilds the
+        model at the next solve (plans in force over a quota are then re-decided as they are asked for)."""
+        self.settle()
+        q = tuple(quotas)
+        if q != self.quotas:
+            self.quotas = q
+            self._structural = True
+
     def set_current_plan(self, assignments: Sequence[Assignment]) -> None:
         self.settle()
         self.plan = {}
@@ -857,7 +878,7 @@ class PortfolioEngine:
         t0 = time.perf_counter()
         quotes = list(self.quotes.values())
         specs = [self.workloads[k] for k in sorted(self.workloads)]
-        inst = build_instance(quotes, specs, self.plan, self.params)
+        inst = build_instance(quotes, specs, self.plan, self.params, self.quotas)
         self._oidx = inst.offer_index()
         self._widx = inst.workload_index()
         pairs = build_pairs(inst)
@@ -900,32 +921,11 @@ class PortfolioEngine:
 
     @staticmethod
     def _plan_valid(inst: Instance, w: int, rows: tuple[tuple[int, int], ...],
-                    cap_left: F64 | None = None) -> bool:
+                    cap_left: F64 | None = None, qleft: F64 | None = None) -> bool:
         """Whether whole instances `rows` are an admissible plan of `w` now (scalar arithmetic: a plan has a
-        few rows, and this runs for every workload a step moves)."""
-        cap = inst.capacity if cap_left is None else cap_left
-        G = Gs = 0.0
-        usd = 0.0
-        region = -1
-        for o, n in rows:
-            if not inst.available[o] or inst.tput[w, inst.model[o]] <= 0 or not inst.allowed[w, inst.provider[o]]:
-                return False
-            if n > cap[o] + 1e-9:
-                return False
-            g = float(inst.gpus[o]) * n
-            G += g
-            if inst.spot[o]:
-                Gs += g
-            usd += float(inst.price[o]) * n
-            if inst.same_region[w]:
-                if region >= 0 and inst.region[o] != region:
-                    return False
-                region = int(inst.region[o])
-        if not inst.min_gpus[w] <= G <= inst.max_gpus[w]:
-            return False
-        if usd > inst.budget[w] * (1 + 1e-9) + 1e-9:
-            return False
-        return not Gs > inst.spot_share[w] * G + 1e-9
+        few rows, and this runs for every workload a step moves): `solvers.placement.plan_ok`, quotas
+        included when `qleft` (GPUs left per quota) is given."""
+        return pl.plan_ok(inst, w, rows, cap_left, qleft)
 
     def _sync(self) -> None:
         """Apply pending offer events in place (or rebuild on structural change)."""
@@ -1152,7 +1152,7 @@ class PortfolioEngine:
                 po_ = P.o[pc]
                 n1 = P.n_single[pc]
                 # the single-offer plan is admissible (as in _single_candidates, capacity aside) ...
-                single_ok = (inst.available[po_] & (n1 * P.g[pc] <= inst.max_gpus[pw])
+                single_ok = (inst.available[po_] & P.single_fits[pc] & (n1 * P.g[pc] <= inst.max_gpus[pw])
                              & (n1 * inst.price[po_] <= inst.budget[pw] * (1 + 1e-9))
                              & (~inst.spot[po_] | (inst.spot_share[pw] >= 1.0)))
                 # ... or, for a workload with no plan, one instance of the offer could be part of one. Such a
@@ -1241,6 +1241,8 @@ class PortfolioEngine:
             for o, n in c["rows"].pop(w, ()):
                 usage[o] -= n
         cap_left = inst.capacity - usage
+        # GPUs left per quota after what every other workload holds: hard limits, tracked like the capacity
+        qleft0 = pl.quota_left(inst, usage) if inst.quotas else None
         # Two passes, keep the cheaper: (1) priority order, first come first served; (2) the same, but
         # the capacity the LP gives (rounded down) to a workload decided later is held for it.
         own: dict[int, list[tuple[int, float]]] = {}
@@ -1255,8 +1257,9 @@ class PortfolioEngine:
                 if wj in A:
                     own.setdefault(wj, []).append((int(P.o[j]), f))
 
-        def run_pass(protect: bool) -> tuple[float, dict[int, _Decision | None], F64]:
+        def run_pass(protect: bool) -> tuple[float, dict[int, _Decision | None], F64, F64 | None]:
             left = cap_left.copy()
+            ql = None if qleft0 is None else qleft0.copy()
             held = np.zeros_like(left)   # capacity held for workloads not decided yet
             if protect:
                 for lst in own.values():
@@ -1268,11 +1271,11 @@ class PortfolioEngine:
                 if protect:
                     for o, f in own.get(w, ()):
                         held[o] -= f
-                    d = self._decide(inst, P, M, w, metric_unit, left - held, keep_cap=left)
+                    d = self._decide(inst, P, M, w, metric_unit, left - held, keep_cap=left, qleft=ql)
                     if d is None:   # held capacity is a preference, never a reason to fail
-                        d = self._decide(inst, P, M, w, metric_unit, left)
+                        d = self._decide(inst, P, M, w, metric_unit, left, qleft=ql)
                 else:
-                    d = self._decide(inst, P, M, w, metric_unit, left)
+                    d = self._decide(inst, P, M, w, metric_unit, left, qleft=ql)
                 out[w] = d
                 if d is None:
                     total += float(M.M[w])
@@ -1280,7 +1283,9 @@ class PortfolioEngine:
                 total += d.metric
                 for o, n in d.rows:
                     left[o] -= n
-            return total, out, left
+                if ql is not None:
+                    pl.quota_take(inst, d.rows, ql)
+            return total, out, left, ql
 
         best = run_pass(False)
 
@@ -1301,7 +1306,7 @@ class PortfolioEngine:
             c["reports"].pop(w, None)
             d = best[1][w]
             if d is None:
-                c["reports"][w] = self._diagnose(inst, P, w, best[2])
+                c["reports"][w] = self._diagnose(inst, P, w, best[2], best[3])
                 c["runner"][w] = math.inf
                 c["chosen"][w] = math.inf
                 c["thr"][w] = 0.0
@@ -1328,7 +1333,7 @@ class PortfolioEngine:
         ev = evaluate(inst, new_plan, offer_index=self._oidx, used=others, workload_index=widx)
         if not ev.ok:  # never return a plan that breaks a hard constraint
             for wid in list(new_plan):
-                if any(v.startswith((wid + ":", "offer ")) for v in ev.violations):
+                if any(v.startswith((wid + ":", "offer ", "quota ")) for v in ev.violations):
                     w = widx[wid]
                     new_plan.pop(wid)
                     d = decided.pop(w)
@@ -1563,7 +1568,7 @@ class PortfolioEngine:
 
     # --- per-workload integer decision ----------------------------------------------------------
     def _single_candidates(self, inst: Instance, P: _Pairs, M: _Master, w: int, metric_unit: F64, cap_left: F64,
-                           k: int = 4) -> tuple[list[tuple[int, float]], list[str]]:
+                           k: int = 4, qleft: F64 | None = None) -> tuple[list[tuple[int, float]], list[str]]:
         """Best k single-offer plans of w, feasible now: [(pair index, metric)], and blocked reasons."""
         s, e = int(P.ptr[w]), int(P.ptr[w + 1])
         if e == s:
@@ -1580,6 +1585,15 @@ class PortfolioEngine:
             if ok.any() and not okc[np.argmin(np.where(ok, m, np.inf))]:
                 j = int(np.argmin(np.where(ok, m, np.inf)))
                 blocked.append(f"capacity:{inst.keys[o[j]]}")
+        if qleft is not None and inst.quotas:
+            o = P.o[s:e]
+            okq = okc & (n * P.g[s:e] <= pl.quota_room(inst, o, qleft) + 1e-9)
+            if okc.any() and not okq[np.argmin(np.where(okc, m, np.inf))]:
+                j = int(np.argmin(np.where(okc, m, np.inf)))
+                b = pl.binding_quota(inst, o[j:j + 1], qleft)
+                if b is not None:
+                    blocked.append(f"quota:{b[0]}")
+            okc = okq
         idx = np.nonzero(okc)[0]
         if not idx.size:
             return [], blocked
@@ -1589,10 +1603,11 @@ class PortfolioEngine:
         return [(s + int(j), float(m[j])) for j in top], blocked
 
     def _decide(self, inst: Instance, P: _Pairs, M: _Master, w: int, metric_unit: F64,
-                cap_left: F64, keep_cap: F64 | None = None) -> _Decision | None:
+                cap_left: F64, keep_cap: F64 | None = None, qleft: F64 | None = None) -> _Decision | None:
         wid = inst.ids[w]
         cur = inst.current.get(wid)
         lam = inst.params.risk_lambda
+        H = max(inst.params.payback_horizon_h, 1e-9)
 
         lam_mu = lam * float(M.mu[w])
 
@@ -1600,19 +1615,36 @@ class PortfolioEngine:
             return _rows_metric(P, w, rows, metric_unit, lam_mu if base else None)
 
         cands: list[tuple[float, str, tuple[tuple[int, int], ...]]] = []
-        lp_rows = self._round_lp(inst, P, M, w, metric_unit, cap_left)
+        lp_rows = self._round_lp(inst, P, M, w, metric_unit, cap_left, qleft)
         if lp_rows:   # first: on ties (degenerate duals) the LP's own split wins
             cands.append((metric(lp_rows), "lp", lp_rows))
-        singles, blocked = self._single_candidates(inst, P, M, w, metric_unit, cap_left)
+        singles, blocked = self._single_candidates(inst, P, M, w, metric_unit, cap_left, qleft=qleft)
         if singles:
             j, m = singles[0]
             cands.append((m, "single", ((int(P.o[j]), int(P.n_single[j])),)))
+        s, e = int(P.ptr[w]), int(P.ptr[w + 1])
+        S = float(inst.spot_share[w])
+        if inst.gang[w] and e > s and (0.0 < S < 1.0 or not singles):
+            # one place, its spot and on-demand offers mixed as the spot share allows
+            for m, rows in pl.gang_plans(inst, w, P.o[s:e], metric_unit[s:e], cap_left, qleft):
+                cands.append((m, "place", rows))
+        elif not inst.gang[w] and e > s and (inst.share_provider[w] < 1.0 or inst.share_region[w] < 1.0):
+            # replicas within provider/region shares: filled across providers from the cheapest of each
+            seg_o = P.o[s:e]
+            live = np.flatnonzero(M.avail_pair[s:e])
+            pool = pl.spread_pool(inst, seg_o[live], metric_unit[s:e][live] / P.g[s:e][live])
+            unit = {int(o): float(metric_unit[s + int(np.searchsorted(seg_o, o))]) for o in pool}
+            rows_sp = pl.fill(inst, w, {}, pool, unit, cap_left, qleft)
+            if rows_sp:
+                cands.append((metric(rows_sp), "spread", rows_sp))
         keep_ok = bool(cur) and wid not in inst.stale_plan and cur is not None and \
-            self._plan_valid(inst, w, cur, cap_left if keep_cap is None else keep_cap)
+            self._plan_valid(inst, w, cur, cap_left if keep_cap is None else keep_cap, qleft)
         chosen: tuple[float, str, tuple[tuple[int, int], ...]] | None = None
         for c in cands:
             if cur is not None and c[2] == cur:  # identical to the plan in force: no migration charge
                 c = (c[0] - lam * M.mu[w] * sum(float(inst.gpus[o]) * n for o, n in cur), "keep", c[2])
+            elif cur and inst.state_gb[w]:   # a move: its state's egress and transfer, amortised over the horizon
+                c = (c[0] + lam * pl.amortised_move(inst, w, c[2]), c[1], c[2])
             if chosen is None or c[0] < chosen[0] - 1e-9 * (1 + abs(chosen[0])):
                 chosen = c
         binding: list[str] = []
@@ -1625,10 +1657,13 @@ class PortfolioEngine:
                 if saving < inst.threshold(w):
                     chosen = (m_keep, "keep", cur)
                     binding.append("hysteresis")
+                elif saving * H < pl.move_cost_usd(inst, w, chosen[2]) - 1e-9:
+                    chosen = (m_keep, "keep", cur)   # the move does not pay itself back within the horizon
+                    binding.append("payback")
         if chosen is None:
             return None
         rows = chosen[2]
-        if cur is not None and rows == cur and "hysteresis" not in binding and singles:
+        if cur is not None and rows == cur and not binding and singles:
             j0 = singles[0][0]
             alt = float(P.n_single[j0] * (metric_unit[j0] - lam_mu * P.g[j0]))
             if alt < metric(cur, base=True) - 1e-9:
@@ -1638,7 +1673,7 @@ class PortfolioEngine:
         return _Decision(rows, chosen[0], chosen[1], binding, runner, blocked)
 
     def _round_lp(self, inst: Instance, P: _Pairs, M: _Master, w: int, metric_unit: F64,
-                  cap_left: F64) -> tuple[tuple[int, int], ...] | None:
+                  cap_left: F64, qleft: F64 | None = None) -> tuple[tuple[int, int], ...] | None:
         s, e = int(P.ptr[w]), int(P.ptr[w + 1])
         # the workload's LP support: a few pairs, handled as Python lists (numpy's per-call cost dominated)
         sup_all, val_all, sptr = M.lp_support()
@@ -1659,55 +1694,62 @@ class PortfolioEngine:
             sup, val = [j for j in sup if avail[po[j]]], [v for j, v in zip(sup, val, strict=True) if avail[po[j]]]
         if not sup:
             return None
-        region = None
-        if inst.same_region[w]:
+        gang = bool(inst.gang[w])
+        spread = not gang and (inst.share_provider[w] < 1.0 or inst.share_region[w] < 1.0)
+        region = place = None
+        if inst.same_region[w] or gang:
+            # co-location / gang: the region (place) with the most LP mass among the support; fill only there
             sa = np.array(sup, np.int64)
-            regs = inst.region[po[sa]]
-            mass = np.bincount(regs, weights=np.array(val) * P.g[sa])
-            region = int(np.argmax(mass))
-            keep = (regs == region).tolist()
+            loc = inst.place[po[sa]] if gang else inst.region[po[sa]]
+            mass = np.bincount(loc, weights=np.array(val) * P.g[sa])
+            where = int(np.argmax(mass))
+            if gang:
+                place = where
+            else:
+                region = where
+            keep = (loc == where).tolist()
             sup = [j for j, k in zip(sup, keep, strict=True) if k]
             val = [v for v, k in zip(val, keep, strict=True) if k]
-        cnt = {j: int(min(math.floor(v + 1e-6), max(0.0, cap_left[po[j]]))) for j, v in zip(sup, val, strict=True)}
-        L, U, B, S = int(inst.min_gpus[w]), int(inst.max_gpus[w]), float(inst.budget[w]), float(inst.spot_share[w])
-
-        def totals() -> tuple[int, int, float]:
-            G = sum(int(P.g[j]) * k for j, k in cnt.items())
-            Gs = sum(int(P.g[j]) * k for j, k in cnt.items() if inst.spot[P.o[j]])
-            c = sum(float(inst.price[P.o[j]]) * k for j, k in cnt.items())
-            return G, Gs, c
-
-        G, Gs, c = totals()
-        pool: list[int] = []
+        if gang and inst.same_region[w]:
+            region = int(inst.region[po[sup[0]]])
+        base: dict[int, int] = {}
+        ql = None if qleft is None or not inst.quotas else qleft.copy()
+        if not spread:   # (a spread plan is filled from scratch: the LP ignores the shares)
+            for j, v in zip(sup, val, strict=True):
+                o = int(po[j])
+                k = int(min(math.floor(v + 1e-6), max(0.0, cap_left[o])))
+                if ql is not None and k > 0:
+                    g = int(P.g[j])
+                    room = min((ql[q] for q in inst.offer_quotas[o]), default=math.inf)
+                    k = int(min(k, max(0.0, math.floor(room / g + 1e-9))))
+                    pl.quota_take(inst, ((o, k),), ql)
+                if k > 0:
+                    base[o] = k
+        unit = {int(po[j]): float(metric_unit[j]) for j in sup}
+        L = int(inst.min_gpus[w])
+        G = sum(int(inst.gpus[o]) * k for o, k in base.items())
+        pool: list[int] = list(unit)
         if G < L:
             # fill to L_w with the cheapest-per-GPU admissible instance: LP support first, then the
-            # workload's cheapest pairs (looked up only when a fill is needed)
+            # workload's cheapest pairs (looked up only when a fill is needed), of the place for a gang
             ok = M.avail_pair[s:e]
             if region is not None:
                 ok = ok & (inst.region[P.o[s:e]] == region)
+            if place is not None:
+                ok = ok & (inst.place[P.o[s:e]] == place)
             idx = np.flatnonzero(ok)
-            if idx.size > 16:
-                idx = idx[np.argpartition((metric_unit[s:e] / P.g[s:e])[idx], 16)[:16]]
-            pool = list(dict.fromkeys([*cnt.keys(), *(idx + s).tolist()]))
-        while G < L:
-            best, best_score = -1, math.inf
-            for j in pool:
-                o = int(P.o[j])
-                g = int(P.g[j])
-                if cnt.get(j, 0) + 1 > cap_left[o] + 1e-9 or G + g > U or c + inst.price[o] > B * (1 + 1e-9):
-                    continue
-                if inst.spot[o] and Gs + g > S * max(L, G + g) + 1e-9:
-                    continue
-                score = metric_unit[j] / g
-                if score < best_score:
-                    best, best_score = j, score
-            if best < 0:
-                return None
-            cnt[best] = cnt.get(best, 0) + 1
-            G, Gs, c = totals()
-        if not (L <= G <= U) or c > B * (1 + 1e-9) + 1e-9 or Gs > S * G + 1e-9:
-            return None
-        return tuple(sorted((int(P.o[j]), k) for j, k in cnt.items() if k > 0))
+            per_gpu = (metric_unit[s:e] / P.g[s:e])[idx]
+            if spread:
+                extra = pl.spread_pool(inst, P.o[s:e][idx], per_gpu)
+                for o in extra:
+                    unit.setdefault(o, float(metric_unit[s + int(np.searchsorted(P.o[s:e], o))]))
+            else:
+                if idx.size > 16:
+                    idx = idx[np.argpartition(per_gpu, 16)[:16]]
+                for j in (idx + s).tolist():
+                    unit.setdefault(int(po[j]), float(metric_unit[j]))
+            pool = list(unit)
+        return pl.fill(inst, w, base, pool, unit, cap_left, qleft)
 
     # --- explanations and infeasibility ----------------------------------------------------------
     @staticmethod
@@ -1764,8 +1806,9 @@ class PortfolioEngine:
                                    binding_constraints=list(dict.fromkeys(binding)), reduced_costs=reduced,
                                    duals=duals)
 
-    def _diagnose(self, inst: Instance, P: _Pairs, w: int, cap_left: F64) -> InfeasibilityReport:
-        return diagnose(inst, w, cap_left)
+    def _diagnose(self, inst: Instance, P: _Pairs, w: int, cap_left: F64,
+                  qleft: F64 | None = None) -> InfeasibilityReport:
+        return diagnose(inst, w, cap_left, qleft)
 
 
 def _rows_metric(P: _Pairs, w: int, rows: tuple[tuple[int, int], ...], metric_unit: F64,
@@ -1873,8 +1916,9 @@ def _cheapest(price_by_g: Mapping[int, float], lo: int, hi: int) -> float:
     return float(best[lo:hi + 1].min()) if hi >= lo else math.inf
 
 
-def diagnose(inst: Instance, w: int, cap_left: F64 | None = None) -> InfeasibilityReport:
-    """Name the constraint that cannot be met for workload w, and by how much."""
+def diagnose(inst: Instance, w: int, cap_left: F64 | None = None, qleft: F64 | None = None) -> InfeasibilityReport:
+    """Name the constraint that cannot be met for workload w, and by how much (the placement rules
+    included: "interconnect", "replica_size", "gang", "spread", "quota")."""
     wid = inst.ids[w]
     L, U, B, S = int(inst.min_gpus[w]), int(inst.max_gpus[w]), float(inst.budget[w]), float(inst.spot_share[w])
     cap = inst.capacity if cap_left is None else cap_left
@@ -1884,6 +1928,18 @@ def diagnose(inst: Instance, w: int, cap_left: F64 | None = None) -> Infeasibili
         models = sorted(m for m, t in inst.specs[w].gpu_throughput.items() if t > 0)
         return InfeasibilityReport(wid, f"no available offer of {', '.join(models)} from the allowed providers",
                                    "no_offer")
+    o_av = np.flatnonzero(base & inst.available)
+    poss = pl.pair_possible(inst, w, o_av)
+    if not poss.any():
+        rg = int(inst.replica_gpus[w])
+        if rg and not inst.gang[w] and not (inst.gpus[o_av] == rg).any():
+            sizes = sorted({int(g) for g in inst.gpus[o_av]})
+            return InfeasibilityReport(wid, f"replica_size: no available offer has {rg} GPUs per instance "
+                                       f"(sizes {sizes[:8]})", "replica_size")
+        return InfeasibilityReport(wid, f"interconnect: no available offer meets {inst.specs[w].interconnect.value}",
+                                   "interconnect")
+    base = base.copy()
+    base[o_av[~poss]] = False
     cand = base & inst.available & (inst.gpus <= U)
     if S <= 0:
         if not (cand & ~inst.spot).any():
@@ -1910,6 +1966,9 @@ def diagnose(inst: Instance, w: int, cap_left: F64 | None = None) -> Infeasibili
         if od_g < (1 - S) * L:
             return InfeasibilityReport(wid, f"max_spot_share {S:.2f} needs {math.ceil((1 - S) * L)} on-demand GPUs, "
                                        f"{int(od_g)} available", "spot_share", shortfall=(1 - S) * L - od_g)
+    placed = _diagnose_placement(inst, w, cand, cap, qleft)
+    if placed is not None:
+        return placed
     tot = float((np.clip(cap[cand], 0, 4096.0) * inst.gpus[cand]).sum())
     if tot < L:
         free = float((np.minimum(inst.capacity[cand], 4096.0) * inst.gpus[cand]).sum())
@@ -1920,6 +1979,55 @@ def diagnose(inst: Instance, w: int, cap_left: F64 | None = None) -> Infeasibili
         return InfeasibilityReport(wid, "no single region can host all instances within budget and capacity",
                                    "co_location")
     return InfeasibilityReport(wid, "budget, capacity and spot share cannot be met together", "capacity")
+
+
+def _diagnose_placement(inst: Instance, w: int, cand: npt.NDArray[np.bool_], cap: F64,
+                        qleft: F64 | None) -> InfeasibilityReport | None:
+    """The placement rule (gang, interconnect, spread, quota) that no plan in the candidates can meet, if one is
+    what binds: tried without capacity and quotas, with capacity, then with quotas too."""
+    wid = inst.ids[w]
+    L = int(inst.min_gpus[w])
+    o = np.flatnonzero(cand)
+    if not o.size:
+        return None
+    unlimited = np.full(inst.n_offers, math.inf)
+    price = inst.price[o]
+    if inst.gang[w]:
+        def places(capx: F64, q: F64 | None) -> list[tuple[float, tuple[tuple[int, int], ...]]]:
+            return pl.gang_plans(inst, w, o, price, capx, q, top=8)
+        if not places(unlimited, None):
+            return InfeasibilityReport(wid, f"gang: no single place hosts {L} GPUs within budget and spot share",
+                                       "gang")
+        if not places(cap, None):
+            return InfeasibilityReport(wid, f"gang: no single place has {L} GPUs in stock within budget", "gang")
+        if qleft is not None and inst.quotas and not places(cap, qleft):
+            ok = places(cap, None)
+            b = pl.binding_quota(inst, np.array([r[0][0] for _, r in ok], np.int64), qleft)
+            if b is not None:
+                return InfeasibilityReport(wid, f"quota {b[0]} {int(b[1])}/{int(b[2])}: no place within quota "
+                                           f"hosts {L} GPUs", "quota", shortfall=float(L))
+        return None
+    spread = inst.share_provider[w] < 1.0 or inst.share_region[w] < 1.0
+    unit = {int(x): float(inst.price[x]) for x in o.tolist()}
+    pool = pl.spread_pool(inst, o, price / inst.gpus[o], k=64, per_domain=8) if spread else []
+    if spread:
+        if pl.fill(inst, w, {}, pool, unit, unlimited, None) is None:
+            sp, sr = float(inst.share_provider[w]), float(inst.share_region[w])
+            n_p = len({int(inst.provider[x]) for x in o.tolist()})
+            return InfeasibilityReport(wid, f"spread: at most {sp:.2f} of {L} GPUs per provider and {sr:.2f} per "
+                                       f"region, within budget, over {n_p} providers", "spread")
+        if pl.fill(inst, w, {}, pool, unit, cap, None) is None:
+            return InfeasibilityReport(wid, "spread: not enough capacity spread over providers and regions",
+                                       "spread")
+    if qleft is not None and inst.quotas:
+        room = pl.quota_room(inst, o, qleft)
+        gq = float(np.minimum(np.clip(cap[o], 0, 4096.0) * inst.gpus[o], np.maximum(room, 0.0)).sum())
+        if gq < L or (spread and pl.fill(inst, w, {}, pool, unit, cap, qleft) is None):
+            b = pl.binding_quota(inst, o, qleft)
+            if b is not None:
+                return InfeasibilityReport(wid, f"quota {b[0]} {int(b[1])}/{int(b[2])}: {L} GPUs needed", "quota",
+                                           shortfall=float(L - gq) if gq < L else 0.0)
+    return None
 
 
 def solve_once(quotes: Sequence[OfferQuote], workloads: Sequence[WorkloadSpec],
