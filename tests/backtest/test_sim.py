@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from cloudarb.backtest import BacktestConfig, build_report, run_backtest
+from cloudarb.backtest.sim import MarketEvent
 from cloudarb.backtest.traces import Trace
 from tests.backtest.conftest import T0, capacity, frequency, offer, one_workload, price
 
@@ -45,7 +46,7 @@ def test_budget_violation_is_a_span_and_counted_for_baselines() -> None:
 
 def test_interruption_forces_replacement_and_restart_overhead() -> None:
     # cheapest spot A ($0.5) loses capacity at 1 h; next is spot B ($0.6); restart overhead 0.5 h
-    evs = [price(OD, 1.0, 0), price(SA, 0.5, 0), price(SB, 0.6, 0), capacity(SA, False, 1)]
+    evs: list[MarketEvent] = [price(OD, 1.0, 0), price(SA, 0.5, 0), price(SB, 0.6, 0), capacity(SA, False, 1)]
     r = run_backtest(cfg(), one_workload(), events=evs)
     for name in ("launch_cheapest", "greedy_spot"):
         led = r.ledgers[name]
@@ -80,7 +81,7 @@ def test_launch_cheapest_keeps_its_choice_greedy_spot_rechooses() -> None:
 
 
 def test_pco_like_prefers_the_low_risk_pool() -> None:
-    evs = [price(SA, 0.5, 0), price(SB, 0.6, 0), frequency(SA, 0.5, 0), frequency(SB, 0.01, 0)]
+    evs: list[MarketEvent] = [price(SA, 0.5, 0), price(SB, 0.6, 0), frequency(SA, 0.5, 0), frequency(SB, 0.01, 0)]
     r = run_backtest(cfg(), one_workload(), events=evs)
     assert r.ledgers["pco_like"].cost == pytest.approx(4 * 0.6)
     assert r.ledgers["launch_cheapest"].cost == pytest.approx(4 * 0.5)
@@ -115,7 +116,8 @@ def test_trace_overlay_interrupts_spot() -> None:
 
 
 def test_report_schema_and_determinism() -> None:
-    evs = [price(OD, 1.0, 0), price(SA, 0.5, 0), price(SB, 0.6, 0), capacity(SA, False, 1), price(SB, 0.7, 3)]
+    evs: list[MarketEvent] = [price(OD, 1.0, 0), price(SA, 0.5, 0), price(SB, 0.6, 0), capacity(SA, False, 1),
+                              price(SB, 0.7, 3)]
     reps = [build_report(run_backtest(cfg(), one_workload(), events=evs)) for _ in range(2)]
     for rep in reps:
         rep.pop("timing")
