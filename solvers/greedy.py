@@ -1,8 +1,17 @@
 """Greedy cheapest-feasible allocation: the walking skeleton's rule and the benchmark baseline.
 
-For each workload (highest priority first), take the offer with the lowest price per unit of
-throughput that fits GPU counts, budget, capacity and spot share, using as few whole instances as
-reach `min_gpus`. No risk, no diversification, no hysteresis.
+For each workload (highest priority first), take the plan with the lowest price per unit of throughput
+that fits GPU counts, budget, capacity, spot share, the placement rules (solvers/placement.py) and the
+quotas, using as few whole instances as reach `min_gpus`:
+
+* gang (the default): the cheapest single place (provider, region, zone, instance type) that hosts the
+  whole gang, its spot and on-demand offers mixed as the spot share allows;
+* replicas: the cheapest single offer (instances of `gpus_per_replica` GPUs when set); with provider/region
+  shares, instances filled across providers and regions, cheapest per GPU first, within the shares.
+
+The interconnect is met for the plan's instance count. Quotas: `quotas` and `quota_used` (GPUs already used
+per quota key by workloads not in this call: a caller placing one workload at a time passes the running
+usage) are hard limits. No risk, no diversification, no hysteresis.
 
 >>> from schemas import OfferKey, Market, WorkloadSpec
 >>> from schemas.market import OfferQuote
@@ -15,71 +24,101 @@ reach `min_gpus`. No risk, no diversification, no hysteresis.
 
 from __future__ import annotations
 
-import math
 import time
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
+
+import numpy as np
 
 from schemas.events import Assignment, WorkloadExplanation, WorkloadSpec
 from schemas.market import InfeasibilityReport, OfferQuote, SolveResult
+from schemas.placement import GpuQuota
+from solvers import placement as pl
+from solvers.instance import F64, Instance, build_instance
+
+Rows = tuple[tuple[int, int], ...]
 
 
-def _candidates(quotes: Sequence[OfferQuote], w: WorkloadSpec,
-                used: dict[str, int]) -> list[tuple[float, int, OfferQuote]]:
-    out = []
-    for q in quotes:
-        tput = w.gpu_throughput.get(q.offer.gpu_model)
-        if tput is None or not q.available:
-            continue
-        if w.allowed_providers is not None and q.offer.provider not in w.allowed_providers:
-            continue
-        g = q.offer.gpus_per_instance
-        n = math.ceil(w.min_gpus / g)
-        if n * g > w.max_gpus:
-            continue
-        if q.is_spot and w.max_spot_share < 1.0:
-            continue  # a single-offer plan is all-spot or none
-        cap = q.capacity_instances
-        if cap is not None and n > cap - used.get(q.key, 0):
-            continue
-        cost = n * q.usd_per_hour
-        out.append((cost / (n * g * tput), n, q))
-    out.sort(key=lambda t: (t[0], t[2].key))
-    return out
+def _plans(inst: Instance, w: int, cap_left: F64, qleft: F64 | None) -> list[tuple[float, Rows]]:
+    """w's admissible plans, best first by price per delivered throughput-GPU: [(score, rows)]."""
+    L, U, B, S = int(inst.min_gpus[w]), int(inst.max_gpus[w]), float(inst.budget[w]), float(inst.spot_share[w])
+    o = np.flatnonzero((inst.tput[w, inst.model] > 0) & inst.allowed[w, inst.provider] & inst.available
+                       & (inst.gpus <= U))
+    if o.size:
+        o = o[pl.pair_possible(inst, w, o)]
+    if not o.size:
+        return []
+    tput = inst.tput[w, inst.model[o]]
+    c = inst.price[o] / tput                  # per instance, per unit of throughput
+    out: list[tuple[float, Rows]] = []
+    if inst.gang[w]:
+        for m, rows in pl.gang_plans(inst, w, o, c, cap_left, qleft, top=8):
+            G = sum(int(inst.gpus[oo]) * n for oo, n in rows)
+            out.append((m / G, rows))
+    elif inst.share_provider[w] < 1.0 or inst.share_region[w] < 1.0:
+        pool = pl.spread_pool(inst, o, c / inst.gpus[o])
+        unit = {int(oo): float(cc) for oo, cc in zip(o.tolist(), c.tolist(), strict=True)}
+        rows_sp = pl.fill(inst, w, {}, pool, unit, cap_left, qleft)
+        if rows_sp:
+            G = sum(int(inst.gpus[oo]) * n for oo, n in rows_sp)
+            out.append((sum(unit[oo] * n for oo, n in rows_sp) / G, rows_sp))
+    else:
+        g = inst.gpus[o]
+        n = -(-L // g)
+        ok = (n * g <= U) & (n <= cap_left[o] + 1e-9) & (n * inst.price[o] <= B * (1 + 1e-9) + 1e-9)
+        if S < 1.0:
+            ok &= ~inst.spot[o]        # a single-offer plan is all-spot or none
+        if qleft is not None and inst.quotas:
+            ok &= n * g <= pl.quota_room(inst, o, qleft) + 1e-9
+        score = c / g
+        for k in np.flatnonzero(ok)[np.argsort(score[ok], kind="stable")][:8].tolist():
+            out.append((float(score[k]), ((int(o[k]), int(n[k])),)))
+    out.sort(key=lambda t: (t[0], [inst.keys[oo] for oo, _ in t[1]]))
+    return [(m, rows) for m, rows in out if pl.plan_ok(inst, w, rows, cap_left, qleft)]
 
 
-def greedy_plan(quotes: Sequence[OfferQuote], workloads: Sequence[WorkloadSpec]) -> SolveResult:
+def greedy_plan(quotes: Sequence[OfferQuote], workloads: Sequence[WorkloadSpec],
+                quotas: Sequence[GpuQuota] = (), quota_used: Mapping[str, int] | None = None) -> SolveResult:
+    """Cheapest feasible plan per workload, in priority order; `quotas` are hard limits, with `quota_used`
+    GPUs (per quota key) already used by workloads not in this call."""
+    from solvers.portfolio import diagnose  # (the shared diagnosis; portfolio imports nothing from here)
+
     t0 = time.perf_counter()
-    used: dict[str, int] = {}
+    inst = build_instance(quotes, workloads, quotas=quotas)
+    widx = inst.workload_index()
+    cap_left = inst.capacity.copy()
+    qleft: F64 | None = None
+    if inst.quotas:
+        used = quota_used or {}
+        qleft = np.array([float(q.gpus - used.get(q.key, 0)) for q in inst.quotas])
     assignments: list[Assignment] = []
     infeasible: list[InfeasibilityReport] = []
     explanations: dict[str, WorkloadExplanation] = {}
-    for w in sorted(workloads, key=lambda w: (-w.priority, w.workload_id)):
-        cands = _candidates(quotes, w, used)
-        if not cands:
-            infeasible.append(InfeasibilityReport(w.workload_id, "no available offer matches the GPU models, "
-                                                  "GPU counts, capacity and spot share", "no_offer"))
-            explanations[w.workload_id] = WorkloadExplanation(workload_id=w.workload_id,
-                                                              infeasible_reason=infeasible[-1].reason)
-            continue
-        within = [c for c in cands if c[1] * c[2].usd_per_hour <= w.budget_usd_per_hour + 1e-9]
-        if not within:
-            cheapest = min(c[1] * c[2].usd_per_hour for c in cands)
-            rep = InfeasibilityReport(
-                w.workload_id,
-                f"budget ${w.budget_usd_per_hour:.2f}/h below the cheapest feasible ${cheapest:.2f}/h",
-                "budget", shortfall=cheapest - w.budget_usd_per_hour)
+    for spec in sorted(workloads, key=lambda w: (-w.priority, w.workload_id)):
+        w = widx[spec.workload_id]
+        plans = _plans(inst, w, cap_left, qleft)
+        if not plans:
+            rep = diagnose(inst, w, cap_left, qleft)
             infeasible.append(rep)
-            explanations[w.workload_id] = WorkloadExplanation(workload_id=w.workload_id, infeasible_reason=rep.reason)
+            explanations[spec.workload_id] = WorkloadExplanation(workload_id=spec.workload_id,
+                                                                 infeasible_reason=rep.reason)
             continue
-        _, n, q = within[0]
-        used[q.key] = used.get(q.key, 0) + n
-        cost = n * q.usd_per_hour
-        assignments.append(Assignment(workload_id=w.workload_id, offer=q.offer, instances=n, usd_per_hour=cost))
-        runner = within[1] if len(within) > 1 else None
-        explanations[w.workload_id] = WorkloadExplanation(
-            workload_id=w.workload_id, chosen=[q.key], usd_per_hour=cost,
-            runner_up=runner[2].key if runner else None,
-            runner_up_delta_usd_per_hour=(runner[1] * runner[2].usd_per_hour - cost) if runner else None,
+        _, rows = plans[0]
+        cost = 0.0
+        for o, n in rows:
+            cap_left[o] -= n
+            usd = n * float(inst.price[o])
+            cost += usd
+            assignments.append(Assignment(workload_id=spec.workload_id, offer=inst.offer_keys[o], instances=n,
+                                          usd_per_hour=usd))
+        if qleft is not None:
+            pl.quota_take(inst, rows, qleft)
+        chosen = {o for o, _ in rows}
+        runner = next((r for _, r in plans[1:] if not {o for o, _ in r} & chosen), None)
+        r_cost = sum(n * float(inst.price[o]) for o, n in runner) if runner else None
+        explanations[spec.workload_id] = WorkloadExplanation(
+            workload_id=spec.workload_id, chosen=[inst.keys[o] for o, _ in rows], usd_per_hour=cost,
+            runner_up=inst.keys[runner[0][0]] if runner else None,
+            runner_up_delta_usd_per_hour=(r_cost - cost) if r_cost is not None else None,
             binding_constraints=["min_gpus"],
         )
     return SolveResult(
@@ -98,6 +137,10 @@ class GreedyEngine:
         self.quotes: dict[str, OfferQuote] = {}
         self.workloads: dict[str, WorkloadSpec] = {}
         self.plan: dict[str, list[Assignment]] = {}
+        self.quotas: tuple[GpuQuota, ...] = ()
+
+    def set_quotas(self, quotas: Sequence[GpuQuota]) -> None:
+        self.quotas = tuple(quotas)
 
     def upsert_offers(self, quotes: Sequence[OfferQuote]) -> None:
         for q in quotes:
@@ -133,7 +176,12 @@ class GreedyEngine:
                                  max(0, q.capacity_instances - held[q.key]),
                                  q.interruption_probability_per_hour, q.quote_age_s)
                       for q in quotes]
-        res = greedy_plan(quotes, [self.workloads[i] for i in sorted(ids)])
+        used: dict[str, int] = {}
+        for a in reserved:   # the quotas others use stay used
+            for q in self.quotas:
+                if q.covers(a.offer):
+                    used[q.key] = used.get(q.key, 0) + a.instances * a.offer.gpus_per_instance
+        res = greedy_plan(quotes, [self.workloads[i] for i in sorted(ids)], self.quotas, used)
         for wid in ids:
             self.plan.pop(wid, None)
         for a in res.assignments:
