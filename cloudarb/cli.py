@@ -1,4 +1,4 @@
-"""`cloudarb` command line: demo, worker, replay, sink, kafka.
+"""`cloudarb` command line: demo, worker, replay, sink, kafka, quotas.
 
 Set-up problems (no Java, port in use, broker down) print one line saying what to do and exit 2.
 SIGTERM stops any command the way Ctrl-C does (cloudarb.signals): what it started is stopped too.
@@ -126,6 +126,31 @@ def cmd_demo(args: argparse.Namespace, s: Settings) -> int:
                     with_outputs=not args.no_outputs, api_port=args.api_port, linger_s=args.linger_s)
 
 
+def cmd_quotas(args: argparse.Namespace, s: Settings) -> int:
+    from cloudarb.quotas import QuotaFileError, load_quotas, publish_quotas, quotas_event, quotas_yaml, read_quotas
+
+    bootstrap = _bootstrap_or_die(s)
+    if args.action == "show":
+        e = read_quotas(bootstrap)
+        if args.json:
+            print(e.model_dump_json(indent=2) if e is not None else "null")
+        else:
+            print(quotas_yaml(e), end="")
+        return 0
+    path = Path(args.file) if args.file else s.cloudarb_quotas_file
+    if path is None:
+        print("cloudarb: give the quota file: --file F (or CLOUDARB_QUOTAS_FILE)", file=sys.stderr)
+        return 2
+    try:
+        e = quotas_event(load_quotas(path))
+    except QuotaFileError as exc:
+        print(f"cloudarb: {exc}", file=sys.stderr)
+        return 2
+    publish_quotas(bootstrap, e)
+    print(f"published {len(e.quotas)} quotas from {path} (event {e.event_id}); they replace the previous set")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="cloudarb", description=__doc__)
     p.add_argument("-v", "--verbose", action="store_true")
@@ -162,6 +187,22 @@ def build_parser() -> argparse.ArgumentParser:
                     help="start a local broker; fetch its jars; wipe its data; create the topics")
     kf.add_argument("--port", type=int, default=9092)
     kf.set_defaults(func=cmd_kafka)
+
+    q = sub.add_parser(
+        "quotas", help="the GPU quotas you hold: hard limits on placements",
+        description="GPU quotas per (provider, region or '*', GPU model or family): no plan places more GPUs "
+        "than a quota allows. `set` publishes a file's quotas as one set on cloudarb.quotas.v1, replacing the "
+        "previous set (the worker re-decides every workload); `show` prints the set in force, as a file `set` "
+        "reads back. The API does the same: POST/GET /v1/quotas. The worker does not read a file itself: "
+        "CLOUDARB_QUOTAS_FILE is only `set`'s default file. Example: examples/quotas.yaml.")
+    q_sub = q.add_subparsers(dest="action", required=True)
+    qs = q_sub.add_parser("set", help="publish the quotas of a YAML or JSON file (replacing the previous set)")
+    qs.add_argument("--file", default=None, help="quota file (default: CLOUDARB_QUOTAS_FILE), e.g. "
+                                                  "examples/quotas.yaml")
+    qs.set_defaults(func=cmd_quotas)
+    qw = q_sub.add_parser("show", help="print the quota set in force (read from Kafka)")
+    qw.add_argument("--json", action="store_true", help="the QuotasSet event as JSON")
+    qw.set_defaults(func=cmd_quotas)
 
     # further commands live in their own modules (cloudarb/cmd_*.py), each with `register(subparsers)`;
     # their functions are called as func(args, settings) -> exit code

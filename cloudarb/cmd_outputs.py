@@ -45,12 +45,29 @@ def _publisher(s: Settings) -> Any:
     return KafkaPublisher(s.kafka_bootstrap_servers)
 
 
+def _keyed(pub: Any) -> Any:
+    """`pub.publish`, except that a QuotasSet goes out under the quotas topic's one key (compaction keeps the
+    latest set; `connectors.publish` keys it by event id)."""
+    from cloudarb.quotas import QUOTAS_KEY
+    from schemas.events import QuotasSet
+    from schemas.topics import QUOTAS
+
+    def publish(e: Any) -> None:
+        if isinstance(e, QuotasSet):
+            pub.publish_raw(QUOTAS.name, QUOTAS_KEY, e.model_dump_json().encode())
+        else:
+            pub.publish(e)
+
+    return publish
+
+
 def _publish_fn(pub: Any) -> Any:
     if pub is None:
         return None
+    keyed = _keyed(pub)
 
     def publish(e: Any) -> None:
-        pub.publish(e)
+        keyed(e)
         if pub.flush(10):
             raise RuntimeError("Kafka did not acknowledge the event")
 
@@ -180,7 +197,7 @@ def cmd_serve(args: argparse.Namespace, s: Settings) -> int:
     ex, enabled, caps = _executors(args)
     client = _client(s)
     with _until_stopped():
-        out = start_outputs(bootstrap, client, s.clickhouse_db, pub.publish, flush=lambda: pub.flush(10),
+        out = start_outputs(bootstrap, client, s.clickhouse_db, _keyed(pub), flush=lambda: pub.flush(10),
                             port=args.port, host=args.host, with_sink=not args.no_sink,
                             group_prefix=s.cloudarb_app_id, executors=ex, enabled=sorted(enabled), caps=caps,
                             api_config=_api_config(args, s))

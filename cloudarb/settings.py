@@ -21,6 +21,8 @@ class Settings(BaseSettings):
     cloudarb_engine: str = Field(default="portfolio", description="portfolio (OR-Tools/HiGHS) | greedy")
     cloudarb_data_dir: Path = Field(default=ROOT / "data" / "sample")
     cloudarb_workloads_file: Path = Field(default=ROOT / "examples" / "workloads.yaml")
+    cloudarb_quotas_file: Path | None = Field(
+        default=None, description="default file of `cloudarb quotas set` (published only by that command)")
     clickhouse_db: str = "cloudarb"
     cloudarb_commit_interval_s: float = Field(default=2.8, description="offset commit interval (of both stages)")
     cloudarb_cg_budget_s: float | None = Field(

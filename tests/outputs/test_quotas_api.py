@@ -4,6 +4,7 @@ the field and publishes nothing, GET reads back the set in force as the sink sto
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -94,3 +95,35 @@ def test_get_returns_the_latest_set_the_sink_wrote(api: TestClient) -> None:
     got = api.get("/v1/quotas", headers=H(viewer)).json()
     assert got["event_id"] == "q-new" and got["quotas"] == QUOTAS
     assert got["set_at"].startswith(now.strftime("%Y-%m-%dT%H:%M:%S"))
+
+
+# --- the quota file (`cloudarb quotas set --file`), validated as the API validates a POST -------------------
+
+def test_the_example_quota_file_is_valid_and_every_quota_covers_offers_of_the_sample_data(tmp_path: Path) -> None:
+    from cloudarb.quotas import load_quotas, quotas_event, quotas_yaml
+    from connectors.replay import replay_events
+
+    root = Path(__file__).resolve().parents[2]
+    quotas = load_quotas(root / "examples" / "quotas.yaml")
+    assert len(quotas) >= 10
+    offers = {e.offer for e in replay_events(root / "data" / "sample") if hasattr(e, "offer")}
+    for q in quotas:
+        assert any(q.covers(o) for o in offers), q.key
+    f = tmp_path / "shown.yaml"   # `quotas show` prints a file `quotas set` reads back
+    f.write_text(quotas_yaml(quotas_event(quotas)))
+    assert load_quotas(f) == quotas
+
+
+def test_a_bad_quota_file_names_the_field(tmp_path: Path) -> None:
+    from cloudarb.quotas import QuotaFileError, load_quotas
+
+    f = tmp_path / "q.json"
+    f.write_text('[{"provider": "gcp", "region": "us-central1", "gpu": "H100", "gpus": 8},'
+                 ' {"provider": "gcp", "region": "us-central1", "gpu": "H100", "gpus": "many"}]')
+    with pytest.raises(QuotaFileError, match=r"quotas\.1\.gpus"):
+        load_quotas(f)
+    f.write_text("quotas: 3\n")
+    with pytest.raises(QuotaFileError, match="quotas"):
+        load_quotas(f)
+    with pytest.raises(QuotaFileError):
+        load_quotas(tmp_path / "missing.yaml")
