@@ -9,14 +9,12 @@ from typing import Any
 
 from schemas.events import (
     MAX_EVENT_BYTES,
-    AlertRaised,
-    AllocationDecided,
     CapacityObserved,
-    DeadLettered,
     Event,
     InterruptionObserved,
     PriceForecasted,
     PriceObserved,
+    QuotasSet,
     WorkloadCancelled,
     WorkloadRequested,
 )
@@ -32,15 +30,16 @@ def topic_for(event: Event) -> str:
 
 
 def key_for(event: Event) -> str:
-    """The partitioning key: offer key for market events, workload id for workloads, else the event id."""
+    """The partitioning key: offer key for market events, workload id for workloads, "quotas" for a quota
+    set, else the event id."""
     if isinstance(event, PriceObserved | CapacityObserved | InterruptionObserved | PriceForecasted):
         return event.offer.key
     if isinstance(event, WorkloadRequested):
         return event.spec.workload_id
     if isinstance(event, WorkloadCancelled):
         return event.workload_id
-    if isinstance(event, AllocationDecided | AlertRaised | DeadLettered):
-        return event.event_id
+    if isinstance(event, QuotasSet):   # one key: the compacted topic keeps the latest set only
+        return "quotas"
     return event.event_id
 
 

@@ -306,6 +306,8 @@ class PriceForecasted(Event):
     mae_model: FiniteFloat | None = None
     mae_naive: FiniteFloat | None = None
     n_scored: int = Field(default=0, ge=0, le=UINT32_MAX)
+    usd_per_hour_p10: FiniteFloat | None = Field(default=None, description="10th percentile at the horizon")
+    usd_per_hour_p90: FiniteFloat | None = Field(default=None, description="90th percentile at the horizon")
 
 
 class AlertRaised(Event):

@@ -1,24 +1,33 @@
-"""Online forecasts with River: price at a few horizons, and the chance of losing capacity or being
-interrupted in the next hour, each scored online against a naive baseline.
+"""Online forecasts that earn their place: price at a few horizons (median and p10/p90) and the chance of
+losing capacity or being interrupted in the next hour, each published only as far as it beats naive.
 
 One model per offer group (provider, GPU model, market): single offers change too rarely to learn alone.
 
-Price: the model predicts the log-ratio y = log(p(t+h) / p(t)) from features of the offer's rolling
-state; the forecast is p(t)·exp(ŷ). The naive baseline is the last value, p(t). When event time passes
-t+h, the true p(t+h) (the price in force then) is known, the model learns from (x, y), and both
-absolute errors are added to the group's running MAE.
+Price, per group and horizon h: a River linear model of the change y = log(p(t+h) / p(t)) under the
+loss we are scored by (absolute error -> the median: quantile loss at 0.5), from the offer's rolling state
+and calendar features (hour of day and of week). The published forecast is p(t)·exp(s·ŷ) with a shrink
+s toward "no change" chosen online among SHRINKS = (0, 0.25, 0.5, 1): every candidate is scored on the
+same stream when its horizon passes (progressive validation), and the one with the lowest running MAE is
+published (s = 0 is the naive last value, so the model is published only while it beats naive). p10 and
+p90 add the group's running quantiles of the published forecast's log-residuals. An offer whose price
+has never moved forecasts itself exactly (median and quantiles).
 
-Risk: a logistic model predicts P(capacity lost or interruption in (t, t+1 h]); the baseline is the
-group's running base rate. Both are scored by log-loss when the hour has passed.
+Risk: candidates for P(capacity lost or interruption in (t, t+1 h]) are the group's base rate (naive),
+an empirical-Bayes hazard per spot pool (streams.hazard: pool -> group -> global shrinkage, with the Spot
+Advisor band as the pool's prior), and a River logistic model; all are scored by log-loss and Brier when
+the hour has passed, and the one with the lowest running log-loss is published.
 
-Predictions per offer and horizon are made at most every horizon/12 of event time, so cost stays
-bounded at high event rates. `Forecaster` is plain Python, used by the Faust agent and the back-tester.
+Bad input never raises: a non-finite feature, a price <= 0, or a clock that went backwards skips the
+sample (counted in `cloudarb_forecast_samples_skipped_total{reason}`), and the forecast falls back to
+naive with `model: naive`. Predictions per offer and horizon are made at most every horizon/12 of event
+time, so cost stays bounded at high event rates. `Forecaster` is plain Python, used by the market stage
+and the back-tester.
 
 >>> f = Forecaster(horizons_s=(3600,))
 >>> st = {"usd_per_hour": 2.0, "price_t": 0.0, "ewma": 2.0, "hist": [[0.0, 2.0]]}
 >>> out = f.observe("gcp|r||a|L4|1|spot", st, now_t=0.0)
->>> out.usd_per_hour[3600] > 0
-True
+>>> out.usd_per_hour[3600], out.model[3600]
+(2.0, 'naive')
 """
 
 from __future__ import annotations
@@ -29,12 +38,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from prometheus_client import Counter
 from pydantic_core import to_json
 from river import linear_model, optim, preprocessing, stats
 
 from schemas.events import PriceForecasted, deterministic_id
 from schemas.offers import OfferKey
 from streams import windows
+from streams.hazard import Hazard
 
 HORIZONS_S: tuple[int, ...] = (3600, 86_400)
 RISK_HORIZON_S = 3600
@@ -44,7 +55,13 @@ SCALER_WARMUP, SCALER_EVERY = 500, 8  # the feature scaler learns from every for
 # variance is tiny, e.g. the 1 h return of a price that almost never changes) otherwise makes one SGD
 # step overshoot, and the weights diverge (seen on the 2022-2025 GCP history: weights ~1e10)
 MAX_Z = 5.0
-MIN_SCORED = 30     # a model's forecast is used only once it has been scored this often and beats its baseline
+MIN_SCORED = 30     # a candidate other than naive is published only once scored this often (and best)
+SHRINKS: tuple[float, ...] = (0.0, 0.25, 0.5, 1.0)   # published move = shrink x the model's predicted move
+RISK_CANDIDATES = ("base-rate", "eb-hazard", "river-logreg")
+WEEK_S = 7 * 86_400
+
+SKIPPED = Counter("cloudarb_forecast_samples_skipped_total",
+                  "forecaster samples skipped (the forecast falls back to naive)", ["reason"])
 
 
 def _group(offer_key: str) -> str:
@@ -67,7 +84,9 @@ def features(offer_key: str, s: Mapping[str, Any], now_t: float) -> dict[str, fl
     x["bad_24h"] = float(sum(1 for t in bad if now_t - t <= 86_400))
     x["since_bad_h"] = min(168.0, (now_t - bad[-1]) / 3600) / 168 if bad else 1.0
     hour = (now_t % 86_400) / 86_400 * 2 * math.pi
+    week = (now_t % WEEK_S) / WEEK_S * 2 * math.pi
     x["hod_sin"], x["hod_cos"] = math.sin(hour), math.cos(hour)
+    x["how_sin"], x["how_cos"] = math.sin(week), math.cos(week)
     return x
 
 
@@ -77,11 +96,43 @@ def _logloss(label: bool, p: float) -> float:
 
 
 def _price_model() -> Any:
-    return linear_model.LinearRegression(optimizer=optim.SGD(0.001), l2=1e-3, intercept_lr=0.001, clip_gradient=1.0)
+    # quantile-loss gradients are +-0.5 whatever the error: a constant step would oscillate around the
+    # median by a step's size, so the steps shrink as 1/sqrt(n)
+    return linear_model.LinearRegression(optimizer=optim.SGD(optim.schedulers.InverseScaling(0.01, 0.5)),
+                                         loss=optim.losses.Quantile(0.5), l2=1e-5, clip_gradient=1.0,
+                                         intercept_lr=optim.schedulers.InverseScaling(0.01, 0.5))
 
 
 def _risk_model() -> Any:
     return linear_model.LogisticRegression(optimizer=optim.SGD(0.005), l2=1e-3, clip_gradient=1.0)
+
+
+def _never_moved(s: Mapping[str, Any]) -> bool:
+    hist = s.get("hist") or []
+    return len({round(float(p), 9) for _, p in hist}) <= 1
+
+
+def shrink_name(s: float) -> str:
+    return "naive" if s == 0 else ("river-quantile-linreg" if s == 1 else f"river-quantile-linreg x{s:g}")
+
+
+@dataclass
+class HorizonScores:
+    """Progressive-validation scores of one group's price candidates at one horizon."""
+
+    model: Any = field(default_factory=_price_model)
+    mae: dict[float, Any] = field(default_factory=lambda: {s: stats.Mean() for s in SHRINKS})
+    published: Any = field(default_factory=stats.Mean)    # MAE of what was published
+    resid_q: dict[float, Any] = field(default_factory=lambda: {q: stats.Quantile(q) for q in (0.1, 0.9)})
+
+    def champion(self) -> float:
+        naive = self.mae[0.0]
+        best = 0.0
+        for s in SHRINKS[1:]:
+            m = self.mae[s]
+            if m.n >= MIN_SCORED and m.get() < (self.mae[best].get() if best else naive.get()):
+                best = s
+        return best
 
 
 @dataclass
@@ -91,34 +142,49 @@ class GroupModels:
 
     scaler: Any = field(default_factory=preprocessing.StandardScaler)
     seen: int = 0
-    price: dict[int, Any] = field(default_factory=dict)
-    mae_model: dict[int, Any] = field(default_factory=dict)
-    mae_naive: dict[int, Any] = field(default_factory=dict)
+    horizons: dict[int, HorizonScores] = field(default_factory=dict)
     risk: Any = field(default_factory=_risk_model)
     risk_base: Any = field(default_factory=stats.Mean)
-    logloss_model: Any = field(default_factory=stats.Mean)
-    logloss_naive: Any = field(default_factory=stats.Mean)
+    logloss: dict[str, Any] = field(default_factory=lambda: {c: stats.Mean() for c in RISK_CANDIDATES})
+    brier: dict[str, Any] = field(default_factory=lambda: {c: stats.Mean() for c in RISK_CANDIDATES})
+    logloss_published: Any = field(default_factory=stats.Mean)
+    brier_published: Any = field(default_factory=stats.Mean)
 
-    def for_horizon(self, h: int) -> Any:
-        if h not in self.price:
-            self.price[h], self.mae_model[h], self.mae_naive[h] = _price_model(), stats.Mean(), stats.Mean()
-        return self.price[h]
+    def for_horizon(self, h: int) -> HorizonScores:
+        if h not in self.horizons:
+            self.horizons[h] = HorizonScores()
+        return self.horizons[h]
+
+    def risk_champion(self) -> str:
+        best = "base-rate"
+        for c in RISK_CANDIDATES[1:]:
+            m = self.logloss[c]
+            if m.n >= MIN_SCORED and m.get() < self.logloss[best].get():
+                best = c
+        return best
 
 
 @dataclass(frozen=True, slots=True)
 class Forecast:
     offer_key: str
     made_t: float
-    usd_per_hour: dict[int, float]                  # horizon_s -> forecast (model, or naive while it loses)
+    usd_per_hour: dict[int, float]                  # horizon_s -> published median forecast
     interruption_probability_next_hour: float
-    model_used: dict[int, bool]                     # horizon_s -> True when the model (not naive) was used
+    model_used: dict[int, bool]                     # horizon_s -> True when a model (not naive) was published
     risk_model_used: bool
-    mae_model: dict[int, float | None]
+    mae_model: dict[int, float | None]              # running MAE of the published forecasts
     mae_naive: dict[int, float | None]
     n_scored: dict[int, int]
-    risk_logloss_model: float | None
+    risk_logloss_model: float | None                # of the published risk
     risk_logloss_naive: float | None
     p0_usd_per_hour: float | None = None            # the offer's price when the forecast was made
+    p10_usd_per_hour: dict[int, float] = field(default_factory=dict)
+    p90_usd_per_hour: dict[int, float] = field(default_factory=dict)
+    model: dict[int, str] = field(default_factory=dict)   # horizon_s -> the published candidate's name
+    risk_model: str = "base-rate"
+
+    def model_name(self, h: int) -> str:
+        return self.model.get(h) or ("model" if self.model_used.get(h) else "naive")
 
 
 @dataclass(slots=True)
@@ -126,9 +192,11 @@ class _Pending:
     kind: str              # "price" | "risk"
     offer_key: str
     horizon: int
-    x: dict[str, float]    # scaled features
+    x: dict[str, float] | None   # scaled features (None: not learnable, e.g. non-finite)
     p0: float
-    y_hat: float
+    y_hat: float           # price: the model's raw log-move; risk: unused
+    published: float       # price: the published forecast; risk: the published probability
+    risk_p: dict[str, float] = field(default_factory=dict)   # risk: each candidate's probability
 
 
 class Forecaster:
@@ -142,66 +210,120 @@ class Forecaster:
         self.latest: dict[str, Forecast] = {}
         self.hist: dict[str, list[list[float]]] = {}
         self.bad: dict[str, list[float]] = {}
+        self.hazard = Hazard()
         self.max_pending = max_pending
         self._seq = 0
         self.scored = 0
-        self._by_offer: dict[str, GroupModels] = {}   # offer key -> its group's models (a cache)
+        self.skipped: dict[str, int] = {}
+        self._last_t: dict[str, float] = {}
+        self._by_offer: dict[str, tuple[str, GroupModels]] = {}   # offer key -> its group (a cache)
 
     def _models(self, offer_key: str) -> GroupModels:
-        models = self._by_offer.get(offer_key)
-        if models is None:
+        return self._group_of(offer_key)[1]
+
+    def _group_of(self, offer_key: str) -> tuple[str, GroupModels]:
+        hit = self._by_offer.get(offer_key)
+        if hit is None:
             g = _group(offer_key)
             if g not in self.groups:
                 self.groups[g] = GroupModels()
-            models = self._by_offer[offer_key] = self.groups[g]
-        return models
+            hit = self._by_offer[offer_key] = (g, self.groups[g])
+        return hit
+
+    def _skip(self, reason: str) -> None:
+        self.skipped[reason] = self.skipped.get(reason, 0) + 1
+        SKIPPED.labels(reason).inc()
 
     def observe(self, offer_key: str, s: Mapping[str, Any], now_t: float) -> Forecast | None:
         """Update with the offer's new state; returns a fresh forecast when one is due, else None."""
+        if not math.isfinite(now_t):
+            self._skip("clock")
+            return None
+        last = self._last_t.get(offer_key)
+        if last is not None and now_t < last:   # a clock jump backwards: learn nothing from it
+            self._skip("clock")
+            return None
+        self._last_t[offer_key] = now_t
+        seen = self.bad.get(offer_key)
+        last_bad = seen[-1] if seen else -math.inf
         self.hist[offer_key] = s.get("hist", [])
-        self.bad[offer_key] = list(s.get("bad_t", []))
+        self.bad[offer_key] = list(s.get("bad_t", []))   # (the state keeps the last few: count the new ones)
+        gname, g = self._group_of(offer_key)
+        self.hazard.observe(offer_key, gname, now_t, sum(1 for t in self.bad[offer_key] if t > last_bad))
         self.advance(now_t)
         if "usd_per_hour" not in s:
             return None
         due = [h for h in self.horizons if now_t - self.last_made.get((offer_key, h), -math.inf) >= h / 12]
         if not due:
             return None
-        g = self._models(offer_key)
-        raw_x = features(offer_key, s, now_t)
-        g.seen += 1
-        if g.seen <= SCALER_WARMUP or g.seen % SCALER_EVERY == 0:  # its statistics settle: subsample after warm-up
-            g.scaler.learn_one(raw_x)
-        x = {k: max(-MAX_Z, min(MAX_Z, v)) for k, v in g.scaler.transform_one(raw_x).items()}
         p0 = float(s["usd_per_hour"])
+        if not (math.isfinite(p0) and p0 > 0):
+            self._skip("price")
+            return None
+        try:
+            raw_x: dict[str, float] | None = features(offer_key, s, now_t)
+        except (ValueError, ZeroDivisionError, TypeError, KeyError):
+            raw_x = None
+        if raw_x is None or not all(math.isfinite(v) for v in raw_x.values()):
+            self._skip("feature")
+            x = None
+        else:
+            g.seen += 1
+            if g.seen <= SCALER_WARMUP or g.seen % SCALER_EVERY == 0:  # statistics settle: subsample after warm-up
+                g.scaler.learn_one(raw_x)
+            x = {k: max(-MAX_Z, min(MAX_Z, v)) for k, v in g.scaler.transform_one(raw_x).items()}
+        still = _never_moved(s)
         prices: dict[int, float] = {}
-        used: dict[int, bool] = {}
+        p10: dict[int, float] = {}
+        p90: dict[int, float] = {}
+        names: dict[int, str] = {}
         for h in self.horizons:
-            y_hat = max(-MAX_LOG_MOVE, min(MAX_LOG_MOVE, float(g.for_horizon(h).predict_one(x) or 0.0)))
-            mm, mn = g.mae_model[h], g.mae_naive[h]
-            used[h] = mm.n >= MIN_SCORED and mm.get() < mn.get()
-            prices[h] = p0 * math.exp(y_hat) if used[h] else p0
-            if h in due:
+            hs = g.for_horizon(h)
+            y_hat = 0.0
+            if x is not None:
+                y_hat = max(-MAX_LOG_MOVE, min(MAX_LOG_MOVE, float(hs.model.predict_one(x) or 0.0)))
+            shrink = 0.0 if (still or x is None) else hs.champion()
+            move = shrink * y_hat
+            prices[h] = p0 * math.exp(move) if move else p0
+            names[h] = shrink_name(shrink)
+            q10, q90 = hs.resid_q[0.1].get(), hs.resid_q[0.9].get()
+            p10[h] = prices[h] if still or q10 is None else p0 * math.exp(max(-MAX_LOG_MOVE, move + min(0.0, q10)))
+            p90[h] = prices[h] if still or q90 is None else p0 * math.exp(min(MAX_LOG_MOVE, move + max(0.0, q90)))
+            if h in due:   # (every candidate of a still offer publishes p0, and is scored so)
                 self.last_made[(offer_key, h)] = now_t
-                self._push(now_t + h, _Pending("price", offer_key, h, x, p0, y_hat))
-        p_model = float(g.risk.predict_proba_one(x).get(True, 0.0)) if g.logloss_model.n else 0.0
-        base = g.risk_base.get() if g.risk_base.n else 0.0
-        risk_used = g.logloss_model.n >= MIN_SCORED and g.logloss_model.get() < g.logloss_naive.get()
-        p_risk = p_model if risk_used else base
+                self._push(now_t + h, _Pending("price", offer_key, h, x, p0, 0.0 if still else y_hat, prices[h]))
+        risk_p = self._risk_candidates(offer_key, gname, g, s, x)
+        champ = g.risk_champion()
+        p_risk = risk_p[champ]
         if RISK_HORIZON_S in due or (offer_key, -1) not in self.last_made:
             self.last_made[(offer_key, -1)] = now_t
-            self._push(now_t + RISK_HORIZON_S, _Pending("risk", offer_key, RISK_HORIZON_S, x, p0, p_model))
+            self._push(now_t + RISK_HORIZON_S, _Pending("risk", offer_key, RISK_HORIZON_S, x, p0, 0.0, p_risk,
+                                                        risk_p))
         f = Forecast(
             offer_key=offer_key, made_t=now_t, usd_per_hour=prices, interruption_probability_next_hour=p_risk,
-            model_used=used, risk_model_used=risk_used,
-            mae_model={h: (g.mae_model[h].get() if g.mae_model[h].n else None) for h in self.horizons},
-            mae_naive={h: (g.mae_naive[h].get() if g.mae_naive[h].n else None) for h in self.horizons},
-            n_scored={h: int(g.mae_model[h].n) for h in self.horizons},
-            risk_logloss_model=g.logloss_model.get() if g.logloss_model.n else None,
-            risk_logloss_naive=g.logloss_naive.get() if g.logloss_naive.n else None,
-            p0_usd_per_hour=p0,
+            model_used={h: names[h] != "naive" for h in self.horizons}, risk_model_used=champ != "base-rate",
+            mae_model={h: _get(g.for_horizon(h).published) for h in self.horizons},
+            mae_naive={h: _get(g.for_horizon(h).mae[0.0]) for h in self.horizons},
+            n_scored={h: int(g.for_horizon(h).published.n) for h in self.horizons},
+            risk_logloss_model=_get(g.logloss_published), risk_logloss_naive=_get(g.logloss["base-rate"]),
+            p0_usd_per_hour=p0, p10_usd_per_hour=p10, p90_usd_per_hour=p90, model=names, risk_model=champ,
         )
         self.latest[offer_key] = f
         return f
+
+    def _risk_candidates(self, offer_key: str, gname: str, g: GroupModels, s: Mapping[str, Any],
+                         x: dict[str, float] | None) -> dict[str, float]:
+        base = g.risk_base.get() if g.risk_base.n else 0.0
+        band = s.get("interruption_p")
+        try:
+            band_p = float(band) if band is not None else None
+        except (TypeError, ValueError):
+            band_p = None
+        eb = self.hazard.probability(offer_key, gname, RISK_HORIZON_S / 3600,
+                                     band_p if band_p is not None and math.isfinite(band_p) else None)
+        lr = float(g.risk.predict_proba_one(x).get(True, 0.0)) if (x is not None and g.logloss["river-logreg"].n) \
+            else base
+        return {"base-rate": base, "eb-hazard": eb, "river-logreg": lr}
 
     def _push(self, due_t: float, item: _Pending) -> None:
         self._seq += 1
@@ -217,43 +339,64 @@ class Forecaster:
             g = self._models(it.offer_key)
             if it.kind == "price":
                 actual = windows.price_at(self.hist.get(it.offer_key, []), due_t)
-                if actual is None or actual <= 0:
+                if actual is None or not (actual > 0 and math.isfinite(actual)):
                     continue
+                hs = g.for_horizon(it.horizon)
                 y = max(-MAX_LOG_MOVE, min(MAX_LOG_MOVE, math.log(actual / it.p0)))
-                g.mae_model[it.horizon].update(abs(actual - it.p0 * math.exp(it.y_hat)))
-                g.mae_naive[it.horizon].update(abs(actual - it.p0))
-                g.price[it.horizon].learn_one(it.x, y)
+                for sh in SHRINKS:
+                    hs.mae[sh].update(abs(actual - it.p0 * math.exp(sh * it.y_hat)))
+                hs.published.update(abs(actual - it.published))
+                hs.resid_q[0.1].update(y - math.log(it.published / it.p0))
+                hs.resid_q[0.9].update(y - math.log(it.published / it.p0))
+                if it.x is not None:
+                    hs.model.learn_one(it.x, y)
             else:
                 start = due_t - RISK_HORIZON_S
                 label = any(start < t <= due_t for t in self.bad.get(it.offer_key, []))
-                base = g.risk_base.get() if g.risk_base.n else 0.0
-                g.logloss_model.update(_logloss(label, it.y_hat))
-                g.logloss_naive.update(_logloss(label, base))
+                for c, p in it.risk_p.items():
+                    g.logloss[c].update(_logloss(label, p))
+                    g.brier[c].update((p - (1.0 if label else 0.0)) ** 2)
+                g.logloss_published.update(_logloss(label, it.published))
+                g.brier_published.update((it.published - (1.0 if label else 0.0)) ** 2)
                 g.risk_base.update(1.0 if label else 0.0)
-                g.risk.learn_one(it.x, label)
+                if it.x is not None:
+                    g.risk.learn_one(it.x, label)
             n += 1
         self.scored += n
         return n
 
+    def champions(self) -> dict[str, dict[str, str]]:
+        """The published candidate per group: per horizon for price, and for risk."""
+        return {name: {**{f"{h}s": shrink_name(hs.champion()) for h, hs in sorted(g.horizons.items())},
+                       "risk_1h": g.risk_champion()} for name, g in sorted(self.groups.items())}
+
     def summary(self) -> dict[str, Any]:
-        """Running errors per horizon over all groups (model vs naive), for reports."""
+        """Running errors per horizon over all groups (published vs naive), for reports."""
         out: dict[str, Any] = {}
         for h in self.horizons:
-            n = sum(g.mae_model[h].n for g in self.groups.values() if h in g.mae_model)
+            hs = [g.horizons[h] for g in self.groups.values() if h in g.horizons]
+            n = sum(x.published.n for x in hs)
             if not n:
                 out[f"{h}s"] = {"n": 0}
                 continue
-            mm = sum(g.mae_model[h].get() * g.mae_model[h].n for g in self.groups.values() if h in g.mae_model) / n
-            mn = sum(g.mae_naive[h].get() * g.mae_naive[h].n for g in self.groups.values() if h in g.mae_naive) / n
-            out[f"{h}s"] = {"n": n, "mae_model": mm, "mae_naive": mn}
-        n = sum(g.logloss_model.n for g in self.groups.values())
+            out[f"{h}s"] = {"n": n, "mae_model": sum(x.published.get() * x.published.n for x in hs) / n,
+                            "mae_naive": sum(x.mae[0.0].get() * x.mae[0.0].n for x in hs) / n}
+        n = sum(g.logloss_published.n for g in self.groups.values())
         if n:
-            out["risk_1h"] = {
-                "n": n,
-                "logloss_model": sum(g.logloss_model.get() * g.logloss_model.n for g in self.groups.values()) / n,
-                "logloss_naive": sum(g.logloss_naive.get() * g.logloss_naive.n for g in self.groups.values()) / n,
-            }
+            def avg(attr: str, cand: str | None = None) -> float:
+                vals = [(getattr(g, attr) if cand is None else getattr(g, attr)[cand]) for g in self.groups.values()]
+                return sum(v.get() * v.n for v in vals if v.n) / max(1, sum(v.n for v in vals))
+
+            out["risk_1h"] = {"n": n, "logloss_model": avg("logloss_published"),
+                              "logloss_naive": avg("logloss", "base-rate"),
+                              "brier_model": avg("brier_published"), "brier_naive": avg("brier", "base-rate")}
+        if self.skipped:
+            out["skipped"] = dict(self.skipped)
         return out
+
+
+def _get(m: Any) -> float | None:
+    return float(m.get()) if m.n else None
 
 
 def forecast_events(offer: OfferKey, f: Forecast, now: Any) -> list[PriceForecasted]:
@@ -267,8 +410,8 @@ def forecast_events(offer: OfferKey, f: Forecast, now: Any) -> list[PriceForecas
             event_id=deterministic_id("forecast", f.offer_key, f.made_t, h), offer=offer, forecast_at=made,
             horizon_s=h, usd_per_hour=f.usd_per_hour[h],
             interruption_probability_next_hour=f.interruption_probability_next_hour,
-            model="river-linreg" if f.model_used[h] else "naive-last-value (model not yet better)",
-            mae_model=f.mae_model[h], mae_naive=f.mae_naive[h], n_scored=f.n_scored[h],
+            model=f.model_name(h), mae_model=f.mae_model[h], mae_naive=f.mae_naive[h], n_scored=f.n_scored[h],
+            usd_per_hour_p10=f.p10_usd_per_hour.get(h), usd_per_hour_p90=f.p90_usd_per_hour.get(h),
         )
         for h in sorted(f.usd_per_hour)
     ]
@@ -292,8 +435,9 @@ def forecast_records(offer_json: str, f: Forecast) -> list[bytes]:
         rest = to_json({
             "horizon_s": h, "usd_per_hour": f.usd_per_hour[h],
             "interruption_probability_next_hour": f.interruption_probability_next_hour,
-            "model": "river-linreg" if f.model_used[h] else "naive-last-value (model not yet better)",
-            "mae_model": f.mae_model[h], "mae_naive": f.mae_naive[h], "n_scored": f.n_scored[h],
+            "model": f.model_name(h), "mae_model": f.mae_model[h], "mae_naive": f.mae_naive[h],
+            "n_scored": f.n_scored[h], "usd_per_hour_p10": f.p10_usd_per_hour.get(h),
+            "usd_per_hour_p90": f.p90_usd_per_hour.get(h),
         }, inf_nan_mode="null")   # (as pydantic writes a model)
         out.append(b'{"event_id":"%s",%s%s' % (deterministic_id("forecast", f.offer_key, f.made_t, h).encode(), head,
                                                 rest[1:]))

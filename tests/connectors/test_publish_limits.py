@@ -23,3 +23,12 @@ def test_an_event_over_the_limit_is_refused_and_counted_not_sent() -> None:
     pub.publish(small)
     assert pub.oversized == 1 and [k for _, k, _ in sent] == ["w1"]
     pub.close(0.1)
+
+
+def test_a_quota_set_is_keyed_so_the_compacted_topic_keeps_the_latest() -> None:
+    from connectors.publish import key_for
+    from schemas.events import QuotasSet
+    from schemas.placement import GpuQuota
+
+    q = QuotasSet(event_id="q1", set_at=T0, quotas=[GpuQuota(provider="gcp", region="*", gpu="H100", gpus=8)])
+    assert key_for(q) == key_for(q.model_copy(update={"event_id": "q2"})) == "quotas"

@@ -67,7 +67,7 @@ def test_risk_model_sees_capacity_losses() -> None:
             s, _ = state.apply_event(s, capacity(OFF, i % 8 == 0, minutes=i * 30 + 1))
         f.observe(OFF.key, s, state.event_t(price(OFF, 1.0, minutes=i * 30)))
     r = f.summary()["risk_1h"]
-    assert r["n"] > 50 and 0 < f.groups["gcp|L4|spot"].risk_base.get() < 1
+    assert r["n"] > 50 and 0 < f.groups["gcp|L4|spot"].risk_base.get() < 1 and "brier_model" in r
     assert set(features(OFF.key, s, 0.0)) >= {"ret_1h", "vol_24h", "bad_24h", "spot"}
 
 
@@ -89,7 +89,7 @@ def test_rare_large_moves_of_a_quiet_price_do_not_make_the_model_diverge() -> No
         states[o.key], _ = state.apply_event(states[o.key], e)
         f.observe(o.key, states[o.key], state.event_t(e))
     g = next(iter(f.groups.values()))
-    weights = [abs(w) for w in g.price[3600].weights.values()]
+    weights = [abs(w) for w in g.horizons[3600].model.weights.values()]
     assert all(math.isfinite(w) for w in weights) and max(weights) < 1.0, max(weights)
     s = f.summary()["3600s"]
     assert s["n"] > 5000 and s["mae_model"] < 5 * s["mae_naive"], s
@@ -129,3 +129,76 @@ def test_the_engine_plans_on_the_current_price_between_forecasts() -> None:
     assert state.engine_view(newer, f.latest[OFF.key])["forecast_usd_per_hour"] == pytest.approx(2.4)
     moved = dataclasses.replace(fc, usd_per_hour={3600: 2.2})    # the model's +10 % from the t=0 price
     assert state.engine_view(newer, moved)["forecast_usd_per_hour"] == pytest.approx(2.4 * 1.1)
+
+
+def test_a_price_that_never_moves_forecasts_itself_exactly_while_its_group_moves() -> None:
+    f = Forecaster(horizons_s=(3600,))
+    still, moving = offer(market=Market.SPOT, region="still"), offer(market=Market.SPOT, region="moving")
+    s_still: dict = {}
+    s_mov: dict = {}
+    for i in range(2000):
+        e = price(moving, 1.0 * math.exp(0.0005 * i), minutes=i * 10)
+        s_mov, _ = state.apply_event(s_mov, e)
+        f.observe(moving.key, s_mov, state.event_t(e))
+        e2 = price(still, 3.0, minutes=i * 10, eid=f"s{i}")
+        s_still, _ = state.apply_event(s_still, e2)
+        f.observe(still.key, s_still, state.event_t(e2))
+    assert f.latest[moving.key].model_used[3600]            # the group's model is published where it helps
+    fc = f.latest[still.key]
+    assert fc.usd_per_hour[3600] == fc.p10_usd_per_hour[3600] == fc.p90_usd_per_hour[3600] == 3.0
+    assert fc.model[3600] == "naive"
+
+
+def test_the_published_forecast_is_not_worse_than_naive_on_a_random_walk() -> None:
+    """No signal to learn: every shrink candidate loses to naive, so naive is what gets published."""
+    import random
+
+    rng = random.Random(3)
+    f = Forecaster(horizons_s=(3600, 86_400))
+    s: dict = {}
+    p = 2.0
+    for i in range(6000):
+        p *= math.exp(rng.gauss(0, 0.01))
+        e = price(OFF, p, minutes=i * 10)
+        s, _ = state.apply_event(s, e)
+        f.observe(OFF.key, s, state.event_t(e))
+    for h in ("3600s", "86400s"):
+        summ = f.summary()[h]
+        assert summ["mae_model"] <= summ["mae_naive"] * 1.02, (h, summ)
+
+
+def test_bad_input_is_skipped_counted_and_falls_back_to_naive() -> None:
+    f = Forecaster(horizons_s=(3600,))
+    good = {"usd_per_hour": 2.0, "price_t": 0.0, "ewma": 2.0, "hist": [[0.0, 2.0], [10.0, 2.1]]}
+    fc = f.observe(OFF.key, {**good, "ewma": float("nan")}, now_t=100.0)       # a NaN feature
+    assert fc is not None and fc.model[3600] == "naive" and fc.usd_per_hour[3600] == 2.0
+    assert f.observe(OFF.key, {**good, "usd_per_hour": 0.0}, now_t=9000.0) is None   # a price of 0
+    assert f.observe(OFF.key, good, now_t=50.0) is None                              # the clock went back
+    fc = f.observe(offer(region="lonely").key, good, now_t=200.0)                     # one observation
+    assert fc is not None and fc.model[3600] == "naive"
+    assert f.skipped == {"feature": 1, "price": 1, "clock": 1}
+
+
+def test_the_pool_hazard_beats_the_base_rate_where_pools_differ() -> None:
+    """Two spot pools of one group: one loses capacity every ~5 h, the other never. The group's base rate
+    is wrong for both; the shrunk per-pool hazard is published once it scores better."""
+    import random
+
+    rng = random.Random(9)
+    f = Forecaster(horizons_s=(3600,))
+    risky, calm = offer(market=Market.SPOT, region="risky"), offer(market=Market.SPOT, region="calm")
+    states: dict[str, dict] = {risky.key: {}, calm.key: {}}
+    for i in range(4000):
+        minute = i * 15
+        for o in (risky, calm):
+            e = price(o, 1.0, minutes=minute, eid=f"{o.region}{i}")
+            states[o.key], _ = state.apply_event(states[o.key], e)
+            if o is risky and rng.random() < 0.05:   # capacity lost, back a minute later
+                states[o.key], _ = state.apply_event(states[o.key], capacity(o, False, minutes=minute))
+                states[o.key], _ = state.apply_event(states[o.key], capacity(o, True, minutes=minute + 1))
+            f.observe(o.key, states[o.key], state.event_t(e))
+    r = f.summary()["risk_1h"]
+    assert f.champions()["gcp|L4|spot"]["risk_1h"] != "base-rate"
+    assert r["logloss_model"] < 0.9 * r["logloss_naive"], r
+    p_risky = f.latest[risky.key].interruption_probability_next_hour
+    assert p_risky > 5 * f.latest[calm.key].interruption_probability_next_hour
