@@ -120,6 +120,20 @@ def test_engine_gets_the_portfolio_quotas() -> None:
     assert made and made[0].quotas == [GpuQuota(provider="gcp", region="*", gpu="L4", gpus=3)]
 
 
+def test_every_strategy_stays_within_the_quota_on_a_tiny_market() -> None:
+    home = offer("home", "on_demand", provider="gcp")
+    away = offer("away", "on_demand", provider="lambdalabs", region="global")
+    pf = _two_workloads([{"provider": "gcp", "region": "*", "gpu": "L4", "gpus": 3}])
+    r = run_backtest(BacktestConfig(data_dir=Path("/nonexistent"), start=T0, end=T0 + timedelta(hours=4)), pf,
+                     events=[price(home, 1.0, 0), price(away, 2.0, 0)])
+    rep = build_report(r)
+    for name, st in rep["strategies"].items():
+        assert st["quota_violations"] == 0, name
+        gcp = sum(h.gpus for hs in r.ledgers[name].holdings.values() for h in hs if h.offer.provider == "gcp")
+        assert gcp <= 3, name
+    assert rep["strategies"]["cloudarb"]["gpu_hours_delivered"] == pytest.approx(16.0)
+
+
 @pytest.mark.parametrize("quotas, msg", [
     ([{"provider": "nocloud", "region": "*", "gpu": "L4", "gpus": 1}], "unknown provider"),
     ([{"provider": "gcp", "region": "*", "gpu": "L4", "gpus": 1}] * 2, "one entry"),

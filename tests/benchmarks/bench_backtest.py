@@ -33,11 +33,15 @@ YEAR = (datetime(2024, 11, 8, tzinfo=UTC), datetime(2025, 11, 8, tzinfo=UTC))
 
 def _summary(rep: dict, wall_s: float) -> dict:
     keep = ("total_cost_usd", "cost_per_delivered_gpu_hour", "gpu_hours_delivered", "gpu_hours_requested",
-            "interruptions", "migrations", "budget_violations", "savings_pct_vs")
+            "interruptions", "migrations", "budget_violations", "savings_pct_vs", "quota_violations")
+    spread = ("topology", "max_providers_at_once", "max_regions_at_once", "max_gpu_models_at_once",
+              "quota_violations")
     return {"wall_s": round(wall_s, 2), "cpu_s": rep["timing"]["cpu_s"], "time_split_s": rep["timing"]["split_s"],
             "window": rep["window"], "events": rep["events"], "engine": rep["engine"],
             "forecast_error": rep["forecast_error"],
-            "strategies": {n: {k: s[k] for k in keep} for n, s in rep["strategies"].items()}}
+            "strategies": {n: {**{k: s[k] for k in keep},
+                               "per_workload": {w: {k: d[k] for k in spread} for w, d in s["per_workload"].items()}}
+                           for n, s in rep["strategies"].items()}}
 
 
 def main() -> int:
