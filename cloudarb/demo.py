@@ -29,7 +29,8 @@ from rich.table import Table
 from cloudarb.app import load_workloads, workload_events
 from cloudarb.kafka_local import LocalKafka, ensure_topics
 from cloudarb.pipeline import publish_events
-from cloudarb.settings import Settings
+from cloudarb.quotas import load_quotas, quotas_event
+from cloudarb.settings import ROOT, Settings
 from cloudarb.signals import die_with_parent, interrupted_exit_code, sigterm_as_interrupt
 from connectors.publish import KafkaPublisher, topic_for
 from connectors.replay import paced, replay_events
@@ -159,6 +160,9 @@ def run_demo(s: Settings, data_dir: Path | None = None, speed: float = 0.0, keep
             base_end = group_position(bootstrap, app_id, MARKET_TOPICS)[1]
             wl = workload_events(load_workloads(s.cloudarb_workloads_file))
             published["WorkloadRequested"] += publish_events(bootstrap, wl)
+            # the GPU quotas the example team holds: no plan exceeds them
+            quotas = load_quotas(s.cloudarb_quotas_file or ROOT / "examples" / "quotas.yaml")
+            published["QuotasSet"] += publish_events(bootstrap, [quotas_event(quotas)])
             replay_done = threading.Event()
             replay_error: list[BaseException] = []
 
@@ -191,7 +195,7 @@ def run_demo(s: Settings, data_dir: Path | None = None, speed: float = 0.0, keep
                     processed, market_end = group_position(bootstrap, market_group(app_id), MARKET_TOPICS)
                     ch_done, ch_end = group_position(bootstrap, app_id, [f"{app_id}-market-changes"])
                     sink_done, sink_end = group_position(bootstrap, sink_group, SINK_TOPICS)
-                    n_pub = sum(v for k, v in published.items() if k != "WorkloadRequested")
+                    n_pub = sum(v for k, v in published.items() if k not in ("WorkloadRequested", "QuotasSet"))
                     done, total = processed - base_end, market_end - base_end
                     live.update(
                         f"[bold]published[/] {n_pub}  [bold]processed[/] {done}/{total}  "
