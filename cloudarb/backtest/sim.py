@@ -33,7 +33,6 @@ upsert/affected/resolve chain. Since the live pipeline treats any price move on 
 from __future__ import annotations
 
 import heapq
-import inspect
 import math
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -67,8 +66,6 @@ BASELINES = ("on_demand_home", "launch_cheapest", "greedy_spot", "pco_like")
 RELAXED_BUDGET = 1e9
 Snapshot = tuple[tuple[str, int], ...]        # a workload's holdings at once: sorted (offer key, instances)
 SPREAD_KEYS = ("providers", "regions", "gpu_models", "places")
-# solvers.greedy_plan gains quotas / quota_used (issue 21); until then the baselines filter quotes themselves
-_GREEDY_HAS_QUOTAS = "quota_used" in inspect.signature(greedy_plan).parameters
 
 
 @dataclass
@@ -473,19 +470,7 @@ class GreedyRuleStrategy(Strategy):
 def _greedy(qs: Sequence[OfferQuote], spec: WorkloadSpec, quotas: Sequence[GpuQuota],
             used: dict[str, int]) -> SolveResult:
     """`greedy_plan` for one workload within the quotas, given the GPUs `used` per quota key by others."""
-    if not quotas:
-        return greedy_plan(qs, [spec])
-    if _GREEDY_HAS_QUOTAS:
-        kw: dict[str, Any] = {"quotas": list(quotas), "quota_used": dict(used)}
-        return greedy_plan(qs, [spec], **kw)
-    # until greedy_plan takes quotas: drop the offers whose (single-offer) plan would exceed one
-    ok = []
-    for q in qs:
-        g = q.offer.gpus_per_instance
-        gpus = math.ceil(spec.min_gpus / g) * g
-        if all(used.get(c.key, 0) + gpus <= c.gpus for c in quotas_covering(quotas, q.offer)):
-            ok.append(q)
-    return greedy_plan(ok, [spec])
+    return greedy_plan(qs, [spec], quotas, dict(used))
 
 
 @dataclass
@@ -594,8 +579,7 @@ class Simulation:
             if n == OURS:
                 factory = self.engine_factory or _engine(cfg.engine, pf)
                 ours = EngineStrategy(ledgers[n], factory())
-                if hasattr(ours.engine, "set_quotas"):  # every engine has it once issue 21's engines land
-                    ours.engine.set_quotas(list(pf.quotas))
+                ours.engine.set_quotas(list(pf.quotas))
                 strategies.append(ours)
             elif n in BASELINES:
                 strategies.append(GreedyRuleStrategy(ledgers[n], n))

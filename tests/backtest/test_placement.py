@@ -9,13 +9,20 @@ from pathlib import Path
 
 import pytest
 
-from cloudarb.backtest import BacktestConfig, build_report, load_portfolio, parse_portfolio, run_backtest
+from cloudarb.backtest import (
+    BacktestConfig,
+    Portfolio,
+    build_report,
+    load_portfolio,
+    parse_portfolio,
+    run_backtest,
+)
 from cloudarb.backtest.report import render_html
 from cloudarb.backtest.sim import BASELINES, Ledger
 from schemas.events import Assignment, WorkloadSpec
 from schemas.market import AllocationEngine
 from schemas.placement import GpuQuota
-from solvers import GreedyEngine, PortfolioEngine
+from solvers import GreedyEngine
 from tests.backtest.conftest import T0, offer, price
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -71,7 +78,7 @@ def test_quota_violations_count_instants_and_name_the_workloads() -> None:
     assert led.quota_violations == 1 and led.violated == ()
 
 
-def _two_workloads(quotas: list[dict[str, object]]) -> object:
+def _two_workloads(quotas: list[dict[str, object]]) -> Portfolio:
     w = {"gpu_throughput": {"L4": 1.0}, "min_gpus": 2, "max_gpus": 2, "budget_usd_per_hour": 50.0,
          "home_provider": "gcp", "restart_overhead_h": 0.1, "max_spot_share": 1.0}
     return parse_portfolio({"name": "q", "quotas": quotas,
@@ -85,7 +92,7 @@ def test_baselines_share_the_quota_across_workloads() -> None:
     evs = [price(home, 1.0, 0), price(spot, 0.3, 0), price(away, 2.0, 0)]
     pf = _two_workloads([{"provider": "gcp", "region": "*", "gpu": "L4", "gpus": 3}])
     r = run_backtest(BacktestConfig(data_dir=Path("/nonexistent"), start=T0, end=T0 + timedelta(hours=4),
-                                    strategies=BASELINES), pf, events=evs)  # type: ignore[arg-type]
+                                    strategies=BASELINES), pf, events=evs)
     for name in BASELINES:
         led = r.ledgers[name]
         assert led.quota_violations == 0, name
@@ -100,10 +107,11 @@ def test_baselines_share_the_quota_across_workloads() -> None:
 class _RecordingEngine(GreedyEngine):
     def __init__(self) -> None:
         super().__init__()
-        self.quotas: list[GpuQuota] | None = None
+        self.got: list[GpuQuota] | None = None
 
     def set_quotas(self, quotas: Sequence[GpuQuota]) -> None:
-        self.quotas = list(quotas)
+        self.got = list(quotas)
+        super().set_quotas(quotas)
 
 
 def test_engine_gets_the_portfolio_quotas() -> None:
@@ -116,8 +124,8 @@ def test_engine_gets_the_portfolio_quotas() -> None:
     home = offer("home", "on_demand", provider="gcp")
     pf = _two_workloads([{"provider": "gcp", "region": "*", "gpu": "L4", "gpus": 3}])
     run_backtest(BacktestConfig(data_dir=Path("/nonexistent"), start=T0, end=T0 + timedelta(hours=2),
-                                strategies=("cloudarb",)), pf, factory, events=[price(home, 1.0, 0)])  # type: ignore[arg-type]
-    assert made and made[0].quotas == [GpuQuota(provider="gcp", region="*", gpu="L4", gpus=3)]
+                                strategies=("cloudarb",)), pf, factory, events=[price(home, 1.0, 0)])
+    assert made and made[0].got == [GpuQuota(provider="gcp", region="*", gpu="L4", gpus=3)]
 
 
 def test_every_strategy_stays_within_the_quota_on_a_tiny_market() -> None:
@@ -152,9 +160,6 @@ def test_example_portfolios_describe_real_jobs(name: str) -> None:
         assert w.spec.state_gb > 0, w.spec.workload_id
 
 
-# strict while the committed engine lacks the placement rules (their landing adds PortfolioEngine.set_quotas);
-# remove the marker once they have landed
-@pytest.mark.xfail(not hasattr(PortfolioEngine, "set_quotas"), strict=True, reason="engine gang enforcement pending")
 def test_gang_workloads_run_in_one_place_for_every_strategy_on_sample() -> None:
     pf = load_portfolio(ROOT / "examples" / "portfolios" / "training-lab.yaml")
     r = run_backtest(BacktestConfig(data_dir=SAMPLE, start=START, end=END), pf)
