@@ -1720,8 +1720,9 @@ class PortfolioEngine:
                 k = int(min(math.floor(v + 1e-6), max(0.0, cap_left[o])))
                 if ql is not None and k > 0:
                     g = int(P.g[j])
-                    room = min((ql[q] for q in inst.offer_quotas[o]), default=math.inf)
-                    k = int(min(k, max(0.0, math.floor(room / g + 1e-9))))
+                    room = min((float(ql[q]) for q in inst.offer_quotas[o]), default=math.inf)
+                    if room < k * g:
+                        k = max(0, math.floor(room / g + 1e-9))
                     pl.quota_take(inst, ((o, k),), ql)
                 if k > 0:
                     base[o] = k

@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from schemas.events import WorkloadSpec
-from schemas.placement import Topology
 from schemas.market import OfferQuote
 from schemas.offers import Market, OfferKey
+from schemas.placement import Topology
 
 
 def quote(provider: str = "gcp", region: str = "us", model: str = "L4", gpus: int = 1, price: float = 1.0,
