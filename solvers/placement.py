@@ -190,7 +190,7 @@ def plan_ok(inst: Instance, w: int, rows: Sequence[tuple[int, int]], cap_left: F
 
 
 def gang_plans(inst: Instance, w: int, o: I64, c: F64, cap_left: F64, qleft: F64 | None,
-               top: int = 1) -> list[tuple[float, Rows]]:
+               top: int = 1, check_ic: bool = True) -> list[tuple[float, Rows]]:
     """The cheapest (by per-instance metric `c` of offers `o`) one-place plans of w with ceil(L/g) instances,
     mixing the place's cheapest spot and on-demand offers as the spot share and capacity allow: [(metric,
     rows)], cheapest first, at most `top` (one per place). Vectorised over the workload's offers."""
@@ -199,7 +199,9 @@ def gang_plans(inst: Instance, w: int, o: I64, c: F64, cap_left: F64, qleft: F64
     L, U, B, S = int(inst.min_gpus[w]), int(inst.max_gpus[w]), float(inst.budget[w]), float(inst.spot_share[w])
     g = inst.gpus[o]
     n = -(-L // g)
-    ok = inst.available[o] & (n * g <= U) & ic_ok_vec(inst, w, o, n) & (cap_left[o] >= 1 - 1e-9)
+    ok = inst.available[o] & (n * g <= U) & (cap_left[o] >= 1 - 1e-9)
+    if check_ic:
+        ok &= ic_ok_vec(inst, w, o, n)
     if qleft is not None and inst.quotas:
         ok &= n * g <= quota_room(inst, o, qleft) + 1e-9
     if S <= 0:

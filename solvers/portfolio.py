@@ -1997,6 +1997,10 @@ def _diagnose_placement(inst: Instance, w: int, cand: npt.NDArray[np.bool_], cap
         def places(capx: F64, q: F64 | None) -> list[tuple[float, tuple[tuple[int, int], ...]]]:
             return pl.gang_plans(inst, w, o, price, capx, q, top=8)
         if not places(unlimited, None):
+            if inst.need_ic[w] and pl.gang_plans(inst, w, o, price, unlimited, None, check_ic=False):
+                need = inst.specs[w].interconnect.value
+                return InfeasibilityReport(wid, f"interconnect: no single place with {need} hosts {L} GPUs within "
+                                           "budget", "interconnect")
             return InfeasibilityReport(wid, f"gang: no single place hosts {L} GPUs within budget and spot share",
                                        "gang")
         if not places(cap, None):

@@ -315,3 +315,12 @@ def test_every_plan_of_both_engines_runs(market, data):
         _check(e.instance(), e.solve())
     e.set_quotas(data.draw(quota_st))
     _check(e.instance(), e.solve())
+
+
+def test_gang_blocked_by_the_interconnect_names_it():
+    offers = [q(zone="a", it="a3-highgpu-8g", price=10.0)]   # NVLink only: one node fine, two need a fabric
+    r = portfolio(offers, [ws("ib", lo=16, interconnect=Interconnect.INFINIBAND)]).solve()
+    assert [x.constraint for x in r.infeasible] == ["interconnect"]
+    r = greedy_plan([q(zone="a", it="g2-standard-8", model="L4", gpus=8)],
+                    [ws("nv", lo=8, models={"L4": 1.0}, interconnect=Interconnect.NVLINK)])
+    assert [x.constraint for x in r.infeasible] == ["interconnect"]
