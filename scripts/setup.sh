@@ -2,7 +2,7 @@
 # Idempotent set-up for a fresh Debian machine (no Docker needed): Python venv with the pinned
 # dependencies, the pinned Kafka broker jars (Maven Central), and for the test suite Chromium.
 #   scripts/setup.sh          venv + Kafka jars          (used by `make demo`)
-#   scripts/setup.sh --test   also Chromium + driver     (used by `make test`)
+#   scripts/setup.sh --test   also Chromium + driver, and Helm (scripts/helm.sh install, needs go)   (used by `make test`)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -60,6 +60,12 @@ fi
 if [ "${1:-}" = "--test" ]; then
   if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
     apt_install chromium chromium-driver || say "chromium unavailable: browser tests will skip"
+  fi
+  # Helm (pinned, built from the Go module proxy into .cache/bin) for tests/test_helm.py; skipped without go
+  if command -v go >/dev/null; then
+    scripts/helm.sh install || say "helm build failed: the chart tests will skip"
+  else
+    say "go not found: the Helm chart tests will skip"
   fi
 fi
 say "ready"

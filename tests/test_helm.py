@@ -11,6 +11,7 @@ from __future__ import annotations
 import http.server
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -431,4 +432,10 @@ def test_helm_is_the_pinned_version(helm: Any) -> None:
     if os.environ.get("HELM"):
         pytest.skip("HELM overrides the pinned build")
     r = helm("version", "--short")
-    assert r.stdout.startswith("v4.3.2"), r.stdout
+    assert r.stdout.startswith("v4."), r.stdout  # a `go install` build reports only "v4.3"
+    if shutil.which("go") is None:
+        pytest.skip("go not found: cannot read the module version of the helm binary")
+    mod = subprocess.run(["go", "version", "-m", str(ROOT / ".cache" / "bin" / "helm")], capture_output=True,
+                         text=True, timeout=30, check=True).stdout
+    pin = re.search(r"^HELM_VERSION=(\S+)$", (ROOT / "scripts" / "helm.sh").read_text(), re.M)
+    assert pin and re.search(rf"^\s+mod\s+helm\.sh/helm/v4\s+{re.escape(pin[1])}\s", mod, re.M), mod
