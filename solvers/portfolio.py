@@ -35,6 +35,40 @@ risk-adjusted):
 Hysteresis, hard rule (integer phase): a workload whose current plan is still feasible moves only
 if the new plan's objective (without migration term) saves at least theta_w.
 
+Placement rules (solvers/placement.py; issue 21). Offers carry their place P(o) = (provider, region,
+zone, instance type, GPU model), their provider's egress e_o (USD/GB) and interconnect facts; workloads
+their topology, replica size r_w, interconnect need, shares sigma^prov_w / sigma^reg_w, state s_w (GB).
+  * pairs: (w, o) exists only if the interconnect holds for one instance of o and, for replicas with r_w,
+    g_o = r_w (never valid otherwise: no column, no LP mass on it);
+  * gang: all of w's instances in one place: sum over places of [w uses the place] <= 1, spot and
+    on-demand of the place mixed within S_w; the interconnect holds for the plan's total instance count
+    (InfiniBand: a fabric between several nodes);
+  * replicas: every row of offers with g_o = r_w; per provider p: sum_{o in p} g_o x_wo <= sigma^prov_w G_w,
+    per (provider, region) likewise with sigma^reg_w;
+  * quotas q (provider, region or all, GPU model or family; limit Q_q), portfolio-wide:
+        sum_w sum_{o covered by q} g_o x_wo <= Q_q.
+  The LP carries none of these rows (the pair filter aside): it stays the same live model with the same
+  warm starts, and its optimum is still a valid lower bound (a relaxation of a more constrained problem),
+  only a weaker one for gangs (the LP may split a gang over places), share-limited replicas and binding
+  quotas. They are enforced in the integer phase: the LP rounding of a gang keeps only the place with the
+  most LP mass (x_wo g_o) among w's support and fills only from that place; a gang's other candidates are
+  single-offer plans (one place by construction) and, when the spot share is strictly between 0 and 1 (or
+  no single offer fits), the cheapest place mixing its spot and on-demand offers (`placement.gang_plans`);
+  share-limited replicas are filled from scratch across providers and regions (the cheapest offers of each);
+  quota headroom is tracked like `cap_left` (what every workload not re-decided holds, then each decision in
+  priority order), so no candidate exceeds a quota; the plan in force is kept only if it is still valid
+  (rules and quotas included). `evaluate` re-checks all of it independently, quotas over the whole portfolio.
+
+Moves (integer phase). Moving w from x^cur_w to x costs once
+    C_move(w, x) = (rho_w + s_w * 8 / (3600 * bw)) * usd(x)                # restart + transfer hours
+                   + s_w * max_{o in x^cur_w} e_o * [x uses a provider x^cur_w does not]   # egress
+  (bw = move_bandwidth_gbps; transfer hours charged at the new plan's USD/h; no egress within a provider).
+  A candidate move's metric adds lambda * (C_move - rho_w usd(x)) / H (the state's part, amortised over
+  the payback horizon H = payback_horizon_h; the restart part is priced by theta_w and pi_o rho_w already),
+  and the same share enters the objective (`evaluate`) for a workload that moves. Hard rule: a move whose
+  saving per hour Delta (the hysteresis metric above) has Delta < theta_w or Delta * H < C_move(w, x) is not
+  made (binding "payback"); a plan in force that is no longer valid moves regardless.
+
 SOLUTION METHOD (and why)
 =========================
 * Candidate pairs (w, o) are flat numpy arrays (CSR by workload, ~1-3M at 1,000 x 10,000); costs,
