@@ -410,11 +410,29 @@ MINIMAL = ("--set", "kafka.bootstrapServers=kafka:9092", "--set", "secrets.exist
     ((*MINIMAL, "--set", "config.extraEnv.CLICKHOUSE_PASSWORD=x"), "config.extraEnv.CLICKHOUSE_PASSWORD looks like"),
     ((*MINIMAL, "--set", "config.extraEnv.STORE=http://u:pw@h:8123"), "config.extraEnv.STORE is a URL"),
     ((*MINIMAL, "--set", "worker.resources.requests=null"), "worker.resources.requests needs cpu and memory"),
+    ((*MINIMAL, "--set", "worker.replica=8"), "additional properties 'replica' not allowed"),  # values.schema.json
+    ((*MINIMAL, "--set", "outputs.layout=both"), "/outputs/layout"),
 ])
 def test_bad_values_fail_with_a_message_naming_the_value(helm: Any, args: tuple[str, ...], message: str) -> None:
     r = template(helm, *args)
     assert r.returncode != 0, f"rendered although {args}"
     assert message in r.stderr, r.stderr
+
+
+def test_values_schema_knows_the_providers() -> None:
+    import json
+
+    from connectors.registry import PROVIDERS
+
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    assert schema["properties"]["connectors"]["properties"]["providers"]["items"]["enum"] == list(PROVIDERS)
+
+
+def test_strimzi_points_kafka_at_its_cluster(helm: Any) -> None:
+    env = next(o for o in rendered(helm, "strimzi-values.yaml") if o["metadata"]["name"].endswith("-env"))
+    kafka = next(o for o in rendered(helm, "strimzi-values.yaml") if o["kind"] == "Kafka")
+    assert env["data"]["KAFKA_BOOTSTRAP_SERVERS"] == f"{kafka['metadata']['name']}-kafka-bootstrap:9092"
+    assert any(li["port"] == 9092 and not li["tls"] for li in kafka["spec"]["kafka"]["listeners"])
 
 
 def test_values_file_above_partitions_fails(helm: Any, tmp_path: Path) -> None:
