@@ -24,6 +24,12 @@ True
 'A100-80GB'
 >>> vast_gpu("RTX 3090", 24576) is None
 True
+>>> gcp_machine("g2-standard-24")
+('L4', 2)
+>>> tracker2026_gpu("A100_PCIE_80GB")
+'A100-PCIE-80GB'
+>>> tracker2026_gpu("MI300X") is None
+True
 """
 
 from __future__ import annotations
@@ -83,6 +89,41 @@ _TRACKER = {
     ("B200_180GB", None): "B200",
     ("GH200_96GB", None): "GH200",
 }
+
+# --- GCP machine types (when only the machine type is known, e.g. AWS-style price feeds) ----------
+# GPUs per machine from the GCP accelerator-optimized machine family documentation (A2, A3, G2).
+
+GCP_MACHINES: dict[str, tuple[str, int]] = {
+    **{f"a2-highgpu-{n}g": ("A100-40GB", n) for n in (1, 2, 4, 8)},
+    "a2-megagpu-16g": ("A100-40GB", 16),
+    **{f"a2-ultragpu-{n}g": ("A100-80GB", n) for n in (1, 2, 4, 8)},
+    **{f"a3-highgpu-{n}g": ("H100-80GB", n) for n in (1, 2, 4, 8)},
+    "a3-edgegpu-8g": ("H100-80GB", 8), "a3-edgegpu-8g-nolssd": ("H100-80GB", 8),
+    "a3-megagpu-8g": ("H100-80GB", 8),
+    "a3-ultragpu-8g": ("H200", 8), "a3-ultragpu-8g-nolssd": ("H200", 8),
+    "a4-highgpu-8g": ("B200", 8),
+    **{f"g2-standard-{v}": ("L4", 1) for v in (4, 8, 12, 16, 32)},
+    "g2-standard-24": ("L4", 2), "g2-standard-48": ("L4", 4), "g2-standard-96": ("L4", 8),
+}
+
+# --- gpu-price-tracker-2026 (getdeploying / vast.ai style model names) ---------------------------
+
+_TRACKER_2026 = {
+    "A100_SXM_80GB": "A100-80GB",
+    "A100_SXM_40GB": "A100-40GB",
+    "A100_PCIE_80GB": "A100-PCIE-80GB",
+    "A100_PCIE_40GB": "A100-40GB",  # the catalogue has no separate A100 40 GB PCIe entry (as for Lambda)
+    "H100_SXM": "H100-80GB",
+    "H100_PCIE": "H100-PCIE-80GB",
+    "H200": "H200",
+    "B200": "B200",
+    "GH200": "GH200",
+    "L40S": "L40S",
+    "L40": "L40",
+    "RTX_4090": "RTX-4090",
+    "RTX_PRO_6000": "RTX-PRO-6000",
+}
+# not mapped (reported): H100_NVL (94 GB, not in the catalogue), B300, GB200, RTX_5090, MI300X, MI355X.
 
 # --- AWS ----------------------------------------------------------------------------------------
 # Static instance table (used by the replays, which have no API; the live connector prefers
@@ -218,6 +259,15 @@ def gcp_sku_gpu(name: str) -> str | None:
     return _GCP_SKU.get(" ".join(name.lower().split()))
 
 
+def gcp_machine(machine_type: str) -> tuple[str, int] | None:
+    """(canonical GPU, GPUs per machine) for a GCP accelerator-optimized machine type, or None."""
+    return GCP_MACHINES.get(machine_type.strip().lower())
+
+
+def tracker2026_gpu(gpu_model: str) -> str | None:
+    return _TRACKER_2026.get(gpu_model.strip())
+
+
 def tracker_gpu(gpu_type: str, socket_type: str | None) -> str | None:
     return _TRACKER.get((gpu_type, socket_type or None))
 
@@ -256,8 +306,9 @@ def vast_gpu(gpu_name: str, gpu_ram_mib: float | None = None) -> str | None:
 def _check() -> None:
     """Every target is a catalogue entry (import-time guard against typos)."""
     targets: list[str] = [*_GCP.values(), *_GCP_SKU.values(), *_TRACKER.values(), *_AWS_GPUINFO.values(),
-                          *_LAMBDA.values(), *_RUNPOD.values()]
+                          *_LAMBDA.values(), *_RUNPOD.values(), *_TRACKER_2026.values()]
     targets += [g for g, _ in AWS_INSTANCES.values()] + [g for g, _ in AZURE_SKUS.values()]
+    targets += [g for g, _ in GCP_MACHINES.values()]
     for v in _VAST.values():
         targets += [v] if isinstance(v, str) else list(v.values())
     bad = sorted(set(targets) - set(GPU_CATALOGUE))

@@ -1,7 +1,10 @@
 """Replay of recorded real markets as the same events the live connectors publish.
 
-Datasets: GCP pricing history, the neocloud tracker, the AWS Spot Advisor snapshot and the spot
-availability/preemption traces (see each module for what is derived and how).
+Datasets: GCP pricing history, the neocloud tracker, the AWS Spot Advisor snapshot, the spot
+availability/preemption traces, and three evaluation-only datasets read in place from the shared data
+folder (never copied into the repository): daily AWS (+ sparse GCP/Azure) spot prices, event-level AWS
+eu-west-1 spot prices per AZ, and the 2026 multi-provider daily GPU price tracker (see each module for
+what is derived and how).
 Each dataset module yields events in event-time order; `replay_events` merges them (deterministic:
 ties broken by dataset name then event id). Event ids are derived from the record, so replaying the
 same data twice yields the same ids and downstream dedup holds.
@@ -15,7 +18,15 @@ from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 from pathlib import Path
 
-from connectors.replay import aws_spot_advisor, gcp_history, gpu_tracker, spot_traces
+from connectors.replay import (
+    aws_spot_advisor,
+    aws_spot_daily,
+    aws_spot_events,
+    gcp_history,
+    gpu_tracker,
+    gpu_tracker_2026,
+    spot_traces,
+)
 from schemas.events import CapacityObserved, Event, InterruptionObserved, PriceObserved
 
 MarketEvent = PriceObserved | CapacityObserved | InterruptionObserved
@@ -25,6 +36,9 @@ DATASETS: dict[str, Callable[[Path], Iterator[MarketEvent]]] = {
     "gpu-price-tracker": gpu_tracker.events,
     "aws-spot-advisor": aws_spot_advisor.events,
     "spot-traces": spot_traces.events,
+    "aws-spot-daily": aws_spot_daily.events,
+    "aws-spot-events-euwest1": aws_spot_events.events,
+    "gpu-price-tracker-2026": gpu_tracker_2026.events,
 }
 
 
