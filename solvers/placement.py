@@ -193,7 +193,8 @@ def gang_plans(inst: Instance, w: int, o: I64, c: F64, cap_left: F64, qleft: F64
                top: int = 1, check_ic: bool = True) -> list[tuple[float, Rows]]:
     """The cheapest (by per-instance metric `c` of offers `o`) one-place plans of w with ceil(L/g) instances,
     mixing the place's cheapest spot and on-demand offers as the spot share and capacity allow: [(metric,
-    rows)], cheapest first, at most `top` (one per place). Vectorised over the workload's offers."""
+    rows)], cheapest first, at most `top` (one per place). Vectorised over the offers given (the engine passes
+    the places of a workload's cheapest offers only; greedy all of them)."""
     if not o.size:
         return []
     L, U, B, S = int(inst.min_gpus[w]), int(inst.max_gpus[w]), float(inst.budget[w]), float(inst.spot_share[w])
@@ -257,6 +258,50 @@ def gang_plans(inst: Instance, w: int, o: I64, c: F64, cap_left: F64, qleft: F64
             rows.append((int(sp_o[k]), int(ks[k])))
         out.append((float(m[k]), tuple(sorted(rows))))
     return out
+
+
+def gang_plans_few(inst: Instance, w: int, o: Sequence[int], c: Sequence[float], cap_left: F64,
+                   qleft: F64 | None) -> tuple[float, Rows] | None:
+    """`gang_plans(..., top=1)` in scalar arithmetic, for a few dozen offers (the engine's hot path, where
+    numpy's per-call cost dominated): the cheapest one-place plan, or None."""
+    L, U, B, S = int(inst.min_gpus[w]), int(inst.max_gpus[w]), float(inst.budget[w]), float(inst.spot_share[w])
+    quotas = qleft is not None and bool(inst.quotas)
+    best: dict[tuple[int, bool], tuple[float, int]] = {}
+    for oo, cc in zip(o, c, strict=True):
+        if not inst.available[oo] or cap_left[oo] < 1 - 1e-9:
+            continue
+        g = int(inst.gpus[oo])
+        n = -(-L // g)
+        sp = bool(inst.spot[oo])
+        if n * g > U or (sp and S <= 0) or not ic_ok(inst, w, oo, n):
+            continue
+        if quotas and n * g > min((float(qleft[q]) for q in inst.offer_quotas[oo]), default=math.inf) + 1e-9:  # type: ignore[index]
+            continue
+        key = (int(inst.place[oo]), sp)
+        if key not in best or (cc, oo) < best[key]:
+            best[key] = (float(cc), int(oo))
+    out: tuple[float, Rows, int] | None = None
+    for p in sorted({k[0] for k in best}):
+        od, spo = best.get((p, False)), best.get((p, True))
+        g = int(inst.gpus[(od or spo)[1]])  # type: ignore[index]
+        n = -(-L // g)
+        cap_od = math.floor(min(float(cap_left[od[1]]), 1e9) + 1e-9) if od else 0
+        cap_sp = math.floor(min(float(cap_left[spo[1]]), 1e9) + 1e-9) if spo else 0
+        ks_max = min(math.floor(S * n + 1e-9), cap_sp)
+        c_od = od[0] if od else math.inf
+        c_sp = spo[0] if spo else math.inf
+        ks = min(n, ks_max) if c_sp < c_od else max(0, n - min(n, cap_od))
+        kod = n - ks
+        if ks > ks_max or kod > cap_od or ks < 0:
+            continue
+        usd = (ks * float(inst.price[spo[1]]) if ks else 0.0) + (kod * float(inst.price[od[1]]) if kod else 0.0)  # type: ignore[index]
+        if usd > B * (1 + 1e-9) + 1e-9:
+            continue
+        m = (ks * c_sp if ks else 0.0) + (kod * c_od if kod else 0.0)
+        if out is None or m < out[0]:
+            rows = ([(od[1], kod)] if kod else []) + ([(spo[1], ks)] if ks else [])  # type: ignore[index]
+            out = (m, tuple(sorted(rows)), p)
+    return None if out is None else (out[0], out[1])
 
 
 def fill(inst: Instance, w: int, base: Mapping[int, int], pool: Sequence[int], unit: Mapping[int, float],

@@ -805,6 +805,7 @@ class PortfolioEngine:
         self._pairs: _Pairs | None = None
         self._master: _Master | None = None
         self._oidx: dict[str, int] = {}
+        self._place_offers: list[I64] = []
         self._widx: dict[str, int] = {}
         self._structural = True
         self._pending: dict[str, OfferQuote] = {}
@@ -943,6 +944,9 @@ class PortfolioEngine:
         if init:
             master.add_pairs(np.unique(np.concatenate(init)))
         self._inst, self._pairs, self._master = inst, pairs, master
+        order = np.argsort(inst.place, kind="stable")
+        cuts = np.searchsorted(inst.place[order], np.arange(1, len(inst.places)))
+        self._place_offers = np.split(order.astype(np.int64), cuts)   # offers of each place
         self._structural = False
         self._pending.clear()
         self._lp_dirty = True
@@ -1660,8 +1664,19 @@ class PortfolioEngine:
         S = float(inst.spot_share[w])
         if inst.gang[w] and e > s and (0.0 < S < 1.0 or not singles):
             # one place, its spot and on-demand offers mixed as the spot share allows
-            for m, rows in pl.gang_plans(inst, w, P.o[s:e], metric_unit[s:e], cap_left, qleft):
-                cands.append((m, "place", rows))
+            # (the places of the 32 cheapest offers per GPU, with their other market: a few dozen offers)
+            seg_o = P.o[s:e]
+            live = np.flatnonzero(M.avail_pair[s:e])
+            if live.size > 32:
+                live = live[np.argpartition((metric_unit[s:e] / P.g[s:e])[live], 32)[:32]]
+            po_ = self._place_offers
+            offs = np.concatenate([po_[p] for p in set(inst.place[seg_o[live]].tolist())]) if live.size \
+                else np.zeros(0, np.int64)
+            jj = np.minimum(np.searchsorted(seg_o, offs), seg_o.size - 1)
+            hit = seg_o[jj] == offs
+            gp = pl.gang_plans_few(inst, w, offs[hit].tolist(), metric_unit[s + jj[hit]].tolist(), cap_left, qleft)
+            if gp is not None and pl.plan_ok(inst, w, gp[1], cap_left, qleft):
+                cands.append((gp[0], "place", gp[1]))
         elif not inst.gang[w] and e > s and (inst.share_provider[w] < 1.0 or inst.share_region[w] < 1.0):
             # replicas within provider/region shares: filled across providers from the cheapest of each
             seg_o = P.o[s:e]

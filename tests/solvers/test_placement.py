@@ -324,3 +324,23 @@ def test_gang_blocked_by_the_interconnect_names_it():
     r = greedy_plan([q(zone="a", it="g2-standard-8", model="L4", gpus=8)],
                     [ws("nv", lo=8, models={"L4": 1.0}, interconnect=Interconnect.NVLINK)])
     assert [x.constraint for x in r.infeasible] == ["interconnect"]
+
+
+@settings(max_examples=60, deadline=None)
+@given(market_st(), st.data())
+def test_scalar_gang_plans_match_the_vectorised_ones(market, data):
+    import numpy as np
+
+    from solvers.placement import gang_plans, gang_plans_few
+    offers, specs, quotas = market
+    inst = build_instance(offers, specs, quotas=quotas)
+    cap = np.where(np.isfinite(inst.capacity), inst.capacity, np.inf)
+    qleft = inst.qlimit.copy() if quotas else None
+    for w in range(inst.n_workloads):
+        o = np.flatnonzero(inst.tput[w, inst.model] > 0)
+        c = inst.price[o] * data.draw(st.floats(0.5, 2.0))
+        vec = gang_plans(inst, w, o, c, cap, qleft)
+        few = gang_plans_few(inst, w, o.tolist(), c.tolist(), cap, qleft)
+        assert (few is None) == (not vec)
+        if few is not None:
+            assert few[0] == pytest.approx(vec[0][0])
