@@ -36,7 +36,7 @@ from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from pydantic import BaseModel, ConfigDict, Field
 
-from outputs import api_limits, api_quotas
+from outputs import api_limits, api_models, api_quotas
 from outputs.api_limits import (
     DEFAULT_MAX_BODY_BYTES,
     BodyLimitMiddleware,
@@ -436,6 +436,8 @@ def create_app(client: Any, config: ApiConfig | None = None, publish: Publish | 
 
     # quotas (outputs.api_quotas): GET the set in force, POST a new one (published like a workload)
     app.include_router(api_quotas.router(rm, viewer, operator, _publish))
+    # the forecasters' online A/B (outputs.api_models): champions and promotions
+    app.include_router(api_models.router(rm, viewer))
 
     # --- alerts and webhooks ------------------------------------------------------------------
     @app.get("/v1/alerts", tags=["alerts"], response_model=Page)

@@ -260,6 +260,24 @@ class ReadModel:
         eid, set_at, quotas = rows[0]
         return {"event_id": eid, "set_at": _iso(set_at), "quotas": json.loads(quotas)}
 
+    def model_champions(self, limit: int = 50) -> dict[str, Any]:
+        """The forecasters' published model per (group, target), from their last promotion, and the latest
+        promotions (online A/B outcomes with both scores). A group never promoted publishes naive."""
+        cols = ["event_id", "group_key", "target", "champion", "previous", "metric", "score_champion",
+                "score_previous", "n_scored", "promoted_at"]
+        champions = self.client.query(
+            f"SELECT group_key, target, argMax(champion, promoted_at), argMax(metric, promoted_at), "
+            f"argMax(score_champion, promoted_at), max(promoted_at) FROM {self.db}.model_promotions FINAL "
+            "GROUP BY group_key, target ORDER BY group_key, target").result_rows
+        recent = self.client.query(
+            f"SELECT {', '.join(cols)} FROM {self.db}.model_promotions FINAL ORDER BY promoted_at DESC, event_id "
+            "LIMIT {l:UInt32}", parameters={"l": limit}).result_rows
+        return {
+            "champions": [{"group": g, "target": t, "champion": c, "metric": m, "score": sc, "since": _iso(at)}
+                          for g, t, c, m, sc, at in champions],
+            "promotions": [{**dict(zip(cols, r, strict=True)), "promoted_at": _iso(r[-1])} for r in recent],
+        }
+
     def table_page(self, sql_from: str, columns: list[str], order: str, limit: int, offset: int,
                    params: dict[str, Any] | None = None) -> tuple[int, list[dict[str, Any]]]:
         p = dict(params or {})

@@ -13,6 +13,7 @@ from schemas.events import (
     DeadLettered,
     Event,
     InterruptionObserved,
+    ModelPromoted,
     PriceForecasted,
     PriceObserved,
     QuotasSet,
@@ -42,13 +43,15 @@ COLUMNS: dict[str, list[str]] = {
                "threshold"],
     "workloads": ["event_id", "workload_id", "kind", "at", "budget_usd_per_hour", "min_gpus", "max_gpus", "spec"],
     "quotas": ["event_id", "set_at", "n_quotas", "quotas"],
+    "model_promotions": ["event_id", "group_key", "target", "champion", "previous", "metric", "score_champion",
+                         "score_previous", "n_scored", "promoted_at"],
 }
 
 # the table whose event_id column identifies an event already written
 ID_TABLE = {PriceObserved: "prices", CapacityObserved: "capacity", InterruptionObserved: "interruptions",
             AllocationDecided: "decisions", DeadLettered: "dead_letters", PriceForecasted: "forecasts",
             AlertRaised: "alerts", WorkloadRequested: "workloads", WorkloadCancelled: "workloads",
-            QuotasSet: "quotas"}
+            QuotasSet: "quotas", ModelPromoted: "model_promotions"}
 
 
 def rows_for(e: Event) -> list[tuple[str, list[Any]]]:
@@ -94,6 +97,9 @@ def rows_for(e: Event) -> list[tuple[str, list[Any]]]:
         sp = e.spec
         return [("workloads", [e.event_id, sp.workload_id, "requested", e.requested_at, sp.budget_usd_per_hour,
                                sp.min_gpus, sp.max_gpus, sp.model_dump_json()])]
+    if isinstance(e, ModelPromoted):
+        return [("model_promotions", [e.event_id, e.group, e.target, e.champion, e.previous, e.metric,
+                                      e.score_champion, e.score_previous, e.n_scored, e.promoted_at])]
     if isinstance(e, QuotasSet):
         return [("quotas", [e.event_id, e.set_at, len(e.quotas),
                             json.dumps([q.model_dump() for q in e.quotas], separators=(",", ":"))])]

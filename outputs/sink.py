@@ -31,12 +31,23 @@ from outputs.executor_kafka import kafka_security_config
 from outputs.poison import DeadLetters, Outage, Source, describe, isolate, source_of
 from outputs.rows import COLUMNS, ID_TABLE, rows_for
 from schemas.events import Event, decode_event
-from schemas.topics import ALERTS, CAPACITY, DECISIONS, DLQ, FORECASTS, INTERRUPTIONS, PRICES, QUOTAS, WORKLOADS
+from schemas.topics import (
+    ALERTS,
+    CAPACITY,
+    DECISIONS,
+    DLQ,
+    FORECASTS,
+    INTERRUPTIONS,
+    MODELS,
+    PRICES,
+    QUOTAS,
+    WORKLOADS,
+)
 
 log = logging.getLogger(__name__)
 
 SINK_TOPICS = (PRICES.name, CAPACITY.name, INTERRUPTIONS.name, DECISIONS.name, DLQ.name, FORECASTS.name,
-               ALERTS.name, WORKLOADS.name, QUOTAS.name)
+               ALERTS.name, WORKLOADS.name, QUOTAS.name, MODELS.name)
 
 
 @dataclass

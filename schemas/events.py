@@ -322,6 +322,22 @@ class AlertRaised(Event):
     threshold: FiniteFloat | None = None
 
 
+class ModelPromoted(Event):
+    """A challenger became the published model of an offer group for one target (online A/B: every
+    candidate is scored by progressive validation on the same stream; the best one is published)."""
+
+    event_type: Literal["ModelPromoted"] = "ModelPromoted"
+    group: str = Field(max_length=200, description="provider|gpu model|market")
+    target: str = Field(max_length=64, description="price_<horizon>s | risk_1h")
+    champion: str = Field(max_length=100)
+    previous: str = Field(max_length=100)
+    metric: Literal["mae", "logloss"]
+    score_champion: FiniteFloat
+    score_previous: FiniteFloat
+    n_scored: int = Field(ge=0, le=UINT32_MAX)
+    promoted_at: UtcDatetime
+
+
 class QuotasSet(Event):
     """The GPU quotas the user holds, all of them (replaces the previous set): hard limits on placements."""
 
@@ -371,13 +387,13 @@ def dead_letter_of(data: bytes, reason: str, source_topic: str, source_partition
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.__name__: cls
     for cls in (PriceObserved, CapacityObserved, InterruptionObserved, WorkloadRequested, WorkloadCancelled,
-                AllocationDecided, PriceForecasted, AlertRaised, DeadLettered, QuotasSet)
+                AllocationDecided, PriceForecasted, AlertRaised, DeadLettered, QuotasSet, ModelPromoted)
 }
 
 
 AnyEvent = Annotated[
     PriceObserved | CapacityObserved | InterruptionObserved | WorkloadRequested | WorkloadCancelled
-    | AllocationDecided | PriceForecasted | AlertRaised | DeadLettered | QuotasSet,
+    | AllocationDecided | PriceForecasted | AlertRaised | DeadLettered | QuotasSet | ModelPromoted,
     Field(discriminator="event_type"),
 ]
 _ADAPTER: TypeAdapter[Any] = TypeAdapter(AnyEvent)

@@ -14,6 +14,7 @@ from schemas.events import (
     DeadLettered,
     Event,
     InterruptionObserved,
+    ModelPromoted,
     PriceForecasted,
     PriceObserved,
     QuotasSet,
@@ -39,11 +40,13 @@ WORKLOADS = TopicSpec("cloudarb.workloads.v1", "workload id", 1, (WorkloadReques
 DECISIONS = TopicSpec("cloudarb.decisions.v1", "decision id", 1, (AllocationDecided,))
 FORECASTS = TopicSpec("cloudarb.forecasts.v1", "offer key", 6, (PriceForecasted,))
 ALERTS = TopicSpec("cloudarb.alerts.v1", "alert id", 1, (AlertRaised,))
+MODELS = TopicSpec("cloudarb.models.v1", "group|target", 1, (ModelPromoted,))
 QUOTAS = TopicSpec("cloudarb.quotas.v1", "\"quotas\"", 1, (QuotasSet,), compacted=True)
 DLQ = TopicSpec("cloudarb.dlq.v1", "event id", 1, (DeadLettered,))
 
 TOPICS: dict[str, TopicSpec] = {
-    t.name: t for t in (PRICES, CAPACITY, INTERRUPTIONS, WORKLOADS, DECISIONS, FORECASTS, ALERTS, QUOTAS, DLQ)
+    t.name: t for t in (PRICES, CAPACITY, INTERRUPTIONS, WORKLOADS, DECISIONS, FORECASTS, ALERTS, QUOTAS, MODELS,
+                        DLQ)
 }
 
 

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import heapq
 import math
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,7 +43,7 @@ from prometheus_client import Counter
 from pydantic_core import to_json
 from river import linear_model, optim, preprocessing, stats
 
-from schemas.events import PriceForecasted, deterministic_id
+from schemas.events import ModelPromoted, PriceForecasted, deterministic_id
 from schemas.offers import OfferKey
 from streams import windows
 from streams.hazard import Hazard
@@ -217,6 +218,8 @@ class Forecaster:
         self.skipped: dict[str, int] = {}
         self._last_t: dict[str, float] = {}
         self._by_offer: dict[str, tuple[str, GroupModels]] = {}   # offer key -> its group (a cache)
+        self._champion: dict[tuple[str, str], str] = {}   # (group, target) -> the published candidate
+        self.promotions: deque[ModelPromoted] = deque(maxlen=1000)   # drained by the caller (drain_promotions)
 
     def _models(self, offer_key: str) -> GroupModels:
         return self._group_of(offer_key)[1]
@@ -282,7 +285,11 @@ class Forecaster:
             y_hat = 0.0
             if x is not None:
                 y_hat = max(-MAX_LOG_MOVE, min(MAX_LOG_MOVE, float(hs.model.predict_one(x) or 0.0)))
-            shrink = 0.0 if (still or x is None) else hs.champion()
+            champ_s = hs.champion()
+            if self._champion.get((gname, f"price_{h}s"), "naive") != shrink_name(champ_s):   # (rare)
+                self._note_champion(gname, f"price_{h}s", shrink_name(champ_s), now_t, "mae",
+                                    {shrink_name(k): m for k, m in hs.mae.items()})
+            shrink = 0.0 if (still or x is None) else champ_s
             move = shrink * y_hat
             prices[h] = p0 * math.exp(move) if move else p0
             names[h] = shrink_name(shrink)
@@ -294,6 +301,7 @@ class Forecaster:
                 self._push(now_t + h, _Pending("price", offer_key, h, x, p0, 0.0 if still else y_hat, prices[h]))
         risk_p = self._risk_candidates(offer_key, gname, g, s, x)
         champ = g.risk_champion()
+        self._note_champion(gname, "risk_1h", champ, now_t, "logloss", g.logloss)
         p_risk = risk_p[champ]
         if RISK_HORIZON_S in due or (offer_key, -1) not in self.last_made:
             self.last_made[(offer_key, -1)] = now_t
@@ -310,6 +318,32 @@ class Forecaster:
         )
         self.latest[offer_key] = f
         return f
+
+    def _note_champion(self, group: str, target: str, name: str, now_t: float, metric: str,
+                       scores: Mapping[str, Any]) -> None:
+        """Record a promotion when the group's best candidate for `target` changes (an A/B outcome)."""
+        prev = self._champion.get((group, target))
+        if prev is None:
+            naive = "naive" if metric == "mae" else "base-rate"
+            prev = self._champion[(group, target)] = naive
+        if prev == name:
+            return
+        self._champion[(group, target)] = name
+        new_m, old_m = scores[name], scores[prev]
+        if not (new_m.n and old_m.n):
+            return
+        from datetime import UTC, datetime
+
+        self.promotions.append(ModelPromoted(
+            event_id=deterministic_id("promoted", group, target, name, now_t), group=group, target=target,
+            champion=name, previous=prev, metric=metric, score_champion=float(new_m.get()),
+            score_previous=float(old_m.get()), n_scored=int(new_m.n),
+            promoted_at=datetime.fromtimestamp(now_t, UTC)))
+
+    def drain_promotions(self) -> list[ModelPromoted]:
+        out = list(self.promotions)
+        self.promotions.clear()
+        return out
 
     def _risk_candidates(self, offer_key: str, gname: str, g: GroupModels, s: Mapping[str, Any],
                          x: dict[str, float] | None) -> dict[str, float]:

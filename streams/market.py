@@ -43,7 +43,7 @@ from typing import Any
 
 from pydantic_core import from_json
 
-from schemas.topics import DLQ, FORECASTS
+from schemas.topics import DLQ, FORECASTS, MODELS
 from streams import state, track
 from streams.fastout import Batch, FastOutput, table_record
 from streams.forecast import Forecaster
@@ -374,6 +374,8 @@ class MarketStage:
             self._out.produce(DLQ.name, dl.event_id.encode(), dl.model_dump_json().encode(), batch=dlq)
         for fkey, value in res.forecasts:
             self._produce(FORECASTS.name, fkey, value)
+        for mkey, value in res.promotions:
+            self._produce(MODELS.name, mkey, value)
         for value in track.pack_changes(res.changes):
             self._produce(self.cfg.changes_topic, b"m", value)
         self._flush()

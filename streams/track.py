@@ -53,13 +53,14 @@ class TrackOutput:
     updated: dict[str, tuple[state.State, int]] = field(default_factory=dict)  # key -> (state, partition)
     forecasts: list[tuple[bytes, bytes]] = field(default_factory=list)       # (key, PriceForecasted JSON)
     changes: list[bytes] = field(default_factory=list)                       # market-change records
+    promotions: list[tuple[bytes, bytes]] = field(default_factory=list)     # (key, ModelPromoted JSON)
     dead_letters_failed: int = 0  # dead letters the DLQ did not take (set by the market stage; skipped)
 
     def then(self, later: TrackOutput) -> TrackOutput:
         """This output followed by `later`'s (of the messages after this one's)."""
         return TrackOutput(self.valid + later.valid, self.dead_letters + later.dead_letters,
                            {**self.updated, **later.updated}, self.forecasts + later.forecasts,
-                           self.changes + later.changes)
+                           self.changes + later.changes, self.promotions + later.promotions)
 
 
 PACK_MAX_BYTES = 256 * 1024  # well below Kafka's default 1 MB message limit
@@ -136,6 +137,8 @@ def track_batch(msgs: Sequence[Msg], lookup: Callable[[str], state.State | None]
         if fc is not None:
             kb = key.encode()
             out.forecasts += [(kb, r) for r in forecast_records(_offer_json(key, e.offer), fc)]
+    out.promotions += [(f"{p.group}|{p.target}".encode(), p.model_dump_json().encode())
+                       for p in forecaster.drain_promotions()]
     # each change carries the offer's state at the end of the batch (the decision stage keeps the last one)
     views: dict[str, state.State] = {}
     for key, reason, event_id, ts in material:

@@ -100,6 +100,16 @@ WHERE $__timeFilter(hour) AND {GPU_COND}"""),
 FROM {DB}.forecast_realised
 WHERE $__timeFilter(forecast_at) AND {GPU_COND}
 GROUP BY gpu_model, model ORDER BY forecasts DESC"""),
+        ("table", "Published model per group (online A/B champion)", f"""SELECT group_key AS group, target, argMax(champion, promoted_at) AS champion,
+       argMax(metric, promoted_at) AS metric, round(argMax(score_champion, promoted_at), 5) AS score,
+       round(argMax(score_previous, promoted_at), 5) AS previous_score, max(promoted_at) AS since
+FROM {DB}.model_promotions FINAL
+GROUP BY group_key, target ORDER BY group_key, target"""),
+        ("table", "Model promotions", f"""SELECT promoted_at, group_key AS group, target, previous, champion, metric,
+       round(score_previous, 5) AS score_previous, round(score_champion, 5) AS score_champion, n_scored
+FROM {DB}.model_promotions FINAL
+WHERE $__timeFilter(promoted_at)
+ORDER BY promoted_at DESC LIMIT 100"""),
     ]),
     "pipeline-health": ("CloudArb · Pipeline health", "Ingest, staleness, dead letters, alerts", [
         ("timeseries", "Rows ingested per interval", f"""SELECT $__timeInterval(ingested_at) AS time, 'prices' AS table_name, count() AS rows FROM {DB}.prices

@@ -141,4 +141,4 @@ def test_every_schema_valid_extreme_goes_through_the_sink(kafka_bootstrap: str, 
     assert stats.dead_lettered == 0 and stats.write_failures == 0
     assert sum(n for t, n in table_counts(client, db).items() if t != "decision_assignments"
                and t in {"prices", "capacity", "interruptions", "decisions", "dead_letters", "forecasts", "alerts",
-                         "workloads", "quotas"}) == len(events)
+                         "workloads", "quotas", "model_promotions"}) == len(events)

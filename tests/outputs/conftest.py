@@ -21,6 +21,7 @@ from schemas.events import (
     Event,
     InterruptionKind,
     InterruptionObserved,
+    ModelPromoted,
     PriceForecasted,
     PriceObserved,
     WorkloadCancelled,
@@ -67,6 +68,13 @@ def build_events(step_h: float = 12.0) -> list[Event]:
                     usd_per_hour=0.5 * e.usd_per_hour + 0.5 * last_price[k], model="ewma",
                     mae_model=sum(errs) / len(errs) * 0.9, mae_naive=sum(errs) / len(errs), n_scored=len(errs),
                     interruption_probability_next_hour=0.05 if e.offer.market.value == "spot" else None))
+                if len(err[k]) == 3:   # the group's model overtakes naive (an online A/B promotion)
+                    o = e.offer
+                    out.append(ModelPromoted(
+                        event_id=deterministic_id("promo", e.event_id), group=f"{o.provider}|{o.gpu_model}|{o.market}",
+                        target="price_3600s", champion="river-quantile-linreg x0.5", previous="naive", metric="mae",
+                        score_champion=0.9 * sum(errs) / len(errs), score_previous=sum(errs) / len(errs),
+                        n_scored=30 + len(errs), promoted_at=t))
                 change = (e.usd_per_hour - last_price[k]) / last_price[k]
                 if abs(change) > 0.1:
                     out.append(AlertRaised(

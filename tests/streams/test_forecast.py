@@ -202,3 +202,18 @@ def test_the_pool_hazard_beats_the_base_rate_where_pools_differ() -> None:
     assert r["logloss_model"] < 0.9 * r["logloss_naive"], r
     p_risky = f.latest[risky.key].interruption_probability_next_hour
     assert p_risky > 5 * f.latest[calm.key].interruption_probability_next_hour
+
+
+def test_a_challenger_that_wins_is_promoted_once_with_both_scores() -> None:
+    f = Forecaster(horizons_s=(3600,))
+    s: dict = {}
+    for i in range(3000):
+        ev = price(OFF, 1.0 * math.exp(0.0005 * i), minutes=i * 10)
+        s, _ = state.apply_event(s, ev)
+        f.observe(OFF.key, s, state.event_t(ev))
+    promos = [p for p in f.drain_promotions() if p.target == "price_3600s"]
+    assert promos and promos[0].previous == "naive" and promos[0].metric == "mae"
+    last = promos[-1]
+    assert last.champion == f.champions()["gcp|L4|spot"]["3600s"] != "naive"
+    assert last.score_champion < last.score_previous and last.n_scored >= 30
+    assert f.drain_promotions() == []
