@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from connectors.base import MarketEvent, Reject
+from connectors.base import Reject
 from connectors.gpu_names import tracker2026_gpu
 from connectors.replay.aws_spot_daily import CountingEdge, Rejected, csv_rows, day_start
 from schemas.events import CapacityObserved, PriceObserved
@@ -71,7 +71,7 @@ def _fetched(row: dict[str, str]) -> datetime:
         return day_start(row["date"])
 
 
-def events(folder: Path, rejected: Rejected | None = None) -> Iterator[MarketEvent]:
+def events(folder: Path, rejected: Rejected | None = None) -> Iterator[PriceObserved | CapacityObserved]:
     """Prices and capacity in event-time order (per day, ties by event id). `rejected` (optional) receives
     the reject tally per (reason, detail), e.g. ("unknown_provider", "civo") -> rows skipped."""
     counts: Rejected = Counter() if rejected is None else rejected
@@ -80,14 +80,14 @@ def events(folder: Path, rejected: Rejected | None = None) -> Iterator[MarketEve
     by_day: dict[str, list[dict[str, str]]] = {}
     for row in csv_rows(folder):
         by_day.setdefault(row["date"][:10], []).append(row)
-    state: dict[Series, _State] = {}
+    state: dict[str, _State] = {}  # by offer key (two spellings of one series are one series)
     offers: dict[Series, OfferKey | Reject] = {}
     for day in sorted(by_day):
         rows = sorted(by_day[day], key=lambda r: (r["provider"], r["gpu_model"], r["gpu_count"], r["region"],
                                                   r["rental_type"]))
         day_end = max(_fetched(r) for r in rows)
         out: list[PriceObserved | CapacityObserved] = []
-        seen: set[Series] = set()
+        seen: set[str] = set()
         for row in rows:
             ident: Series = (row["provider"], row["gpu_model"], row["gpu_count"], row["region"], row["rental_type"])
             provider = provider_name(row["provider"])
@@ -113,7 +113,7 @@ def events(folder: Path, rejected: Rejected | None = None) -> Iterator[MarketEve
             if isinstance(offer, Reject):
                 edge.reject(offer.reason, offer.detail)
                 continue
-            st = state.get(ident) or state.setdefault(ident, _State(offer))
+            st = state.get(offer.key) or state.setdefault(offer.key, _State(offer))
             t = _fetched(row)
             edge.at = t
             try:
@@ -122,7 +122,7 @@ def events(folder: Path, rejected: Rejected | None = None) -> Iterator[MarketEve
                 n = 0
             if n <= 0:  # no listing: treated as absent (no capacity event now unless it was present)
                 continue
-            seen.add(ident)
+            seen.add(offer.key)
             if not st.present:
                 cap = edge.capacity(offer, True, t, SOURCE_CAP, available_instances=n)
                 if isinstance(cap, Reject):
@@ -142,9 +142,9 @@ def events(folder: Path, rejected: Rejected | None = None) -> Iterator[MarketEve
                 continue
             st.price = price
             out.append(ev)
-        for ident in sorted(state):
-            st = state[ident]
-            if st.present and ident not in seen:
+        for k in sorted(state):
+            st = state[k]
+            if st.present and k not in seen:
                 edge = edges[st.offer.provider]
                 edge.at = day_end
                 cap = edge.capacity(st.offer, False, day_end, SOURCE_CAP, available_instances=0)
