@@ -131,13 +131,17 @@ def cmd_api(args: argparse.Namespace, s: Settings) -> int:
     return 0
 
 
-def _executors(args: argparse.Namespace) -> tuple[dict[str, Any], set[str], Any]:
+def _executors(args: argparse.Namespace, client: Any = None, db: str = "cloudarb"
+               ) -> tuple[dict[str, Any], set[str], Any]:
+    from outputs.executor_k8s import WorkloadTopologies, k8s_executors_from_env
     from outputs.executors import Caps, executors_from_env
 
     env = dict(os.environ)
     if getattr(args, "execute", None):
         env["CLOUDARB_EXECUTE"] = args.execute
     ex, enabled = executors_from_env(env)
+    # a provider with a Kubernetes cluster opted in (CLOUDARB_K8S_CONFIG) is driven through it
+    ex.update(k8s_executors_from_env(env, WorkloadTopologies(client=client, db=db)))
     given = {k: v for k, v in (("max_instances", args.max_instances), ("max_usd_per_hour", args.max_usd_per_hour))
              if v is not None}   # a flag overrides its CLOUDARB_EXEC_* variable only when given
     return ex, enabled, Caps(**given)
@@ -146,8 +150,8 @@ def _executors(args: argparse.Namespace) -> tuple[dict[str, Any], set[str], Any]
 def cmd_executors(args: argparse.Namespace, s: Settings) -> int:
     from outputs.server import start_executors
 
-    ex, enabled, caps = _executors(args)
     bootstrap, client = _bootstrap(s), _client(s)
+    ex, enabled, caps = _executors(args, client, s.clickhouse_db)
     with _until_stopped():
         h = start_executors(bootstrap, client, s.clickhouse_db, ex, sorted(enabled), caps,
                             group_id=f"{s.cloudarb_app_id}-executors", idle_exit_s=args.idle_exit_s)
@@ -194,8 +198,8 @@ def cmd_serve(args: argparse.Namespace, s: Settings) -> int:
 
     bootstrap = _bootstrap(s)
     pub = _publisher(s)
-    ex, enabled, caps = _executors(args)
     client = _client(s)
+    ex, enabled, caps = _executors(args, client, s.clickhouse_db)
     with _until_stopped():
         out = start_outputs(bootstrap, client, s.clickhouse_db, _keyed(pub), flush=lambda: pub.flush(10),
                             port=args.port, host=args.host, with_sink=not args.no_sink,

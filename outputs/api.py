@@ -46,6 +46,7 @@ from outputs.api_limits import (
     env_int,
     security_headers_dict,
 )
+from outputs.catalog import catalog_router
 from outputs.queries import ReadModel
 from outputs.security import (
     InvalidWebhookURL,
@@ -438,6 +439,8 @@ def create_app(client: Any, config: ApiConfig | None = None, publish: Publish | 
     app.include_router(api_quotas.router(rm, viewer, operator, _publish))
     # the forecasters' online A/B (outputs.api_models): champions and promotions
     app.include_router(api_models.router(rm, viewer))
+    # live offers in SkyPilot's / gpuhunt's catalog formats (outputs.catalog)
+    app.include_router(catalog_router(client, cfg.db, viewer))
 
     # --- alerts and webhooks ------------------------------------------------------------------
     @app.get("/v1/alerts", tags=["alerts"], response_model=Page)

@@ -219,7 +219,7 @@ def catalog_router(client: Any, db: str, auth: Any) -> Any:
 
     router = APIRouter(tags=["market"])
 
-    @router.get("/v1/catalog/{fmt}/{cloud}", dependencies=[auth], response_class=PlainTextResponse,
+    @router.get("/v1/catalog/{fmt}/{cloud}", dependencies=[auth], response_class=PlainTextResponse, response_model=None,
                 responses={200: {"content": {"text/csv": {}}}, 404: {"description": "no offers for that cloud"}})
     def catalog(fmt: Literal["skypilot", "gpuhunt"],
                 cloud: str = PathParam(pattern=r"^[a-z0-9][a-z0-9_.\-]*$", max_length=40),

@@ -394,8 +394,15 @@ class ExecutorRunner:
             per: dict[str, float] = {}
             if reason is None:
                 per, reason = self._check(d, steps, now)
+            status = "refused"
+            if reason is None:   # an executor that can check a whole decision first (no partial apply)
+                for ex in {id(e): e for e in (self.executor_for(s.offer) for s in steps)}.values():
+                    reason = getattr(ex, "preflight", lambda _d: None)(d)
+                    if reason:
+                        status = "failed"   # the target cannot run it (not a policy refusal): nothing is done
+                        break
             if reason is not None:
-                out = self._refuse(d, steps, reason, per, now)
+                out = self._refuse(d, steps, reason, per, now, status)
             else:
                 out = [self._act(s, d.event_id, per.get(s.action_id, 0.0), now) for s in steps]
             self._save(out)
@@ -403,14 +410,14 @@ class ExecutorRunner:
             return out
 
     def _refuse(self, d: AllocationDecided, steps: Sequence[Step], reason: str, per: dict[str, float],
-                now: datetime) -> list[ActionRecord]:
-        detail = f"decision refused: {reason}"[:1000]
+                now: datetime, status: str = "refused") -> list[ActionRecord]:
+        detail = f"decision {status}: {reason}"[:1000]
         log.warning("executors: decision %s refused: %s", d.event_id, reason)
         if not steps:
             return [ActionRecord(deterministic_id("exec", d.event_id, "refused"), d.event_id, "-", "decision",
-                                 ",".join(d.workload_ids)[:200], "", 0, 0.0, "refused", detail, at=now)]
+                                 ",".join(d.workload_ids)[:200], "", 0, 0.0, status, detail, at=now)]
         return [ActionRecord(s.action_id, d.event_id, self.executor_for(s.offer).name, s.action, s.workload_id,
-                             s.offer.key, s.instances, round(per.get(s.action_id, 0.0) * s.instances, 6), "refused",
+                             s.offer.key, s.instances, round(per.get(s.action_id, 0.0) * s.instances, 6), status,
                              detail, at=now) for s in steps]
 
     def _act(self, s: Step, did: str, per: float, now: datetime) -> ActionRecord:
@@ -431,7 +438,8 @@ class ExecutorRunner:
                     rec.status, rec.detail = "skipped", (f"cap: ${usd + per * n:.2f}/h > max "
                                                          f"${self.caps.max_usd_per_hour:.2f}/h")
                 else:
-                    rec.resource_ids = ex.launch(aid, offer, n, wid)
+                    rec.resource_ids = (ex.launch(aid, offer, n, wid, decision_id=did)  # type: ignore[call-arg]
+                                        if getattr(ex, "takes_decision_id", False) else ex.launch(aid, offer, n, wid))
                     inv += [(r, per, ex is not self.dry) for r in rec.resource_ids]
                     self.launches.add(now, wid, len(rec.resource_ids))
                     rec.status = "planned" if ex is self.dry else "done"

@@ -42,6 +42,12 @@ DATASETS: dict[str, Callable[[Path], Iterator[MarketEvent]]] = {
 }
 
 
+# read in place from ../shared/data for evaluation only (no redistribution licence): replayed when asked
+# for by name, not by default, so a run's default market is the same whichever folder it is pointed at
+EVALUATION_ONLY: frozenset[str] = frozenset({"aws-spot-daily", "aws-spot-events-euwest1", "gpu-price-tracker-2026"})
+DEFAULT_DATASETS: tuple[str, ...] = tuple(sorted(set(DATASETS) - EVALUATION_ONLY))
+
+
 def event_time(e: Event) -> datetime:
     t = getattr(e, "quoted_at", None) or getattr(e, "occurred_at", None)
     assert isinstance(t, datetime), f"{type(e).__name__} has no event time"
@@ -50,8 +56,9 @@ def event_time(e: Event) -> datetime:
 
 def replay_events(data_dir: Path, datasets: Iterable[str] | None = None,
                   start: datetime | None = None, end: datetime | None = None) -> Iterator[MarketEvent]:
-    """All events of the chosen datasets under `data_dir`, merged in event-time order."""
-    names = sorted(DATASETS) if datasets is None else sorted(datasets)
+    """All events of the chosen datasets (default: DEFAULT_DATASETS) under `data_dir`, merged in event-time
+    order."""
+    names = list(DEFAULT_DATASETS) if datasets is None else sorted(datasets)
     unknown = set(names) - set(DATASETS)
     if unknown:
         raise ValueError(f"unknown datasets {sorted(unknown)}; known: {sorted(DATASETS)}")

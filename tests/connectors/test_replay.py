@@ -9,7 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from connectors.replay import DATASETS, aws_spot_advisor, event_time, paced, replay_events, spot_traces
+from connectors.replay import (
+    DATASETS,
+    DEFAULT_DATASETS,
+    aws_spot_advisor,
+    event_time,
+    paced,
+    replay_events,
+    spot_traces,
+)
 from schemas.events import CapacityObserved, InterruptionKind, InterruptionObserved, PriceObserved
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -26,7 +34,10 @@ def write_trace(root: Path, kind: str, folder: str, name: str, data: list[int], 
 
 
 def test_every_dataset_is_registered() -> None:
-    assert set(DATASETS) == {"gcp-pricing-history", "gpu-price-tracker", "aws-spot-advisor", "spot-traces"}
+    assert set(DATASETS) == {"gcp-pricing-history", "gpu-price-tracker", "aws-spot-advisor", "spot-traces",
+                             "aws-spot-daily", "aws-spot-events-euwest1", "gpu-price-tracker-2026"}
+    # the evaluation-only ones are replayed only when asked for by name
+    assert set(DEFAULT_DATASETS) == {"gcp-pricing-history", "gpu-price-tracker", "aws-spot-advisor", "spot-traces"}
 
 
 def test_trace_direction_is_explicit_and_t0_is_the_folder_date(tmp_path: Path) -> None:
