@@ -128,6 +128,20 @@ def headline(rep: dict[str, Any]) -> str:
             v = s["savings_pct_vs"].get(b)
             row += f"{'-' if v is None else f'{v:+.1f}%':>18}"
         lines.append(row)
+    wids = sorted({w for n in names for w in st[n].get("per_workload", {})})
+    if wids:
+        lines.append("placement spread per workload (most providers/regions/GPU models at once; q = instants over "
+                     "a quota):")
+        for wid in wids:
+            cells = []
+            for n in names:
+                d = st[n]["per_workload"].get(wid)
+                if d is not None:
+                    q = f" q{d['quota_violations']}" if d["quota_violations"] else ""
+                    cells.append(f"{n} {d['max_providers_at_once']}/{d['max_regions_at_once']}/"
+                                 f"{d['max_gpu_models_at_once']}{q}")
+            topo = next((st[n]["per_workload"][wid]["topology"] for n in names if wid in st[n]["per_workload"]), "")
+            lines.append(f"  {wid} ({topo}): " + ", ".join(cells))
     fe = rep.get("forecast_error", {})
     parts = []
     for h, v in fe.items():
