@@ -1370,8 +1370,13 @@ class PortfolioEngine:
                 others[o] -= n
         ev = evaluate(inst, new_plan, offer_index=self._oidx, used=others, workload_index=widx)
         if not ev.ok:  # never return a plan that breaks a hard constraint
+            # a quota over its limit indicts only the re-decided plans on offers it covers (a plan in force
+            # not re-decided now may hold more than a lowered quota allows until it is asked for)
+            over_q = np.flatnonzero(pl.quota_left(inst, usage) < -1e-9) if inst.quotas else np.zeros(0, np.int64)
             for wid in list(new_plan):
-                if any(v.startswith((wid + ":", "offer ", "quota ")) for v in ev.violations):
+                rows_w = decided[widx[wid]].rows
+                on_over = bool(over_q.size) and any(bool(inst.qmask[over_q, o].any()) for o, _ in rows_w)
+                if on_over or any(v.startswith((wid + ":", "offer ")) for v in ev.violations):
                     w = widx[wid]
                     new_plan.pop(wid)
                     d = decided.pop(w)
@@ -1715,8 +1720,11 @@ class PortfolioEngine:
         if cur is not None and rows == cur and not binding and singles:
             j0 = singles[0][0]
             alt = float(P.n_single[j0] * (metric_unit[j0] - lam_mu * P.g[j0]))
-            if alt < metric(cur, base=True) - 1e-9:
-                binding.append("hysteresis")   # a cheaper plan exists; the saving is below the threshold
+            saving = metric(cur, base=True) - alt
+            if saving > 1e-9:   # a cheaper plan exists: its saving is below the threshold, or does not pay back
+                alt_rows = ((int(P.o[j0]), int(P.n_single[j0])),)
+                pays = saving * H >= pl.move_cost_usd(inst, w, alt_rows) - 1e-9
+                binding.append("hysteresis" if saving < inst.threshold(w) or pays else "payback")
         chosen_offers = {o for o, _ in rows}
         runner = next(((int(P.o[j]), m) for j, m in singles if int(P.o[j]) not in chosen_offers), None)
         return _Decision(rows, chosen[0], chosen[1], binding, runner, blocked)
@@ -1851,10 +1859,12 @@ class PortfolioEngine:
             runner_key = inst.keys[ro]
             delta = rm - d.metric
         reduced = {inst.keys[int(P.o[j])]: rc_of[j] for j in pairs}
+        cur = inst.current.get(wid)
+        move = pl.move_cost_usd(inst, w, d.rows) if cur and d.rows != cur else None   # the move's one-off cost
         return WorkloadExplanation(workload_id=wid, chosen=[inst.keys[oi] for oi, _ in d.rows], usd_per_hour=usd,
                                    runner_up=runner_key, runner_up_delta_usd_per_hour=delta,
                                    binding_constraints=list(dict.fromkeys(binding)), reduced_costs=reduced,
-                                   duals=duals)
+                                   duals=duals, move_cost_usd=move)
 
     def _diagnose(self, inst: Instance, P: _Pairs, w: int, cap_left: F64,
                   qleft: F64 | None = None) -> InfeasibilityReport:
