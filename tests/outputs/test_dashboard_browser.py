@@ -77,8 +77,12 @@ def test_dashboard_renders_and_updates_live(loaded_db: tuple[Any, str, list[Even
         assert ADMIN not in driver.current_url  # the key left the URL
         # live update: a new decision lands in ClickHouse -> snapshot -> SSE -> page
         last = [e for e in events if isinstance(e, AllocationDecided)][-1]
+        # (the why column shows each workload's one-sentence summary)
         newer = last.model_copy(update={"event_id": "live-test", "decided_at": last.decided_at + timedelta(hours=1),
-                                        "reason": "live update test"})
+                                        "reason": "live update", "explanations": [
+                                            e.model_copy(update={"summary": "live update test"})
+                                            for e in last.explanations]})
+        assert newer.explanations
         ClickHouseWriter(client, db).write([newer])
         _wait(lambda: int(driver.execute_script("return document.body.dataset.version")) > v1)
         _wait(lambda: "live update test" in driver.find_element("id", "alloc").text)
