@@ -38,11 +38,12 @@ least what any strategy delivers; compare costs together with delivered GPU-hour
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from schemas.events import WorkloadSpec
 from schemas.market import OfferQuote
+from schemas.offers import OfferKey
 from schemas.placement import Topology, egress_usd_per_gb, place_of, satisfies
 
 UNPLACED = ""
@@ -140,12 +141,29 @@ def replica_plan(spec: WorkloadSpec, quotes: Iterable[OfferQuote]) -> tuple[floa
     return usd, gpus
 
 
+def could_use(spec: WorkloadSpec, o: OfferKey) -> bool:
+    """The static part of admissibility: an offer the workload could ever run on (GPU model, provider,
+    replica size, interconnect for the instances it would need)."""
+    if not spec.gpu_throughput.get(o.gpu_model) or (spec.allowed_providers is not None
+                                                    and o.provider not in spec.allowed_providers):
+        return False
+    if spec.topology is Topology.REPLICAS:
+        return (spec.gpus_per_replica is None or o.gpus_per_instance == spec.gpus_per_replica) and \
+            satisfies(o, spec.interconnect, 1)
+    return satisfies(o, spec.interconnect, math.ceil(spec.min_gpus / o.gpus_per_instance))
+
+
 class Oracle:
-    """Feed it every decision instant's market (`observe`), then `finish` at the window's end."""
+    """Feed it every decision instant's market (`observe`), then `finish` at the window's end.
+
+    `observe(t, quotes, active, changed)`: `quotes` by offer key; with `changed` (the keys whose quote
+    changed since the last call), a workload none of whose usable offers changed keeps its states and
+    rates (nothing to re-decide), so a long replay costs what its changes cost."""
 
     def __init__(self) -> None:
         self.paths: dict[str, _Path] = {}
         self.done: dict[str, dict[str, float | int]] = {}
+        self._usable: dict[str, set[str]] = {}
 
     @staticmethod
     def _charge(p: _Path, t: float) -> None:
@@ -159,14 +177,26 @@ class Oracle:
                 p.gpu_h[s] += gpus * h
         p.t = t
 
-    def observe(self, t: float, quotes: Sequence[OfferQuote], active: Iterable[WorkloadSpec]) -> None:
+    def observe(self, t: float, quotes: Sequence[OfferQuote] | Mapping[str, OfferQuote],
+                active: Iterable[WorkloadSpec], changed: Collection[str] | None = None) -> None:
+        by_key = quotes if isinstance(quotes, Mapping) else {q.key: q for q in quotes}
         active = list(active)
         ids = {s.workload_id for s in active}
         for wid in [w for w in self.paths if w not in ids]:
             self._close(wid, t)
         for spec in active:
-            p = self.paths.setdefault(spec.workload_id, _Path())
+            wid = spec.workload_id
+            usable = self._usable.get(wid)
+            if usable is None or changed is None or wid not in self.paths:
+                usable = self._usable[wid] = {k for k, q in by_key.items() if could_use(spec, q.offer)}
+            elif not any(k in usable for k in changed):
+                new = [k for k in changed if k not in usable and k in by_key and could_use(spec, by_key[k].offer)]
+                if not new:
+                    continue   # nothing this workload could use moved: its states and rates stand
+                usable.update(new)
+            p = self.paths.setdefault(wid, _Path())
             self._charge(p, t)
+            quotes = [by_key[k] for k in usable if k in by_key]
             if spec.topology is Topology.REPLICAS:
                 r = replica_plan(spec, quotes)
                 plans = {"replicas": (r[0], r[1], "")} if r else {}

@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from cloudarb.backtest import traces as tr
+from cloudarb.backtest.oracle import Oracle
 from cloudarb.backtest.portfolio import Portfolio
 from connectors.replay import DATASETS, replay_events
 from schemas.events import (
@@ -488,6 +489,7 @@ class Result:
     n_batches: int
     runtime_s: float
     engine_stats: dict[str, Any]
+    oracle: dict[str, dict[str, float | int]] = field(default_factory=dict)   # workload -> hindsight bound
 
 
 class Simulation:
@@ -586,6 +588,7 @@ class Simulation:
             else:
                 raise ValueError(f"unknown strategy {n!r}; known: {[OURS, *BASELINES]}")
 
+        oracle = Oracle()   # the hindsight lower bound (backtest/oracle.py), fed the same market
         active: set[str] = set()
         requested = 0.0
         t_prev = t_start
@@ -598,7 +601,7 @@ class Simulation:
         series_every = (t_end - t_start) / max(1, cfg.series_points)
         next_series = t_start
         progress = _Progress(cfg.progress, t_start, t_end)
-        spent = {"forecast_s": 0.0, "ours_s": 0.0, "baselines_s": 0.0}
+        spent = {"forecast_s": 0.0, "ours_s": 0.0, "baselines_s": 0.0, "oracle_s": 0.0}
 
         def batches() -> Iterator[tuple[float, list[MarketEvent]]]:
             cur_t: float | None = None
@@ -695,6 +698,11 @@ class Simulation:
                 else:
                     active.discard(wid)
                     ended.append(wid)
+            changed = set(self._dirty)
+            self.quotes()
+            to = time.perf_counter()
+            oracle.observe(t, self._quotes, [specs[w] for w in sorted(active)], changed)
+            spent["oracle_s"] += time.perf_counter() - to
             b = Batch(t, pending, pending_price, pending_reasons, pending_triggers, lost, started, ended)
             pending, pending_price, pending_reasons, pending_triggers = {}, set(), [], []
             n_batches += 1
@@ -730,8 +738,9 @@ class Simulation:
                       "budget_guard_fired": ours.guard_fired, "solve_ms_total": round(ours.solve_ms, 1)}
         estats["time_split_s"] = {k: round(v, 2) for k, v in spent.items()}
         estats["cpu_s"] = round(time.process_time() - c_run, 2)  # robust to other load on shared cores
+        bound = oracle.finish(t_end)
         return Result(cfg, pf, start, end, ledgers, requested, self.forecaster.summary(), trace_mapping,
-                      n_events, n_trace, n_batches, time.perf_counter() - t_run, estats)
+                      n_events, n_trace, n_batches, time.perf_counter() - t_run, estats, bound)
 
 
 def _engine(name: str, pf: Portfolio) -> Callable[[], AllocationEngine]:
