@@ -7,9 +7,10 @@ reads it and never mutates it; price events produce a new Instance with copied a
 
 `evaluate(instance, plan)` re-checks every hard constraint from scratch (GPU counts, whole
 instances, accepted GPU models and providers, availability, capacity, budget, spot share,
-co-location, and the placement rules of schemas.placement: a gang in one place, the interconnect for the
-instance count, replica sizes, provider/region shares of replicas, GPU quotas portfolio-wide) and
-prices the plan with the same objective the engine optimises. It shares no code
+co-location, and the placement rules: a gang in one place, the interconnect for the instance count,
+replica sizes, provider/region shares of replicas, GPU quotas portfolio-wide, checked on the domain
+objects with schemas.placement's own functions, not with solvers/placement.py's array code the engines
+use) and prices the plan with the same objective the engine optimises. It shares no code
 with the solver's constraint rows, so it is a real cross-check (used by the engine before
 returning a plan and by the property tests).
 """
@@ -27,8 +28,18 @@ from schemas.events import Assignment, WorkloadSpec
 from schemas.gpus import GPU_CATALOGUE
 from schemas.market import OfferQuote
 from schemas.offers import OfferKey
-from schemas.placement import GpuQuota, Interconnect, Topology, egress_usd_per_gb, gpu_family, interconnect_of, place_of
-from solvers.placement import amortised_move, quota_left, rule_violations
+from schemas.placement import (
+    GpuQuota,
+    Interconnect,
+    Topology,
+    egress_usd_per_gb,
+    gpu_family,
+    interconnect_of,
+    place_of,
+    quota_violations,
+    satisfies,
+)
+from solvers.placement import amortised_move
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
@@ -422,7 +433,8 @@ def evaluate(inst: Instance, plan: Mapping[str, Sequence[Assignment]],
             v.append(f"{wid}: spot share {g_spot / g_tot:.3f} above {inst.spot_share[w]:.3f}")
         if inst.same_region[w] and len(regions) > 1:
             v.append(f"{wid}: spans {len(regions)} regions, co-location required")
-        v.extend(f"{wid}: {r}" for r in rule_violations(inst, w, sorted(rows.items())))
+        v.extend(f"{wid}: {r}" for r in _placement_violations(inst.specs[w], [(inst.offer_keys[o], n)
+                                                                              for o, n in sorted(rows.items())]))
         moved = bool(inst.current.get(wid)) and tuple(sorted(rows.items())) != inst.current.get(wid)
         moved = moved or wid in inst.stale_plan
         obj = inst.rows_cost(w, list(rows.items()))
@@ -434,12 +446,41 @@ def evaluate(inst: Instance, plan: Mapping[str, Sequence[Assignment]],
     for oi in np.nonzero(over)[0].tolist():
         v.append(f"offer {inst.keys[oi]}: {int(used[oi])} instances above capacity {int(inst.capacity[oi])}")
     if inst.quotas:   # portfolio-wide: every workload's GPUs (plan, reserved and `used`) on the offers a quota covers
-        ql = quota_left(inst, used)
-        for qi in np.flatnonzero(ql < -1e-9).tolist():
-            q = inst.quotas[qi]
-            v.append(f"quota {q.key} {int(q.gpus - ql[qi])}/{q.gpus}")
+        held = [(inst.offer_keys[o], round(float(used[o]))) for o in np.flatnonzero(used > 0).tolist()]
+        v.extend(f"quota {x}" for x in quota_violations(inst.quotas, held))
     conc = concentration_penalty(inst, grp_gpus)
     return Evaluation(tuple(v), sum(per_w.values()) + conc, usd, per_w, conc, frozenset(per_w))
+
+
+def _placement_violations(spec: WorkloadSpec, rows: Sequence[tuple[OfferKey, int]]) -> list[str]:
+    """The placement rules, checked on the domain objects with schemas.placement (not on the instance's arrays
+    the engines read: an independent check of solvers/placement.py)."""
+    v: list[str] = []
+    if spec.topology is Topology.GANG:
+        places = {place_of(k) for k, _ in rows}
+        if len(places) > 1:
+            v.append(f"gang spans {len(places)} places (provider/region/zone/instance type), one required")
+        n_tot = sum(n for _, n in rows)
+        v.extend(f"interconnect {spec.interconnect.value} not met by {n_tot} x {k.key}"
+                 for k, _ in rows if not satisfies(k, spec.interconnect, n_tot))
+        return v
+    for k, _ in rows:
+        if not satisfies(k, spec.interconnect, 1):
+            v.append(f"interconnect {spec.interconnect.value} not met by {k.key}")
+        if spec.gpus_per_replica is not None and k.gpus_per_instance != spec.gpus_per_replica:
+            v.append(f"replica size {k.gpus_per_instance} GPUs on {k.key}, {spec.gpus_per_replica} required")
+    total = sum(k.gpus_per_instance * n for k, n in rows)
+    for name, share, dom in (("provider", spec.max_share_per_provider, lambda k: k.provider),
+                             ("region", spec.max_share_per_region, lambda k: (k.provider, k.region))):
+        if share is None or not total:
+            continue
+        by: dict[object, int] = {}
+        for k, n in rows:
+            by[dom(k)] = by.get(dom(k), 0) + k.gpus_per_instance * n
+        top = max(by.values())
+        if top > share * total + 1e-9:
+            v.append(f"spread: {top / total:.3f} of the GPUs on one {name}, at most {share:.3f}")
+    return v
 
 
 def concentration_penalty(inst: Instance, grp_gpus: F64) -> float:
