@@ -57,8 +57,9 @@ class Decider:
 
     def __init__(self, engine_factory: Callable[[], AllocationEngine], market: Mapping[str, state.State],
                  workloads: Mapping[str, Any], plans: Mapping[str, Any],
-                 quotas: Mapping[str, Any] | None = None) -> None:
+                 quotas: Mapping[str, Any] | None = None, clock: Callable[[], float] = time.time) -> None:
         self.engine_factory = engine_factory
+        self.clock = clock   # UNIX seconds "now": the wall clock live, the event time in the back-test
         # the GPU quotas in force (the quotas table: one key, the last QuotasSet as JSON); None = never set
         q = (quotas or {}).get(QUOTAS_KEY)
         self.quotas: QuotasSet | None = QuotasSet.model_validate(q) if q else None
@@ -79,7 +80,7 @@ class Decider:
     def engine(self) -> AllocationEngine:
         if self._engine is None:
             eng = self.engine_factory()
-            now_t = time.time()
+            now_t = self.clock()
             quotes = [q for k, v in self.market.items() if (q := state.quote_from_state(k, v, now_t))]
             eng.upsert_offers(quotes)
             for spec in self.specs.values():
@@ -108,8 +109,8 @@ class Decider:
         store) and re-decides every workload, so that every plan respects the new quotas."""
         eng = self.engine()
         out = DecideOutput()
-        now = datetime.now(UTC)
-        now_t = now.timestamp()
+        now_t = self.clock()
+        now = datetime.fromtimestamp(now_t, UTC)
         reasons: list[str] = []
         triggers: list[str] = []
         changed_offers: dict[str, state.State] = {}
@@ -179,7 +180,7 @@ class Decider:
         out.solve_ms = (time.perf_counter() - t0) * 1000
         out.engine_timings = {k: round(float(v), 1) for k, v in getattr(eng, "last_timings", {}).items()}
         # event -> decision ready to send: the oldest trigger's producer timestamp to now, solve included
-        latency = (time.time() * 1000 - oldest_ms) if oldest_ms is not None else None
+        latency = (self.clock() * 1000 - oldest_ms) if oldest_ms is not None else None
         if decision is not None:
             decision = decision.model_copy(update={"latency_ms": latency})
         if cancelled:

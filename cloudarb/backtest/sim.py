@@ -51,6 +51,9 @@ from schemas.events import (
     InterruptionKind,
     InterruptionObserved,
     PriceObserved,
+    QuotasSet,
+    WorkloadCancelled,
+    WorkloadRequested,
     WorkloadSpec,
 )
 from schemas.market import AllocationEngine, OfferQuote, SolveResult
@@ -58,6 +61,7 @@ from schemas.offers import KNOWN_PROVIDERS, Market, OfferKey
 from schemas.placement import GpuQuota, place_of, quota_violations, quotas_covering
 from solvers import greedy_plan
 from streams import decide, state
+from streams.decider import Decider, UserEvent
 from streams.forecast import Forecaster
 
 MarketEvent = PriceObserved | CapacityObserved | InterruptionObserved
@@ -300,92 +304,92 @@ class Strategy:
 
 
 class EngineStrategy(Strategy):
-    """Ours: the decision stage of streams/app.py (`_decide_batch`), with the event time as `now`."""
+    """Ours: the live decision stage's own code, `streams.decider.Decider` (what `cloudarb worker` runs in its
+    decision process), stepped in event time through an injected clock: market changes as the market stage
+    forwards them, workloads started/ended as WorkloadRequested/WorkloadCancelled, the portfolio's quotas as
+    a QuotasSet at the first step. What is measured is what runs (re-decide-all after a model rebuild,
+    terminations on cancellation, `decide.split` of large decisions included)."""
 
     name = OURS
 
-    def __init__(self, ledger: Ledger, engine: AllocationEngine) -> None:
+    def __init__(self, ledger: Ledger, engine: AllocationEngine, quotas: Sequence[GpuQuota] = ()) -> None:
         super().__init__(ledger)
-        self.engine = engine
-        self.market: dict[str, dict[str, Any]] = {}
-        self.prev_ids: dict[str, str] = {}
-        self.specs: dict[str, WorkloadSpec] = {}
+        self.t = 0.0
+        self.decider = Decider(lambda: engine, {}, {}, {}, clock=lambda: self.t)
+        self._engine = engine
+        self._user: list[UserEvent] = []
+        if quotas:
+            self._user.append(QuotasSet(event_id="backtest-quotas", quotas=list(quotas),
+                                        set_at=datetime.fromtimestamp(0, UTC)))
         self.solves = 0
         self.decisions = 0
         self.guard_fired = 0
         self.solve_ms = 0.0
 
-    def step(self, sim: Simulation, b: Batch) -> dict[str, list[Assignment]]:
-        return self._decide(sim, b.t, b.changed, b.started, b.ended, b.reasons, b.triggers)
+    @property
+    def engine(self) -> AllocationEngine:
+        return self._engine
 
-    def _decide(self, sim: Simulation, t: float, changed: dict[str, dict[str, Any]], started: list[WorkloadSpec],
-                ended: list[str], reasons_in: list[str], triggers_in: list[str]) -> dict[str, list[Assignment]]:
-        eng = self.engine
+    @property
+    def specs(self) -> dict[str, WorkloadSpec]:
+        return self.decider.specs
+
+    def step(self, sim: Simulation, b: Batch) -> dict[str, list[Assignment]]:
+        why: dict[str, tuple[str, str]] = {}   # offer key -> (reason, triggering event id), as forwarded live
+        for r, eid in zip(b.reasons, b.triggers, strict=False):
+            reason, _, key = r.partition(" on ")
+            why[key] = (reason, eid)
+        changes = [{"offer_key": k, "state": v, "reason": why.get(k, ("market change", ""))[0],
+                    "event_id": why.get(k, ("", ""))[1], "msg_ts": None} for k, v in b.changed.items()]
+        return self._decide(b.t, changes, b.started, b.ended)
+
+    def _decide(self, t: float, changes: list[dict[str, Any]], started: Sequence[WorkloadSpec],
+                ended: Sequence[str]) -> dict[str, list[Assignment]]:
+        self.t = t
         now = datetime.fromtimestamp(t, UTC)
-        reasons, triggers = list(reasons_in), list(triggers_in)
-        if changed:
-            for k, v in changed.items():
-                self.market[k] = v
-            eng.upsert_offers([q for k, v in changed.items() if (q := state.quote_from_state(k, v, t))])
-        wl_ids: set[str] = set()
-        for spec in started:
-            self.specs[spec.workload_id] = spec
-            eng.upsert_workload(spec)
-            wl_ids.add(spec.workload_id)
-            reasons.append(f"workload {spec.workload_id} requested")
-        for wid in ended:
-            if self.specs.pop(wid, None) is not None:
-                wl_ids.add(wid)
-                reasons.append(f"workload {wid} cancelled")
-        old_plan = {k: list(v) for k, v in self.plan.items()}
-        affected = decide.affected_workloads(changed, self.specs, old_plan) | wl_ids
-        cancelled = {w for w in wl_ids if w not in self.specs}
-        for w in cancelled:
-            eng.remove_workload(w)
-        to_solve = affected - cancelled
-        out: dict[str, list[Assignment]] = {w: [] for w in cancelled}
-        for w in cancelled:
-            self.plan.pop(w, None)
-        if not to_solve:
-            return out
-        self.solves += 1
-        ages = {k: max(0.0, t - float(v.get("price_t", t))) for k, v in changed.items()}
-        reason = "; ".join(reasons[:5]) + (f"; +{len(reasons) - 5} more" if len(reasons) > 5 else "")
+        events: list[UserEvent] = self._user
+        self._user = []
+        events += [WorkloadRequested(event_id=f"bt-req-{s.workload_id}-{t}", spec=s, requested_at=now)
+                   for s in started]
+        events += [WorkloadCancelled(event_id=f"bt-end-{w}-{t}", workload_id=w, cancelled_at=now) for w in ended]
+        before = {w: list(a) for w, a in self.decider.plan.items()}
         t0 = time.perf_counter()
-        decision = decide.resolve(eng, to_solve, old_plan, self.prev_ids, reason, triggers, ages, now, None)
+        res = self.decider.step(changes, events)
+        self.decider.settle()
         self.solve_ms += (time.perf_counter() - t0) * 1000
-        if decision is None:
-            return out
-        self.decisions += 1
-        new_plan: dict[str, list[Assignment]] = {}
-        for a in decision.assignments:
-            new_plan.setdefault(a.workload_id, []).append(a)
-        for wid in decision.workload_ids:
-            self.plan[wid] = new_plan.get(wid, [])
-            self.prev_ids[wid] = decision.event_id
-            out[wid] = self.plan[wid]
+        self.solves += int(res.solved)
+        out: dict[str, list[Assignment]] = {}
+        for d in res.decisions:
+            self.decisions += 1
+            for wid in d.workload_ids:
+                out[wid] = list(self.decider.plan.get(wid, []))
+        for wid in ended:
+            if wid in before:
+                out.setdefault(wid, [])
+        self.plan = {w: list(a) for w, a in self.decider.plan.items()}
         return out
 
     def held_offers(self) -> set[str]:
-        return {a.offer.key for assigns in self.plan.values() for a in assigns}
+        return {a.offer.key for assigns in self.decider.plan.values() for a in assigns}
 
     def guard(self, sim: Simulation, t: float) -> dict[str, list[Assignment]]:
         """Budget guard: fresh views of held offers whose unseen price moves break a budget."""
         stale: dict[str, dict[str, Any]] = {}
-        for wid, assigns in self.plan.items():
-            spec = self.specs.get(wid)
+        for wid, assigns in self.decider.plan.items():
+            spec = self.decider.specs.get(wid)
             if spec is None or not assigns:
                 continue
             if self.ledger.rate_of(wid, sim.states) <= spec.budget_usd_per_hour * (1 + 1e-9):
                 continue
             for a in assigns:
                 s = sim.states[a.offer.key]
-                if float(self.market.get(a.offer.key, {}).get("usd_per_hour", -1)) != float(s["usd_per_hour"]):
+                if float(self.decider.market.get(a.offer.key, {}).get("usd_per_hour", -1)) != float(s["usd_per_hour"]):
                     stale[a.offer.key] = state.engine_view(s, sim.forecaster.latest.get(a.offer.key))
         if not stale:
             return {}
         self.guard_fired += 1
-        return self._decide(sim, t, stale, [], [], [f"budget guard on {k}" for k in sorted(stale)], [])
+        return self._decide(t, [{"offer_key": k, "state": v, "reason": "budget guard", "event_id": "",
+                                 "msg_ts": None} for k, v in sorted(stale.items())], [], [])
 
 
 class GreedyRuleStrategy(Strategy):
@@ -580,8 +584,7 @@ class Simulation:
         for n in cfg.strategies:
             if n == OURS:
                 factory = self.engine_factory or _engine(cfg.engine, pf)
-                ours = EngineStrategy(ledgers[n], factory())
-                ours.engine.set_quotas(list(pf.quotas))
+                ours = EngineStrategy(ledgers[n], factory(), pf.quotas)
                 strategies.append(ours)
             elif n in BASELINES:
                 strategies.append(GreedyRuleStrategy(ledgers[n], n))
