@@ -1929,10 +1929,14 @@ def integer_lower_bound(engine: PortfolioEngine, with_migration: bool = False) -
             o = P.o[s:e][ok]
             c = chat[s:e][ok]
             g = P.g[s:e][ok].astype(np.int64)
-            reg = inst.region[o] if inst.same_region[w] else np.zeros(o.size, np.int64)
-            regs, ri = np.unique(reg, return_inverse=True)
             L, U = int(inst.min_gpus[w]), int(inst.max_gpus[w])
             S = float(inst.spot_share[w])
+            if inst.gang[w]:   # a gang's own problem: one place, n instances of its type, the interconnect for n
+                best_w = min(best_w, _gang_bound(inst, w, o, c, g, L, U, S))
+                total += best_w
+                continue
+            reg = inst.region[o] if inst.same_region[w] else np.zeros(o.size, np.int64)
+            regs, ri = np.unique(reg, return_inverse=True)
             split = S < 1.0 and U <= 256     # keep the spot share exactly (two knapsacks), else relax it
 
             spot = inst.spot[o]
@@ -1952,6 +1956,30 @@ def integer_lower_bound(engine: PortfolioEngine, with_migration: bool = False) -
             best_w = min(best_w, val)
         total += best_w
     return total
+
+
+def _gang_bound(inst: Instance, w: int, o: I64, c: F64, g: I64, L: int, U: int, S: float) -> float:
+    """The cheapest (reduced) cost of a gang's admissible plans: per place, n whole instances of its one
+    instance type (ceil(L/g) <= n <= U/g), at most floor(S n) of them spot, the interconnect holding for n.
+    (inf when no place can host it: the workload's bound is then its unplaced penalty.)"""
+    best = math.inf
+    places = inst.place[o]
+    for place in np.unique(places):
+        sel = np.flatnonzero(places == place)
+        gg = int(g[sel[0]])
+        spot = inst.spot[o[sel]]
+        c_sp = float(c[sel][spot].min()) if spot.any() else math.inf
+        c_od = float(c[sel][~spot].min()) if (~spot).any() else math.inf
+        for n in range(max(1, math.ceil(L / gg)), U // gg + 1):
+            if not pl.ic_ok_vec(inst, w, o[sel[:1]], n)[0]:
+                continue
+            k_max = min(n, math.floor(S * n + 1e-9)) if math.isfinite(c_sp) else 0
+            # linear in k: all spot (up to the share) or none is the cheapest
+            for k in {0, k_max}:
+                if n - k > 0 and not math.isfinite(c_od):
+                    continue
+                best = min(best, k * c_sp + (n - k) * c_od if k else n * c_od)
+    return best
 
 
 def _reachable(gs: list[int], hi: int) -> np.ndarray:

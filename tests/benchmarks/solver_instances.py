@@ -163,13 +163,27 @@ def make_workloads(n: int, seed: int, quotes: Sequence[OfferQuote]) -> list[Work
         lo = int(rng.integers(0, max(1, len(models) - k + 1)))
         acc = models[lo:lo + k]
         tput = {m: round(GPU_CATALOGUE[m].relative_throughput * float(rng.uniform(0.85, 1.15)), 3) for m in acc}
-        mn = int(rng.choice([1, 1, 2, 4, 8, 8, 16]))
-        mx = mn * int(rng.choice([1, 1, 2]))
+        # a realistic mix: 35 % data-parallel gangs of 8-64 GPUs (one place, some needing NVLink or an
+        # InfiniBand-class fabric, with checkpoints to move), the rest independent replicas (inference,
+        # sweeps) of 1-16 GPUs, some with a fixed replica size or a provider share
+        gang = rng.random() < 0.35
+        if gang:
+            mn = int(rng.choice([8, 8, 16, 16, 32, 64]))
+            mx = mn
+            topo: dict[str, object] = {
+                "topology": "gang", "interconnect": str(rng.choice(["any", "nvlink", "nvlink", "infiniband"])),
+                "state_gb": float(rng.choice([50.0, 200.0, 800.0]))}
+        else:
+            mn = int(rng.choice([1, 1, 2, 4, 8, 16]))
+            mx = mn * int(rng.choice([1, 1, 2]))
+            topo = {"topology": "replicas", "state_gb": float(rng.choice([0.0, 10.0, 30.0]))}
+            if mn >= 4 and rng.random() < 0.3:
+                topo["max_share_per_provider"] = 0.5
         od_cost = mn * max(per_gpu[m] for m in acc)
         budget = round(od_cost * float(rng.uniform(1.3, 2.5)), 2)
-        specs.append(WorkloadSpec(
+        specs.append(WorkloadSpec.model_validate(dict(
             workload_id=f"w{i:05d}", gpu_throughput=tput, min_gpus=mn, max_gpus=mx, budget_usd_per_hour=budget,
             max_spot_share=float(rng.choice([0.0, 0.5, 1.0, 1.0])),
             restart_overhead_h=round(float(rng.uniform(0.1, 1.0)), 2),
-            same_region=bool(rng.random() < 0.3), priority=int(rng.integers(1, 6))))
+            same_region=bool(rng.random() < 0.3), priority=int(rng.integers(1, 6)), **topo)))
     return specs

@@ -350,3 +350,21 @@ def test_scalar_gang_plans_match_the_vectorised_ones(market, data):
         assert (few is None) == (not vec)
         if few is not None:
             assert few[0] == pytest.approx(vec[0][0])
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(market_st())
+def test_the_placement_aware_lower_bound_never_exceeds_the_plan(m):
+    """The Lagrangian bound solves each gang's own problem over single places (and the interconnect for
+    its instance count): still a bound, never above the engine's plan."""
+    from solvers.portfolio import integer_lower_bound
+
+    offers, wls, _ = m
+    e = PortfolioEngine(risk_lambda=1.0)
+    e.upsert_offers(offers)
+    for w in wls:
+        e.upsert_workload(w)
+    r = e.solve()
+    lb = integer_lower_bound(e)
+    if lb is not None and not r.infeasible:   # (an unplaced workload's penalty is in the bound, not the plan)
+        assert lb <= r.objective + 1e-6 * (1 + abs(r.objective))
