@@ -1978,7 +1978,7 @@ def _gang_bound(inst: Instance, w: int, o: I64, c: F64, g: I64, L: int, U: int, 
             for k in {0, k_max}:
                 if n - k > 0 and not math.isfinite(c_od):
                     continue
-                best = min(best, k * c_sp + (n - k) * c_od if k else n * c_od)
+                best = min(best, (k * c_sp if k else 0.0) + ((n - k) * c_od if n - k else 0.0))
     return best
 
 

@@ -368,3 +368,17 @@ def test_the_placement_aware_lower_bound_never_exceeds_the_plan(m):
     lb = integer_lower_bound(e)
     if lb is not None and not r.infeasible:   # (an unplaced workload's penalty is in the bound, not the plan)
         assert lb <= r.objective + 1e-6 * (1 + abs(r.objective))
+
+
+def test_the_lower_bound_of_a_gang_on_a_spot_only_place_is_its_plan() -> None:
+    """A gang whose only place is spot (all spot allowed): its own problem costs what its plan costs, so the
+    bound equals the objective (with nothing to share, the Lagrangian problem is the problem)."""
+    from solvers.portfolio import integer_lower_bound
+
+    e = PortfolioEngine(risk_lambda=0.0, concentration_penalty_usd_per_gpu_hour=0.0)
+    e.upsert_offers([q(price=12.0, spot=True), q(region="europe-west4", price=30.0)])
+    e.upsert_workload(ws(lo=32, max_spot_share=1.0))
+    r = e.solve()
+    assert [(a.offer.region, a.instances) for a in r.assignments] == [("us-central1", 4)]
+    lb = integer_lower_bound(e)
+    assert lb is not None and lb == pytest.approx(r.objective, rel=1e-6)
