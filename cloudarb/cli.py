@@ -11,8 +11,9 @@ import contextlib
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 from cloudarb import signals
 from cloudarb.kafka_local import KafkaSetupError
@@ -45,8 +46,15 @@ def cmd_worker(args: argparse.Namespace, s: Settings) -> int:
     app = create_streams_app(bootstrap, app_id=s.cloudarb_app_id, engine=args.engine or s.cloudarb_engine,
                              cg_budget_s=s.cloudarb_cg_budget_s,
                              extra={"broker_commit_interval": s.cloudarb_commit_interval_s})
-    worker = faust.Worker(app, loglevel=args.loglevel, quiet=True)
-    worker.execute_from_commandline()
+    # CLOUDARB_METRICS_PORT set: the worker's counters at /metrics (cloudarb.metrics, streams.metrics)
+    from cloudarb.metrics import serving_metrics
+    from streams.metrics import WorkerCollector
+
+    worker_metrics = WorkerCollector(app.cloudarb_counters, app.cloudarb_market,  # type: ignore[attr-defined]
+                                     app.cloudarb_forecaster)  # type: ignore[attr-defined]
+    with serving_metrics({"worker": worker_metrics}):
+        worker = faust.Worker(app, loglevel=args.loglevel, quiet=True)
+        worker.execute_from_commandline()
     return 0
 
 
@@ -79,12 +87,34 @@ def cmd_sink(args: argparse.Namespace, s: Settings) -> int:
     apply_ddl(client, s.clickhouse_db)
     bootstrap = _bootstrap_or_die(s)
     stop = threading.Event()
+    writer = ClickHouseWriter(client, s.clickhouse_db)
     print("sink running; Ctrl-C stops it", flush=True)
-    with signals.sigterm_sets(stop):  # SIGTERM: finish (or drop, mid-outage) the batch in hand, then stop
-        stats = run_sink(bootstrap, ClickHouseWriter(client, s.clickhouse_db), stop, idle_exit_s=args.idle_exit_s)
+    # SIGTERM: finish (or drop, mid-outage) the batch in hand, then stop
+    with signals.sigterm_sets(stop), _sink_metrics(bootstrap, writer):
+        stats = run_sink(bootstrap, writer, stop, idle_exit_s=args.idle_exit_s)
     print(f"sink: consumed {stats.consumed}, written {stats.written}, duplicates {stats.duplicates}, "
           f"undecodable {stats.undecodable}")
     return 0
+
+
+@contextlib.contextmanager
+def _sink_metrics(bootstrap: str, writer: Any) -> Iterator[None]:
+    """CLOUDARB_METRICS_PORT set: the sink's counters and its group's lag at /metrics (cloudarb.metrics)."""
+    from cloudarb.metrics import metrics_address, serving_metrics
+    from outputs.metrics import GroupLag, OutputsCollector
+    from outputs.server import ServiceHandle, pipeline_stats
+    from outputs.sink import SINK_TOPICS
+
+    if metrics_address() is None:
+        yield
+        return
+    lag = GroupLag(bootstrap, {"cloudarb-sink": SINK_TOPICS}).start()  # run_sink's group
+    try:
+        stats = pipeline_stats(ServiceHandle(objects={"sink_writer": writer}))
+        with serving_metrics({"outputs": OutputsCollector(stats, lag)}):
+            yield
+    finally:
+        lag.stop()
 
 
 def cmd_kafka(args: argparse.Namespace, s: Settings) -> int:

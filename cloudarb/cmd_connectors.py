@@ -10,6 +10,7 @@ role), CLOUDARB_AWS_REGIONS (default us-east-1,us-east-2,us-west-2), AWS_SPOT_IN
 credentials (Pub/Sub); Azure: none for prices, AZURE_EVENTHUB_CONNECTION_STRING + AZURE_EVENTHUB_NAME
 [+ AZURE_EVENTHUB_CONSUMER_GROUP] for evictions; LAMBDA_API_KEY; RUNPOD_API_KEY; Vast.ai: none
 (VAST_API_KEY optional). The AWS Spot Advisor, Azure Retail Prices and Vast.ai search are public.
+CLOUDARB_METRICS_PORT / CLOUDARB_METRICS_ADDR: serve the per-source counters at /metrics (cloudarb.metrics).
 """
 
 from __future__ import annotations
@@ -26,9 +27,10 @@ from cloudarb.signals import sigterm_sets
 
 def cmd_connectors_run(args: argparse.Namespace, s: Settings) -> int:
     from cloudarb.kafka_local import KafkaSetupError
+    from cloudarb.metrics import serving_metrics
     from connectors.publish import KafkaPublisher
     from connectors.registry import PROVIDERS, SOURCES
-    from connectors.runner import Runner, select_sources
+    from connectors.runner import Runner, RunnerCollector, select_sources
 
     unknown = sorted(set(args.provider or []) - set(PROVIDERS))
     if unknown:
@@ -55,7 +57,8 @@ def cmd_connectors_run(args: argparse.Namespace, s: Settings) -> int:
     stop = threading.Event()
     print(f"running {len(sources)} connectors: {', '.join(s.name for s in sources)}; Ctrl-C stops", flush=True)
     try:
-        with sigterm_sets(stop):  # SIGTERM: the sources finish their poll, then close
+        # SIGTERM: the sources finish their poll, then close. CLOUDARB_METRICS_PORT: per-source counters served
+        with sigterm_sets(stop), serving_metrics({"connectors": RunnerCollector(runner)}):
             runner.run_forever(stop)
     except KeyboardInterrupt:
         stop.set()

@@ -5,7 +5,8 @@ On embedded chdb one process owns the database: use `cloudarb serve` (sink + API
 in one process). With CLICKHOUSE_URL each command can run in its own process.
 Environment: CLOUDARB_ADMIN_KEY (bootstrap admin API key, hashed at start, never logged),
 CLOUDARB_EXECUTE=aws,lambda,runpod (opt-in to real executors; default dry run),
-CLOUDARB_WEBHOOK_ALLOW_PRIVATE=1 (allow loopback/private webhook targets, e.g. local receivers).
+CLOUDARB_WEBHOOK_ALLOW_PRIVATE=1 (allow loopback/private webhook targets, e.g. local receivers),
+CLOUDARB_METRICS_PORT / CLOUDARB_METRICS_ADDR (serve this process's metrics there: cloudarb.metrics).
 """
 
 from __future__ import annotations
@@ -92,6 +93,30 @@ def _until_stopped() -> Iterator[None]:
         yield
 
 
+@contextlib.contextmanager
+def _metrics(bootstrap: str | None, handle: Any = None, groups: dict[str, list[str]] | None = None) -> Iterator[None]:
+    """CLOUDARB_METRICS_PORT set: this process's metrics at /metrics on a port of their own (cloudarb.metrics):
+    the services' counters (outputs.server.pipeline_stats, outputs.metrics) and their groups' consumer lag."""
+    from cloudarb.metrics import metrics_address, serving_metrics
+    from outputs.metrics import GroupLag, OutputsCollector
+
+    if metrics_address() is None:
+        yield
+        return
+    lag = GroupLag(bootstrap, groups).start() if bootstrap and groups else None
+    collectors: dict[str, Any] = {}
+    if handle is not None:
+        from outputs.server import pipeline_stats
+
+        collectors["outputs"] = OutputsCollector(pipeline_stats(handle), lag)
+    try:
+        with serving_metrics(collectors):
+            yield
+    finally:
+        if lag is not None:
+            lag.stop()
+
+
 def _wait() -> None:
     """Block until Ctrl-C or SIGTERM (inside `_until_stopped`)."""
     import gc
@@ -125,7 +150,8 @@ def cmd_api(args: argparse.Namespace, s: Settings) -> int:
         try:
             print(f"CloudArb API at {h.url} (docs {h.url}/docs, dashboard {h.url}/dashboard); Ctrl-C stops it",
                   flush=True)
-            _wait()
+            with _metrics(None):   # process metrics; the API's own are at its /metrics
+                _wait()
         finally:
             h.stop()
     return 0
@@ -148,6 +174,7 @@ def _executors(args: argparse.Namespace, client: Any = None, db: str = "cloudarb
 
 
 def cmd_executors(args: argparse.Namespace, s: Settings) -> int:
+    from outputs.metrics import service_groups
     from outputs.server import start_executors
 
     bootstrap, client = _bootstrap(s), _client(s)
@@ -158,7 +185,8 @@ def cmd_executors(args: argparse.Namespace, s: Settings) -> int:
         try:
             print(f"executors running ({'real: ' + ', '.join(sorted(ex)) if ex else 'dry run only'}); "
                   "Ctrl-C stops them", flush=True)
-            _wait_threads(h)
+            with _metrics(bootstrap, h, service_groups(s.cloudarb_app_id, executors=True)):
+                _wait_threads(h)
         finally:
             h.stop()
     return 0
@@ -172,6 +200,7 @@ def _wait_threads(h: Any) -> None:
 
 def cmd_alerts(args: argparse.Namespace, s: Settings) -> int:
     from outputs.alerts import AlertRules
+    from outputs.metrics import service_groups
     from outputs.server import start_alerts
 
     pub = _publisher(s)
@@ -185,7 +214,8 @@ def cmd_alerts(args: argparse.Namespace, s: Settings) -> int:
                          group_id=f"{s.cloudarb_app_id}-alerts", idle_exit_s=args.idle_exit_s)
         try:
             print("alerts running; Ctrl-C stops them", flush=True)
-            _wait_threads(h)
+            with _metrics(bootstrap, h, service_groups(s.cloudarb_app_id, alerts=True)):
+                _wait_threads(h)
         finally:
             h.stop()
     pub.flush(10)
@@ -194,6 +224,7 @@ def cmd_alerts(args: argparse.Namespace, s: Settings) -> int:
 
 def cmd_serve(args: argparse.Namespace, s: Settings) -> int:
     """Sink + API + alerts + executors in one process (the chdb layout)."""
+    from outputs.metrics import service_groups
     from outputs.server import start_outputs
 
     bootstrap = _bootstrap(s)
@@ -209,7 +240,9 @@ def cmd_serve(args: argparse.Namespace, s: Settings) -> int:
             print(f"CloudArb outputs: API {out.api_url} (dashboard {out.api_url}/dashboard), sink, alerts, "
                   f"executors ({'real: ' + ', '.join(sorted(ex)) if ex else 'dry run'}); Ctrl-C stops them",
                   flush=True)
-            _wait()
+            with _metrics(bootstrap, out.services, service_groups(s.cloudarb_app_id, sink=not args.no_sink,
+                                                                  alerts=True, executors=True)):
+                _wait()
         finally:
             out.stop()
     pub.flush(10)

@@ -154,3 +154,64 @@ def select_sources(factories: Iterable[type[Source]], env: Mapping[str, str], pr
         factory: Any = cls
         out.append(factory(env=env, **kw))
     return out
+
+
+CIRCUIT_STATES = ("closed", "open", "half-open")
+
+
+class RunnerCollector:
+    """The runner's per-source counters for Prometheus, read at scrape time (served by `cloudarb connectors
+    run` when CLOUDARB_METRICS_PORT is set, see cloudarb.metrics). Families, labelled {source, provider}:
+    cloudarb_connector_source_polls_total, _events_total, _published_total, _rejects_total, _retries_total,
+    _failures_total, cloudarb_connector_circuit_opened_total and cloudarb_connector_circuit_state{state}
+    (1 for the breaker's current state: closed, open or half-open)."""
+
+    def __init__(self, runner: Runner) -> None:
+        self.runner = runner
+
+    def describe(self) -> Any:
+        return iter(())
+
+    def collect(self) -> Any:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        labels = ["source", "provider"]
+
+        def counter(name: str, doc: str) -> CounterMetricFamily:
+            return CounterMetricFamily(f"cloudarb_connector_{name}", doc, labels=labels)
+
+        polls = counter("source_polls", "polls of the source")
+        events = counter("source_events", "events the source emitted")
+        published = counter("source_published", "events handed to Kafka")
+        rejects = counter("source_rejects", "vendor records rejected at the edge")
+        retries = counter("source_retries", "retried requests (429, 5xx, transport)")
+        failures = counter("source_failures", "polls that failed after retries")
+        opened = counter("circuit_opened", "times the source's circuit breaker opened")
+        state = GaugeMetricFamily("cloudarb_connector_circuit_state", "1 for the breaker's current state",
+                                  labels=[*labels, "state"])
+        for name, rep in sorted(self.runner.reports.items()):
+            lv = [name, rep.provider]
+            st = rep.stats
+            polls.add_metric(lv, float(st.polls))
+            events.add_metric(lv, float(_total(st.emitted)))
+            published.add_metric(lv, float(rep.published))
+            rejects.add_metric(lv, float(_total(st.rejected)))
+            retries.add_metric(lv, float(st.retries))
+            failures.add_metric(lv, float(st.failures))
+            br = self.runner.breakers.get(name)
+            if br is not None:
+                opened.add_metric(lv, float(br.opened_count))
+                now = br.state
+                for s in CIRCUIT_STATES:
+                    state.add_metric([*lv, s], 1.0 if s == now else 0.0)
+        yield from (polls, events, published, rejects, retries, failures, opened, state)
+
+
+def _total(counts: Mapping[str, int]) -> int:
+    """sum(counts.values()), while the source's thread may add a key (then: try again)."""
+    for _ in range(5):
+        try:
+            return sum(list(counts.values()))
+        except RuntimeError:
+            continue
+    return 0

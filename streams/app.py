@@ -46,6 +46,7 @@ from streams.decider import UserEvent
 from streams.fastout import Batch, FastOutput, dlq_failed
 from streams.forecast import Forecaster
 from streams.market import MarketConfig, MarketStage
+from streams.metrics import SolveTimes
 from streams.rebalance import App as RebalanceSafeApp
 from streams.remote import CHILD_GONE, DeciderHandle, RemoteDecider, RemoteError
 from streams.validate import Rejected, dead_letter, validate
@@ -103,6 +104,8 @@ class Counters:
     solves: int = 0
     dlq_skipped: int = 0     # dead letters the DLQ refused (logged with their source offsets)
     step_failures: int = 0   # decision steps that failed (retried, or isolated down to a poison record)
+    # solve time of each decision step (served as cloudarb_worker_solve_seconds, see streams.metrics)
+    solve_seconds: SolveTimes = field(default_factory=SolveTimes, repr=False)
 
 
 def create_app(cfg: StreamsConfig, engine_factory: Callable[[], AllocationEngine]) -> faust.App:
@@ -302,6 +305,8 @@ def create_app(cfg: StreamsConfig, engine_factory: Callable[[], AllocationEngine
             raise
         counters.solves += res.solved
         counters.decisions += len(res.decision_records)
+        if res.solve_ms is not None:
+            counters.solve_seconds.observe(res.solve_ms / 1000)
         if log.isEnabledFor(logging.DEBUG):
             oldest = min((float(c["msg_ts"]) for c in market_changes if c.get("msg_ts")), default=step_t)
             log.debug("step: %d market changes, oldest %.0f ms old; step %.0f ms (solve %s ms, engine %s), writes "

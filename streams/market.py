@@ -53,6 +53,7 @@ from streams.held import HeldOffers
 log = logging.getLogger(__name__)
 
 RETRY_PAUSE_S = (0.5, 1.0, 2.0, 5.0, 10.0)  # after a failed batch: the pause before the n-th retry
+LAG_REFRESH_S = 5.0   # how often the stage refreshes `lag` (from librdkafka's cached watermarks: no request)
 
 
 def _producer_ts(m: Any) -> float | None:
@@ -122,6 +123,10 @@ class MarketStage:
         self.batches = 0
         self.failures = 0
         self.dlq_skipped = 0   # dead letters the DLQ refused (logged with their source offsets)
+        # (topic, partition) -> messages behind the high watermark, of the assigned partitions; replaced
+        # whole every LAG_REFRESH_S (read by streams.metrics at scrape time)
+        self.lag: dict[tuple[str, int], int] = {}
+        self._lag_t = 0.0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._consumer: Any = None
@@ -207,6 +212,8 @@ class MarketStage:
                         last_msg_t = time.monotonic()
                     if time.monotonic() - self._committed_t >= self.cfg.commit_interval_s:
                         self._commit(asynchronous=True)
+                    if time.monotonic() - self._lag_t >= LAG_REFRESH_S:
+                        self._refresh_lag()
                     retry = 0
                 except Exception:
                     self.failures += 1
@@ -223,6 +230,27 @@ class MarketStage:
             except RuntimeError as exc:  # redelivered to the next owner of the partitions
                 log.warning("market stage stopped with undelivered outputs: %s", exc)
             log.info("market stage stopped after %d batches (%d failed and retried)", self.batches, self.failures)
+
+    def _refresh_lag(self) -> None:
+        """`lag` per assigned partition: the high watermark librdkafka cached from its last fetch response
+        minus the consumer's position (its committed offset while none was consumed from it: one request;
+        a partition without either is left out)."""
+        self._lag_t = time.monotonic()
+        lag: dict[tuple[str, int], int] = {}
+        try:
+            assigned = self._consumer.assignment()
+            tps = self._consumer.position(assigned) if assigned else []
+            unread = [tp for tp in tps if tp.offset < 0]   # nothing consumed from it yet: its committed offset
+            if unread:
+                tps = [tp for tp in tps if tp.offset >= 0] + self._consumer.committed(unread, timeout=2.0)
+            for tp in tps:
+                _, high = self._consumer.get_watermark_offsets(tp, cached=True)
+                if high is not None and high >= 0 and tp.offset >= 0:
+                    lag[(tp.topic, tp.partition)] = max(0, high - tp.offset)
+        except Exception as exc:   # metrics only: never fail the loop
+            log.debug("market stage: lag refresh failed: %s", exc)
+            return
+        self.lag = lag
 
     def ensure_topics(self) -> None:
         """Create the changelog (compacted) and the market-changes topic, when missing."""
