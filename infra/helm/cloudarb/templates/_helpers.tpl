@@ -115,6 +115,8 @@ env:
     valueFrom:
       secretKeyRef: {name: {{ include "cloudarb.secretName" $.root }}, key: {{ . }}, optional: true}
 {{- end }}
+  - {name: CLOUDARB_METRICS_PORT, value: {{ .root.Values.metrics.port | toString | quote }}}
+  - {name: CLOUDARB_METRICS_ADDR, value: "0.0.0.0"}
 {{- end }}
 
 {{/* exec probes of files/probe.py: (dict "live" "alive" "ready" "alive kafka clickhouse") */}}
@@ -208,10 +210,12 @@ spec:
             - {{ . | quote }}
             {{- end }}
           {{- .env | nindent 10 }}
-          {{- if .port }}
           ports:
+            {{- if .port }}
             - {name: http, containerPort: {{ .port }}, protocol: TCP}
-          {{- end }}
+            {{- end }}
+            # cloudarb.metrics: every process serves its metrics here (CLOUDARB_METRICS_PORT, cloudarb.env)
+            - {name: metrics, containerPort: {{ $root.Values.metrics.port }}, protocol: TCP}
           {{- .probes | nindent 10 }}
           resources:
             {{- toYaml $v.resources | nindent 12 }}
