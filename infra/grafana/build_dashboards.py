@@ -1,5 +1,6 @@
 # ruff: noqa: E501  (SQL panels read better unwrapped)
-"""Generates infra/grafana/dashboards/*.json (Grafana 10+/11 schema, ClickHouse plugin queries).
+"""Generates infra/grafana/dashboards/*.json (Grafana 10+/11 schema): ClickHouse plugin queries, and the
+Prometheus dashboard of the processes' own metrics (datasource uid cloudarb-prometheus).
 
 Run: python infra/grafana/build_dashboards.py
 """
@@ -135,6 +136,54 @@ WHERE $__timeFilter(decided_at)"""),
 }
 
 
+# Prometheus dashboards: the processes' own metrics (cloudarb.metrics; every `cloudarb_*` name an expr uses is
+# one the collectors register: tests/outputs/test_grafana.py checks it). (kind, title, [(PromQL, legend)])
+PROM_DS = {"type": "prometheus", "uid": "cloudarb-prometheus"}
+RATE = "[$__rate_interval]"
+PROM_PANELS: dict[str, tuple[str, str, list[tuple[str, str, list[tuple[str, str]]]]]] = {
+    "pipeline-health-prometheus": ("CloudArb · Pipeline health (Prometheus)", "Lag, throughput, dead letters, solve time, sink and connectors, from the processes' /metrics", [
+        ("timeseries", "Consumer lag per partition (messages)", [
+            ("max by (group, topic, partition) (cloudarb_consumer_lag)", "{{group}} {{topic}}:{{partition}}")]),
+        ("timeseries", "Market events/s: in vs dead-lettered", [
+            (f"sum(rate(cloudarb_worker_events_in_total{RATE}))", "in"),
+            (f"sum(rate(cloudarb_worker_events_valid_total{RATE}))", "valid"),
+            (f"sum(rate(cloudarb_worker_dead_lettered_total{RATE}))", "dead-lettered (worker)"),
+            (f"sum(rate(cloudarb_sink_dead_lettered_total{RATE}))", "dead-lettered (sink)")]),
+        ("timeseries", "Decisions/s", [
+            (f"sum(rate(cloudarb_worker_decisions_total{RATE}))", "decisions"),
+            (f"sum(rate(cloudarb_worker_step_failures_total{RATE}))", "failed steps")]),
+        ("timeseries", "Solve time p99 (s)", [
+            (f"histogram_quantile(0.99, sum by (le) (rate(cloudarb_worker_solve_seconds_bucket{RATE})))", "p99"),
+            (f"histogram_quantile(0.5, sum by (le) (rate(cloudarb_worker_solve_seconds_bucket{RATE})))", "p50")]),
+        ("stat", "Sink stalled", [("max(cloudarb_sink_stalled)", "stalled")]),
+        ("timeseries", "Sink rows/s written vs write failures", [
+            (f"sum(rate(cloudarb_sink_written_total{RATE}))", "written"),
+            (f"sum(rate(cloudarb_sink_write_failures_total{RATE}))", "write failures")]),
+        ("timeseries", "Connector failures (per 15 min) and open circuits", [
+            ("sum by (source) (increase(cloudarb_connector_source_failures_total[15m]))", "{{source}} failures"),
+            ('sum by (source) (cloudarb_connector_circuit_state{state="open"})', "{{source}} open")]),
+        ("timeseries", "Forecast MAE: model vs naive", [
+            ("avg by (horizon_s, model) (cloudarb_forecast_mae)", "{{horizon_s}} s {{model}}")]),
+        ("timeseries", "Forecast samples skipped/s", [
+            (f"sum by (reason) (rate(cloudarb_forecast_samples_skipped_total{RATE}))", "{{reason}}")]),
+    ]),
+}
+
+
+def prom_dashboard(uid: str, title: str, description: str,
+                   panels: list[tuple[str, str, list[tuple[str, str]]]]) -> dict[str, object]:
+    out = []
+    for i, (kind, ptitle, exprs) in enumerate(panels):
+        out.append({"id": i + 1, "type": kind, "title": ptitle, "datasource": PROM_DS,
+                    "gridPos": {"h": 8, "w": 12, "x": (i % 2) * 12, "y": (i // 2) * 8},
+                    "targets": [{"refId": chr(ord("A") + j), "datasource": PROM_DS, "expr": expr,
+                                 "legendFormat": legend, "range": True} for j, (expr, legend) in enumerate(exprs)],
+                    "options": {}, "fieldConfig": {"defaults": {}, "overrides": []}})
+    return {"uid": f"cloudarb-{uid}", "title": title, "description": description, "tags": ["cloudarb", "prometheus"],
+            "timezone": "utc", "schemaVersion": 39, "version": 1, "editable": False, "refresh": "30s",
+            "time": {"from": "now-6h", "to": "now"}, "templating": {"list": []}, "panels": out}
+
+
 def variables(with_gpu: bool) -> list[dict[str, object]]:
     v: list[dict[str, object]] = [{"name": "database", "type": "constant", "query": "cloudarb", "hide": 2,
                                    "current": {"text": "cloudarb", "value": "cloudarb"}}]
@@ -167,6 +216,8 @@ def main() -> None:
     OUT.mkdir(exist_ok=True)
     for uid, (title, desc, panels) in PANELS.items():
         (OUT / f"{uid}.json").write_text(json.dumps(dashboard(uid, title, desc, panels), indent=2) + "\n")
+    for uid, (title, desc, prom) in PROM_PANELS.items():
+        (OUT / f"{uid}.json").write_text(json.dumps(prom_dashboard(uid, title, desc, prom), indent=2) + "\n")
 
 
 if __name__ == "__main__":

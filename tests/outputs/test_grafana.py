@@ -18,6 +18,12 @@ from schemas.events import AllocationDecided, Event
 GRAFANA = Path(__file__).resolve().parents[2] / "infra" / "grafana"
 DASHBOARDS = sorted((GRAFANA / "dashboards").glob("*.json"))
 ALL = "$__all"
+PROMETHEUS_UID = "cloudarb-prometheus"
+
+
+def _is_prometheus(panel: dict[str, Any]) -> bool:
+    """A panel on the Prometheus datasource (PromQL, not SQL: checked by test_prometheus_panels_...)."""
+    return bool(panel["datasource"]["type"] == "prometheus")
 
 
 def _split_args(s: str, start: int) -> tuple[list[str], int]:
@@ -105,9 +111,14 @@ def test_provisioning_consistent() -> None:
         d = json.loads(f.read_text())
         titles.add(d["title"])
         for p in d["panels"]:
-            assert p["datasource"]["uid"] == ds["uid"]
-            assert all(t["datasource"]["uid"] == ds["uid"] for t in p["targets"])
-    assert len(titles) == 5
+            want = PROMETHEUS_UID if _is_prometheus(p) else ds["uid"]
+            assert p["datasource"]["uid"] == want
+            assert all(t["datasource"]["uid"] == want for t in p["targets"])
+    assert len(titles) == 6
+    prom = GRAFANA / "provisioning" / "datasources" / "prometheus.yaml"
+    if prom.exists():  # provisioned beside ClickHouse: the Prometheus panels' datasource
+        uids = {d["uid"]: d["type"] for d in yaml.safe_load(prom.read_text())["datasources"]}
+        assert uids.get(PROMETHEUS_UID) == "prometheus"
     compose = GRAFANA.parents[1] / "docker-compose.yml"
     if compose.exists():  # the provider reads where docker-compose mounts the dashboards
         vols = yaml.safe_load(compose.read_text())["services"]["grafana"]["volumes"]
@@ -139,6 +150,8 @@ def test_every_panel_runs_and_is_not_empty(path: Path, grafana_db: tuple[Any, st
             assert rows, f"variable {v['name']} has no values"
     problems = []
     for p in d["panels"]:
+        if _is_prometheus(p):   # PromQL: see test_prometheus_panels_name_registered_metrics
+            continue
         for tgt in p["targets"]:
             for gpu in (ALL, ["H100-80GB", "A100-80GB"]):
                 sql = expand(tgt["rawSql"], t_from, t_to, 6 * 3600, {**variables, "gpu_model": gpu})
@@ -149,4 +162,42 @@ def test_every_panel_runs_and_is_not_empty(path: Path, grafana_db: tuple[Any, st
                     continue
                 if not rows and gpu == ALL:
                     problems.append(f"{p['title']}: empty")
+    assert not problems, "\n".join(problems)
+
+
+def _registered_metric_names() -> set[str]:
+    """Every sample name the processes' collectors (and the prometheus objects they serve) can expose."""
+    from types import SimpleNamespace
+
+    from connectors.runner import CircuitBreaker, RunnerCollector, SourceReport
+    from outputs.metrics import FAMILIES, OutputsCollector
+    from streams.app import Counters
+    from streams.forecast import SKIPPED
+    from streams.metrics import WorkerCollector
+
+    runner: Any = SimpleNamespace(reports={"s": SourceReport("s", "aws")}, breakers={"s": CircuitBreaker()})
+    collectors: list[Any] = [WorkerCollector(Counters()), OutputsCollector(lambda: dict.fromkeys(FAMILIES, 0.0)),
+                             RunnerCollector(runner), SKIPPED]
+    names: set[str] = set()
+    for c in collectors:
+        for fam in c.collect():
+            names.add(fam.name)
+            names.update(fam.name + sfx for sfx in ("_total", "_bucket", "_sum", "_count", "_created"))
+    return names
+
+
+def test_prometheus_panels_name_registered_metrics() -> None:
+    registered = _registered_metric_names()
+    prom = [p for f in DASHBOARDS for p in json.loads(f.read_text())["panels"] if _is_prometheus(p)]
+    assert prom, "no Prometheus panel"
+    problems = []
+    for p in prom:
+        assert p["targets"], p["title"]
+        for t in p["targets"]:
+            assert t["datasource"] == {"type": "prometheus", "uid": PROMETHEUS_UID}
+            assert "rawSql" not in t and t["expr"].count("(") == t["expr"].count(")"), t
+            used = set(re.findall(r"\bcloudarb_[a-z0-9_]+", t["expr"]))
+            if not used:
+                problems.append(f"{p['title']}: {t['expr']} names no cloudarb metric")
+            problems += [f"{p['title']}: {m} is not a registered metric" for m in sorted(used - registered)]
     assert not problems, "\n".join(problems)
