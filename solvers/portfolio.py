@@ -133,6 +133,7 @@ from solvers.instance import (
     concentration_penalty,
     evaluate,
 )
+from solvers.joint import joint_pass
 
 INF = highspy.kHighsInf
 RC_TOL = 1e-7
@@ -783,7 +784,7 @@ class PortfolioEngine:
                  migration_threshold_fraction: float = 0.05, concentration_cap: float = 0.5,
                  concentration_penalty_usd_per_gpu_hour: float = 0.10, lp_time_limit_s: float = 60.0,
                  initial_columns_per_workload: int = 8, cg_budget_s: float | None = None,
-                 params: EngineParams | None = None) -> None:
+                 params: EngineParams | None = None, joint_time_limit_s: float = 0.2) -> None:
         self.params = params or EngineParams(
             risk_lambda=risk_lambda, concentration_cap=concentration_cap,
             concentration_penalty_usd_per_gpu_hour=concentration_penalty_usd_per_gpu_hour,
@@ -797,6 +798,8 @@ class PortfolioEngine:
         # rule every decision). The rest waits for `warm()` (the decision stage calls it while idle) or the
         # next solve
         self.cg_budget_s = cg_budget_s
+        # CP-SAT time for the joint pass of competing workloads (solvers.joint); 0 turns it off
+        self.joint_time_limit_s = joint_time_limit_s
         self.quotes: dict[str, OfferQuote] = {}
         self.workloads: dict[str, WorkloadSpec] = {}
         self.plan: dict[str, list[Assignment]] = {}
@@ -1339,6 +1342,17 @@ class PortfolioEngine:
             alt = run_pass(True)
             if alt[0] < best[0] - 1e-9:
                 best = alt
+        # workloads competing for capacity or quota (one left unplaced, or blocked from its cheapest offer):
+        # choose their plans jointly with CP-SAT (solvers.joint), keep it when cheaper
+        if self.joint_time_limit_s > 0 and len(order) > 1 and any(
+                d is None or d.blocked for d in best[1].values()):
+            alt2 = joint_pass(self, inst, P, M, order, metric_unit, cap_left, qleft0, best[1],
+                              self.joint_time_limit_s)
+            self.stats["joint_passes"] = self.stats.get("joint_passes", 0) + 1
+            if alt2 is not None and alt2[0] < best[0] - 1e-9:
+                self.stats["joint_improved"] = self.stats.get("joint_improved", 0) + 1
+                self.last_timings["joint_saving"] = best[0] - alt2[0]
+                best = alt2
         decided: dict[int, _Decision] = {}
         for w in order:
             c["reports"].pop(w, None)
@@ -1645,14 +1659,13 @@ class PortfolioEngine:
         top = top[np.argsort(m[top], kind="stable")]
         return [(s + int(j), float(m[j])) for j in top], blocked
 
-    def _decide(self, inst: Instance, P: _Pairs, M: _Master, w: int, metric_unit: F64,
-                cap_left: F64, keep_cap: F64 | None = None, qleft: F64 | None = None) -> _Decision | None:
-        wid = inst.ids[w]
-        cur = inst.current.get(wid)
-        lam = inst.params.risk_lambda
-        H = max(inst.params.payback_horizon_h, 1e-9)
-
-        lam_mu = lam * float(M.mu[w])
+    def _candidates(self, inst: Instance, P: _Pairs, M: _Master, w: int, metric_unit: F64, cap_left: F64,
+                    qleft: F64 | None) -> tuple[list[tuple[float, str, tuple[tuple[int, int], ...]]],
+                                                list[tuple[int, float]], list[str]]:
+        """w's candidate plans feasible in `cap_left` / `qleft`, as (metric, kind, rows), before the plan in
+        force and the migration charges are weighed (`_decide`), with its best single offers and what blocked
+        the cheapest one."""
+        lam_mu = inst.params.risk_lambda * float(M.mu[w])
 
         def metric(rows: tuple[tuple[int, int], ...], base: bool = False) -> float:
             return _rows_metric(P, w, rows, metric_unit, lam_mu if base else None)
@@ -1691,8 +1704,30 @@ class PortfolioEngine:
             rows_sp = pl.fill(inst, w, {}, pool, unit, cap_left, qleft)
             if rows_sp:
                 cands.append((metric(rows_sp), "spread", rows_sp))
+        return cands, singles, blocked
+
+    def _decide(self, inst: Instance, P: _Pairs, M: _Master, w: int, metric_unit: F64,
+                cap_left: F64, keep_cap: F64 | None = None, qleft: F64 | None = None) -> _Decision | None:
+        cands, singles, blocked = self._candidates(inst, P, M, w, metric_unit, cap_left, qleft)
+        return self._select(inst, P, M, w, metric_unit, cands, singles, blocked,
+                            cap_left if keep_cap is None else keep_cap, qleft)
+
+    def _select(self, inst: Instance, P: _Pairs, M: _Master, w: int, metric_unit: F64,
+                cands: list[tuple[float, str, tuple[tuple[int, int], ...]]], singles: list[tuple[int, float]],
+                blocked: list[str], keep_cap: F64, qleft: F64 | None) -> _Decision | None:
+        """The best of w's candidates against the plan in force: a move must save the hysteresis threshold
+        and pay its move back within the payback horizon, else the plan in force stays."""
+        wid = inst.ids[w]
+        cur = inst.current.get(wid)
+        lam = inst.params.risk_lambda
+        H = max(inst.params.payback_horizon_h, 1e-9)
+        lam_mu = lam * float(M.mu[w])
+
+        def metric(rows: tuple[tuple[int, int], ...], base: bool = False) -> float:
+            return _rows_metric(P, w, rows, metric_unit, lam_mu if base else None)
+
         keep_ok = bool(cur) and wid not in inst.stale_plan and cur is not None and \
-            self._plan_valid(inst, w, cur, cap_left if keep_cap is None else keep_cap, qleft)
+            self._plan_valid(inst, w, cur, keep_cap, qleft)
         chosen: tuple[float, str, tuple[tuple[int, int], ...]] | None = None
         for c in cands:
             if cur is not None and c[2] == cur:  # identical to the plan in force: no migration charge

@@ -382,3 +382,25 @@ def test_the_lower_bound_of_a_gang_on_a_spot_only_place_is_its_plan() -> None:
     assert [(a.offer.region, a.instances) for a in r.assignments] == [("us-central1", 4)]
     lb = integer_lower_bound(e)
     assert lb is not None and lb == pytest.approx(r.objective, rel=1e-6)
+
+
+def test_competing_workloads_are_placed_jointly_when_one_after_the_other_strands_one() -> None:
+    """The high-priority workload could use either offer, the other only the cheap one, which has room for
+    one of them: decided one after the other, the second is left unplaced; the joint pass (CP-SAT over
+    their candidates) moves the first to the dearer offer and places both."""
+    offers = [q(it="a3-highgpu-8g", price=10.0, cap=1), q(region="europe-west4", it="a2-ultragpu-8g",
+                                                         model="A100-80GB", price=14.0)]
+    both = {"H100-80GB": 1.0, "A100-80GB": 1.0}
+    wls = [ws("hi", lo=8, models=both, priority=5), ws("lo", lo=8, priority=1)]
+    seq = PortfolioEngine(joint_time_limit_s=0.0, risk_lambda=0.0)
+    joint = PortfolioEngine(joint_time_limit_s=2.0, risk_lambda=0.0)
+    for e in (seq, joint):
+        e.upsert_offers(offers)
+        for w in wls:
+            e.upsert_workload(w)
+    r_seq, r_joint = seq.solve(), joint.solve()
+    assert set(r_seq.plan()) == {"hi"} and [x.workload_id for x in r_seq.infeasible] == ["lo"]
+    plan = {w: [a.offer.gpu_model for a in v] for w, v in r_joint.plan().items()}
+    assert plan == {"hi": ["A100-80GB"], "lo": ["H100-80GB"]} and not r_joint.infeasible
+    assert "joint placement" in r_joint.explanations["hi"].binding_constraints
+    assert evaluate(joint.instance(), r_joint.plan()).ok and joint.stats["joint_improved"] == 1

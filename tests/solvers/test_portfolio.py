@@ -581,7 +581,7 @@ def test_a_plan_whose_offers_moved_in_market_price_only_is_repriced_like_a_re_de
           for i in range(6)]
     engines = []
     for reprice in (True, False):
-        e, _ = _placed(offers, ws)
+        e, _ = _placed(offers, ws, joint_time_limit_s=0.0)   # (the equivalence is of the sequential pass)
         e.reprice_plans = reprice
         engines.append(e)
     repriced = 0
