@@ -26,6 +26,7 @@ BENCHMARKS: dict[str, tuple[str, bool]] = {
     "api": ("bench_api.py", False),
     "api-limits": ("bench_api_limits.py", False),
     "backtest": ("bench_backtest.py", True),
+    "k8s-replay": ("bench_k8s_replay.py", True),
 }
 
 
