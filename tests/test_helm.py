@@ -349,6 +349,12 @@ def test_invariants(helm: Any, values: str) -> None:
                     assert e["valueFrom"]["secretKeyRef"]["name"] == vals["secrets"]["existingSecret"]
         assert any(_selects(p["spec"]["selector"], labels) for p in _by_kind(objs, "PodDisruptionBudget")), comp
         assert any(_selects(n["spec"]["podSelector"], labels) for n in _by_kind(objs, "NetworkPolicy")), comp
+        # the metrics port the ServiceMonitor scrapes is one the pod's NetworkPolicy lets in
+        mports = {p["containerPort"] for c in d["spec"]["template"]["spec"]["containers"] for p in c.get("ports", [])
+                  if p.get("name") == "metrics"}
+        allowed = {pp["port"] for n in _by_kind(objs, "NetworkPolicy") if _selects(n["spec"]["podSelector"], labels)
+                   for rule in n["spec"].get("ingress") or [] for pp in rule.get("ports", [])}
+        assert mports and mports <= allowed, (comp, mports, allowed)
 
     worker = next(d for d in deployments if d["metadata"]["name"].endswith("-worker"))
     scaled = _by_kind(objs, "ScaledObject")
