@@ -41,7 +41,6 @@ def options_for(engine: Any, inst: Instance, P: Any, M: Any, w: int, metric_unit
     cur = inst.current.get(wid)
     lam = inst.params.risk_lambda
     lam_mu = lam * float(M.mu[w])
-    H = max(inst.params.payback_horizon_h, 1e-9)
     keep_ok = bool(cur) and wid not in inst.stale_plan and cur is not None and \
         engine._plan_valid(inst, w, cur, cap_left, qleft)
     opts: dict[Rows, tuple[float, str]] = {}
@@ -53,7 +52,8 @@ def options_for(engine: Any, inst: Instance, P: Any, M: Any, w: int, metric_unit
             m = m + lam * pl.amortised_move(inst, w, rows)
         if m_keep is not None and cur is not None and rows != cur:
             saving = m_keep - _rows_metric(P, w, rows, metric_unit, lam_mu)
-            if saving < inst.threshold(w) or saving * H < pl.move_cost_usd(inst, w, rows) - 1e-9:
+            if saving < inst.threshold(w) or saving * pl.payback_hours(inst, w, rows) < \
+                    pl.move_cost_usd(inst, w, rows) - 1e-9:
                 continue   # the sequential pass would keep the plan in force over this move
         if rows not in opts or m < opts[rows][0]:
             opts[rows] = (float(m), kind)

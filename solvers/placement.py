@@ -409,6 +409,34 @@ def move_cost_usd(inst: Instance, w: int, rows: Sequence[tuple[int, int]], resta
     return cost
 
 
+def payback_hours(inst: Instance, w: int, rows: Sequence[tuple[int, int]]) -> float:
+    """How long a move to `rows` has to pay for itself: the payback horizon, or less when the new plan is
+    expected to be interrupted before it (a gang restarts when any instance is: 1 / P(any of them within an
+    hour)). A move onto a pool that keeps losing capacity would otherwise look paid back in a day it never
+    holds, and the plan would flap between it and the next-best offer.
+
+    >>> from solvers.instance import build_instance
+    >>> from schemas.market import OfferQuote
+    >>> from schemas.events import WorkloadSpec
+    >>> from schemas.offers import OfferKey, Market
+    >>> o = OfferKey(provider="gcp", region="r", instance_type="g2-standard-4", gpu_model="L4", gpus_per_instance=1,
+    ...              market=Market.SPOT)
+    >>> inst = build_instance([OfferQuote(o, 1.0, interruption_probability_per_hour=0.25)],
+    ...                       [WorkloadSpec(workload_id="w", gpu_throughput={"L4": 1.0}, min_gpus=2, max_gpus=2,
+    ...                                     budget_usd_per_hour=9.0)])
+    >>> round(payback_hours(inst, 0, [(0, 2)]), 3)   # 1 / (1 - 0.75^2)
+    2.286
+    """
+    H = max(inst.params.payback_horizon_h, 1e-9)
+    if not inst.gang[w]:
+        return H   # a replica's interruption restarts that replica, not the plan
+    survive = 1.0
+    for o, n in rows:
+        survive *= (1.0 - min(max(float(inst.interrupt[o]), 0.0), 1.0)) ** n
+    p_any = 1.0 - survive
+    return H if p_any <= 1.0 / H else 1.0 / p_any
+
+
 def amortised_move(inst: Instance, w: int, rows: Sequence[tuple[int, int]]) -> float:
     """The state's move cost (egress + transfer) per hour over the payback horizon: the objective's share of
     it (the restart overhead is already priced, as the hysteresis term and the interruption cost)."""

@@ -1720,7 +1720,6 @@ class PortfolioEngine:
         wid = inst.ids[w]
         cur = inst.current.get(wid)
         lam = inst.params.risk_lambda
-        H = max(inst.params.payback_horizon_h, 1e-9)
         lam_mu = lam * float(M.mu[w])
 
         def metric(rows: tuple[tuple[int, int], ...], base: bool = False) -> float:
@@ -1746,8 +1745,8 @@ class PortfolioEngine:
                 if saving < inst.threshold(w):
                     chosen = (m_keep, "keep", cur)
                     binding.append("hysteresis")
-                elif saving * H < pl.move_cost_usd(inst, w, chosen[2]) - 1e-9:
-                    chosen = (m_keep, "keep", cur)   # the move does not pay itself back within the horizon
+                elif saving * pl.payback_hours(inst, w, chosen[2]) < pl.move_cost_usd(inst, w, chosen[2]) - 1e-9:
+                    chosen = (m_keep, "keep", cur)   # the move does not pay itself back before it ends
                     binding.append("payback")
         if chosen is None:
             return None
@@ -1758,7 +1757,7 @@ class PortfolioEngine:
             saving = metric(cur, base=True) - alt
             if saving > 1e-9:   # a cheaper plan exists: its saving is below the threshold, or does not pay back
                 alt_rows = ((int(P.o[j0]), int(P.n_single[j0])),)
-                pays = saving * H >= pl.move_cost_usd(inst, w, alt_rows) - 1e-9
+                pays = saving * pl.payback_hours(inst, w, alt_rows) >= pl.move_cost_usd(inst, w, alt_rows) - 1e-9
                 binding.append("hysteresis" if saving < inst.threshold(w) or pays else "payback")
         chosen_offers = {o for o, _ in rows}
         runner = next(((int(P.o[j]), m) for j, m in singles if int(P.o[j]) not in chosen_offers), None)

@@ -404,3 +404,24 @@ def test_competing_workloads_are_placed_jointly_when_one_after_the_other_strands
     assert plan == {"hi": ["A100-80GB"], "lo": ["H100-80GB"]} and not r_joint.infeasible
     assert "joint placement" in r_joint.explanations["hi"].binding_constraints
     assert evaluate(joint.instance(), r_joint.plan()).ok and joint.stats["joint_improved"] == 1
+
+
+def test_a_move_onto_a_pool_that_keeps_losing_capacity_must_pay_back_before_it_is_interrupted():
+    """Same place, on-demand in force, a much cheaper spot offer: with a 1 %/h interruption chance the move pays
+    back within the day and is made; at 40 %/h the gang is expected to restart within 2.5 h, the move's restart
+    and transfer do not pay back before then, and the plan in force stays (no flapping onto a flaky pool)."""
+    def case(p_int: float):
+        od = q(price=40.0)
+        spot = q(price=20.0, spot=True, pi=p_int)
+        e = PortfolioEngine(params=EngineParams(risk_lambda=1.0, concentration_penalty_usd_per_gpu_hour=0.0,
+                                                move_bandwidth_gbps=1.0, payback_horizon_h=24.0))
+        e.upsert_offers([od, spot])
+        e.upsert_workload(ws("ft", lo=8, state_gb=1500.0, restart_overhead_h=0.5))
+        e.set_current_plan([_a("ft", od, 1)])
+        return e.solve()
+
+    calm = case(0.01)
+    assert [a.offer.market.value for a in calm.plan()["ft"]] == ["spot"]
+    flaky = case(0.4)
+    assert [a.offer.market.value for a in flaky.plan()["ft"]] == ["on_demand"]
+    assert "payback" in flaky.explanations["ft"].binding_constraints
