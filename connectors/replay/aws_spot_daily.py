@@ -30,6 +30,7 @@ from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from connectors.base import MarketEvent, Reject
 from connectors.gpu_names import aws_instance, azure_sku, gcp_machine
@@ -54,6 +55,24 @@ class CountingEdge(ReplayEdge):
     def reject(self, reason: str, detail: str = "") -> None:
         super().reject(reason, detail)
         self.counts[(reason, detail)] += 1
+
+    def price_if_changed(self, last: dict[Any, float], ident: Any, offer: OfferKey, raw: str, t: datetime,
+                         source: str) -> PriceObserved | None:
+        """The PriceObserved for `raw` when it differs from the series' last price (`last`, updated), else None;
+        a price the edge rejects is counted and gives None."""
+        try:
+            price = float(raw)
+        except ValueError:
+            price = float("nan")
+        if last.get(ident) == price:  # unchanged: skip before building anything
+            return None
+        self.at = t
+        ev = self.price(offer, raw, t, source)
+        if isinstance(ev, Reject):
+            self.reject(ev.reason, ev.detail)
+            return None
+        last[ident] = price
+        return ev
 
 
 def csv_rows(folder: Path) -> Iterator[dict[str, str]]:
@@ -110,18 +129,8 @@ def events(folder: Path, rejected: Rejected | None = None) -> Iterator[MarketEve
         if isinstance(offer, Reject):
             edge.reject(offer.reason, offer.detail)
             continue
-        try:
-            price = float(row["avg"])
-        except ValueError:
-            price = float("nan")
-        if last.get(ident) == price:  # unchanged: skip before building anything
-            continue
-        edge.at = t
-        ev = edge.price(offer, row["avg"], t, SOURCE)
-        if isinstance(ev, Reject):
-            edge.reject(ev.reason, ev.detail)
-            continue
-        last[ident] = price
-        batch.append(ev)
+        ev = edge.price_if_changed(last, ident, offer, row["avg"], t, SOURCE)
+        if ev is not None:
+            batch.append(ev)
     yield from sorted(batch, key=lambda e: e.event_id)
 

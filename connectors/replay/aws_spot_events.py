@@ -75,17 +75,7 @@ def events(folder: Path, rejected: Rejected | None = None) -> Iterator[MarketEve
         if isinstance(offer, Reject):
             edge.reject(offer.reason, offer.detail)
             continue
-        try:
-            price = float(row["spot_price_usd"])
-        except ValueError:
-            price = float("nan")
-        if last.get(ident) == price:
-            continue
-        edge.at = t
-        ev = edge.price(offer, row["spot_price_usd"], t, SOURCE)
-        if isinstance(ev, Reject):
-            edge.reject(ev.reason, ev.detail)
-            continue
-        last[ident] = price
-        batch.append(ev)
+        ev = edge.price_if_changed(last, ident, offer, row["spot_price_usd"], t, SOURCE)
+        if ev is not None:
+            batch.append(ev)
     yield from sorted(batch, key=lambda e: e.event_id)
