@@ -34,10 +34,8 @@ def cmd_worker(args: argparse.Namespace, s: Settings) -> int:
     import faust
 
     from cloudarb.app import create_streams_app
-    from streams.app import WORKER_SWITCH_INTERVAL_S
 
     bootstrap = _bootstrap_or_die(s)
-    sys.setswitchinterval(WORKER_SWITCH_INTERVAL_S)
     # `kill -USR1 <pid>` writes every thread's Python stack to stderr, for diagnosing a stuck worker
     # (not possible where stderr is not a real file, e.g. captured in tests)
     with contextlib.suppress(ValueError, OSError):

@@ -84,15 +84,6 @@ class StreamsConfig:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-# The worker's threads hand work to each other (the market stage's thread, librdkafka's delivery and flush
-# threads, the pipe to the decider, Faust's event loop), and a thread that wants the GIL waits up to the
-# switch interval (Python's default: 5 ms) for the thread holding it, e.g. the market stage in a batch.
-# The worker's entry point (`cloudarb worker`) sets this shorter one. In the latency benchmark, three runs
-# of each, taking turns: decision latency p50 91 / 84 / 123 ms with it against 107 / 92 / 105 ms without
-# (the 123 ms run while the machine slowed down); the machine's speed varies as much as that
-WORKER_SWITCH_INTERVAL_S = 0.001
-
-
 @dataclass
 class Counters:
     market_in: int = 0
