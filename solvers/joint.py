@@ -5,9 +5,9 @@ workload after the other.
 The sequential pass (priority order, first come first served) decides each workload against what the
 earlier ones left; a workload decided early can take the only offer a later one could use, and the later
 one is left unplaced or on a dearer plan. This pass gives CP-SAT, per workload, the candidates the
-sequential pass would weigh (`PortfolioEngine._candidates`: the LP rounding, the best single offers, the
+sequential pass would weigh (`solvers.portfolio.candidates.candidates`: the LP rounding, the best single offers, the
 best one-place gang plan or share-respecting spread, the plan in force), each priced as the sequential
-pass prices it (`_select`: no migration charge for the plan in force, a move's state amortised over the
+pass prices it (`candidates.select`: no migration charge for the plan in force, a move's state amortised over the
 payback horizon; moves that would not clear the hysteresis threshold or pay back are not offered), plus
 the sequential pass's own choice as the hint. CP-SAT's model is in solvers/cpsat.py; its result is
 re-checked there (`check`) and taken only when cheaper than the sequential pass.
@@ -25,7 +25,7 @@ import numpy as np
 from solvers import cpsat
 from solvers import placement as pl
 
-if TYPE_CHECKING:   # (portfolio imports this module)
+if TYPE_CHECKING:   # (solvers.portfolio.integer imports this module)
     from solvers.instance import F64, Instance
 
 Rows = tuple[tuple[int, int], ...]
@@ -33,25 +33,27 @@ Rows = tuple[tuple[int, int], ...]
 
 def options_for(engine: Any, inst: Instance, P: Any, M: Any, w: int, metric_unit: F64, cap_left: F64,
                 qleft: F64 | None, hint: Any) -> tuple[list[tuple[Rows, float, str]], Any, list[str]]:
-    """w's admissible plans priced as `_select` prices them: [(rows, metric, kind)], singles, blocked."""
-    from solvers.portfolio import _rows_metric
+    """w's admissible plans priced as `candidates.select` prices them: [(rows, metric, kind)], singles, blocked."""
+    from solvers.portfolio.candidates import candidates
+    from solvers.portfolio.pairs import rows_metric
 
-    cands, singles, blocked = engine._candidates(inst, P, M, w, metric_unit, cap_left, qleft)
+    cands, singles, blocked = candidates(inst, P, M, w, metric_unit, cap_left, qleft, engine._place_offers,
+                                         engine._any_capacity)
     wid = inst.ids[w]
     cur = inst.current.get(wid)
     lam = inst.params.risk_lambda
     lam_mu = lam * float(M.mu[w])
     keep_ok = bool(cur) and wid not in inst.stale_plan and cur is not None and \
-        engine._plan_valid(inst, w, cur, cap_left, qleft)
+        pl.plan_ok(inst, w, cur, cap_left, qleft)
     opts: dict[Rows, tuple[float, str]] = {}
-    m_keep = _rows_metric(P, w, cur, metric_unit, lam_mu) if keep_ok and cur is not None else None
+    m_keep = rows_metric(P, w, cur, metric_unit, lam_mu) if keep_ok and cur is not None else None
     for m, kind, rows in cands:
         if cur is not None and rows == cur:
             m, kind = m - lam * M.mu[w] * sum(float(inst.gpus[o]) * n for o, n in cur), "keep"
         elif cur and inst.state_gb[w]:
             m = m + lam * pl.amortised_move(inst, w, rows)
         if m_keep is not None and cur is not None and rows != cur:
-            saving = m_keep - _rows_metric(P, w, rows, metric_unit, lam_mu)
+            saving = m_keep - rows_metric(P, w, rows, metric_unit, lam_mu)
             if saving < inst.threshold(w) or saving * pl.payback_hours(inst, w, rows) < \
                     pl.move_cost_usd(inst, w, rows) - 1e-9:
                 continue   # the sequential pass would keep the plan in force over this move
@@ -69,7 +71,7 @@ def joint_pass(engine: Any, inst: Instance, P: Any, M: Any, order: Sequence[int]
                ) -> tuple[float, dict[int, Any], F64, F64 | None] | None:
     """The joint choice, as `run_pass` returns its result (total, decisions, capacity left, quota left), or
     None when CP-SAT found nothing better than the hint."""
-    from solvers.portfolio import _Decision
+    from solvers.portfolio.candidates import Decision
 
     t0 = time.perf_counter()
     per_w: dict[int, tuple[list[tuple[Rows, float, str]], Any, list[str]]] = {}
@@ -118,7 +120,7 @@ def joint_pass(engine: Any, inst: Instance, P: Any, M: Any, order: Sequence[int]
             singles, blocked = per_w[w][1], per_w[w][2]
             chosen = {o for o, _ in rows}
             runner = next(((int(P.o[j]), mm) for j, mm in singles if int(P.o[j]) not in chosen), None)
-            out[w] = _Decision(rows, m, kind, ["joint placement"], runner, blocked)
+            out[w] = Decision(rows, m, kind, ["joint placement"], runner, blocked)
         total += m
         for o, n in rows:
             left[o] -= n

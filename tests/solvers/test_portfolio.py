@@ -264,8 +264,8 @@ def test_incremental_equals_cold_with_inadmissible_and_unplaceable_workloads(see
         sig = now
         # the screen's (workload, offer) codes, kept up to date incrementally, are those of every plan and runner-up
         c, n_offers = e._cache, e._inst.n_offers
-        full = {w * n_offers + o for w, rows in c["rows"].items() for o, _ in rows} | set(c["codes_runner"].values())
-        assert c["codes"].tolist() == sorted(full), step
+        full = {w * n_offers + o for w, rows in c.rows.items() for o, _ in rows} | set(c.codes_runner.values())
+        assert c.codes.tolist() == sorted(full), step
     assert partial, "the screen never skipped a workload"
 
 
@@ -461,9 +461,9 @@ def test_with_a_budget_the_lp_driven_re_decisions_are_spread_over_solves(monkeyp
     """With `cg_budget_s`, workloads re-decided only because their LP values moved (no event touches their
     plan) are capped per solve, less those an event forces; the others wait their turn and are re-decided by
     later solves. Workloads an event displaces are never deferred."""
-    import solvers.portfolio as pf
-    monkeypatch.setattr(pf, "LP_REDECIDE_PER_SOLVE", 2)
-    monkeypatch.setattr(pf, "LP_REDECIDE_MIN", 1)
+    import solvers.portfolio.incremental as inc
+    monkeypatch.setattr(inc, "LP_REDECIDE_PER_SOLVE", 2)
+    monkeypatch.setattr(inc, "LP_REDECIDE_MIN", 1)
     offers, ws = _cg_instance(seed=3)
     e, _ = _placed(offers, ws, initial_columns_per_workload=1, cg_budget_s=10.0)
     lost = _lost_capacity(e, offers, n=4)
@@ -484,7 +484,7 @@ def test_with_a_budget_the_lp_driven_re_decisions_are_spread_over_solves(monkeyp
         assert evaluate(e.instance(), r.plan()).ok
         t = e.last_timings
         assert t["affected_now"] - t["affected_forced"] <= max(1, 2 - t["affected_forced"])
-        waiting.append(len(e._cache["lp_dirty"]))
+        waiting.append(len(e._cache.lp_dirty))
         if not waiting[-1]:
             break
     assert max(waiting) > 2, "the LP must move for more workloads than one solve re-decides"
@@ -530,7 +530,7 @@ def test_refreshing_a_runner_up_that_got_dearer_equals_re_deciding_the_workload(
         engines.append(e)
     refreshed = 0
     for step in range(10):
-        runners = [x.runner_up for x in engines[0]._cache["expl"].values() if x.runner_up]
+        runners = [x.runner_up for x in engines[0]._cache.expl.values() if x.runner_up]
         keys = set(rng.choice(np.array(runners, dtype=object), min(3, len(runners)), replace=False))
         by_key = {o.key: o for o in offers}
         changed = [OfferQuote(by_key[k].offer, by_key[k].usd_per_hour * float(rng.choice([1.05, 1.3])), None,
@@ -552,8 +552,8 @@ def _step_alike(engines, changed, step, counter):
     a, b = results
     assert a.plan() == b.plan(), step
     assert a.objective == pytest.approx(b.objective), step
-    for wid, x in engines[1]._cache["expl"].items():
-        y = engines[0]._cache["expl"][wid]
+    for wid, x in engines[1]._cache.expl.items():
+        y = engines[0]._cache.expl[wid]
         assert (y.runner_up, y.chosen) == (x.runner_up, x.chosen), (step, wid)
         if x.runner_up_delta_usd_per_hour is not None:
             assert y.runner_up_delta_usd_per_hour == pytest.approx(x.runner_up_delta_usd_per_hour), (step, wid)
@@ -595,8 +595,8 @@ def test_a_plan_whose_offers_moved_in_market_price_only_is_repriced_like_a_re_de
                               o.interruption_probability_per_hour) for o in offers if o.key in keys]
         repriced += _step_alike(engines, changed, step, "repriced")
         assert evaluate(engines[0].instance(), engines[0].plan).ok, step
-        for wid, x in engines[1]._cache["expl"].items():
-            y = engines[0]._cache["expl"][wid]
+        for wid, x in engines[1]._cache.expl.items():
+            y = engines[0]._cache.expl[wid]
             assert sorted(y.binding_constraints) == sorted(x.binding_constraints), (step, wid)
             assert y.usd_per_hour == pytest.approx(x.usd_per_hour), (step, wid)
         offers = [next((c for c in changed if c.key == o.key), o) for o in offers]
@@ -728,8 +728,8 @@ def test_a_pricing_interrupted_part_way_leaves_the_cache_consistent(monkeypatch,
     duals moved in between (also back to the cached ones)."""
     import numpy as np
 
-    import solvers.portfolio as pf
-    monkeypatch.setattr(pf, "PRICE_CHUNK", chunk)
+    import solvers.portfolio.pricing as pricing
+    monkeypatch.setattr(pricing, "PRICE_CHUNK", chunk)
     rng = np.random.default_rng(2)
     offers = [quote(provider=p, region=rg, model=m, gpus=g, price=round(float(rng.uniform(0.5, 3)) * g, 3))
               for p in ("gcp", "aws") for rg in ("r1", "r2", "r3") for m in ("L4", "A10G") for g in (1, 4)]
