@@ -183,6 +183,9 @@ class WorkloadSpec(BaseModel):
         "replicas only: at most this share of the GPUs in one region"))
     state_gb: FiniteFloat = Field(default=0.0, ge=0, le=1_000_000, description=(
         "checkpoint + data a move must copy (priced as egress + transfer time)"))
+    risk_averse: bool = Field(default=False, description=(
+        "plan on the forecast's upper quantile (p90) at the horizon rather than its median: a workload that "
+        "cannot absorb a price rise pays for certainty"))
 
     @field_validator("gpu_throughput")
     @classmethod

@@ -37,9 +37,18 @@ class OfferQuote:
     def is_spot(self) -> bool:
         return self.offer.market is Market.SPOT
 
+    # the forecast's upper quantile (p90) at the horizon, for risk-averse workloads; None = the median's
+    forecast_usd_per_hour_p90: float | None = None
+
     @property
     def planning_usd_per_hour(self) -> float:
         return self.usd_per_hour if self.forecast_usd_per_hour is None else self.forecast_usd_per_hour
+
+    @property
+    def planning_usd_per_hour_p90(self) -> float:
+        """The planning price of a risk-averse workload: the p90 forecast, never below the median's."""
+        med = self.planning_usd_per_hour
+        return med if self.forecast_usd_per_hour_p90 is None else max(med, self.forecast_usd_per_hour_p90)
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Collection, Mapping, Sequence
+from dataclasses import replace
 
 import numpy as np
 
@@ -172,9 +173,7 @@ class GreedyEngine:
             for a in reserved:
                 held[a.offer.key] = held.get(a.offer.key, 0) + a.instances
             quotes = [q if q.capacity_instances is None or q.key not in held else
-                      OfferQuote(q.offer, q.usd_per_hour, q.forecast_usd_per_hour, q.available,
-                                 max(0, q.capacity_instances - held[q.key]),
-                                 q.interruption_probability_per_hour, q.quote_age_s)
+                      replace(q, capacity_instances=max(0, q.capacity_instances - held[q.key]))
                       for q in quotes]
         used: dict[str, int] = {}
         for a in reserved:   # the quotas others use stay used

@@ -79,6 +79,7 @@ class Instance:
     spot: B8
     price: F64                    # usd_per_hour now (budgets are checked against this)
     plan_price: F64               # forecast at the horizon (the objective uses this)
+    plan_hi: F64                  # its upper quantile (p90): the planning price of risk-averse workloads
     capacity: F64                 # instances, inf = unknown
     available: B8
     interrupt: F64                # interruption probability per hour
@@ -110,6 +111,8 @@ class Instance:
     share_provider: F64           # replicas: max share of GPUs per provider (1 = no limit)
     share_region: F64             # replicas: max share of GPUs per (provider, region)
     state_gb: F64
+    averse: B8                    # risk-averse: plans on plan_hi
+    lost_h: F64                   # hours an interruption costs: restart overhead + copying state_gb again
     # quotas: qmask[q, o] = quota q covers offer o; qlimit[q] GPUs; offer_quotas[o] = the q covering o
     quotas: tuple[GpuQuota, ...] = ()
     qmask: B8 = field(default_factory=lambda: np.zeros((0, 0), np.bool_))
@@ -140,11 +143,32 @@ class Instance:
         with np.errstate(divide="ignore"):   # an unacceptable model prices at +inf
             return np.asarray(self.ref_tput[w] / self.tput[w, self.model[o]], dtype=np.float64)
 
+    # Objective cost of one instance of offer o for workload w (USD/h; migration and concentration apart):
+    #
+    #   c_wo = p^_wo · r_wo · (1 + λ · π_o · m_wo · h_w)
+    #
+    #   p^_wo  planning price: the p90 forecast (plan_hi) when w is risk-averse, else the median (plan_price)
+    #   r_wo   t*_w / t_w,model(o): USD per hour of w's best GPU
+    #   π_o    P(the instance is interrupted within an hour)
+    #   m_wo   instances that stop when any one is interrupted: ceil(L_w / g_o) for a gang (the whole job
+    #          restarts), 1 for replicas (only that replica does)
+    #   h_w    hours an interruption costs: restart overhead + copying state_gb again at the move bandwidth
+    #
+    # so λ·π·m·h·p·r is the expected cost per hour of the time interruptions waste. `unit_costs` (vectorised
+    # over pairs), `unit_cost` and `rows_cost` compute it with the same operations in the same order.
+
+    def unit_costs(self, w: I64 | int, o: I64, ratio: F64) -> F64:
+        """c_wo for pairs (w[i], o[i]) with throughput ratios `ratio` (see the model above)."""
+        lam = self.params.risk_lambda
+        plan = np.where(self.averse[w], self.plan_hi[o], self.plan_price[o])
+        m = np.where(self.gang[w], np.ceil(self.min_gpus[w] / self.gpus[o]), 1.0)
+        return np.asarray(plan * ratio * (1.0 + lam * self.interrupt[o] * (m * self.lost_h[w])), dtype=np.float64)
+
     def unit_cost(self, w: int, o: I64, with_migration: bool) -> F64:
         """Objective cost of one instance of offers `o` for workload `w` (risk and migration
         included, concentration excluded: it is not separable per workload)."""
         lam = self.params.risk_lambda
-        c = self.plan_price[o] * self.pair_ratio(w, o) * (1.0 + lam * self.interrupt[o] * self.restart_h[w])
+        c = self.unit_costs(w, o, self.pair_ratio(w, o))
         if with_migration:
             c = c + lam * self.migration_per_gpu(w) * self.gpus[o]
         return np.asarray(c, dtype=np.float64)
@@ -159,13 +183,16 @@ class Instance:
         if not rows:
             return 0.0
         lam = self.params.risk_lambda
-        ref, rh = float(self.ref_tput[w]), float(self.restart_h[w])
+        ref, lost = float(self.ref_tput[w]), float(self.lost_h[w])
+        gang, lo = bool(self.gang[w]), int(self.min_gpus[w])
+        plans = self.plan_hi if self.averse[w] else self.plan_price
         tput_w = self.tput[w]
         tot = 0.0
         for o, n in rows:
             t = float(tput_w[self.model[o]])
             ratio = ref / t if t else math.inf
-            tot += float(self.plan_price[o]) * ratio * (1.0 + lam * float(self.interrupt[o]) * rh) * float(n)
+            m = float(math.ceil(lo / int(self.gpus[o]))) if gang else 1.0
+            tot += float(plans[o]) * ratio * (1.0 + lam * float(self.interrupt[o]) * (m * lost)) * float(n)
         return tot
 
     def threshold(self, w: int) -> float:
@@ -188,16 +215,18 @@ class Instance:
     def with_offer_updates(self, quotes: Sequence[OfferQuote], index: Mapping[str, int]) -> Instance:
         """A new Instance with changed prices/capacity/availability/risk of existing offers."""
         price, plan, cap = self.price.copy(), self.plan_price.copy(), self.capacity.copy()
+        hi = self.plan_hi.copy()
         avail, pi, age = self.available.copy(), self.interrupt.copy(), self.quote_age_s.copy()
         for q in quotes:
             i = index[q.key]
             price[i] = q.usd_per_hour
             plan[i] = q.planning_usd_per_hour
+            hi[i] = q.planning_usd_per_hour_p90
             cap[i] = math.inf if q.capacity_instances is None else float(q.capacity_instances)
             avail[i] = q.available
             pi[i] = q.interruption_probability_per_hour
             age[i] = q.quote_age_s
-        return replace(self, price=price, plan_price=plan, capacity=cap, available=avail,
+        return replace(self, price=price, plan_price=plan, plan_hi=hi, capacity=cap, available=avail,
                        interrupt=pi, quote_age_s=age)
 
     def with_removed(self, offer_idx: Iterable[int]) -> Instance:
@@ -245,6 +274,7 @@ def build_instance(quotes: Sequence[OfferQuote], specs: Sequence[WorkloadSpec],
     spot = np.empty(n, np.bool_)
     price = np.empty(n)
     plan = np.empty(n)
+    hi = np.empty(n)
     cap = np.empty(n)
     avail = np.empty(n, np.bool_)
     pi = np.empty(n)
@@ -269,6 +299,7 @@ def build_instance(quotes: Sequence[OfferQuote], specs: Sequence[WorkloadSpec],
         spot[i] = q.is_spot
         price[i] = q.usd_per_hour
         plan[i] = q.planning_usd_per_hour
+        hi[i] = q.planning_usd_per_hour_p90
         cap[i] = math.inf if q.capacity_instances is None else float(q.capacity_instances)
         avail[i] = q.available and q.usd_per_hour > 0
         pi[i] = q.interruption_probability_per_hour
@@ -302,10 +333,11 @@ def build_instance(quotes: Sequence[OfferQuote], specs: Sequence[WorkloadSpec],
             qmask[qi] = ok
     offer_quotas: tuple[tuple[int, ...], ...] = (
         tuple(tuple(np.flatnonzero(qmask[:, i]).tolist()) for i in range(n)) if qs else ((),) * n)
+    prm = params or EngineParams()
     ic_code = {Interconnect.ANY: 0, Interconnect.NVLINK: 1, Interconnect.INFINIBAND: 2}
     inst = Instance(
         offer_keys=tuple(q.offer for q in quotes), keys=keys, provider=provider, region=region,
-        group=group, model=model, gpus=gpus, spot=spot, price=price, plan_price=plan, capacity=cap,
+        group=group, model=model, gpus=gpus, spot=spot, price=price, plan_price=plan, plan_hi=hi, capacity=cap,
         available=avail, interrupt=pi, quote_age_s=age,
         providers=tuple(prov_ix), regions=tuple(reg_ix), groups=tuple(grp_ix),
         specs=tuple(specs), ids=tuple(s.workload_id for s in specs), tput=tput,
@@ -317,7 +349,7 @@ def build_instance(quotes: Sequence[OfferQuote], specs: Sequence[WorkloadSpec],
         restart_h=np.array([s.restart_overhead_h for s in specs], np.float64),
         same_region=np.array([s.same_region for s in specs], np.bool_),
         priority=np.array([s.priority for s in specs], np.int64),
-        allowed=allowed, params=params or EngineParams(),
+        allowed=allowed, params=prm,
         place=place, egress=egress, nvlink=nvl, ib=ibf, places=tuple(place_ix),
         gang=np.array([s.topology is Topology.GANG for s in specs], np.bool_),
         replica_gpus=np.array([s.gpus_per_replica or 0 for s in specs], np.int64),
@@ -325,6 +357,9 @@ def build_instance(quotes: Sequence[OfferQuote], specs: Sequence[WorkloadSpec],
         share_provider=np.array([s.max_share_per_provider or 1.0 for s in specs], np.float64),
         share_region=np.array([s.max_share_per_region or 1.0 for s in specs], np.float64),
         state_gb=np.array([s.state_gb for s in specs], np.float64),
+        averse=np.array([s.risk_averse for s in specs], np.bool_),
+        lost_h=np.array([s.restart_overhead_h + s.state_gb * 8.0 / (max(prm.move_bandwidth_gbps, 1e-9) * 3600.0)
+                         for s in specs], np.float64),
         quotas=qs, qmask=qmask, qlimit=np.array([float(q.gpus) for q in qs]), offer_quotas=offer_quotas,
     )
     if current:

@@ -116,9 +116,11 @@ def engine_view(s: State, forecast: Any = None) -> State:
     model is not better, is then the current price, as a last-value forecast should be.)
 
     >>> from types import SimpleNamespace as F
-    >>> f = F(usd_per_hour={3600: 2.2}, p0_usd_per_hour=2.0, interruption_probability_next_hour=0.0)
-    >>> round(engine_view({"usd_per_hour": 3.0}, f)["forecast_usd_per_hour"], 6)
-    3.3
+    >>> f = F(usd_per_hour={3600: 2.2}, p90_usd_per_hour={3600: 2.4}, p0_usd_per_hour=2.0,
+    ...       interruption_probability_next_hour=0.0)
+    >>> v = engine_view({"usd_per_hour": 3.0}, f)
+    >>> round(v["forecast_usd_per_hour"], 6), round(v["forecast_usd_per_hour_p90"], 6)   # the p90: risk-averse plans
+    (3.3, 3.6)
     """
     keep = ("usd_per_hour", "price_t", "available", "capacity_instances", "interruption_p")
     view = {k: s[k] for k in keep if k in s}
@@ -128,6 +130,11 @@ def engine_view(s: State, forecast: Any = None) -> State:
         if f1h is not None and p0 and "usd_per_hour" in s:
             f1h = float(s["usd_per_hour"]) * (f1h / p0)
         view["forecast_usd_per_hour"] = f1h
+        hi = getattr(forecast, "p90_usd_per_hour", {}).get(3600)
+        if hi is not None and p0 and "usd_per_hour" in s:
+            hi = float(s["usd_per_hour"]) * (hi / p0)
+        if hi is not None:
+            view["forecast_usd_per_hour_p90"] = hi
         view["interruption_p"] = max(float(view.get("interruption_p", 0.0)),
                                      forecast.interruption_probability_next_hour)
     return view
@@ -146,7 +153,8 @@ def quote_from_state(offer_key: str, s: State, now_t: float | None = None) -> Of
     age = max(0.0, now_t - float(s["price_t"])) if now_t is not None else 0.0
     return OfferQuote(
         offer=_offer_key(offer_key), usd_per_hour=float(s["usd_per_hour"]),
-        forecast_usd_per_hour=s.get("forecast_usd_per_hour"), available=bool(s.get("available", True)),
+        forecast_usd_per_hour=s.get("forecast_usd_per_hour"),
+        forecast_usd_per_hour_p90=s.get("forecast_usd_per_hour_p90"), available=bool(s.get("available", True)),
         capacity_instances=s.get("capacity_instances"),
         interruption_probability_per_hour=float(s.get("interruption_p", 0.0)), quote_age_s=age,
     )

@@ -12,7 +12,8 @@
         max_gpus: 16
         budget_usd_per_hour: 120
         spot_allowed: true          # false = on-demand only (max_spot_share 0)
-        risk_tolerance: low         # low / medium / high -> max_spot_share 0.25 / 0.5 / 1.0 (unless given)
+        risk_tolerance: low         # low / medium / high -> max_spot_share 0.25 / 0.5 / 1.0 (unless given);
+                                    # low also plans on the p90 price forecast (risk_averse, unless given)
         home_provider: gcp          # the home cloud of the on-demand baseline
         restart_overhead_h: 1.0
         restart_scope: workload     # workload (= topology: gang) | instance (= topology: replicas); or give
@@ -120,6 +121,8 @@ def parse_portfolio(doc: dict[str, Any], default_name: str = "portfolio") -> Por
             w["max_spot_share"] = 0.0
         elif "max_spot_share" not in w and wrisk is not None:
             w["max_spot_share"] = SPOT_SHARE[wrisk]
+        if wrisk == "low":
+            w.setdefault("risk_averse", True)
         spec = WorkloadSpec.model_validate(w)
         pw = PortfolioWorkload(spec=spec, start=None if start is None else str(start),
                                end=None if end is None else str(end))

@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import replace
 
 import numpy as np
 
@@ -154,9 +155,7 @@ class PortfolioEngine:
             q = self.quotes.pop(k, None)
             if q is not None and not self._structural and k in self._oidx:
                 # tombstone: unavailable until the next rebuild compacts it away
-                self._pending[k] = OfferQuote(q.offer, q.usd_per_hour, q.forecast_usd_per_hour, False,
-                                              q.capacity_instances, q.interruption_probability_per_hour,
-                                              q.quote_age_s)
+                self._pending[k] = replace(q, available=False)
 
     def upsert_workload(self, spec: WorkloadSpec) -> None:
         self.settle()

@@ -6,7 +6,11 @@ one instance of o, and, for replicas with a replica size r_w, g_o = r_w. Per pai
 
     ratio_wo    = t*_w / t_w,m(o)          (USD per hour of the workload's best GPU: throughput-normalised)
     n_single_wo = ceil(L_w / g_o)          (instances of a single-offer plan on o)
-    c_wo        = p^_o * ratio_wo * (1 + lambda * pi_o * rho_w) + lambda * mu_w * g_o     (`pair_costs`)
+    c_wo        = p^_wo * ratio_wo * (1 + lambda * pi_o * m_wo * h_w) + lambda * mu_w * g_o   (`pair_costs`)
+
+with p^_wo the planning price (the p90 forecast for a risk-averse w, else the median), m_wo the instances an
+interruption stops (n_single_wo for a gang, 1 for replicas) and h_w the hours it wastes (restart + state copy):
+see `Instance.unit_costs` in solvers/instance.py.
 
 `single_fits` marks pairs whose single-offer plan fits U_w, the spot share and the interconnect for its
 n_single instances (and is not a replicas plan with provider/region shares, which is never one offer). It is
@@ -92,8 +96,7 @@ def build_pairs(inst: Instance) -> Pairs:
 def pair_costs(inst: Instance, pairs: Pairs, mu: F64, sel: I64 | slice = slice(None)) -> F64:
     lam = inst.params.risk_lambda
     w, o = pairs.w[sel], pairs.o[sel]
-    return np.asarray(inst.plan_price[o] * pairs.ratio[sel] * (1.0 + lam * inst.interrupt[o] * inst.restart_h[w])
-                      + lam * mu[w] * pairs.g[sel], dtype=np.float64)
+    return np.asarray(inst.unit_costs(w, o, pairs.ratio[sel]) + lam * mu[w] * pairs.g[sel], dtype=np.float64)
 
 
 def segments(pairs: Pairs, ws: I64) -> I64:

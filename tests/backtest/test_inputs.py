@@ -28,9 +28,12 @@ def test_portfolio_fields() -> None:
         {"workload_id": "a", "gpu_throughput": {"L4": 1}, "min_gpus": 1, "max_gpus": 2, "budget_usd_per_hour": 3,
          "spot_allowed": False, "start": "+1d", "end": "2025-01-05T00:00:00Z"},
         {"workload_id": "b", "gpu_throughput": {"L4": 1}, "min_gpus": 1, "max_gpus": 2, "budget_usd_per_hour": 3,
-         "risk_tolerance": "medium"}]})
-    a, b = pf.workloads
-    assert a.spec.max_spot_share == 0.0 and b.spec.max_spot_share == 0.5
+         "risk_tolerance": "medium"},
+        {"workload_id": "c", "gpu_throughput": {"L4": 1}, "min_gpus": 1, "max_gpus": 2, "budget_usd_per_hour": 3,
+         "risk_tolerance": "low"}]})
+    a, b, c = pf.workloads
+    assert a.spec.max_spot_share == 0.0 and b.spec.max_spot_share == 0.5 and c.spec.max_spot_share == 0.25
+    assert c.spec.risk_averse and not b.spec.risk_averse   # a low risk tolerance plans on the p90 forecast
     assert pf.risk_lambda == 2.0
     assert pf.in_market("gcp", "r1") and not pf.in_market("gcp", "r2")
     t0 = datetime(2025, 1, 1, tzinfo=UTC)

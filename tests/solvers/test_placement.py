@@ -412,7 +412,7 @@ def test_a_move_onto_a_pool_that_keeps_losing_capacity_must_pay_back_before_it_i
     and transfer do not pay back before then, and the plan in force stays (no flapping onto a flaky pool)."""
     def case(p_int: float):
         od = q(price=40.0)
-        spot = q(price=20.0, spot=True, pi=p_int)
+        spot = q(price=12.0, spot=True, pi=p_int)   # at 40 %/h still cheaper with its expected restarts
         e = PortfolioEngine(params=EngineParams(risk_lambda=1.0, concentration_penalty_usd_per_gpu_hour=0.0,
                                                 move_bandwidth_gbps=1.0, payback_horizon_h=24.0))
         e.upsert_offers([od, spot])
