@@ -36,7 +36,8 @@ def cmd_backtest(args: argparse.Namespace, s: Settings) -> int:
         data_dir=data, start=_utc(args.from_) if args.from_ else None, end=_utc(args.to) if args.to else None,
         datasets=args.dataset or None, traces=not args.no_traces,
         trace_unavailable_value=args.trace_unavailable_value, trace_resolution_s=args.trace_resolution_s,
-        budget_guard=not args.no_budget_guard, engine=args.engine, progress=not args.quiet)
+        budget_guard=not args.no_budget_guard, engine=args.engine, progress=not args.quiet,
+        naive_forecasts=args.naive_forecasts, forecast_warmup_days=args.forecast_warmup_days)
     try:
         result = run_backtest(cfg, pf)
     except ValueError as exc:
@@ -64,5 +65,11 @@ def register(sub: Any) -> None:
     b.add_argument("--trace-resolution-s", type=float, default=3600.0,
                    help="resample traces to this tick (any outage in a tick = unavailable)")
     b.add_argument("--no-budget-guard", action="store_true", help="no re-solve when unseen price moves break a budget")
+    b.add_argument("--naive-forecasts", action="store_true",
+                   help="the engine and baselines plan on naive forecasts (price = last value, risk = the group's "
+                        "base rate); the forecast evaluation still judges the models")
+    b.add_argument("--forecast-warmup-days", type=float, default=7.0,
+                   help="forecast evaluation: a group is scored from its first price + this many days (and from "
+                        "the window start)")
     b.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     b.set_defaults(func=cmd_backtest)

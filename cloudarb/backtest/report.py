@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from cloudarb.backtest import evaluation
 from cloudarb.backtest.sim import BASELINES, OURS, Ledger, Result
 
 COLORS = {OURS: "#1b7f3b", "on_demand_home": "#888888", "launch_cheapest": "#1f5fbf",
@@ -93,6 +94,8 @@ def build_report(r: Result) -> dict[str, Any]:
         "strategies": strategies,
         "oracle": oracle,
         "forecast_error": r.forecast,
+        "forecast_evaluation": r.forecast_evaluation,
+        "price_sources": r.price_sources,
         "engine": {k: v for k, v in r.engine_stats.items() if k not in ("solve_ms_total", "time_split_s", "cpu_s")},
         "events": {"market": r.n_events - r.n_trace_events, "trace_overlay": r.n_trace_events,
                    "batches": r.n_batches},
@@ -124,6 +127,25 @@ def build_report(r: Result) -> dict[str, Any]:
                       "with moves charged restart overhead + egress; replicas the cheapest admissible fill at "
                       "each instant; capacity and quotas not shared between workloads; it runs a workload "
                       "whenever some place can host it. regret_pct_vs_oracle compares cost per delivered GPU-hour",
+            "naive_forecasts": cfg.naive_forecasts,
+            "forecasts_planned_on": "naive: price = last value (forecast = the quote), risk = max(the offer's state "
+                                    "risk, its group's base rate known then, as in forecast_evaluation)"
+                                    if cfg.naive_forecasts else
+                                    "the forecaster's published forecasts (streams.state.engine_view)",
+            "forecast_evaluation": f"hourly ticks (tick {cfg.forecast_tick_s:g} s) of event time; each offer's "
+                                   "published forecast (as the engine uses it: the predicted move applied to the "
+                                   "price in force) vs naive (last value; the group's base rate known then) scored "
+                                   "at T + h against the price in force and P(capacity lost or interrupted in "
+                                   "(T, T+1h]); scored only for T >= the window start and T >= the group's first "
+                                   f"price + {cfg.forecast_warmup_days:g} d (warm-up: the models learn online and "
+                                   "see an outcome only after its horizon passed, so every scored outcome was "
+                                   "unseen), where the dataset pricing the offer still ran at T + h (risk: or the "
+                                   "trace overlay covers the offer), risk only while the offer has capacity; "
+                                   "always the model's scores, also with naive_forecasts (cloudarb/backtest/"
+                                   "evaluation.py)",
+            "price_sources": "the dataset of each price applied (PriceObserved.source); where datasets overlap on "
+                             "an offer, event-time order decides: the latest quote is in force (ties: dataset "
+                             "name, then event id); a quote older than the one in force is ignored",
         },
     }
 
@@ -177,6 +199,13 @@ def headline(rep: dict[str, Any]) -> str:
             parts.append(f"{h}: log-loss model {v['logloss_model']:.4f} vs base rate {v['logloss_naive']:.4f}")
     if parts:
         lines.append("forecast: " + "; ".join(parts))
+    fe_line = evaluation.headline_line(rep.get("forecast_evaluation") or {})
+    if fe_line:
+        lines.append(fe_line)
+    ps = (rep.get("price_sources") or {}).get("offers_by_dataset")
+    if ps:
+        lines.append("offers priced by: " + ", ".join(f"{d} {n}" for d, n in ps.items())
+                     + (" (naive forecasts planned on)" if rep.get("assumptions", {}).get("naive_forecasts") else ""))
     return "\n".join(lines)
 
 
@@ -385,6 +414,7 @@ def render_html(r: Result, rep: dict[str, Any]) -> str:
     shares = {n: led.share_gpu_h for n, led in r.ledgers.items()}
     table = html.escape(headline(rep))
     name = html.escape(rep["portfolio"])
+    fe = evaluation.html_section(rep.get("forecast_evaluation") or {}, rep.get("price_sources") or {})
     style = "body{font-family:system-ui,sans-serif;margin:24px;max-width:920px}pre{background:#f6f6f6;padding:10px}"
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>CloudArb back-test: {name}</title>
 <style>{style}</style>
@@ -399,6 +429,7 @@ def render_html(r: Result, rep: dict[str, Any]) -> str:
 <h2>Allocation share by provider and market (delivered GPU-hours)</h2>{_svg_bars(shares, title="share of GPU-hours")}
 <h2>Interruptions and migrations</h2>{_svg_events(r)}
 <h2>Placement timeline per workload</h2>{_timelines(r, rep)}
+<h2>Forecast evaluation (per group, on unseen periods)</h2>{fe}
 <h2>Assumptions</h2><pre>{html.escape(json.dumps(rep['assumptions'], indent=2))}</pre>
 <h2>Forecast error (model vs last-value naive)</h2><pre>{html.escape(json.dumps(rep['forecast_error'], indent=2))}</pre>
 </body></html>

@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from cloudarb.backtest import traces as tr
+from cloudarb.backtest.evaluation import ForecastEvaluation, NaiveForecast, dataset_spans
 from cloudarb.backtest.oracle import Oracle
 from cloudarb.backtest.portfolio import Portfolio
 from connectors.replay import DATASETS, replay_events
@@ -88,6 +89,10 @@ class BacktestConfig:
     strategies: tuple[str, ...] = (OURS, *BASELINES)
     progress: bool = False
     series_points: int = 400
+    naive_forecasts: bool = False              # the engine and baselines plan on naive forecasts (evaluation.py)
+    forecast_horizons_s: tuple[int, ...] = (3600, 86_400)   # judged by the forecast evaluation
+    forecast_tick_s: float = 3600.0
+    forecast_warmup_days: float = 7.0
 
 
 @dataclass
@@ -384,7 +389,7 @@ class EngineStrategy(Strategy):
             for a in assigns:
                 s = sim.states[a.offer.key]
                 if float(self.decider.market.get(a.offer.key, {}).get("usd_per_hour", -1)) != float(s["usd_per_hour"]):
-                    stale[a.offer.key] = state.engine_view(s, sim.forecaster.latest.get(a.offer.key))
+                    stale[a.offer.key] = state.engine_view(s, sim.forecast_for(a.offer.key))
         if not stale:
             return {}
         self.guard_fired += 1
@@ -494,6 +499,8 @@ class Result:
     runtime_s: float
     engine_stats: dict[str, Any]
     oracle: dict[str, dict[str, float | int]] = field(default_factory=dict)   # workload -> hindsight bound
+    forecast_evaluation: dict[str, Any] = field(default_factory=dict)   # backtest/evaluation.py
+    price_sources: dict[str, Any] = field(default_factory=dict)
 
 
 class Simulation:
@@ -512,6 +519,18 @@ class Simulation:
         self._dirty: set[str] = set()
         self.dead: set[str] = set()   # spot offers without capacity now
         self.engine_factory = engine_factory
+        self.evaluation: ForecastEvaluation | None = None
+
+    def forecast_for(self, k: str) -> Any:
+        """The forecast strategies plan on: the forecaster's latest, or with `naive_forecasts` the naive one
+        (price = last value, risk = the group's base rate as the forecast evaluation knows it now)."""
+        if not self.cfg.naive_forecasts:
+            return self.forecaster.latest.get(k)
+        p = self.states.get(k, {}).get("usd_per_hour")
+        if p is None:
+            return None
+        base = self.evaluation.base_rate(k) if self.evaluation is not None else 0.0
+        return NaiveForecast({3600: float(p)}, float(p), base)
 
     def quotes(self) -> list[OfferQuote]:
         """Current quotes at the prices in force (for the baselines; risk = state + forecast)."""
@@ -519,7 +538,7 @@ class Simulation:
             s = self.states[k]
             if "usd_per_hour" not in s:
                 continue
-            fc = self.forecaster.latest.get(k)
+            fc = self.forecast_for(k)
             p = float(s.get("interruption_p", 0.0))
             if fc is not None:
                 p = max(p, fc.interruption_probability_next_hour)
@@ -565,6 +584,9 @@ class Simulation:
             traces = tr.load_traces(trace_dir, cfg.trace_unavailable_value)
         if cfg.traces and traces:
             overlay, trace_mapping = tr.overlay_events(usable, traces, start, end, cfg.trace_resolution_s)
+        ev = self.evaluation = ForecastEvaluation(
+            cfg.forecast_horizons_s, cfg.forecast_tick_s, start.timestamp(), cfg.forecast_warmup_days * 86400,
+            dataset_spans(events, state.event_t), trace_mapping)
         # workload start / end, as (t, order, kind, wid)
         sched: list[tuple[float, int, str, str]] = []
         for w in pf.workloads:
@@ -604,7 +626,7 @@ class Simulation:
         series_every = (t_end - t_start) / max(1, cfg.series_points)
         next_series = t_start
         progress = _Progress(cfg.progress, t_start, t_end)
-        spent = {"forecast_s": 0.0, "ours_s": 0.0, "baselines_s": 0.0, "oracle_s": 0.0}
+        spent = {"forecast_s": 0.0, "ours_s": 0.0, "baselines_s": 0.0, "oracle_s": 0.0, "evaluation_s": 0.0}
 
         def batches() -> Iterator[tuple[float, list[MarketEvent]]]:
             cur_t: float | None = None
@@ -652,7 +674,12 @@ class Simulation:
             if t >= t_start:
                 t_prev = t
             # 2. market events: the live track_offers chain
+            te = time.perf_counter()
+            ev.advance(t)   # the forecast evaluation's ticks before t see the state in force now
+            spent["evaluation_s"] += time.perf_counter() - te
             lost: set[str] = set()
+            touched: dict[str, None] = {}      # offers whose state changed now (in order)
+            views: dict[str, None] = {}        # ... with a material change: their engine view is sent
             held = ours.held_offers() if ours is not None else set()
             for e in evs:
                 n_events += 1
@@ -677,16 +704,31 @@ class Simulation:
                 tf = time.perf_counter()
                 self.forecaster.observe(k, new, state.event_t(e))
                 spent["forecast_s"] += time.perf_counter() - tf
+                ev.observe(e, old or {}, new, state.event_t(e))
+                touched[k] = None
                 if e.offer.market is Market.SPOT and (
                         (isinstance(e, CapacityObserved) and not e.available and (old or {}).get("available", True))
                         or (isinstance(e, InterruptionObserved) and e.kind is InterruptionKind.PREEMPTED)):
                     lost.add(k)
                 if reason and "usd_per_hour" in new:
-                    pending[k] = state.engine_view(new, self.forecaster.latest.get(k))
+                    views[k] = None
                     if isinstance(e, PriceObserved):
                         pending_price.add(k)
                     pending_reasons.append(f"{reason} on {k}")
                     pending_triggers.append(e.event_id)
+            if touched:
+                # a forecaster that predicts per batch (a `flush()`, as the market stage calls per consumed
+                # batch) publishes now; then the views carry the forecasts in force after this timestamp
+                flush = getattr(self.forecaster, "flush", None)
+                if flush is not None:
+                    tf = time.perf_counter()
+                    flush()
+                    spent["forecast_s"] += time.perf_counter() - tf
+                for k in touched:
+                    ev.published(k, self.forecaster.latest.get(k))
+                for k in views:
+                    pending[k] = state.engine_view(self.states[k], self.forecast_for(k))
+                ev.promotions(self.forecaster.drain_promotions())
             if t < t_start:
                 continue  # warm-up: state and forecasts only; the changes reach the engine at the start
             # 3. workloads starting / ending now
@@ -734,6 +776,8 @@ class Simulation:
                 requested += specs[wid].min_gpus * (t_end - t_prev) / 3600
         for led in ledgers.values():
             led.series.append((t_end, led.cost))
+        ev.advance(t_end)
+        ev.promotions(self.forecaster.drain_promotions())
         progress.close()
         estats: dict[str, Any] = {}
         if ours is not None:
@@ -743,7 +787,8 @@ class Simulation:
         estats["cpu_s"] = round(time.process_time() - c_run, 2)  # robust to other load on shared cores
         bound = oracle.finish(t_end)
         return Result(cfg, pf, start, end, ledgers, requested, self.forecaster.summary(), trace_mapping,
-                      n_events, n_trace, n_batches, time.perf_counter() - t_run, estats, bound)
+                      n_events, n_trace, n_batches, time.perf_counter() - t_run, estats, bound,
+                      ev.report(), ev.price_sources())
 
 
 def _engine(name: str, pf: Portfolio) -> Callable[[], AllocationEngine]:
