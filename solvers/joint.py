@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -66,16 +66,16 @@ def options_for(engine: Any, inst: Instance, P: Any, M: Any, w: int, metric_unit
     return [(rows, m, kind) for rows, (m, kind) in opts.items()], singles, blocked
 
 
-def joint_pass(engine: Any, inst: Instance, P: Any, M: Any, order: Sequence[int], metric_unit: F64,
-               cap_left: F64, qleft: F64 | None, sequential: dict[int, Any], time_limit_s: float
-               ) -> tuple[float, dict[int, Any], F64, F64 | None] | None:
-    """The joint choice, as `run_pass` returns its result (total, decisions, capacity left, quota left), or
-    None when CP-SAT found nothing better than the hint."""
-    from solvers.portfolio.candidates import Decision
-
-    t0 = time.perf_counter()
+def joint_problem(engine: Any, inst: Instance, P: Any, M: Any, order: Sequence[int], metric_unit: F64,
+                  cap_left: F64, qleft: F64 | None, sequential: dict[int, Any],
+                  stop: Callable[[], bool] | None = None) -> tuple[cpsat.PlacementProblem, dict[int, Any],
+                                                                   list[int | None]] | None:
+    """The CP-SAT problem over `order`'s admissible plans (`options_for`), its options per workload and the
+    hint (the index of `sequential`'s choice per workload). None when `stop()` turned true while building."""
     per_w: dict[int, tuple[list[tuple[Rows, float, str]], Any, list[str]]] = {}
-    for w in order:
+    for i, w in enumerate(order):
+        if stop is not None and i % 8 == 0 and stop():
+            return None
         per_w[w] = options_for(engine, inst, P, M, w, metric_unit, cap_left, qleft, sequential.get(w))
     offers = sorted({o for opts, _, _ in per_w.values() for rows, _, _ in opts for o, _ in rows})
     local = {o: i for i, o in enumerate(offers)}
@@ -98,15 +98,21 @@ def joint_pass(engine: Any, inst: Instance, P: Any, M: Any, order: Sequence[int]
         d = sequential.get(w)
         offered = [r for r, _, _ in per_w[w][0]]
         hint.append(offered.index(d.rows) if d is not None and d.rows in offered else None)
-    res = cpsat.solve(problem, time_limit_s=time_limit_s, hint=hint)
-    engine.last_timings["joint_ms"] = (time.perf_counter() - t0) * 1000
-    if res.status not in ("OPTIMAL", "FEASIBLE") or cpsat.check(problem, res.choice):
-        return None
+    return problem, per_w, hint
+
+
+def joint_decisions(inst: Instance, P: Any, M: Any, order: Sequence[int], per_w: dict[int, Any],
+                    choice: Sequence[int | None], cap_left: F64, qleft: F64 | None, sequential: dict[int, Any]
+                    ) -> tuple[float, dict[int, Any], F64, F64 | None]:
+    """CP-SAT's `choice` as decisions, as `run_pass` returns them (total, decisions, capacity left, quota
+    left): a workload chosen as `sequential` decided it keeps that decision (its runner-up too)."""
+    from solvers.portfolio.candidates import Decision
+
     left = cap_left.copy()
     ql = None if qleft is None else qleft.copy()
     out: dict[int, Any] = {}
     total = 0.0
-    for w, k in zip(order, res.choice, strict=True):
+    for w, k in zip(order, choice, strict=True):
         if k is None:
             out[w] = None
             total += float(M.M[w])
@@ -127,3 +133,19 @@ def joint_pass(engine: Any, inst: Instance, P: Any, M: Any, order: Sequence[int]
         if ql is not None:
             pl.quota_take(inst, rows, ql)
     return total, out, left, ql
+
+
+def joint_pass(engine: Any, inst: Instance, P: Any, M: Any, order: Sequence[int], metric_unit: F64,
+               cap_left: F64, qleft: F64 | None, sequential: dict[int, Any], time_limit_s: float
+               ) -> tuple[float, dict[int, Any], F64, F64 | None] | None:
+    """The joint choice, as `run_pass` returns its result (total, decisions, capacity left, quota left), or
+    None when CP-SAT found nothing better than the hint."""
+    t0 = time.perf_counter()
+    built = joint_problem(engine, inst, P, M, order, metric_unit, cap_left, qleft, sequential)
+    assert built is not None
+    problem, per_w, hint = built
+    res = cpsat.solve(problem, time_limit_s=time_limit_s, hint=hint)
+    engine.last_timings["joint_ms"] = (time.perf_counter() - t0) * 1000
+    if res.status not in ("OPTIMAL", "FEASIBLE") or cpsat.check(problem, res.choice):
+        return None
+    return joint_decisions(inst, P, M, order, per_w, res.choice, cap_left, qleft, sequential)

@@ -14,7 +14,8 @@ Lifecycle of an event (see solvers/portfolio/__init__.py for the model and the l
     last optimal LP solution is older than MAX_STALE_LP_S), then `integer.integer_phase`;
   * `settle()` adopts the result into the master (`_adopt`: the moved workloads' migration terms mu_w, pair
     costs, keep columns), deferred so the caller has the result first; every other method settles first;
-  * `warm(stop)` uses idle time: completes column generation for the next solve.
+  * `warm(stop)` uses idle time: completes column generation, then improves the integer plan with CP-SAT
+    (solvers/portfolio/idle.py) as a candidate for the next solve; it never changes the plan in force.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from schemas.placement import GpuQuota
 from solvers import placement as pl
 from solvers.instance import F64, I64, EngineParams, Instance, build_instance
 from solvers.portfolio.cache import DecisionCache
+from solvers.portfolio.idle import IdleState, improve
 from solvers.portfolio.integer import integer_phase
 from solvers.portfolio.master import INF, RC_TOL, Master
 from solvers.portfolio.pairs import Pairs, build_pairs, pair_costs, segments
@@ -68,7 +70,8 @@ class PortfolioEngine:
                  migration_threshold_fraction: float = 0.05, concentration_cap: float = 0.5,
                  concentration_penalty_usd_per_gpu_hour: float = 0.10, lp_time_limit_s: float = 60.0,
                  initial_columns_per_workload: int = 8, cg_budget_s: float | None = None,
-                 params: EngineParams | None = None, joint_time_limit_s: float = 0.2) -> None:
+                 params: EngineParams | None = None, joint_time_limit_s: float = 0.2,
+                 idle_time_limit_s: float = 10.0) -> None:
         self.params = params or EngineParams(
             risk_lambda=risk_lambda, concentration_cap=concentration_cap,
             concentration_penalty_usd_per_gpu_hour=concentration_penalty_usd_per_gpu_hour,
@@ -84,6 +87,10 @@ class PortfolioEngine:
         self.cg_budget_s = cg_budget_s
         # CP-SAT time for the joint pass of competing workloads (solvers.joint); 0 turns it off
         self.joint_time_limit_s = joint_time_limit_s
+        # CP-SAT time `warm()` may spend improving the integer plan per state (solvers/portfolio/idle.py); 0: off
+        self.idle_time_limit_s = idle_time_limit_s
+        self._idle: IdleState | None = None
+        self._solves = 0
         self.quotes: dict[str, OfferQuote] = {}
         self.workloads: dict[str, WorkloadSpec] = {}
         self.plan: dict[str, list[Assignment]] = {}
@@ -117,17 +124,23 @@ class PortfolioEngine:
             self._adopt(*args)
 
     def warm(self, stop: Callable[[], bool]) -> None:
-        """Bring the LP to the full optimum the next solve needs, until `stop()` returns True (checked
-        between column-generation rounds): what `cg_budget_s` left undone, and the re-solve after the
-        last result's adoption. The next solve then starts from there, and re-decides the workloads
-        whose LP values moved (moves still subject to hysteresis)."""
+        """Prepare the next solve until `stop()` returns True: bring the LP to the full optimum (what
+        `cg_budget_s` left undone, and the re-solve after the last result's adoption; checked between and
+        during column-generation rounds), then improve the integer plan with CP-SAT over every workload,
+        hinted with the plan in force (solvers/portfolio/idle.py; up to `idle_time_limit_s` per state). Never
+        changes the plan in force: an improvement is a candidate of the next solve that asks for the
+        workloads it moves. Returns within a few ms of `stop()` turning true."""
         self.settle()
         M = self._master
-        if M is None or self._structural or self._pending or not (self._lp_dirty or not M.converged) or stop():
+        if M is None or self._structural or self._pending or stop():
             return
-        M.column_generation(stop=stop)
-        self.stats["lp_warm"] = self.stats.get("lp_warm", 0) + 1
-        self._lp_dirty = False
+        if self._lp_dirty or not M.converged:
+            M.column_generation(stop=stop)
+            self.stats["lp_warm"] = self.stats.get("lp_warm", 0) + 1
+            self._lp_dirty = False
+            if not M.converged or stop():
+                return
+        improve(self, stop)
 
     @property
     def rebuild_pending(self) -> bool:
@@ -236,6 +249,7 @@ class PortfolioEngine:
         self._pending.clear()
         self._lp_dirty = True
         self._cache = None
+        self._idle = None
         self._changed_offers.clear()
         self._price_before.clear()
         self.stats["rebuilds"] += 1
@@ -352,6 +366,7 @@ class PortfolioEngine:
         t2 = time.perf_counter()
         ids = set(inst.ids) if workload_ids is None else set(workload_ids) & set(inst.ids)
         res = integer_phase(self, inst, P, M, ids)
+        self._solves += 1
         t3 = time.perf_counter()
         self.last_timings.update(sync_ms=(t1 - t0) * 1000, lp_ms=(t2 - t1) * 1000, int_ms=(t3 - t2) * 1000,
                                  cg_rounds=M.rounds, simplex_ms=M.run_ms, pricing_ms=M.price_ms)

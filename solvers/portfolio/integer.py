@@ -8,7 +8,8 @@ Steps of `integer_phase` (each a function below):
      what the earlier ones left (pass 1, first come first served); on large re-decisions (> 64, e.g. cold)
      when pass 1 broke an LP holding, pass 2 holds each later workload's rounded-down LP capacity
      floor(x_wo) for it; when workloads compete (one unplaced, or blocked from its cheapest offer), the joint
-     CP-SAT pass (solvers/joint.py) chooses all their plans at once. The cheapest total metric wins:
+     CP-SAT pass (solvers/joint.py) chooses all their plans at once; where `warm()` found a cheaper plan in
+     idle time (solvers/portfolio/idle.py), a pass seeded with it is weighed too. The cheapest total wins:
          total = sum_{w in A} metric_w(plan_w) + sum_{w in A unplaced} M_w;
   5. `record`: the decisions into the cache (usage, chosen metric without migration, runner-up, threshold);
   6. `verify`: `evaluate` re-checks the re-decided plans against the instance and what the others hold; a
@@ -34,6 +35,7 @@ from solvers.joint import joint_pass
 from solvers.portfolio.cache import DecisionCache, new_cache
 from solvers.portfolio.candidates import Decision, decide
 from solvers.portfolio.explain import diagnose, explain, explained_pairs
+from solvers.portfolio.idle import seeded_pass
 from solvers.portfolio.incremental import affected, refresh_runner
 from solvers.portfolio.master import Master
 from solvers.portfolio.pairs import Pairs, sorted_member
@@ -219,6 +221,17 @@ def choose(engine: PortfolioEngine, inst: Instance, P: Pairs, M: Master, order: 
             engine.stats["joint_improved"] = engine.stats.get("joint_improved", 0) + 1
             engine.last_timings["joint_saving"] = best[0] - alt2[0]
             best = alt2
+    # the idle CP-SAT incumbent (solvers/portfolio/idle.py) for the workloads it moves, where still admissible
+    idle = engine._idle
+    if idle is not None and idle.plan and any(w in idle.plan for w in order):
+        alt3 = seeded_pass(engine, inst, P, M, order, metric_unit, cap_left, qleft0, idle.plan)
+        for w in order:
+            idle.plan.pop(w, None)
+        engine.stats["idle_seeded"] = engine.stats.get("idle_seeded", 0) + 1
+        if alt3[0] < best[0] - 1e-9:
+            engine.stats["idle_seed_won"] = engine.stats.get("idle_seed_won", 0) + 1
+            engine.last_timings["idle_saving"] = best[0] - alt3[0]
+            best = alt3
     return best
 
 
