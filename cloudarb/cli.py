@@ -1,4 +1,4 @@
-"""`cloudarb` command line: demo, worker, replay, sink, kafka, quotas.
+"""`cloudarb` command line: one subcommand per part of the pipeline (`cloudarb <command> --help` for each).
 
 Set-up problems (no Java, port in use, broker down) print one line saying what to do and exit 2.
 SIGTERM stops any command the way Ctrl-C does (cloudarb.signals): what it started is stopped too.
@@ -195,7 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--linger-s", type=float, default=0.0, help="keep everything up this long after catching up")
     d.set_defaults(func=cmd_demo)
 
-    w = sub.add_parser("worker", help="run the Faust streaming worker")
+    w = sub.add_parser("worker", help="the streaming worker: market stage (confluent-kafka) + decision stage (Faust)")
     w.add_argument("--engine", default=None, help="greedy | portfolio | package.module:factory (your own engine)")
     w.add_argument("--loglevel", default="warning")
     w.set_defaults(func=cmd_worker)
