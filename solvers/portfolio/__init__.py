@@ -82,6 +82,8 @@ LAYOUT (each module has its part of the maths beside its code)
   candidates.py   one workload's candidate plans and choice against the plan in force (`decide`)
   integer.py      the integer phase, step by step (`integer_phase`), with the joint CP-SAT pass
                   (solvers/joint.py, solvers/cpsat.py)
+  idle.py         CP-SAT in idle time (`PortfolioEngine.warm`): every workload's plans at once, hinted with
+                  the plan in force; an improvement is a candidate of the next solve, never adopted by warm
   explain.py      explanations and `diagnose` (infeasibility reports)
   bounds.py       lower bounds: `integer_lower_bound` (Lagrangian, whole instances per workload)
 
@@ -100,7 +102,8 @@ SOLUTION METHOD (and why)
   Chosen over OR-Tools: pywraplp re-extracts the whole model on every Solve() (measured in the
   earlier probe); MathOpt's incremental GLOP would also do, but highspy gives in-place updates with
   the basis kept, row duals and column reduced costs directly, and is the solver scipy's MILP
-  baseline uses too. No CP-SAT/MIP polish: exact MILP did not finish beyond toy sizes.
+  baseline uses too. Exact MILP did not finish beyond toy sizes; CP-SAT chooses among candidate plans
+  instead (the joint pass of competing workloads in a solve, and over every workload in idle time).
 * Reduced-cost screen: when every changed column has x = 0 and still prices out non-negative
   against the current duals, the LP optimum is provably unchanged and the LP is not re-solved.
 * Partial pricing: after a warm re-solve only pairs whose duals (workload rows, group rows,
