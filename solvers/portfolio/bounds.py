@@ -11,7 +11,10 @@
 
   is a valid bound (weak duality), where X_w is workload w's own set of whole-instance plans: GPU bounds,
   co-location and the spot share kept (two knapsacks, on-demand and spot, per region; `_knap`), the budget
-  relaxed; for a gang, one place, n instances of its type, the interconnect for n (`_gang_bound`).
+  relaxed; for a gang, one place, n instances of its type, the interconnect for n (`_gang_bound`); for
+  replicas with provider / region shares sigma, also the same knapsack with at most floor(sigma G) of its G
+  GPUs in any one provider (region), spot share and co-location relaxed (`_spread_bound`): two relaxations
+  of the same X_w, so the larger of the two minima is still a lower bound.
   `with_migration=False` drops the migration term (the problem without a plan in force, as the benchmark
   compares).
 """
@@ -64,6 +67,7 @@ def integer_lower_bound(engine: PortfolioEngine, with_migration: bool = False) -
     cost = M.cost if with_migration else M.cost - p.risk_lambda * M.mu[P.w] * P.g
     chat = cost - P.g * (y_grp[inst.group[P.o]] + y_tot) - y_cap[P.o]
     total = float((y_cap * np.where(np.isfinite(inst.capacity), inst.capacity, 0.0)).sum())
+    n_reg = int(inst.region.max()) + 1 if inst.region.size else 1
     for w in range(inst.n_workloads):
         s, e = int(P.ptr[w]), int(P.ptr[w + 1])
         ok = inst.available[P.o[s:e]]
@@ -96,6 +100,12 @@ def integer_lower_bound(engine: PortfolioEngine, with_migration: bool = False) -
                     val = min(val, float((b_sp[:, ks] + b_od[:, lo_od:hi_od + 1].min(axis=1)).min()))
             else:
                 val = float(_knap(regs.size, U, g, ri, c, np.ones(o.size, bool))[:, L:U + 1].min())
+            # replicas within provider / region shares: each share kept alone (spot share, co-location relaxed)
+            # is another relaxation of w's own problem; the larger of the valid bounds holds
+            for share, dom in ((float(inst.share_provider[w]), inst.provider[o]),
+                               (float(inst.share_region[w]), inst.provider[o] * n_reg + inst.region[o])):
+                if share < 1.0:
+                    val = max(val, _spread_bound(dom, g, c, L, U, share))
             best_w = min(best_w, val)
         total += best_w
     return total
@@ -123,3 +133,30 @@ def _gang_bound(inst: Instance, w: int, o: I64, c: F64, g: I64, L: int, U: int, 
                     continue
                 best = min(best, (k * c_sp if k else 0.0) + ((n - k) * c_od if n - k else 0.0))
     return best
+
+
+def _spread_bound(dom: I64, g: I64, c: F64, L: int, U: int, share: float) -> float:
+    """The cheapest (reduced) cost of whole instances with G GPUs in total, L <= G <= U, at most
+    floor(share G) of them in any one domain (provider, or provider and region): per G, a min-plus
+    convolution over the domains of each domain's exact-k knapsack (`_knap`), k <= floor(share G).
+
+    >>> c = np.array([1.0, 1.0, 5.0]); g = np.array([1, 1, 1]); dom = np.array([0, 0, 1])
+    >>> _spread_bound(dom, g, c, 2, 2, 1.0), _spread_bound(dom, g, c, 2, 2, 0.5)
+    (2.0, 6.0)
+    """
+    doms, di = np.unique(dom, return_inverse=True)
+    best = _knap(doms.size, U, g, di, c, np.ones(g.size, bool))   # best[d, k]: exactly k GPUs in domain d
+    out = math.inf
+    for G in range(L, U + 1):
+        cap = min(G, math.floor(share * G + 1e-9))
+        f = np.full(G + 1, np.inf)
+        f[0] = 0.0
+        k = np.arange(G + 1)[:, None]
+        j = np.arange(cap + 1)[None, :]
+        valid = k >= j
+        src = np.where(valid, k - j, 0)
+        for d in range(doms.size):
+            b = best[d, :cap + 1]
+            f = np.where(valid, f[src] + b[None, :], np.inf).min(axis=1)
+        out = min(out, float(f[G]))
+    return out
