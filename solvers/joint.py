@@ -32,13 +32,24 @@ Rows = tuple[tuple[int, int], ...]
 
 
 def options_for(engine: Any, inst: Instance, P: Any, M: Any, w: int, metric_unit: F64, cap_left: F64,
-                qleft: F64 | None, hint: Any) -> tuple[list[tuple[Rows, float, str]], Any, list[str]]:
-    """w's admissible plans priced as `candidates.select` prices them: [(rows, metric, kind)], singles, blocked."""
+                qleft: F64 | None, hint: Any, wide: bool = False
+                ) -> tuple[list[tuple[Rows, float, str]], Any, list[str]]:
+    """w's admissible plans priced as `candidates.select` prices them: [(rows, metric, kind)], singles, blocked.
+    `wide` (idle time): also the runner-up single offers and, for a gang, its 8 cheapest one-place plans."""
     from solvers.portfolio.candidates import candidates
     from solvers.portfolio.pairs import rows_metric
 
     cands, singles, blocked = candidates(inst, P, M, w, metric_unit, cap_left, qleft, engine._place_offers,
                                          engine._any_capacity)
+    if wide:
+        cands = list(cands)
+        cands += [(m, "single", ((int(P.o[j]), int(P.n_single[j])),)) for j, m in singles[1:]]
+        if inst.gang[w]:
+            s, e = int(P.ptr[w]), int(P.ptr[w + 1])
+            live = np.flatnonzero(M.avail_pair[s:e])
+            for m, rows in pl.gang_plans(inst, w, P.o[s:e][live], metric_unit[s:e][live], cap_left, qleft, top=8):
+                if pl.plan_ok(inst, w, rows, cap_left, qleft):
+                    cands.append((m, "place", rows))
     wid = inst.ids[w]
     cur = inst.current.get(wid)
     lam = inst.params.risk_lambda
@@ -68,15 +79,15 @@ def options_for(engine: Any, inst: Instance, P: Any, M: Any, w: int, metric_unit
 
 def joint_problem(engine: Any, inst: Instance, P: Any, M: Any, order: Sequence[int], metric_unit: F64,
                   cap_left: F64, qleft: F64 | None, sequential: dict[int, Any],
-                  stop: Callable[[], bool] | None = None) -> tuple[cpsat.PlacementProblem, dict[int, Any],
-                                                                   list[int | None]] | None:
+                  stop: Callable[[], bool] | None = None, wide: bool = False
+                  ) -> tuple[cpsat.PlacementProblem, dict[int, Any], list[int | None]] | None:
     """The CP-SAT problem over `order`'s admissible plans (`options_for`), its options per workload and the
     hint (the index of `sequential`'s choice per workload). None when `stop()` turned true while building."""
     per_w: dict[int, tuple[list[tuple[Rows, float, str]], Any, list[str]]] = {}
     for i, w in enumerate(order):
         if stop is not None and i % 8 == 0 and stop():
             return None
-        per_w[w] = options_for(engine, inst, P, M, w, metric_unit, cap_left, qleft, sequential.get(w))
+        per_w[w] = options_for(engine, inst, P, M, w, metric_unit, cap_left, qleft, sequential.get(w), wide)
     offers = sorted({o for opts, _, _ in per_w.values() for rows, _, _ in opts for o, _ in rows})
     local = {o: i for i, o in enumerate(offers)}
     cap = tuple(math.floor(cap_left[o] + 1e-9) if np.isfinite(cap_left[o]) else None for o in offers)

@@ -7,7 +7,8 @@ workload's admissible plans at once, against the whole capacity and quotas (noth
     min  sum_w sum_k c_wk x_wk + sum_w M_w u_w   s.t.  one plan or none per w, capacity, quotas,
 
 where the plans of w are those the integer phase weighs (`joint.options_for`: LP rounding, best single
-offers, the best one-place gang plan or spread, the plan in force) priced as `candidates.select` prices them
+offers, the best one-place gang plan or spread, the plan in force), widened in idle time to the next best
+single offers and a gang's 8 cheapest one-place plans, priced as `candidates.select` prices them
 (the plan in force without migration; a move with its migration term and amortised state transfer, offered
 only when it saves the hysteresis threshold and pays back within the payback horizon). It is hinted with
 the plan in force and runs while `stop()` is false (the search ends within ~2 ms of it), resumed by the next
@@ -89,7 +90,7 @@ def improve(engine: PortfolioEngine, stop: Callable[[], bool]) -> None:
             if rows:
                 current[w] = Decision(rows, rows_metric(P, w, rows, metric_unit, lam * float(M.mu[w])), "keep", [])
         built = joint_problem(engine, inst, P, M, st.order, metric_unit, inst.capacity.copy(), qleft, current,
-                              stop)
+                              stop, wide=True)
         if built is None:   # stopped while building: the next warm() starts over (the state may move)
             st.spent_s += time.perf_counter() - t0
             return
