@@ -19,6 +19,10 @@ Tick rule. At every tick T of event time (`tick_s`, hourly, aligned to the epoch
     would make a straw-man naive.
 At T + h the record is scored against the price in force at T + h (absolute error, USD per instance-hour)
 and the risk label (log-loss with p clipped to [1e-6, 1 - 1e-6], Brier), then forgotten.
+The forecast in force is judged at every tick until the offer's next one: a forecast made at t0 for t0 + h
+keeps steering the engine (its predicted move applied to the current price) until it is replaced. The
+`fresh` cells score only the forecasts made within the tick before T (T - made_t < tick_s), which is
+close to how the forecaster scores itself (each forecast once, for its own made time + h).
 
 Scored only when (i) T >= the window start and T >= the group's first price + `warmup_s`: the judged
 period is one the models had not been fitted on (they learn online, from an outcome only once its horizon
@@ -101,6 +105,7 @@ class _Snap:
     group: np.ndarray
     ds: np.ndarray
     scored: np.ndarray
+    fresh: np.ndarray
 
 
 class ForecastEvaluation:
@@ -127,6 +132,7 @@ class ForecastEvaluation:
         self.price: list[float] = []
         self.ratio: dict[int, list[float]] = {h: [] for h in self.horizons}
         self.risk: list[float] = []
+        self.made: list[float] = []
         self.bad: list[int] = []
         self.avail: list[bool] = []
         self.ds: list[int] = []
@@ -166,6 +172,7 @@ class ForecastEvaluation:
             for h in self.horizons:
                 self.ratio[h].append(math.nan)
             self.risk.append(math.nan)
+            self.made.append(math.nan)
             self.bad.append(0)
             self.avail.append(True)
             self.ds.append(-1)
@@ -200,6 +207,7 @@ class ForecastEvaluation:
                 f = forecast.usd_per_hour.get(h)
                 self.ratio[h][i] = f / p0 if (f is not None and p0) else math.nan
             self.risk[i] = float(forecast.interruption_probability_next_hour)
+            self.made[i] = float(getattr(forecast, "made_t", math.nan))
 
     def promotions(self, promoted: Iterable[ModelPromoted]) -> None:
         for p in promoted:
@@ -252,13 +260,15 @@ class ForecastEvaluation:
                      risk=np.array(self.risk), base=np.zeros(len(g)), bad=np.array(self.bad, dtype=np.int64),
                      avail=np.array(self.avail, dtype=bool), live=self.ds_end[ds],
                      trace=np.array(self.traced, dtype=bool), group=g, ds=ds,
-                     scored=(first + self.warmup <= T) & (self.score_from <= T))
+                     scored=(first + self.warmup <= T) & (self.score_from <= T),
+                     fresh=(T - np.array(self.made)) < self.tick)
         self.snaps[T] = snap
         return snap
 
     def _ensure(self, G: int) -> None:
         D, B = len(self.datasets) + 1, len(BINS) - 1
-        shapes = {**{f"{m}_{h}": (G,) for h in self.horizons for m in ("n", "mae_m", "mae_n")},
+        shapes = {**{f"{p}{m}_{h}": (G,) for h in self.horizons for m in ("n", "mae_m", "mae_n")
+                     for p in ("", "fresh_")},
                   **{f"ds_{m}_{h}": (D,) for h in self.horizons for m in ("n", "mae_m", "mae_n")},
                   **{k: (G,) for k in ("base_n", "base_pos", "r_n", "r_pos", "ll_m", "ll_n", "br_m", "br_n")},
                   **{f"rel_{w}_{m}": (G, B) for w in ("n", "p", "y") for m in ("m", "n")}}
@@ -282,13 +292,14 @@ class ForecastEvaluation:
             m = s.scored & np.isfinite(s.pred[h]) & np.isfinite(actual) & (s.live >= T)
             if not m.any():
                 continue
-            g, ds = s.group[m], s.ds[m]
+            g, ds, fr = s.group[m], s.ds[m], s.fresh[m]
             em, en = np.abs(s.pred[h][m] - actual[m]), np.abs(s.price[m] - actual[m])
-            for key, idx in ((f"{{}}_{h}", g), (f"ds_{{}}_{h}", ds)):
+            for key, idx, sel in ((f"{{}}_{h}", g, None), (f"ds_{{}}_{h}", ds, None), (f"fresh_{{}}_{h}", g, fr)):
                 size = acc[key.format("n")].shape[0]
-                acc[key.format("n")] += np.bincount(idx, minlength=size)[:size]
-                acc[key.format("mae_m")] += np.bincount(idx, weights=em, minlength=size)[:size]
-                acc[key.format("mae_n")] += np.bincount(idx, weights=en, minlength=size)[:size]
+                ix, wm, wn = (idx, em, en) if sel is None else (idx[sel], em[sel], en[sel])
+                acc[key.format("n")] += np.bincount(ix, minlength=size)[:size]
+                acc[key.format("mae_m")] += np.bincount(ix, weights=wm, minlength=size)[:size]
+                acc[key.format("mae_n")] += np.bincount(ix, weights=wn, minlength=size)[:size]
         s = self.snaps.get(T - RISK_H)
         if s is None:
             return
@@ -332,10 +343,13 @@ class ForecastEvaluation:
         def price_cell(prefix: str, i: int | slice, h: int) -> dict[str, Any]:
             n = int(acc[f"{prefix}n_{h}"][i].sum())
             if not n:
-                return {"n": 0}
+                return {"n": 0} if prefix else {"n": 0, "fresh": {"n": 0}}
             mm, mn = float(acc[f"{prefix}mae_m_{h}"][i].sum()) / n, float(acc[f"{prefix}mae_n_{h}"][i].sum()) / n
-            return {"n": n, "mae_model": _r(mm), "mae_naive": _r(mn),
-                    "ratio": _r(mm / mn) if mn > 0 else (1.0 if mm == 0 else None)}
+            out: dict[str, Any] = {"n": n, "mae_model": _r(mm), "mae_naive": _r(mn),
+                                   "ratio": _r(mm / mn) if mn > 0 else (1.0 if mm == 0 else None)}
+            if not prefix:
+                out["fresh"] = price_cell("fresh_", i, h)
+            return out
 
         def risk_cell(i: int | slice) -> dict[str, Any]:
             n = int(acc["r_n"][:G][i].sum())
@@ -428,9 +442,11 @@ def headline_line(fe: Mapping[str, Any]) -> str:
     worse = fe["goals"]["price_groups_worse_than_naive"]
     for h, c in fe["overall"]["price"].items():
         if c.get("n"):
+            fr = c["fresh"]
             parts.append(f"{h} MAE model/naive {c['ratio'] if c['ratio'] is not None else '-'} "
                          f"(n={c['n']}, worse in {len(worse.get(h, []))}/"
-                         f"{sum(1 for g in fe['groups'].values() if g['price'][h].get('n'))} groups)")
+                         f"{sum(1 for g in fe['groups'].values() if g['price'][h].get('n'))} groups; fresh "
+                         f"{fr.get('ratio', '-')}, n={fr['n']})")
     r = fe["overall"]["risk_1h"]
     if r.get("n"):
         parts.append(f"risk log-loss {r['logloss_model']:.4f} vs base rate {r['logloss_base_rate']:.4f} "
@@ -444,15 +460,16 @@ def html_section(fe: Mapping[str, Any], sources: Mapping[str, Any]) -> str:
     if not fe:
         return ""
     hs = list(fe["overall"]["price"])
-    head = "".join(f"<th>{html.escape(h)} n</th><th>MAE model</th><th>MAE naive</th><th>ratio</th>" for h in hs)
+    head = "".join(f"<th>{html.escape(h)} n</th><th>MAE model</th><th>MAE naive</th><th>ratio</th><th>fresh</th>"
+                   for h in hs)
     rows = []
     for g, d in fe["groups"].items():
         cells = ""
         for h in hs:
             c = d["price"][h]
-            cells += ("<td>0</td><td></td><td></td><td></td>" if not c.get("n") else
+            cells += ("<td>0</td><td></td><td></td><td></td><td></td>" if not c.get("n") else
                       f"<td>{c['n']}</td><td>{c['mae_model']:.5g}</td><td>{c['mae_naive']:.5g}</td>"
-                      f"<td>{'-' if c['ratio'] is None else c['ratio']}</td>")
+                      f"<td>{'-' if c['ratio'] is None else c['ratio']}</td><td>{c['fresh'].get('ratio', '-')}</td>")
         r = d["risk_1h"]
         cells += ("<td>0</td><td></td><td></td>" if not r.get("n") else
                   f"<td>{r['n']}</td><td>{r['logloss_model']:.4f} / {r['logloss_base_rate']:.4f}</td>"

@@ -25,9 +25,9 @@ SB = offer("spot-b")
 OD = offer("od", "on_demand")
 
 
-def fc(ratio: float, p0: float, risk: float) -> Any:
-    return SimpleNamespace(usd_per_hour={3600: ratio * p0}, p0_usd_per_hour=p0,
-                           interruption_probability_next_hour=risk)
+def fc(ratio: float, p0: float, risk: float, made_h: float | None = None) -> Any:
+    return SimpleNamespace(usd_per_hour={3600: ratio * p0}, p0_usd_per_hour=p0, interruption_probability_next_hour=risk,
+                           made_t=math.nan if made_h is None else T0.timestamp() + made_h * H)
 
 
 def feed(ev: ForecastEvaluation, states: dict[str, dict[str, Any]], e: MarketEvent, f: Any) -> None:
@@ -46,9 +46,9 @@ def hand_market(warmup_s: float = 0.0, span_end_h: float = 10.0) -> dict[str, An
     t0 = T0.timestamp()
     ev = ForecastEvaluation((3600,), H, t0, warmup_s, {"test": (t0, t0 + span_end_h * H)})
     st: dict[str, dict[str, Any]] = {}
-    feed(ev, st, price(SA, 1.0, 0), fc(1.1, 1.0, 0.2))
-    feed(ev, st, price(SA, 1.2, 1.5), fc(1.1, 1.2, 0.2))
-    feed(ev, st, capacity(SA, False, 2.5), fc(1.1, 1.2, 0.2))
+    feed(ev, st, price(SA, 1.0, 0), fc(1.1, 1.0, 0.2, made_h=0))
+    feed(ev, st, price(SA, 1.2, 1.5), fc(1.1, 1.2, 0.2, made_h=1.5))
+    feed(ev, st, capacity(SA, False, 2.5), fc(1.1, 1.2, 0.2, made_h=2.5))
     ev.advance(t0 + 4 * H + 1)
     return ev.report()
 
@@ -62,6 +62,10 @@ def test_price_and_risk_scores_by_hand() -> None:
     assert p["mae_model"] == pytest.approx((0.1 + 0.1 + 0.12 + 0.12) / 4)
     assert p["mae_naive"] == pytest.approx((0 + 0.2 + 0 + 0) / 4)
     assert p["ratio"] == pytest.approx(2.2)
+    # fresh: forecasts made within the hour before the tick (0 h: made 0; 2 h: made 1.5 h; 3 h: made 2.5 h)
+    assert p["fresh"]["n"] == 3
+    assert p["fresh"]["mae_model"] == pytest.approx((0.1 + 0.12 + 0.12) / 3, rel=1e-5)
+    assert p["fresh"]["mae_naive"] == 0.0 and p["fresh"]["ratio"] is None
     assert rep["goals"]["price_groups_worse_than_naive"]["3600s"] == ["gcp|L4|spot"]
     r = g["risk_1h"]
     # risk at 0, 1, 2 h (unavailable from 2.5 h): labels 0, 0, 1; base rate known then: none yet -> 0, 1/0
