@@ -3,64 +3,93 @@ losing capacity or being interrupted in the next hour, each published only as fa
 
 One model per offer group (provider, GPU model, market): single offers change too rarely to learn alone.
 
-Price, per group and horizon h: a River linear model of the change y = log(p(t+h) / p(t)) under the
-loss we are scored by (absolute error -> the median: quantile loss at 0.5), from the offer's rolling state
-and calendar features (hour of day and of week). The published forecast is p(t)·exp(s·ŷ) with a shrink
-s toward "no change" chosen online among SHRINKS = (0, 0.25, 0.5, 1): every candidate is scored on the
+Price, per group and horizon h: a linear model of the change y = log(p(t+h) / p(t)) under the loss we
+are scored by (absolute error -> the median: quantile loss at 0.5), from the offer's rolling state and
+calendar features (hour of day and of week). The published forecast is p(t)·exp(s·ŷ) with a shrink s
+toward "no change" chosen online among SHRINKS = (0, 0.25, 0.5, 1): every candidate is scored on the
 same stream when its horizon passes (progressive validation), and the one with the lowest running MAE is
 published (s = 0 is the naive last value, so the model is published only while it beats naive). p10 and
-p90 add the group's running quantiles of the published forecast's log-residuals. An offer whose price
-has never moved forecasts itself exactly (median and quantiles).
+p90 add the group's recent quantiles of the published forecast's log-residuals. An offer whose price has
+never moved forecasts itself exactly (median and quantiles).
 
 Risk: candidates for P(capacity lost or interruption in (t, t+1 h]) are the group's base rate (naive),
 an empirical-Bayes hazard per spot pool (streams.hazard: pool -> group -> global shrinkage, with the Spot
-Advisor band as the pool's prior), and a River logistic model; all are scored by log-loss and Brier when
-the hour has passed, and the one with the lowest running log-loss is published.
+Advisor band as the pool's prior), and a logistic model; all are scored by log-loss and Brier when the
+hour has passed, and the one with the lowest running log-loss is published.
+
+Cost: `observe()` is the per-offer path and is O(1): it keeps the offer's state, its bad events and the
+hazard's exposure, and marks the offer dirty. The work is done per batch by `flush()` (the market stage
+calls it once per consumed batch; `observe()` calls it itself when the event time has moved BUCKET_S past
+the oldest dirty offer): first every prediction whose horizon has passed by the batch's earliest event is
+scored and learned from, then the dirty offers that are due a prediction (per offer and horizon at most
+every horizon/12 of event time) are predicted together in numpy (features, scaling, the models of their
+groups), then what matured by the batch's latest event is scored. Learning is mini-batch SGD over the
+matured predictions of each group (streams.learners.sgd). The features are `features()`'s, computed for
+the whole batch at once (streams.learners.feature_matrix). A forecast made by a flush is in `latest` and
+returned by `flush()`; `observe()` returns the offer's forecast in force (None before its first).
+Scoring labels a prediction with the price in force at its horizon (a change at exactly t+h counts).
 
 Bad input never raises: a non-finite feature, a price <= 0, or a clock that went backwards skips the
 sample (counted in `cloudarb_forecast_samples_skipped_total{reason}`), and the forecast falls back to
-naive with `model: naive`. Predictions per offer and horizon are made at most every horizon/12 of event
-time, so cost stays bounded at high event rates. `Forecaster` is plain Python, used by the market stage
-and the back-tester.
+naive with `model: naive`. `Forecaster` is plain Python + numpy, used by the market stage and the
+back-tester.
 
 >>> f = Forecaster(horizons_s=(3600,))
 >>> st = {"usd_per_hour": 2.0, "price_t": 0.0, "ewma": 2.0, "hist": [[0.0, 2.0]]}
->>> out = f.observe("gcp|r||a|L4|1|spot", st, now_t=0.0)
->>> out.usd_per_hour[3600], out.model[3600]
-(2.0, 'naive')
+>>> f.observe("gcp|r||a|L4|1|spot", st, now_t=0.0) is None   # nothing in force yet: made by the flush
+True
+>>> [(fc.usd_per_hour[3600], fc.model[3600]) for fc in f.flush()]
+[(2.0, 'naive')]
 """
 
 from __future__ import annotations
 
+import functools
 import heapq
+import itertools
 import math
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 from prometheus_client import Counter
 from pydantic_core import to_json
-from river import linear_model, optim, preprocessing, stats
 
 from schemas.events import ModelPromoted, PriceForecasted, deterministic_id
 from schemas.offers import OfferKey
 from streams import windows
 from streams.hazard import Hazard
+from streams.learners import (
+    FEATURES,
+    D,
+    Linear,
+    Pending,
+    Scaler,
+    chosen,
+    concat,
+    dicts,
+    feature_matrix,
+    feature_rows,
+    features,
+    grow,
+    logloss,
+    num,
+    sgd,
+    subset,
+)
+
+__all__ = ["FEATURES", "D", "Forecast", "Forecaster", "features", "forecast_events", "forecast_records"]
 
 HORIZONS_S: tuple[int, ...] = (3600, 86_400)
 RISK_HORIZON_S = 3600
 MAX_LOG_MOVE = 0.7  # clip predicted log-ratios (a 2x move) against divergence on outliers
-SCALER_WARMUP, SCALER_EVERY = 500, 8  # the feature scaler learns from every forecast, then from every 8th
-# scaled features are clipped to ±MAX_Z: a rare move of many standard deviations (a feature whose
-# variance is tiny, e.g. the 1 h return of a price that almost never changes) otherwise makes one SGD
-# step overshoot, and the weights diverge (seen on the 2022-2025 GCP history: weights ~1e10)
-MAX_Z = 5.0
+BUCKET_S = 300.0    # observe() flushes by itself once the event time is this far past the oldest dirty offer
+RESID_KEEP = 512    # recent log-residuals per group and horizon kept for p10/p90
 MIN_SCORED = 30     # a candidate other than naive is published only once scored this often (and best)
 SHRINKS: tuple[float, ...] = (0.0, 0.25, 0.5, 1.0)   # published move = shrink x the model's predicted move
-RISK_CANDIDATES = ("base-rate", "eb-hazard", "river-logreg")
-WEEK_S = 7 * 86_400
-
+RISK_CANDIDATES = ("base-rate", "eb-hazard", "river-logreg")   # (names kept: dashboards and records use them)
 SKIPPED = Counter("cloudarb_forecast_samples_skipped_total",
                   "forecaster samples skipped (the forecast falls back to naive)", ["reason"])
 
@@ -70,103 +99,16 @@ def _group(offer_key: str) -> str:
     return f"{provider}|{gpu}|{market}"
 
 
-def features(offer_key: str, s: Mapping[str, Any], now_t: float) -> dict[str, float]:
-    """Model inputs from an offer's state (see streams.state)."""
-    p = float(s["usd_per_hour"])
-    x: dict[str, float] = {"dev_ewma": math.log(p / float(s.get("ewma", p)))}
-    for name, (ret, vol, lo, hi) in windows.window_features(s.get("hist", []), now_t).items():
-        x[f"ret_{name}"] = ret
-        x[f"vol_{name}"] = vol
-        x[f"pos_{name}"] = (p - lo) / (hi - lo) if hi > lo else 0.5
-    x["spot"] = 1.0 if offer_key.endswith("|spot") else 0.0
-    x["available"] = 1.0 if s.get("available", True) else 0.0
-    x["interrupt_p"] = float(s.get("interruption_p", 0.0))
-    bad = [t for t in s.get("bad_t", []) if t <= now_t]
-    x["bad_24h"] = float(sum(1 for t in bad if now_t - t <= 86_400))
-    x["since_bad_h"] = min(168.0, (now_t - bad[-1]) / 3600) / 168 if bad else 1.0
-    hour = (now_t % 86_400) / 86_400 * 2 * math.pi
-    week = (now_t % WEEK_S) / WEEK_S * 2 * math.pi
-    x["hod_sin"], x["hod_cos"] = math.sin(hour), math.cos(hour)
-    x["how_sin"], x["how_cos"] = math.sin(week), math.cos(week)
-    return x
-
-
-def _logloss(label: bool, p: float) -> float:
-    p = min(1 - 1e-6, max(1e-6, p))
-    return -math.log(p if label else 1 - p)
-
-
-def _price_model() -> Any:
-    # quantile-loss gradients are +-0.5 whatever the error: a constant step would oscillate around the
-    # median by a step's size, so the steps shrink as 1/sqrt(n)
-    return linear_model.LinearRegression(optimizer=optim.SGD(optim.schedulers.InverseScaling(0.01, 0.5)),
-                                         loss=optim.losses.Quantile(0.5), l2=1e-5, clip_gradient=1.0,
-                                         intercept_lr=optim.schedulers.InverseScaling(0.01, 0.5))
-
-
-def _risk_model() -> Any:
-    return linear_model.LogisticRegression(optimizer=optim.SGD(0.005), l2=1e-3, clip_gradient=1.0)
-
-
-def _never_moved(s: Mapping[str, Any]) -> bool:
-    hist = s.get("hist") or []
-    return len({round(float(p), 9) for _, p in hist}) <= 1
-
-
 def shrink_name(s: float) -> str:
     return "naive" if s == 0 else ("river-quantile-linreg" if s == 1 else f"river-quantile-linreg x{s:g}")
 
 
-@dataclass
-class HorizonScores:
-    """Progressive-validation scores of one group's price candidates at one horizon."""
-
-    model: Any = field(default_factory=_price_model)
-    mae: dict[float, Any] = field(default_factory=lambda: {s: stats.Mean() for s in SHRINKS})
-    published: Any = field(default_factory=stats.Mean)    # MAE of what was published
-    resid_q: dict[float, Any] = field(default_factory=lambda: {q: stats.Quantile(q) for q in (0.1, 0.9)})
-
-    def champion(self) -> float:
-        naive = self.mae[0.0]
-        best = 0.0
-        for s in SHRINKS[1:]:
-            m = self.mae[s]
-            if m.n >= MIN_SCORED and m.get() < (self.mae[best].get() if best else naive.get()):
-                best = s
-        return best
-
-
-@dataclass
-class GroupModels:
-    """A group's models share one feature scaler (learned on every forecast's features, so inputs are
-    scaled once per forecast rather than once per model)."""
-
-    scaler: Any = field(default_factory=preprocessing.StandardScaler)
-    seen: int = 0
-    horizons: dict[int, HorizonScores] = field(default_factory=dict)
-    risk: Any = field(default_factory=_risk_model)
-    risk_base: Any = field(default_factory=stats.Mean)
-    logloss: dict[str, Any] = field(default_factory=lambda: {c: stats.Mean() for c in RISK_CANDIDATES})
-    brier: dict[str, Any] = field(default_factory=lambda: {c: stats.Mean() for c in RISK_CANDIDATES})
-    logloss_published: Any = field(default_factory=stats.Mean)
-    brier_published: Any = field(default_factory=stats.Mean)
-
-    def for_horizon(self, h: int) -> HorizonScores:
-        if h not in self.horizons:
-            self.horizons[h] = HorizonScores()
-        return self.horizons[h]
-
-    def risk_champion(self) -> str:
-        best = "base-rate"
-        for c in RISK_CANDIDATES[1:]:
-            m = self.logloss[c]
-            if m.n >= MIN_SCORED and m.get() < self.logloss[best].get():
-                best = c
-        return best
-
-
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Forecast:
+    """One offer's forecast (made by `Forecaster.flush`; treat it as immutable: `dataclasses.replace`
+    for a changed copy). Not frozen: a frozen dataclass costs 5x as much to build, and a flush builds one
+    per offer due."""
+
     offer_key: str
     made_t: float
     usd_per_hour: dict[int, float]                  # horizon_s -> published median forecast
@@ -188,140 +130,411 @@ class Forecast:
         return self.model.get(h) or ("model" if self.model_used.get(h) else "naive")
 
 
-@dataclass(slots=True)
-class _Pending:
-    kind: str              # "price" | "risk"
-    offer_key: str
-    horizon: int
-    x: dict[str, float] | None   # scaled features (None: not learnable, e.g. non-finite)
-    p0: float
-    y_hat: float           # price: the model's raw log-move; risk: unused
-    published: float       # price: the published forecast; risk: the published probability
-    risk_p: dict[str, float] = field(default_factory=dict)   # risk: each candidate's probability
+def _price_at(hist: Any, t: float) -> float:
+    if hist and hist[-1][0] <= t:
+        return float(hist[-1][1])
+    p = windows.price_at(hist or [], t)
+    return math.nan if p is None else float(p)
+
+
+def _bad_within(bad: Any, start: float, end: float) -> bool:
+    return bool(bad) and any(start < t <= end for t in bad)
 
 
 class Forecaster:
-    """Online learners per offer group; `observe()` after each state update, `advance()` as time passes."""
+    """Online learners per offer group: `observe()` after each state update, `flush()` once per batch."""
 
     def __init__(self, horizons_s: tuple[int, ...] = HORIZONS_S, max_pending: int = 200_000) -> None:
-        self.horizons = horizons_s
-        self.groups: dict[str, GroupModels] = {}
-        self.pending: list[tuple[float, int, _Pending]] = []  # heap of (due time, sequence, prediction)
-        self.last_made: dict[tuple[str, int], float] = {}
+        self.horizons = tuple(horizons_s)
+        self.groups: dict[str, int] = {}       # group name -> its row in the arrays below
+        self.group_names: list[str] = []
+        nh, ns = len(self.horizons), len(SHRINKS)
+        self._scaler = Scaler()                # per group: the features' means and variances
+        self._price = [Linear() for _ in self.horizons]
+        self._risk = Linear()
+        self._mae = np.zeros((nh, 0, ns))      # per horizon, group, shrink: sum of absolute errors
+        self._n = np.zeros((nh, 0))            # ... how many scored
+        self._pub = np.zeros((nh, 0))          # ... sum of the published forecast's absolute errors
+        self._resid: dict[tuple[int, int], deque[float]] = {}     # (horizon index, group) -> recent log-residuals
+        self._n_resid: dict[tuple[int, int], int] = {}
+        self._q: dict[tuple[int, int], tuple[float, float, int]] = {}   # cached p10/p90 residuals, at n
+        self._ll, self._br = np.zeros((0, 3)), np.zeros((0, 3))   # per group, risk candidate: sums
+        self._rn, self._base = np.zeros(0), np.zeros(0)           # risk predictions scored; of them bad
+        self._llpub, self._brpub = np.zeros(0), np.zeros(0)
+        self.pending: list[tuple[float, int, Pending]] = []  # heap of (earliest due time, sequence, chunk)
+        self._n_pending = 0
+        self._made = np.zeros((0, len(self.horizons) + 1))   # per offer index: when each horizon (and, last,
+        # risk) was last predicted
         self.latest: dict[str, Forecast] = {}
-        self.hist: dict[str, list[list[float]]] = {}
-        self.bad: dict[str, list[float]] = {}
+        self._state: dict[str, Mapping[str, Any]] = {}   # offer -> its last state
         self.hazard = Hazard()
         self.max_pending = max_pending
         self._seq = 0
         self.scored = 0
+        self.made = 0          # forecasts made
         self.skipped: dict[str, int] = {}
-        self._last_t: dict[str, float] = {}
-        self._by_offer: dict[str, tuple[str, GroupModels]] = {}   # offer key -> its group (a cache)
+        self._last_t = np.zeros(0)   # per offer index: its last event time
+        self._by_offer: dict[str, tuple[str, int, int]] = {}   # offer key -> its group and index
         self._champion: dict[tuple[str, str], str] = {}   # (group, target) -> the published candidate
-        self.promotions: deque[ModelPromoted] = deque(maxlen=1000)   # drained by the caller (drain_promotions)
+        self.promotions: list[ModelPromoted] = []         # drained by the caller (drain_promotions)
+        self._dirty: dict[str, tuple[Mapping[str, Any], float]] = {}
+        self._bucket_end = math.inf
+        self._max_t = -math.inf
+        self._fresh: dict[str, Forecast] = {}
 
-    def _models(self, offer_key: str) -> GroupModels:
-        return self._group_of(offer_key)[1]
-
-    def _group_of(self, offer_key: str) -> tuple[str, GroupModels]:
+    def _group_of(self, offer_key: str) -> tuple[str, int, int]:
+        """(group name, group index, offer index) of an offer."""
         hit = self._by_offer.get(offer_key)
         if hit is None:
-            g = _group(offer_key)
-            if g not in self.groups:
-                self.groups[g] = GroupModels()
-            hit = self._by_offer[offer_key] = (g, self.groups[g])
+            name = _group(offer_key)
+            if name not in self.groups:
+                self._add_group(name)
+            n = len(self._by_offer)
+            if n >= len(self._made):
+                k = max(64, n)
+                self._made = np.concatenate([self._made, np.full((k, len(self.horizons) + 1), -np.inf)])
+                self._last_t = np.concatenate([self._last_t, np.full(k, -np.inf)])
+            hit = self._by_offer[offer_key] = (name, self.groups[name], n)
         return hit
 
-    def _skip(self, reason: str) -> None:
-        self.skipped[reason] = self.skipped.get(reason, 0) + 1
-        SKIPPED.labels(reason).inc()
+    def _add_group(self, name: str) -> None:
+        n = len(self.group_names) + 1
+        if n > len(self._rn):   # grow every per-group array (doubling), then publish the name
+            cap = max(8, 2 * len(self._rn))
+            self._scaler.grow(cap)
+            for m in (*self._price, self._risk):
+                m.grow(cap)
+            self._mae, self._n, self._pub = grow(self._mae, cap, 1), grow(self._n, cap, 1), grow(self._pub, cap, 1)
+            self._ll, self._br, self._rn, self._base = grow(self._ll, cap), grow(self._br, cap), \
+                grow(self._rn, cap), grow(self._base, cap)
+            self._llpub, self._brpub = grow(self._llpub, cap), grow(self._brpub, cap)
+        self.groups[name] = n - 1
+        self.group_names.append(name)
+
+    def _skip(self, reason: str, n: int = 1) -> None:
+        self.skipped[reason] = self.skipped.get(reason, 0) + n
+        SKIPPED.labels(reason).inc(n)
 
     def observe(self, offer_key: str, s: Mapping[str, Any], now_t: float) -> Forecast | None:
-        """Update with the offer's new state; returns a fresh forecast when one is due, else None."""
+        """Take the offer's new state (O(1): the prediction is made by the next flush, when it is due);
+        returns the offer's forecast in force (None before its first, or for a skipped sample)."""
+        return self._observe(offer_key, s, now_t, True)
+
+    def _observe(self, offer_key: str, s: Mapping[str, Any], now_t: float, auto_flush: bool) -> Forecast | None:
         if not math.isfinite(now_t):
             self._skip("clock")
             return None
-        last = self._last_t.get(offer_key)
-        if last is not None and now_t < last:   # a clock jump backwards: learn nothing from it
+        gname, _, oi = self._by_offer.get(offer_key) or self._group_of(offer_key)
+        if now_t < self._last_t[oi]:   # a clock jump backwards: learn nothing from it
             self._skip("clock")
             return None
-        self._last_t[offer_key] = now_t
-        seen = self.bad.get(offer_key)
+        if auto_flush and self._dirty and now_t >= self._bucket_end:
+            self._work()
+        self._last_t[oi] = now_t
+        if now_t > self._max_t:
+            self._max_t = now_t
+        new_bad = self._new_bad(offer_key, s)
+        self._state[offer_key] = s       # (its history and bad events label the predictions when they mature)
+        self.hazard.observe(offer_key, gname, now_t, new_bad)
+        if "usd_per_hour" in s:
+            if not self._dirty:
+                self._bucket_end = now_t + BUCKET_S
+            self._dirty[offer_key] = (s, now_t)
+        return self.latest.get(offer_key)
+
+    def _new_bad(self, offer_key: str, s: Mapping[str, Any]) -> int:
+        """Bad events in the state that the offer's previous state did not have (it keeps the last few)."""
+        bad = s.get("bad_t")
+        if not bad:
+            return 0
+        prev = self._state.get(offer_key)
+        seen = prev.get("bad_t") if prev else None
         last_bad = seen[-1] if seen else -math.inf
-        self.hist[offer_key] = s.get("hist", [])
-        self.bad[offer_key] = list(s.get("bad_t", []))   # (the state keeps the last few: count the new ones)
-        gname, g = self._group_of(offer_key)
-        self.hazard.observe(offer_key, gname, now_t, sum(1 for t in self.bad[offer_key] if t > last_bad))
-        self.advance(now_t)
-        if "usd_per_hour" not in s:
-            return None
-        due = [h for h in self.horizons if now_t - self.last_made.get((offer_key, h), -math.inf) >= h / 12]
-        if not due:
-            return None
-        p0 = float(s["usd_per_hour"])
-        if not (math.isfinite(p0) and p0 > 0):
-            self._skip("price")
-            return None
+        return sum(1 for t in bad if t > last_bad)
+
+    def observe_many(self, updates: Sequence[tuple[str, Mapping[str, Any], float]]) -> list[Forecast]:
+        """`observe` each (offer key, state, event time) of a batch, one per offer, then `flush`: the
+        market stage's call per consumed batch (not split by event time; the per-offer work in numpy)."""
+        keys = [u[0] for u in updates]
+        if len(set(keys)) != len(keys):   # (one update per offer is the contract; else one at a time)
+            for key, s, t in updates:
+                self._observe(key, s, t, False)
+            return self.flush()
+        states = [u[1] for u in updates]
+        ts = np.array([u[2] for u in updates], dtype=float)
+        info = [self._by_offer.get(k) or self._group_of(k) for k in keys]
+        oi = np.array([i[2] for i in info], dtype=np.int64)
+        with np.errstate(invalid="ignore"):
+            ok = np.isfinite(ts) & (ts >= self._last_t[oi])   # (a clock jump backwards: learn nothing from it)
+        if not ok.all():
+            self._skip("clock", int((~ok).sum()))
+            keys, states, info = chosen(keys, ok), chosen(states, ok), chosen(info, ok)
+            ts, oi = ts[ok], oi[ok]
+        if keys:
+            self._last_t[oi] = ts
+            self._max_t = max(self._max_t, float(ts.max()))
+            new_bad = np.zeros(len(keys))
+            for i in [i for i, s in enumerate(states) if s.get("bad_t")]:
+                new_bad[i] = self._new_bad(keys[i], states[i])
+            self._state.update(zip(keys, states, strict=True))
+            self.hazard.observe_many(keys, [i[0] for i in info], ts, new_bad)
+            self._dirty.update((k, (s, t)) for k, s, t in zip(keys, states, ts.tolist(), strict=True)
+                               if "usd_per_hour" in s)
+        return self.flush()
+
+    def flush(self) -> list[Forecast]:
+        """Predict for the dirty offers that are due (see the module docstring); the forecasts made since
+        the last call, one per offer (its latest)."""
+        self._work()
+        out = list(self._fresh.values())
+        self._fresh.clear()
+        return out
+
+    def _work(self) -> None:
+        if self._dirty:
+            items, self._dirty = self._dirty, {}
+            self._bucket_end = math.inf
+            self.advance(min(t for _, t in items.values()))
+            self._predict(items)
+        self.advance(self._max_t)
+
+    def _predict(self, items: Mapping[str, tuple[Mapping[str, Any], float]]) -> None:
+        nh = len(self.horizons)
+        keys = list(items)
+        vals = list(items.values())
+        states = [v[0] for v in vals]
+        ts = np.array([v[1] for v in vals])
+        info = [self._by_offer[k] for k in keys]   # (group name, group index, offer index)
+        g = np.array([i[1] for i in info], dtype=np.int64)
+        oi = np.array([i[2] for i in info], dtype=np.int64)
         try:
-            raw_x: dict[str, float] | None = features(offer_key, s, now_t)
-        except (ValueError, ZeroDivisionError, TypeError, KeyError):
-            raw_x = None
-        if raw_x is None or not all(math.isfinite(v) for v in raw_x.values()):
-            self._skip("feature")
-            x = None
-        else:
-            g.seen += 1
-            if g.seen <= SCALER_WARMUP or g.seen % SCALER_EVERY == 0:  # statistics settle: subsample after warm-up
-                g.scaler.learn_one(raw_x)
-            x = {k: max(-MAX_Z, min(MAX_Z, v)) for k, v in g.scaler.transform_one(raw_x).items()}
-        still = _never_moved(s)
-        prices: dict[int, float] = {}
-        p10: dict[int, float] = {}
-        p90: dict[int, float] = {}
-        names: dict[int, str] = {}
-        for h in self.horizons:
-            hs = g.for_horizon(h)
-            y_hat = 0.0
-            if x is not None:
-                y_hat = max(-MAX_LOG_MOVE, min(MAX_LOG_MOVE, float(hs.model.predict_one(x) or 0.0)))
-            champ_s = hs.champion()
-            if self._champion.get((gname, f"price_{h}s"), "naive") != shrink_name(champ_s):   # (rare)
-                self._note_champion(gname, f"price_{h}s", shrink_name(champ_s), now_t, "mae",
-                                    {shrink_name(k): m for k, m in hs.mae.items()})
-            shrink = 0.0 if (still or x is None) else champ_s
+            p0 = np.array([s["usd_per_hour"] for s in states], dtype=float)
+        except (TypeError, ValueError):
+            p0 = np.array([num(s["usd_per_hour"]) for s in states])
+        made = self._made[oi]
+        every = np.array([h / 12 for h in self.horizons] + [RISK_HORIZON_S / 12])   # at most this often
+        dues = ts[:, None] - made >= every
+        any_due = dues.any(axis=1)
+        with np.errstate(invalid="ignore"):
+            ok = (p0 > 0) & (p0 < math.inf)
+        bad_price = int((any_due & ~ok).sum())
+        if bad_price:
+            self._skip("price", bad_price)
+        rows = any_due & ok
+        if not rows.all():
+            if not rows.any():
+                return
+            keys, states = chosen(keys, rows), chosen(states, rows)
+            ts, g, oi, p0, dues, made = ts[rows], g[rows], oi[rows], p0[rows], dues[rows], made[rows]
+        self._made[oi] = np.where(dues, ts[:, None], made)
+        try:
+            X, still = feature_matrix(keys, states, ts, p0)
+        except (ValueError, TypeError, KeyError, IndexError, ZeroDivisionError):
+            X, still = feature_rows(keys, states, ts)
+        valid = np.isfinite(X).all(axis=1)
+        if not valid.all():
+            self._skip("feature", int((~valid).sum()))
+        z = self._scaler.scale(g, X, valid)
+        groups = np.unique(g)
+        first_t: dict[int, float] = {}   # each group's first prediction's time (a promotion's time)
+        for t, gg in zip(ts[::-1].tolist(), g[::-1].tolist(), strict=True):
+            first_t[gg] = t
+        prices, p10s, p90s, names = [], [], [], []
+        for j, h in enumerate(self.horizons):
+            champ = self._price_champions(j, groups)
+            shr_g = np.zeros(len(self._rn))
+            shr_g[groups] = np.asarray(SHRINKS)[champ]
+            for gg, c in zip(groups.tolist(), champ.tolist(), strict=True):
+                self._note_champion(self.group_names[gg], f"price_{h}s", shrink_name(SHRINKS[c]), first_t[gg],
+                                    "mae", functools.partial(self._price_scores, j, gg))
+            y_hat = np.where(valid, np.clip(self._price[j].predict(g, z), -MAX_LOG_MOVE, MAX_LOG_MOVE), 0.0)
+            shrink = np.where(still | ~valid, 0.0, shr_g[g])
             move = shrink * y_hat
-            prices[h] = p0 * math.exp(move) if move else p0
-            names[h] = shrink_name(shrink)
-            q10, q90 = hs.resid_q[0.1].get(), hs.resid_q[0.9].get()
-            p10[h] = prices[h] if still or q10 is None else p0 * math.exp(max(-MAX_LOG_MOVE, move + min(0.0, q10)))
-            p90[h] = prices[h] if still or q90 is None else p0 * math.exp(min(MAX_LOG_MOVE, move + max(0.0, q90)))
-            if h in due:   # (every candidate of a still offer publishes p0, and is scored so)
-                self.last_made[(offer_key, h)] = now_t
-                self._push(now_t + h, _Pending("price", offer_key, h, x, p0, 0.0 if still else y_hat, prices[h]))
-        risk_p = self._risk_candidates(offer_key, gname, g, s, x)
-        champ = g.risk_champion()
-        self._note_champion(gname, "risk_1h", champ, now_t, "logloss", g.logloss)
-        p_risk = risk_p[champ]
-        if RISK_HORIZON_S in due or (offer_key, -1) not in self.last_made:
-            self.last_made[(offer_key, -1)] = now_t
-            self._push(now_t + RISK_HORIZON_S, _Pending("risk", offer_key, RISK_HORIZON_S, x, p0, 0.0, p_risk,
-                                                        risk_p))
-        f = Forecast(
-            offer_key=offer_key, made_t=now_t, usd_per_hour=prices, interruption_probability_next_hour=p_risk,
-            model_used={h: names[h] != "naive" for h in self.horizons}, risk_model_used=champ != "base-rate",
-            mae_model={h: _get(g.for_horizon(h).published) for h in self.horizons},
-            mae_naive={h: _get(g.for_horizon(h).mae[0.0]) for h in self.horizons},
-            n_scored={h: int(g.for_horizon(h).published.n) for h in self.horizons},
-            risk_logloss_model=_get(g.logloss_published), risk_logloss_naive=_get(g.logloss["base-rate"]),
-            p0_usd_per_hour=p0, p10_usd_per_hour=p10, p90_usd_per_hour=p90, model=names, risk_model=champ,
-        )
-        self.latest[offer_key] = f
-        return f
+            price = np.where(move != 0, p0 * np.exp(move), p0)
+            q10, q90 = self._resid_quantiles(j, g, groups)
+            with np.errstate(invalid="ignore"):
+                p10 = np.where(still | np.isnan(q10), price,
+                               p0 * np.exp(np.maximum(-MAX_LOG_MOVE, move + np.minimum(0.0, q10))))
+                p90 = np.where(still | np.isnan(q90), price,
+                               p0 * np.exp(np.minimum(MAX_LOG_MOVE, move + np.maximum(0.0, q90))))
+            prices.append(price.tolist())
+            p10s.append(p10.tolist())
+            p90s.append(p90.tolist())
+            champ_names = [shrink_name(x) for x in shr_g.tolist()]
+            names.append([champ_names[gg] if m else "naive" for gg, m in zip(g.tolist(), (shrink != 0).tolist(),
+                                                                               strict=True)])
+            sel = dues[:, j]
+            if sel.any():   # (every candidate of a still offer publishes p0, and is scored so)
+                self._push(Pending(j, chosen(keys, sel), g[sel], ts[sel] + h,
+                                  z[sel], valid[sel], p0[sel], np.where(still, 0.0, y_hat)[sel], price[sel]))
+        cand = self._risk_candidates(keys, states, g, z, valid)
+        rchamp = self._risk_champions(groups)
+        rch_g = np.zeros(len(self._rn), dtype=np.int64)
+        rch_g[groups] = rchamp
+        for gg, c in zip(groups.tolist(), rchamp.tolist(), strict=True):
+            self._note_champion(self.group_names[gg], "risk_1h", RISK_CANDIDATES[c], first_t[gg], "logloss",
+                                functools.partial(self._risk_scores, gg))
+        p_risk = cand[np.arange(len(keys)), rch_g[g]]
+        sel = dues[:, nh]
+        if sel.any():
+            self._push(Pending(-1, chosen(keys, sel), g[sel],
+                              ts[sel] + RISK_HORIZON_S, z[sel], valid[sel], p0[sel], np.zeros(int(sel.sum())),
+                              p_risk[sel], cand[sel]))
+        self._publish(keys, ts, p0, g, groups, prices, p10s, p90s, names, p_risk, rch_g)
+
+    def _publish(self, keys: list[str], ts: Any, p0: Any, g: Any, groups: Any, prices: list[list[float]],
+                 p10s: list[list[float]], p90s: list[list[float]], names: list[list[str]], p_risk: Any,
+                 rch_g: Any) -> None:
+        hs = self.horizons
+        shared: dict[int, tuple[Any, ...]] = {}   # the group's running scores, one set of dicts per group
+        for gg in groups.tolist():
+            n = [int(self._n[j, gg]) for j in range(len(hs))]
+            rn = self._rn[gg]
+            shared[gg] = ({h: float(self._pub[j, gg] / n[j]) if n[j] else None for j, h in enumerate(hs)},
+                          {h: float(self._mae[j, gg, 0] / n[j]) if n[j] else None for j, h in enumerate(hs)},
+                          dict(zip(hs, n, strict=True)),
+                          float(self._llpub[gg] / rn) if rn else None, float(self._ll[gg, 0] / rn) if rn else None,
+                          RISK_CANDIDATES[int(rch_g[gg])])
+        by_names: dict[tuple[str, ...], tuple[dict[int, bool], dict[int, str]]] = {}
+        for nm in set(zip(*names, strict=True)):
+            by_names[nm] = ({h: x != "naive" for h, x in zip(hs, nm, strict=True)}, dict(zip(hs, nm, strict=True)))
+        used = [by_names[nm] for nm in zip(*names, strict=True)]
+        sh = [shared[gg] for gg in g.tolist()]
+        latest, fresh = self.latest, self._fresh
+        for k, t, p, pr, u, (mae_m, mae_n, n_sc, ll_m, ll_n, rname), usd, lo, hi in zip(
+                keys, ts.tolist(), p0.tolist(), p_risk.tolist(), used, sh, dicts(hs, prices), dicts(hs, p10s),
+                dicts(hs, p90s), strict=True):
+            latest[k] = fresh[k] = Forecast(k, t, usd, pr, u[0], rname != "base-rate", mae_m, mae_n, n_sc, ll_m,
+                                            ll_n, p, lo, hi, u[1], rname)   # (the fields in order)
+        self.made += len(keys)
+
+    def _price_champions(self, j: int, groups: Any) -> Any:
+        n = self._n[j, groups]
+        m = self._mae[j, groups] / np.maximum(n, 1)[:, None]
+        best = np.zeros(len(groups), dtype=np.int64)
+        rows = np.arange(len(groups))
+        for si in range(1, len(SHRINKS)):
+            best = np.where((n >= MIN_SCORED) & (m[:, si] < m[rows, best]), si, best)
+        return best
+
+    def _risk_champions(self, groups: Any) -> Any:
+        n = self._rn[groups]
+        m = self._ll[groups] / np.maximum(n, 1)[:, None]
+        best = np.zeros(len(groups), dtype=np.int64)
+        rows = np.arange(len(groups))
+        for c in range(1, len(RISK_CANDIDATES)):
+            best = np.where((n >= MIN_SCORED) & (m[:, c] < m[rows, best]), c, best)
+        return best
+
+    def _price_scores(self, j: int, gg: int) -> dict[str, tuple[float, int]]:
+        n = int(self._n[j, gg])
+        return {shrink_name(s): (float(self._mae[j, gg, i]) / max(n, 1), n) for i, s in enumerate(SHRINKS)}
+
+    def _risk_scores(self, gg: int) -> dict[str, tuple[float, int]]:
+        n = int(self._rn[gg])
+        return {c: (float(self._ll[gg, i]) / max(n, 1), n) for i, c in enumerate(RISK_CANDIDATES)}
+
+    def _resid_quantiles(self, j: int, g: Any, groups: Any) -> tuple[Any, Any]:
+        """p10/p90 of each row's group's recent log-residuals (NaN without any); recomputed per group
+        only after max(16, a quarter of those kept) new residuals."""
+        q10, q90 = np.full(len(self._rn), math.nan), np.full(len(self._rn), math.nan)
+        for gg in groups.tolist():
+            buf = self._resid.get((j, gg))
+            if not buf:
+                continue
+            total = self._n_resid[(j, gg)]
+            cached = self._q.get((j, gg))
+            if cached is None or total - cached[2] >= max(16, len(buf) // 4):
+                a, b = np.quantile(np.fromiter(buf, dtype=float, count=len(buf)), (0.1, 0.9))
+                cached = self._q[(j, gg)] = (float(a), float(b), total)
+            q10[gg], q90[gg] = cached[0], cached[1]
+        return q10[g], q90[g]
+
+    def _risk_candidates(self, keys: list[str], states: Sequence[Mapping[str, Any]], g: Any, z: Any,
+                         valid: Any) -> Any:
+        rn = self._rn[g]
+        base = np.where(rn > 0, self._base[g] / np.maximum(rn, 1), 0.0)
+        band = np.array([num(s.get("interruption_p", math.nan)) for s in states])
+        eb = self.hazard.probability_many(keys, [self._by_offer[k][0] for k in keys], RISK_HORIZON_S / 3600, band)
+        lr = 1 / (1 + np.exp(-np.clip(self._risk.predict(g, z), -30, 30)))
+        lr = np.where(valid & (rn > 0), lr, base)
+        return np.stack([base, eb, lr], axis=1)
+
+    def _push(self, c: Pending) -> None:
+        self._seq += 1
+        heapq.heappush(self.pending, (float(c.due.min()), self._seq, c))
+        self._n_pending += len(c.keys)
+        while self._n_pending > self.max_pending and len(self.pending) > 1:  # bounded memory: drop the oldest-due
+            self._n_pending -= len(heapq.heappop(self.pending)[2].keys)
+
+    def advance(self, now_t: float) -> int:
+        """Score and learn from every prediction whose horizon has passed by event time `now_t` (per
+        target, all of them together)."""
+        ready: dict[int, list[Pending]] = {}
+        while self.pending and self.pending[0][0] <= now_t:
+            _, _, c = heapq.heappop(self.pending)
+            self._n_pending -= len(c.keys)
+            sel = c.due <= now_t
+            if not sel.all():
+                self._push(subset(c, ~sel))
+                c = subset(c, sel)
+            ready.setdefault(c.target, []).append(c)
+        n = 0
+        for target, cs in ready.items():
+            c = cs[0] if len(cs) == 1 else concat(cs)
+            n += self._score_price(c) if target >= 0 else self._score_risk(c)
+        self.scored += n
+        return n
+
+    def _score_price(self, c: Pending) -> int:
+        st = self._state
+        actual = np.array([_price_at(st[k].get("hist"), d) for k, d in zip(c.keys, c.due.tolist(), strict=True)])
+        ok = np.isfinite(actual) & (actual > 0)
+        if not ok.all():
+            c, actual = subset(c, ok), actual[ok]
+        if not len(c.keys):
+            return 0
+        j = c.target
+        y = np.clip(np.log(actual / c.p0), -MAX_LOG_MOVE, MAX_LOG_MOVE)
+        cands = c.p0[:, None] * np.exp(np.asarray(SHRINKS)[None, :] * c.y_hat[:, None])
+        np.add.at(self._mae[j], c.g, np.abs(actual[:, None] - cands))
+        np.add.at(self._n[j], c.g, 1.0)
+        np.add.at(self._pub[j], c.g, np.abs(actual - c.published))
+        resid = y - np.log(c.published / c.p0)
+        order = np.argsort(c.g, kind="stable")
+        gs = c.g[order]
+        cut = np.flatnonzero(np.r_[True, gs[1:] != gs[:-1], True])
+        resid_sorted = resid[order].tolist()
+        for a, b in itertools.pairwise(cut.tolist()):   # each group's residuals, in order
+            key = (j, int(gs[a]))
+            buf = self._resid.get(key)
+            if buf is None:
+                buf = self._resid[key] = deque(maxlen=RESID_KEEP)
+            buf.extend(resid_sorted[a:b])
+            self._n_resid[key] = self._n_resid.get(key, 0) + b - a
+        if c.valid.any():
+            sgd(self._price[j], c.g[c.valid], c.z[c.valid], y[c.valid], "price")
+        return len(c.keys)
+
+    def _score_risk(self, c: Pending) -> int:
+        st = self._state
+        label = np.array([_bad_within(st[k].get("bad_t"), d - RISK_HORIZON_S, d)
+                          for k, d in zip(c.keys, c.due.tolist(), strict=True)])
+        y = label.astype(float)
+        np.add.at(self._ll, c.g, logloss(label[:, None], c.cand))
+        np.add.at(self._br, c.g, (c.cand - y[:, None]) ** 2)
+        np.add.at(self._llpub, c.g, logloss(label, c.published))
+        np.add.at(self._brpub, c.g, (c.published - y) ** 2)
+        np.add.at(self._rn, c.g, 1.0)
+        np.add.at(self._base, c.g, y)
+        if c.valid.any():
+            sgd(self._risk, c.g[c.valid], c.z[c.valid], y[c.valid], "risk")
+        return len(c.keys)
 
     def _note_champion(self, group: str, target: str, name: str, now_t: float, metric: str,
-                       scores: Mapping[str, Any]) -> None:
-        """Record a promotion when the group's best candidate for `target` changes (an A/B outcome)."""
+                       scores_of: Callable[[], Mapping[str, tuple[float, int]]]) -> None:
+        """Record a promotion when the group's best candidate for `target` changes (an A/B outcome);
+        `scores_of()`: candidate -> (running score, n scored)."""
         prev = self._champion.get((group, target))
         if prev is None:
             naive = "naive" if metric == "mae" else "base-rate"
@@ -329,108 +542,78 @@ class Forecaster:
         if prev == name:
             return
         self._champion[(group, target)] = name
-        new_m, old_m = scores[name], scores[prev]
-        if not (new_m.n and old_m.n):
+        scores = scores_of()
+        (new_m, new_n), (old_m, old_n) = scores[name], scores[prev]
+        if not (new_n and old_n):
             return
         from datetime import UTC, datetime
 
         self.promotions.append(ModelPromoted(
             event_id=deterministic_id("promoted", group, target, name, now_t), group=group, target=target,
-            champion=name, previous=prev, metric=metric, score_champion=float(new_m.get()),
-            score_previous=float(old_m.get()), n_scored=int(new_m.n),
+            champion=name, previous=prev, metric=metric, score_champion=float(new_m),
+            score_previous=float(old_m), n_scored=int(new_n),
             promoted_at=datetime.fromtimestamp(now_t, UTC)))
+        del self.promotions[:-1000]
 
     def drain_promotions(self) -> list[ModelPromoted]:
         out = list(self.promotions)
         self.promotions.clear()
         return out
 
-    def _risk_candidates(self, offer_key: str, gname: str, g: GroupModels, s: Mapping[str, Any],
-                         x: dict[str, float] | None) -> dict[str, float]:
-        base = g.risk_base.get() if g.risk_base.n else 0.0
-        band = s.get("interruption_p")
-        try:
-            band_p = float(band) if band is not None else None
-        except (TypeError, ValueError):
-            band_p = None
-        eb = self.hazard.probability(offer_key, gname, RISK_HORIZON_S / 3600,
-                                     band_p if band_p is not None and math.isfinite(band_p) else None)
-        lr = float(g.risk.predict_proba_one(x).get(True, 0.0)) if (x is not None and g.logloss["river-logreg"].n) \
-            else base
-        return {"base-rate": base, "eb-hazard": eb, "river-logreg": lr}
-
-    def _push(self, due_t: float, item: _Pending) -> None:
-        self._seq += 1
-        heapq.heappush(self.pending, (due_t, self._seq, item))
-        if len(self.pending) > self.max_pending:  # bounded memory: drop the oldest-due
-            heapq.heappop(self.pending)
-
-    def advance(self, now_t: float) -> int:
-        """Score and learn from every prediction whose horizon has passed by event time `now_t`."""
-        n = 0
-        while self.pending and self.pending[0][0] <= now_t:
-            due_t, _, it = heapq.heappop(self.pending)
-            g = self._models(it.offer_key)
-            if it.kind == "price":
-                actual = windows.price_at(self.hist.get(it.offer_key, []), due_t)
-                if actual is None or not (actual > 0 and math.isfinite(actual)):
-                    continue
-                hs = g.for_horizon(it.horizon)
-                y = max(-MAX_LOG_MOVE, min(MAX_LOG_MOVE, math.log(actual / it.p0)))
-                for sh in SHRINKS:
-                    hs.mae[sh].update(abs(actual - it.p0 * math.exp(sh * it.y_hat)))
-                hs.published.update(abs(actual - it.published))
-                hs.resid_q[0.1].update(y - math.log(it.published / it.p0))
-                hs.resid_q[0.9].update(y - math.log(it.published / it.p0))
-                if it.x is not None:
-                    hs.model.learn_one(it.x, y)
-            else:
-                start = due_t - RISK_HORIZON_S
-                label = any(start < t <= due_t for t in self.bad.get(it.offer_key, []))
-                for c, p in it.risk_p.items():
-                    g.logloss[c].update(_logloss(label, p))
-                    g.brier[c].update((p - (1.0 if label else 0.0)) ** 2)
-                g.logloss_published.update(_logloss(label, it.published))
-                g.brier_published.update((it.published - (1.0 if label else 0.0)) ** 2)
-                g.risk_base.update(1.0 if label else 0.0)
-                if it.x is not None:
-                    g.risk.learn_one(it.x, label)
-            n += 1
-        self.scored += n
-        return n
-
     def champions(self) -> dict[str, dict[str, str]]:
         """The published candidate per group: per horizon for price, and for risk."""
-        return {name: {**{f"{h}s": shrink_name(hs.champion()) for h, hs in sorted(g.horizons.items())},
-                       "risk_1h": g.risk_champion()} for name, g in sorted(self.groups.items())}
+        out: dict[str, dict[str, str]] = {}
+        for name in sorted(self.group_names):
+            gg = np.array([self.groups[name]])
+            out[name] = {**{f"{h}s": shrink_name(SHRINKS[int(self._price_champions(j, gg)[0])])
+                            for j, h in enumerate(self.horizons)},
+                         "risk_1h": RISK_CANDIDATES[int(self._risk_champions(gg)[0])]}
+        return out
+
+    def weights(self, group: str) -> dict[str, list[float]]:
+        """A group's model weights per target (`price_<h>s`, `risk_1h`), the intercept last."""
+        gg = self.groups[group]
+        out = {f"price_{h}s": [*self._price[j].w[gg].tolist(), float(self._price[j].b[gg])]
+               for j, h in enumerate(self.horizons)}
+        out["risk_1h"] = [*self._risk.w[gg].tolist(), float(self._risk.b[gg])]
+        return out
+
+    def group_scores(self, group: str) -> dict[str, Any]:
+        """One group's running scores: per horizon the published and naive MAE and how many were scored,
+        and the risk's base rate and published log-loss."""
+        gg = self.groups[group]
+        out: dict[str, Any] = {}
+        for j, h in enumerate(self.horizons):
+            n = int(self._n[j, gg])
+            out[f"{h}s"] = {"n": n, "mae_model": self._pub[j, gg] / n if n else None,
+                            "mae_naive": self._mae[j, gg, 0] / n if n else None}
+        rn = float(self._rn[gg])
+        out["risk_1h"] = {"n": int(rn), "base_rate": self._base[gg] / rn if rn else None,
+                          "logloss_model": self._llpub[gg] / rn if rn else None}
+        return out
 
     def summary(self) -> dict[str, Any]:
-        """Running errors per horizon over all groups (published vs naive), for reports."""
+        """Running errors per horizon over all groups (published vs naive), for reports. (Reads only: the
+        metrics thread calls it while the market stage's thread works.)"""
+        ng = len(self.group_names)
+        n_all, pub, mae = self._n, self._pub, self._mae
         out: dict[str, Any] = {}
-        for h in self.horizons:
-            hs = [g.horizons[h] for g in self.groups.values() if h in g.horizons]
-            n = sum(x.published.n for x in hs)
+        for j, h in enumerate(self.horizons):
+            n = float(n_all[j, :ng].sum())
             if not n:
                 out[f"{h}s"] = {"n": 0}
                 continue
-            out[f"{h}s"] = {"n": n, "mae_model": sum(x.published.get() * x.published.n for x in hs) / n,
-                            "mae_naive": sum(x.mae[0.0].get() * x.mae[0.0].n for x in hs) / n}
-        n = sum(g.logloss_published.n for g in self.groups.values())
+            out[f"{h}s"] = {"n": n, "mae_model": float(pub[j, :ng].sum()) / n,
+                            "mae_naive": float(mae[j, :ng, 0].sum()) / n}
+        rn, ll, br, llpub, brpub = self._rn, self._ll, self._br, self._llpub, self._brpub
+        n = float(rn[:ng].sum())
         if n:
-            def avg(attr: str, cand: str | None = None) -> float:
-                vals = [(getattr(g, attr) if cand is None else getattr(g, attr)[cand]) for g in self.groups.values()]
-                return sum(v.get() * v.n for v in vals if v.n) / max(1, sum(v.n for v in vals))
-
-            out["risk_1h"] = {"n": n, "logloss_model": avg("logloss_published"),
-                              "logloss_naive": avg("logloss", "base-rate"),
-                              "brier_model": avg("brier_published"), "brier_naive": avg("brier", "base-rate")}
+            out["risk_1h"] = {"n": n, "logloss_model": float(llpub[:ng].sum()) / n,
+                              "logloss_naive": float(ll[:ng, 0].sum()) / n,
+                              "brier_model": float(brpub[:ng].sum()) / n, "brier_naive": float(br[:ng, 0].sum()) / n}
         if self.skipped:
             out["skipped"] = dict(self.skipped)
         return out
-
-
-def _get(m: Any) -> float | None:
-    return float(m.get()) if m.n else None
 
 
 def forecast_events(offer: OfferKey, f: Forecast, now: Any) -> list[PriceForecasted]:
@@ -458,7 +641,9 @@ def forecast_records(offer_json: str, f: Forecast) -> list[bytes]:
 
     >>> o = OfferKey(provider="gcp", region="r", instance_type="a", gpu_model="L4", gpus_per_instance=1,
     ...              market="spot")
-    >>> f = Forecaster(horizons_s=(3600,)).observe(o.key, {"usd_per_hour": 2.0, "price_t": 0.0}, now_t=0.0)
+    >>> fc = Forecaster(horizons_s=(3600,))
+    >>> _ = fc.observe(o.key, {"usd_per_hour": 2.0, "price_t": 0.0}, now_t=0.0)
+    >>> [f] = fc.flush()
     >>> forecast_records(o.model_dump_json(), f) == [e.model_dump_json().encode() for e in forecast_events(o, f, None)]
     True
     """

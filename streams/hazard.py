@@ -12,7 +12,8 @@ lost, preempted, a reclaim warning) per hour of exposure is estimated as
 with K = PRIOR_STRENGTH_H hours of pseudo-exposure, and P(event within h) = 1 - exp(-lambda_pool * h).
 A pool with little history follows its group; one with much history follows its own count. Exposure
 is the time between two observations of the pool, capped (a pool not heard from for days is not known
-to have been fine).
+to have been fine). The counts are numpy arrays (a row per pool and per group), so the market stage's
+forecaster observes a whole batch of pools in one call (`observe_many`).
 
 >>> hz, pool, group = Hazard(), "aws|us-east-1|a|p5|H100-80GB|8|spot", "aws|H100-80GB|spot"
 >>> for t in range(0, 200 * 3600, 3600):   # one event every 10 h
@@ -24,52 +25,102 @@ True
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
 
 PRIOR_STRENGTH_H = 200.0     # pseudo-hours a pool's estimate borrows from its group (and a group from all)
 MAX_EXPOSURE_GAP_S = 6 * 3600.0
 GLOBAL_PRIOR_RATE = 0.01     # per hour, before anything is seen
 
 
-@dataclass
-class _Count:
-    events: float = 0.0
-    hours: float = 0.0
+class _Counts:
+    """Events and hours of exposure per name (a pool or a group), as arrays indexed by the name's row."""
+
+    def __init__(self) -> None:
+        self.index: dict[str, int] = {}
+        self.events = np.zeros(0)
+        self.hours = np.zeros(0)
+        self.last_t = np.zeros(0)   # (pools) when last observed
+
+    def row(self, name: str) -> int:
+        i = self.index.get(name)
+        if i is None:
+            i = self.index[name] = len(self.index)
+            if i >= len(self.events):
+                k = max(64, len(self.events))
+                self.events, self.hours = np.r_[self.events, np.zeros(k)], np.r_[self.hours, np.zeros(k)]
+                self.last_t = np.r_[self.last_t, np.full(k, -np.inf)]
+        return i
+
+    def get(self, names: Sequence[str]) -> tuple[Any, Any]:
+        """(events, hours) of each name (0, 0 for one never seen)."""
+        rows = np.array([self.index.get(n, -1) for n in names], dtype=np.int64)
+        known = rows >= 0
+        return np.where(known, self.events[rows], 0.0), np.where(known, self.hours[rows], 0.0)
 
 
 class Hazard:
     def __init__(self, strength_h: float = PRIOR_STRENGTH_H) -> None:
         self.k = strength_h
-        self.pools: dict[str, _Count] = {}
-        self.groups: dict[str, _Count] = {}
-        self.all = _Count()
-        self._last_t: dict[str, float] = {}
+        self.pools = _Counts()
+        self.groups = _Counts()
+        self.all_events = 0.0
+        self.all_hours = 0.0
 
     def observe(self, pool: str, group: str, now_t: float, bad_events: int = 0) -> None:
         """The pool was seen at `now_t` with `bad_events` new bad events since its last observation."""
-        p = self.pools.setdefault(pool, _Count())
-        g = self.groups.setdefault(group, _Count())
-        last = self._last_t.get(pool)
-        hours = 0.0
-        if last is not None and now_t > last:
-            hours = min(now_t - last, MAX_EXPOSURE_GAP_S) / 3600
-        if last is None or now_t > last:
-            self._last_t[pool] = now_t
-        for c in (p, g, self.all):
-            c.hours += hours
-            c.events += bad_events
+        self.observe_many([pool], [group], [now_t], [bad_events])
+
+    def observe_many(self, pools: Sequence[str], groups: Sequence[str], now_t: Any, bad_events: Any) -> None:
+        """`observe` of many pools at once (each pool at most once)."""
+        pi = np.array([self.pools.row(p) for p in pools], dtype=np.int64)
+        gi = np.array([self.groups.row(g) for g in groups], dtype=np.int64)
+        now = np.asarray(now_t, dtype=float)
+        bad = np.asarray(bad_events, dtype=float)
+        last = self.pools.last_t[pi]
+        later = now > last
+        hours = np.where(later & (last > -np.inf), np.minimum(now - last, MAX_EXPOSURE_GAP_S) / 3600, 0.0)
+        self.pools.last_t[pi] = np.where(later, now, last)
+        self.pools.hours[pi] += hours
+        self.pools.events[pi] += bad
+        np.add.at(self.groups.hours, gi, hours)
+        np.add.at(self.groups.events, gi, bad)
+        self.all_hours += float(hours.sum())
+        self.all_events += float(bad.sum())
 
     def rate(self, pool: str, group: str, band_probability: float | None = None) -> float:
         """Events per hour, shrunk (see the module docstring)."""
-        lam_all = (self.all.events + 1.0) / (self.all.hours + 1.0 / GLOBAL_PRIOR_RATE)
-        g = self.groups.get(group, _Count())
-        lam_group = (g.events + self.k * lam_all) / (g.hours + self.k)
-        prior = lam_group
-        if band_probability is not None and 0 < band_probability < 1:
-            prior = -math.log(1 - band_probability)
-        p = self.pools.get(pool, _Count())
-        return (p.events + self.k * prior) / (p.hours + self.k)
+        band = [math.nan if band_probability is None else band_probability]
+        return float(self.rate_many([pool], [group], band)[0])
+
+    def rate_many(self, pools: Sequence[str], groups: Sequence[str], band_probability: Any = None) -> Any:
+        """`rate` of many pools at once, as a numpy array (`band_probability`: NaN where a pool has none)."""
+        lam_all = (self.all_events + 1.0) / (self.all_hours + 1.0 / GLOBAL_PRIOR_RATE)
+        k = self.k
+        g_ev, g_h = self.groups.get(groups)
+        p_ev, p_h = self.pools.get(pools)
+        prior = (g_ev + k * lam_all) / (g_h + k)
+        if band_probability is not None:
+            band = np.asarray(band_probability, dtype=float)
+            ok = (band > 0) & (band < 1)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                prior = np.where(ok, -np.log1p(-np.where(ok, band, 0.0)), prior)
+        return (p_ev + k * prior) / (p_h + k)
 
     def probability(self, pool: str, group: str, horizon_h: float = 1.0,
                     band_probability: float | None = None) -> float:
         return 1.0 - math.exp(-self.rate(pool, group, band_probability) * horizon_h)
+
+    def probability_many(self, pools: Sequence[str], groups: Sequence[str], horizon_h: float = 1.0,
+                         band_probability: Any = None) -> Any:
+        """`probability` of many pools at once, as a numpy array (`band_probability`: an array, NaN where a
+        pool has none).
+
+        >>> hz = Hazard()
+        >>> hz.observe("a", "g", 0.0); hz.observe("a", "g", 3600.0, bad_events=1)
+        >>> math.isclose(hz.probability_many(["a"], ["g"], 1.0, [0.2])[0], hz.probability("a", "g", 1.0, 0.2))
+        True
+        """
+        return 1.0 - np.exp(-self.rate_many(pools, groups, band_probability) * horizon_h)

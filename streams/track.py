@@ -3,7 +3,8 @@
 `track_batch` is what the market stage (streams.market) runs on each consumed batch; it reads the offers
 table through `lookup` and returns everything the stage must write (no Kafka here, so it is tested
 directly). Per offer, the batch's events are folded into one new state (one table write per offer per
-batch); a forecast is made at most once per offer per batch, from the offer's final state.
+batch); the forecaster takes the batch's final states together (`Forecaster.observe_many`: a forecast at
+most once per offer per batch, where due, all predicted in one pass).
 
 >>> from datetime import UTC, datetime
 >>> from schemas import OfferKey, Market, PriceObserved
@@ -132,11 +133,11 @@ def track_batch(msgs: Sequence[Msg], lookup: Callable[[str], state.State | None]
         last_event[key] = result
         if reason and "usd_per_hour" in new:
             material.append((key, reason, result.event_id, m.timestamp))
-    for key, e in last_event.items():
-        fc = forecaster.observe(key, out.updated[key][0], state.event_t(e))
-        if fc is not None:
-            kb = key.encode()
-            out.forecasts += [(kb, r) for r in forecast_records(_offer_json(key, e.offer), fc)]
+    for fc in forecaster.observe_many([(key, out.updated[key][0], state.event_t(e))
+                                       for key, e in last_event.items()]):
+        key = fc.offer_key
+        kb = key.encode()
+        out.forecasts += [(kb, r) for r in forecast_records(_offer_json(key, last_event[key].offer), fc)]
     out.promotions += [(f"{p.group}|{p.target}".encode(), p.model_dump_json().encode())
                        for p in forecaster.drain_promotions()]
     # each change carries the offer's state at the end of the batch (the decision stage keeps the last one)
@@ -158,10 +159,10 @@ def track_isolated(msgs: Sequence[Msg], lookup: Callable[[str], state.State | No
     those is dead-lettered with the exception as its reason. The stage goes on with the rest.
 
     >>> class Boom(Forecaster):
-    ...     def observe(self, key, st, t):
-    ...         if st.get("usd_per_hour") == 13.0:
+    ...     def observe_many(self, updates):
+    ...         if any(st.get("usd_per_hour") == 13.0 for _, st, _ in updates):
     ...             raise ZeroDivisionError("unlucky")
-    ...         return super().observe(key, st, t)
+    ...         return super().observe_many(updates)
     >>> from datetime import UTC, datetime
     >>> from schemas import OfferKey, Market, PriceObserved
     >>> t = datetime(2025, 1, 1, tzinfo=UTC)

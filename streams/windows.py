@@ -25,6 +25,7 @@ from typing import Any
 
 WINDOWS_S: dict[str, int] = {"1h": 3600, "24h": 86_400, "7d": 7 * 86_400}
 MAX_POINTS = 64
+SMALL = 8   # window_features_many: up to this many histories, one at a time
 _LONGEST = max(WINDOWS_S.values())
 
 History = list[list[float]]
@@ -125,3 +126,85 @@ def price_at(hist: History, t: float) -> float | None:
     """
     i = bisect.bisect_right(hist, t, key=lambda pt: pt[0])
     return hist[i - 1][1] if i else None
+
+
+def window_features_many(hists: list[History], now: Any) -> tuple[dict[str, tuple[Any, Any, Any, Any]], Any]:
+    """`window_features` of many histories at once (numpy arrays over the offers, `now` one time per
+    history), and whether each history's price never moved. All histories are laid end to end; a window
+    of one history is its points in [start, end) with end = the points at or before now and start = the
+    last point before the window's start (or the first point), as `window_features` slices them. The
+    forecaster computes its features for a whole batch of offers this way (one pass in numpy instead of
+    one Python loop per offer). A history with a price <= 0 is left to `window_features`.
+
+    >>> h = [[0.0, 1.0], [1800.0, 1.2], [3600.0, 0.9]]
+    >>> many, still = window_features_many([h, [[0.0, 2.0]]] * 5, [3600.0, 5.0] * 5)   # (10: in numpy)
+    >>> ret, vol, lo, hi = (float(a[0]) for a in many["1h"])
+    >>> (round(ret, 12), round(vol, 12), lo, hi) == tuple(round(x, 12) for x in window_features(h, 3600.0)["1h"])
+    True
+    >>> still.tolist()[:2]
+    [False, True]
+    """
+    import numpy as np
+
+    n = len(hists)
+    now_a = np.asarray(now, dtype=float)
+    if n <= SMALL:   # a few: numpy's cost per call outweighs the loop
+        rows = [window_features(h, float(t)) for h, t in zip(hists, now_a.tolist(), strict=True)]
+        small: dict[str, tuple[Any, Any, Any, Any]] = {}
+        for name in WINDOWS_S:
+            cols = [np.array([r[name][i] for r in rows]) for i in range(4)]
+            small[name] = (cols[0], cols[1], cols[2], cols[3])
+        return small, np.array([len({p for _, p in h}) <= 1 for h in hists], dtype=bool)
+    lens = np.fromiter(map(len, hists), dtype=np.int64, count=n)
+    total = int(lens.sum())
+    if not total:
+        return _empty_many(n)
+    flat = np.fromiter(itertools.chain.from_iterable(itertools.chain.from_iterable(hists)), dtype=float,
+                       count=2 * total).reshape(total, 2)
+    ts, ps = flat[:, 0], flat[:, 1]
+    off = np.zeros(n, dtype=np.int64)
+    np.cumsum(lens[:-1], out=off[1:])
+    seg = np.repeat(np.arange(n), lens)
+    nonempty = lens > 0
+    last_i = np.where(nonempty, off + lens - 1, 0)
+    nowp = now_a[seg]
+    end = off + np.bincount(seg, weights=ts <= nowp, minlength=n).astype(np.int64)
+    bad = np.bincount(seg, weights=ps <= 0, minlength=n) > 0
+    lp = np.log(np.where(ps > 0, ps, 1.0))
+    r = np.empty(total)
+    if total:
+        r[0] = 0.0
+        np.subtract(lp[1:], lp[:-1], out=r[1:])
+    r2 = np.append(r * r, 0.0)
+    ps_lo, ps_hi = np.append(ps, np.inf), np.append(ps, -np.inf)
+    lo_all, hi_all = np.minimum.reduceat(ps_lo, off), np.maximum.reduceat(ps_hi, off)
+    still = ~nonempty | (lo_all == hi_all)
+    last_p = ps[last_i]
+    some = end > off   # a point at or before now: else the window is the last point alone
+    e1 = np.maximum(end - 1, 0)
+    out: dict[str, tuple[Any, Any, Any, Any]] = {}
+    pairs = np.empty(2 * n, dtype=np.int64)   # [start, end) of each window, for ufunc.reduceat
+    for name, w in WINDOWS_S.items():
+        before = np.bincount(seg, weights=ts < nowp - w, minlength=n).astype(np.int64)
+        start = np.minimum(off + np.maximum(0, before - 1), total - 1)
+        pairs[0::2], pairs[1::2] = start, end
+        lo, hi = np.minimum.reduceat(ps_lo, pairs)[0::2], np.maximum.reduceat(ps_hi, pairs)[0::2]
+        cnt = end - start - 1                  # log returns inside the window: points start+1 .. end-1
+        pairs[0::2] = start + 1
+        sq = np.where(cnt > 0, np.add.reduceat(r2, pairs)[0::2], 0.0)
+        vol = np.sqrt(sq / np.maximum(cnt, 1))
+        out[name] = (np.where(some, lp[e1] - lp[start], 0.0), np.where(some, vol, 0.0),
+                     np.where(some, lo, last_p), np.where(some, hi, last_p))
+    for i in np.flatnonzero(bad | ~nonempty):   # rare: the exact Python path
+        for name, vals in window_features(hists[i], float(now_a[i])).items():
+            for arr, v in zip(out[name], vals, strict=True):
+                arr[i] = v
+    return out, still
+
+
+def _empty_many(n: int) -> tuple[dict[str, tuple[Any, Any, Any, Any]], Any]:
+    """`window_features_many` of n empty histories."""
+    import numpy as np
+
+    nan = np.full(n, math.nan)
+    return {name: (np.zeros(n), np.zeros(n), nan, nan) for name in WINDOWS_S}, np.ones(n, dtype=bool)

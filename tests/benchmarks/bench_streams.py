@@ -9,7 +9,8 @@
    partitions): `events_per_s_2_workers`.
    Then the same events run through the stage's own code in this process, without Kafka (`stage_costs`):
    microseconds per event for validation, state (and its changelog record) and forecasting (and its
-   records), the events/s of one thread doing only that work, and River's own calls per forecast.
+   records), the events/s of one thread doing only that work, and the forecaster's own share
+   (`stage_forecaster_us_per_event`; tests/benchmarks/bench_forecast.py measures it on recorded events).
 2. latency: a fresh broker; 10,000 offers and 1,000 workloads are loaded, then events arrive at a steady
    1,000 events/s: price changes of random offers (x0.9 .. x1.1), and (`--capacity-share`, 0.2 %) the
    loss of capacity of an offer some workload is placed on, back 5 s later: the change a placement must
@@ -173,8 +174,20 @@ def replay_events(n: int, spacing_s: float) -> Iterator[PriceObserved]:
 class _NoForecasts(Forecaster):
     """A forecaster that never forecasts (the market stage's cost without forecasting)."""
 
-    def observe(self, offer_key: str, s: Any, now_t: float) -> None:
-        return None
+    def observe_many(self, updates: Any) -> list[Any]:
+        return []
+
+
+class _TimedForecaster(Forecaster):
+    """The forecaster, with the time spent in it (the market stage calls `observe_many` once per batch)."""
+
+    spent_s = 0.0
+
+    def observe_many(self, updates: Any) -> list[Any]:
+        t0 = time.perf_counter()
+        out = super().observe_many(updates)
+        self.spent_s += time.perf_counter() - t0
+        return out
 
 
 def stage_costs(n_events: int, spacing_s: float, batch: int = 5000) -> dict[str, Any]:
@@ -182,9 +195,8 @@ def stage_costs(n_events: int, spacing_s: float, batch: int = 5000) -> dict[str,
     and the events/s of one thread doing only that. `track_batch` (validate -> state -> forecast ->
     trigger) and the changelog records it writes run over the throughput phase's events, the first half as
     warm-up (so 1 h predictions are maturing and being learned from) and the second half timed, once with
-    forecasting and once without; validation alone is timed apart. `river_us_per_forecast`: River's own
-    calls per forecast (scale, three predictions and, later, three learning steps) on recorded features,
-    a floor under forecasting that no change outside River removes."""
+    forecasting and once without; validation alone is timed apart; the time inside the forecaster is
+    `stage_forecaster_us_per_event`."""
     from streams import track
     from streams.fastout import table_record
     from streams.heap import FrozenHeap
@@ -209,9 +221,9 @@ def stage_costs(n_events: int, spacing_s: float, batch: int = 5000) -> dict[str,
             heap.worked()
         return t, records
 
-    f = Forecaster()
+    f = _TimedForecaster()
     run(f, 0, half)
-    scored0 = f.scored
+    scored0, spent0 = f.scored, f.spent_s
     full, records = run(f, half, len(msgs))
     nof = _NoForecasts()
     run(nof, 0, half)
@@ -227,32 +239,7 @@ def stage_costs(n_events: int, spacing_s: float, batch: int = 5000) -> dict[str,
             "stage_one_thread_events_per_s": round(1e6 / us["total"]),
             "stage_forecast_records_per_event": round(records / n, 2),
             "stage_predictions_scored_per_event": round((f.scored - scored0) / n, 2),
-            "river_us_per_forecast": round(_river_us_per_forecast(f), 1), "stage_events_timed": n}
-
-
-def _river_us_per_forecast(f: Forecaster, n: int = 20_000) -> float:
-    """River's calls for one forecast and its later learning, on one group's models and real features."""
-    from streams.forecast import features
-
-    key = next(iter(f.latest))
-    g = f._models(key)
-    xs = []
-    for k in list(f.hist)[:n]:
-        st = {"usd_per_hour": f.hist[k][-1][1], "ewma": f.hist[k][-1][1], "hist": f.hist[k]}
-        xs.append(features(k, st, f.hist[k][-1][0]))
-    t0 = time.perf_counter()
-    for i in range(n):
-        raw = xs[i % len(xs)]
-        if i % 8 == 0:
-            g.scaler.learn_one(raw)
-        x = g.scaler.transform_one(raw)
-        for h in f.horizons:
-            g.for_horizon(h).predict_one(x)
-        g.risk.predict_proba_one(x)
-        for h in f.horizons:
-            g.price[h].learn_one(x, 0.0)
-        g.risk.learn_one(x, False)
-    return (time.perf_counter() - t0) / n * 1e6
+            "stage_forecaster_us_per_event": round((f.spent_s - spent0) / n * 1e6, 1), "stage_events_timed": n}
 
 
 def throughput(bootstrap: str, n_events: int, tmp: Path, profile: Path | None = None,
@@ -471,7 +458,13 @@ def main() -> None:
     ap.add_argument("--worker-loglevel", default="info",
                     help="of the latency phase's workers (debug: a line per decision step, with the engine's timings)")
     ap.add_argument("--profile", type=Path, help="write a py-spy flame graph (.svg) of the worker's steady phase")
+    ap.add_argument("--stage-only", action="store_true",
+                    help="only the market stage's own work in this process (no broker); printed, not saved")
     args = ap.parse_args()
+    if args.stage_only:
+        print(json.dumps({"cpu_loop_ms": cpu_loop_ms(), **stage_costs(min(args.events, 100_000), args.event_spacing_s)},
+                         indent=1))
+        return
     out: dict[str, object] = {"machine": f"{os.cpu_count()} cores", "measured_at": datetime.now(UTC).isoformat(),
                               "cpu_loop_ms_before": cpu_loop_ms()}
     with tempfile.TemporaryDirectory() as d:

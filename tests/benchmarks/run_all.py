@@ -22,6 +22,7 @@ HERE = Path(__file__).resolve().parent
 BENCHMARKS: dict[str, tuple[str, bool]] = {
     "solvers": ("bench_solvers.py", True),
     "streams": ("bench_streams.py", False),
+    "forecast": ("bench_forecast.py", False),
     "connectors": ("bench_connectors.py", False),
     "api": ("bench_api.py", False),
     "api-limits": ("bench_api_limits.py", False),
