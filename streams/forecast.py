@@ -45,12 +45,14 @@ True
 from __future__ import annotations
 
 import functools
+import hashlib
 import heapq
 import itertools
 import math
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -546,8 +548,6 @@ class Forecaster:
         (new_m, new_n), (old_m, old_n) = scores[name], scores[prev]
         if not (new_n and old_n):
             return
-        from datetime import UTC, datetime
-
         self.promotions.append(ModelPromoted(
             event_id=deterministic_id("promoted", group, target, name, now_t), group=group, target=target,
             champion=name, previous=prev, metric=metric, score_champion=float(new_m),
@@ -618,8 +618,6 @@ class Forecaster:
 
 def forecast_events(offer: OfferKey, f: Forecast, now: Any) -> list[PriceForecasted]:
     """One PriceForecasted per horizon, with the group's running errors (model vs last-value naive)."""
-    from datetime import UTC, datetime
-
     made = datetime.fromtimestamp(f.made_t, UTC)
     # built from already-valid values (the model's output is clipped and finite): skip re-validation
     return [
@@ -649,6 +647,7 @@ def forecast_records(offer_json: str, f: Forecast) -> list[bytes]:
     """
     made = _utc_iso(f.made_t)
     head = f'"event_type":"PriceForecasted","offer":{offer_json},"forecast_at":"{made}",'.encode()
+    id_of = f"forecast\x1f{f.offer_key}\x1f{f.made_t}\x1f"   # deterministic_id("forecast", key, made_t, h)'s input
     out = []
     for h in sorted(f.usd_per_hour):
         rest = to_json({
@@ -658,13 +657,24 @@ def forecast_records(offer_json: str, f: Forecast) -> list[bytes]:
             "n_scored": f.n_scored[h], "usd_per_hour_p10": f.p10_usd_per_hour.get(h),
             "usd_per_hour_p90": f.p90_usd_per_hour.get(h),
         }, inf_nan_mode="null")   # (as pydantic writes a model)
-        out.append(b'{"event_id":"%s",%s%s' % (deterministic_id("forecast", f.offer_key, f.made_t, h).encode(), head,
-                                                rest[1:]))
+        event_id = hashlib.blake2b(f"{id_of}{h}".encode(), digest_size=16).hexdigest()
+        out.append(b'{"event_id":"%s",%s%s' % (event_id.encode(), head, rest[1:]))
     return out
 
 
-def _utc_iso(t: float) -> str:
-    """A UNIX time as pydantic serialises a UTC datetime ('Z', microseconds only when not zero)."""
-    from datetime import UTC, datetime
+_ISO: dict[float, str] = {}
 
-    return datetime.fromtimestamp(t, UTC).isoformat().replace("+00:00", "Z")
+
+def _utc_iso(t: float) -> str:
+    """A UNIX time as pydantic serialises a UTC datetime ('Z', microseconds only when not zero); the last
+    few thousand are cached (offers of one market snapshot share their time).
+
+    >>> _utc_iso(0.5), _utc_iso(1_700_000_000.0)
+    ('1970-01-01T00:00:00.500000Z', '2023-11-14T22:13:20Z')
+    """
+    iso = _ISO.get(t)
+    if iso is None:
+        if len(_ISO) >= 4096:
+            _ISO.clear()
+        iso = _ISO[t] = datetime.fromtimestamp(t, UTC).isoformat().replace("+00:00", "Z")
+    return iso
