@@ -62,18 +62,28 @@ DECISION_KEYS = ("total_cost_usd", "cost_per_delivered_gpu_hour", "delivered_sha
                  "budget_violations")
 
 
+def _group_line(d: dict) -> str:
+    """One group's scores on one line: per horizon n, MAE ratio model/naive (forecast in force; fresh), risk
+    log-loss ratio vs the base rate (n, events), and the champions at the end."""
+    cells = [f"{d['offers']} offers"]
+    for h, c in d["price"].items():
+        if c.get("n"):
+            cells.append(f"{h} n={c['n']} ratio {c['ratio']} (fresh {c['fresh'].get('ratio', '-')}, "
+                         f"n={c['fresh']['n']})")
+    r = d["risk_1h"]
+    if r.get("n"):
+        cells.append(f"risk n={r['n']} events={r['events']} log-loss ratio {r['logloss_ratio']}")
+    cells.append("champions " + " / ".join(d["champion"].values()))
+    return "; ".join(cells)
+
+
 def _fe_summary(rep: dict, wall_s: float) -> dict:
     fe = rep["forecast_evaluation"]
-    groups = {g: {"offers": d["offers"],
-                  **{f"price_{h}": {k: c.get(k) for k in ("n", "mae_model", "mae_naive", "ratio")}
-                     for h, c in d["price"].items()},
-                  "risk_1h": {k: d["risk_1h"].get(k) for k in ("n", "events", "logloss_ratio", "brier_model",
-                                                               "brier_base_rate")},
-                  "champion": d["champion"]} for g, d in fe["groups"].items()}
     return {"wall_s": round(wall_s, 2), "cpu_s": rep["timing"]["cpu_s"], "window": rep["window"],
             "overall": {"price": fe["overall"]["price"], "risk_1h": fe["overall"]["risk_1h"]},
             "reliability": fe["overall"]["reliability"], "goals": fe["goals"], "by_dataset": fe["by_dataset"],
-            "groups": groups, "price_sources": {k: v for k, v in rep["price_sources"].items() if k != "per_offer"},
+            "groups": {g: _group_line(d) for g, d in fe["groups"].items()},
+            "price_sources": {k: v for k, v in rep["price_sources"].items() if k != "per_offer"},
             "decisions": {n: {k: rep["strategies"][n][k] for k in DECISION_KEYS}
                           for n in (OURS, "greedy_spot") if n in rep["strategies"]}}
 
