@@ -47,9 +47,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import heapq
-import itertools
 import math
-from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -157,9 +155,10 @@ class Forecaster:
         self._mae = np.zeros((nh, 0, ns))      # per horizon, group, shrink: sum of absolute errors
         self._n = np.zeros((nh, 0))            # ... how many scored
         self._pub = np.zeros((nh, 0))          # ... sum of the published forecast's absolute errors
-        self._resid: dict[tuple[int, int], deque[float]] = {}     # (horizon index, group) -> recent log-residuals
-        self._n_resid: dict[tuple[int, int], int] = {}
-        self._q: dict[tuple[int, int], tuple[float, float, int]] = {}   # cached p10/p90 residuals, at n
+        # per horizon and group: the recent log-residuals (a ring of RESID_KEEP), how many were ever added,
+        # and their p10/p90 as last computed (with the count then)
+        self._resid, self._n_resid = np.zeros((nh, 0, RESID_KEEP)), np.zeros((nh, 0))
+        self._q, self._q_at = np.zeros((nh, 0, 2)), np.zeros((nh, 0))
         self._ll, self._br = np.zeros((0, 3)), np.zeros((0, 3))   # per group, risk candidate: sums
         self._rn, self._base = np.zeros(0), np.zeros(0)           # risk predictions scored; of them bad
         self._llpub, self._brpub = np.zeros(0), np.zeros(0)
@@ -210,6 +209,8 @@ class Forecaster:
             self._ll, self._br, self._rn, self._base = grow(self._ll, cap), grow(self._br, cap), \
                 grow(self._rn, cap), grow(self._base, cap)
             self._llpub, self._brpub = grow(self._llpub, cap), grow(self._brpub, cap)
+            self._resid, self._n_resid = grow(self._resid, cap, 1), grow(self._n_resid, cap, 1)
+            self._q, self._q_at = grow(self._q, cap, 1), grow(self._q_at, cap, 1)
         self.groups[name] = n - 1
         self.group_names.append(name)
 
@@ -223,7 +224,7 @@ class Forecaster:
         return self._observe(offer_key, s, now_t, True)
 
     def _observe(self, offer_key: str, s: Mapping[str, Any], now_t: float, auto_flush: bool) -> Forecast | None:
-        if not math.isfinite(now_t):
+        if not (isinstance(now_t, int | float) and math.isfinite(now_t)):
             self._skip("clock")
             return None
         gname, _, oi = self._by_offer.get(offer_key) or self._group_of(offer_key)
@@ -257,13 +258,18 @@ class Forecaster:
     def observe_many(self, updates: Sequence[tuple[str, Mapping[str, Any], float]]) -> list[Forecast]:
         """`observe` each (offer key, state, event time) of a batch, one per offer, then `flush`: the
         market stage's call per consumed batch (not split by event time; the per-offer work in numpy)."""
-        keys = [u[0] for u in updates]
+        if not updates:
+            return self.flush()
+        keys_t, states_t, times = zip(*updates, strict=True)
+        keys, states = list(keys_t), list(states_t)
         if len(set(keys)) != len(keys):   # (one update per offer is the contract; else one at a time)
             for key, s, t in updates:
                 self._observe(key, s, t, False)
             return self.flush()
-        states = [u[1] for u in updates]
-        ts = np.array([u[2] for u in updates], dtype=float)
+        try:
+            ts = np.array(times, dtype=float)
+        except (TypeError, ValueError):
+            ts = np.array([num(t) for t in times])
         info = [self._by_offer.get(k) or self._group_of(k) for k in keys]
         oi = np.array([i[2] for i in info], dtype=np.int64)
         with np.errstate(invalid="ignore"):
@@ -337,15 +343,16 @@ class Forecaster:
         if not valid.all():
             self._skip("feature", int((~valid).sum()))
         z = self._scaler.scale(g, X, valid)
-        groups = np.unique(g)
-        first_t: dict[int, float] = {}   # each group's first prediction's time (a promotion's time)
-        for t, gg in zip(ts[::-1].tolist(), g[::-1].tolist(), strict=True):
-            first_t[gg] = t
-        prices, p10s, p90s, names = [], [], [], []
+        groups, first = np.unique(g, return_index=True)
+        first_t = dict(zip(groups.tolist(), ts[first].tolist(), strict=True))   # a promotion's time
+        prices, p10s, p90s = [], [], []
+        code = np.zeros(len(keys), dtype=np.int64)   # per row: the published candidate per horizon, as digits
         for j, h in enumerate(self.horizons):
             champ = self._price_champions(j, groups)
             shr_g = np.zeros(len(self._rn))
             shr_g[groups] = np.asarray(SHRINKS)[champ]
+            champ_of = np.zeros(len(self._rn), dtype=np.int64)
+            champ_of[groups] = champ
             for gg, c in zip(groups.tolist(), champ.tolist(), strict=True):
                 self._note_champion(self.group_names[gg], f"price_{h}s", shrink_name(SHRINKS[c]), first_t[gg],
                                     "mae", functools.partial(self._price_scores, j, gg))
@@ -362,9 +369,7 @@ class Forecaster:
             prices.append(price.tolist())
             p10s.append(p10.tolist())
             p90s.append(p90.tolist())
-            champ_names = [shrink_name(x) for x in shr_g.tolist()]
-            names.append([champ_names[gg] if m else "naive" for gg, m in zip(g.tolist(), (shrink != 0).tolist(),
-                                                                               strict=True)])
+            code = code * len(SHRINKS) + np.where(shrink != 0, np.asarray(champ_of)[g], 0)
             sel = dues[:, j]
             if sel.any():   # (every candidate of a still offer publishes p0, and is scored so)
                 self._push(Pending(j, chosen(keys, sel), g[sel], ts[sel] + h,
@@ -382,10 +387,10 @@ class Forecaster:
             self._push(Pending(-1, chosen(keys, sel), g[sel],
                               ts[sel] + RISK_HORIZON_S, z[sel], valid[sel], p0[sel], np.zeros(int(sel.sum())),
                               p_risk[sel], cand[sel]))
-        self._publish(keys, ts, p0, g, groups, prices, p10s, p90s, names, p_risk, rch_g)
+        self._publish(keys, ts, p0, g, groups, prices, p10s, p90s, code, p_risk, rch_g)
 
     def _publish(self, keys: list[str], ts: Any, p0: Any, g: Any, groups: Any, prices: list[list[float]],
-                 p10s: list[list[float]], p90s: list[list[float]], names: list[list[str]], p_risk: Any,
+                 p10s: list[list[float]], p90s: list[list[float]], code: Any, p_risk: Any,
                  rch_g: Any) -> None:
         hs = self.horizons
         shared: dict[int, tuple[Any, ...]] = {}   # the group's running scores, one set of dicts per group
@@ -397,10 +402,16 @@ class Forecaster:
                           dict(zip(hs, n, strict=True)),
                           float(self._llpub[gg] / rn) if rn else None, float(self._ll[gg, 0] / rn) if rn else None,
                           RISK_CANDIDATES[int(rch_g[gg])])
-        by_names: dict[tuple[str, ...], tuple[dict[int, bool], dict[int, str]]] = {}
-        for nm in set(zip(*names, strict=True)):
-            by_names[nm] = ({h: x != "naive" for h, x in zip(hs, nm, strict=True)}, dict(zip(hs, nm, strict=True)))
-        used = [by_names[nm] for nm in zip(*names, strict=True)]
+        codes, inverse = np.unique(code, return_inverse=True)
+        by_code = []   # per distinct code: (model_used, model) dicts, shared by its rows
+        for c in codes.tolist():
+            nm = {}
+            for h in reversed(hs):
+                c, digit = divmod(c, len(SHRINKS))
+                nm[h] = shrink_name(SHRINKS[digit])
+            nm = {h: nm[h] for h in hs}
+            by_code.append(({h: x != "naive" for h, x in nm.items()}, nm))
+        used = [by_code[i] for i in inverse.tolist()]
         sh = [shared[gg] for gg in g.tolist()]
         latest, fresh = self.latest, self._fresh
         for k, t, p, pr, u, (mae_m, mae_n, n_sc, ll_m, ll_n, rname), usd, lo, hi in zip(
@@ -438,18 +449,18 @@ class Forecaster:
 
     def _resid_quantiles(self, j: int, g: Any, groups: Any) -> tuple[Any, Any]:
         """p10/p90 of each row's group's recent log-residuals (NaN without any); recomputed per group
-        only after max(16, a quarter of those kept) new residuals."""
-        q10, q90 = np.full(len(self._rn), math.nan), np.full(len(self._rn), math.nan)
-        for gg in groups.tolist():
-            buf = self._resid.get((j, gg))
-            if not buf:
-                continue
-            total = self._n_resid[(j, gg)]
-            cached = self._q.get((j, gg))
-            if cached is None or total - cached[2] >= max(16, len(buf) // 4):
-                a, b = np.quantile(np.fromiter(buf, dtype=float, count=len(buf)), (0.1, 0.9))
-                cached = self._q[(j, gg)] = (float(a), float(b), total)
-            q10[gg], q90[gg] = cached[0], cached[1]
+        only after max(16, a quarter of those kept) new residuals (nearest rank)."""
+        n_all = self._n_resid[j, groups]
+        kept = np.minimum(n_all, RESID_KEEP)
+        stale = (n_all > 0) & (n_all - self._q_at[j, groups] >= np.maximum(16, kept // 4))
+        for m in np.unique(kept[stale]).tolist():   # groups with as many kept: one partition for them all
+            gs = groups[stale & (kept == m)]
+            lo, hi = int(0.1 * (m - 1) + 0.5), int(0.9 * (m - 1) + 0.5)
+            part = np.partition(self._resid[j, gs, :int(m)], (lo, hi), axis=1)
+            self._q[j, gs, 0], self._q[j, gs, 1] = part[:, lo], part[:, hi]
+            self._q_at[j, gs] = n_all[stale & (kept == m)]
+        q = np.where((self._n_resid[j] > 0)[:, None], self._q[j], math.nan)
+        q10, q90 = q[:, 0], q[:, 1]
         return q10[g], q90[g]
 
     def _risk_candidates(self, keys: list[str], states: Sequence[Mapping[str, Any]], g: Any, z: Any,
@@ -490,7 +501,9 @@ class Forecaster:
 
     def _score_price(self, c: Pending) -> int:
         st = self._state
-        actual = np.array([_price_at(st[k].get("hist"), d) for k, d in zip(c.keys, c.due.tolist(), strict=True)])
+        hists = [st[k].get("hist") for k in c.keys]
+        actual = np.array([h[-1][1] if h and h[-1][0] <= d else _price_at(h, d)   # (mostly: the last price)
+                           for h, d in zip(hists, c.due.tolist(), strict=True)], dtype=float)
         ok = np.isfinite(actual) & (actual > 0)
         if not ok.all():
             c, actual = subset(c, ok), actual[ok]
@@ -503,25 +516,22 @@ class Forecaster:
         np.add.at(self._n[j], c.g, 1.0)
         np.add.at(self._pub[j], c.g, np.abs(actual - c.published))
         resid = y - np.log(c.published / c.p0)
-        order = np.argsort(c.g, kind="stable")
+        order = np.argsort(c.g, kind="stable")   # each group's residuals, in order, into its ring
         gs = c.g[order]
-        cut = np.flatnonzero(np.r_[True, gs[1:] != gs[:-1], True])
-        resid_sorted = resid[order].tolist()
-        for a, b in itertools.pairwise(cut.tolist()):   # each group's residuals, in order
-            key = (j, int(gs[a]))
-            buf = self._resid.get(key)
-            if buf is None:
-                buf = self._resid[key] = deque(maxlen=RESID_KEEP)
-            buf.extend(resid_sorted[a:b])
-            self._n_resid[key] = self._n_resid.get(key, 0) + b - a
+        first = np.flatnonzero(np.r_[True, gs[1:] != gs[:-1]])
+        rank = np.arange(len(gs)) - np.repeat(first, np.diff(np.r_[first, len(gs)]))
+        pos = ((self._n_resid[j, gs] + rank) % RESID_KEEP).astype(np.int64)
+        self._resid[j, gs, pos] = resid[order]
+        np.add.at(self._n_resid[j], gs, 1.0)
         if c.valid.any():
             sgd(self._price[j], c.g[c.valid], c.z[c.valid], y[c.valid], "price")
         return len(c.keys)
 
     def _score_risk(self, c: Pending) -> int:
         st = self._state
-        label = np.array([_bad_within(st[k].get("bad_t"), d - RISK_HORIZON_S, d)
-                          for k, d in zip(c.keys, c.due.tolist(), strict=True)])
+        bads = [st[k].get("bad_t") for k in c.keys]
+        label = np.array([_bad_within(b, d - RISK_HORIZON_S, d) if b else False
+                          for b, d in zip(bads, c.due.tolist(), strict=True)], dtype=bool)
         y = label.astype(float)
         np.add.at(self._ll, c.g, logloss(label[:, None], c.cand))
         np.add.at(self._br, c.g, (c.cand - y[:, None]) ** 2)
