@@ -8,6 +8,7 @@ COPY connectors connectors
 COPY streams streams
 COPY solvers solvers
 COPY outputs outputs
+COPY backtest backtest
 COPY cloudarb cloudarb
 COPY infra infra
 COPY data data

@@ -2,38 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from functools import partial
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from schemas.events import WorkloadRequested, WorkloadSpec, deterministic_id, utcnow
-from schemas.market import AllocationEngine
-
-
-def engine_factory(name: str, cg_budget_s: float | None = None) -> Callable[[], AllocationEngine]:
-    """Engine by name: 'greedy' (cheapest feasible), 'portfolio' (the OR-Tools engine; `cg_budget_s`:
-    see `solvers.PortfolioEngine`), or 'package.module:factory' for an engine of your own (any callable
-    returning a `schemas.market.AllocationEngine`; it must be importable by the decider's child process)."""
-    import importlib
-
-    import solvers
-
-    if ":" in name:
-        module, _, attr = name.partition(":")
-        try:
-            return getattr(importlib.import_module(module), attr)  # type: ignore[no-any-return]
-        except (ImportError, AttributeError) as exc:
-            raise ValueError(f"engine {name!r} cannot be imported: {exc}") from None
-
-    if name == "greedy":
-        return solvers.GreedyEngine
-    factory = getattr(solvers, "PortfolioEngine", None)
-    if name == "portfolio" and factory is not None:
-        return partial(factory, cg_budget_s=cg_budget_s)  # type: ignore[no-any-return]
-    raise ValueError(f"unknown engine {name!r}; available: greedy" + (", portfolio" if factory else ""))
+from solvers.registry import engine_factory
 
 
 def create_streams_app(bootstrap: str, app_id: str = "cloudarb", engine: str = "greedy",

@@ -21,7 +21,7 @@ def _utc(v: str) -> datetime:
 
 
 def cmd_backtest(args: argparse.Namespace, s: Settings) -> int:
-    from cloudarb.backtest import BacktestConfig, headline, load_portfolio, run_backtest, write_report
+    from backtest import BacktestConfig, headline, load_portfolio, run_backtest, write_report
 
     data = Path(args.data) if args.data else s.cloudarb_data_dir
     if not data.is_dir():

@@ -5,7 +5,7 @@ from typing import Any
 
 import pytest
 
-from cloudarb.backtest import parse_portfolio
+from backtest import parse_portfolio
 from schemas.events import (
     CapacityObserved,
     InterruptionKind,

@@ -10,12 +10,12 @@ from typing import Any
 
 import pytest
 
-from cloudarb.app import engine_factory
-from cloudarb.backtest import BacktestConfig, build_report, headline
-from cloudarb.backtest.evaluation import ForecastEvaluation, html_section
-from cloudarb.backtest.sim import MarketEvent, Simulation
+from backtest import BacktestConfig, build_report, headline
+from backtest.evaluation import ForecastEvaluation, html_section
+from backtest.sim import MarketEvent, Simulation
 from schemas.events import PriceObserved, deterministic_id
 from schemas.market import AllocationEngine, OfferQuote
+from solvers.registry import engine_factory
 from streams import state
 from tests.backtest.conftest import T0, capacity, offer, one_workload, price
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from cloudarb.backtest import load_portfolio, parse_portfolio
-from cloudarb.backtest.traces import Trace, load_traces, overlay_events, pick_trace, resample
+from backtest import load_portfolio, parse_portfolio
+from backtest.traces import Trace, load_traces, overlay_events, pick_trace, resample
 from tests.backtest.conftest import offer
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -7,7 +7,7 @@ import itertools
 import math
 import random
 
-from cloudarb.backtest.oracle import Oracle, gang_plans
+from backtest.oracle import Oracle, gang_plans
 from schemas.events import WorkloadSpec
 from schemas.market import OfferQuote
 from schemas.offers import Market, OfferKey
@@ -97,9 +97,9 @@ def test_skipping_workloads_whose_offers_did_not_change_gives_the_same_bound() -
 def test_the_backtest_report_has_the_oracle_and_every_strategys_regret() -> None:
     from pathlib import Path
 
-    from cloudarb.backtest.portfolio import load_portfolio
-    from cloudarb.backtest.report import build_report
-    from cloudarb.backtest.sim import BacktestConfig, run_backtest
+    from backtest.portfolio import load_portfolio
+    from backtest.report import build_report
+    from backtest.sim import BacktestConfig, run_backtest
 
     root = Path(__file__).resolve().parents[2]
     r = run_backtest(BacktestConfig(data_dir=root / "data" / "sample", progress=False),

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from cloudarb.backtest import (
+from backtest import (
     BacktestConfig,
     Portfolio,
     build_report,
@@ -17,8 +17,8 @@ from cloudarb.backtest import (
     parse_portfolio,
     run_backtest,
 )
-from cloudarb.backtest.report import render_html
-from cloudarb.backtest.sim import BASELINES, Ledger
+from backtest.report import render_html
+from backtest.sim import BASELINES, Ledger
 from schemas.events import Assignment, WorkloadSpec
 from schemas.market import AllocationEngine
 from schemas.placement import GpuQuota

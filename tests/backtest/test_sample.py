@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from cloudarb.backtest import BacktestConfig, build_report, load_portfolio, run_backtest
+from backtest import BacktestConfig, build_report, load_portfolio, run_backtest
 from cloudarb.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from cloudarb.backtest import BacktestConfig, build_report, run_backtest
-from cloudarb.backtest.sim import MarketEvent
-from cloudarb.backtest.traces import Trace
+from backtest import BacktestConfig, build_report, run_backtest
+from backtest.sim import MarketEvent
+from backtest.traces import Trace
 from tests.backtest.conftest import T0, capacity, frequency, offer, one_workload, price
 
 OD = offer("od", "on_demand")
@@ -136,7 +136,7 @@ def test_report_schema_and_determinism() -> None:
 
 
 def _ledger(gang: bool):  # type: ignore[no-untyped-def]
-    from cloudarb.backtest.sim import Ledger
+    from backtest.sim import Ledger
     from schemas.events import Assignment
 
     pf = one_workload(min_gpus=2, max_gpus=2, budget_usd_per_hour=10)

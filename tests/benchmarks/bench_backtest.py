@@ -27,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from cloudarb.backtest import OURS, BacktestConfig, headline, load_portfolio, run_backtest, write_report  # noqa: E402
+from backtest import OURS, BacktestConfig, headline, load_portfolio, run_backtest, write_report  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"
 RESULTS = Path(__file__).resolve().parent / "results.json"

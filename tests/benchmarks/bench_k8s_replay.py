@@ -60,8 +60,8 @@ import httpx
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from cloudarb.backtest import BacktestConfig, load_portfolio, run_backtest  # noqa: E402
-from cloudarb.backtest import sim as bt_sim  # noqa: E402
+from backtest import BacktestConfig, load_portfolio, run_backtest  # noqa: E402
+from backtest import sim as bt_sim  # noqa: E402
 from outputs.executor_guard import Caps, MarketPrices  # noqa: E402
 from outputs.executor_k8s import K8sExecutor, KubeConfig, WorkloadTopologies  # noqa: E402
 from outputs.executors import ActionRecord, ExecutorRunner  # noqa: E402

@@ -34,7 +34,7 @@ from pathlib import Path
 from schemas.events import CapacityObserved, InterruptionKind, InterruptionObserved, deterministic_id
 from schemas.offers import Market, OfferKey
 
-SOURCE = "backtest:spot-trace overlay (recorded trace mapped onto this offer; see cloudarb/backtest/traces.py)"
+SOURCE = "backtest:spot-trace overlay (recorded trace mapped onto this offer; see backtest/traces.py)"
 GPU_TOKENS = ("v100", "k80", "a100", "h100", "t4", "l4", "a10", "p100")
 
 

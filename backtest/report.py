@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from cloudarb.backtest import evaluation
-from cloudarb.backtest.sim import BASELINES, OURS, Ledger, Result
+from backtest import evaluation
+from backtest.sim import BASELINES, OURS, Ledger, Result
 
 COLORS = {OURS: "#1b7f3b", "on_demand_home": "#888888", "launch_cheapest": "#1f5fbf",
           "greedy_spot": "#d9730d", "pco_like": "#8e44ad"}
@@ -107,7 +107,7 @@ def build_report(r: Result) -> dict[str, Any]:
             "trace_resolution_s": cfg.trace_resolution_s,
             "traces": cfg.traces,
             "trace_mapping": "per (provider, region, GPU model) pool; GPU traces first, then same provider; "
-                             "tick 0 = window start, replayed cyclically (see cloudarb/backtest/traces.py)",
+                             "tick 0 = window start, replayed cyclically (see backtest/traces.py)",
             "trace_offers_mapped": len(r.trace_mapping),
             "traces_used": sorted(set(r.trace_mapping.values())),
             "budget_guard": cfg.budget_guard,
@@ -122,7 +122,7 @@ def build_report(r: Result) -> dict[str, Any]:
                                 "the portfolio's holdings exceed a quota; per workload: those where it holds GPUs "
                                 "under an exceeded quota",
             "quotas": [q.model_dump() for q in r.portfolio.quotas],
-            "oracle": "a lower bound (cloudarb/backtest/oracle.py): per gang workload the shortest path over the "
+            "oracle": "a lower bound (backtest/oracle.py): per gang workload the shortest path over the "
                       "places that can host it at each instant, knowing every price and capacity loss ahead, "
                       "with moves charged restart overhead + egress; replicas the cheapest admissible fill at "
                       "each instant; capacity and quotas not shared between workloads; it runs a workload "
@@ -141,7 +141,7 @@ def build_report(r: Result) -> dict[str, Any]:
                                    "see an outcome only after its horizon passed, so every scored outcome was "
                                    "unseen), where the dataset pricing the offer still ran at T + h (risk: or the "
                                    "trace overlay covers the offer), risk only while the offer has capacity; "
-                                   "always the model's scores, also with naive_forecasts (cloudarb/backtest/"
+                                   "always the model's scores, also with naive_forecasts (backtest/"
                                    "evaluation.py)",
             "price_sources": "the dataset of each price applied (PriceObserved.source); where datasets overlap on "
                              "an offer, event-time order decides: the latest quote is in force (ties: dataset "

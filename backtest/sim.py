@@ -41,10 +41,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from cloudarb.backtest import traces as tr
-from cloudarb.backtest.evaluation import ForecastEvaluation, NaiveForecast, dataset_spans
-from cloudarb.backtest.oracle import Oracle
-from cloudarb.backtest.portfolio import Portfolio
+from backtest import traces as tr
+from backtest.evaluation import ForecastEvaluation, NaiveForecast, dataset_spans
+from backtest.oracle import Oracle
+from backtest.portfolio import Portfolio
 from connectors.replay import DATASETS, replay_events
 from schemas.events import (
     Assignment,
@@ -792,7 +792,7 @@ class Simulation:
 
 
 def _engine(name: str, pf: Portfolio) -> Callable[[], AllocationEngine]:
-    from cloudarb.app import engine_factory
+    from solvers.registry import engine_factory
 
     f = engine_factory(name)
     if name == "portfolio":
