@@ -9,6 +9,7 @@ COPY streams streams
 COPY solvers solvers
 COPY outputs outputs
 COPY backtest backtest
+COPY embedded embedded
 COPY cloudarb cloudarb
 COPY infra infra
 COPY data data

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from cloudarb import signals
-from cloudarb.kafka_local import KafkaSetupError
 from cloudarb.settings import Settings
+from embedded.kafka import KafkaSetupError
 
 
 def _bootstrap_or_die(s: Settings) -> str:
@@ -116,13 +116,13 @@ def _sink_metrics(bootstrap: str, writer: Any) -> Iterator[None]:
 
 
 def cmd_kafka(args: argparse.Namespace, s: Settings) -> int:
-    from cloudarb.kafka_local import LocalKafka, fetch_jars
+    from embedded.kafka import LocalKafka, fetch_jars
 
     if args.action == "fetch":
         print(fetch_jars())
         return 0
     if args.action == "topics":
-        from cloudarb.kafka_local import ensure_topics
+        from embedded.kafka import ensure_topics
 
         ensure_topics(_bootstrap_or_die(s))
         print("topics ready")
@@ -147,10 +147,21 @@ def cmd_kafka(args: argparse.Namespace, s: Settings) -> int:
 
 
 def cmd_demo(args: argparse.Namespace, s: Settings) -> int:
-    from cloudarb.demo import run_demo
+    from cloudarb.app import load_workloads, workload_events
+    from cloudarb.quotas import load_quotas, quotas_event
+    from cloudarb.settings import ROOT
+    from embedded.demo import DemoSetup, run_demo
 
-    return run_demo(s, data_dir=Path(args.data) if args.data else None, speed=args.speed,
-                    keep=args.keep, kafka_port=args.kafka_port, timeout_s=args.timeout_s,
+    try:  # the example workloads, and the GPU quotas the example team holds: no plan exceeds them
+        first = [*workload_events(load_workloads(s.cloudarb_workloads_file)),
+                 quotas_event(load_quotas(s.cloudarb_quotas_file or ROOT / "examples" / "quotas.yaml"))]
+    except Exception as exc:
+        print(f"cloudarb demo failed: {exc}", file=sys.stderr)
+        return 1
+    setup = DemoSetup(home=s.cloudarb_home / "demo", data_dir=Path(args.data) if args.data else s.cloudarb_data_dir,
+                      engine=s.cloudarb_engine, first_events=first, kafka_bootstrap_servers=s.kafka_bootstrap_servers,
+                      clickhouse_url=s.clickhouse_url, clickhouse_db=s.clickhouse_db)
+    return run_demo(setup, speed=args.speed, keep=args.keep, kafka_port=args.kafka_port, timeout_s=args.timeout_s,
                     with_outputs=not args.no_outputs, api_port=args.api_port, linger_s=args.linger_s)
 
 

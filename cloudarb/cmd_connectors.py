@@ -26,11 +26,11 @@ from cloudarb.signals import sigterm_sets
 
 
 def cmd_connectors_run(args: argparse.Namespace, s: Settings) -> int:
-    from cloudarb.kafka_local import KafkaSetupError
     from cloudarb.metrics import serving_metrics
     from connectors.publish import KafkaPublisher
     from connectors.registry import PROVIDERS, SOURCES
     from connectors.runner import Runner, RunnerCollector, select_sources
+    from embedded.kafka import KafkaSetupError
 
     unknown = sorted(set(args.provider or []) - set(PROVIDERS))
     if unknown:

@@ -22,7 +22,7 @@ from cloudarb.settings import Settings
 
 
 def _client(s: Settings) -> Any:
-    from cloudarb.kafka_local import KafkaSetupError
+    from embedded.kafka import KafkaSetupError
     from outputs.clickhouse import apply_ddl, get_client
 
     try:
@@ -76,7 +76,7 @@ def _publish_fn(pub: Any) -> Any:
 
 
 def _bootstrap(s: Settings) -> str:
-    from cloudarb.kafka_local import KafkaSetupError
+    from embedded.kafka import KafkaSetupError
 
     if not s.kafka_bootstrap_servers:
         raise KafkaSetupError("KAFKA_BOOTSTRAP_SERVERS is not set: start a broker with `cloudarb kafka start`")

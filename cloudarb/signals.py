@@ -1,4 +1,4 @@
-"""SIGTERM is Ctrl-C: one handler for every long-running command, and children that die with their parent.
+"""SIGTERM is Ctrl-C: one handler for every long-running command.
 
 `install()` (called once by `cloudarb.cli.main`) makes SIGTERM -- what systemd, Kubernetes and `docker stop`
 send -- raise `KeyboardInterrupt` in the main thread, so every command's Ctrl-C clean-up (stopping the
@@ -11,20 +11,14 @@ A command whose loop stops gracefully on an event (`connectors run`) uses `sigte
 instead. The Faust worker, once started, replaces the handler with its own in its event loop (SIGTERM and
 SIGINT both shut the worker down; the decider child process ends with it).
 
-`die_with_parent(cmd)` prefixes a command line so that, on Linux, the child gets SIGTERM when this process
-dies, even by SIGKILL (`prctl(PR_SET_PDEATHSIG)` through util-linux's `setpriv`, which then execs the
-command: the pid is the command's). Used for the local Kafka broker and the demo's worker.
+Children that die with their parent (the local Kafka broker, the demo's worker): `embedded.children`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
-import shutil
 import signal
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from types import FrameType
@@ -88,28 +82,3 @@ def interrupted_exit_code() -> int:
     """The shell's convention for a command ended by a signal: 128 + SIGTERM (143) or + SIGINT (130)."""
     return 128 + (signal.SIGTERM if terminated() else signal.SIGINT)
 
-
-@functools.cache
-def _setpriv() -> str | None:
-    if not sys.platform.startswith("linux"):
-        return None
-    path = shutil.which("setpriv")
-    if path is None:
-        return None
-    try:
-        usage = subprocess.run([path, "--help"], capture_output=True, text=True, timeout=5, check=False).stdout
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return path if "--pdeathsig" in usage else None
-
-
-def die_with_parent(cmd: list[str], sig: str = "TERM") -> list[str]:
-    """`cmd`, prefixed so that its process gets `sig` when this one dies (Linux with util-linux >= 2.33).
-
-    Unchanged elsewhere, and when called outside the main thread: the kernel sends the signal when the
-    *thread* that started the child exits, which for a helper thread would be long before this process.
-    """
-    setpriv = _setpriv()
-    if setpriv is None or threading.current_thread() is not threading.main_thread():
-        return cmd
-    return [setpriv, f"--pdeathsig={sig}", "--", *cmd]

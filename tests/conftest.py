@@ -1,7 +1,7 @@
 """Shared fixtures.
 
 `kafka_bootstrap` (session): `KAFKA_BOOTSTRAP_SERVERS` if set; else testcontainers' Kafka where a
-Docker engine is reachable and CLOUDARB_TEST_DOCKER=1; else the pinned local broker (cloudarb.kafka_local),
+Docker engine is reachable and CLOUDARB_TEST_DOCKER=1; else the pinned local broker (embedded.kafka),
 started once per session in a temporary directory and stopped at the end.
 `chdb_client` (function): a clickhouse-connect client on a fresh database of the session's chdb.
 """
@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from cloudarb.kafka_local import LocalKafka, ensure_topics
+from embedded.kafka import LocalKafka, ensure_topics
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "data" / "sample"

@@ -9,8 +9,8 @@ import pytest
 import yaml
 
 from cloudarb.cli import build_parser
-from cloudarb.kafka_local import kafka_version
 from cloudarb.settings import Settings
+from embedded.kafka import kafka_version
 from tests.conftest import ROOT
 
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())

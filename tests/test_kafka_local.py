@@ -11,9 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from cloudarb import kafka_local, signals
+from cloudarb import signals
 from cloudarb.cli import main
-from cloudarb.kafka_local import KafkaSetupError, LocalKafka, kafka_version
+from embedded import kafka as kafka_local
+from embedded.children import die_with_parent
+from embedded.kafka import KafkaSetupError, LocalKafka, kafka_version
 
 
 def test_version_is_pinned() -> None:
@@ -122,10 +124,10 @@ def test_sigterm_sets_an_event() -> None:
 
 def test_die_with_parent_only_from_the_main_thread() -> None:
     cmd = ["java", "-version"]
-    wrapped = signals.die_with_parent(cmd)
+    wrapped = die_with_parent(cmd)
     assert wrapped == cmd or (wrapped[-3:] == ["--", *cmd] and "--pdeathsig=TERM" in wrapped)
     from_thread: list[list[str]] = []
-    t = threading.Thread(target=lambda: from_thread.append(signals.die_with_parent(cmd)))
+    t = threading.Thread(target=lambda: from_thread.append(die_with_parent(cmd)))
     t.start()
     t.join()
     assert from_thread == [cmd]  # the kernel would signal when that thread ends, not the process

@@ -4,7 +4,7 @@ of a price change.
 
     .venv/bin/python tests/benchmarks/bench_connectors.py [--no-write] [--lag-interval 3] [--lag-changes 5]
 
-Starts a local Kafka broker (cloudarb.kafka_local) in a temporary directory and, where installed, the Pub/Sub
+Starts a local Kafka broker (embedded.kafka) in a temporary directory and, where installed, the Pub/Sub
 emulator; stops both. Results are merged into tests/benchmarks/results.json under "connectors".
 """
 
@@ -36,7 +36,6 @@ import respx  # noqa: E402
 from botocore.stub import Stubber  # noqa: E402
 from moto import mock_aws  # noqa: E402
 
-from cloudarb.kafka_local import LocalKafka, ensure_topics  # noqa: E402
 from connectors.aws import (  # noqa: E402
     AwsCapacitySource,
     AwsInterruptionSource,
@@ -53,6 +52,7 @@ from connectors.replay import replay_events  # noqa: E402
 from connectors.runner import Runner  # noqa: E402
 from connectors.runpod import RunPodSource  # noqa: E402
 from connectors.vastai import VastSource  # noqa: E402
+from embedded.kafka import LocalKafka, ensure_topics  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results.json"
 FIX = ROOT / "tests" / "connectors" / "fixtures"

@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from cloudarb.demo import group_position
+from embedded.demo import group_position
 from tests.conftest import unique
 
 

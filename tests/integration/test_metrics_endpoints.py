@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from cloudarb.kafka_local import free_port
+from embedded.kafka import free_port
 from tests.conftest import ROOT, unique
 from tests.integration.helpers import stop
 

@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 
 from cloudarb.app import load_workloads, workload_events
-from cloudarb.demo import MARKET_TOPICS, group_position
 from cloudarb.pipeline import publish_events
 from connectors.publish import KafkaPublisher
 from connectors.replay import replay_events
+from embedded.demo import MARKET_TOPICS, group_position
 from outputs.clickhouse import table_counts
 from outputs.sink import SINK_TOPICS, ClickHouseWriter, run_sink
 from schemas.events import PriceObserved

@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from cloudarb.demo import MARKET_TOPICS
 from connectors.publish import KafkaPublisher
+from embedded.demo import MARKET_TOPICS
 from outputs.clickhouse import table_counts
 from outputs.sink import ClickHouseWriter, run_sink
 from schemas.events import DLQ_ORIGINAL_MAX_BYTES, WorkloadRequested

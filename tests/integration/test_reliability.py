@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from cloudarb.demo import MARKET_TOPICS, group_position
-from cloudarb.kafka_local import LocalKafka
 from connectors.publish import KafkaPublisher
+from embedded.demo import MARKET_TOPICS, group_position
+from embedded.kafka import LocalKafka
 from schemas.topics import CAPACITY, DLQ, INTERRUPTIONS, PRICES
 from streams.market import market_group
 from tests.conftest import unique

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from cloudarb.kafka_local import free_port
-from cloudarb.signals import die_with_parent
+from embedded.children import die_with_parent
+from embedded.kafka import free_port
 from tests.conftest import ROOT, unique
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow,

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from cloudarb.kafka_local import ensure_topics
 from connectors.publish import KafkaPublisher
+from embedded.kafka import ensure_topics
 from outputs.alerts import Subscription
 from outputs.clickhouse import table_counts
 from outputs.server import start_alerts, start_executors

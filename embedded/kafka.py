@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cloudarb.signals import die_with_parent
+from embedded.children import die_with_parent
 from schemas.topics import TOPICS, TopicSpec
 
 ROOT = Path(__file__).resolve().parent.parent

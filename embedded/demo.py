@@ -4,7 +4,10 @@ Starts (or uses, with KAFKA_BOOTSTRAP_SERVERS) a broker, the Faust worker (a sub
 sink (a thread in this process, which owns the chdb directory), publishes the example workloads and
 replays the market data. It shows a live progress line, waits until every consumer has caught up
 (measured from Kafka offsets, not guessed), prints a summary, and stops everything it started,
-also on Ctrl-C or SIGTERM.
+also on Ctrl-C or SIGTERM (which the CLI turns into `KeyboardInterrupt`).
+
+What it runs on comes from the CLI (`cloudarb.cli.cmd_demo`: the settings, the example workloads and
+quotas) as a `DemoSetup`; the worker is `cloudarb worker`, started as a process.
 """
 
 from __future__ import annotations
@@ -20,26 +23,37 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from cloudarb.app import load_workloads, workload_events
-from cloudarb.kafka_local import LocalKafka, ensure_topics
-from cloudarb.pipeline import publish_events
-from cloudarb.quotas import load_quotas, quotas_event
-from cloudarb.settings import ROOT, Settings
-from cloudarb.signals import die_with_parent, interrupted_exit_code, sigterm_as_interrupt
 from connectors.publish import KafkaPublisher, topic_for
 from connectors.replay import paced, replay_events
+from embedded.children import die_with_parent
+from embedded.kafka import LocalKafka, ensure_topics
 from outputs.clickhouse import apply_ddl, get_client, table_counts
 from outputs.sink import SINK_TOPICS, ClickHouseWriter, run_sink
+from schemas.events import Event
 from schemas.topics import CAPACITY, INTERRUPTIONS, PRICES
 from streams.market import market_group
 
 MARKET_TOPICS = (PRICES.name, CAPACITY.name, INTERRUPTIONS.name)
+
+
+@dataclass(frozen=True)
+class DemoSetup:
+    """What the demo runs on (the CLI fills it from the settings)."""
+
+    home: Path                   # its state: broker data, chdb, worker.log (wiped unless `keep`)
+    data_dir: Path               # the recorded market data it replays
+    engine: str                  # the worker's engine (`cloudarb worker --engine`)
+    first_events: Sequence[Event] = ()  # published before the replay: the example workloads and quotas
+    kafka_bootstrap_servers: str | None = None  # set: use that cluster, start no broker
+    clickhouse_url: str | None = None  # unset: embedded chdb in `home`
+    clickhouse_db: str = "cloudarb"
 
 
 def group_position(bootstrap: str, group: str, topics: Sequence[str]) -> tuple[int, int]:
@@ -84,22 +98,35 @@ def _stop_process(p: subprocess.Popen[bytes], timeout_s: float = 15.0) -> None:
         p.wait(5)
 
 
-def run_demo(s: Settings, data_dir: Path | None = None, speed: float = 0.0, keep: bool = False,
-             kafka_port: int | None = None, timeout_s: float = 600.0, with_outputs: bool = True,
-             api_port: int = 0, linger_s: float = 0.0) -> int:
+def _publish(bootstrap: str, events: Sequence[Event]) -> Counter[str]:
+    """Publish `events` and wait for the broker's acks; the count per event type."""
+    pub = KafkaPublisher(bootstrap)
+    try:
+        pub.publish_all(events)
+        if pub.flush(30) or pub.failed:
+            raise RuntimeError(f"publishing the workloads and quotas failed ({pub.failed} failed)")
+    finally:
+        pub.close()
+    return Counter(type(e).__name__ for e in events)
+
+
+def run_demo(setup: DemoSetup, speed: float = 0.0, keep: bool = False, kafka_port: int | None = None,
+             timeout_s: float = 600.0, with_outputs: bool = True, api_port: int = 0, linger_s: float = 0.0) -> int:
+    """The exit code: 0 when every published price reached ClickHouse and a decision was made, 1 if not or on
+    a failure; on Ctrl-C or SIGTERM it stops everything it started and re-raises `KeyboardInterrupt`."""
     console = Console()
     t0 = time.monotonic()
-    home = s.cloudarb_home / "demo"
-    data = data_dir or s.cloudarb_data_dir
+    home = setup.home
+    data = setup.data_dir
     if not keep:
         shutil.rmtree(home, ignore_errors=True)
     home.mkdir(parents=True, exist_ok=True)
     published: Counter[str] = Counter()
-    with contextlib.ExitStack() as stack, sigterm_as_interrupt():
+    with contextlib.ExitStack() as stack:
         try:
             # 1. broker
-            if s.kafka_bootstrap_servers:
-                bootstrap = s.kafka_bootstrap_servers
+            if setup.kafka_bootstrap_servers:
+                bootstrap = setup.kafka_bootstrap_servers
                 app_id = f"cloudarb-demo-{int(time.time())}"
                 console.print(f"using Kafka at {bootstrap}")
             else:
@@ -119,17 +146,17 @@ def run_demo(s: Settings, data_dir: Path | None = None, speed: float = 0.0, keep
             stack.callback(worker_log.close)
             # its own session (we stop it before the broker); it gets SIGTERM should this process die
             worker = subprocess.Popen(
-                die_with_parent([sys.executable, "-m", "cloudarb", "worker", "--engine", s.cloudarb_engine]),
+                die_with_parent([sys.executable, "-m", "cloudarb", "worker", "--engine", setup.engine]),
                 env=env, stdout=worker_log, stderr=subprocess.STDOUT, start_new_session=True)
             stack.callback(_stop_process, worker)
 
             # 3. sink (this process owns chdb)
-            client = get_client(s.clickhouse_url, home / "chdb")
-            apply_ddl(client, s.clickhouse_db)
-            writer = ClickHouseWriter(client, s.clickhouse_db)
+            client = get_client(setup.clickhouse_url, home / "chdb")
+            apply_ddl(client, setup.clickhouse_db)
+            writer = ClickHouseWriter(client, setup.clickhouse_db)
             stop_sink = threading.Event()
             sink_group = f"{app_id}-sink"
-            if s.kafka_bootstrap_servers:
+            if setup.kafka_bootstrap_servers:
                 # an existing cluster may already hold events: this run's sink starts at today's end offsets
                 _start_group_at_end(bootstrap, sink_group, SINK_TOPICS)
             sink = threading.Thread(target=run_sink, args=(bootstrap, writer, stop_sink),
@@ -149,7 +176,7 @@ def run_demo(s: Settings, data_dir: Path | None = None, speed: float = 0.0, keep
                 opub = KafkaPublisher(bootstrap)
                 stack.callback(opub.close)  # after outs.stop (callbacks run last-in first-out)
                 admin = os.environ.get("CLOUDARB_ADMIN_KEY") or secrets.token_urlsafe(24)
-                outs = start_outputs(bootstrap, client, s.clickhouse_db, opub.publish, flush=lambda: opub.flush(10),
+                outs = start_outputs(bootstrap, client, setup.clickhouse_db, opub.publish, flush=lambda: opub.flush(10),
                                      port=api_port, admin_key=admin, group_prefix=app_id, allow_private_webhooks=True)
                 stack.callback(outs.stop)
                 console.print(f"dashboard: {outs.api_url}/dashboard#key={admin}")  # console only, never logged
@@ -158,11 +185,7 @@ def run_demo(s: Settings, data_dir: Path | None = None, speed: float = 0.0, keep
 
             # 4. workloads and replay (end offsets first: an existing cluster may already hold data)
             base_end = group_position(bootstrap, app_id, MARKET_TOPICS)[1]
-            wl = workload_events(load_workloads(s.cloudarb_workloads_file))
-            published["WorkloadRequested"] += publish_events(bootstrap, wl)
-            # the GPU quotas the example team holds: no plan exceeds them
-            quotas = load_quotas(s.cloudarb_quotas_file or ROOT / "examples" / "quotas.yaml")
-            published["QuotasSet"] += publish_events(bootstrap, [quotas_event(quotas)])
+            published.update(_publish(bootstrap, setup.first_events))  # the workloads and the quotas they obey
             replay_done = threading.Event()
             replay_error: list[BaseException] = []
 
@@ -219,10 +242,10 @@ def run_demo(s: Settings, data_dir: Path | None = None, speed: float = 0.0, keep
                 time.sleep(linger_s)
             _stop_sink()
             processed -= base_end
-            counts = table_counts(client, s.clickhouse_db)
+            counts = table_counts(client, setup.clickhouse_db)
         except KeyboardInterrupt:
             console.print("[yellow]interrupted: stopping everything ...[/]")
-            return interrupted_exit_code()
+            raise
         except Exception as exc:
             console.print(f"[red]cloudarb demo failed:[/] {exc}")
             return 1
@@ -265,4 +288,4 @@ def topic_for_name(event_type: str) -> str:
     return "?"
 
 
-__all__ = ["group_position", "run_demo", "topic_for"]
+__all__ = ["DemoSetup", "group_position", "run_demo", "topic_for"]
