@@ -51,8 +51,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from cloudarb.demo import group_position  # noqa: E402
-from cloudarb.kafka_local import LocalKafka, ensure_topics  # noqa: E402
+from embedded.demo import group_position  # noqa: E402
+from embedded.kafka import LocalKafka, ensure_topics  # noqa: E402
 from connectors.publish import KafkaPublisher  # noqa: E402
 from schemas import CapacityObserved, Market, OfferKey, PriceObserved, WorkloadRequested, WorkloadSpec  # noqa: E402
 from schemas.topics import DECISIONS, PRICES  # noqa: E402
