@@ -12,10 +12,17 @@ published (s = 0 is the naive last value, so the model is published only while i
 p90 add the group's recent quantiles of the published forecast's log-residuals. An offer whose price has
 never moved forecasts itself exactly (median and quantiles).
 
-Risk: candidates for P(capacity lost or interruption in (t, t+1 h]) are the group's base rate (naive),
-an empirical-Bayes hazard per spot pool (streams.hazard: pool -> group -> global shrinkage, with the Spot
-Advisor band as the pool's prior), and a logistic model; all are scored by log-loss and Brier when the
-hour has passed, and the one with the lowest running log-loss is published.
+Risk: candidates for P(capacity lost or interruption within the next hour) are the group's recent base
+rate (naive: its losses per hour with capacity, decayed as streams.hazard's counts are), an
+empirical-Bayes hazard per spot pool (streams.hazard: pool
+-> group -> global shrinkage, with the Spot Advisor band as the pool's prior), and a logistic model. The
+engine holds a pool for hours on the risk in force, so the candidates are scored in time, not per
+prediction: each offer's candidates in force are scored over every hour it had capacity until its next
+event (hours without a loss count as negatives, a loss that ends the period as a positive), by log-loss and
+Brier (`_score_in_force`). Scored per prediction instead, a pool that keeps losing and regaining capacity
+(events at every flip, and a prediction made while it has no capacity can only be "no loss") rewards a
+candidate that says ~1 % while it loses capacity every few hours it holds it. The candidate with the lowest
+running log-loss per hour is published.
 
 Cost: `observe()` is the per-offer path and is O(1): it keeps the offer's state, its bad events and the
 hazard's exposure, and marks the offer dirty. The work is done per batch by `flush()` (the market stage
@@ -74,7 +81,6 @@ from streams.learners import (
     feature_rows,
     features,
     grow,
-    logloss,
     num,
     sgd,
     subset,
@@ -90,6 +96,7 @@ RESID_KEEP = 512    # recent log-residuals per group and horizon kept for p10/p9
 MIN_SCORED = 30     # a candidate other than naive is published only once scored this often (and best)
 SHRINKS: tuple[float, ...] = (0.0, 0.25, 0.5, 1.0)   # published move = shrink x the model's predicted move
 RISK_CANDIDATES = ("base-rate", "eb-hazard", "river-logreg")   # (names kept: dashboards and records use them)
+MAX_IN_FORCE_S = 7 * 86_400.0   # a risk in force is scored over at most a week without news of its offer
 SKIPPED = Counter("cloudarb_forecast_samples_skipped_total",
                   "forecaster samples skipped (the forecast falls back to naive)", ["reason"])
 
@@ -160,7 +167,7 @@ class Forecaster:
         self._resid, self._n_resid = np.zeros((nh, 0, RESID_KEEP)), np.zeros((nh, 0))
         self._q, self._q_at = np.zeros((nh, 0, 2)), np.zeros((nh, 0))
         self._ll, self._br = np.zeros((0, 3)), np.zeros((0, 3))   # per group, risk candidate: sums
-        self._rn, self._base = np.zeros(0), np.zeros(0)           # risk predictions scored; of them bad
+        self._rn, self._base = np.zeros(0), np.zeros(0)           # risk hours scored (trials); losses
         self._llpub, self._brpub = np.zeros(0), np.zeros(0)
         self.pending: list[tuple[float, int, Pending]] = []  # heap of (earliest due time, sequence, chunk)
         self._n_pending = 0
@@ -175,6 +182,9 @@ class Forecaster:
         self.made = 0          # forecasts made
         self.skipped: dict[str, int] = {}
         self._last_t = np.zeros(0)   # per offer index: its last event time
+        # per offer index: the risk in force (each candidate's, the published one's) and its group (-1: none)
+        self._rk_cand, self._rk_pub = np.zeros((0, len(RISK_CANDIDATES))), np.zeros(0)
+        self._rk_g = np.zeros(0, dtype=np.int64)
         self._by_offer: dict[str, tuple[str, int, int]] = {}   # offer key -> its group and index
         self._champion: dict[tuple[str, str], str] = {}   # (group, target) -> the published candidate
         self.promotions: list[ModelPromoted] = []         # drained by the caller (drain_promotions)
@@ -195,6 +205,9 @@ class Forecaster:
                 k = max(64, n)
                 self._made = np.concatenate([self._made, np.full((k, len(self.horizons) + 1), -np.inf)])
                 self._last_t = np.concatenate([self._last_t, np.full(k, -np.inf)])
+                self._rk_cand = np.concatenate([self._rk_cand, np.zeros((k, len(RISK_CANDIDATES)))])
+                self._rk_pub = np.concatenate([self._rk_pub, np.zeros(k)])
+                self._rk_g = np.concatenate([self._rk_g, np.full(k, -1, dtype=np.int64)])
             hit = self._by_offer[offer_key] = (name, self.groups[name], n)
         return hit
 
@@ -233,12 +246,17 @@ class Forecaster:
             return None
         if auto_flush and self._dirty and now_t >= self._bucket_end:
             self._work()
+        last = float(self._last_t[oi])
         self._last_t[oi] = now_t
         if now_t > self._max_t:
             self._max_t = now_t
         new_bad = self._new_bad(offer_key, s)
+        prev = self._state.get(offer_key)
+        exposed = prev is not None and bool(prev.get("available", True))
         self._state[offer_key] = s       # (its history and bad events label the predictions when they mature)
-        self.hazard.observe(offer_key, gname, now_t, new_bad)
+        self.hazard.observe(offer_key, gname, now_t, new_bad, exposed)
+        self._score_in_force(np.array([oi]), np.array([last]), np.array([now_t]), np.array([exposed]),
+                             np.array([float(new_bad)]))
         if "usd_per_hour" in s:
             if not self._dirty:
                 self._bucket_end = now_t + BUCKET_S
@@ -279,13 +297,17 @@ class Forecaster:
             keys, states, info = chosen(keys, ok), chosen(states, ok), chosen(info, ok)
             ts, oi = ts[ok], oi[ok]
         if keys:
+            last = self._last_t[oi]
             self._last_t[oi] = ts
             self._max_t = max(self._max_t, float(ts.max()))
             new_bad = np.zeros(len(keys))
             for i in [i for i, s in enumerate(states) if s.get("bad_t")]:
                 new_bad[i] = self._new_bad(keys[i], states[i])
-            self._state.update(zip(keys, states, strict=True))
-            self.hazard.observe_many(keys, [i[0] for i in info], ts, new_bad)
+            st = self._state
+            exposed = np.array([(p := st.get(k)) is not None and bool(p.get("available", True)) for k in keys])
+            st.update(zip(keys, states, strict=True))
+            self.hazard.observe_many(keys, [i[0] for i in info], ts, new_bad, exposed)
+            self._score_in_force(oi, last, ts, exposed, new_bad)
             self._dirty.update((k, (s, t)) for k, s, t in zip(keys, states, ts.tolist(), strict=True)
                                if "usd_per_hour" in s)
         return self.flush()
@@ -382,6 +404,7 @@ class Forecaster:
             self._note_champion(self.group_names[gg], "risk_1h", RISK_CANDIDATES[c], first_t[gg], "logloss",
                                 functools.partial(self._risk_scores, gg))
         p_risk = cand[np.arange(len(keys)), rch_g[g]]
+        self._rk_cand[oi], self._rk_pub[oi], self._rk_g[oi] = cand, p_risk, g   # in force until the next event
         sel = dues[:, nh]
         if sel.any():
             self._push(Pending(-1, chosen(keys, sel), g[sel],
@@ -466,9 +489,10 @@ class Forecaster:
     def _risk_candidates(self, keys: list[str], states: Sequence[Mapping[str, Any]], g: Any, z: Any,
                          valid: Any) -> Any:
         rn = self._rn[g]
-        base = np.where(rn > 0, self._base[g] / np.maximum(rn, 1), 0.0)
+        gnames = [self._by_offer[k][0] for k in keys]
+        base = self.hazard.group_probability_many(gnames, RISK_HORIZON_S / 3600)
         band = np.array([num(s.get("interruption_p", math.nan)) for s in states])
-        eb = self.hazard.probability_many(keys, [self._by_offer[k][0] for k in keys], RISK_HORIZON_S / 3600, band)
+        eb = self.hazard.probability_many(keys, gnames, RISK_HORIZON_S / 3600, band)
         lr = 1 / (1 + np.exp(-np.clip(self._risk.predict(g, z), -30, 30)))
         lr = np.where(valid & (rn > 0), lr, base)
         return np.stack([base, eb, lr], axis=1)
@@ -532,16 +556,38 @@ class Forecaster:
         bads = [st[k].get("bad_t") for k in c.keys]
         label = np.array([_bad_within(b, d - RISK_HORIZON_S, d) if b else False
                           for b, d in zip(bads, c.due.tolist(), strict=True)], dtype=bool)
-        y = label.astype(float)
-        np.add.at(self._ll, c.g, logloss(label[:, None], c.cand))
-        np.add.at(self._br, c.g, (c.cand - y[:, None]) ** 2)
-        np.add.at(self._llpub, c.g, logloss(label, c.published))
-        np.add.at(self._brpub, c.g, (c.published - y) ** 2)
-        np.add.at(self._rn, c.g, 1.0)
-        np.add.at(self._base, c.g, y)
+        y = label.astype(float)   # (the logistic model learns per prediction; scores are kept in time)
         if c.valid.any():
             sgd(self._risk, c.g[c.valid], c.z[c.valid], y[c.valid], "risk")
         return len(c.keys)
+
+    def _score_in_force(self, oi: Any, last: Any, now: Any, exposed: Any, losses: Any) -> None:
+        """Score the risk in force of offers `oi` over (last, now]: every hour with capacity is a trial, the
+        new losses its positives (a loss ends the period: the offer's event). Per candidate c with
+        probability p, k losses over H hours with capacity:
+
+            log-loss += k·(-log p) + max(H - k, 0)·(-log(1 - p)),   Brier += k·(1 - p)² + max(H - k, 0)·p²
+
+        over max(H, k) trials: what an hourly check of the forecast in force would add up to."""
+        g = self._rk_g[oi]
+        has = g >= 0
+        with np.errstate(invalid="ignore"):
+            ok = has & exposed & (now > last) & np.isfinite(last)
+            hours = np.where(ok, np.minimum(now - last, MAX_IN_FORCE_S) / 3600, 0.0)
+        k = np.where(has, losses, 0.0)
+        trials = np.maximum(hours, k)
+        sel = trials > 0
+        if not sel.any():
+            return
+        g, k, neg, trials = g[sel], k[sel], np.maximum(hours[sel] - k[sel], 0.0), trials[sel]
+        cand = np.clip(self._rk_cand[oi[sel]], 1e-6, 1 - 1e-6)
+        pub = np.clip(self._rk_pub[oi[sel]], 1e-6, 1 - 1e-6)
+        np.add.at(self._ll, g, k[:, None] * -np.log(cand) + neg[:, None] * -np.log1p(-cand))
+        np.add.at(self._br, g, k[:, None] * (1 - cand) ** 2 + neg[:, None] * cand ** 2)
+        np.add.at(self._llpub, g, k * -np.log(pub) + neg * -np.log1p(-pub))
+        np.add.at(self._brpub, g, k * (1 - pub) ** 2 + neg * pub ** 2)
+        np.add.at(self._rn, g, trials)
+        np.add.at(self._base, g, k)
 
     def _note_champion(self, group: str, target: str, name: str, now_t: float, metric: str,
                        scores_of: Callable[[], Mapping[str, tuple[float, int]]]) -> None:
