@@ -120,7 +120,7 @@ def main() -> int:
     if not args.no_save:
         data = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}   # re-read: others write other keys
         data["streams"] = {**data.get("streams", {}), **out}
-        RESULTS.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+        RESULTS.write_text(json.dumps(data, indent=2) + "\n")   # (the file's key order kept: a small diff)
     return 0
 
 
