@@ -59,6 +59,7 @@ def test_the_risk_in_force_is_scored_over_the_hours_it_held() -> None:
     e = capacity(o, False, minutes=600)
     s, _ = state.apply_event(s, e)
     f.observe(o.key, s, state.event_t(e))
+    f.flush()   # (observe() queues the scoring of the risk in force; the flush applies it)
     g = f.groups["gcp|L4|spot"]
     assert f._rn[g] == pytest.approx(10.0) and f._base[g] == 1.0
     q = min(max(p, 1e-6), 1 - 1e-6)
@@ -75,6 +76,7 @@ def test_hours_without_capacity_are_not_scored() -> None:
     e = capacity(o, True, minutes=600)               # 10 h later: back, nothing could be lost meanwhile
     s, _ = state.apply_event(s, e)
     f.observe(o.key, s, state.event_t(e))
+    f.flush()
     assert f._rn[f.groups["gcp|L4|spot"]] == 0.0
 
 
