@@ -2,13 +2,13 @@
 dataset priced each offer.
 
 Independent of the forecaster's internals: it reads only what the forecaster publishes
-(`Forecaster.latest[key]`: a `streams.forecast.Forecast`) and its `ModelPromoted` events, and keeps its own
+(`Forecaster.latest[key]`: a `streams.core.forecast_events.Forecast`) and its `ModelPromoted` events, and keeps its own
 record of what happened (prices in force, capacity losses and interruptions, from the offer states that
-`streams.state.apply_event` produces).
+`streams.core.state.apply_event` produces).
 
 Tick rule. At every tick T of event time (`tick_s`, hourly, aligned to the epoch), with every event of time
 <= T applied, each offer with a price and a published forecast is recorded:
-  * price, per horizon h: the published forecast as the engine uses it (`streams.state.engine_view`: the
+  * price, per horizon h: the published forecast as the engine uses it (`streams.core.state.engine_view`: the
     forecast's predicted move, forecast / price when it was made, applied to the price in force at T), and
     naive = the price in force at T (last value);
   * risk, P(capacity lost or interrupted in (T, T + 1 h]): the published probability, and naive = the
@@ -36,7 +36,7 @@ Price sources: every price applied to an offer's state is attributed to its data
 prefix of `PriceObserved.source`); `price_sources` counts, per dataset, the offers it priced while the
 window ran (including the price in force at its start). Where datasets overlap on an offer, event-time
 order decides: the latest quote is in force whichever dataset sent it (`replay_events` merges by time, then
-dataset name, then event id; `streams.state.apply_event` ignores a quote older than the one in force).
+dataset name, then event id; `streams.core.state.apply_event` ignores a quote older than the one in force).
 
 >>> _dataset("replay:aws-spot-daily avg (USD/instance-h)"), _dataset("test")
 ('aws-spot-daily', 'test')
@@ -85,7 +85,7 @@ def dataset_spans(events: Iterable[MarketEvent], event_t: Any) -> dict[str, tupl
 @dataclass(frozen=True, slots=True)
 class NaiveForecast:
     """What `--naive-forecasts` gives the engine in place of a published forecast (the fields
-    `streams.state.engine_view` reads): the price stays the last value, the risk is the group's base rate."""
+    `streams.core.state.engine_view` reads): the price stays the last value, the risk is the group's base rate."""
 
     usd_per_hour: dict[int, float]
     p0_usd_per_hour: float
@@ -199,7 +199,7 @@ class ForecastEvaluation:
                 self.window_prices[d] = self.window_prices.get(d, 0) + 1
 
     def published(self, offer_key: str, forecast: Any) -> None:
-        """The offer's forecast in force now (a `streams.forecast.Forecast`, or None)."""
+        """The offer's forecast in force now (a `streams.core.forecast_events.Forecast`, or None)."""
         i = self.index.get(offer_key)
         if i is not None and forecast is not None:
             p0 = forecast.p0_usd_per_hour

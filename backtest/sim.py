@@ -1,10 +1,11 @@
 """The back-tester: recorded market events, in event time, through the live decision chain and baselines.
 
 One pass over the events. The market side is shared by every strategy and is the live pipeline's own
-code: `streams.state.apply_event` (state + materiality), `streams.forecast.Forecaster.observe`, and the
-decision stage of `streams.app` (`streams.state.engine_view` -> `engine.upsert_offers(quote_from_state(...))` ->
-`streams.decide.affected_workloads` -> `streams.decide.resolve`). What the live pipeline coalesces over
-its batch windows and solve time, the back-tester coalesces per event timestamp (one decision batch per distinct time).
+code: `streams.core.state.apply_event` (state + materiality), `streams.core.forecast.Forecaster.observe`, and
+the decision stage of `streams.runtime.app` (`streams.core.state.engine_view` ->
+`engine.upsert_offers(quote_from_state(...))` -> `streams.core.decide.affected_workloads` ->
+`streams.core.decide.resolve`). What the live pipeline coalesces over its batch windows and solve time, the
+back-tester coalesces per event timestamp (one decision batch per distinct time).
 
 Accounting is piecewise constant in event time: between two timestamps every allocation costs
 instances x the offer's price in force (the latest recorded price, not the price the engine saw) and
@@ -27,7 +28,7 @@ Budget guard (ours only, on by default): the engine enforces budgets at the pric
 price move below the 2 % materiality threshold is not sent to it. When such a move would put a placed
 workload over its budget, the back-tester sends the held offers' fresh view through the same
 upsert/affected/resolve chain. Since the live pipeline treats any price move on a held offer as material
-(`streams.state.apply_event(held=...)`, used here too), the guard is a safety net that should not fire.
+(`streams.core.state.apply_event(held=...)`, used here too), the guard is a safety net that should not fire.
 """
 
 from __future__ import annotations
@@ -61,9 +62,9 @@ from schemas.market import AllocationEngine, OfferQuote, SolveResult
 from schemas.offers import KNOWN_PROVIDERS, Market, OfferKey
 from schemas.placement import GpuQuota, place_of, quota_violations, quotas_covering
 from solvers import greedy_plan
-from streams import decide, state
-from streams.decider import Decider, UserEvent
-from streams.forecast import Forecaster
+from streams.core import decide, state
+from streams.core.decider import Decider, UserEvent
+from streams.core.forecast import Forecaster
 
 MarketEvent = PriceObserved | CapacityObserved | InterruptionObserved
 Plan = dict[str, list[Assignment]]
@@ -309,7 +310,7 @@ class Strategy:
 
 
 class EngineStrategy(Strategy):
-    """Ours: the live decision stage's own code, `streams.decider.Decider` (what `cloudarb worker` runs in its
+    """Ours: the live decision stage's own code, `streams.core.decider.Decider` (what `cloudarb worker` runs in its
     decision process), stepped in event time through an injected clock: market changes as the market stage
     forwards them, workloads started/ended as WorkloadRequested/WorkloadCancelled, the portfolio's quotas as
     a QuotasSet at the first step. What is measured is what runs (re-decide-all after a model rebuild,
@@ -686,7 +687,7 @@ class Simulation:
                 if e.source.startswith("backtest:"):
                     n_trace += 1
                 if e.offer.provider not in KNOWN_PROVIDERS:
-                    continue  # streams.validate rejects these
+                    continue  # streams.core.validate rejects these
                 k = e.offer.key
                 old = self.states.get(k)
                 # `held`: as live, any price move on an offer our plan holds is material

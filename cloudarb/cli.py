@@ -44,9 +44,9 @@ def cmd_worker(args: argparse.Namespace, s: Settings) -> int:
     app = create_streams_app(bootstrap, app_id=s.cloudarb_app_id, engine=args.engine or s.cloudarb_engine,
                              cg_budget_s=s.cloudarb_cg_budget_s,
                              extra={"broker_commit_interval": s.cloudarb_commit_interval_s})
-    # CLOUDARB_METRICS_PORT set: the worker's counters at /metrics (cloudarb.metrics, streams.metrics)
+    # CLOUDARB_METRICS_PORT set: the worker's counters at /metrics (cloudarb.metrics, streams.runtime.metrics)
     from cloudarb.metrics import serving_metrics
-    from streams.metrics import WorkerCollector
+    from streams.runtime.metrics import WorkerCollector
 
     worker_metrics = WorkerCollector(app.cloudarb_counters, app.cloudarb_market,  # type: ignore[attr-defined]
                                      app.cloudarb_forecaster)  # type: ignore[attr-defined]

@@ -9,7 +9,7 @@ a daemon thread). Unset (the default, e.g. on a laptop): nothing listens. The ad
 127.0.0.1; containers set CLOUDARB_METRICS_ADDR=0.0.0.0 (the Helm chart does, with port 9108). The server
 stops when the block ends (the command's SIGTERM / Ctrl-C clean-up, cloudarb.signals) and with the process.
 
-Collectors read the components' plain-int counters at scrape time (see streams.metrics, outputs.metrics,
+Collectors read the components' plain-int counters at scrape time (see streams.runtime.metrics, outputs.metrics,
 connectors.runner.RunnerCollector): nothing is incremented per event on the hot path.
 """
 

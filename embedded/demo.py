@@ -38,7 +38,7 @@ from outputs.clickhouse import apply_ddl, get_client, table_counts
 from outputs.sink import SINK_TOPICS, ClickHouseWriter, run_sink
 from schemas.events import Event
 from schemas.topics import CAPACITY, INTERRUPTIONS, PRICES
-from streams.market import market_group
+from streams.runtime.market import market_group
 
 MARKET_TOPICS = (PRICES.name, CAPACITY.name, INTERRUPTIONS.name)
 

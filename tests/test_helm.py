@@ -81,8 +81,8 @@ def test_topics_file_is_generated_from_schemas() -> None:
     from schemas.topics import TOPICS as SPECS
 
     assert [t["name"] for t in TOPICS["topics"]] == list(SPECS)
-    from streams.app import MARKET_TOPICS
-    from streams.market import market_group
+    from streams.runtime.app import MARKET_TOPICS
+    from streams.runtime.market import market_group
 
     assert tuple(TOPICS["market"]["topics"]) == MARKET_TOPICS
     assert market_group("x") == "x-market"  # the KEDA trigger's consumerGroup is <appId>-market

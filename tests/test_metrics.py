@@ -1,4 +1,4 @@
-"""Each process's collector reads its counters at scrape time (cloudarb.metrics, streams.metrics,
+"""Each process's collector reads its counters at scrape time (cloudarb.metrics, streams.runtime.metrics,
 outputs.metrics, connectors.runner.RunnerCollector); the shared server starts only when asked."""
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from connectors.runner import CircuitBreaker, RunnerCollector, SourceReport
 from outputs.metrics import GroupLag, OutputsCollector, service_groups
 from outputs.server import ServiceHandle, pipeline_stats
 from outputs.sink import SinkStats
-from streams.app import Counters
-from streams.metrics import SolveTimes, WorkerCollector
+from streams.runtime.app import Counters
+from streams.runtime.metrics import SolveTimes, WorkerCollector
 
 
 def samples(collector: Any) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

@@ -16,7 +16,7 @@ from backtest.sim import MarketEvent, Simulation
 from schemas.events import PriceObserved, deterministic_id
 from schemas.market import AllocationEngine, OfferQuote
 from solvers.registry import engine_factory
-from streams import state
+from streams.core import state
 from tests.backtest.conftest import T0, capacity, offer, one_workload, price
 
 H = 3600.0

@@ -3,7 +3,7 @@
     .venv/bin/python tests/benchmarks/bench_forecast.py [--data ../shared/data] [--batch 5000] [--profile out.prof]
 
 Every dataset under `--data` (connectors.replay.replay_events, event-time order) is folded through
-streams.state.apply_event as the market stage does, and each new state is kept with its offer key and event
+streams.core.state.apply_event as the market stage does, and each new state is kept with its offer key and event
 time. Then only the forecaster is timed over that sequence (a fresh forecaster each repeat, the best of
 `--repeat` reported), in microseconds per event, amortised over every event that changed a state:
 
@@ -34,8 +34,8 @@ sys.path.insert(0, str(ROOT))
 
 from connectors.replay import DATASETS, replay_events  # noqa: E402
 from schemas.offers import KNOWN_PROVIDERS  # noqa: E402
-from streams import state  # noqa: E402
-from streams.forecast import Forecaster  # noqa: E402
+from streams.core import state  # noqa: E402
+from streams.core.forecast import Forecaster  # noqa: E402
 
 RESULTS = ROOT / "tests" / "benchmarks" / "results.json"
 DATA = ROOT.parent / "shared" / "data"
@@ -47,7 +47,7 @@ def recorded_updates(data: Path) -> list[Update]:
     states: dict[str, state.State] = {}
     out: list[Update] = []
     for e in replay_events(data, sorted(DATASETS)):
-        if e.offer.provider not in KNOWN_PROVIDERS:   # streams.validate rejects these
+        if e.offer.provider not in KNOWN_PROVIDERS:   # streams.core.validate rejects these
             continue
         k = e.offer.key
         old = states.get(k)

@@ -6,7 +6,7 @@ message, where ../shared/data is missing).
 1. **Decisions.** Runs the back-test of examples/portfolios/training-lab.yaml on ../shared/data over the year
    2024-11-08 -> 2025-11-08 (the window bench_backtest.py calls "one_year"; CLI defaults otherwise: portfolio
    engine, spot-trace overlay, budget guard, every strategy) in-process, and captures every AllocationDecided
-   the engine strategy's `streams.decider.Decider` emits: `Decider.step` of the back-test's EngineStrategy is
+   the engine strategy's `streams.core.decider.Decider` emits: `Decider.step` of the back-test's EngineStrategy is
    wrapped (in this script only; the back-test code is unchanged) to collect `res.decisions`, budget-guard
    re-decisions included, in the order they are made.
 2. **Replay.** Feeds them, in order, to a real `outputs.executors.ExecutorRunner` whose executors are one

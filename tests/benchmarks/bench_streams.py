@@ -56,8 +56,8 @@ from embedded.demo import group_position  # noqa: E402
 from embedded.kafka import LocalKafka, ensure_topics  # noqa: E402
 from schemas import CapacityObserved, Market, OfferKey, PriceObserved, WorkloadRequested, WorkloadSpec  # noqa: E402
 from schemas.topics import DECISIONS, PRICES  # noqa: E402
-from streams.forecast import Forecaster  # noqa: E402
-from streams.market import market_group  # noqa: E402
+from streams.core.forecast import Forecaster  # noqa: E402
+from streams.runtime.market import market_group  # noqa: E402
 from tests.integration.helpers import start_worker, stop, wait_until  # noqa: E402
 
 RESULTS = ROOT / "tests" / "benchmarks" / "results.json"
@@ -197,10 +197,10 @@ def stage_costs(n_events: int, spacing_s: float, batch: int = 5000) -> dict[str,
     warm-up (so 1 h predictions are maturing and being learned from) and the second half timed, once with
     forecasting and once without; validation alone is timed apart; the time inside the forecaster is
     `stage_forecaster_us_per_event`."""
-    from streams import track
-    from streams.fastout import table_record
-    from streams.heap import FrozenHeap
-    from streams.validate import validate_many
+    from streams.core import track
+    from streams.core.heap import FrozenHeap
+    from streams.core.validate import validate_many
+    from streams.runtime.fastout import table_record
 
     msgs = [track.Msg(e.model_dump_json().encode(), PRICES.name, i % 6, i, None)
             for i, e in enumerate(replay_events(n_events, spacing_s))]

@@ -1,5 +1,5 @@
 """A worker forwards any move on an offer its plans hold, below the materiality threshold too: the held set
-reaches the market stage through the plans table's changelog (streams.held)."""
+reaches the market stage through the plans table's changelog (streams.core.held)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The market stage (streams.market) against the local broker: outputs, committed offsets, recovery."""
+"""The market stage (streams.runtime.market) against the local broker: outputs, committed offsets, recovery."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 
 from schemas.topics import DLQ, FORECASTS
-from streams import track
-from streams.fastout import table_record
-from streams.forecast import Forecaster
-from streams.market import MarketConfig, MarketStage, changelog_topic, market_group
+from streams.core import track
+from streams.core.forecast import Forecaster
+from streams.runtime.fastout import table_record
+from streams.runtime.market import MarketConfig, MarketStage, changelog_topic, market_group
 from tests.conftest import unique
 from tests.integration.helpers import caught_up, read_all, wait_until
 from tests.streams.helpers import T0, offer, price

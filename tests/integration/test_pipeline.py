@@ -21,8 +21,8 @@ from outputs.sink import SINK_TOPICS, ClickHouseWriter, run_sink
 from schemas.events import PriceObserved
 from schemas.market import OfferQuote
 from solvers import greedy_plan
-from streams import state
-from streams.market import market_group
+from streams.core import state
+from streams.runtime.market import market_group
 from tests.conftest import ROOT, SAMPLE, unique
 from tests.integration.helpers import caught_up, read_all, start_worker, stop, wait_until
 
@@ -79,7 +79,7 @@ def _market_log(bootstrap: str) -> list[Any]:
     (the session's topics also hold other tests' events, which the worker processed too)."""
     from datetime import UTC, datetime
 
-    from streams.validate import Rejected, validate
+    from streams.core.validate import Rejected, validate
 
     now = datetime.now(UTC)
     events = (validate(m.value(), ("PriceObserved", "CapacityObserved", "InterruptionObserved"), now)

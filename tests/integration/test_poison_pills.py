@@ -20,7 +20,7 @@ from outputs.clickhouse import table_counts
 from outputs.sink import ClickHouseWriter, run_sink
 from schemas.events import DLQ_ORIGINAL_MAX_BYTES, WorkloadRequested
 from schemas.topics import CAPACITY, DECISIONS, DLQ, INTERRUPTIONS, PRICES, WORKLOADS
-from streams.market import market_group
+from streams.runtime.market import market_group
 from tests.conftest import unique
 from tests.integration.helpers import caught_up, read_all, start_worker, stop, wait_until
 from tests.streams.helpers import T0, capacity, offer, preempted, price, workload

@@ -17,7 +17,7 @@ from connectors.publish import KafkaPublisher
 from embedded.demo import MARKET_TOPICS, group_position
 from embedded.kafka import LocalKafka
 from schemas.topics import CAPACITY, DLQ, INTERRUPTIONS, PRICES
-from streams.market import market_group
+from streams.runtime.market import market_group
 from tests.conftest import unique
 from tests.integration.helpers import caught_up, read_all, start_worker, stop, wait_until
 from tests.streams.helpers import offer, price

@@ -30,7 +30,7 @@ from schemas.events import (
 )
 from schemas.market import OfferQuote
 from solvers import GreedyEngine
-from streams.decide import resolve
+from streams.core.decide import resolve
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "data" / "sample"

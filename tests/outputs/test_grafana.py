@@ -171,9 +171,9 @@ def _registered_metric_names() -> set[str]:
 
     from connectors.runner import CircuitBreaker, RunnerCollector, SourceReport
     from outputs.metrics import FAMILIES, OutputsCollector
-    from streams.app import Counters
-    from streams.forecast import SKIPPED
-    from streams.metrics import WorkerCollector
+    from streams.core.forecast import SKIPPED
+    from streams.runtime.app import Counters
+    from streams.runtime.metrics import WorkerCollector
 
     runner: Any = SimpleNamespace(reports={"s": SourceReport("s", "aws")}, breakers={"s": CircuitBreaker()})
     collectors: list[Any] = [WorkerCollector(Counters()), OutputsCollector(lambda: dict.fromkeys(FAMILIES, 0.0)),

@@ -9,7 +9,7 @@ import pytest
 
 from schemas.market import OfferQuote
 from solvers import GreedyEngine
-from streams.app import StreamsConfig, create_app
+from streams.runtime.app import StreamsConfig, create_app
 from tests.streams.helpers import offer
 
 OFF = offer()

@@ -5,7 +5,7 @@ from datetime import UTC, datetime
 from schemas.events import Assignment, ChangeAction
 from schemas.market import OfferQuote
 from solvers import GreedyEngine
-from streams.decide import affected_workloads, decision_id, diff_plans, resolve, split
+from streams.core.decide import affected_workloads, decision_id, diff_plans, resolve, split
 from tests.streams.helpers import offer, workload
 
 L4A, L4B, H100 = offer(region="a"), offer(region="b"), offer(gpu="H100-80GB")

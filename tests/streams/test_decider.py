@@ -10,8 +10,8 @@ import pytest
 
 from schemas.events import ChangeAction, WorkloadCancelled, WorkloadRequested
 from solvers import GreedyEngine
-from streams.decider import Decider
-from streams.remote import RemoteDecider, RemoteError
+from streams.core.decider import Decider
+from streams.runtime.remote import RemoteDecider, RemoteError
 from tests.streams.helpers import T0, offer, workload
 
 L4A, L4B = offer(region="a"), offer(region="b")
@@ -120,7 +120,7 @@ def test_handle_restarts_a_dead_decider_from_the_tables_and_retries_the_step() -
     import os
     import signal
 
-    from streams.remote import DeciderHandle
+    from streams.runtime.remote import DeciderHandle
 
     tables: dict[str, dict[str, Any]] = {"market": {}, "workloads": {}, "plans": {}}
     started: list[RemoteDecider] = []
@@ -187,7 +187,7 @@ def test_a_redelivered_cancellation_terminates_a_plan_whose_spec_is_already_gone
 
 
 def test_delivery_failures_are_charged_to_the_batch_that_produced_them() -> None:
-    from streams.fastout import Batch, FastOutput
+    from streams.runtime.fastout import Batch, FastOutput
 
     mine, theirs = Batch(), Batch()
 
@@ -209,7 +209,7 @@ class SlowEngine(GreedyEngine):
 
 
 def test_a_hung_decider_is_killed_at_the_step_timeout_restarted_and_the_step_retried_once() -> None:
-    from streams.remote import DeciderHandle
+    from streams.runtime.remote import DeciderHandle
 
     started: list[RemoteDecider] = []
 
@@ -231,9 +231,9 @@ def test_a_hung_decider_is_killed_at_the_step_timeout_restarted_and_the_step_ret
 
 
 def test_a_released_handle_discards_its_decider_now_or_after_the_step_in_flight() -> None:
-    """A rebalance gave the decision stage's inputs to another worker (streams.app): the next step here,
+    """A rebalance gave the decision stage's inputs to another worker (streams.runtime.app): the next step here,
     should the inputs come back, rebuilds from the tables rather than resuming from a stale plan."""
-    from streams.remote import DeciderHandle
+    from streams.runtime.remote import DeciderHandle
 
     class Fake:
         def __init__(self) -> None:

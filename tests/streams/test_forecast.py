@@ -9,18 +9,11 @@ from hypothesis import strategies as st
 
 from schemas import Market
 from schemas.events import PriceForecasted
-from streams import state
-from streams.forecast import (
-    BUCKET_S,
-    MIN_SCORED,
-    Forecast,
-    Forecaster,
-    features,
-    forecast_events,
-    forecast_records,
-)
-from streams.learners import FEATURES, feature_matrix
-from streams.windows import WINDOWS_S, price_at, push, window_features, window_features_many, window_stats
+from streams.core import state
+from streams.core.forecast import BUCKET_S, MIN_SCORED, Forecaster, features
+from streams.core.forecast_events import Forecast, forecast_events, forecast_records
+from streams.core.learners import FEATURES, feature_matrix
+from streams.core.windows import WINDOWS_S, price_at, push, window_features, window_features_many, window_stats
 from tests.streams.helpers import capacity, offer, price
 
 OFF = offer(market=Market.SPOT)

@@ -1,4 +1,4 @@
-"""The held-offer set every market stage follows from the plans changelog (streams.held), without Kafka."""
+"""The held-offer set every market stage follows from the plans changelog (streams.core.held), without Kafka."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from schemas import Assignment, Market
-from streams.held import HeldOffers
+from streams.core.held import HeldOffers
 from tests.streams.helpers import offer
 
 A, B, C = offer(region="a"), offer(region="b", market=Market.SPOT), offer(region="c", gpu="H100-80GB", n=8)

@@ -12,8 +12,8 @@ from schemas.events import ChangeAction, QuotasSet, WorkloadRequested
 from schemas.market import SolveResult
 from schemas.placement import GpuQuota
 from solvers import GreedyEngine
-from streams.decider import QUOTAS_KEY, Decider
-from streams.remote import RemoteDecider
+from streams.core.decider import QUOTAS_KEY, Decider
+from streams.runtime.remote import RemoteDecider
 from tests.streams.helpers import T0, offer, workload
 
 L4A, L4B = offer(region="a"), offer(region="b")

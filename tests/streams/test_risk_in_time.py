@@ -11,9 +11,9 @@ import math
 import pytest
 
 from schemas import Market
-from streams import state
-from streams.forecast import Forecaster
-from streams.hazard import HALF_LIFE_H, Hazard
+from streams.core import state
+from streams.core.forecast import Forecaster
+from streams.core.hazard import HALF_LIFE_H, Hazard
 from tests.streams.helpers import capacity, offer, price
 
 POOL, GROUP = "aws|us-east-1|a|p5|H100-80GB|8|spot", "aws|H100-80GB|spot"
@@ -61,9 +61,9 @@ def test_the_risk_in_force_is_scored_over_the_hours_it_held() -> None:
     f.observe(o.key, s, state.event_t(e))
     f.flush()   # (observe() queues the scoring of the risk in force; the flush applies it)
     g = f.groups["gcp|L4|spot"]
-    assert f._rn[g] == pytest.approx(10.0) and f._base[g] == 1.0
+    assert f._rs.rn[g] == pytest.approx(10.0) and f._rs.base[g] == 1.0
     q = min(max(p, 1e-6), 1 - 1e-6)
-    assert f._llpub[g] == pytest.approx(-math.log(q) - 9 * math.log1p(-q))
+    assert f._rs.llpub[g] == pytest.approx(-math.log(q) - 9 * math.log1p(-q))
 
 
 def test_hours_without_capacity_are_not_scored() -> None:
@@ -77,7 +77,7 @@ def test_hours_without_capacity_are_not_scored() -> None:
     s, _ = state.apply_event(s, e)
     f.observe(o.key, s, state.event_t(e))
     f.flush()
-    assert f._rn[f.groups["gcp|L4|spot"]] == 0.0
+    assert f._rs.rn[f.groups["gcp|L4|spot"]] == 0.0
 
 
 def test_a_flapping_pool_is_forecast_near_its_rate_and_the_group_base_rate_loses() -> None:

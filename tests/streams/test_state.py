@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from streams.state import INTERRUPTION_FLOOR, apply_event, quote_from_state
+from streams.core.state import INTERRUPTION_FLOOR, apply_event, quote_from_state
 from tests.streams.helpers import capacity, offer, preempted, price
 
 OFF = offer()

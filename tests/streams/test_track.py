@@ -9,10 +9,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from schemas import Market
-from streams import state, track
-from streams.forecast import Forecaster
-from streams.track import Msg, track_batch
-from streams.validate import Rejected, validate, validate_many
+from streams.core import state, track
+from streams.core.forecast import Forecaster
+from streams.core.track import Msg, track_batch
+from streams.core.validate import Rejected, validate, validate_many
 from tests.streams.helpers import T0, capacity, offer, preempted, price
 
 MARKET = ("PriceObserved", "CapacityObserved", "InterruptionObserved")

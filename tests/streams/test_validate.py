@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from streams.validate import MAX_BYTES, Rejected, dead_letter, validate
+from streams.core.validate import MAX_BYTES, Rejected, dead_letter, validate
 from tests.streams.helpers import T0, offer, price
 
 MARKET = ("PriceObserved", "CapacityObserved", "InterruptionObserved")

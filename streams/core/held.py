@@ -1,16 +1,16 @@
 """The offers under a placement, as every worker's market stage sees them: followed from the changelog of
 the decision stage's `plans` table.
 
-Any price move on a held offer is material (streams.state), so each market stage must know the held set
+Any price move on a held offer is material (streams.core.state), so each market stage must know the held set
 for the offers of its own partitions. The decision stage runs in one worker (it consumes one-partition
 topics), while the market stage's partitions are spread over all workers; the plans changelog (compacted,
 one partition, a record per workload: its assignments, or a tombstone when it is gone) reaches them all.
-`HeldOffers` reads it to its end before the stage processes anything, then picks up new records before
-each batch.
+The set logic is here (pure); streams.runtime.held reads the changelog to its end before the stage processes
+anything, then picks up new records before each batch.
 
 A plan record also carries `since_t`, when the step that made it began. A sub-threshold move on an offer
 quoted after that, while the offer was not yet held, was not forwarded; `newly_held()` hands such offers
-to the stage, which forwards the move (streams.track.catch_up).
+to the stage, which forwards the move (streams.core.track.catch_up).
 
 >>> h = HeldOffers()
 >>> h.apply("w1", {"assignments": [{"offer": {"provider": "gcp", "region": "r", "zone": "",
@@ -24,16 +24,11 @@ to the stage, which forwards the move (streams.track.catch_up).
 
 from __future__ import annotations
 
-import logging
 import math
 from collections import Counter
 from typing import Any
 
-from pydantic_core import from_json
-
 from schemas.offers import OfferKey
-
-log = logging.getLogger(__name__)
 
 
 def _offer_key(offer: dict[str, Any]) -> str:
@@ -42,15 +37,14 @@ def _offer_key(offer: dict[str, Any]) -> str:
 
 
 class HeldOffers:
-    """The held set, kept from plan records (`apply`), and optionally followed from a changelog topic
-    (`follow`, then `poll`). `offer in held` is what the market stage asks per event."""
+    """The held set, kept from plan records (`apply`; streams.runtime.held.FollowedHeldOffers follows them
+    from the changelog topic). `offer in held` is what the market stage asks per event."""
 
     def __init__(self) -> None:
         self._plans: dict[str, tuple[str, ...]] = {}   # workload -> offer keys of its plan
         self._count: Counter[str] = Counter()           # offer key -> plans using it (only > 0 kept)
         self._since: dict[str, float] = {}              # held offer -> start of the step that placed it
         self._newly: dict[str, float] = {}              # offer -> since_t, newly held since the last call
-        self._consumer: Any = None
 
     def __contains__(self, key: object) -> bool:
         return key in self._count
@@ -87,50 +81,3 @@ class HeldOffers:
         (the earliest, when several did); the caller takes them over."""
         out, self._newly = self._newly, {}
         return out
-
-    # --- following the changelog ------------------------------------------------------------------
-
-    def follow(self, bootstrap: str, topic: str, timeout_s: float = 30.0) -> int:
-        """Read `topic` (every partition) from its start to its end; `poll()` then picks up what follows.
-        Returns the records read. The topic must exist (the market stage creates it when missing)."""
-        from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
-
-        self.close()
-        c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"{topic}-follower", "enable.auto.commit": False,
-                      "log_level": 3, "topic.metadata.refresh.interval.ms": 10_000})
-        meta = c.list_topics(topic, timeout=timeout_s).topics[topic]
-        if meta.error is not None:
-            c.close()
-            raise RuntimeError(f"cannot follow {topic}: {meta.error}")
-        parts = sorted(meta.partitions)
-        c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
-        self._consumer = c
-        ends = {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout_s)[1] for p in parts}
-        n = 0
-        todo = {p for p, end in ends.items() if end > 0}
-        while todo:
-            n += self.poll(0.5)
-            todo -= {tp.partition for tp in c.position([TopicPartition(topic, p) for p in todo])
-                     if tp.offset >= ends[tp.partition]}
-        return n
-
-    def poll(self, timeout_s: float = 0.0) -> int:
-        """Apply the records that arrived since the last call; returns how many."""
-        if self._consumer is None:
-            return 0
-        n = 0
-        for m in self._consumer.consume(10_000, timeout=timeout_s):
-            if m.error() is not None or m.key() is None:
-                continue
-            try:
-                value = m.value()
-                self.apply(from_json(m.key()), None if value is None else from_json(value))
-                n += 1
-            except (ValueError, KeyError, TypeError) as exc:  # not a plan record: never fatal
-                log.warning("held offers: skipped an unreadable plan record at offset %s: %s", m.offset(), exc)
-        return n
-
-    def close(self) -> None:
-        if self._consumer is not None:
-            self._consumer.close()
-            self._consumer = None

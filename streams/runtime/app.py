@@ -1,5 +1,5 @@
-"""The worker: the market stage (streams.market, a confluent-kafka consumer thread) and the Faust app's
-decision stage, a thin agent over streams.decide.
+"""The worker: the market stage (streams.runtime.market, a confluent-kafka consumer thread) and the Faust app's
+decision stage, a thin agent over streams.core.decide.
 
 Topology (topics from schemas.topics; `<app_id>-...` topics are internal):
 
@@ -12,8 +12,8 @@ Topology (topics from schemas.topics; `<app_id>-...` topics are internal):
                                      market, plans, workloads, quotas (tables, 1 partition)
 
 `decide_allocations` is the single writer of plans: it coalesces changes over `decide_debounce_s`, and a
-`streams.decider.Decider` re-solves only the affected workloads through the injected engine, in a child
-process (streams.remote) so the market stage keeps consuming during a solve; changes that arrive
+`streams.core.decider.Decider` re-solves only the affected workloads through the injected engine, in a child
+process (streams.runtime.remote) so the market stage keeps consuming during a solve; changes that arrive
 meanwhile are coalesced into the next step. The agent sends the decision and waits for the broker's ack
 before recording the plan, so a crash never loses a decision (a redelivered one has the same
 deterministic id and is dropped downstream).
@@ -41,15 +41,15 @@ from schemas.events import (
 )
 from schemas.market import AllocationEngine
 from schemas.topics import CAPACITY, DECISIONS, DLQ, INTERRUPTIONS, PRICES, QUOTAS, WORKLOADS
-from streams import state, track
-from streams.decider import UserEvent
-from streams.fastout import Batch, FastOutput, dlq_failed
-from streams.forecast import Forecaster
-from streams.market import MarketConfig, MarketStage
-from streams.metrics import SolveTimes
-from streams.rebalance import App as RebalanceSafeApp
-from streams.remote import CHILD_GONE, DeciderHandle, RemoteDecider, RemoteError
-from streams.validate import Rejected, dead_letter, validate
+from streams.core import state, track
+from streams.core.decider import UserEvent
+from streams.core.forecast import Forecaster
+from streams.core.validate import Rejected, dead_letter, validate
+from streams.runtime.fastout import Batch, FastOutput, dlq_failed
+from streams.runtime.market import MarketConfig, MarketStage
+from streams.runtime.metrics import SolveTimes
+from streams.runtime.rebalance import App as RebalanceSafeApp
+from streams.runtime.remote import CHILD_GONE, DeciderHandle, RemoteDecider, RemoteError
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +95,7 @@ class Counters:
     solves: int = 0
     dlq_skipped: int = 0     # dead letters the DLQ refused (logged with their source offsets)
     step_failures: int = 0   # decision steps that failed (retried, or isolated down to a poison record)
-    # solve time of each decision step (served as cloudarb_worker_solve_seconds, see streams.metrics)
+    # solve time of each decision step (served as cloudarb_worker_solve_seconds, see streams.runtime.metrics)
     solve_seconds: SolveTimes = field(default_factory=SolveTimes, repr=False)
 
 
@@ -170,7 +170,7 @@ def create_app(cfg: StreamsConfig, engine_factory: Callable[[], AllocationEngine
 
     @app.task
     async def _start_market_stage() -> None:
-        """The market stage (streams.market) starts once the tables are recovered."""
+        """The market stage (streams.runtime.market) starts once the tables are recovered."""
         while not recovered():
             await asyncio.sleep(0.05)
         stage.start()
@@ -286,7 +286,7 @@ def create_app(cfg: StreamsConfig, engine_factory: Callable[[], AllocationEngine
                 fast.produce(DECISIONS.name, *record)
             await fast.flush()  # the broker has the decisions (and the table writes before them): record the plan
             for table, key, value in res.plan_writes:
-                # when the step began: every worker's market stage follows the plans (streams.held) and
+                # when the step began: every worker's market stage follows the plans (streams.core.held) and
                 # forwards moves quoted since then on the offers the step newly holds (track.catch_up)
                 fast.write_table(tables_by_name[table], key, value and {**value, "since_t": step_t}, 0)
             await fast.flush()
@@ -314,7 +314,7 @@ def create_app(cfg: StreamsConfig, engine_factory: Callable[[], AllocationEngine
     async def _report_progress() -> None:
         """Every 10 s: one INFO line of counters (a line that stops coming means a blocked event loop), the
         partitions read behind their high watermark and the paused ones; resumes a stream flow left
-        suspended after recovery (see streams.rebalance)."""
+        suspended after recovery (see streams.runtime.rebalance)."""
         log.info("progress %s pending_out=%d", counters, out().pending())
         recovery = app.tables.recovery  # type: ignore[attr-defined]
         consumer = app.consumer
@@ -334,7 +334,7 @@ def create_app(cfg: StreamsConfig, engine_factory: Callable[[], AllocationEngine
         if not recovery.completed.is_set() or app.rebalancing:
             flow_box["suspended_at_last_report"] = False
             return
-        # streams.rebalance suspends the flow during the post-recovery seek; recovery resumes it. Should a
+        # streams.runtime.rebalance suspends the flow during the post-recovery seek; recovery resumes it. Should a
         # recovery end without resuming it (Faust returns early when a new rebalance starts), do it here.
         suspended = not app.flow_control.is_active()
         if suspended and flow_box["suspended_at_last_report"]:  # two reports in a row (>= 10 s)

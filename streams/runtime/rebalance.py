@@ -14,7 +14,7 @@ ignored as out of date when it comes back), and the group's lag stuck.
 The fix: suspend the flow control when `on_rebalance_complete` fires. Deliveries then *wait* (the
 conductor acquires the flow control before queueing) instead of being queued and cleared, and continue
 in offset order once `on_recovery_completed` resumes the flow. The worker's progress timer resumes a
-flow left suspended after recovery completed (see `streams.app`), so this can never stall the worker.
+flow left suspended after recovery completed (see `streams.runtime.app`), so this can never stall the worker.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Run a `streams.decider.Decider` in a child process, so a solve (100s of ms of CPU) never blocks the
+"""Run a `streams.core.decider.Decider` in a child process, so a solve (100s of ms of CPU) never blocks the
 worker's event loop: the market stage keeps consuming while the decision stage solves.
 
 The child is started with the `spawn` method (the worker has threads; forking it is unsafe) and serves
@@ -22,8 +22,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from schemas.market import AllocationEngine
-from streams.decider import DecideOutput, Decider, UserEvent
-from streams.heap import IDLE_S, FrozenHeap
+from streams.core.decider import DecideOutput, Decider, UserEvent
+from streams.core.heap import IDLE_S, FrozenHeap
 
 log = logging.getLogger(__name__)
 

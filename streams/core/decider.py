@@ -3,7 +3,7 @@
 `Decider` holds the engine and the in-memory mirrors of the decision-stage tables (market view, workload
 specs, plan, previous decision ids). `step()` applies one coalesced batch of changes, re-solves only the
 affected workloads and returns what the agent must write: table writes, then the decisions, then (only
-once the broker has acknowledged the decisions) the plan writes. No Kafka here; `streams.remote` runs a
+once the broker has acknowledged the decisions) the plan writes. No Kafka here; `streams.runtime.remote` runs a
 `Decider` in a child process so a solve never blocks the worker's event loop.
 """
 
@@ -25,7 +25,7 @@ from schemas.events import (
     WorkloadSpec,
 )
 from schemas.market import AllocationEngine, WarmEngine
-from streams import decide, state
+from streams.core import decide, state
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """The market stage as one plain function over a batch: validate -> state -> forecast -> trigger.
 
-`track_batch` is what the market stage (streams.market) runs on each consumed batch; it reads the offers
+`track_batch` is what the market stage (streams.runtime.market) runs on each consumed batch; it reads the offers
 table through `lookup` and returns everything the stage must write (no Kafka here, so it is tested
 directly). Per offer, the batch's events are folded into one new state (one table write per offer per
 batch); the forecaster takes the batch's final states together (`Forecaster.observe_many`: a forecast at
@@ -8,7 +8,7 @@ most once per offer per batch, where due, all predicted in one pass).
 
 >>> from datetime import UTC, datetime
 >>> from schemas import OfferKey, Market, PriceObserved
->>> from streams.forecast import Forecaster
+>>> from streams.core.forecast import Forecaster
 >>> o = OfferKey(provider="gcp", region="r", instance_type="a", gpu_model="L4", gpus_per_instance=1,
 ...              market=Market.SPOT)
 >>> t = datetime(2025, 1, 1, tzinfo=UTC)
@@ -31,9 +31,10 @@ from pydantic_core import from_json, to_json
 
 from schemas.events import CapacityObserved, DeadLettered, InterruptionObserved, PriceObserved
 from schemas.offers import OfferKey
-from streams import state
-from streams.forecast import Forecaster, forecast_records
-from streams.validate import Rejected, dead_letter, validate_many
+from streams.core import state
+from streams.core.forecast import Forecaster
+from streams.core.forecast_events import forecast_records
+from streams.core.validate import Rejected, dead_letter, validate_many
 
 MARKET_TYPES = ("PriceObserved", "CapacityObserved", "InterruptionObserved")
 STAGE = "streams.track_offers"
@@ -199,7 +200,7 @@ CATCH_UP_REASON = "price moved while a placement on it was decided"
 def catch_up(newly_held: Mapping[str, float], lookup: Callable[[str], state.State | None],
              partition_of: Mapping[str, int], forecaster: Forecaster, out: TrackOutput) -> None:
     """Forward the price of offers that just became held (`newly_held`: offer key -> when the step that
-    placed a workload on it began, from streams.held) where it moved below the threshold in a quote
+    placed a workload on it began, from streams.core.held) where it moved below the threshold in a quote
     observed since then: the offer was not held yet, so the move was not forwarded, although any move on
     a held offer is material. The state then records the price as forwarded. Offers this stage does not
     own (another worker's partitions) are skipped. (A drift quoted before the step is left to the offer's

@@ -1,4 +1,4 @@
-"""The forecaster's learners, in numpy over batches (streams.forecast uses them): the features of many
+"""The forecaster's learners, in numpy over batches (streams.core.forecast uses them): the features of many
 offers at once, a per-group feature scaler and per-group linear models learned by SGD.
 
 >>> import numpy as np
@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from streams import windows
+from streams.core import windows
 
 # scaled features are clipped to ±MAX_Z: a rare move of many standard deviations (a feature whose
 # variance is tiny, e.g. the 1 h return of a price that almost never changes) otherwise makes one SGD
@@ -41,7 +41,7 @@ def bad_features(s: Mapping[str, Any], now_t: float) -> tuple[float, float]:
 
 
 def features(offer_key: str, s: Mapping[str, Any], now_t: float) -> dict[str, float]:
-    """Model inputs from an offer's state (see streams.state): the definition `feature_matrix` computes
+    """Model inputs from an offer's state (see streams.core.state): the definition `feature_matrix` computes
     for many offers at once."""
     p = float(s["usd_per_hour"])
     x: dict[str, float] = {"dev_ewma": math.log(p / float(s.get("ewma", p)))}

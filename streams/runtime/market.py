@@ -2,7 +2,7 @@
 
 It used to be a Faust agent. Faust's aiokafka consumer and per-event stream machinery cost more than the
 stage's own work (in a replay, about half the worker's time, capping it near 2,200 events/s); librdkafka
-fetches and decodes in C, outside the GIL. The logic is unchanged: `streams.track.track_batch`.
+fetches and decodes in C, outside the GIL. The logic is unchanged: `streams.core.track.track_batch`.
 
 Delivery is at-least-once, as before:
 
@@ -18,16 +18,16 @@ redelivered event is ignored only when its outputs were already acknowledged. A 
 the batch's state back, rewinds the consumer to the batch's first offsets and retries after a pause;
 nothing crashes the worker.
 
-State is a dict, offer key -> state (see streams.state), of the assigned partitions, backed by the
+State is a dict, offer key -> state (see streams.core.state), of the assigned partitions, backed by the
 compacted changelog topic `<app_id>-offers-changelog`, with the Faust table's name, partitioning (the
 event's partition) and JSON encoding, so the state of a worker from before the change carries over. When
 partitions are assigned, their state is read back from the changelog before any of their events is
 processed.
 
 The offers under a placement (any move on one is material) come from the plans table's changelog, which
-every worker's stage follows (streams.held): the decision stage runs in one worker, the market partitions
+every worker's stage follows (streams.runtime.held): the decision stage runs in one worker, the market partitions
 are spread over all of them. Offers a step newly holds get their moves since the step began forwarded by
-the stage that owns them (streams.track.catch_up), with the batch.
+the stage that owns them (streams.core.track.catch_up), with the batch.
 """
 
 from __future__ import annotations
@@ -44,11 +44,11 @@ from typing import Any
 from pydantic_core import from_json
 
 from schemas.topics import DLQ, FORECASTS, MODELS
-from streams import state, track
-from streams.fastout import Batch, FastOutput, table_record
-from streams.forecast import Forecaster
-from streams.heap import IDLE_S, FrozenHeap
-from streams.held import HeldOffers
+from streams.core import state, track
+from streams.core.forecast import Forecaster
+from streams.core.heap import IDLE_S, FrozenHeap
+from streams.runtime.fastout import Batch, FastOutput, table_record
+from streams.runtime.held import FollowedHeldOffers
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ def changelog_topic(app_id: str) -> str:
 
 
 def decode_state(key: bytes, value: bytes | None) -> tuple[str, state.State | None]:
-    """A changelog record read back (`streams.fastout.table_record` reversed).
+    """A changelog record read back (`streams.runtime.fastout.table_record` reversed).
 
     >>> decode_state(*table_record("k", {"n": 1}))
     ('k', {'n': 1})
@@ -99,13 +99,13 @@ class MarketConfig:
     partitions: int = 6            # of the changelog (as the market topics)
     commit_interval_s: float = 1.0  # offsets of processed batches are committed at most this often
     nice: int = 10                  # the stage thread's scheduling priority (0: the worker's own)
-    plans_topic: str | None = None  # the plans table's changelog, followed for the held offers (streams.held)
+    plans_topic: str | None = None  # the plans table's changelog, followed for the held offers (streams.runtime.held)
 
 
 class MarketStage:
     """The consume -> track_batch -> produce -> commit loop; `start()` runs it in a daemon thread.
 
-    The offers under a current placement are followed from `cfg.plans_topic` (streams.held; none when it
+    The offers under a current placement are followed from `cfg.plans_topic` (streams.runtime.held; none when it
     is None), read to its end before the first batch, then before each batch.
     `on_batch(result, n_messages)` is called after each committed batch (counters).
     """
@@ -117,24 +117,24 @@ class MarketStage:
         self.store: dict[str, state.State] = {}   # offer key -> state, of the assigned partitions
         self._partition: dict[str, int] = {}       # offer key -> its partition (of the stored states)
         self.forecaster = forecaster
-        self.held = HeldOffers()
-        self._newly_held: dict[str, float] = {}   # offers to catch up on (streams.track.catch_up)
+        self.held = FollowedHeldOffers()
+        self._newly_held: dict[str, float] = {}   # offers to catch up on (streams.core.track.catch_up)
         self.on_batch = on_batch
         self.batches = 0
         self.failures = 0
         self.dlq_skipped = 0   # dead letters the DLQ refused (logged with their source offsets)
         # (topic, partition) -> messages behind the high watermark, of the assigned partitions; replaced
-        # whole every LAG_REFRESH_S (read by streams.metrics at scrape time)
+        # whole every LAG_REFRESH_S (read by streams.runtime.metrics at scrape time)
         self.lag: dict[tuple[str, int], int] = {}
         self._lag_t = 0.0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._consumer: Any = None
-        self._out: Any = None  # a streams.fastout.FastOutput, made in the stage's thread
+        self._out: Any = None  # a streams.runtime.fastout.FastOutput, made in the stage's thread
         self._batch = Batch()
         self._to_commit: dict[tuple[str, int], int] = {}  # processed, not yet committed: next offsets
         self._committed_t = time.monotonic()
-        self._heap = FrozenHeap(growth_check_s=120.0)   # the whole worker's heap: see streams.heap
+        self._heap = FrozenHeap(growth_check_s=120.0)   # the whole worker's heap: see streams.core.heap
 
     # --- lifecycle ----------------------------------------------------------------------------------
 
@@ -203,7 +203,7 @@ class MarketStage:
                     for k, t in self.held.newly_held().items():
                         self._newly_held[k] = min(t, self._newly_held.get(k, t))
                     self._process([m for m in msgs if not self._is_error(m)])
-                    # the states a batch leaves are long-lived: out of the collector's way (streams.heap)
+                    # the states a batch leaves are long-lived: out of the collector's way (streams.core.heap)
                     if msgs:
                         self._heap.worked()
                         last_msg_t = time.monotonic()

@@ -22,7 +22,7 @@ from typing import Any
 from schemas.events import CapacityObserved, InterruptionObserved, PriceObserved
 from schemas.market import OfferQuote
 from schemas.offers import OfferKey
-from streams import windows
+from streams.core import windows
 
 PRICE_MOVE_THRESHOLD = 0.02   # a 2 % move of the price the engine last saw is material
 EWMA_ALPHA = 0.2
@@ -102,15 +102,15 @@ def event_t(e: PriceObserved | CapacityObserved | InterruptionObserved) -> float
 
 
 def rolling_stats(s: State, now_t: float) -> dict[str, dict[str, Any]]:
-    """min / max / volatility / log-return over 1 h, 24 h and 7 d (see streams.windows)."""
+    """min / max / volatility / log-return over 1 h, 24 h and 7 d (see streams.core.windows)."""
     return windows.all_windows(s.get("hist", []), now_t)
 
 
 def engine_view(s: State, forecast: Any = None) -> State:
     """What the decision stage needs of an offer: its quote, capacity, risk and 1 h forecast
-    (`forecast` is a streams.forecast.Forecast or None).
+    (`forecast` is a streams.core.forecast_events.Forecast or None).
 
-    A forecast is made at most every 5 min of event time (streams.forecast), while quotes may change more
+    A forecast is made at most every 5 min of event time (streams.core.forecast), while quotes may change more
     often: the forecast's predicted move (forecast / price when it was made) is applied to the current
     price, so the engine never plans on a price older than the quote. (The naive forecast, used while the
     model is not better, is then the current price, as a last-value forecast should be.)

@@ -18,7 +18,7 @@ from schemas.events import (
     deterministic_id,
 )
 from schemas.market import AllocationEngine, SolveResult
-from streams.explain import summarize
+from streams.core.explain import summarize
 
 Plan = dict[str, list[Assignment]]
 

@@ -13,16 +13,11 @@ p90 add the group's recent quantiles of the published forecast's log-residuals. 
 never moved forecasts itself exactly (median and quantiles).
 
 Risk: candidates for P(capacity lost or interruption within the next hour) are the group's recent base
-rate (naive: its losses per hour with capacity, decayed as streams.hazard's counts are), an
-empirical-Bayes hazard per spot pool (streams.hazard: pool
--> group -> global shrinkage, with the Spot Advisor band as the pool's prior), and a logistic model. The
-engine holds a pool for hours on the risk in force, so the candidates are scored in time, not per
-prediction: each offer's candidates in force are scored over every hour it had capacity until its next
-event (hours without a loss count as negatives, a loss that ends the period as a positive), by log-loss and
-Brier (`_score_in_force`). Scored per prediction instead, a pool that keeps losing and regaining capacity
-(events at every flip, and a prediction made while it has no capacity can only be "no loss") rewards a
-candidate that says ~1 % while it loses capacity every few hours it holds it. The candidate with the lowest
-running log-loss per hour is published.
+rate (naive: its losses per hour with capacity, decayed as streams.core.hazard's counts are), an
+empirical-Bayes hazard per spot pool (streams.core.hazard: pool -> group -> global shrinkage, with the Spot
+Advisor band as the pool's prior), and a logistic model. They are scored in time, over the hours each was in
+force while its offer had capacity (streams.core.risk, which says why), and the one with the lowest running
+log-loss per hour is published.
 
 Cost: `observe()` is the per-offer path and is O(1): it keeps the offer's state, its bad events and the
 hazard's exposure, and marks the offer dirty. The work is done per batch by `flush()` (the market stage
@@ -31,8 +26,8 @@ the oldest dirty offer): first every prediction whose horizon has passed by the 
 scored and learned from, then the dirty offers that are due a prediction (per offer and horizon at most
 every horizon/12 of event time) are predicted together in numpy (features, scaling, the models of their
 groups), then what matured by the batch's latest event is scored. Learning is mini-batch SGD over the
-matured predictions of each group (streams.learners.sgd). The features are `features()`'s, computed for
-the whole batch at once (streams.learners.feature_matrix). A forecast made by a flush is in `latest` and
+matured predictions of each group (streams.core.learners.sgd). The features are `features()`'s, computed for
+the whole batch at once (streams.core.learners.feature_matrix). A forecast made by a flush is in `latest` and
 returned by `flush()`; `observe()` returns the offer's forecast in force (None before its first).
 Scoring labels a prediction with the price in force at its horizon (a change at exactly t+h counts).
 
@@ -52,23 +47,20 @@ True
 from __future__ import annotations
 
 import functools
-import hashlib
 import heapq
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 from prometheus_client import Counter
-from pydantic_core import to_json
 
-from schemas.events import ModelPromoted, PriceForecasted, deterministic_id
-from schemas.offers import OfferKey
-from streams import windows
-from streams.hazard import Hazard
-from streams.learners import (
+from schemas.events import ModelPromoted, deterministic_id
+from streams.core import windows
+from streams.core.forecast_events import Forecast
+from streams.core.hazard import Hazard
+from streams.core.learners import (
     FEATURES,
     D,
     Linear,
@@ -85,8 +77,9 @@ from streams.learners import (
     sgd,
     subset,
 )
+from streams.core.risk import RISK_CANDIDATES, RiskScores
 
-__all__ = ["FEATURES", "D", "Forecast", "Forecaster", "features", "forecast_events", "forecast_records"]
+__all__ = ["FEATURES", "D", "Forecaster", "features"]
 
 HORIZONS_S: tuple[int, ...] = (3600, 86_400)
 RISK_HORIZON_S = 3600
@@ -95,8 +88,6 @@ BUCKET_S = 300.0    # observe() flushes by itself once the event time is this fa
 RESID_KEEP = 512    # recent log-residuals per group and horizon kept for p10/p90
 MIN_SCORED = 30     # a candidate other than naive is published only once scored this often (and best)
 SHRINKS: tuple[float, ...] = (0.0, 0.25, 0.5, 1.0)   # published move = shrink x the model's predicted move
-RISK_CANDIDATES = ("base-rate", "eb-hazard", "river-logreg")   # (names kept: dashboards and records use them)
-MAX_IN_FORCE_S = 7 * 86_400.0   # a risk in force is scored over at most a week without news of its offer
 SKIPPED = Counter("cloudarb_forecast_samples_skipped_total",
                   "forecaster samples skipped (the forecast falls back to naive)", ["reason"])
 
@@ -108,33 +99,6 @@ def _group(offer_key: str) -> str:
 
 def shrink_name(s: float) -> str:
     return "naive" if s == 0 else ("river-quantile-linreg" if s == 1 else f"river-quantile-linreg x{s:g}")
-
-
-@dataclass(slots=True)
-class Forecast:
-    """One offer's forecast (made by `Forecaster.flush`; treat it as immutable: `dataclasses.replace`
-    for a changed copy). Not frozen: a frozen dataclass costs 5x as much to build, and a flush builds one
-    per offer due."""
-
-    offer_key: str
-    made_t: float
-    usd_per_hour: dict[int, float]                  # horizon_s -> published median forecast
-    interruption_probability_next_hour: float
-    model_used: dict[int, bool]                     # horizon_s -> True when a model (not naive) was published
-    risk_model_used: bool
-    mae_model: dict[int, float | None]              # running MAE of the published forecasts
-    mae_naive: dict[int, float | None]
-    n_scored: dict[int, int]
-    risk_logloss_model: float | None                # of the published risk
-    risk_logloss_naive: float | None
-    p0_usd_per_hour: float | None = None            # the offer's price when the forecast was made
-    p10_usd_per_hour: dict[int, float] = field(default_factory=dict)
-    p90_usd_per_hour: dict[int, float] = field(default_factory=dict)
-    model: dict[int, str] = field(default_factory=dict)   # horizon_s -> the published candidate's name
-    risk_model: str = "base-rate"
-
-    def model_name(self, h: int) -> str:
-        return self.model.get(h) or ("model" if self.model_used.get(h) else "naive")
 
 
 def _price_at(hist: Any, t: float) -> float:
@@ -166,9 +130,7 @@ class Forecaster:
         # and their p10/p90 as last computed (with the count then)
         self._resid, self._n_resid = np.zeros((nh, 0, RESID_KEEP)), np.zeros((nh, 0))
         self._q, self._q_at = np.zeros((nh, 0, 2)), np.zeros((nh, 0))
-        self._ll, self._br = np.zeros((0, 3)), np.zeros((0, 3))   # per group, risk candidate: sums
-        self._rn, self._base = np.zeros(0), np.zeros(0)           # risk hours scored (trials); losses
-        self._llpub, self._brpub = np.zeros(0), np.zeros(0)
+        self._rs = RiskScores()   # the risk candidates' scores per group, and the risk in force per offer
         self.pending: list[tuple[float, int, Pending]] = []  # heap of (earliest due time, sequence, chunk)
         self._n_pending = 0
         self._made = np.zeros((0, len(self.horizons) + 1))   # per offer index: when each horizon (and, last,
@@ -182,9 +144,6 @@ class Forecaster:
         self.made = 0          # forecasts made
         self.skipped: dict[str, int] = {}
         self._last_t = np.zeros(0)   # per offer index: its last event time
-        # per offer index: the risk in force (each candidate's, the published one's) and its group (-1: none)
-        self._rk_cand, self._rk_pub = np.zeros((0, len(RISK_CANDIDATES))), np.zeros(0)
-        self._rk_g = np.zeros(0, dtype=np.int64)
         self._by_offer: dict[str, tuple[str, int, int]] = {}   # offer key -> its group and index
         self._champion: dict[tuple[str, str], str] = {}   # (group, target) -> the published candidate
         self.promotions: list[ModelPromoted] = []         # drained by the caller (drain_promotions)
@@ -206,23 +165,19 @@ class Forecaster:
                 k = max(64, n)
                 self._made = np.concatenate([self._made, np.full((k, len(self.horizons) + 1), -np.inf)])
                 self._last_t = np.concatenate([self._last_t, np.full(k, -np.inf)])
-                self._rk_cand = np.concatenate([self._rk_cand, np.zeros((k, len(RISK_CANDIDATES)))])
-                self._rk_pub = np.concatenate([self._rk_pub, np.zeros(k)])
-                self._rk_g = np.concatenate([self._rk_g, np.full(k, -1, dtype=np.int64)])
+                self._rs.grow_offers(k)
             hit = self._by_offer[offer_key] = (name, self.groups[name], n)
         return hit
 
     def _add_group(self, name: str) -> None:
         n = len(self.group_names) + 1
-        if n > len(self._rn):   # grow every per-group array (doubling), then publish the name
-            cap = max(8, 2 * len(self._rn))
+        if n > len(self._rs.rn):   # grow every per-group array (doubling), then publish the name
+            cap = max(8, 2 * len(self._rs.rn))
             self._scaler.grow(cap)
             for m in (*self._price, self._risk):
                 m.grow(cap)
             self._mae, self._n, self._pub = grow(self._mae, cap, 1), grow(self._n, cap, 1), grow(self._pub, cap, 1)
-            self._ll, self._br, self._rn, self._base = grow(self._ll, cap), grow(self._br, cap), \
-                grow(self._rn, cap), grow(self._base, cap)
-            self._llpub, self._brpub = grow(self._llpub, cap), grow(self._brpub, cap)
+            self._rs.grow_groups(cap)
             self._resid, self._n_resid = grow(self._resid, cap, 1), grow(self._n_resid, cap, 1)
             self._q, self._q_at = grow(self._q, cap, 1), grow(self._q_at, cap, 1)
         self.groups[name] = n - 1
@@ -283,7 +238,7 @@ class Forecaster:
         keys, gnames, oi, last, now, bad, exposed = zip(*run, strict=True)
         now_a, bad_a, exposed_a = np.array(now), np.array(bad), np.array(exposed, dtype=bool)
         self.hazard.observe_many(list(keys), list(gnames), now_a, bad_a, exposed_a)
-        self._score_in_force(np.array(oi, dtype=np.int64), np.array(last), now_a, exposed_a, bad_a)
+        self._rs.score_in_force(np.array(oi, dtype=np.int64), np.array(last), now_a, exposed_a, bad_a)
 
     def _new_bad(self, offer_key: str, s: Mapping[str, Any]) -> int:
         """Bad events in the state that the offer's previous state did not have (it keeps the last few)."""
@@ -331,7 +286,7 @@ class Forecaster:
             exposed = np.array([(p := st.get(k)) is not None and bool(p.get("available", True)) for k in keys])
             st.update(zip(keys, states, strict=True))
             self.hazard.observe_many(keys, [i[0] for i in info], ts, new_bad, exposed)
-            self._score_in_force(oi, last, ts, exposed, new_bad)
+            self._rs.score_in_force(oi, last, ts, exposed, new_bad)
             self._dirty.update((k, (s, t)) for k, s, t in zip(keys, states, ts.tolist(), strict=True)
                                if "usd_per_hour" in s)
         return self.flush()
@@ -397,9 +352,9 @@ class Forecaster:
         code = np.zeros(len(keys), dtype=np.int64)   # per row: the published candidate per horizon, as digits
         for j, h in enumerate(self.horizons):
             champ = self._price_champions(j, groups)
-            shr_g = np.zeros(len(self._rn))
+            shr_g = np.zeros(len(self._rs.rn))
             shr_g[groups] = np.asarray(SHRINKS)[champ]
-            champ_of = np.zeros(len(self._rn), dtype=np.int64)
+            champ_of = np.zeros(len(self._rs.rn), dtype=np.int64)
             champ_of[groups] = champ
             for gg, c in zip(groups.tolist(), champ.tolist(), strict=True):
                 self._note_champion(self.group_names[gg], f"price_{h}s", shrink_name(SHRINKS[c]), first_t[gg],
@@ -422,15 +377,16 @@ class Forecaster:
             if sel.any():   # (every candidate of a still offer publishes p0, and is scored so)
                 self._push(Pending(j, chosen(keys, sel), g[sel], ts[sel] + h,
                                   z[sel], valid[sel], p0[sel], np.where(still, 0.0, y_hat)[sel], price[sel]))
-        cand = self._risk_candidates(keys, states, g, z, valid)
-        rchamp = self._risk_champions(groups)
-        rch_g = np.zeros(len(self._rn), dtype=np.int64)
+        cand = self._rs.candidates(self.hazard, self._risk, keys, [self._by_offer[k][0] for k in keys], states,
+                                   g, z, valid, RISK_HORIZON_S / 3600)
+        rchamp = self._rs.champions(groups, MIN_SCORED)
+        rch_g = np.zeros(len(self._rs.rn), dtype=np.int64)
         rch_g[groups] = rchamp
         for gg, c in zip(groups.tolist(), rchamp.tolist(), strict=True):
             self._note_champion(self.group_names[gg], "risk_1h", RISK_CANDIDATES[c], first_t[gg], "logloss",
-                                functools.partial(self._risk_scores, gg))
+                                functools.partial(self._rs.scores, gg))
         p_risk = cand[np.arange(len(keys)), rch_g[g]]
-        self._rk_cand[oi], self._rk_pub[oi], self._rk_g[oi] = cand, p_risk, g   # in force until the next event
+        self._rs.set_in_force(oi, cand, p_risk, g)
         sel = dues[:, nh]
         if sel.any():
             self._push(Pending(-1, chosen(keys, sel), g[sel],
@@ -445,11 +401,12 @@ class Forecaster:
         shared: dict[int, tuple[Any, ...]] = {}   # the group's running scores, one set of dicts per group
         for gg in groups.tolist():
             n = [int(self._n[j, gg]) for j in range(len(hs))]
-            rn = self._rn[gg]
+            rn = self._rs.rn[gg]
             shared[gg] = ({h: float(self._pub[j, gg] / n[j]) if n[j] else None for j, h in enumerate(hs)},
                           {h: float(self._mae[j, gg, 0] / n[j]) if n[j] else None for j, h in enumerate(hs)},
                           dict(zip(hs, n, strict=True)),
-                          float(self._llpub[gg] / rn) if rn else None, float(self._ll[gg, 0] / rn) if rn else None,
+                          float(self._rs.llpub[gg] / rn) if rn else None,
+                          float(self._rs.ll[gg, 0] / rn) if rn else None,
                           RISK_CANDIDATES[int(rch_g[gg])])
         codes, inverse = np.unique(code, return_inverse=True)
         by_code = []   # per distinct code: (model_used, model) dicts, shared by its rows
@@ -479,22 +436,9 @@ class Forecaster:
             best = np.where((n >= MIN_SCORED) & (m[:, si] < m[rows, best]), si, best)
         return best
 
-    def _risk_champions(self, groups: Any) -> Any:
-        n = self._rn[groups]
-        m = self._ll[groups] / np.maximum(n, 1)[:, None]
-        best = np.zeros(len(groups), dtype=np.int64)
-        rows = np.arange(len(groups))
-        for c in range(1, len(RISK_CANDIDATES)):
-            best = np.where((n >= MIN_SCORED) & (m[:, c] < m[rows, best]), c, best)
-        return best
-
     def _price_scores(self, j: int, gg: int) -> dict[str, tuple[float, int]]:
         n = int(self._n[j, gg])
         return {shrink_name(s): (float(self._mae[j, gg, i]) / max(n, 1), n) for i, s in enumerate(SHRINKS)}
-
-    def _risk_scores(self, gg: int) -> dict[str, tuple[float, int]]:
-        n = int(self._rn[gg])
-        return {c: (float(self._ll[gg, i]) / max(n, 1), n) for i, c in enumerate(RISK_CANDIDATES)}
 
     def _resid_quantiles(self, j: int, g: Any, groups: Any) -> tuple[Any, Any]:
         """p10/p90 of each row's group's recent log-residuals (NaN without any); recomputed per group
@@ -511,17 +455,6 @@ class Forecaster:
         q = np.where((self._n_resid[j] > 0)[:, None], self._q[j], math.nan)
         q10, q90 = q[:, 0], q[:, 1]
         return q10[g], q90[g]
-
-    def _risk_candidates(self, keys: list[str], states: Sequence[Mapping[str, Any]], g: Any, z: Any,
-                         valid: Any) -> Any:
-        rn = self._rn[g]
-        gnames = [self._by_offer[k][0] for k in keys]
-        base = self.hazard.group_probability_many(gnames, RISK_HORIZON_S / 3600)
-        band = np.array([num(s.get("interruption_p", math.nan)) for s in states])
-        eb = self.hazard.probability_many(keys, gnames, RISK_HORIZON_S / 3600, band)
-        lr = 1 / (1 + np.exp(-np.clip(self._risk.predict(g, z), -30, 30)))
-        lr = np.where(valid & (rn > 0), lr, base)
-        return np.stack([base, eb, lr], axis=1)
 
     def _push(self, c: Pending) -> None:
         self._seq += 1
@@ -587,34 +520,6 @@ class Forecaster:
             sgd(self._risk, c.g[c.valid], c.z[c.valid], y[c.valid], "risk")
         return len(c.keys)
 
-    def _score_in_force(self, oi: Any, last: Any, now: Any, exposed: Any, losses: Any) -> None:
-        """Score the risk in force of offers `oi` over (last, now]: every hour with capacity is a trial, the
-        new losses its positives (a loss ends the period: the offer's event). Per candidate c with
-        probability p, k losses over H hours with capacity:
-
-            log-loss += k·(-log p) + max(H - k, 0)·(-log(1 - p)),   Brier += k·(1 - p)² + max(H - k, 0)·p²
-
-        over max(H, k) trials: what an hourly check of the forecast in force would add up to."""
-        g = self._rk_g[oi]
-        has = g >= 0
-        with np.errstate(invalid="ignore"):
-            ok = has & exposed & (now > last) & np.isfinite(last)
-            hours = np.where(ok, np.minimum(now - last, MAX_IN_FORCE_S) / 3600, 0.0)
-        k = np.where(has, losses, 0.0)
-        trials = np.maximum(hours, k)
-        sel = trials > 0
-        if not sel.any():
-            return
-        g, k, neg, trials = g[sel], k[sel], np.maximum(hours[sel] - k[sel], 0.0), trials[sel]
-        cand = np.clip(self._rk_cand[oi[sel]], 1e-6, 1 - 1e-6)
-        pub = np.clip(self._rk_pub[oi[sel]], 1e-6, 1 - 1e-6)
-        np.add.at(self._ll, g, k[:, None] * -np.log(cand) + neg[:, None] * -np.log1p(-cand))
-        np.add.at(self._br, g, k[:, None] * (1 - cand) ** 2 + neg[:, None] * cand ** 2)
-        np.add.at(self._llpub, g, k * -np.log(pub) + neg * -np.log1p(-pub))
-        np.add.at(self._brpub, g, k * (1 - pub) ** 2 + neg * pub ** 2)
-        np.add.at(self._rn, g, trials)
-        np.add.at(self._base, g, k)
-
     def _note_champion(self, group: str, target: str, name: str, now_t: float, metric: str,
                        scores_of: Callable[[], Mapping[str, tuple[float, int]]]) -> None:
         """Record a promotion when the group's best candidate for `target` changes (an A/B outcome);
@@ -649,7 +554,7 @@ class Forecaster:
             gg = np.array([self.groups[name]])
             out[name] = {**{f"{h}s": shrink_name(SHRINKS[int(self._price_champions(j, gg)[0])])
                             for j, h in enumerate(self.horizons)},
-                         "risk_1h": RISK_CANDIDATES[int(self._risk_champions(gg)[0])]}
+                         "risk_1h": RISK_CANDIDATES[int(self._rs.champions(gg, MIN_SCORED)[0])]}
         return out
 
     def weights(self, group: str) -> dict[str, list[float]]:
@@ -669,9 +574,9 @@ class Forecaster:
             n = int(self._n[j, gg])
             out[f"{h}s"] = {"n": n, "mae_model": self._pub[j, gg] / n if n else None,
                             "mae_naive": self._mae[j, gg, 0] / n if n else None}
-        rn = float(self._rn[gg])
-        out["risk_1h"] = {"n": int(rn), "base_rate": self._base[gg] / rn if rn else None,
-                          "logloss_model": self._llpub[gg] / rn if rn else None}
+        rn = float(self._rs.rn[gg])
+        out["risk_1h"] = {"n": int(rn), "base_rate": self._rs.base[gg] / rn if rn else None,
+                          "logloss_model": self._rs.llpub[gg] / rn if rn else None}
         return out
 
     def summary(self) -> dict[str, Any]:
@@ -687,7 +592,7 @@ class Forecaster:
                 continue
             out[f"{h}s"] = {"n": n, "mae_model": float(pub[j, :ng].sum()) / n,
                             "mae_naive": float(mae[j, :ng, 0].sum()) / n}
-        rn, ll, br, llpub, brpub = self._rn, self._ll, self._br, self._llpub, self._brpub
+        rn, ll, br, llpub, brpub = self._rs.rn, self._rs.ll, self._rs.br, self._rs.llpub, self._rs.brpub
         n = float(rn[:ng].sum())
         if n:
             out["risk_1h"] = {"n": n, "logloss_model": float(llpub[:ng].sum()) / n,
@@ -696,67 +601,3 @@ class Forecaster:
         if self.skipped:
             out["skipped"] = dict(self.skipped)
         return out
-
-
-def forecast_events(offer: OfferKey, f: Forecast, now: Any) -> list[PriceForecasted]:
-    """One PriceForecasted per horizon, with the group's running errors (model vs last-value naive)."""
-    made = datetime.fromtimestamp(f.made_t, UTC)
-    # built from already-valid values (the model's output is clipped and finite): skip re-validation
-    return [
-        PriceForecasted.model_construct(
-            event_id=deterministic_id("forecast", f.offer_key, f.made_t, h), offer=offer, forecast_at=made,
-            horizon_s=h, usd_per_hour=f.usd_per_hour[h],
-            interruption_probability_next_hour=f.interruption_probability_next_hour,
-            model=f.model_name(h), mae_model=f.mae_model[h], mae_naive=f.mae_naive[h], n_scored=f.n_scored[h],
-            usd_per_hour_p10=f.p10_usd_per_hour.get(h), usd_per_hour_p90=f.p90_usd_per_hour.get(h),
-        )
-        for h in sorted(f.usd_per_hour)
-    ]
-
-
-def forecast_records(offer_json: str, f: Forecast) -> list[bytes]:
-    """`forecast_events(...)` as JSON, encoded directly: the same bytes as each event's `model_dump_json()`
-    at ~1/20 of the cost (building and serialising the models was a fifth of the market stage's time in
-    a replay). `offer_json` is the offer's `model_dump_json()` (callers cache it per offer).
-
-    >>> o = OfferKey(provider="gcp", region="r", instance_type="a", gpu_model="L4", gpus_per_instance=1,
-    ...              market="spot")
-    >>> fc = Forecaster(horizons_s=(3600,))
-    >>> _ = fc.observe(o.key, {"usd_per_hour": 2.0, "price_t": 0.0}, now_t=0.0)
-    >>> [f] = fc.flush()
-    >>> forecast_records(o.model_dump_json(), f) == [e.model_dump_json().encode() for e in forecast_events(o, f, None)]
-    True
-    """
-    made = _utc_iso(f.made_t)
-    head = f'"event_type":"PriceForecasted","offer":{offer_json},"forecast_at":"{made}",'.encode()
-    id_of = f"forecast\x1f{f.offer_key}\x1f{f.made_t}\x1f"   # deterministic_id("forecast", key, made_t, h)'s input
-    out = []
-    for h in sorted(f.usd_per_hour):
-        rest = to_json({
-            "horizon_s": h, "usd_per_hour": f.usd_per_hour[h],
-            "interruption_probability_next_hour": f.interruption_probability_next_hour,
-            "model": f.model_name(h), "mae_model": f.mae_model[h], "mae_naive": f.mae_naive[h],
-            "n_scored": f.n_scored[h], "usd_per_hour_p10": f.p10_usd_per_hour.get(h),
-            "usd_per_hour_p90": f.p90_usd_per_hour.get(h),
-        }, inf_nan_mode="null")   # (as pydantic writes a model)
-        event_id = hashlib.blake2b(f"{id_of}{h}".encode(), digest_size=16).hexdigest()
-        out.append(b'{"event_id":"%s",%s%s' % (event_id.encode(), head, rest[1:]))
-    return out
-
-
-_ISO: dict[float, str] = {}
-
-
-def _utc_iso(t: float) -> str:
-    """A UNIX time as pydantic serialises a UTC datetime ('Z', microseconds only when not zero); the last
-    few thousand are cached (offers of one market snapshot share their time).
-
-    >>> _utc_iso(0.5), _utc_iso(1_700_000_000.0)
-    ('1970-01-01T00:00:00.500000Z', '2023-11-14T22:13:20Z')
-    """
-    iso = _ISO.get(t)
-    if iso is None:
-        if len(_ISO) >= 4096:
-            _ISO.clear()
-        iso = _ISO[t] = datetime.fromtimestamp(t, UTC).isoformat().replace("+00:00", "Z")
-    return iso

@@ -5,13 +5,13 @@ Served by `cloudarb worker` when CLOUDARB_METRICS_PORT is set (cloudarb.metrics)
 
 - cloudarb_worker_events_in_total, _events_valid_total, _dead_lettered_total, _dlq_skipped_total,
   _material_changes_total, _forecasts_total, _decisions_total, _solves_total, _step_failures_total
-  (streams.app.Counters), _market_batches_total, _market_batch_failures_total (the market stage);
+  (streams.runtime.app.Counters), _market_batches_total, _market_batch_failures_total (the market stage);
 - cloudarb_worker_solve_seconds: histogram of the decision steps' solve time (`SolveTimes`);
 - cloudarb_consumer_lag{group,topic,partition}: messages behind the high watermark, per partition of the
   market stage (refreshed by the stage every few seconds from librdkafka's cached watermarks);
 - cloudarb_forecast_mae{horizon_s,model="model"|"naive"} and cloudarb_forecast_scored{horizon_s}: the
   forecaster's running MAE of the published forecasts against naive's, per horizon (Forecaster.summary).
-  Its skipped samples are the prometheus counter cloudarb_forecast_samples_skipped_total (streams.forecast).
+  Its skipped samples are the prometheus counter cloudarb_forecast_samples_skipped_total (streams.core.forecast).
 """
 
 from __future__ import annotations
@@ -77,8 +77,8 @@ def lag_family(lags: Mapping[tuple[str, str, int], int]) -> GaugeMetricFamily:
 
 
 class WorkerCollector:
-    """`counters`: streams.app.Counters; `stage`: the streams.market.MarketStage (or None); `forecaster`: its
-    streams.forecast.Forecaster (or None)."""
+    """`counters`: streams.runtime.app.Counters; `stage`: the streams.runtime.market.MarketStage (or None);
+    `forecaster`: its streams.core.forecast.Forecaster (or None)."""
 
     def __init__(self, counters: Any, stage: Any = None, forecaster: Any = None) -> None:
         self.counters, self.stage, self.forecaster = counters, stage, forecaster

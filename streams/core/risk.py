@@ -1,0 +1,122 @@
+"""The interruption-risk candidates' scores, kept in time (streams.core.forecast publishes the best).
+
+The engine holds a pool for hours on the risk in force, so the candidates are scored in time, not per
+prediction: each offer's candidates in force are scored over every hour it had capacity until its next
+event (hours without a loss count as negatives, a loss that ends the period as a positive), by log-loss and
+Brier (`RiskScores.score_in_force`). Scored per prediction instead, a pool that keeps losing and regaining
+capacity (events at every flip, and a prediction made while it has no capacity can only be "no loss")
+rewards a candidate that says ~1 % while it loses capacity every few hours it holds it. The candidate with
+the lowest running log-loss per hour is published (`RiskScores.champions`).
+
+>>> rs = RiskScores()
+>>> rs.grow_groups(1); rs.grow_offers(1)
+>>> rs.set_in_force(np.array([0]), np.array([[0.5, 0.1, 0.5]]), np.array([0.5]), np.array([0]))
+>>> rs.score_in_force(np.array([0]), np.array([0.0]), np.array([7200.0]), np.array([True]), np.array([0.0]))
+>>> float(rs.rn[0]), rs.champions(np.array([0]), min_scored=1).tolist()   # 2 hours without a loss: 10 % wins
+(2.0, [1])
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from streams.core.hazard import Hazard
+from streams.core.learners import Linear, grow, num
+
+__all__ = ["MAX_IN_FORCE_S", "RISK_CANDIDATES", "RiskScores"]
+
+RISK_CANDIDATES = ("base-rate", "eb-hazard", "river-logreg")   # (names kept: dashboards and records use them)
+MAX_IN_FORCE_S = 7 * 86_400.0   # a risk in force is scored over at most a week without news of its offer
+
+
+class RiskScores:
+    """Per group (rows, grown with `grow_groups`): each candidate's running log-loss and Brier sums (`ll`,
+    `br`), the published risk's (`llpub`, `brpub`), the hours scored (`rn`, the trials) and the losses
+    (`base`). Per offer (grown with `grow_offers`): the risk in force, each candidate's (`cand`) and the
+    published one's (`pub`), and its group (`g`, -1: none yet)."""
+
+    def __init__(self) -> None:
+        nc = len(RISK_CANDIDATES)
+        self.ll, self.br = np.zeros((0, nc)), np.zeros((0, nc))
+        self.rn, self.base = np.zeros(0), np.zeros(0)
+        self.llpub, self.brpub = np.zeros(0), np.zeros(0)
+        self.cand, self.pub = np.zeros((0, nc)), np.zeros(0)
+        self.g = np.zeros(0, dtype=np.int64)
+
+    def grow_groups(self, cap: int) -> None:
+        self.ll, self.br, self.rn, self.base = grow(self.ll, cap), grow(self.br, cap), grow(self.rn, cap), \
+            grow(self.base, cap)
+        self.llpub, self.brpub = grow(self.llpub, cap), grow(self.brpub, cap)
+
+    def grow_offers(self, k: int) -> None:
+        """Room for `k` more offers."""
+        self.cand = np.concatenate([self.cand, np.zeros((k, len(RISK_CANDIDATES)))])
+        self.pub = np.concatenate([self.pub, np.zeros(k)])
+        self.g = np.concatenate([self.g, np.full(k, -1, dtype=np.int64)])
+
+    def set_in_force(self, oi: np.ndarray, cand: np.ndarray, pub: np.ndarray, g: np.ndarray) -> None:
+        """Offers `oi`'s new risk: in force until their next event."""
+        self.cand[oi], self.pub[oi], self.g[oi] = cand, pub, g
+
+    def candidates(self, hazard: Hazard, model: Linear, keys: list[str], gnames: list[str],
+                   states: Sequence[Mapping[str, Any]], g: np.ndarray, z: np.ndarray, valid: np.ndarray,
+                   horizon_h: float) -> np.ndarray:
+        """Each candidate's probability of a loss within `horizon_h` for offers `keys` (of groups `gnames`,
+        rows `g`, scaled features `z`), one column per RISK_CANDIDATES: the group's base rate, the pool's
+        empirical-Bayes hazard (with its Spot Advisor band `interruption_p` as the prior) and the logistic
+        `model` (the base rate until its group has been scored, or without valid features)."""
+        base = hazard.group_probability_many(gnames, horizon_h)
+        band = np.array([num(s.get("interruption_p", math.nan)) for s in states])
+        eb = hazard.probability_many(keys, gnames, horizon_h, band)
+        lr = 1 / (1 + np.exp(-np.clip(model.predict(g, z), -30, 30)))
+        lr = np.where(valid & (self.rn[g] > 0), lr, base)
+        return np.stack([base, eb, lr], axis=1)
+
+    def score_in_force(self, oi: np.ndarray, last: np.ndarray, now: np.ndarray, exposed: np.ndarray,
+                       losses: np.ndarray) -> None:
+        """Score the risk in force of offers `oi` over (last, now]: every hour with capacity is a trial, the
+        new losses its positives (a loss ends the period: the offer's event). Per candidate c with
+        probability p, k losses over H hours with capacity:
+
+            log-loss += k·(-log p) + max(H - k, 0)·(-log(1 - p)),   Brier += k·(1 - p)² + max(H - k, 0)·p²
+
+        over max(H, k) trials: what an hourly check of the forecast in force would add up to."""
+        g = self.g[oi]
+        has = g >= 0
+        with np.errstate(invalid="ignore"):
+            ok = has & exposed & (now > last) & np.isfinite(last)
+            hours = np.where(ok, np.minimum(now - last, MAX_IN_FORCE_S) / 3600, 0.0)
+        k = np.where(has, losses, 0.0)
+        trials = np.maximum(hours, k)
+        sel = trials > 0
+        if not sel.any():
+            return
+        g, k, neg, trials = g[sel], k[sel], np.maximum(hours[sel] - k[sel], 0.0), trials[sel]
+        cand = np.clip(self.cand[oi[sel]], 1e-6, 1 - 1e-6)
+        pub = np.clip(self.pub[oi[sel]], 1e-6, 1 - 1e-6)
+        np.add.at(self.ll, g, k[:, None] * -np.log(cand) + neg[:, None] * -np.log1p(-cand))
+        np.add.at(self.br, g, k[:, None] * (1 - cand) ** 2 + neg[:, None] * cand ** 2)
+        np.add.at(self.llpub, g, k * -np.log(pub) + neg * -np.log1p(-pub))
+        np.add.at(self.brpub, g, k * (1 - pub) ** 2 + neg * pub ** 2)
+        np.add.at(self.rn, g, trials)
+        np.add.at(self.base, g, k)
+
+    def champions(self, groups: np.ndarray, min_scored: int) -> np.ndarray:
+        """Per group of `groups`: the candidate (index) with the lowest running log-loss per hour; one other
+        than the base rate only once `min_scored` hours were scored."""
+        n = self.rn[groups]
+        m = self.ll[groups] / np.maximum(n, 1)[:, None]
+        best = np.zeros(len(groups), dtype=np.int64)
+        rows = np.arange(len(groups))
+        for c in range(1, len(RISK_CANDIDATES)):
+            best = np.where((n >= min_scored) & (m[:, c] < m[rows, best]), c, best)
+        return best
+
+    def scores(self, gg: int) -> dict[str, tuple[float, int]]:
+        """Group `gg`'s candidates: name -> (running log-loss per hour, hours scored)."""
+        n = int(self.rn[gg])
+        return {c: (float(self.ll[gg, i]) / max(n, 1), n) for i, c in enumerate(RISK_CANDIDATES)}
