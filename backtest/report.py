@@ -131,7 +131,7 @@ def build_report(r: Result) -> dict[str, Any]:
             "forecasts_planned_on": "naive: price = last value (forecast = the quote), risk = max(the offer's state "
                                     "risk, its group's base rate known then, as in forecast_evaluation)"
                                     if cfg.naive_forecasts else
-                                    "the forecaster's published forecasts (streams.state.engine_view)",
+                                    "the forecaster's published forecasts (streams.core.state.engine_view)",
             "forecast_evaluation": f"hourly ticks (tick {cfg.forecast_tick_s:g} s) of event time; each offer's "
                                    "published forecast (as the engine uses it: the predicted move applied to the "
                                    "price in force) vs naive (last value; the group's base rate known then) scored "

@@ -47,7 +47,7 @@ UINT16_MAX = 2**16 - 1
 UINT32_MAX = 2**32 - 1
 INT32_MAX = 2**31 - 1
 INT64_MAX = 2**63 - 1
-# The largest serialised event a consumer accepts (streams.validate, the API, the connectors' producers):
+# The largest serialised event a consumer accepts (streams.core.validate, the API, the connectors' producers):
 # far above any real event, far below Kafka's default 1 MB message limit.
 MAX_EVENT_BYTES = 64 * 1024
 # A dead letter carries at most this much of the original message (plus its length and SHA-256).

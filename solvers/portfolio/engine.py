@@ -148,7 +148,7 @@ class PortfolioEngine:
         plan set, or the compaction `_adopt` asks for). A rebuilt model starts with no cached decision: a
         workload that solve is not asked to re-decide is marked dirty and re-decided, in full, by the next
         solve that asks for it (see `integer.integer_phase`). A caller that cares where that cost falls asks for
-        every workload in the rebuilding solve (streams.decider does)."""
+        every workload in the rebuilding solve (streams.core.decider does)."""
         self.settle()   # may ask for the compaction
         return self._structural or self._inst is None
 
