@@ -129,6 +129,18 @@ def candidates(inst: Instance, P: Pairs, M: Master, w: int, metric_unit: F64, ca
             cands.append((metric(rows_sp), "spread", rows_sp))
     return cands, singles, blocked
 
+def take(inst: Instance, M: Master, w: int, d: Decision | None, left: F64, qleft: F64 | None) -> float:
+    """Book w's decision in a pass: its capacity and quota leave `left` / `qleft`; returns its metric (the
+    LP's unplaced cost M_w when there is no plan)."""
+    if d is None:
+        return float(M.M[w])
+    for o, n in d.rows:
+        left[o] -= n
+    if qleft is not None:
+        pl.quota_take(inst, d.rows, qleft)
+    return d.metric
+
+
 def decide(inst: Instance, P: Pairs, M: Master, w: int, metric_unit: F64, cap_left: F64,
            place_offers: list[I64], any_capacity: bool, keep_cap: F64 | None = None,
            qleft: F64 | None = None) -> Decision | None:

@@ -39,7 +39,7 @@ from solvers import cpsat
 from solvers import placement as pl
 from solvers.instance import F64, Instance
 from solvers.joint import joint_decisions, joint_problem
-from solvers.portfolio.candidates import Decision, decide, single_candidates
+from solvers.portfolio.candidates import Decision, decide, single_candidates, take
 from solvers.portfolio.master import Master
 from solvers.portfolio.pairs import Pairs, Rows, rows_metric
 
@@ -171,12 +171,5 @@ def seeded_pass(engine: PortfolioEngine, inst: Instance, P: Pairs, M: Master, or
         else:
             d = decide(inst, P, M, w, metric_unit, left, engine._place_offers, engine._any_capacity, qleft=ql)
         out[w] = d
-        if d is None:
-            total += float(M.M[w])
-            continue
-        total += d.metric
-        for o, n in d.rows:
-            left[o] -= n
-        if ql is not None:
-            pl.quota_take(inst, d.rows, ql)
+        total += take(inst, M, w, d, left, ql)
     return total, out, left, ql

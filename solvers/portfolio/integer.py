@@ -33,7 +33,7 @@ from solvers import placement as pl
 from solvers.instance import F64, Instance, concentration_penalty, evaluate
 from solvers.joint import joint_pass
 from solvers.portfolio.cache import DecisionCache, new_cache
-from solvers.portfolio.candidates import Decision, decide
+from solvers.portfolio.candidates import Decision, decide, take
 from solvers.portfolio.explain import diagnose, explain, explained_pairs
 from solvers.portfolio.idle import seeded_pass
 from solvers.portfolio.incremental import affected, refresh_runner
@@ -186,14 +186,7 @@ def choose(engine: PortfolioEngine, inst: Instance, P: Pairs, M: Master, order: 
             else:
                 d = decide(inst, P, M, w, metric_unit, left, place_offers, any_capacity, qleft=ql)
             out[w] = d
-            if d is None:
-                total += float(M.M[w])
-                continue
-            total += d.metric
-            for o, n in d.rows:
-                left[o] -= n
-            if ql is not None:
-                pl.quota_take(inst, d.rows, ql)
+            total += take(inst, M, w, d, left, ql)
         return total, out, left, ql
 
     best = run_pass(False)

@@ -132,11 +132,15 @@ class Hazard:
         band = [math.nan if band_probability is None else band_probability]
         return float(self.rate_many([pool], [group], band)[0])
 
+    def _global_rate(self) -> float:
+        """lambda_global, from the counts decayed to the latest observation."""
+        f = float(_decay(self.now_t - self.all_t, self.tau_h))
+        return (self.all_events * f + 1.0) / (self.all_hours * f + 1.0 / GLOBAL_PRIOR_RATE)
+
     def rate_many(self, pools: Sequence[str], groups: Sequence[str], band_probability: Any = None) -> Any:
         """`rate` of many pools at once, as a numpy array (`band_probability`: NaN where a pool has none)."""
         t = self.now_t
-        f = float(_decay(t - self.all_t, self.tau_h))
-        lam_all = (self.all_events * f + 1.0) / (self.all_hours * f + 1.0 / GLOBAL_PRIOR_RATE)
+        lam_all = self._global_rate()
         k = self.k
         g_ev, g_h = self.groups.get(groups, t, self.tau_h)
         p_ev, p_h = self.pools.get(pools, t, self.tau_h)
@@ -152,8 +156,7 @@ class Hazard:
         """P(event within `horizon_h`) of each group's own (recent, shrunk to the global) rate: the naive
         candidate, a recent base rate."""
         t = self.now_t
-        f = float(_decay(t - self.all_t, self.tau_h))
-        lam_all = (self.all_events * f + 1.0) / (self.all_hours * f + 1.0 / GLOBAL_PRIOR_RATE)
+        lam_all = self._global_rate()
         g_ev, g_h = self.groups.get(groups, t, self.tau_h)
         return 1.0 - np.exp(-(g_ev + self.k * lam_all) / (g_h + self.k) * horizon_h)
 
