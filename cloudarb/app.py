@@ -13,6 +13,7 @@ from solvers.registry import engine_factory
 
 def create_streams_app(bootstrap: str, app_id: str = "cloudarb", engine: str = "greedy",
                        cg_budget_s: float | None = None, **kw: Any) -> Any:
+    """The worker (streams.runtime.app.StreamsWorker) with the named engine; run `faust.Worker(it.app)`."""
     from streams.runtime.app import StreamsConfig, create_app
 
     return create_app(StreamsConfig(broker=f"kafka://{bootstrap}", app_id=app_id, **kw),

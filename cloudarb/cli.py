@@ -41,17 +41,16 @@ def cmd_worker(args: argparse.Namespace, s: Settings) -> int:
     with contextlib.suppress(ValueError, OSError):
         faulthandler.register(signal.SIGUSR1, all_threads=True)
 
-    app = create_streams_app(bootstrap, app_id=s.cloudarb_app_id, engine=args.engine or s.cloudarb_engine,
-                             cg_budget_s=s.cloudarb_cg_budget_s,
-                             extra={"broker_commit_interval": s.cloudarb_commit_interval_s})
+    streams_worker = create_streams_app(bootstrap, app_id=s.cloudarb_app_id, engine=args.engine or s.cloudarb_engine,
+                                        cg_budget_s=s.cloudarb_cg_budget_s,
+                                        extra={"broker_commit_interval": s.cloudarb_commit_interval_s})
     # CLOUDARB_METRICS_PORT set: the worker's counters at /metrics (cloudarb.metrics, streams.runtime.metrics)
     from cloudarb.metrics import serving_metrics
     from streams.runtime.metrics import WorkerCollector
 
-    worker_metrics = WorkerCollector(app.cloudarb_counters, app.cloudarb_market,  # type: ignore[attr-defined]
-                                     app.cloudarb_forecaster)  # type: ignore[attr-defined]
+    worker_metrics = WorkerCollector(streams_worker.counters, streams_worker.market_stage, streams_worker.forecaster)
     with serving_metrics({"worker": worker_metrics}):
-        worker = faust.Worker(app, loglevel=args.loglevel, quiet=True)
+        worker = faust.Worker(streams_worker.app, loglevel=args.loglevel, quiet=True)
         worker.execute_from_commandline()
     return 0
 

@@ -325,6 +325,24 @@ class AlertRaised(Event):
     threshold: FiniteFloat | None = None
 
 
+class PlanAdopted(Event):
+    """The plan in force for one workload: what the decision stage adopted once the broker acknowledged the
+    decision that made it. The plans topic is compacted and keyed by `<app_id>/<workload_id>` (the CloudArb
+    apps of a cluster share it), so its last record per key is the current placement (a tombstone, a record
+    without a value, once the workload is gone). Other workers' market stages follow it (an offer under a
+    plan makes any move on it material), as may deployment executors and dashboards."""
+
+    event_type: Literal["PlanAdopted"] = "PlanAdopted"
+    app_id: str = Field(min_length=1, max_length=128, description="the CloudArb app (deployment) that adopted it")
+    workload_id: str = Field(min_length=1, max_length=128)
+    decision_id: str = Field(min_length=1, max_length=128, description="the AllocationDecided that made this plan")
+    assignments: list[Assignment] = Field(max_length=100_000)
+    step_started_at: UtcDatetime = Field(description=(
+        "when the decision step that made the plan began: moves quoted since then on the offers it newly "
+        "holds are forwarded by the market stage"))
+    adopted_at: UtcDatetime
+
+
 class ModelPromoted(Event):
     """A challenger became the published model of an offer group for one target (online A/B: every
     candidate is scored by progressive validation on the same stream; the best one is published)."""
@@ -390,13 +408,15 @@ def dead_letter_of(data: bytes, reason: str, source_topic: str, source_partition
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.__name__: cls
     for cls in (PriceObserved, CapacityObserved, InterruptionObserved, WorkloadRequested, WorkloadCancelled,
-                AllocationDecided, PriceForecasted, AlertRaised, DeadLettered, QuotasSet, ModelPromoted)
+                AllocationDecided, PriceForecasted, AlertRaised, DeadLettered, QuotasSet, ModelPromoted,
+                PlanAdopted)
 }
 
 
 AnyEvent = Annotated[
     PriceObserved | CapacityObserved | InterruptionObserved | WorkloadRequested | WorkloadCancelled
-    | AllocationDecided | PriceForecasted | AlertRaised | DeadLettered | QuotasSet | ModelPromoted,
+    | AllocationDecided | PriceForecasted | AlertRaised | DeadLettered | QuotasSet | ModelPromoted
+    | PlanAdopted,
     Field(discriminator="event_type"),
 ]
 _ADAPTER: TypeAdapter[Any] = TypeAdapter(AnyEvent)

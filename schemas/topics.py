@@ -15,6 +15,7 @@ from schemas.events import (
     Event,
     InterruptionObserved,
     ModelPromoted,
+    PlanAdopted,
     PriceForecasted,
     PriceObserved,
     QuotasSet,
@@ -42,11 +43,13 @@ FORECASTS = TopicSpec("cloudarb.forecasts.v1", "offer key", 6, (PriceForecasted,
 ALERTS = TopicSpec("cloudarb.alerts.v1", "alert id", 1, (AlertRaised,))
 MODELS = TopicSpec("cloudarb.models.v1", "group|target", 1, (ModelPromoted,))
 QUOTAS = TopicSpec("cloudarb.quotas.v1", "\"quotas\"", 1, (QuotasSet,), compacted=True)
+# the plan in force per workload (compacted: the last record per key is the placement; see PlanAdopted)
+PLANS = TopicSpec("cloudarb.plans.v1", "app id/workload id", 1, (PlanAdopted,), compacted=True)
 DLQ = TopicSpec("cloudarb.dlq.v1", "event id", 1, (DeadLettered,))
 
 TOPICS: dict[str, TopicSpec] = {
     t.name: t for t in (PRICES, CAPACITY, INTERRUPTIONS, WORKLOADS, DECISIONS, FORECASTS, ALERTS, QUOTAS, MODELS,
-                        DLQ)
+                        PLANS, DLQ)
 }
 
 

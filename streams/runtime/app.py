@@ -3,20 +3,25 @@ decision stage, a thin agent over streams.core.decide.
 
 Topology (topics from schemas.topics; `<app_id>-...` topics are internal):
 
-  prices.v1 ┐                          <app_id>-offers-changelog (per-offer state, 6 partitions)
-  capacity.v1 ├─ market stage ──────────┤   (group <app_id>-market)
+  prices.v1 ┐                          <app_id>-offer-state.v1 (per-offer state, 6 partitions)
+  capacity.v1 ├─ market stage ──────────┤   (group <app_id>-market; follows plans.v1 for the held offers)
   interruptions.v1 ┘   │  invalid ─► dlq.v1; forecasts ─► forecasts.v1
                        └ material change ─► <app_id>-market-changes (1 partition)
                                                    │
-  workloads.v1, quotas.v1 (1 partition each) ─────┴─ decide_allocations ─► decisions.v1
-                                     market, plans, workloads, quotas (tables, 1 partition)
+  workloads.v1, quotas.v1 (1 partition each) ─────┴─ decide_allocations ─► decisions.v1, then plans.v1
+        (Faust agent, group <app_id>)   state: <app_id>-decision-{market,workloads,quotas}.v1
+
+Faust hosts one agent and no table: it gives the decision stage its consumer group (one worker holds the
+one-partition inputs; another takes over when it leaves) and commits past what the agent took. Every piece
+of state is a streams.runtime.store.ChangelogStore on a compacted topic of ours, read back when the stage
+(re)starts and written only after the outputs it stands for are acknowledged.
 
 `decide_allocations` is the single writer of plans: it coalesces changes over `decide_debounce_s`, and a
 `streams.core.decider.Decider` re-solves only the affected workloads through the injected engine, in a child
 process (streams.runtime.remote) so the market stage keeps consuming during a solve; changes that arrive
 meanwhile are coalesced into the next step. The agent sends the decision and waits for the broker's ack
-before recording the plan, so a crash never loses a decision (a redelivered one has the same
-deterministic id and is dropped downstream).
+before recording its state and publishing the plan (`PlanAdopted` on plans.v1), so a crash never loses a
+decision (a redelivered one has the same deterministic id and is dropped downstream).
 """
 
 from __future__ import annotations
@@ -40,16 +45,19 @@ from schemas.events import (
     WorkloadRequested,
 )
 from schemas.market import AllocationEngine
-from schemas.topics import CAPACITY, DECISIONS, DLQ, INTERRUPTIONS, PRICES, QUOTAS, WORKLOADS
+from schemas.topics import CAPACITY, DECISIONS, DLQ, INTERRUPTIONS, PLANS, PRICES, QUOTAS, WORKLOADS
 from streams.core import state, track
-from streams.core.decider import UserEvent
+from streams.core.decider import DecideOutput, UserEvent
 from streams.core.forecast import Forecaster
+from streams.core.held import plan_adopted, plan_key
 from streams.core.validate import Rejected, dead_letter, validate
 from streams.runtime.fastout import Batch, FastOutput, dlq_failed
 from streams.runtime.market import MarketConfig, MarketStage
 from streams.runtime.metrics import SolveTimes
 from streams.runtime.rebalance import App as RebalanceSafeApp
+from streams.runtime.rebalance import FlowWatch
 from streams.runtime.remote import CHILD_GONE, DeciderHandle, RemoteDecider, RemoteError
+from streams.runtime.store import ChangelogStore, Produce, ensure_compacted, recover_all
 
 log = logging.getLogger(__name__)
 
@@ -78,8 +86,8 @@ class StreamsConfig:
     market_batch_max: int = 5000  # of the market stage
     price_threshold: float = state.PRICE_MOVE_THRESHOLD
     broker_session_timeout_s: float = 10.0
-    # Faust's data directory. The tables live in memory (rebuilt from their changelogs), so Faust only
-    # makes empty folders there: out of the working directory
+    # Faust's data directory (Faust keeps no table here; it only makes empty folders): out of the working
+    # directory
     datadir: str = field(default_factory=lambda: f"{tempfile.gettempdir()}/cloudarb-faust-{{conf.name}}")
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -99,13 +107,69 @@ class Counters:
     solve_seconds: SolveTimes = field(default_factory=SolveTimes, repr=False)
 
 
-def create_app(cfg: StreamsConfig, engine_factory: Callable[[], AllocationEngine]) -> faust.App:
+@dataclass
+class DecisionState:
+    """The decision stage's state, each part a ChangelogStore: its view of the market (the last material
+    change per offer), the workload specs and the quotas in force (internal topics of the app), and the
+    plans (the public plans topic, one PlanAdopted per workload)."""
+
+    app_id: str
+    market: ChangelogStore
+    workloads: ChangelogStore
+    quotas: ChangelogStore
+    plans: ChangelogStore   # keyed `<app_id>/<workload_id>`: every app's plans (streams.core.held.plan_key)
+
+    @classmethod
+    def of(cls, app_id: str) -> DecisionState:
+        return cls(app_id, ChangelogStore(f"{app_id}-decision-market.v1"),
+                   ChangelogStore(f"{app_id}-decision-workloads.v1"), ChangelogStore(f"{app_id}-decision-quotas.v1"),
+                   ChangelogStore(PLANS.name, PLANS.partitions))
+
+    def own_plans(self) -> dict[str, Any]:
+        """This app's plans, by workload id."""
+        prefix = plan_key(self.app_id, "")
+        return {k[len(prefix):]: v for k, v in self.plans.items() if k.startswith(prefix)}
+
+    def stores(self) -> list[ChangelogStore]:
+        return [self.market, self.workloads, self.quotas, self.plans]
+
+    def rollback(self) -> None:
+        for s in self.stores():
+            s.rollback()
+
+    def record(self, res: DecideOutput, step_started_t: float, adopted_t: float, produce: Produce) -> int:
+        """Record a step whose decisions the broker has acknowledged: its state changes, then its plans as
+        PlanAdopted records (`produce` sends them; the caller waits for the acknowledgement). Returns the
+        records sent."""
+        tables = {"market": self.market, "workloads": self.workloads, "quotas": self.quotas}
+        for table, key, value in res.table_writes:
+            tables[table].put(key, value)
+        for _, wid, value in res.plan_writes:
+            self.plans.put(plan_key(self.app_id, wid),
+                           value and plan_adopted(self.app_id, wid, value, step_started_t, adopted_t))
+        return sum(s.write(produce) for s in self.stores())
+
+
+@dataclass
+class StreamsWorker:
+    """What `create_app` builds: the Faust app to run (`faust.Worker(worker.app)`) and the parts a caller
+    may look at (metrics, tests)."""
+
+    app: faust.App
+    counters: Counters
+    forecaster: Forecaster
+    market_stage: MarketStage
+    decider: DeciderHandle
+    state: DecisionState
+    agent: Any   # the decision agent (faust AgentT)
+
+
+def create_app(cfg: StreamsConfig, engine_factory: Callable[[], AllocationEngine]) -> StreamsWorker:
     app = RebalanceSafeApp(
         cfg.app_id, broker=cfg.broker, store="memory://", datadir=cfg.datadir, web_enabled=False,
-        topic_partitions=1, topic_replication_factor=1, table_cleanup_interval=3600,
+        topic_partitions=1, topic_replication_factor=1,
         broker_session_timeout=cfg.broker_session_timeout_s, broker_heartbeat_interval=1.0,
         consumer_auto_offset_reset="earliest", producer_acks=-1, stream_wait_empty=False,
-        table_standby_replicas=0,
         # batch produce requests: one request per message caps the worker at a few hundred events/s
         producer_linger=0.005, producer_max_batch_size=512 * 1024, producer_compression_type="lz4",
         **cfg.extra,
@@ -118,39 +182,36 @@ def create_app(cfg: StreamsConfig, engine_factory: Callable[[], AllocationEngine
             logging.getLogger(name).setLevel(max(logging.getLogger(name).getEffectiveLevel(), logging.INFO))
 
     counters = Counters()
-    app.cloudarb_counters = counters  # type: ignore[attr-defined]
-
     changes = app.topic(f"{cfg.app_id}-market-changes", key_serializer="raw", value_serializer="raw",
                         partitions=1, internal=True)
     forecaster = Forecaster()
-    app.cloudarb_forecaster = forecaster  # type: ignore[attr-defined]
-
-    # table keys and values are JSON (Faust's default codec): plain dicts, cheap to recover
-    market = app.Table("market", default=None, partitions=1)
-    plans = app.Table("plans", default=None, partitions=1)
-    workload_specs = app.Table("workloads", default=None, partitions=1)
-    quotas = app.Table("quotas", default=None, partitions=1)   # one key, "quotas": the QuotasSet in force
+    bootstrap = cfg.broker.removeprefix("kafka://")
+    dstate = DecisionState.of(cfg.app_id)
 
     out_box: dict[str, FastOutput] = {}
 
     def out() -> FastOutput:
         if "o" not in out_box:
-            out_box["o"] = FastOutput(cfg.broker.removeprefix("kafka://"))
+            out_box["o"] = FastOutput(bootstrap)
         return out_box["o"]
 
-    tables_by_name = {"market": market, "plans": plans, "workloads": workload_specs, "quotas": quotas}
+    def recover_decision_state() -> int:
+        ensure_compacted(bootstrap, {s.topic: s.partitions for s in dstate.stores()})
+        return recover_all(bootstrap, dstate.stores())
 
     async def start_decider() -> RemoteDecider:
-        """The decision stage, built from the (recovered) tables."""
-        snap = ({_s(k): v for k, v in market.items() if v}, {_s(k): v for k, v in workload_specs.items() if v},
-                {_s(k): v for k, v in plans.items() if v}, {_s(k): v for k, v in quotas.items() if v})
+        """The decision stage, built from its state read back from its topics (when this worker first
+        decides, after the inputs came back to it, and after a failed step)."""
         loop = asyncio.get_running_loop()
+        t0 = time.monotonic()
+        n = await loop.run_in_executor(None, recover_decision_state)
+        plans = dstate.own_plans()
+        log.info("decision stage: %d state records read back in %.2f s (%d offers, %d workloads, %d plans)", n,
+                 time.monotonic() - t0, len(dstate.market), len(dstate.workloads), len(plans))
+        snap = (dict(dstate.market.data), dict(dstate.workloads.data), plans, dict(dstate.quotas.data))
         return await loop.run_in_executor(None, lambda: RemoteDecider(engine_factory, *snap))
 
     decider = DeciderHandle(start_decider)
-
-    def recovered() -> bool:
-        return bool(app.tables.recovery.completed.is_set())  # type: ignore[attr-defined]
 
     def count_market(res: track.TrackOutput, n: int) -> None:
         counters.market_in += n
@@ -161,18 +222,16 @@ def create_app(cfg: StreamsConfig, engine_factory: Callable[[], AllocationEngine
         counters.forecasts += len(res.forecasts)
 
     stage = MarketStage(
-        MarketConfig(cfg.broker.removeprefix("kafka://"), cfg.app_id, changes.get_topic_name(),
+        MarketConfig(bootstrap, cfg.app_id, changes.get_topic_name(),
                      debounce_s=cfg.debounce_s, batch_max=cfg.market_batch_max, price_threshold=cfg.price_threshold,
                      partitions=PRICES.partitions,
                      commit_interval_s=float(cfg.extra.get("broker_commit_interval", 1.0)),
-                     plans_topic=plans.changelog_topic.get_topic_name()),
+                     plans_topic=PLANS.name),
         MARKET_TOPICS, forecaster, on_batch=count_market)
 
     @app.task
     async def _start_market_stage() -> None:
-        """The market stage (streams.runtime.market) starts once the tables are recovered."""
-        while not recovered():
-            await asyncio.sleep(0.05)
+        """The market stage (streams.runtime.market: its own consumer group and state) starts with the app."""
         stage.start()
 
     @app.service
@@ -187,7 +246,7 @@ def create_app(cfg: StreamsConfig, engine_factory: Callable[[], AllocationEngine
 
     async def _release_decider_unless_deciding(sender: Any, assigned: Any = (), **kwargs: Any) -> None:
         """With several workers, the decision stage's one-partition inputs can move to another worker on a
-        rebalance; the decider here (built from the tables before) must not resume from a stale plan."""
+        rebalance; the decider here (built from the state before) must not resume from a stale plan."""
         if not any(tp.topic == changes.get_topic_name() for tp in assigned or ()):
             decider.release()
 
@@ -280,18 +339,16 @@ def create_app(cfg: StreamsConfig, engine_factory: Callable[[], AllocationEngine
         res = await decider.step(market_changes, workload_events)
         stepped_t = time.time()
         try:
-            for table, key, value in res.table_writes:
-                fast.write_table(tables_by_name[table], key, value, 0)
             for record in res.decision_records:
                 fast.produce(DECISIONS.name, *record)
-            await fast.flush()  # the broker has the decisions (and the table writes before them): record the plan
-            for table, key, value in res.plan_writes:
-                # when the step began: every worker's market stage follows the plans (streams.core.held) and
-                # forwards moves quoted since then on the offers the step newly holds (track.catch_up)
-                fast.write_table(tables_by_name[table], key, value and {**value, "since_t": step_t}, 0)
+            await fast.flush()  # the broker has the decisions: record the state and publish the plans
+            # (with when the step began: every worker's market stage follows the plans (streams.core.held)
+            # and forwards moves quoted since then on the offers the step newly holds (track.catch_up))
+            dstate.record(res, step_t, time.time(), fast.produce)
             await fast.flush()
         except BaseException:
-            # the decider already adopted a plan that was not recorded: rebuild it from the tables next time
+            # the decider already adopted a plan that was not recorded: rebuild it from the topics next time
+            dstate.rollback()
             decider.reset()
             raise
         counters.solves += res.solved
@@ -308,51 +365,26 @@ def create_app(cfg: StreamsConfig, engine_factory: Callable[[], AllocationEngine
             log.info("slow solve: %.0f ms for %d market changes, %d workload events", res.solve_ms,
                      len(market_changes), len(workload_events))
 
-    flow_box = {"suspended_at_last_report": False}
+    flow = FlowWatch(app)
 
     @app.timer(10.0)
     async def _report_progress() -> None:
-        """Every 10 s: one INFO line of counters (a line that stops coming means a blocked event loop), the
-        partitions read behind their high watermark and the paused ones; resumes a stream flow left
-        suspended after recovery (see streams.runtime.rebalance)."""
+        """Every 10 s: one INFO line of counters (a line that stops coming means a blocked event loop) and
+        the decision stage's input partitions read behind their high watermark; the rebalance workaround's
+        check (streams.runtime.rebalance.FlowWatch)."""
         log.info("progress %s pending_out=%d", counters, out().pending())
-        recovery = app.tables.recovery  # type: ignore[attr-defined]
         consumer = app.consumer
-        stream_tps = {tp for tp in consumer.assignment() if tp.topic not in app.tables.changelog_topics}
         behind = {}
-        for tp in stream_tps:
+        for tp in consumer.assignment():
             try:
-                hw, ro = consumer.highwater(tp), getattr(consumer, "_read_offset", {}).get(tp)
+                hw, pos = consumer.highwater(tp), await consumer.position(tp)
             except Exception:  # diagnostics only: never fail the timer
                 continue
-            if hw and (ro is None or hw - 1 > ro):
-                behind[f"{tp.topic}:{tp.partition}"] = (ro, hw)
+            if hw and (pos is None or hw > pos):
+                behind[f"{tp.topic}:{tp.partition}"] = (pos, hw)
         if behind:
-            log.info("behind (last read, highwater): %s; recovery done %s, rebalancing %s, active %d of %d",
-                     dict(sorted(behind.items())[:12]), recovery.completed.is_set(), app.rebalancing,
-                     len(getattr(consumer, "_active_partitions", None) or ()), len(stream_tps))
-        if not recovery.completed.is_set() or app.rebalancing:
-            flow_box["suspended_at_last_report"] = False
-            return
-        # streams.runtime.rebalance suspends the flow during the post-recovery seek; recovery resumes it. Should a
-        # recovery end without resuming it (Faust returns early when a new rebalance starts), do it here.
-        suspended = not app.flow_control.is_active()
-        if suspended and flow_box["suspended_at_last_report"]:  # two reports in a row (>= 10 s)
-            log.warning("resuming the stream flow left suspended after recovery")
-            app.flow_control.resume()
-            suspended = False
-        flow_box["suspended_at_last_report"] = suspended
-        paused = stream_tps & set(getattr(consumer, "_paused_partitions", ()))
-        if paused:  # normal under backpressure (a full stream buffer); worth seeing when a worker stalls
-            log.info("paused stream partitions: %s", sorted(paused))
+            log.info("behind (position, highwater): %s; rebalancing %s", dict(sorted(behind.items())[:12]),
+                     app.rebalancing)
+        flow.check()
 
-    app.cloudarb_agents = (decide_allocations,)  # type: ignore[attr-defined]
-    app.cloudarb_market = stage  # type: ignore[attr-defined]
-    app.cloudarb_decider = decider  # type: ignore[attr-defined]
-    app.cloudarb_tables = {"market": market, "plans": plans,  # type: ignore[attr-defined]
-                           "workloads": workload_specs, "quotas": quotas}
-    return app
-
-
-def _s(k: Any) -> str:
-    return k.decode() if isinstance(k, bytes) else str(k)
+    return StreamsWorker(app, counters, forecaster, stage, decider, dstate, decide_allocations)

@@ -1,13 +1,10 @@
-"""A fast, batch-flushed output path for the decision agent and the market stage (measured: Faust's own
-send and table write cost ~360 µs per message on this machine, capping a worker near 2,700 events/s).
+"""A fast, batch-flushed output path for the decision agent and the market stage (Faust's own send costs
+hundreds of µs per message; confluent-kafka a few).
 
 `FastOutput` produces with confluent-kafka (C, a few µs per message) and is flushed at the end of each
 batch, before the batch's offsets are acknowledged (`flush()` in the event loop, `flush_blocking()` in a
 thread): at-least-once is kept (a crash before the flush redelivers the batch; everything it produces
 carries deterministic ids or is an idempotent state write).
-
-`write_table()` updates a Faust table the way Faust would (same changelog topic, partition and JSON
-key/value encoding, so Faust's own recovery restores it) without Faust's per-message producer path.
 """
 
 from __future__ import annotations
@@ -22,19 +19,8 @@ from functools import partial
 from typing import Any
 
 from confluent_kafka import KafkaException
-from pydantic_core import to_json
 
 log = logging.getLogger(__name__)
-
-
-def table_record(key: str, value: Any) -> tuple[bytes, bytes | None]:
-    """A table's changelog record: JSON key and value, as Faust's JSON codec reads them (None: a tombstone).
-    pydantic-core writes compact JSON ~4x faster than `json` (a state record per offer per batch in a replay).
-
-    >>> table_record("k", {"n": 1, "hist": [[0.0, 1.5]]})
-    (b'"k"', b'{"n":1,"hist":[[0.0,1.5]]}')
-    """
-    return to_json(key), None if value is None else to_json(value)
 
 
 @dataclass
@@ -82,11 +68,6 @@ class FastOutput:
                 (batch or self.default).errors += 1
                 log.warning("output message to %s refused: %s (%s)", topic, exc, (value or b"")[:300])
                 return
-
-    def write_table(self, table: Any, key: str, value: Any, partition: int, batch: Batch | None = None) -> None:
-        """table[key] = value, with the changelog record produced here (JSON key and value, as Faust)."""
-        table.data[key] = value
-        self.produce(table.changelog_topic.get_topic_name(), *table_record(key, value), partition, batch)
 
     async def flush(self, batch: Batch | None = None) -> None:
         """Wait (without blocking the event loop) until everything produced is acknowledged; raise if a

@@ -1,67 +1,57 @@
-"""The held offers followed from the plans table's changelog (a confluent-kafka consumer): the market stage's
-view of which offers are under a placement. The set logic is streams.core.held.HeldOffers; this adds reading
-the topic to its end (`follow`) and picking up what follows (`poll`)."""
+"""The held offers followed from the public plans topic (`cloudarb.plans.v1`): the market stage's view of which
+offers are under a placement. The set logic is streams.core.held.HeldOffers; this adds reading the topic to its
+end (`follow`) and picking up what follows (`poll`), with streams.runtime.store.TopicFollower."""
 
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from pydantic_core import from_json
 
-from streams.core.held import HeldOffers
+from streams.core.held import HeldOffers, plan_key
+from streams.runtime.store import TopicFollower
 
 log = logging.getLogger(__name__)
 
 
 class FollowedHeldOffers(HeldOffers):
-    """`HeldOffers` kept from a changelog topic: `follow`, then `poll` before each batch, `close` at the end."""
+    """`HeldOffers` of one app's plans (the plans topic is shared by the apps of a cluster), kept from the plans
+    topic: `follow`, then `poll` before each batch, `close` at the end."""
 
-    def __init__(self) -> None:
+    def __init__(self, app_id: str) -> None:
         super().__init__()
-        self._consumer: Any = None
+        self._prefix = plan_key(app_id, "")
+        self._follower: TopicFollower | None = None
 
-    def follow(self, bootstrap: str, topic: str, timeout_s: float = 30.0) -> int:
-        """Read `topic` (every partition) from its start to its end; `poll()` then picks up what follows.
+    def _apply_record(self, _topic: str, _partition: int, key: bytes, value: bytes | None) -> None:
+        k = key.decode()
+        if k.startswith(self._prefix):
+            self.apply(k, None if value is None else from_json(value))
+
+    def follow(self, bootstrap: str, topic: str, partitions: int = 1, timeout_s: float = 30.0) -> int:
+        """Read `topic` (its `partitions`) from its start to its end; `poll()` then picks up what follows.
         Returns the records read. The topic must exist (the market stage creates it when missing)."""
-        from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
-
         self.close()
-        c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"{topic}-follower", "enable.auto.commit": False,
-                      "log_level": 3, "topic.metadata.refresh.interval.ms": 10_000})
-        meta = c.list_topics(topic, timeout=timeout_s).topics[topic]
-        if meta.error is not None:
-            c.close()
-            raise RuntimeError(f"cannot follow {topic}: {meta.error}")
-        parts = sorted(meta.partitions)
-        c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
-        self._consumer = c
-        ends = {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout_s)[1] for p in parts}
-        n = 0
-        todo = {p for p, end in ends.items() if end > 0}
-        while todo:
-            n += self.poll(0.5)
-            todo -= {tp.partition for tp in c.position([TopicPartition(topic, p) for p in todo])
-                     if tp.offset >= ends[tp.partition]}
+        follower = TopicFollower(bootstrap, [(topic, p) for p in range(partitions)], self._apply_record,
+                                 group=f"{topic}-follower")
+        try:
+            n = follower.read_to_end(timeout_s=timeout_s)
+        except BaseException:
+            follower.close()
+            raise
+        self._follower = follower
         return n
+
+    @property
+    def following(self) -> bool:
+        """True once `follow` has read the topic to its end (until `close`)."""
+        return self._follower is not None
 
     def poll(self, timeout_s: float = 0.0) -> int:
         """Apply the records that arrived since the last call; returns how many."""
-        if self._consumer is None:
-            return 0
-        n = 0
-        for m in self._consumer.consume(10_000, timeout=timeout_s):
-            if m.error() is not None or m.key() is None:
-                continue
-            try:
-                value = m.value()
-                self.apply(from_json(m.key()), None if value is None else from_json(value))
-                n += 1
-            except (ValueError, KeyError, TypeError) as exc:  # not a plan record: never fatal
-                log.warning("held offers: skipped an unreadable plan record at offset %s: %s", m.offset(), exc)
-        return n
+        return self._follower.poll(timeout_s) if self._follower is not None else 0
 
     def close(self) -> None:
-        if self._consumer is not None:
-            self._consumer.close()
-            self._consumer = None
+        if self._follower is not None:
+            self._follower.close()
+            self._follower = None

@@ -8,7 +8,7 @@ Delivery is at-least-once, as before:
 
 1. consume a batch: up to `batch_max` messages, or what arrived within `debounce_s`;
 2. `track_batch` -> produce the dead letters, forecasts and packed market changes; flush (all acked);
-3. produce the batch's state writes to the changelog; flush;
+3. write the batch's state changes to the offer-state topic (streams.runtime.store); flush;
 4. commit the batch's offsets (at most every `commit_interval_s`, and always when partitions are revoked
    or the stage stops: a commit per batch was a broker request every 5 ms).
 
@@ -18,16 +18,15 @@ redelivered event is ignored only when its outputs were already acknowledged. A 
 the batch's state back, rewinds the consumer to the batch's first offsets and retries after a pause;
 nothing crashes the worker.
 
-State is a dict, offer key -> state (see streams.core.state), of the assigned partitions, backed by the
-compacted changelog topic `<app_id>-offers-changelog`, with the Faust table's name, partitioning (the
-event's partition) and JSON encoding, so the state of a worker from before the change carries over. When
-partitions are assigned, their state is read back from the changelog before any of their events is
-processed.
+State is a `ChangelogStore` (streams.runtime.store), offer key -> state (see streams.core.state), of the
+assigned partitions, backed by the compacted topic `<app_id>-offer-state.v1` (partitioned as the market
+topics: an offer's state goes to its events' partition). When partitions are assigned, their state is read
+back from that topic before any of their events is processed.
 
-The offers under a placement (any move on one is material) come from the plans table's changelog, which
-every worker's stage follows (streams.runtime.held): the decision stage runs in one worker, the market partitions
-are spread over all of them. Offers a step newly holds get their moves since the step began forwarded by
-the stage that owns them (streams.core.track.catch_up), with the batch.
+The offers under a placement (any move on one is material) come from the public plans topic
+(`cloudarb.plans.v1`), which every worker's stage follows (streams.runtime.held): the decision stage runs in
+one worker, the market partitions are spread over all of them. Offers a step newly holds get their moves
+since the step began forwarded by the stage that owns them (streams.core.track.catch_up), with the batch.
 """
 
 from __future__ import annotations
@@ -41,14 +40,13 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic_core import from_json
-
-from schemas.topics import DLQ, FORECASTS, MODELS
+from schemas.topics import DLQ, FORECASTS, MODELS, PLANS
 from streams.core import state, track
 from streams.core.forecast import Forecaster
 from streams.core.heap import IDLE_S, FrozenHeap
-from streams.runtime.fastout import Batch, FastOutput, table_record
+from streams.runtime.fastout import Batch, FastOutput
 from streams.runtime.held import FollowedHeldOffers
+from streams.runtime.store import ChangelogStore, ensure_compacted
 
 log = logging.getLogger(__name__)
 
@@ -62,30 +60,14 @@ def _producer_ts(m: Any) -> float | None:
     return ms / 1000 if kind and ms >= 0 else None
 
 
-def _put(store: dict[str, state.State], key: str, value: state.State | None) -> None:
-    """store[key] = value; None (a tombstone, or no state before) removes the key."""
-    if value is None:
-        store.pop(key, None)
-    else:
-        store[key] = value
-
-
 def market_group(app_id: str) -> str:
     """The consumer group of the market stage (apart from Faust's group, which uses its own assignor)."""
     return f"{app_id}-market"
 
 
-def changelog_topic(app_id: str) -> str:
-    return f"{app_id}-offers-changelog"
-
-
-def decode_state(key: bytes, value: bytes | None) -> tuple[str, state.State | None]:
-    """A changelog record read back (`streams.runtime.fastout.table_record` reversed).
-
-    >>> decode_state(*table_record("k", {"n": 1}))
-    ('k', {'n': 1})
-    """
-    return from_json(key), None if value is None else from_json(value)
+def offer_state_topic(app_id: str) -> str:
+    """The market stage's state topic (compacted; streams.runtime.store encoding version 1)."""
+    return f"{app_id}-offer-state.v1"
 
 
 @dataclass
@@ -96,10 +78,10 @@ class MarketConfig:
     debounce_s: float = 0.005
     batch_max: int = 5000
     price_threshold: float = state.PRICE_MOVE_THRESHOLD
-    partitions: int = 6            # of the changelog (as the market topics)
+    partitions: int = 6            # of the offer-state topic (as the market topics)
     commit_interval_s: float = 1.0  # offsets of processed batches are committed at most this often
     nice: int = 10                  # the stage thread's scheduling priority (0: the worker's own)
-    plans_topic: str | None = None  # the plans table's changelog, followed for the held offers (streams.runtime.held)
+    plans_topic: str | None = PLANS.name  # followed for the held offers (streams.runtime.held); None: none held
 
 
 class MarketStage:
@@ -114,10 +96,10 @@ class MarketStage:
                  on_batch: Callable[[track.TrackOutput, int], None] = lambda r, n: None) -> None:
         self.cfg = cfg
         self.topics = list(topics)
-        self.store: dict[str, state.State] = {}   # offer key -> state, of the assigned partitions
-        self._partition: dict[str, int] = {}       # offer key -> its partition (of the stored states)
+        # offer key -> state, of the assigned partitions
+        self.store = ChangelogStore(offer_state_topic(cfg.app_id), cfg.partitions)
         self.forecaster = forecaster
-        self.held = FollowedHeldOffers()
+        self.held = FollowedHeldOffers(cfg.app_id)
         self._newly_held: dict[str, float] = {}   # offers to catch up on (streams.core.track.catch_up)
         self.on_batch = on_batch
         self.batches = 0
@@ -167,7 +149,7 @@ class MarketStage:
             try:
                 self.ensure_topics()
                 if self.cfg.plans_topic:
-                    n = self.held.follow(self.cfg.bootstrap, self.cfg.plans_topic)
+                    n = self.held.follow(self.cfg.bootstrap, self.cfg.plans_topic, PLANS.partitions)
                     log.info("market stage: %d offers held by the plans (%d plan records read)", len(self.held), n)
                 break
             except Exception:
@@ -184,7 +166,7 @@ class MarketStage:
             "bootstrap.servers": self.cfg.bootstrap, "group.id": market_group(self.cfg.app_id),
             "enable.auto.commit": False, "auto.offset.reset": "earliest", "log_level": 3,
             # range: a member gets the same partition numbers of every market topic, so an offer's events
-            # (keyed by offer) and its changelog partition stay with one worker
+            # (keyed by offer) and its state partition stay with one worker
             "partition.assignment.strategy": "range",
             # bounded prefetch (librdkafka's defaults hold up to 64 MB of messages per consumer)
             "fetch.max.bytes": 8_000_000, "queued.max.messages.kbytes": 16_384,
@@ -197,7 +179,7 @@ class MarketStage:
         try:
             while not self._stop.is_set():
                 try:
-                    # consume() also runs the assignment callbacks (the changelog read-back), which may fail
+                    # consume() also runs the assignment callbacks (the state read-back), which may fail
                     msgs = self._consumer.consume(self.cfg.batch_max, timeout=self.cfg.debounce_s)
                     self.held.poll()
                     for k, t in self.held.newly_held().items():
@@ -253,24 +235,11 @@ class MarketStage:
         self.lag = lag
 
     def ensure_topics(self) -> None:
-        """Create the changelog (compacted) and the market-changes topic, when missing."""
-        from confluent_kafka.admin import AdminClient, NewTopic
-
-        admin = AdminClient({"bootstrap.servers": self.cfg.bootstrap})
-        want = {changelog_topic(self.cfg.app_id): NewTopic(changelog_topic(self.cfg.app_id), self.cfg.partitions, 1,
-                                                           config={"cleanup.policy": "compact"}),
-                self.cfg.changes_topic: NewTopic(self.cfg.changes_topic, 1, 1)}
-        if self.cfg.plans_topic:  # as Faust creates a one-partition table's changelog
-            want[self.cfg.plans_topic] = NewTopic(self.cfg.plans_topic, 1, 1, config={"cleanup.policy": "compact"})
-        have = set(admin.list_topics(timeout=30).topics)
-        missing = [t for n, t in want.items() if n not in have]
-        for name, fut in (admin.create_topics(missing) if missing else {}).items():
-            try:
-                fut.result(30)
-            except Exception as exc:  # created meanwhile by another worker (or by Faust)
-                if "TOPIC_ALREADY_EXISTS" not in str(exc):
-                    raise
-                log.debug("topic %s exists", name)
+        """Create the offer-state and plans topics (compacted) and the market-changes topic, when missing."""
+        compacted = {self.store.topic: self.cfg.partitions}
+        if self.cfg.plans_topic:
+            compacted[self.cfg.plans_topic] = PLANS.partitions
+        ensure_compacted(self.cfg.bootstrap, compacted, {self.cfg.changes_topic: 1})
 
     @staticmethod
     def _is_error(m: Any) -> bool:
@@ -287,10 +256,8 @@ class MarketStage:
         mine = {tp.partition for tp in partitions}
         t0 = time.monotonic()
         for attempt in itertools.count():
-            self.store.clear()
-            self._partition.clear()
             try:
-                n = self.recover(sorted(mine))
+                n = self.store.recover(self.cfg.bootstrap, sorted(mine), self._stop.is_set)
                 break
             except Exception:
                 if self._stop.is_set():
@@ -311,37 +278,6 @@ class MarketStage:
         if self._stop.is_set():
             return  # leaving the group on stop: the store keeps its last state (for a look after stop)
         self.store.clear()   # (eager assignment: what stays assigned is read back on the next assignment)
-        self._partition.clear()
-
-    def recover(self, partitions: list[int]) -> int:
-        """Read the changelog partitions from the start to their end into the store."""
-        from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
-
-        if not partitions:
-            return 0
-        topic = changelog_topic(self.cfg.app_id)
-        c = Consumer({"bootstrap.servers": self.cfg.bootstrap, "group.id": f"{self.cfg.app_id}-recovery",
-                      "enable.auto.commit": False, "log_level": 3, "fetch.max.bytes": 50_000_000})
-        try:
-            ends = {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=30)[1] for p in partitions}
-            todo = {p for p, end in ends.items() if end > 0}
-            c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in todo])
-            n = 0
-            while todo:
-                if self._stop.is_set():
-                    raise RuntimeError("stopping during the read-back of the offer states")
-                for m in c.consume(10_000, timeout=0.5):
-                    k, part = m.key(), m.partition()
-                    if m.error() is None and k is not None and part is not None:
-                        key, value = decode_state(k, m.value())
-                        _put(self.store, key, value)
-                        self._partition[key] = part
-                        n += 1
-                todo -= {tp.partition for tp in c.position([TopicPartition(topic, p) for p in todo])
-                         if tp.offset >= ends[tp.partition]}
-            return n
-        finally:
-            c.close()
 
     # --- one batch ----------------------------------------------------------------------------------
 
@@ -357,20 +293,16 @@ class MarketStage:
         for m in msgs:
             first.setdefault((m.topic(), m.partition()), m.offset())
             last[(m.topic(), m.partition())] = m.offset()
-        before: dict[str, state.State | None] = {}
         try:
             batch = [track.Msg(m.value(), m.topic(), m.partition(), m.offset(), _producer_ts(m)) for m in msgs]
             res = track.track_isolated(batch, self.store.get, self.held, self.forecaster, self.cfg.price_threshold)
             if self._newly_held:
-                track.catch_up(self._newly_held, self.store.get, self._partition, self.forecaster, res)
+                track.catch_up(self._newly_held, self.store.get, self.store.partition_of, self.forecaster, res)
             for key, (new, p) in res.updated.items():
-                before[key] = self.store.get(key)
-                self.store[key] = new
-                self._partition[key] = p
+                self.store.put(key, new, p)
             self._deliver(res)
         except Exception:
-            for key, old in before.items():
-                _put(self.store, key, old)
+            self.store.rollback()
             for (topic, p), off in first.items():
                 self._consumer.seek(TopicPartition(topic, p, off))
             raise
@@ -411,9 +343,7 @@ class MarketStage:
             res.dead_letters_failed = dlq.errors
             self.dlq_skipped += dlq.errors
             log.error("market stage: %d dead letters not written (offsets in the lines above); skipped", dlq.errors)
-        topic = changelog_topic(self.cfg.app_id)
-        for key, (new, p) in res.updated.items():
-            self._produce(topic, *table_record(key, new), p)
+        self.store.write(self._produce)   # the state, once the outputs it stands for are acknowledged
         self._flush()
 
     def _produce(self, topic: str, key: bytes, value: bytes | None, partition: int | None = None) -> None:

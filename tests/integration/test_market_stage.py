@@ -13,8 +13,9 @@ import pytest
 from schemas.topics import DLQ, FORECASTS
 from streams.core import track
 from streams.core.forecast import Forecaster
-from streams.runtime.fastout import table_record
-from streams.runtime.market import MarketConfig, MarketStage, changelog_topic, market_group
+from streams.core.held import plan_adopted, plan_key
+from streams.runtime.market import MarketConfig, MarketStage, market_group, offer_state_topic
+from streams.runtime.store import decode_record, encode_record
 from tests.conftest import unique
 from tests.integration.helpers import caught_up, read_all, wait_until
 from tests.streams.helpers import T0, offer, price
@@ -36,7 +37,7 @@ def _stage(bootstrap: str, app_id: str, topic: str, plans_topic: str | None = No
     return MarketStage(cfg, [topic], Forecaster())
 
 
-def _produce(bootstrap: str, topic: str, records: list[tuple[bytes, bytes]]) -> None:
+def _produce(bootstrap: str, topic: str, records: list[tuple[bytes, bytes | None]]) -> None:
     from confluent_kafka import Producer
 
     p = Producer({"bootstrap.servers": bootstrap})
@@ -59,7 +60,7 @@ def test_market_stage_writes_state_changes_forecasts_and_dead_letters_then_recov
     assert not stage.alive and stage.failures == 0
     assert stage.store.get(o.key)["usd_per_hour"] == 1.0  # type: ignore[index]
 
-    state = {json.loads(m.key()): json.loads(m.value()) for m in read_all(kafka_bootstrap, [changelog_topic(app_id)])}
+    state = dict(decode_record(m.key(), m.value()) for m in read_all(kafka_bootstrap, [offer_state_topic(app_id)]))
     assert state[o.key] == stage.store.get(o.key)
     changes = [c for m in read_all(kafka_bootstrap, [f"{app_id}-market-changes"])
                for c in json.loads(m.value())["changes"]]
@@ -71,7 +72,7 @@ def test_market_stage_writes_state_changes_forecasts_and_dead_letters_then_recov
                  if m.key() == o.key.encode()]
     assert {f["horizon_s"] for f in forecasts} == {3600, 86_400}
 
-    # a new stage of the same app: state recovered from the changelog, consumption resumes after the commit
+    # a new stage of the same app: state recovered from its topic, consumption resumes after the commit
     _produce(kafka_bootstrap, topic, [(o.key.encode(), price(o, 1.5, minutes=10).model_dump_json().encode())])
     again = _stage(kafka_bootstrap, app_id, topic)
     again.start()
@@ -135,21 +136,22 @@ def _changes(bootstrap: str, app_id: str) -> list[tuple[str, str]]:
             for c in json.loads(m.value())["changes"]]
 
 
-def _plan(o: Any, since_t: float) -> dict[str, Any]:
+def _plan(app_id: str, wid: str, o: Any, since_t: float) -> tuple[bytes, bytes | None]:
     from schemas import Assignment
 
     a = Assignment(workload_id="w", offer=o, instances=1, usd_per_hour=1.0)
-    return {"decision_id": "d", "assignments": [a.model_dump(mode="json")], "since_t": since_t}
+    return encode_record(plan_key(app_id, wid), plan_adopted(
+        app_id, wid, {"decision_id": "d", "assignments": [a.model_dump(mode="json")]}, since_t, since_t + 1))
 
 
-def test_the_held_offers_come_from_the_plans_changelog_and_newly_held_offers_are_caught_up(
+def test_the_held_offers_come_from_the_plans_topic_and_newly_held_offers_are_caught_up(
         kafka_bootstrap: str) -> None:
-    """As in a worker without the decision stage: the plans reach its market stage through the plans table's
-    changelog (written here as the decision stage writes it). A move below the threshold is forwarded for a
+    """As in a worker without the decision stage: the plans reach its market stage through the plans topic
+    (written here as the decision stage writes it). A move below the threshold is forwarded for a
     held offer. A move quoted during the step that newly holds an offer is forwarded when the plan arrives,
     also when it arrived while no stage ran, and not again after a restart."""
     app_id, topic = unique("t-market"), _topic(kafka_bootstrap)
-    plans_topic = f"{app_id}-plans-changelog"
+    plans_topic = f"{app_id}-plans.v1"
     held, drift, late = (offer(region=f"{r}-{uuid.uuid4().hex[:6]}") for r in ("h", "d", "l"))
     step_t = (T0 + timedelta(minutes=5)).timestamp()   # a step began at minute 5; the moves are at minute 10
 
@@ -163,8 +165,8 @@ def test_the_held_offers_come_from_the_plans_changelog_and_newly_held_offers_are
     stage = _stage(kafka_bootstrap, app_id, topic, plans_topic)
     stage.start()
     try:
-        wait_until(lambda: stage.held._consumer is not None, 60, "the stage following the plans")
-        _produce(kafka_bootstrap, plans_topic, [table_record("w1", _plan(held, since_t=0.0))])
+        wait_until(lambda: stage.held.following, 60, "the stage following the plans")
+        _produce(kafka_bootstrap, plans_topic, [_plan(app_id, "w1", held, since_t=0.0)])
         wait_until(lambda: held.key in stage.held, 30, "the plan reaching the stage")
         prices((held, 1.0, 0), (drift, 1.0, 0), (late, 1.0, 0), (held, 1.005, 10), (drift, 1.005, 10),
                (late, 1.005, 10))
@@ -176,13 +178,13 @@ def test_the_held_offers_come_from_the_plans_changelog_and_newly_held_offers_are
         (held.key, "price rose 0.5% on a held offer")])   # not held: drift's and late's moves wait
 
     # while no stage runs, a step places a workload on `drift`: caught up when a stage starts
-    _produce(kafka_bootstrap, plans_topic, [table_record("w2", _plan(drift, since_t=step_t))])
+    _produce(kafka_bootstrap, plans_topic, [_plan(app_id, "w2", drift, since_t=step_t)])
     again = _stage(kafka_bootstrap, app_id, topic, plans_topic)
     again.start()
     try:
         wait_until(lambda: engine_price(again, drift) == 1.005, 60, "the catch-up at start")
         # and a step places one on `late` while the stage runs
-        _produce(kafka_bootstrap, plans_topic, [table_record("w3", _plan(late, since_t=step_t))])
+        _produce(kafka_bootstrap, plans_topic, [_plan(app_id, "w3", late, since_t=step_t)])
         wait_until(lambda: engine_price(again, late) == 1.005, 30, "the catch-up of a running stage")
     finally:
         again.stop()

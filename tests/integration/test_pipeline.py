@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import signal
 import threading
 from collections.abc import Iterator
@@ -23,6 +22,7 @@ from schemas.market import OfferQuote
 from solvers import greedy_plan
 from streams.core import state
 from streams.runtime.market import market_group
+from streams.runtime.store import decode_record
 from tests.conftest import ROOT, SAMPLE, unique
 from tests.integration.helpers import caught_up, read_all, start_worker, stop, wait_until
 
@@ -45,10 +45,9 @@ def sink(kafka_bootstrap: str, chdb_client: tuple[Any, str]) -> Iterator[tuple[C
     t.join(30)
 
 
-def _changelog_state(bootstrap: str, topic: str) -> dict[str, Any]:
-    """The last value per key of a Faust table's changelog topic = the table's durable state."""
-    return {json.loads(m.key()): None if m.value() is None else json.loads(m.value())
-            for m in read_all(bootstrap, [topic])}
+def _store_state(bootstrap: str, topic: str) -> dict[str, Any]:
+    """The last value per key of a store's topic (streams.runtime.store) = the store's durable state."""
+    return dict(decode_record(m.key(), m.value()) for m in read_all(bootstrap, [topic]))
 
 
 def _end_offsets(bootstrap: str) -> dict[tuple[str, int], int]:
@@ -162,7 +161,7 @@ def test_worker_killed_mid_stream_loses_nothing_and_duplicates_nothing(
     last: dict[str, Any] = {}
 
     def state_matches() -> bool:
-        got = last["got"] = _changelog_state(kafka_bootstrap, f"{app_id}-offers-changelog")
+        got = last["got"] = _store_state(kafka_bootstrap, f"{app_id}-offer-state.v1")
         return set(got) == set(expected) and all(strip(got[k]) == strip(expected[k]) for k in expected)
 
     def state_diff() -> str:
@@ -178,9 +177,9 @@ def test_worker_killed_mid_stream_loses_nothing_and_duplicates_nothing(
 
     worker = start_worker(kafka_bootstrap, app_id, log)
     try:
-        # the properties themselves first (table state, then the decisions' effect), then the bookkeeping
+        # the properties themselves first (the stores' state, then the decisions' effect), then the bookkeeping
         try:
-            wait_until(state_matches, 300, "the restarted worker's table state to equal a run without the kill",
+            wait_until(state_matches, 300, "the restarted worker's offer state to equal a run without the kill",
                        poll_s=2.0, log=log, worker=worker)
         except AssertionError as exc:
             raise AssertionError(f"{state_diff()}\n{exc}") from None
@@ -200,10 +199,10 @@ def test_worker_killed_mid_stream_loses_nothing_and_duplicates_nothing(
     dup = client.query(f"SELECT count() - uniqExact(event_id) FROM {db}.decisions").result_rows[0][0]
     assert dup == 0
 
-    # what the decision stage saw of each offer (its market table) is the true final market up to the
+    # what the decision stage saw of each offer (its market store) is the true final market up to the
     # materiality threshold: a move below it on an offer not held by a plan is not forwarded (which moves
     # those are depends on when offers were held, so it is timing-dependent even without a kill)
-    seen = {k: v for k, v in _changelog_state(kafka_bootstrap, f"{app_id}-market-changelog").items() if v}
+    seen = {k: v for k, v in _store_state(kafka_bootstrap, f"{app_id}-decision-market.v1").items() if v}
     assert {e.offer.key for e in events if hasattr(e, "offer")} <= set(expected)
     priced = {k: s for k, s in expected.items() if "usd_per_hour" in s}
     assert set(priced) <= set(seen)

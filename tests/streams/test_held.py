@@ -1,4 +1,4 @@
-"""The held-offer set every market stage follows from the plans changelog (streams.core.held), without Kafka."""
+"""The held-offer set every market stage follows from the plans topic (streams.core.held), without Kafka."""
 
 from __future__ import annotations
 
@@ -8,18 +8,21 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from schemas import Assignment, Market
-from streams.core.held import HeldOffers
+from schemas.events import PlanAdopted
+from streams.core.held import HeldOffers, plan_adopted
 from tests.streams.helpers import offer
 
 A, B, C = offer(region="a"), offer(region="b", market=Market.SPOT), offer(region="c", gpu="H100-80GB", n=8)
 
 
 def plan(*offers: object, since_t: float | None = 5.0) -> dict[str, object]:
-    rec: dict[str, object] = {"decision_id": "d", "assignments": [
+    """A PlanAdopted record as the decision stage writes it (without its step's start: an outside writer's)."""
+    rec = plan_adopted("app", "w", {"decision_id": "d", "assignments": [
         Assignment(workload_id="w", offer=o, instances=1, usd_per_hour=1.0).model_dump(mode="json")  # type: ignore[arg-type]
-        for o in offers]}
-    if since_t is not None:
-        rec["since_t"] = since_t
+        for o in offers]}, 0.0 if since_t is None else since_t, 100.0)
+    PlanAdopted.model_validate(rec)
+    if since_t is None:
+        del rec["step_started_at"]
     return rec
 
 
@@ -43,7 +46,7 @@ def test_an_offer_freed_before_the_stage_looked_is_not_newly_held() -> None:
     h.apply("w1", plan(A, since_t=10.0))
     h.apply("w1", plan(B, since_t=11.0))
     assert h.newly_held() == {B.key: 11.0}
-    h.apply("w2", plan(C, since_t=None))                   # a record written before `since_t` existed
+    h.apply("w2", plan(C, since_t=None))                   # a record without the step's start
     assert h.newly_held() == {C.key: -math.inf}
 
 
