@@ -17,6 +17,7 @@ import pytest
 from connectors.publish import KafkaPublisher
 from embedded.demo import MARKET_TOPICS
 from outputs.clickhouse import table_counts
+from outputs.rows import ID_TABLE
 from outputs.sink import ClickHouseWriter, run_sink
 from schemas.events import DLQ_ORIGINAL_MAX_BYTES, WorkloadRequested
 from schemas.topics import CAPACITY, DECISIONS, DLQ, INTERRUPTIONS, PRICES, WORKLOADS
@@ -129,7 +130,9 @@ def test_every_schema_valid_extreme_goes_through_the_sink(kafka_bootstrap: str, 
 
     client, db = chdb_client
     topic = unique("extremes")
-    events = [e.model_copy(update={"event_id": f"{topic}-{i}"}) for i, (_, e) in enumerate(all_variants())]
+    # every variant of every event type the sink stores (plans.v1 is read by the workers, not the sink)
+    events = [e.model_copy(update={"event_id": f"{topic}-{i}"}) for i, (_, e) in enumerate(all_variants())
+              if type(e) in ID_TABLE]
     pub = KafkaPublisher(kafka_bootstrap)
     for e in events:
         pub.publish(e, topic)

@@ -78,7 +78,7 @@ def base_events() -> list[Event]:
                     threshold=2.0),
         ModelPromoted(event_id="m", group="aws|H100-80GB|spot", target="price_3600s", champion="a", previous="naive",
                       metric="mae", score_champion=0.1, score_previous=0.2, n_scored=40, promoted_at=T0),
-        PlanAdopted(event_id="pa", workload_id="w1", decision_id="d", assignments=[a], step_started_at=T0,
+        PlanAdopted(event_id="pa", app_id="cloudarb", workload_id="w1", decision_id="d", assignments=[a], step_started_at=T0,
                     adopted_at=T0),
         QuotasSet(event_id="q", set_at=T0, quotas=[GpuQuota(provider="aws", region="us-east-1", gpu="H100",
                                                             gpus=64)]),
