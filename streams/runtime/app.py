@@ -257,7 +257,8 @@ def create_app(cfg: StreamsConfig, engine_factory: Callable[[], AllocationEngine
         """Coalesce market and workload changes (over `decide_debounce_s` and the previous step); re-solve
         the affected workloads. Every record taken is decided or dead-lettered before the next batch is
         taken (Faust commits past a batch only then): nothing raises out of this loop."""
-        async for batch in stream.take_events(cfg.batch_max, within=cfg.decide_debounce_s):  # type: ignore[attr-defined]
+        assert isinstance(stream, faust.Stream)   # (StreamT, the agent's declared type, lacks take_events)
+        async for batch in stream.take_events(cfg.batch_max, within=cfg.decide_debounce_s):
             now = datetime.now(UTC)
             market_changes: list[dict[str, Any]] = []
             workload_events: list[tuple[UserEvent, Any]] = []   # workload and quota events, in order
