@@ -8,7 +8,7 @@
    offsets (commit interval 0.2 s). The same again with two workers of one app (they share the market
    partitions): `events_per_s_2_workers`.
    Then the same events run through the stage's own code in this process, without Kafka (`stage_costs`):
-   microseconds per event for validation, state (and its changelog record) and forecasting (and its
+   microseconds per event for validation, state (and its state-topic record) and forecasting (and its
    records), the events/s of one thread doing only that work, and the forecaster's own share
    (`stage_forecaster_us_per_event`; tests/benchmarks/bench_forecast.py measures it on recorded events).
 2. latency: a fresh broker; 10,000 offers and 1,000 workloads are loaded, then events arrive at a steady
@@ -193,14 +193,14 @@ class _TimedForecaster(Forecaster):
 def stage_costs(n_events: int, spacing_s: float, batch: int = 5000) -> dict[str, Any]:
     """The market stage's own work per event, in this process, without Kafka: where the throughput goes,
     and the events/s of one thread doing only that. `track_batch` (validate -> state -> forecast ->
-    trigger) and the changelog records it writes run over the throughput phase's events, the first half as
+    trigger) and the state records it writes run over the throughput phase's events, the first half as
     warm-up (so 1 h predictions are maturing and being learned from) and the second half timed, once with
     forecasting and once without; validation alone is timed apart; the time inside the forecaster is
     `stage_forecaster_us_per_event`."""
     from streams.core import track
     from streams.core.heap import FrozenHeap
     from streams.core.validate import validate_many
-    from streams.runtime.fastout import table_record
+    from streams.runtime.store import ChangelogStore
 
     msgs = [track.Msg(e.model_dump_json().encode(), PRICES.name, i % 6, i, None)
             for i, e in enumerate(replay_events(n_events, spacing_s))]
@@ -208,14 +208,14 @@ def stage_costs(n_events: int, spacing_s: float, batch: int = 5000) -> dict[str,
     heap = FrozenHeap()
 
     def run(f: Forecaster, lo: int, hi: int) -> tuple[float, int]:
-        store: dict[str, Any] = {}
+        store = ChangelogStore("bench-offer-state.v1", 6)
         t, records = 0.0, 0
         for s in range(lo, hi, batch):
             t0 = time.perf_counter()
             res = track.track_batch(msgs[s:min(s + batch, hi)], store.get, (), f)
-            for key, (new, _p) in res.updated.items():
-                store[key] = new
-                table_record(key, new)
+            for key, (new, p) in res.updated.items():
+                store.put(key, new, p)
+            store.write(lambda *_: None)   # encodes each record, as the stage does before producing it
             t += time.perf_counter() - t0
             records += len(res.forecasts)
             heap.worked()
