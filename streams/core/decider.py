@@ -1,9 +1,9 @@
-"""The decision stage as a plain object: market and workload changes in, decisions and table writes out.
+"""The decision stage as a plain object: market and workload changes in, decisions and state writes out.
 
-`Decider` holds the engine and the in-memory mirrors of the decision-stage tables (market view, workload
+`Decider` holds the engine and the in-memory mirrors of the decision stage's stores (market view, workload
 specs, plan, previous decision ids). `step()` applies one coalesced batch of changes, re-solves only the
-affected workloads and returns what the agent must write: table writes, then the decisions, then (only
-once the broker has acknowledged the decisions) the plan writes. No Kafka here; `streams.runtime.remote` runs a
+affected workloads and returns what the agent must write: the decisions, then (only once the broker has
+acknowledged them) the state and plan writes. No Kafka here; `streams.runtime.remote` runs a
 `Decider` in a child process so a solve never blocks the worker's event loop.
 """
 
@@ -29,19 +29,19 @@ from streams.core import decide, state
 
 log = logging.getLogger(__name__)
 
-TableWrite = tuple[str, str, Any]  # (table name, key, JSON value or None for a delete)
+StateWrite = tuple[str, str, Any]  # (store name, key, JSON value or None for a delete)
 # what users send the decision stage (workloads.v1, quotas.v1), applied in the order given
 UserEvent = WorkloadRequested | WorkloadCancelled | QuotasSet
-QUOTAS_KEY = "quotas"  # the quotas table's one key: the set in force
+QUOTAS_KEY = "quotas"  # the quotas store's one key: the set in force
 
 
 @dataclass
 class DecideOutput:
-    table_writes: list[TableWrite] = field(default_factory=list)     # write before the decisions
+    state_writes: list[StateWrite] = field(default_factory=list)     # record once the decisions are acked
     # each AllocationDecided as its record (key: the event id; value: its JSON), serialised where it is made
     # (the decider's process), so the worker sends bytes: send, and wait for the broker's ack
     decision_records: list[tuple[bytes, bytes]] = field(default_factory=list)
-    plan_writes: list[TableWrite] = field(default_factory=list)      # write only after that ack
+    plan_writes: list[StateWrite] = field(default_factory=list)      # published (plans.v1) after that ack too
     solved: bool = False
     solve_ms: float | None = None
     engine_timings: dict[str, float] = field(default_factory=dict)  # the engine's own, when it keeps them
@@ -53,14 +53,14 @@ class DecideOutput:
 
 
 class Decider:
-    """Single writer of the plan. Built from the recovered tables; the engine is built at the first step."""
+    """Single writer of the plan. Built from the recovered stores; the engine is built at the first step."""
 
     def __init__(self, engine_factory: Callable[[], AllocationEngine], market: Mapping[str, state.State],
                  workloads: Mapping[str, Any], plans: Mapping[str, Any],
                  quotas: Mapping[str, Any] | None = None, clock: Callable[[], float] = time.time) -> None:
         self.engine_factory = engine_factory
         self.clock = clock   # UNIX seconds "now": the wall clock live, the event time in the back-test
-        # the GPU quotas in force (the quotas table: one key, the last QuotasSet as JSON); None = never set
+        # the GPU quotas in force (the quotas store: one key, the last QuotasSet as JSON); None = never set
         q = (quotas or {}).get(QUOTAS_KEY)
         self.quotas: QuotasSet | None = QuotasSet.model_validate(q) if q else None
         self.market: dict[str, state.State] = {k: v for k, v in market.items() if v}
@@ -124,7 +124,7 @@ class Decider:
                 oldest_ms = ts_ms if oldest_ms is None else min(oldest_ms, ts_ms)
         if changed_offers:
             for k, v in changed_offers.items():
-                out.table_writes.append(("market", k, v))
+                out.state_writes.append(("market", k, v))
                 self.market[k] = v
             eng.upsert_offers([q for k, v in changed_offers.items() if (q := state.quote_from_state(k, v, now_t))])
         wl_ids: set[str] = set()
@@ -136,7 +136,7 @@ class Decider:
                                 w.set_at, self.quotas.set_at)
                     continue
                 triggers.append(w.event_id)
-                out.table_writes.append(("quotas", QUOTAS_KEY, w.model_dump(mode="json")))
+                out.state_writes.append(("quotas", QUOTAS_KEY, w.model_dump(mode="json")))
                 self.quotas = w
                 eng.set_quotas(w.quotas)
                 quotas_changed = True
@@ -145,15 +145,15 @@ class Decider:
             self._accepting.clear()   # the specs change
             triggers.append(w.event_id)
             if isinstance(w, WorkloadRequested):
-                out.table_writes.append(("workloads", w.spec.workload_id, w.spec.model_dump(mode="json")))
+                out.state_writes.append(("workloads", w.spec.workload_id, w.spec.model_dump(mode="json")))
                 self.specs[w.spec.workload_id] = w.spec
                 eng.upsert_workload(w.spec)
                 wl_ids.add(w.spec.workload_id)
                 reasons.append(f"workload {w.spec.workload_id} requested")
             elif self.specs.pop(w.workload_id, None) is not None or w.workload_id in self.plan:
-                # (a plan without a spec: the cancellation was applied to the tables before a failed
+                # (a plan without a spec: the cancellation was applied to the stores before a failed
                 # delivery, and this is its redelivery)
-                out.table_writes.append(("workloads", w.workload_id, None))
+                out.state_writes.append(("workloads", w.workload_id, None))
                 wl_ids.add(w.workload_id)
                 reasons.append(f"workload {w.workload_id} cancelled")
         old_plan = dict(self.plan)

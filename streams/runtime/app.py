@@ -142,7 +142,7 @@ class DecisionState:
         PlanAdopted records (`produce` sends them; the caller waits for the acknowledgement). Returns the
         records sent."""
         tables = {"market": self.market, "workloads": self.workloads, "quotas": self.quotas}
-        for table, key, value in res.table_writes:
+        for table, key, value in res.state_writes:
             tables[table].put(key, value)
         for _, wid, value in res.plan_writes:
             self.plans.put(plan_key(self.app_id, wid),

@@ -4,8 +4,8 @@ worker's event loop: the market stage keeps consuming while the decision stage s
 The child is started with the `spawn` method (the worker has threads; forking it is unsafe) and serves
 calls over a pipe, one at a time. It exits when the pipe closes, so it never outlives the worker (also
 after kill -9). An exception in the child is raised again in the caller (`RemoteError`). `DeciderHandle`
-starts the decider from the caller's tables when first needed and, should the child die, starts a new one
-from the tables and retries the step once (the tables hold everything up to the previous step).
+starts the decider from the caller's stores when first needed and, should the child die, starts a new one
+from the stores and retries the step once (the stores hold everything up to the previous step).
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ def _serve(conn: Any, engine_factory: Callable[[], AllocationEngine], loglevel: 
                     # the engine's deferred bookkeeping while the worker sends the result, then its
                     # preparation of the next solve until the next call arrives
                     decider.settle(stop=lambda: bool(conn.poll(0)))
-                except Exception:   # the reply is sent: no other to send. A new child rebuilds from the tables
+                except Exception:   # the reply is sent: no other to send. A new child rebuilds from the stores
                     log.exception("decider settle failed: exiting")
                     os._exit(1)
         t_settled = time.perf_counter()
@@ -116,7 +116,7 @@ class RemoteDecider:
         return self._proc.pid
 
     def close(self) -> None:
-        """Stop the child (it holds nothing that is not in the tables), let a reader blocked on the pipe
+        """Stop the child (it holds nothing that is not in the stores), let a reader blocked on the pipe
         see its end, then close the pipe (closing it under a blocked reader could hand its file
         descriptor number to the next decider's pipe)."""
         if self._proc.is_alive():
@@ -135,7 +135,7 @@ class DeciderHandle:
 
     A step that raises inside the decider (`RemoteError`) is not retried: the same input would fail again.
     After any failure the decider is discarded (it may have adopted a plan that was never recorded), so
-    the next step starts a new one from the tables.
+    the next step starts a new one from the stores.
     """
 
     def __init__(self, start: Callable[[], Awaitable[RemoteDecider]]) -> None:
@@ -159,7 +159,7 @@ class DeciderHandle:
                     if attempt:
                         raise
                     self.restarts += 1
-                    log.warning("the decider process died (%r): starting a new one from the tables, retrying", exc)
+                    log.warning("the decider process died (%r): starting a new one from the stores, retrying", exc)
                 except BaseException:
                     self.reset()
                     raise
@@ -173,14 +173,14 @@ class DeciderHandle:
     def release(self) -> None:
         """This worker no longer runs the decision stage (a rebalance gave its input partitions to another
         worker): discard the decider, now or after the step in flight, so that it is rebuilt from the
-        tables, which the other worker changes meanwhile, should the inputs come back."""
+        stores, which the other worker changes meanwhile, should the inputs come back."""
         if self._stepping:
             self._release_after_step = True
         else:
             self.reset()
 
     def reset(self) -> None:
-        """Discard the decider (after a failure, or when the tables it was built from are replaced)."""
+        """Discard the decider (after a failure, or when the stores it was built from are replaced)."""
         if self._d is not None:
             d, self._d = self._d, None
             d.close()

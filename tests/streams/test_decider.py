@@ -29,7 +29,7 @@ def requested(wid: str) -> WorkloadRequested:
 def test_step_places_migrates_and_terminates_with_writes_in_order() -> None:
     d = Decider(GreedyEngine, {}, {}, {})
     out = d.step([change(L4A, 1.0, "e1", time.time() - 0.05), change(L4B, 2.0, "e2")], [requested("w")])
-    assert {(t, k) for t, k, _ in out.table_writes} == {("market", L4A.key), ("market", L4B.key), ("workloads", "w")}
+    assert {(t, k) for t, k, _ in out.state_writes} == {("market", L4A.key), ("market", L4B.key), ("workloads", "w")}
     (dec,) = out.decisions
     assert dec.changes[0].action is ChangeAction.LAUNCH and dec.assignments[0].offer == L4A
     assert dec.latency_ms is not None and dec.latency_ms >= 50 and set(dec.trigger_event_ids) == {"e1", "e2", "r-w"}
@@ -37,7 +37,7 @@ def test_step_places_migrates_and_terminates_with_writes_in_order() -> None:
                                                "assignments": [dec.assignments[0].model_dump(mode="json")]})]
     # a price rise that does not change the plan: state is written, no decision
     same = d.step([change(L4B, 3.0, "e3")], [])
-    assert same.decisions == [] and same.table_writes == [("market", L4B.key, change(L4B, 3.0, "e3")["state"])]
+    assert same.decisions == [] and same.state_writes == [("market", L4B.key, change(L4B, 3.0, "e3")["state"])]
     moved = d.step([change(L4B, 0.5, "e4")], [])
     assert moved.decisions[0].changes[0].action is ChangeAction.MIGRATE
     gone = d.step([], [WorkloadCancelled(event_id="c-w", workload_id="w", cancelled_at=T0)])
@@ -87,7 +87,7 @@ def test_decider_rebuilt_from_tables_decides_like_the_original() -> None:
     a = Decider(GreedyEngine, {}, {}, {})
     first = a.step([change(L4A, 1.0, "e1"), change(L4B, 2.0, "e2")], [requested("w")])
     tables: dict[str, dict[str, Any]] = {"market": {}, "workloads": {}, "plans": {}}
-    for t, k, v in [*first.table_writes, *first.plan_writes]:
+    for t, k, v in [*first.state_writes, *first.plan_writes]:
         tables[t][k] = v
     b = Decider(GreedyEngine, tables["market"], tables["workloads"], tables["plans"])
     nxt = [change(L4B, 0.5, "e3")]
@@ -133,7 +133,7 @@ def test_handle_restarts_a_dead_decider_from_the_tables_and_retries_the_step() -
         return r
 
     def record(out: Any) -> None:
-        for t, k, v in [*out.table_writes, *out.plan_writes]:
+        for t, k, v in [*out.state_writes, *out.plan_writes]:
             tables[t][k] = v
 
     async def run() -> None:
@@ -177,7 +177,7 @@ def test_a_redelivered_cancellation_terminates_a_plan_whose_spec_is_already_gone
     d = Decider(GreedyEngine, {}, {}, {})
     first = d.step([change(L4A, 1.0, "e1")], [requested("w")])
     tables: dict[str, dict[str, Any]] = {"market": {}, "workloads": {}, "plans": {}}
-    for t, k, v in [*first.table_writes, *first.plan_writes]:
+    for t, k, v in [*first.state_writes, *first.plan_writes]:
         tables[t][k] = v
     del tables["workloads"]["w"]  # the cancellation's spec delete reached the table, its decision did not
     again = Decider(GreedyEngine, tables["market"], tables["workloads"], tables["plans"])

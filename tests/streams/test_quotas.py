@@ -66,7 +66,7 @@ NO_L4_IN_A = GpuQuota(provider="gcp", region="a", gpu="L4", gpus=0)
 def tables_of(*outs: Any) -> dict[str, dict[str, Any]]:
     tables: dict[str, dict[str, Any]] = {"market": {}, "workloads": {}, "plans": {}, "quotas": {}}
     for out in outs:
-        for t, k, v in [*out.table_writes, *out.plan_writes]:
+        for t, k, v in [*out.state_writes, *out.plan_writes]:
             tables[t][k] = v
     return tables
 
@@ -82,7 +82,7 @@ def test_a_quota_set_reaches_the_engine_is_stored_and_re_decides_every_workload(
     out = d.step([], [q])
     assert log[0] == ("set_quotas", ["gcp/a/L4"])
     assert ("solve", ["w1", "w2"]) in log   # every workload, though no market change touched them
-    assert ("quotas", QUOTAS_KEY, q.model_dump(mode="json")) in out.table_writes
+    assert ("quotas", QUOTAS_KEY, q.model_dump(mode="json")) in out.state_writes
     (dec,) = out.decisions
     assert "q1" in dec.trigger_event_ids and "quotas set" in dec.reason
     assert {c.action for c in dec.changes} == {ChangeAction.MIGRATE}
@@ -93,7 +93,7 @@ def test_a_quota_set_without_workloads_is_stored_and_solves_nothing() -> None:
     log: list[tuple[str, Any]] = []
     d = Decider(recording(log), {}, {}, {})
     out = d.step([], [quotas_set("q1", NO_L4_IN_A)])
-    assert out.table_writes == [("quotas", QUOTAS_KEY, quotas_set("q1", NO_L4_IN_A).model_dump(mode="json"))]
+    assert out.state_writes == [("quotas", QUOTAS_KEY, quotas_set("q1", NO_L4_IN_A).model_dump(mode="json"))]
     assert not out.solved and out.decisions == [] and ("set_quotas", ["gcp/a/L4"]) in log
 
 
@@ -103,7 +103,7 @@ def test_an_older_quota_set_is_ignored() -> None:
     d = Decider(recording(log), {}, {}, {})
     d.step([], [quotas_set("q2", NO_L4_IN_A, minutes=5)])
     out = d.step([], [quotas_set("q1", minutes=1)])
-    assert out.table_writes == [] and d.quotas is not None and d.quotas.event_id == "q2"
+    assert out.state_writes == [] and d.quotas is not None and d.quotas.event_id == "q2"
     assert [e for e in log if e[0] == "set_quotas"] == [("set_quotas", ["gcp/a/L4"])]
 
 

@@ -60,7 +60,7 @@ def _assignment(instances: int) -> dict[str, Any]:
 
 def test_the_decision_stage_records_its_state_and_publishes_plans_as_plan_adopted() -> None:
     st8 = DecisionState.of("t")
-    res = DecideOutput(table_writes=[("market", offer().key, {"usd_per_hour": 2.0}), ("workloads", "w1", {"x": 1}),
+    res = DecideOutput(state_writes=[("market", offer().key, {"usd_per_hour": 2.0}), ("workloads", "w1", {"x": 1}),
                                      ("workloads", "gone", None)],
                        plan_writes=[("plans", "w1", {"decision_id": "d1", "assignments": [_assignment(2)]}),
                                     ("plans", "gone", None)])
@@ -81,7 +81,7 @@ def test_the_decision_stage_records_its_state_and_publishes_plans_as_plan_adopte
 
 def test_a_step_whose_records_fail_is_rolled_back_everywhere() -> None:
     st8 = DecisionState.of("t")
-    res = DecideOutput(table_writes=[("quotas", "quotas", {"q": 1})],
+    res = DecideOutput(state_writes=[("quotas", "quotas", {"q": 1})],
                        plan_writes=[("plans", "w1", {"decision_id": "d1", "assignments": []})])
 
     def refuse(*_: Any) -> None:
