@@ -3,14 +3,17 @@ losing capacity or being interrupted in the next hour, each published only as fa
 
 One model per offer group (provider, GPU model, market): single offers change too rarely to learn alone.
 
-Price, per group and horizon h: a linear model of the change y = log(p(t+h) / p(t)) under the loss we
-are scored by (absolute error -> the median: quantile loss at 0.5), from the offer's rolling state and
-calendar features (hour of day and of week). The published forecast is p(t)·exp(s·ŷ) with a shrink s
-toward "no change" chosen online among SHRINKS = (0, 0.25, 0.5, 1): every candidate is scored on the
-same stream when its horizon passes (progressive validation), and the one with the lowest running MAE is
-published (s = 0 is the naive last value, so the model is published only while it beats naive). p10 and
-p90 add the group's recent quantiles of the published forecast's log-residuals. An offer whose price has
-never moved forecasts itself exactly (median and quantiles).
+Price, per group and horizon h: candidates of several families predict the change y = log(p(t+h) / p(t))
+(streams.core.price_models, which gives their maths): naive (no change), a linear model under the loss we
+are scored by (absolute error -> the median: quantile loss at 0.5) on the offer's rolling state and
+calendar features, shrunk toward "no change" or damped by the offer's time between changes, exponential
+smoothing of the price (the level; Holt's damped trend) and the seasonal naive of a week ago. Every
+candidate is scored on the same stream as its forecast is used (progressive validation): when its
+horizon passes, and again while the forecast stays in force (the engine applies its move to the price of
+the moment until the offer's next forecast), and the one with the lowest weighted MAE is published
+(naive is a candidate, so a model is published only while it beats naive as used). p10 and p90 add the
+group's recent quantiles of the published forecast's log-residuals. An offer whose price has never moved
+forecasts itself exactly (median and quantiles).
 
 Risk: candidates for P(capacity lost or interruption within the next hour) are the group's recent base
 rate (naive: its losses per hour with capacity, decayed as streams.core.hazard's counts are), an
@@ -72,22 +75,19 @@ from streams.core.learners import (
     feature_matrix,
     feature_rows,
     features,
-    grow,
     num,
     sgd,
     subset,
 )
+from streams.core.price_models import CANDIDATES, MAX_LOG_MOVE, PriceScores, candidate_moves, history_terms
 from streams.core.risk import RISK_CANDIDATES, RiskScores
 
-__all__ = ["FEATURES", "D", "Forecaster", "features"]
+__all__ = ["CANDIDATES", "FEATURES", "D", "Forecaster", "features"]
 
 HORIZONS_S: tuple[int, ...] = (3600, 86_400)
 RISK_HORIZON_S = 3600
-MAX_LOG_MOVE = 0.7  # clip predicted log-ratios (a 2x move) against divergence on outliers
 BUCKET_S = 300.0    # observe() flushes by itself once the event time is this far past the oldest dirty offer
-RESID_KEEP = 512    # recent log-residuals per group and horizon kept for p10/p90
 MIN_SCORED = 30     # a candidate other than naive is published only once scored this often (and best)
-SHRINKS: tuple[float, ...] = (0.0, 0.25, 0.5, 1.0)   # published move = shrink x the model's predicted move
 SKIPPED = Counter("cloudarb_forecast_samples_skipped_total",
                   "forecaster samples skipped (the forecast falls back to naive)", ["reason"])
 
@@ -95,10 +95,6 @@ SKIPPED = Counter("cloudarb_forecast_samples_skipped_total",
 def _group(offer_key: str) -> str:
     provider, _, _, _, gpu, _, market = offer_key.split("|")
     return f"{provider}|{gpu}|{market}"
-
-
-def shrink_name(s: float) -> str:
-    return "naive" if s == 0 else ("river-quantile-linreg" if s == 1 else f"river-quantile-linreg x{s:g}")
 
 
 def _price_at(hist: Any, t: float) -> float:
@@ -119,22 +115,17 @@ class Forecaster:
         self.horizons = tuple(horizons_s)
         self.groups: dict[str, int] = {}       # group name -> its row in the arrays below
         self.group_names: list[str] = []
-        nh, ns = len(self.horizons), len(SHRINKS)
+        nh = len(self.horizons)
         self._scaler = Scaler()                # per group: the features' means and variances
         self._price = [Linear() for _ in self.horizons]
         self._risk = Linear()
-        self._mae = np.zeros((nh, 0, ns))      # per horizon, group, shrink: sum of absolute errors
-        self._n = np.zeros((nh, 0))            # ... how many scored
-        self._pub = np.zeros((nh, 0))          # ... sum of the published forecast's absolute errors
-        # per horizon and group: the recent log-residuals (a ring of RESID_KEEP), how many were ever added,
-        # and their p10/p90 as last computed (with the count then)
-        self._resid, self._n_resid = np.zeros((nh, 0, RESID_KEEP)), np.zeros((nh, 0))
-        self._q, self._q_at = np.zeros((nh, 0, 2)), np.zeros((nh, 0))
+        self._ps = PriceScores(nh)   # the price candidates' scores per horizon and group
         self._rs = RiskScores()   # the risk candidates' scores per group, and the risk in force per offer
         self.pending: list[tuple[float, int, Pending]] = []  # heap of (earliest due time, sequence, chunk)
         self._n_pending = 0
         self._made = np.zeros((0, len(self.horizons) + 1))   # per offer index: when each horizon (and, last,
-        # risk) was last predicted
+        # risk) was last predicted; and per price horizon the forecast it replaced then and when
+        self._prev_made, self._prev_end = np.zeros((0, nh)), np.zeros((0, nh))
         self.latest: dict[str, Forecast] = {}
         self._state: dict[str, Mapping[str, Any]] = {}   # offer -> its last state
         self.hazard = Hazard()
@@ -164,6 +155,8 @@ class Forecaster:
             if n >= len(self._made):
                 k = max(64, n)
                 self._made = np.concatenate([self._made, np.full((k, len(self.horizons) + 1), -np.inf)])
+                self._prev_made = np.concatenate([self._prev_made, np.full((k, len(self.horizons)), -np.inf)])
+                self._prev_end = np.concatenate([self._prev_end, np.full((k, len(self.horizons)), -np.inf)])
                 self._last_t = np.concatenate([self._last_t, np.full(k, -np.inf)])
                 self._rs.grow_offers(k)
             hit = self._by_offer[offer_key] = (name, self.groups[name], n)
@@ -176,10 +169,8 @@ class Forecaster:
             self._scaler.grow(cap)
             for m in (*self._price, self._risk):
                 m.grow(cap)
-            self._mae, self._n, self._pub = grow(self._mae, cap, 1), grow(self._n, cap, 1), grow(self._pub, cap, 1)
+            self._ps.grow(cap)
             self._rs.grow_groups(cap)
-            self._resid, self._n_resid = grow(self._resid, cap, 1), grow(self._n_resid, cap, 1)
-            self._q, self._q_at = grow(self._q, cap, 1), grow(self._q_at, cap, 1)
         self.groups[name] = n - 1
         self.group_names.append(name)
 
@@ -338,6 +329,9 @@ class Forecaster:
             keys, states = chosen(keys, rows), chosen(states, rows)
             ts, g, oi, p0, dues, made = ts[rows], g[rows], oi[rows], p0[rows], dues[rows], made[rows]
         self._made[oi] = np.where(dues, ts[:, None], made)
+        replaced = dues[:, :nh] & np.isfinite(made[:, :nh])   # (the forecast in force until now, per horizon)
+        self._prev_made[oi] = np.where(replaced, made[:, :nh], self._prev_made[oi])
+        self._prev_end[oi] = np.where(replaced, ts[:, None], self._prev_end[oi])
         try:
             X, still = feature_matrix(keys, states, ts, p0)
         except (ValueError, TypeError, KeyError, IndexError, ZeroDivisionError):
@@ -350,20 +344,26 @@ class Forecaster:
         first_t = dict(zip(groups.tolist(), ts[first].tolist(), strict=True))   # a promotion's time
         prices, p10s, p90s = [], [], []
         code = np.zeros(len(keys), dtype=np.int64)   # per row: the published candidate per horizon, as digits
+        try:
+            terms = history_terms([s.get("hist") or [] for s in states], ts, self.horizons)
+        except (ValueError, TypeError):   # (a history that is not numbers: the feature path skipped it too)
+            zero = np.zeros(len(keys))
+            terms = {h: {"level": zero, "fast": zero, "gap": zero, "week": zero} for h in self.horizons}
+        naive = still | ~valid
+        idx = np.arange(len(keys))
         for j, h in enumerate(self.horizons):
-            champ = self._price_champions(j, groups)
-            shr_g = np.zeros(len(self._rs.rn))
-            shr_g[groups] = np.asarray(SHRINKS)[champ]
+            champ = self._ps.champions(j, groups, MIN_SCORED)
             champ_of = np.zeros(len(self._rs.rn), dtype=np.int64)
             champ_of[groups] = champ
             for gg, c in zip(groups.tolist(), champ.tolist(), strict=True):
-                self._note_champion(self.group_names[gg], f"price_{h}s", shrink_name(SHRINKS[c]), first_t[gg],
-                                    "mae", functools.partial(self._price_scores, j, gg))
+                self._note_champion(self.group_names[gg], f"price_{h}s", CANDIDATES[c], first_t[gg],
+                                    "mae", functools.partial(self._ps.scores, j, gg))
             y_hat = np.where(valid, np.clip(self._price[j].predict(g, z), -MAX_LOG_MOVE, MAX_LOG_MOVE), 0.0)
-            shrink = np.where(still | ~valid, 0.0, shr_g[g])
-            move = shrink * y_hat
+            moves = candidate_moves(y_hat, terms[h], h, naive, valid)
+            cj = np.where(naive, 0, champ_of[g])
+            move = moves[idx, cj]
             price = np.where(move != 0, p0 * np.exp(move), p0)
-            q10, q90 = self._resid_quantiles(j, g, groups)
+            q10, q90 = self._ps.quantiles(j, g, groups)
             with np.errstate(invalid="ignore"):
                 p10 = np.where(still | np.isnan(q10), price,
                                p0 * np.exp(np.maximum(-MAX_LOG_MOVE, move + np.minimum(0.0, q10))))
@@ -372,11 +372,12 @@ class Forecaster:
             prices.append(price.tolist())
             p10s.append(p10.tolist())
             p90s.append(p90.tolist())
-            code = code * len(SHRINKS) + np.where(shrink != 0, np.asarray(champ_of)[g], 0)
+            code = code * len(CANDIDATES) + cj
             sel = dues[:, j]
             if sel.any():   # (every candidate of a still offer publishes p0, and is scored so)
-                self._push(Pending(j, chosen(keys, sel), g[sel], ts[sel] + h,
-                                  z[sel], valid[sel], p0[sel], np.where(still, 0.0, y_hat)[sel], price[sel]))
+                m = int(sel.sum())
+                self._push(Pending(j, chosen(keys, sel), g[sel], ts[sel] + h, z[sel], valid[sel], p0[sel],
+                                   moves[sel], move[sel], None, oi[sel], ts[sel], ts[sel], np.ones(m), np.zeros(m)))
         cand = self._rs.candidates(self.hazard, self._risk, keys, [self._by_offer[k][0] for k in keys], states,
                                    g, z, valid, RISK_HORIZON_S / 3600)
         rchamp = self._rs.champions(groups, MIN_SCORED)
@@ -390,7 +391,7 @@ class Forecaster:
         sel = dues[:, nh]
         if sel.any():
             self._push(Pending(-1, chosen(keys, sel), g[sel],
-                              ts[sel] + RISK_HORIZON_S, z[sel], valid[sel], p0[sel], np.zeros(int(sel.sum())),
+                              ts[sel] + RISK_HORIZON_S, z[sel], valid[sel], p0[sel], np.zeros((int(sel.sum()), 0)),
                               p_risk[sel], cand[sel]))
         self._publish(keys, ts, p0, g, groups, prices, p10s, p90s, code, p_risk, rch_g)
 
@@ -399,12 +400,13 @@ class Forecaster:
                  rch_g: Any) -> None:
         hs = self.horizons
         shared: dict[int, tuple[Any, ...]] = {}   # the group's running scores, one set of dicts per group
+        ps = self._ps
         for gg in groups.tolist():
-            n = [int(self._n[j, gg]) for j in range(len(hs))]
+            w = [float(ps.n[j, gg]) for j in range(len(hs))]
             rn = self._rs.rn[gg]
-            shared[gg] = ({h: float(self._pub[j, gg] / n[j]) if n[j] else None for j, h in enumerate(hs)},
-                          {h: float(self._mae[j, gg, 0] / n[j]) if n[j] else None for j, h in enumerate(hs)},
-                          dict(zip(hs, n, strict=True)),
+            shared[gg] = ({h: float(ps.pub[j, gg] / w[j]) if w[j] else None for j, h in enumerate(hs)},
+                          {h: float(ps.mae[j, gg, 0] / w[j]) if w[j] else None for j, h in enumerate(hs)},
+                          {h: int(x) for h, x in zip(hs, w, strict=True)},
                           float(self._rs.llpub[gg] / rn) if rn else None,
                           float(self._rs.ll[gg, 0] / rn) if rn else None,
                           RISK_CANDIDATES[int(rch_g[gg])])
@@ -413,8 +415,8 @@ class Forecaster:
         for c in codes.tolist():
             nm = {}
             for h in reversed(hs):
-                c, digit = divmod(c, len(SHRINKS))
-                nm[h] = shrink_name(SHRINKS[digit])
+                c, digit = divmod(c, len(CANDIDATES))
+                nm[h] = CANDIDATES[digit]
             nm = {h: nm[h] for h in hs}
             by_code.append(({h: x != "naive" for h, x in nm.items()}, nm))
         used = [by_code[i] for i in inverse.tolist()]
@@ -427,35 +429,6 @@ class Forecaster:
                                             ll_n, p, lo, hi, u[1], rname)   # (the fields in order)
         self.made += len(keys)
 
-    def _price_champions(self, j: int, groups: Any) -> Any:
-        n = self._n[j, groups]
-        m = self._mae[j, groups] / np.maximum(n, 1)[:, None]
-        best = np.zeros(len(groups), dtype=np.int64)
-        rows = np.arange(len(groups))
-        for si in range(1, len(SHRINKS)):
-            best = np.where((n >= MIN_SCORED) & (m[:, si] < m[rows, best]), si, best)
-        return best
-
-    def _price_scores(self, j: int, gg: int) -> dict[str, tuple[float, int]]:
-        n = int(self._n[j, gg])
-        return {shrink_name(s): (float(self._mae[j, gg, i]) / max(n, 1), n) for i, s in enumerate(SHRINKS)}
-
-    def _resid_quantiles(self, j: int, g: Any, groups: Any) -> tuple[Any, Any]:
-        """p10/p90 of each row's group's recent log-residuals (NaN without any); recomputed per group
-        only after max(16, a quarter of those kept) new residuals (nearest rank)."""
-        n_all = self._n_resid[j, groups]
-        kept = np.minimum(n_all, RESID_KEEP)
-        stale = (n_all > 0) & (n_all - self._q_at[j, groups] >= np.maximum(16, kept // 4))
-        for m in np.unique(kept[stale]).tolist():   # groups with as many kept: one partition for them all
-            gs = groups[stale & (kept == m)]
-            lo, hi = int(0.1 * (m - 1) + 0.5), int(0.9 * (m - 1) + 0.5)
-            part = np.partition(self._resid[j, gs, :int(m)], (lo, hi), axis=1)
-            self._q[j, gs, 0], self._q[j, gs, 1] = part[:, lo], part[:, hi]
-            self._q_at[j, gs] = n_all[stale & (kept == m)]
-        q = np.where((self._n_resid[j] > 0)[:, None], self._q[j], math.nan)
-        q10, q90 = q[:, 0], q[:, 1]
-        return q10[g], q90[g]
-
     def _push(self, c: Pending) -> None:
         self._seq += 1
         heapq.heappush(self.pending, (float(c.due.min()), self._seq, c))
@@ -465,49 +438,70 @@ class Forecaster:
 
     def advance(self, now_t: float) -> int:
         """Score and learn from every prediction whose horizon has passed by event time `now_t` (per
-        target, all of them together)."""
-        ready: dict[int, list[Pending]] = {}
-        while self.pending and self.pending[0][0] <= now_t:
-            _, _, c = heapq.heappop(self.pending)
-            self._n_pending -= len(c.keys)
-            sel = c.due <= now_t
-            if not sel.all():
-                self._push(subset(c, ~sel))
-                c = subset(c, sel)
-            ready.setdefault(c.target, []).append(c)
+        target, all of them together; again for the samples of forecasts in force that this queues and that
+        are already due)."""
         n = 0
-        for target, cs in ready.items():
-            c = cs[0] if len(cs) == 1 else concat(cs)
-            n += self._score_price(c) if target >= 0 else self._score_risk(c)
+        while self.pending and self.pending[0][0] <= now_t:
+            ready: dict[int, list[Pending]] = {}
+            while self.pending and self.pending[0][0] <= now_t:
+                _, _, c = heapq.heappop(self.pending)
+                self._n_pending -= len(c.keys)
+                sel = c.due <= now_t
+                if not sel.all():
+                    self._push(subset(c, ~sel))
+                    c = subset(c, sel)
+                ready.setdefault(c.target, []).append(c)
+            for target, cs in ready.items():
+                c = cs[0] if len(cs) == 1 else concat(cs)
+                n += self._score_price(c) if target >= 0 else self._score_risk(c)
         self.scored += n
         return n
 
     def _score_price(self, c: Pending) -> int:
+        """Score matured price samples (streams.core.price_models: a forecast at age 0, and while it stays in
+        force at ages h, 2h, 4h, ...), learn from the forecasts themselves, and queue the next sample of
+        those still in force (only where some candidate moves: otherwise every candidate errs alike)."""
+        j, h = c.target, float(self.horizons[c.target])
+        made_now = self._made[c.oi, j]
+        fresh = c.age == 0
         st = self._state
         hists = [st[k].get("hist") for k in c.keys]
-        actual = np.array([h[-1][1] if h and h[-1][0] <= d else _price_at(h, d)   # (mostly: the last price)
-                           for h, d in zip(hists, c.due.tolist(), strict=True)], dtype=float)
-        ok = np.isfinite(actual) & (actual > 0)
+        actual = np.array([hh[-1][1] if hh and hh[-1][0] <= d else _price_at(hh, d)   # (mostly: the last price)
+                           for hh, d in zip(hists, c.due.tolist(), strict=True)], dtype=float)
+        p0 = c.p0
+        if not fresh.all():   # the price in force when an older sample was taken
+            p0 = p0.copy()
+            for i in np.flatnonzero(~fresh).tolist():
+                p0[i] = _price_at(hists[i], float(c.at[i]))
+        with np.errstate(invalid="ignore"):
+            # an older sample counts only if its forecast was still in force
+            ok = (fresh | (made_now == c.made)) & np.isfinite(actual) & (actual > 0) & np.isfinite(p0) & (p0 > 0)
         if not ok.all():
-            c, actual = subset(c, ok), actual[ok]
+            c, actual, p0, made_now, fresh = subset(c, ok), actual[ok], p0[ok], made_now[ok], fresh[ok]
         if not len(c.keys):
             return 0
-        j = c.target
-        y = np.clip(np.log(actual / c.p0), -MAX_LOG_MOVE, MAX_LOG_MOVE)
-        cands = c.p0[:, None] * np.exp(np.asarray(SHRINKS)[None, :] * c.y_hat[:, None])
-        np.add.at(self._mae[j], c.g, np.abs(actual[:, None] - cands))
-        np.add.at(self._n[j], c.g, 1.0)
-        np.add.at(self._pub[j], c.g, np.abs(actual - c.published))
-        resid = y - np.log(c.published / c.p0)
-        order = np.argsort(c.g, kind="stable")   # each group's residuals, in order, into its ring
-        gs = c.g[order]
-        first = np.flatnonzero(np.r_[True, gs[1:] != gs[:-1]])
-        rank = np.arange(len(gs)) - np.repeat(first, np.diff(np.r_[first, len(gs)]))
-        pos = ((self._n_resid[j, gs] + rank) % RESID_KEEP).astype(np.int64)
-        self._resid[j, gs, pos] = resid[order]
-        np.add.at(self._n_resid[j], gs, 1.0)
-        if c.valid.any():
-            sgd(self._price[j], c.g[c.valid], c.z[c.valid], y[c.valid], "price")
+        # weight of a forecast at age 0: the part of [0, h) it was in force (replaced since: until then)
+        prev_made, prev_end = self._prev_made[c.oi, j], self._prev_end[c.oi, j]
+        on = made_now == c.made
+        life = np.where(on, h, np.where(prev_made == c.made, prev_end - c.made, 0.5 * (prev_made - c.made)))
+        w = np.where(fresh, np.clip(life / h, 0.0, 1.0), c.w)
+        self._ps.add(j, c.g, w, actual, p0, c.moves, c.published)
+        if fresh.any():
+            f = np.flatnonzero(fresh)
+            y = np.clip(np.log(actual[f] / p0[f]), -MAX_LOG_MOVE, MAX_LOG_MOVE)
+            self._ps.add_residuals(j, c.g[f], y - c.published[f])
+            lv = c.valid[f]
+            if lv.any():
+                sgd(self._price[j], c.g[f][lv], c.z[f][lv], y[lv], "price")
+        on &= (c.moves != 0).any(axis=1)   # still in force, and some candidate moves: its next sample, at
+        if on.any():                        # age h (after 0) or twice its age
+            nxt = subset(c, on)
+            age = np.where(nxt.age == 0, h, 2 * nxt.age)
+            n = len(nxt.keys)
+            nxt.at, nxt.age, nxt.w = nxt.made + age, age, age / h
+            nxt.due, nxt.p0 = nxt.at + h, np.full(n, math.nan)
+            nxt.z, nxt.valid = np.zeros((n, D)), np.zeros(n, dtype=bool)
+            self._push(nxt)
         return len(c.keys)
 
     def _score_risk(self, c: Pending) -> int:
@@ -552,7 +546,7 @@ class Forecaster:
         out: dict[str, dict[str, str]] = {}
         for name in sorted(self.group_names):
             gg = np.array([self.groups[name]])
-            out[name] = {**{f"{h}s": shrink_name(SHRINKS[int(self._price_champions(j, gg)[0])])
+            out[name] = {**{f"{h}s": CANDIDATES[int(self._ps.champions(j, gg, MIN_SCORED)[0])]
                             for j, h in enumerate(self.horizons)},
                          "risk_1h": RISK_CANDIDATES[int(self._rs.champions(gg, MIN_SCORED)[0])]}
         return out
@@ -571,9 +565,9 @@ class Forecaster:
         gg = self.groups[group]
         out: dict[str, Any] = {}
         for j, h in enumerate(self.horizons):
-            n = int(self._n[j, gg])
-            out[f"{h}s"] = {"n": n, "mae_model": self._pub[j, gg] / n if n else None,
-                            "mae_naive": self._mae[j, gg, 0] / n if n else None}
+            n = float(self._ps.n[j, gg])
+            out[f"{h}s"] = {"n": n, "mae_model": self._ps.pub[j, gg] / n if n else None,
+                            "mae_naive": self._ps.mae[j, gg, 0] / n if n else None}
         rn = float(self._rs.rn[gg])
         out["risk_1h"] = {"n": int(rn), "base_rate": self._rs.base[gg] / rn if rn else None,
                           "logloss_model": self._rs.llpub[gg] / rn if rn else None}
@@ -583,7 +577,7 @@ class Forecaster:
         """Running errors per horizon over all groups (published vs naive), for reports. (Reads only: the
         metrics thread calls it while the market stage's thread works.)"""
         ng = len(self.group_names)
-        n_all, pub, mae = self._n, self._pub, self._mae
+        n_all, pub, mae = self._ps.n, self._ps.pub, self._ps.mae
         out: dict[str, Any] = {}
         for j, h in enumerate(self.horizons):
             n = float(n_all[j, :ng].sum())

@@ -219,7 +219,8 @@ def feature_rows(keys: Sequence[str], states: Sequence[Mapping[str, Any]], ts: A
 
 @dataclass(slots=True)
 class Pending:
-    """Predictions made by one flush for one target (a price horizon's index, or -1 for risk), as arrays."""
+    """Predictions made by one flush for one target (a price horizon's index, or -1 for risk), as arrays;
+    for price also the samples of forecasts still in force (streams.core.price_models: age > 0)."""
 
     target: int
     keys: list[str]
@@ -227,10 +228,18 @@ class Pending:
     due: Any          # event time at which it is scored
     z: Any            # scaled features (rows of invalid samples are not learned from)
     valid: Any
-    p0: Any
-    y_hat: Any        # price: the model's raw log-move (0 for a still offer); risk: unused
-    published: Any    # price: the published forecast; risk: the published probability
+    p0: Any           # the price the moves apply to (NaN: the price in force at `at`, looked up when scored)
+    moves: Any        # price: every candidate's log-move (n x K); risk: unused (n x 0)
+    published: Any    # price: the published log-move; risk: the published probability
     cand: Any = None  # risk: each candidate's probability (n x 3)
+    oi: Any = None    # price: offer index, when the forecast was made, the sample's time, weight and age
+    made: Any = None
+    at: Any = None
+    w: Any = None
+    age: Any = None
+
+
+_ARRAYS = ("g", "due", "z", "valid", "p0", "moves", "published", "cand", "oi", "made", "at", "w", "age")
 
 
 def dicts(hs: tuple[int, ...], cols: list[list[float]]) -> list[dict[int, float]]:
@@ -248,14 +257,16 @@ def chosen(keys: list[Any], sel: Any) -> list[Any]:
 
 
 def concat(cs: list[Pending]) -> Pending:
-    cat = np.concatenate
-    return Pending(cs[0].target, [k for c in cs for k in c.keys], cat([c.g for c in cs]), cat([c.due for c in cs]),
-                  cat([c.z for c in cs]), cat([c.valid for c in cs]), cat([c.p0 for c in cs]),
-                  cat([c.y_hat for c in cs]), cat([c.published for c in cs]),
-                  None if cs[0].cand is None else cat([c.cand for c in cs]))
+    out = Pending(cs[0].target, [k for c in cs for k in c.keys], *([None] * 7))
+    for f in _ARRAYS:
+        v = getattr(cs[0], f)
+        setattr(out, f, None if v is None else np.concatenate([getattr(c, f) for c in cs]))
+    return out
 
 
 def subset(c: Pending, sel: Any) -> Pending:
-    return Pending(c.target, [k for k, s in zip(c.keys, sel.tolist(), strict=True) if s], c.g[sel], c.due[sel],
-                  c.z[sel], c.valid[sel], c.p0[sel], c.y_hat[sel], c.published[sel],
-                  None if c.cand is None else c.cand[sel])
+    out = Pending(c.target, [k for k, s in zip(c.keys, sel.tolist(), strict=True) if s], *([None] * 7))
+    for f in _ARRAYS:
+        v = getattr(c, f)
+        setattr(out, f, None if v is None else v[sel])
+    return out

@@ -95,7 +95,8 @@ def test_rare_large_moves_of_a_quiet_price_do_not_make_the_model_diverge() -> No
     weights = [abs(w) for w in f.weights(next(iter(f.groups)))["price_3600s"]]
     assert all(math.isfinite(w) for w in weights) and max(weights) < 1.0, max(weights)
     s = f.summary()["3600s"]
-    assert s["n"] > 5000 and s["mae_model"] < 5 * s["mae_naive"], s
+    # (n weighs each forecast by its time in force / h: here one every 6 min of an offer, a tenth each)
+    assert s["n"] > 500 and s["mae_model"] < 5 * s["mae_naive"], s
 
 
 @given(st.lists(st.tuples(st.floats(1.0, 86_400.0 * 30), st.floats(0.01, 500.0)), min_size=1, max_size=80),

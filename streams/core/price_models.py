@@ -1,0 +1,224 @@
+"""The price forecast's candidate families and their scores (streams.core.forecast publishes the best per
+group and horizon).
+
+Every candidate predicts the log-move y = log(p(t+h) / p(t)) of an offer's price over the horizon h; the
+published forecast is p(t)·exp(move). A still offer (its price never moved) moves 0 under every candidate.
+
+    naive                          0 (the last value)
+    quantile-linear x s            s·ŷ, ŷ the group's linear quantile model (streams.core.learners.sgd) on
+                                   the window features, s in (0.25, 0.5, 1): shrunk toward "no change"
+    quantile-linear life-damped    ŷ·h / (h + gap)
+    smoothed-level                 L_h - x   (simple exponential smoothing of x = log p in time: the level)
+    smoothed-level life-damped     (L_h - x)·h / (h + gap)
+    damped-trend                   L_f + b·(τ_f + h·(1 - 1/e)) - x   (Holt's linear trend, damped)
+    seasonal-naive-week            log p(t + h - 7 d) - log p(t - 7 d)   (the same hours a week ago; 0
+                                   where the history does not reach back)
+
+where x = log p(t) and, over the offer's piecewise-constant price history (a price holds until the next
+quote), L_τ = ∫ x(u) e^{-(t-u)/τ} du / τ is the level smoothed with time constant τ (the history's first
+price extends to -∞, so the weights e^{-(t-t_{i+1})/τ} - e^{-(t-t_i)/τ} of its segments sum to 1);
+τ_f = h/4, τ_s = h; b = (L_f - L_s) / (τ_s - τ_f) is the trend slope (a trend of slope b makes an EWMA
+of constant τ lag by b·τ, hence the difference of two lags); the damped trend adds b·τ_d·(1 - e^{-h/τ_d})
+with τ_d = h (a trend that fades over the horizon) to the fast level brought up to date (L_f + b·τ_f).
+gap = 7 d / (price changes in the last 7 d) (7 d without one) is the offer's mean time between changes:
+a forecast stays in force until the offer's next event, so where that is much longer than h the
+"life-damped" candidates keep only h / (h + gap) of the move. Moves are clipped to ±MAX_LOG_MOVE.
+
+Scores (`PriceScores`), per group and horizon: every candidate's summed absolute error in USD and the
+published forecast's, scored as the forecast is used: a forecast stays in force (the engine applies its
+move to the price of the moment) until the offer's next prediction for that horizon, so besides the
+forecast itself (at age 0, weight min(1, life / h)) it is scored at ages h, 2h, 4h, 8h, ... while still in
+force, each such sample weighted by the span of ages it stands for (age a: [a, 2a), weight a / h): its move
+applied to the price at t0 + a, against the price at t0 + a + h. The candidate with the lowest weighted MAE
+is published among those whose lead over naive is clear: with d = |error| - |naive's error| per sample,
+weights w and W = Σw (the weight is in units of h: about one independent outcome per unit, as outcomes
+less than h apart overlap), the mean lead -d̄ = -Σwd / W must exceed Z_LEAD = 1 standard error
+sqrt((Σwd²/W - d̄²) / W), once MIN_SCORED samples are scored. Naive is published otherwise: with nine candidates, the
+best of them on a short or signal-free stream is often ahead by luck alone, and without the test it is
+published and then loses to the last value.
+
+>>> terms = history_terms([[[0.0, 1.0], [3600.0, 2.0]]] * 9, [7200.0] * 9, (3600, 86_400))
+>>> round(float(terms[3600]["level"][0]), 6) == round(-math.log(2) * math.exp(-1), 6)   # (relative to log p)
+True
+>>> float(terms[86_400]["gap"][0])   # one change in the week: 7 days between changes
+604800.0
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from streams.core.learners import grow
+
+__all__ = ["CANDIDATES", "MAX_LOG_MOVE", "PriceScores", "candidate_moves", "history_terms"]
+
+CANDIDATES: tuple[str, ...] = ("naive", "quantile-linear x0.25", "quantile-linear x0.5", "quantile-linear",
+                               "quantile-linear life-damped", "smoothed-level", "smoothed-level life-damped",
+                               "damped-trend", "seasonal-naive-week")
+K = len(CANDIDATES)
+LINEAR = (1, 2, 3, 4)    # the candidates built on the linear model (0 where its features are not valid)
+SHRINKS = (0.25, 0.5, 1.0)
+MAX_LOG_MOVE = 0.7       # clip predicted log-ratios (a 2x move) against divergence on outliers
+WEEK_S = 7 * 86_400.0
+Z_LEAD = 1.0             # a candidate is published only while it leads naive by this many standard errors
+RESID_KEEP = 512         # recent log-residuals per group and horizon kept for p10/p90
+
+
+def history_terms(hists: Sequence[Any], now: Any, horizons: Sequence[int]) -> dict[int, dict[str, Any]]:
+    """Per horizon h, arrays over the offers: the smoothed levels `level` (τ = h) and `fast` (τ = h/4) of
+    the log price, `gap` (s between price changes) and `week` (the seasonal-naive move), from each offer's
+    price history at its time `now` (see the module docstring). NaN where a history is empty or has a price
+    <= 0."""
+    n = len(hists)
+    now_a = np.asarray(now, dtype=float)
+    lens = np.fromiter(map(len, hists), dtype=np.int64, count=n)
+    total = int(lens.sum())
+    nan = np.full(n, math.nan)
+    if not total:
+        return {h: {"level": nan, "fast": nan, "gap": np.full(n, WEEK_S), "week": np.zeros(n)} for h in horizons}
+    flat = np.fromiter(itertools.chain.from_iterable(itertools.chain.from_iterable(hists)), dtype=float,
+                       count=2 * total).reshape(total, 2)
+    off = np.zeros(n, dtype=np.int64)
+    np.cumsum(lens[:-1], out=off[1:])
+    seg = np.repeat(np.arange(n), lens)
+    nowp = now_a[seg]
+    ts = np.minimum(flat[:, 0], nowp)    # (a point after now holds from now: weight 0)
+    ps = flat[:, 1]
+    with np.errstate(all="ignore"):
+        lp = np.where(ps > 0, np.log(ps), math.nan)
+    nonempty = lens > 0
+    last = np.where(nonempty, off + lens - 1, 0)
+    first = np.zeros(total, dtype=bool)
+    first[off[nonempty]] = True
+    prev_p = np.r_[math.nan, ps[:-1]]
+    changed = ~first & (ps != prev_p) & (ts > nowp - WEEK_S)
+    n_changes = np.bincount(seg, weights=changed, minlength=n)
+    gap = WEEK_S / np.maximum(n_changes, 1.0)
+    x_now = lp[last]
+    out: dict[int, dict[str, Any]] = {}
+    levels: dict[float, Any] = {}
+    for tau in sorted({float(h) for h in horizons} | {h / 4 for h in horizons}):
+        e = np.exp(-(nowp - ts) / tau)
+        e[first] = 0.0
+        e_next = np.r_[e[1:], 1.0]
+        e_next[last[nonempty]] = 1.0
+        with np.errstate(invalid="ignore"):
+            lev = np.add.reduceat(np.where(e_next > e, (e_next - e) * lp, 0.0), off[nonempty])
+        full = nan.copy()
+        full[nonempty] = lev
+        levels[tau] = full
+    for h in horizons:
+        # the seasonal naive: the prices in force at t - 7 d and t + h - 7 d (the last point at or before)
+        week = np.zeros(n)
+        at = [np.bincount(seg, weights=flat[:, 0] <= nowp - WEEK_S + d, minlength=n).astype(np.int64)
+              for d in (0.0, float(h))]
+        ok = nonempty & (at[0] > 0)
+        if ok.any():
+            i0, i1 = off + np.maximum(at[0], 1) - 1, off + np.maximum(at[1], 1) - 1
+            with np.errstate(invalid="ignore"):
+                week = np.where(ok, lp[np.where(ok, i1, 0)] - lp[np.where(ok, i0, 0)], 0.0)
+        out[h] = {"level": levels[float(h)] - np.where(nonempty, x_now, math.nan),
+                  "fast": levels[h / 4] - np.where(nonempty, x_now, math.nan), "gap": gap,
+                  "week": np.nan_to_num(week)}
+    return out
+
+
+def candidate_moves(y_hat: Any, terms: dict[str, Any], h: int, still: Any, valid: Any) -> Any:
+    """The n x K matrix of every candidate's log-move (CANDIDATES order; see the module docstring), from the
+    linear model's clipped prediction `y_hat` and `history_terms(...)[h]` (levels relative to the price
+    now); 0 for a still offer, and for the linear candidates where the features are not valid."""
+    n = len(y_hat)
+    m = np.zeros((n, K))
+    lin = np.where(valid, y_hat, 0.0)
+    damp = h / (h + terms["gap"])
+    for c, s in zip(LINEAR, SHRINKS, strict=False):
+        m[:, c] = s * lin
+    m[:, 4] = lin * damp
+    level, fast = terms["level"], terms["fast"]
+    m[:, 5] = level
+    m[:, 6] = level * damp
+    tf, ts_ = h / 4, float(h)
+    b = (fast - level) / (ts_ - tf)
+    m[:, 7] = fast + b * (tf + h * (1 - math.exp(-1.0)))
+    m[:, 8] = terms["week"]
+    m = np.clip(np.nan_to_num(m, nan=0.0, posinf=0.0, neginf=0.0), -MAX_LOG_MOVE, MAX_LOG_MOVE)
+    m[still] = 0.0
+    return m
+
+
+class PriceScores:
+    """Per horizon and group (rows grown with `grow`): each candidate's weighted sum of absolute errors
+    (`mae`) and of its squared lead over naive (`d2`), the published forecast's (`pub`), the weight scored
+    (`n`) and the samples (`cnt`), and the recent log-residuals of the
+    published forecasts at age 0 (a ring of RESID_KEEP per group, `resid`; their p10/p90 `q`)."""
+
+    def __init__(self, nh: int) -> None:
+        self.nh = nh
+        self.mae, self.n, self.pub = np.zeros((nh, 0, K)), np.zeros((nh, 0)), np.zeros((nh, 0))
+        self.d2, self.cnt = np.zeros((nh, 0, K)), np.zeros((nh, 0))
+        self.resid, self.n_resid = np.zeros((nh, 0, RESID_KEEP)), np.zeros((nh, 0))
+        self.q, self.q_at = np.zeros((nh, 0, 2)), np.zeros((nh, 0))
+
+    def grow(self, cap: int) -> None:
+        self.mae, self.n, self.pub = grow(self.mae, cap, 1), grow(self.n, cap, 1), grow(self.pub, cap, 1)
+        self.d2, self.cnt = grow(self.d2, cap, 1), grow(self.cnt, cap, 1)
+        self.resid, self.n_resid = grow(self.resid, cap, 1), grow(self.n_resid, cap, 1)
+        self.q, self.q_at = grow(self.q, cap, 1), grow(self.q_at, cap, 1)
+
+    def champions(self, j: int, groups: Any, min_scored: int) -> Any:
+        """Per group, the candidate with the lowest weighted MAE among those that lead naive clearly (see the
+        module docstring; naive, 0, otherwise and on ties)."""
+        n = np.maximum(self.n[j, groups], 1e-12)[:, None]
+        m = self.mae[j, groups] / n
+        lead = m[:, :1] - m                       # the mean lead over naive
+        se = np.sqrt(np.maximum(self.d2[j, groups] / n - lead * lead, 0.0) / n)
+        ok = (self.cnt[j, groups] >= min_scored)[:, None] & (lead > Z_LEAD * se) & (lead > 0)
+        best = np.zeros(len(groups), dtype=np.int64)
+        rows = np.arange(len(groups))
+        for c in range(1, K):
+            best = np.where(ok[:, c] & (m[:, c] < m[rows, best]), c, best)
+        return best
+
+    def scores(self, j: int, gg: int) -> dict[str, tuple[float, int]]:
+        n = float(self.n[j, gg])
+        return {name: (float(self.mae[j, gg, c]) / max(n, 1e-12), int(n)) for c, name in enumerate(CANDIDATES)}
+
+    def add(self, j: int, g: Any, w: Any, actual: Any, p0: Any, moves: Any, published: Any) -> None:
+        """Score samples of horizon j: group, weight, the price at the horizon, the price the moves apply
+        to, every candidate's move (n x K) and the published move."""
+        err = np.abs(actual[:, None] - p0[:, None] * np.exp(moves))
+        np.add.at(self.mae[j], g, w[:, None] * err)
+        np.add.at(self.d2[j], g, w[:, None] * (err - err[:, :1]) ** 2)
+        np.add.at(self.n[j], g, w)
+        np.add.at(self.cnt[j], g, 1.0)
+        np.add.at(self.pub[j], g, w * np.abs(actual - p0 * np.exp(published)))
+
+    def add_residuals(self, j: int, g: Any, resid: Any) -> None:
+        """Log-residuals of published forecasts (each group's, in order, into its ring)."""
+        order = np.argsort(g, kind="stable")
+        gs = g[order]
+        first = np.flatnonzero(np.r_[True, gs[1:] != gs[:-1]])
+        rank = np.arange(len(gs)) - np.repeat(first, np.diff(np.r_[first, len(gs)]))
+        pos = ((self.n_resid[j, gs] + rank) % RESID_KEEP).astype(np.int64)
+        self.resid[j, gs, pos] = resid[order]
+        np.add.at(self.n_resid[j], gs, 1.0)
+
+    def quantiles(self, j: int, g: Any, groups: Any) -> tuple[Any, Any]:
+        """p10/p90 of each row's group's recent log-residuals (NaN without any); recomputed per group
+        only after max(16, a quarter of those kept) new residuals (nearest rank)."""
+        n_all = self.n_resid[j, groups]
+        kept = np.minimum(n_all, RESID_KEEP)
+        stale = (n_all > 0) & (n_all - self.q_at[j, groups] >= np.maximum(16, kept // 4))
+        for m in np.unique(kept[stale]).tolist():   # groups with as many kept: one partition for them all
+            gs = groups[stale & (kept == m)]
+            lo, hi = int(0.1 * (m - 1) + 0.5), int(0.9 * (m - 1) + 0.5)
+            part = np.partition(self.resid[j, gs, :int(m)], (lo, hi), axis=1)
+            self.q[j, gs, 0], self.q[j, gs, 1] = part[:, lo], part[:, hi]
+            self.q_at[j, gs] = n_all[stale & (kept == m)]
+        q = np.where((self.n_resid[j] > 0)[:, None], self.q[j], math.nan)
+        return q[:, 0][g], q[:, 1][g]

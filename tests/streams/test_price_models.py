@@ -1,0 +1,169 @@
+"""The price candidate families (streams.core.price_models) and how the forecaster scores them in force."""
+
+from __future__ import annotations
+
+import bisect
+import math
+import random
+
+import numpy as np
+import pytest
+from prometheus_client import REGISTRY
+
+from schemas import Market
+from streams.core import state
+from streams.core.forecast import Forecaster
+from streams.core.price_models import CANDIDATES, PriceScores, candidate_moves, history_terms
+from tests.streams.helpers import offer, price
+
+OFF = offer(market=Market.SPOT)
+
+
+def test_every_published_model_names_a_real_candidate() -> None:
+    """The `model` field of forecasts, the promotions and `champions()` name candidates of CANDIDATES (no
+    River-era names, no made-up ones)."""
+    f = Forecaster(horizons_s=(3600, 86_400))
+    s: dict = {}
+    names: set[str] = set()
+    for i in range(4000):
+        e = price(OFF, 1.0 * math.exp(0.0005 * i), minutes=i * 10)
+        s, _ = state.apply_event(s, e)
+        f.observe(OFF.key, s, state.event_t(e))
+        names |= {n for fc in f.flush() for n in fc.model.values()}
+    promos = f.drain_promotions()
+    promos = [p for p in promos if p.target.startswith("price_")]
+    assert promos and {p.champion for p in promos} | {p.previous for p in promos} <= set(CANDIDATES)
+    assert names <= set(CANDIDATES) and names - {"naive"}, names   # a drift: some model is published
+    assert set(f.champions()["gcp|L4|spot"].values()) - {f.champions()["gcp|L4|spot"]["risk_1h"]} <= set(CANDIDATES)
+
+
+def test_a_forecast_left_in_force_is_scored_for_as_long_as_it_stays() -> None:
+    """One move, then a month of silence: the forecast made after the move steers the engine all month, so it
+    is scored at ages h, 2h, 4h, ... with weights for the ages each stands for (about 720 hours in all),
+    not once."""
+    f = Forecaster(horizons_s=(3600,))
+    s: dict = {}
+    for i, (usd, minutes) in enumerate([(2.0, 0.0), (2.4, 10.0), (2.0, 20.0), (2.4, 30.0)]):
+        e = price(OFF, usd, minutes=minutes, eid=f"e{i}")
+        s, _ = state.apply_event(s, e)
+        f.observe(OFF.key, s, state.event_t(e))
+        f.flush()
+    e = price(OFF, 2.4, minutes=30 * 24 * 60, eid="late")
+    s, _ = state.apply_event(s, e)
+    f.observe(OFF.key, s, state.event_t(e))
+    f.flush()
+    ps, gg = f._ps, f.groups["gcp|L4|spot"]
+    # the last forecast (t = 30 min) was in force ~720 h; sampled at 1, 2, 4, ..., 512 h (then 1024 h: past)
+    assert 600 < ps.n[0, gg] < 1100 and 10 <= ps.cnt[0, gg] <= 16, (ps.n[0, gg], ps.cnt[0, gg])
+
+
+def test_a_model_that_wins_fresh_but_loses_in_force_is_not_published() -> None:
+    """Each offer jumps, then either falls back within the hour (most often) or stays for a week without a
+    quote. Scored once per forecast, a candidate predicting the fall back wins; as the engine uses it
+    (the forecast of the jump stays in force for the week of the jumps that stay) it loses to naive. The
+    forecaster scores as used, so the forecast in force is not worse than naive."""
+    rng = random.Random(1)
+    f = Forecaster(horizons_s=(3600,))
+    offers = [offer(market=Market.SPOT, region=f"r{i}") for i in range(8)]
+    events: list[tuple[float, int, float]] = []
+    for i in range(len(offers)):
+        t = rng.uniform(0, 3600)
+        while t < 200 * 86_400:
+            events.append((t, i, 2.0))
+            events.append((t + 3600, i, 2.6))
+            if rng.random() < 0.7:
+                events.append((t + 3600 + 1200, i, 2.0))
+                t += 3600 + 1200 + rng.uniform(1, 3) * 3600
+            else:
+                t += 3600 + 7 * 86_400
+    events.sort()
+    states: dict[str, dict] = {o.key: {} for o in offers}
+    index = {o.key: i for i, o in enumerate(offers)}
+    pubs: dict[int, list[tuple[float, float]]] = {i: [] for i in range(len(offers))}   # (made, ratio)
+    hist: dict[int, list[tuple[float, float]]] = {i: [] for i in range(len(offers))}
+    for n, (t, i, usd) in enumerate(events):
+        o = offers[i]
+        states[o.key], _ = state.apply_event(states[o.key], price(o, usd, minutes=t / 60, eid=f"x{n}"))
+        t = states[o.key]["price_t"]
+        f.observe(o.key, states[o.key], t)
+        for fc in f.flush():
+            pubs[index[fc.offer_key]].append((fc.made_t, fc.usd_per_hour[3600] / float(fc.p0_usd_per_hour or 1.0)))
+        hist[i].append((t, usd))
+    # the evaluation's rule: every hour T of the second half, the move in force applied to the price at T
+    err_m = err_n = 0.0
+    for i in range(len(offers)):
+        ts, ps = [t for t, _ in hist[i]], [p for _, p in hist[i]]
+        made, ratio = [m for m, _ in pubs[i]], [r for _, r in pubs[i]]
+        t0 = ts[0] - ts[0] % 3600
+        for T in np.arange(t0 + 100 * 86_400, t0 + 195 * 86_400, 3600.0).tolist():
+            p_t, p_h = ps[bisect.bisect_right(ts, T) - 1], ps[bisect.bisect_right(ts, T + 3600) - 1]
+            r = ratio[bisect.bisect_right(made, T) - 1]
+            err_m += abs(p_t * r - p_h)
+            err_n += abs(p_t - p_h)
+    assert err_m <= err_n * 1.005, (err_m, err_n)
+    fresh = f.summary()["3600s"]
+    assert fresh["mae_model"] <= fresh["mae_naive"] * 1.005, fresh
+
+
+def test_candidates_move_nothing_for_a_still_price_and_within_the_clip() -> None:
+    hists = [[[0.0, 2.0]], [[0.0, 1.0], [3600.0, 3.0]], [], [[0.0, 1.0], [10.0, -1.0]]] * 3
+    now = np.full(len(hists), 7200.0)
+    terms = history_terms(hists, now, (3600, 86_400))
+    still = np.array([len({p for _, p in h}) <= 1 for h in hists])
+    for h in (3600, 86_400):
+        m = candidate_moves(np.full(len(hists), 5.0), terms[h], h, still, np.ones(len(hists), dtype=bool))
+        assert m.shape == (len(hists), len(CANDIDATES)) and np.isfinite(m).all()
+        assert (np.abs(m) <= 0.7).all() and (m[still] == 0).all() and (m[:, 0] == 0).all()
+        assert m[1, CANDIDATES.index("smoothed-level")] < 0   # the level lags a rise: it predicts a fall back
+
+
+def test_a_lucky_candidate_needs_a_clear_lead_over_naive() -> None:
+    """Equal means with noise: no candidate is published; a consistent lead is."""
+    ps = PriceScores(1)
+    ps.grow(2)
+    rng = np.random.default_rng(0)
+    n = 400
+    actual = 2.0 + rng.normal(0, 0.1, n)
+    moves = np.zeros((n, len(CANDIDATES)))
+    moves[:, 1] = rng.normal(0, 0.05, n)                   # noise around naive
+    moves[:, 2] = np.log(2.0 / 2.05)                       # toward the mean (2.0) from p0 = 2.05: better
+    ps.add(0, np.zeros(n, dtype=np.int64), np.ones(n), actual, np.full(n, 2.05), moves, moves[:, 0])
+    ps.add(0, np.ones(n, dtype=np.int64), np.ones(n), actual, np.full(n, 2.0), moves[:, [0, 1, 0, 0, 0, 0, 0, 0, 0]],
+           moves[:, 0])
+    assert ps.champions(0, np.array([0, 1]), 30).tolist() == [2, 0]
+
+
+def test_bad_input_is_counted_in_prometheus_and_falls_back_to_naive() -> None:
+    def skipped(reason: str) -> float:
+        return REGISTRY.get_sample_value("cloudarb_forecast_samples_skipped_total", {"reason": reason}) or 0.0
+
+    before = {r: skipped(r) for r in ("feature", "clock", "price")}
+    f = Forecaster(horizons_s=(3600, 86_400))
+    good = {"usd_per_hour": 2.0, "price_t": 0.0, "ewma": 2.0, "hist": [[0.0, 2.0], [10.0, 2.1]]}
+    f.observe(OFF.key, {**good, "ewma": float("inf")}, now_t=100.0)            # an infinite feature
+    [fc] = f.flush()
+    assert set(fc.model.values()) == {"naive"} and fc.usd_per_hour[86_400] == 2.0
+    assert f.observe(OFF.key, good, now_t=50.0) is None                        # the clock went back
+    lone = offer(region="lonely").key
+    f.observe(lone, {"usd_per_hour": 3.0, "price_t": 0.0}, now_t=200.0)       # one observation, no history
+    [fc2] = f.flush()
+    assert set(fc2.model.values()) == {"naive"} and fc2.usd_per_hour == {3600: 3.0, 86_400: 3.0}
+    f.observe(offer(region="odd").key, {**good, "hist": [[0.0, "x"]]}, now_t=300.0)   # a history not numbers
+    assert set(f.flush()[0].model.values()) == {"naive"}
+    assert skipped("feature") - before["feature"] >= 2 and skipped("clock") - before["clock"] == 1
+    assert f.skipped["feature"] >= 2 and f.skipped["clock"] == 1
+
+
+@pytest.mark.parametrize("h", [3600, 86_400])
+def test_history_terms_match_a_direct_integral(h: int) -> None:
+    """The smoothed level is the exponentially weighted time average of the log price (the first price
+    extending to -inf), checked against a fine Riemann sum."""
+    hist = [[0.0, 1.0], [5000.0, 1.5], [20_000.0, 1.2], [90_000.0, 1.4]]
+    now = 100_000.0
+    got = float(history_terms([hist] * 10, [now] * 10, (h,))[h]["level"][0])
+    tau = float(h)
+    grid = np.linspace(now - 40 * tau, now, 400_001)
+    idx = np.searchsorted([p[0] for p in hist], grid, side="right") - 1
+    x = np.log(np.array([p[1] for p in hist]))[np.maximum(idx, 0)]
+    wts = np.exp(-(now - grid) / tau)
+    assert got == pytest.approx(float((wts * x).sum() / wts.sum()) - math.log(1.4), abs=2e-4)
