@@ -19,6 +19,7 @@ import yaml
 from pydantic import ValidationError
 
 from schemas.events import QuotasSet, decode_event
+from schemas.kafka import client_config
 from schemas.placement import GpuQuota
 from schemas.topics import QUOTAS
 
@@ -70,7 +71,7 @@ def read_quotas(bootstrap: str, timeout_s: float = 10.0) -> QuotasSet | None:
     """The set in force: the valid QuotasSet with the latest `set_at` on the topic (None if there is none)."""
     from confluent_kafka import Consumer, TopicPartition
 
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "cloudarb-quotas-show", "enable.auto.commit": False,
+    c = Consumer({**client_config(bootstrap), "group.id": "cloudarb-quotas-show", "enable.auto.commit": False,
                   "auto.offset.reset": "earliest", "log_level": 3})
     try:
         low, high = c.get_watermark_offsets(TopicPartition(QUOTAS.name, 0), timeout=timeout_s)

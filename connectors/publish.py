@@ -18,6 +18,7 @@ from schemas.events import (
     WorkloadCancelled,
     WorkloadRequested,
 )
+from schemas.kafka import client_config
 from schemas.topics import TOPICS
 
 log = logging.getLogger(__name__)
@@ -60,7 +61,7 @@ class KafkaPublisher:
         from confluent_kafka import Producer
 
         conf = {
-            "bootstrap.servers": self.bootstrap,
+            **client_config(self.bootstrap),
             "enable.idempotence": True,
             "acks": "all",
             "linger.ms": 5,

@@ -37,6 +37,7 @@ from embedded.kafka import LocalKafka, ensure_topics
 from outputs.clickhouse import apply_ddl, get_client, table_counts
 from outputs.sink import SINK_TOPICS, ClickHouseWriter, run_sink
 from schemas.events import Event
+from schemas.kafka import client_config
 from schemas.topics import CAPACITY, INTERRUPTIONS, PRICES
 from streams.runtime.market import market_group
 
@@ -60,7 +61,7 @@ def group_position(bootstrap: str, group: str, topics: Sequence[str]) -> tuple[i
     """(sum of committed offsets, sum of end offsets) of a consumer group over `topics`."""
     from confluent_kafka import Consumer, TopicPartition
 
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
+    c = Consumer({**client_config(bootstrap), "group.id": group, "enable.auto.commit": False})
     try:
         md = c.list_topics(timeout=10)
         tps = [TopicPartition(t, p) for t in topics if t in md.topics for p in md.topics[t].partitions]
@@ -75,7 +76,7 @@ def _start_group_at_end(bootstrap: str, group: str, topics: Sequence[str]) -> No
     """Commit the current end offsets for a new consumer group, so it reads only what comes next."""
     from confluent_kafka import Consumer, TopicPartition
 
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
+    c = Consumer({**client_config(bootstrap), "group.id": group, "enable.auto.commit": False})
     try:
         md = c.list_topics(timeout=10)
         tps = [TopicPartition(t, p, c.get_watermark_offsets(TopicPartition(t, p), timeout=10)[1])

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from embedded.children import die_with_parent
+from schemas.kafka import client_config
 from schemas.topics import TOPICS, TopicSpec
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -107,6 +108,9 @@ class LocalKafka:
     controller_port: int | None = None
     heap: str = "512m"
     cache: Path = DEFAULT_CACHE
+    # {user: password}: the client listener takes only SASL/PLAIN logins of these users (SASL_PLAINTEXT; the
+    # first user is the broker's own), as a secured cluster does; None: a plaintext listener
+    sasl_users: dict[str, str] | None = None
     proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
@@ -140,9 +144,28 @@ class LocalKafka:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         tmpl = (INFRA / "server.properties.template").read_text()
         cfg = self.data_dir / "server.properties"
-        cfg.write_text(tmpl.format(port=self.port, controller_port=self.controller_port,
-                                   log_dir=self.data_dir / "log"))
+        text = tmpl.format(port=self.port, controller_port=self.controller_port, log_dir=self.data_dir / "log")
+        if self.sasl_users:   # (a later line of a properties file overrides an earlier one)
+            (user, password), *_ = self.sasl_users.items()
+            logins = " ".join(f'user_{u}="{p}"' for u, p in self.sasl_users.items())
+            text += (
+                f"listeners=SASL_PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}\n"
+                f"advertised.listeners=SASL_PLAINTEXT://127.0.0.1:{self.port}\n"
+                "inter.broker.listener.name=SASL_PLAINTEXT\n"
+                "listener.security.protocol.map=CONTROLLER:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT\n"
+                "sasl.enabled.mechanisms=PLAIN\nsasl.mechanism.inter.broker.protocol=PLAIN\n"
+                "listener.name.sasl_plaintext.plain.sasl.jaas.config=org.apache.kafka.common.security.plain."
+                f'PlainLoginModule required username="{user}" password="{password}" {logins};\n')
+        cfg.write_text(text)
         return cfg
+
+    def client_security(self) -> dict[str, str]:
+        """The librdkafka settings a client of this broker needs (as its first SASL user, if any)."""
+        if not self.sasl_users:
+            return {}
+        (user, password), *_ = self.sasl_users.items()
+        return {"security.protocol": "SASL_PLAINTEXT", "sasl.mechanism": "PLAIN", "sasl.username": user,
+                "sasl.password": password}
 
     def _jvm(self, java: str, libs: Path, main: str, *args: str) -> list[str]:
         return [java, f"-Xmx{self.heap}", "-Xms128m", "-XX:+UseG1GC", "-Djava.awt.headless=true",
@@ -185,7 +208,8 @@ class LocalKafka:
     def wait_ready(self, timeout_s: float) -> None:
         from confluent_kafka.admin import AdminClient
 
-        conf: dict[str, Any] = {"bootstrap.servers": self.bootstrap, "log_level": 0, "logger": _QuietLogger()}
+        conf: dict[str, Any] = {"bootstrap.servers": self.bootstrap, "log_level": 0, "logger": _QuietLogger(),
+                                **self.client_security()}
         admin = AdminClient(conf)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
@@ -251,7 +275,7 @@ def ensure_topics(bootstrap: str, specs: Iterable[TopicSpec] = TOPICS.values(), 
     from confluent_kafka import KafkaException
     from confluent_kafka.admin import AdminClient, NewTopic
 
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient(client_config(bootstrap))
     existing = set(admin.list_topics(timeout=timeout_s).topics)
     new = []
     for s in specs:
@@ -287,7 +311,7 @@ def _offsets_served(bootstrap: str, partitions: dict[str, int]) -> bool:
     """True once the broker answers ListOffsets for every partition (it may lag the metadata)."""
     from confluent_kafka import Consumer, KafkaException, TopicPartition
 
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "cloudarb-probe"})
+    c = Consumer({**client_config(bootstrap), "group.id": "cloudarb-probe"})
     try:
         for t, n in partitions.items():
             for p in range(n):

@@ -13,9 +13,9 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
-from outputs.executor_kafka import kafka_security_config
 from outputs.poison import DeadLetters, Outage, Source, describe, isolate, source_of
 from schemas.events import Event, decode_event
+from schemas.kafka import kafka_security_config
 
 log = logging.getLogger(__name__)
 

@@ -12,8 +12,8 @@ decisions dated in the future (or, for real executors, stale ones) are refused. 
 changes nothing; its steps are recorded with status `refused` and the reason. Idempotent on decision id
 (decisions already handled, in memory and in ClickHouse, are skipped; AWS launches also pass the action
 id as ClientToken). Every action is recorded in ClickHouse `executor_actions` with what happened:
-planned / done / failed / skipped / refused. The Kafka side (decisions consumer, broker ACLs, SASL/SSL)
-is in `outputs/executor_kafka.py`.
+planned / done / failed / skipped / refused. Broker ACLs and SASL/SSL: outputs/README.md
+("Kafka security and ACLs").
 
 Real executors: AWS (boto3 run_instances or create_fleet, terminate_instances), Lambda Cloud and
 RunPod (their REST launch/terminate APIs over httpx). Credentials come from the environment or the

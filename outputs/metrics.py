@@ -20,6 +20,8 @@ from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from schemas.kafka import client_config
+
 log = logging.getLogger(__name__)
 
 # pipeline_stats key -> (family name, "counter" | "gauge", help)
@@ -90,7 +92,7 @@ class GroupLag:
         for group, topics in self.groups.items():
             c = self._consumers.get(group)
             if c is None:
-                c = self._consumers[group] = Consumer({"bootstrap.servers": self.bootstrap, "group.id": group,
+                c = self._consumers[group] = Consumer({**client_config(self.bootstrap), "group.id": group,
                                                        "enable.auto.commit": False, "log_level": 3})
             meta = c.list_topics(timeout=10).topics
             tps = [TopicPartition(t, p) for t in topics if t in meta for p in sorted(meta[t].partitions)]

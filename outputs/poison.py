@@ -77,7 +77,7 @@ class DeadLetters:
         self.stage = stage
         self.written = 0
         self.skipped = 0   # not dead-lettered: from the DLQ itself, or the DLQ write failed
-        from outputs.executor_kafka import kafka_security_config
+        from schemas.kafka import kafka_security_config
 
         self._p = Producer({"bootstrap.servers": bootstrap, "acks": "all", "enable.idempotence": True,
                             "log_level": 3, **kafka_security_config()})

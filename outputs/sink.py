@@ -27,10 +27,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from outputs.clickhouse import DEFAULT_DB
-from outputs.executor_kafka import kafka_security_config
 from outputs.poison import DeadLetters, Outage, Source, describe, isolate, source_of
 from outputs.rows import COLUMNS, ID_TABLE, rows_for
 from schemas.events import Event, decode_event
+from schemas.kafka import kafka_security_config
 from schemas.topics import (
     ALERTS,
     CAPACITY,

@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import ssl
 import tempfile
 import time
 from collections.abc import Callable
@@ -44,6 +45,7 @@ from schemas.events import (
     WorkloadCancelled,
     WorkloadRequested,
 )
+from schemas.kafka import kafka_security_config
 from schemas.market import AllocationEngine
 from schemas.topics import CAPACITY, DECISIONS, DLQ, INTERRUPTIONS, PLANS, PRICES, QUOTAS, WORKLOADS
 from streams.core import state, track
@@ -164,9 +166,36 @@ class StreamsWorker:
     agent: Any   # the decision agent (faust AgentT)
 
 
+def faust_credentials(conf: dict[str, str]) -> faust.SASLCredentials | faust.SSLCredentials | None:
+    """The Faust (aiokafka) form of `schemas.kafka.kafka_security_config`, so that the decision stage connects
+    as every other client does.
+
+    >>> faust_credentials({}) is None
+    True
+    >>> faust_credentials({"security.protocol": "SASL_PLAINTEXT", "sasl.mechanism": "SCRAM-SHA-256",
+    ...                    "sasl.username": "u", "sasl.password": "p"}).mechanism.value
+    'SCRAM-SHA-256'
+    """
+    proto = conf.get("security.protocol", "PLAINTEXT")
+    if proto == "PLAINTEXT":
+        return None
+    ctx = None
+    if proto in ("SSL", "SASL_SSL"):
+        ctx = ssl.create_default_context(cafile=conf.get("ssl.ca.location"))
+        if conf.get("ssl.certificate.location"):
+            ctx.load_cert_chain(conf["ssl.certificate.location"], conf.get("ssl.key.location"),
+                                conf.get("ssl.key.password"))
+    if proto.startswith("SASL_"):
+        return faust.SASLCredentials(username=conf.get("sasl.username"), password=conf.get("sasl.password"),
+                                     mechanism=conf.get("sasl.mechanism", "PLAIN"), ssl_context=ctx)
+    assert ctx is not None
+    return faust.SSLCredentials(ctx)
+
+
 def create_app(cfg: StreamsConfig, engine_factory: Callable[[], AllocationEngine]) -> StreamsWorker:
     app = RebalanceSafeApp(
-        cfg.app_id, broker=cfg.broker, store="memory://", datadir=cfg.datadir, web_enabled=False,
+        cfg.app_id, broker=cfg.broker, broker_credentials=faust_credentials(kafka_security_config()),
+        store="memory://", datadir=cfg.datadir, web_enabled=False,
         topic_partitions=1, topic_replication_factor=1,
         broker_session_timeout=cfg.broker_session_timeout_s, broker_heartbeat_interval=1.0,
         consumer_auto_offset_reset="earliest", producer_acks=-1, stream_wait_empty=False,

@@ -20,6 +20,8 @@ from typing import Any
 
 from confluent_kafka import KafkaException
 
+from schemas.kafka import client_config
+
 log = logging.getLogger(__name__)
 
 
@@ -38,7 +40,7 @@ class FastOutput:
         self.default = Batch()
         self._pool: ThreadPoolExecutor | None = None   # for `flush()`, made when first needed
         self._p = Producer({
-            "bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all", "linger.ms": 2,
+            **client_config(bootstrap), "enable.idempotence": True, "acks": "all", "linger.ms": 2,
             "compression.type": "lz4", "queue.buffering.max.messages": 1_000_000, "log_level": 3,
         })
 

@@ -40,6 +40,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from schemas.kafka import client_config
 from schemas.topics import DLQ, FORECASTS, MODELS, PLANS
 from streams.core import state, track
 from streams.core.forecast import Forecaster
@@ -163,7 +164,7 @@ class MarketStage:
 
         self._out = FastOutput(self.cfg.bootstrap)
         self._consumer = Consumer({
-            "bootstrap.servers": self.cfg.bootstrap, "group.id": market_group(self.cfg.app_id),
+            **client_config(self.cfg.bootstrap), "group.id": market_group(self.cfg.app_id),
             "enable.auto.commit": False, "auto.offset.reset": "earliest", "log_level": 3,
             # range: a member gets the same partition numbers of every market topic, so an offer's events
             # (keyed by offer) and its state partition stay with one worker

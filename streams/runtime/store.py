@@ -36,6 +36,8 @@ from typing import Any
 
 from pydantic_core import from_json, to_json
 
+from schemas.kafka import client_config
+
 log = logging.getLogger(__name__)
 
 Produce = Callable[[str, bytes, bytes | None, int], None]   # (topic, key, value, partition)
@@ -176,7 +178,7 @@ class TopicFollower:
 
         self.close()
         try:
-            c = Consumer({"bootstrap.servers": self.bootstrap, "group.id": self.group, "enable.auto.commit": False,
+            c = Consumer({**client_config(self.bootstrap), "group.id": self.group, "enable.auto.commit": False,
                           "log_level": 3, "fetch.max.bytes": 50_000_000,
                           "topic.metadata.refresh.interval.ms": 10_000})
             self._consumer = c
@@ -231,7 +233,7 @@ def ensure_compacted(bootstrap: str, topics: dict[str, int], also: dict[str, int
     """Create the compacted `topics` ({name: partitions}) and the plain `also` topics, where missing."""
     from confluent_kafka.admin import AdminClient, NewTopic
 
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient(client_config(bootstrap))
     want = {n: NewTopic(n, p, 1, config={"cleanup.policy": "compact"}) for n, p in topics.items()}
     want.update({n: NewTopic(n, p, 1) for n, p in (also or {}).items()})
     have = set(admin.list_topics(timeout=30).topics)

@@ -15,7 +15,6 @@ import pytest
 import respx
 
 from outputs.executor_guard import Caps, ClickHouseLatestPrices, MarketPrices
-from outputs.executor_kafka import kafka_security_config
 from outputs.executors import (
     ActionRecord,
     AwsExecutor,
@@ -25,6 +24,7 @@ from outputs.executors import (
     executors_from_env,
 )
 from schemas.events import AllocationDecided, Assignment, ChangeAction, PlanChange, PriceObserved
+from schemas.kafka import kafka_security_config
 from schemas.offers import Market, OfferKey
 
 T = datetime.now(UTC)

@@ -1,20 +1,7 @@
-"""Kafka security for the output consumers (sink, alerts, executors) and the decisions topic's ACLs.
+"""Kafka client security settings from the environment, for every Kafka client of every package.
 
-Broker ACLs. The decisions topic is an instruction to spend money, so on a shared cluster only the
-decision worker may write it and the executors may only read it, e.g. (principals are examples; the
-group is `<CLOUDARB_APP_ID>-executors`):
-
-    kafka-acls --bootstrap-server $B --add --allow-principal User:cloudarb-worker \\
-        --operation Write --operation Describe --topic cloudarb.decisions.v1
-    kafka-acls --bootstrap-server $B --add --allow-principal User:cloudarb-executors \\
-        --operation Read --operation Describe --topic cloudarb.decisions.v1
-    kafka-acls --bootstrap-server $B --add --allow-principal User:cloudarb-executors \\
-        --operation Read --group cloudarb-executors
-
-(no other principal gets Write on the topic). The executors still trust nothing in a decision
-(`outputs/executor_guard.py`): ACLs keep strangers out, the guard bounds what a bad decision can do.
-
-Security settings (librdkafka reads no environment itself, so they are passed through explicitly):
+librdkafka reads no environment itself, so each client passes these through (`client_config`); the decision
+stage's Faust app gets the same settings as Faust credentials (streams.runtime.app). Variables:
 
     KAFKA_SECURITY_PROTOCOL   PLAINTEXT (default) | SSL | SASL_PLAINTEXT | SASL_SSL  -> security.protocol
     KAFKA_SASL_MECHANISM      PLAIN | SCRAM-SHA-256 | SCRAM-SHA-512 | ...           -> sasl.mechanism
@@ -22,15 +9,18 @@ Security settings (librdkafka reads no environment itself, so they are passed th
     KAFKA_SSL_CA_LOCATION, KAFKA_SSL_CERTIFICATE_LOCATION, KAFKA_SSL_KEY_LOCATION, KAFKA_SSL_KEY_PASSWORD
 
 The password is never logged and never part of an error message.
+
+>>> client_config("b:9092", {"KAFKA_SECURITY_PROTOCOL": "sasl_plaintext", "KAFKA_SASL_MECHANISM": "PLAIN",
+...                         "KAFKA_SASL_USERNAME": "u", "KAFKA_SASL_PASSWORD": "p"}, **{"log_level": 3})
+{'bootstrap.servers': 'b:9092', 'security.protocol': 'SASL_PLAINTEXT', 'sasl.mechanism': 'PLAIN', \
+'sasl.username': 'u', 'sasl.password': 'p', 'log_level': 3}
 """
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Mapping
-
-log = logging.getLogger(__name__)
+from typing import Any
 
 SECURITY_ENV = {
     "KAFKA_SECURITY_PROTOCOL": "security.protocol",
@@ -61,3 +51,8 @@ def kafka_security_config(env: Mapping[str, str] | None = None) -> dict[str, str
     if "sasl.username" in conf and not proto.startswith("SASL_"):
         raise ValueError("KAFKA_SASL_USERNAME is set but KAFKA_SECURITY_PROTOCOL is not SASL_SSL/SASL_PLAINTEXT")
     return conf
+
+
+def client_config(bootstrap: str, env: Mapping[str, str] | None = None, **extra: Any) -> dict[str, Any]:
+    """A confluent-kafka client's configuration: the bootstrap servers, the security settings, then `extra`."""
+    return {"bootstrap.servers": bootstrap, **kafka_security_config(env), **extra}
