@@ -5,18 +5,26 @@ A pool is one offer (provider, region, zone, instance type, market). Its rate of
 lost, preempted, a reclaim warning) per hour of exposure is estimated as
 
     lambda_global = (n_all + 1) / (H_all + 1 / GLOBAL_PRIOR_RATE)      (one pseudo-event at the prior rate)
-    lambda_group  = (n_group + K * lambda_global) / (H_group + K)
-    lambda_pool   = (n_pool + K * prior_pool) / (H_pool + K)
-    prior_pool    = the Spot Advisor band's rate when the pool has one (interruption_p), else lambda_group
+    lambda_group  = (n_group + a) / (H_group + a / lambda_global)      (a = GROUP_PRIOR_EVENTS pseudo-events)
+    lambda_pool   = (n_pool + K * lambda_group + Kb * lambda_band) / (H_pool + K + Kb)
 
-with K = PRIOR_STRENGTH_H hours of pseudo-exposure, and P(event within h) = 1 - exp(-lambda_pool * h).
+with K = PRIOR_STRENGTH_H hours of pseudo-exposure at the group's rate, Kb = BAND_PRIOR_H hours at the Spot
+Advisor band's rate lambda_band = -log(1 - band) where the pool has one (Kb = 0 where not), and
+P(event within h) = 1 - exp(-lambda_pool * h).
+The group borrows a fixed number of pseudo-events, not hours: the global rate mixes pools that flap every
+few hours with pools that never lose capacity, so K hours at it would be K * lambda_global events (~10 at
+20 %/h), and a group that has had none for weeks would still be forecast ~lambda_global * K / H; with half
+an event (as Jeffreys' prior) its rate falls as ~0.5 / H. The band (a monthly frequency, for another time
+than the data it is applied to) is a prior of bounded weight: Kb hours, outweighed by the pool's own
+exposure within a day or two.
 Counts (events and hours) decay with a half-life of HALF_LIFE_H, so n and H are recent, exponentially
 weighted counts: spot markets change regime, and a pool that lost capacity every few hours this week is not
 made safe by a quiet year before it. A pool with little recent exposure follows its group; one with much
 follows its own count. Exposure
 is the time between two observations of the pool while it had capacity (a pool without capacity cannot
 lose it; counting that time too would dilute the rate of a pool that keeps losing and regaining it), capped
-at a week (a pool not heard from for longer is not known to have been fine).
+at a week (a pool not heard from for longer is not known to have been fine); an event is counted only
+after some exposure.
 The counts are numpy arrays (a row per pool and per group), so the market stage's
 forecaster observes a whole batch of pools in one call (`observe_many`).
 
@@ -35,7 +43,9 @@ from typing import Any
 
 import numpy as np
 
-PRIOR_STRENGTH_H = 48.0      # pseudo-hours a pool's estimate borrows from its group (and a group from all)
+PRIOR_STRENGTH_H = 48.0      # pseudo-hours a pool's estimate borrows from its group
+GROUP_PRIOR_EVENTS = 0.5     # pseudo-events a group's estimate borrows from the global rate
+BAND_PRIOR_H = 12.0          # pseudo-hours a pool's estimate borrows from its Spot Advisor band
 HALF_LIFE_H = 84.0           # counts halve every 3.5 days: a week's memory, as markets change regime
 MAX_EXPOSURE_GAP_S = 7 * 86_400.0   # a pool not heard from for longer is not known to have been fine
 GLOBAL_PRIOR_RATE = 0.01     # per hour, before anything is seen
@@ -51,6 +61,8 @@ class _Counts:
         self.hours = np.zeros(0)
         self.last_t = np.zeros(0)   # (pools) when last observed
         self.upd_t = np.zeros(0)
+        self.open = np.zeros(0, dtype=bool)     # (pools) held capacity when last observed
+        self.grp = np.zeros(0, dtype=np.int64)  # (pools) the group's row
 
     def row(self, name: str) -> int:
         i = self.index.get(name)
@@ -61,6 +73,8 @@ class _Counts:
                 self.events, self.hours = np.r_[self.events, np.zeros(k)], np.r_[self.hours, np.zeros(k)]
                 self.last_t = np.r_[self.last_t, np.full(k, -np.inf)]
                 self.upd_t = np.r_[self.upd_t, np.full(k, -np.inf)]
+                self.open = np.r_[self.open, np.zeros(k, dtype=bool)]
+                self.grp = np.r_[self.grp, np.zeros(k, dtype=np.int64)]
         return i
 
     def add(self, rows: Any, t: Any, events: Any, hours: Any, tau_h: float) -> None:
@@ -86,8 +100,11 @@ def _decay(dt_s: Any, tau_h: float) -> Any:
 
 
 class Hazard:
-    def __init__(self, strength_h: float = PRIOR_STRENGTH_H, half_life_h: float = HALF_LIFE_H) -> None:
+    def __init__(self, strength_h: float = PRIOR_STRENGTH_H, half_life_h: float = HALF_LIFE_H,
+                 group_events: float = GROUP_PRIOR_EVENTS, band_h: float = BAND_PRIOR_H) -> None:
         self.k = strength_h
+        self.a = group_events
+        self.kb = band_h
         self.tau_h = half_life_h / math.log(2)
         self.pools = _Counts()
         self.groups = _Counts()
@@ -96,14 +113,18 @@ class Hazard:
         self.all_t = -math.inf
         self.now_t = -math.inf     # the latest observation
 
-    def observe(self, pool: str, group: str, now_t: float, bad_events: int = 0, exposed: bool = True) -> None:
+    def observe(self, pool: str, group: str, now_t: float, bad_events: int = 0, exposed: bool = True,
+                available: bool | None = None) -> None:
         """The pool was seen at `now_t` with `bad_events` new bad events since its last observation;
-        `exposed`: it had capacity since then (only such time counts: a pool without capacity cannot lose it)."""
-        self.observe_many([pool], [group], [now_t], [bad_events], [exposed])
+        `exposed`: it had capacity since then (only such time counts: a pool without capacity cannot lose it);
+        `available`: it has capacity now (None: unless it has just lost it, i.e. `bad_events` == 0)."""
+        self.observe_many([pool], [group], [now_t], [bad_events], [exposed],
+                          None if available is None else [available])
 
     def observe_many(self, pools: Sequence[str], groups: Sequence[str], now_t: Any, bad_events: Any,
-                     exposed: Any = None) -> None:
-        """`observe` of many pools at once (each pool at most once; `exposed`: None = all)."""
+                     exposed: Any = None, available: Any = None) -> None:
+        """`observe` of many pools at once (each pool at most once; `exposed`: None = all; `available`: None =
+        where no bad event came)."""
         pi = np.array([self.pools.row(p) for p in pools], dtype=np.int64)
         gi = np.array([self.groups.row(g) for g in groups], dtype=np.int64)
         now = np.asarray(now_t, dtype=float)
@@ -115,7 +136,14 @@ class Hazard:
         hours = np.where(later & (last > -np.inf), np.minimum(now - last, MAX_EXPOSURE_GAP_S) / 3600, 0.0)
         if exposed is not None:
             hours = np.where(np.asarray(exposed, dtype=bool), hours, 0.0)
+        # an event with no exposure before it (a pool's first observation, or one without capacity since its
+        # last) is not a loss of capacity held: counted, a batch of pools first seen without capacity would
+        # read as tens of events in no time and set every rate at ~ n / (1 / GLOBAL_PRIOR_RATE)
+        bad = np.where(hours > 0, bad, 0.0)
         self.pools.last_t[pi] = np.where(later, now, last)
+        avail = (np.asarray(bad_events, dtype=float) == 0) if available is None else np.asarray(available, dtype=bool)
+        self.pools.open[pi] = np.where(later, avail, self.pools.open[pi])
+        self.pools.grp[pi] = gi
         self.pools.add(pi, now, bad, hours, self.tau_h)
         t = float(now.max())   # groups and the global count decay to the batch's latest time
         ug, inv = np.unique(gi, return_inverse=True)
@@ -132,33 +160,55 @@ class Hazard:
         band = [math.nan if band_probability is None else band_probability]
         return float(self.rate_many([pool], [group], band)[0])
 
-    def _global_rate(self) -> float:
-        """lambda_global, from the counts decayed to the latest observation."""
+    def _pending(self) -> Any:
+        """Per pool row: the (decayed) hours of exposure since its last observation, to the latest one, of
+        pools that held capacity then: tau * (1 - exp(-min(now - last, gap cap) / tau)). Counted in every rate,
+        so that pools heard from rarely (quiet ones: no event, no exposure recorded) are not missing from
+        the denominators between their observations."""
+        n = len(self.pools.index)
+        age = self.now_t - self.pools.last_t[:n]
+        ok = self.pools.open[:n] & np.isfinite(age)
+        with np.errstate(invalid="ignore", over="ignore"):
+            span = np.minimum(np.where(ok, np.maximum(age, 0.0), 0.0), MAX_EXPOSURE_GAP_S) / 3600
+        return np.where(ok, self.tau_h * -np.expm1(-span / self.tau_h), 0.0)
+
+    def _global_rate(self, pending: Any = None) -> float:
+        """lambda_global, from the counts decayed to the latest observation (and the pending exposure)."""
         f = float(_decay(self.now_t - self.all_t, self.tau_h))
-        return (self.all_events * f + 1.0) / (self.all_hours * f + 1.0 / GLOBAL_PRIOR_RATE)
+        pend = float((self._pending() if pending is None else pending).sum())
+        return (self.all_events * f + 1.0) / (self.all_hours * f + pend + 1.0 / GLOBAL_PRIOR_RATE)
+
+    def _group_rate(self, groups: Sequence[str], pending: Any = None) -> Any:
+        """lambda_group of each group (the global rate for a group never seen)."""
+        pend = self._pending() if pending is None else pending
+        lam_all = self._global_rate(pend)
+        g_ev, g_h = self.groups.get(groups, self.now_t, self.tau_h)
+        n = len(self.pools.index)
+        g_pend = np.bincount(self.pools.grp[:n], pend, max(len(self.groups.index), 1))
+        rows = np.array([self.groups.index.get(g, -1) for g in groups], dtype=np.int64)
+        g_h = g_h + np.where(rows >= 0, g_pend[np.maximum(rows, 0)], 0.0)
+        return (g_ev + self.a) / (g_h + self.a / lam_all)
 
     def rate_many(self, pools: Sequence[str], groups: Sequence[str], band_probability: Any = None) -> Any:
         """`rate` of many pools at once, as a numpy array (`band_probability`: NaN where a pool has none)."""
-        t = self.now_t
-        lam_all = self._global_rate()
         k = self.k
-        g_ev, g_h = self.groups.get(groups, t, self.tau_h)
-        p_ev, p_h = self.pools.get(pools, t, self.tau_h)
-        prior = (g_ev + k * lam_all) / (g_h + k)
+        pend = self._pending()
+        p_ev, p_h = self.pools.get(pools, self.now_t, self.tau_h)
+        rows = np.array([self.pools.index.get(p, -1) for p in pools], dtype=np.int64)
+        p_h = p_h + np.where(rows >= 0, pend[np.maximum(rows, 0)] if len(pend) else 0.0, 0.0)
+        num_, den = p_ev + k * self._group_rate(groups, pend), p_h + k
         if band_probability is not None:
             band = np.asarray(band_probability, dtype=float)
             ok = (band > 0) & (band < 1)
             with np.errstate(invalid="ignore", divide="ignore"):
-                prior = np.where(ok, -np.log1p(-np.where(ok, band, 0.0)), prior)
-        return (p_ev + k * prior) / (p_h + k)
+                lam_band = -np.log1p(-np.where(ok, band, 0.0))
+            num_, den = num_ + np.where(ok, self.kb * lam_band, 0.0), den + np.where(ok, self.kb, 0.0)
+        return num_ / den
 
     def group_probability_many(self, groups: Sequence[str], horizon_h: float = 1.0) -> Any:
         """P(event within `horizon_h`) of each group's own (recent, shrunk to the global) rate: the naive
         candidate, a recent base rate."""
-        t = self.now_t
-        lam_all = self._global_rate()
-        g_ev, g_h = self.groups.get(groups, t, self.tau_h)
-        return 1.0 - np.exp(-(g_ev + self.k * lam_all) / (g_h + self.k) * horizon_h)
+        return 1.0 - np.exp(-self._group_rate(groups) * horizon_h)
 
     def probability(self, pool: str, group: str, horizon_h: float = 1.0,
                     band_probability: float | None = None) -> float:

@@ -8,9 +8,13 @@ capacity (events at every flip, and a prediction made while it has no capacity c
 rewards a candidate that says ~1 % while it loses capacity every few hours it holds it. The candidate with
 the lowest running log-loss per hour is published (`RiskScores.champions`).
 
+"hazard-logit" recalibrates the pool hazard with the pool's recent history, per group, by a logistic model
+of the hourly loss probability (the model and its learning: `RiskScores.learn`). It starts as the pool
+hazard itself (weight 1 on its log-odds, 0 elsewhere), so it is never worse than that before it has learnt.
+
 >>> rs = RiskScores()
 >>> rs.grow_groups(1); rs.grow_offers(1)
->>> rs.set_in_force(np.array([0]), np.array([[0.5, 0.1, 0.5]]), np.array([0.5]), np.array([0]))
+>>> rs.set_in_force(np.array([0]), np.array([[0.5, 0.1, 0.5, 0.5]]), np.array([0.5]), np.array([0]))
 >>> rs.score_in_force(np.array([0]), np.array([0.0]), np.array([7200.0]), np.array([True]), np.array([0.0]))
 >>> float(rs.rn[0]), rs.champions(np.array([0]), min_scored=1).tolist()   # 2 hours without a loss: 10 % wins
 (2.0, [1])
@@ -29,8 +33,43 @@ from streams.core.learners import Linear, grow, num
 
 __all__ = ["MAX_IN_FORCE_S", "RISK_CANDIDATES", "RiskScores"]
 
-RISK_CANDIDATES = ("base-rate", "eb-hazard", "river-logreg")   # (names kept: dashboards and records use them)
+RISK_CANDIDATES = ("base-rate", "eb-hazard", "river-logreg", "hazard-logit")   # (names kept: dashboards use them)
 MAX_IN_FORCE_S = 7 * 86_400.0   # a risk in force is scored over at most a week without news of its offer
+RISK_FEATURES = ("hazard_logit", "since_loss", "quiet_week", "losses_24h", "since_regained", "last_up_run")
+NF = len(RISK_FEATURES)
+LOGIT_LR = 0.05     # AdaGrad step of the hazard-logit model
+LOGIT_CLIP = 12.0   # log-odds are clipped to +-this (p in ~[6e-6, 1 - 6e-6])
+WEEK_H = 168.0
+
+
+def risk_features(states: Sequence[Mapping[str, Any]], eb: np.ndarray, now_t: float) -> np.ndarray:
+    """One row per offer state, the columns of RISK_FEATURES:
+
+        hazard_logit   = logit(p_eb), the pool hazard's log-odds (clipped to +-LOGIT_CLIP)
+        since_loss     = log(1 + min(hours since its last loss, 168)) / log(169)   (1: none in a week)
+        quiet_week     = 1 if no loss in the last 7 days, else 0
+        losses_24h     = log(1 + losses in the last 24 h)   (of the last MAX_BAD_EVENTS kept in the state)
+        since_regained = log(1 + min(hours since capacity came back, 168)) / log(169)   (1: never lost)
+        last_up_run    = log(1 + min(hours it held capacity before its last loss, 168)) / log(169)   (1: none)
+
+    Non-finite inputs give the neutral value (no loss, never lost), so a row is always finite."""
+    x = np.zeros((len(states), NF))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        pe = np.clip(np.nan_to_num(np.asarray(eb, dtype=float), nan=0.5), 1e-9, 1 - 1e-9)
+        x[:, 0] = np.clip(np.log(pe / (1 - pe)), -LOGIT_CLIP, LOGIT_CLIP)
+    scale = math.log1p(WEEK_H)
+    for i, s in enumerate(states):
+        bad = [b for b in (num(t) for t in (s.get("bad_t") or ())) if math.isfinite(b) and b <= now_t]
+        since = (now_t - bad[-1]) / 3600 if bad else WEEK_H
+        x[i, 1] = math.log1p(min(max(since, 0.0), WEEK_H)) / scale
+        x[i, 2] = float(since >= WEEK_H)
+        x[i, 3] = math.log1p(sum(1 for b in bad if now_t - b <= 86_400))
+        rg = num(s.get("regained_t", math.nan))
+        up = (now_t - rg) / 3600 if math.isfinite(rg) else WEEK_H
+        x[i, 4] = math.log1p(min(max(up, 0.0), WEEK_H)) / scale
+        run = num(s.get("up_run_s", math.nan)) / 3600
+        x[i, 5] = math.log1p(min(max(run, 0.0), WEEK_H) if math.isfinite(run) else WEEK_H) / scale
+    return x
 
 
 class RiskScores:
@@ -46,35 +85,55 @@ class RiskScores:
         self.llpub, self.brpub = np.zeros(0), np.zeros(0)
         self.cand, self.pub = np.zeros((0, nc)), np.zeros(0)
         self.g = np.zeros(0, dtype=np.int64)
+        self.feat = np.zeros((0, NF))          # per offer: the hazard-logit features of its risk in force
+        self._last_feat: np.ndarray | None = None
+        self.w = np.zeros((0, NF + 1))         # per group: the hazard-logit weights, the intercept last
+        self.g2 = np.zeros((0, NF + 1))        # ... and their AdaGrad sums of squared gradients
 
     def grow_groups(self, cap: int) -> None:
         self.ll, self.br, self.rn, self.base = grow(self.ll, cap), grow(self.br, cap), grow(self.rn, cap), \
             grow(self.base, cap)
         self.llpub, self.brpub = grow(self.llpub, cap), grow(self.brpub, cap)
+        n = len(self.w)
+        self.w, self.g2 = grow(self.w, cap), grow(self.g2, cap)
+        self.w[n:, 0] = 1.0   # a new group's model is the pool hazard itself
 
     def grow_offers(self, k: int) -> None:
         """Room for `k` more offers."""
         self.cand = np.concatenate([self.cand, np.zeros((k, len(RISK_CANDIDATES)))])
         self.pub = np.concatenate([self.pub, np.zeros(k)])
         self.g = np.concatenate([self.g, np.full(k, -1, dtype=np.int64)])
+        self.feat = np.concatenate([self.feat, np.zeros((k, NF))])
 
     def set_in_force(self, oi: np.ndarray, cand: np.ndarray, pub: np.ndarray, g: np.ndarray) -> None:
-        """Offers `oi`'s new risk: in force until their next event."""
+        """Offers `oi`'s new risk: in force until their next event (the features: those `candidates` last
+        computed, for these offers)."""
         self.cand[oi], self.pub[oi], self.g[oi] = cand, pub, g
+        if self._last_feat is not None and len(self._last_feat) == len(oi):
+            self.feat[oi] = self._last_feat
+        self._last_feat = None
 
     def candidates(self, hazard: Hazard, model: Linear, keys: list[str], gnames: list[str],
                    states: Sequence[Mapping[str, Any]], g: np.ndarray, z: np.ndarray, valid: np.ndarray,
                    horizon_h: float) -> np.ndarray:
         """Each candidate's probability of a loss within `horizon_h` for offers `keys` (of groups `gnames`,
         rows `g`, scaled features `z`), one column per RISK_CANDIDATES: the group's base rate, the pool's
-        empirical-Bayes hazard (with its Spot Advisor band `interruption_p` as the prior) and the logistic
-        `model` (the base rate until its group has been scored, or without valid features)."""
+        empirical-Bayes hazard (with its Spot Advisor band `band_p` as a prior of bounded weight), the logistic
+        `model` of the price features (the base rate until its group has been scored, or without valid
+        features) and the hazard-logit model (`learn`)."""
         base = hazard.group_probability_many(gnames, horizon_h)
-        band = np.array([num(s.get("interruption_p", math.nan)) for s in states])
+        band = np.array([num(s.get("band_p", math.nan)) for s in states])
         eb = hazard.probability_many(keys, gnames, horizon_h, band)
         lr = 1 / (1 + np.exp(-np.clip(model.predict(g, z), -30, 30)))
         lr = np.where(valid & (self.rn[g] > 0), lr, base)
-        return np.stack([base, eb, lr], axis=1)
+        x = risk_features(states, eb, hazard.now_t)
+        self._last_feat = x
+        w = self.w[g]
+        eta = np.clip((x * w[:, :NF]).sum(axis=1) + w[:, NF], -LOGIT_CLIP, LOGIT_CLIP)
+        hl = 1 / (1 + np.exp(-eta))
+        if horizon_h != 1.0:   # (the model is of one hour; another horizon at its rate)
+            hl = 1 - (1 - hl) ** horizon_h
+        return np.stack([base, eb, lr, hl], axis=1)
 
     def score_in_force(self, oi: np.ndarray, last: np.ndarray, now: np.ndarray, exposed: np.ndarray,
                        losses: np.ndarray) -> None:
@@ -104,6 +163,22 @@ class RiskScores:
         np.add.at(self.brpub, g, k * (1 - pub) ** 2 + neg * pub ** 2)
         np.add.at(self.rn, g, trials)
         np.add.at(self.base, g, k)
+        self.learn(g, self.feat[oi[sel]], cand[:, RISK_CANDIDATES.index("hazard-logit")], k, trials)
+
+    def learn(self, g: np.ndarray, x: np.ndarray, p: np.ndarray, k: np.ndarray, trials: np.ndarray) -> None:
+        """One AdaGrad step of the hazard-logit weights of groups `g` from risks in force (features `x`,
+        probability `p`) that saw `k` losses over `trials` hours. The model of an hour with capacity:
+
+            P(loss) = sigmoid(w . x + b),  loss of a period = -[k log p + (n - k) log(1 - p)],  n = trials,
+
+        whose gradient in (w, b) is -(k - n p) (x, 1); summed per group, each weight steps by
+        LOGIT_LR * grad / sqrt(sum of its squared gradients) (AdaGrad: large early steps, then smaller)."""
+        r = (k - trials * p)[:, None] * np.c_[x, np.ones(len(x))]
+        grad = np.zeros_like(self.w)
+        np.add.at(grad, g, r)
+        ug = np.unique(g)
+        self.g2[ug] += grad[ug] ** 2
+        self.w[ug] += LOGIT_LR * grad[ug] / np.sqrt(self.g2[ug] + 1e-12)
 
     def champions(self, groups: np.ndarray, min_scored: int) -> np.ndarray:
         """Per group of `groups`: the candidate (index) with the lowest running log-loss per hour; one other

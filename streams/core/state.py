@@ -26,7 +26,9 @@ from streams.core import windows
 
 PRICE_MOVE_THRESHOLD = 0.02   # a 2 % move of the price the engine last saw is material
 EWMA_ALPHA = 0.2
-# an interruption raises the offer's hourly interruption probability to at least this, decaying on quiet
+# a preemption or warning raises the offer's hourly interruption probability (`interruption_p`, what the engine
+# sees without a forecast) to at least this until the next band; the risk forecasts do not read it: their prior
+# is `band_p` (the band alone), and their recency is streams.core.risk's features of `bad_t` and `regained_t`
 INTERRUPTION_FLOOR = 0.3
 MAX_BAD_EVENTS = 32  # recent capacity-lost / interruption times kept per offer (for forecasts)
 
@@ -76,6 +78,10 @@ def apply_event(state: State, e: PriceObserved | CapacityObserved | Interruption
         if before != e.available:
             if not e.available:
                 s["bad_t"] = [*s.get("bad_t", []), t][-MAX_BAD_EVENTS:]
+                if "regained_t" in s:
+                    s["up_run_s"] = t - float(s["regained_t"])   # how long it held capacity this time
+            else:
+                s["regained_t"] = t   # (streams.core.risk: how long the pool has held capacity again)
             return s, "capacity regained" if e.available else "capacity lost"
         return s, None
     # InterruptionObserved
@@ -86,6 +92,7 @@ def apply_event(state: State, e: PriceObserved | CapacityObserved | Interruption
     prev = float(s.get("interruption_p", 0.0))
     if e.interruption_probability_per_hour is not None:
         s["interruption_p"] = e.interruption_probability_per_hour
+        s["band_p"] = e.interruption_probability_per_hour   # the published band alone (the risk model's prior)
     elif e.kind.value in ("preempted", "warning"):
         s["interruption_p"] = max(prev, INTERRUPTION_FLOOR)
     s["interruptions"] = int(s.get("interruptions", 0)) + (e.kind.value != "frequency")
