@@ -32,8 +32,9 @@ force, each such sample weighted by the span of ages it stands for (age a: [a, 2
 applied to the price at t0 + a, against the price at t0 + a + h. The candidate with the lowest weighted MAE
 is published among those whose lead over naive is clear: with d = |error| - |naive's error| per sample,
 weights w and W = Σw (the weight is in units of h: about one independent outcome per unit, as outcomes
-less than h apart overlap), the mean lead -d̄ = -Σwd / W must exceed Z_LEAD = 1 standard error
-sqrt((Σwd²/W - d̄²) / W), once MIN_SCORED samples are scored. Naive is published otherwise: with nine candidates, the
+less than h apart overlap), the mean lead -d̄ = -Σwd / W must exceed Z_LEAD = 2 standard errors
+sqrt((Σwd²/W - d̄²) / W), once MIN_SCORED samples are scored and W >= MIN_WEIGHT = 10 (a standard error
+from fewer independent outcomes is itself too uncertain). Naive is published otherwise: with nine candidates, the
 best of them on a short or signal-free stream is often ahead by luck alone, and without the test it is
 published and then loses to the last value.
 
@@ -65,7 +66,8 @@ LINEAR = (1, 2, 3, 4)    # the candidates built on the linear model (0 where its
 SHRINKS = (0.25, 0.5, 1.0)
 MAX_LOG_MOVE = 0.7       # clip predicted log-ratios (a 2x move) against divergence on outliers
 WEEK_S = 7 * 86_400.0
-Z_LEAD = 1.0             # a candidate is published only while it leads naive by this many standard errors
+Z_LEAD = 2.0             # a candidate is published only while it leads naive by this many standard errors
+MIN_WEIGHT = 10.0        # ... and once scored over this many horizons' worth of time in force
 RESID_KEEP = 512         # recent log-residuals per group and horizon kept for p10/p90
 
 
@@ -95,22 +97,26 @@ def history_terms(hists: Sequence[Any], now: Any, horizons: Sequence[int]) -> di
     last = np.where(nonempty, off + lens - 1, 0)
     first = np.zeros(total, dtype=bool)
     first[off[nonempty]] = True
-    prev_p = np.r_[math.nan, ps[:-1]]
+    prev_p = np.empty(total)
+    prev_p[0], prev_p[1:] = math.nan, ps[:-1]
     changed = ~first & (ps != prev_p) & (ts > nowp - WEEK_S)
     n_changes = np.bincount(seg, weights=changed, minlength=n)
     gap = WEEK_S / np.maximum(n_changes, 1.0)
     x_now = lp[last]
     out: dict[int, dict[str, Any]] = {}
+    taus = sorted({float(h) for h in horizons} | {h / 4 for h in horizons})
+    # every tau at once: e[i, k] = e^{-(now - t_i)/tau_k} (0 at a history's first point), e_next its successor's
+    e = np.exp(np.multiply.outer(ts - nowp, 1.0 / np.array(taus)))
+    e[first] = 0.0
+    e_next = np.empty_like(e)
+    e_next[:-1], e_next[-1] = e[1:], 1.0
+    e_next[last[nonempty]] = 1.0
+    with np.errstate(invalid="ignore"):
+        lev = np.add.reduceat(np.where(e_next > e, (e_next - e) * lp[:, None], 0.0), off[nonempty], axis=0)
     levels: dict[float, Any] = {}
-    for tau in sorted({float(h) for h in horizons} | {h / 4 for h in horizons}):
-        e = np.exp(-(nowp - ts) / tau)
-        e[first] = 0.0
-        e_next = np.r_[e[1:], 1.0]
-        e_next[last[nonempty]] = 1.0
-        with np.errstate(invalid="ignore"):
-            lev = np.add.reduceat(np.where(e_next > e, (e_next - e) * lp, 0.0), off[nonempty])
+    for k, tau in enumerate(taus):
         full = nan.copy()
-        full[nonempty] = lev
+        full[nonempty] = lev[:, k]
         levels[tau] = full
     for h in horizons:
         # the seasonal naive: the prices in force at t - 7 d and t + h - 7 d (the last point at or before)
@@ -122,9 +128,9 @@ def history_terms(hists: Sequence[Any], now: Any, horizons: Sequence[int]) -> di
             i0, i1 = off + np.maximum(at[0], 1) - 1, off + np.maximum(at[1], 1) - 1
             with np.errstate(invalid="ignore"):
                 week = np.where(ok, lp[np.where(ok, i1, 0)] - lp[np.where(ok, i0, 0)], 0.0)
-        out[h] = {"level": levels[float(h)] - np.where(nonempty, x_now, math.nan),
-                  "fast": levels[h / 4] - np.where(nonempty, x_now, math.nan), "gap": gap,
-                  "week": np.nan_to_num(week)}
+        week[~np.isfinite(week)] = 0.0
+        x = np.where(nonempty, x_now, math.nan)
+        out[h] = {"level": levels[float(h)] - x, "fast": levels[h / 4] - x, "gap": gap, "week": week}
     return out
 
 
@@ -146,7 +152,8 @@ def candidate_moves(y_hat: Any, terms: dict[str, Any], h: int, still: Any, valid
     b = (fast - level) / (ts_ - tf)
     m[:, 7] = fast + b * (tf + h * (1 - math.exp(-1.0)))
     m[:, 8] = terms["week"]
-    m = np.clip(np.nan_to_num(m, nan=0.0, posinf=0.0, neginf=0.0), -MAX_LOG_MOVE, MAX_LOG_MOVE)
+    m[~np.isfinite(m)] = 0.0
+    np.clip(m, -MAX_LOG_MOVE, MAX_LOG_MOVE, out=m)
     m[still] = 0.0
     return m
 
@@ -177,12 +184,10 @@ class PriceScores:
         m = self.mae[j, groups] / n
         lead = m[:, :1] - m                       # the mean lead over naive
         se = np.sqrt(np.maximum(self.d2[j, groups] / n - lead * lead, 0.0) / n)
-        ok = (self.cnt[j, groups] >= min_scored)[:, None] & (lead > Z_LEAD * se) & (lead > 0)
-        best = np.zeros(len(groups), dtype=np.int64)
-        rows = np.arange(len(groups))
-        for c in range(1, K):
-            best = np.where(ok[:, c] & (m[:, c] < m[rows, best]), c, best)
-        return best
+        ok = ((self.cnt[j, groups] >= min_scored) & (self.n[j, groups] >= MIN_WEIGHT))[:, None] \
+            & (lead > Z_LEAD * se) & (lead > 0)
+        ok[:, 0] = True
+        return np.argmin(np.where(ok, m, np.inf), axis=1)   # (the first on ties: naive before the others)
 
     def scores(self, j: int, gg: int) -> dict[str, tuple[float, int]]:
         n = float(self.n[j, gg])

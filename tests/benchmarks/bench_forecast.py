@@ -17,6 +17,12 @@ Also reported: forecasts made and predictions scored per event, and the forecast
 vs naive errors) as a check that the cheaper path still forecasts. Results go to tests/benchmarks/results.json
 under "streams" (`forecast_us_per_event`, `forecast_bench_*`; other keys are left alone). Skips itself, with a
 message, where the data is missing.
+
+`--evaluate [early|late]`: instead, the back-test's forecast evaluation alone (backtest.sim.Simulation without
+strategies: the forecaster and backtest/evaluation.py on the replayed market, no engine) on the spans of
+`SPANS`, each cut in an early part (for tuning) and a later part (for reporting; the forecaster learns from
+everything before it): 24 h and 1 h price MAE model/naive for the forecast in force (as the engine uses it)
+and fresh, and the groups worse than naive. Results under "forecast_in_force" (key per part).
 """
 
 from __future__ import annotations
@@ -82,6 +88,45 @@ def run_per_call(updates: list[Update]) -> tuple[float, Forecaster]:
     return time.perf_counter() - t0, f
 
 
+# (portfolio, datasets (None: the defaults), early part, later part)
+SPANS: dict[str, tuple[str, list[str] | None, tuple[str, str], tuple[str, str]]] = {
+    "aws-spot-events-euwest1": ("aws-fleet", ["aws-spot-events-euwest1"], ("2021-07-30", "2021-09-01"),
+                                ("2021-12-13", "2022-04-01")),
+    "aws-spot-daily": ("aws-fleet", ["aws-spot-daily"], ("2024-01-01", "2024-09-01"), ("2024-09-01", "2025-06-30")),
+    "inference-fleet": ("inference-fleet", None, ("2024-11-08", "2025-05-08"), ("2025-05-08", "2025-11-08")),
+    "training-lab": ("training-lab", None, ("2024-11-08", "2025-05-08"), ("2025-05-08", "2025-11-08")),
+    "gpu-price-tracker-2026": ("training-lab", ["gpu-price-tracker-2026"], ("2026-02-11", "2026-04-10"),
+                               ("2026-04-10", "2026-05-31")),
+}
+
+
+def evaluate(data: Path, part: str) -> dict[str, Any]:
+    """The forecast evaluation of every span's `part` (see the module docstring)."""
+    from backtest import BacktestConfig, load_portfolio
+    from backtest.sim import Simulation
+
+    out: dict[str, Any] = {}
+    for name, (pname, datasets, early, late) in SPANS.items():
+        lo, hi = early if part == "early" else late
+        pf = load_portfolio(ROOT / "examples" / "portfolios" / f"{pname}.yaml")
+        cfg = BacktestConfig(data_dir=data, start=datetime.fromisoformat(lo).replace(tzinfo=UTC),
+                             end=datetime.fromisoformat(hi).replace(tzinfo=UTC), datasets=datasets, strategies=())
+        t0 = time.perf_counter()
+        fe = Simulation(cfg, pf).run().forecast_evaluation
+        cell = {"window": [lo, hi], "wall_s": round(time.perf_counter() - t0, 1)}
+        for h, c in fe["overall"]["price"].items():
+            cell[h] = {"n": c.get("n"), "in_force": c.get("ratio"), "fresh": c.get("fresh", {}).get("ratio")}
+        cell["groups_worse_than_naive"] = fe["goals"]["price_groups_worse_than_naive"]
+        neo = fe["goals"].get("neocloud_86400s_ratio") or {}
+        cell["neocloud_86400s_below_1"] = sorted(g for g, r in neo.items() if r is not None and r < 1)
+        cell["neocloud_86400s_above_1"] = sorted(g for g, r in neo.items() if r is not None and r > 1)
+        cell["champions"] = {g: "/".join(d["champion"].values()) for g, d in fe["groups"].items()
+                             if any(x != "naive" for x in list(d["champion"].values())[:-1])}
+        print(name, json.dumps({k: v for k, v in cell.items() if k != "champions"}), flush=True)
+        out[name] = cell
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=DATA)
@@ -89,9 +134,18 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--profile", type=Path, help="also write a cProfile of one batched run here (pstats format)")
     ap.add_argument("--no-save", action="store_true", help="print only; leave results.json alone")
+    ap.add_argument("--evaluate", choices=("early", "late"), help="the forecast evaluation of SPANS instead")
     args = ap.parse_args()
     if not args.data.is_dir():
         print(f"skipped: no recorded data at {args.data}")
+        return 0
+    if args.evaluate:
+        res = evaluate(args.data, args.evaluate)
+        if not args.no_save:
+            data = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}   # re-read: others write other keys
+            data.setdefault("forecast_in_force", {})[args.evaluate] = {
+                **res, "measured_at": datetime.now(UTC).isoformat()}
+            RESULTS.write_text(json.dumps(data, indent=2) + "\n")
         return 0
     t0 = time.perf_counter()
     updates = recorded_updates(args.data)
