@@ -43,7 +43,7 @@ from typing import Any
 
 import numpy as np
 
-PRIOR_STRENGTH_H = 48.0      # pseudo-hours a pool's estimate borrows from its group
+PRIOR_STRENGTH_H = 24.0      # pseudo-hours a pool's estimate borrows from its group
 GROUP_PRIOR_EVENTS = 0.5     # pseudo-events a group's estimate borrows from the global rate
 BAND_PRIOR_H = 12.0          # pseudo-hours a pool's estimate borrows from its Spot Advisor band
 HALF_LIFE_H = 84.0           # counts halve every 3.5 days: a week's memory, as markets change regime

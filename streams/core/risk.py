@@ -37,7 +37,8 @@ RISK_CANDIDATES = ("base-rate", "eb-hazard", "river-logreg", "hazard-logit")   #
 MAX_IN_FORCE_S = 7 * 86_400.0   # a risk in force is scored over at most a week without news of its offer
 RISK_FEATURES = ("hazard_logit", "since_loss", "quiet_week", "losses_24h", "since_regained", "last_up_run")
 NF = len(RISK_FEATURES)
-LOGIT_LR = 0.05     # AdaGrad step of the hazard-logit model
+LOGIT_LR = 0.15        # AdaGrad step of the hazard-logit model's weights shared by every group
+LOGIT_LR_GROUP = 0.02  # ... and of each group's own offsets to them
 LOGIT_CLIP = 12.0   # log-odds are clipped to +-this (p in ~[6e-6, 1 - 6e-6])
 WEEK_H = 168.0
 
@@ -87,16 +88,16 @@ class RiskScores:
         self.g = np.zeros(0, dtype=np.int64)
         self.feat = np.zeros((0, NF))          # per offer: the hazard-logit features of its risk in force
         self._last_feat: np.ndarray | None = None
-        self.w = np.zeros((0, NF + 1))         # per group: the hazard-logit weights, the intercept last
-        self.g2 = np.zeros((0, NF + 1))        # ... and their AdaGrad sums of squared gradients
+        self.ws = np.r_[1.0, np.zeros(NF)]     # the hazard-logit weights shared by all groups, the intercept last
+        self.g2s = np.zeros(NF + 1)            # ... their AdaGrad sums of squared gradients
+        self.w = np.zeros((0, NF + 1))         # per group: its offsets to them
+        self.g2 = np.zeros((0, NF + 1))        # ... and theirs
 
     def grow_groups(self, cap: int) -> None:
         self.ll, self.br, self.rn, self.base = grow(self.ll, cap), grow(self.br, cap), grow(self.rn, cap), \
             grow(self.base, cap)
         self.llpub, self.brpub = grow(self.llpub, cap), grow(self.brpub, cap)
-        n = len(self.w)
         self.w, self.g2 = grow(self.w, cap), grow(self.g2, cap)
-        self.w[n:, 0] = 1.0   # a new group's model is the pool hazard itself
 
     def grow_offers(self, k: int) -> None:
         """Room for `k` more offers."""
@@ -128,7 +129,7 @@ class RiskScores:
         lr = np.where(valid & (self.rn[g] > 0), lr, base)
         x = risk_features(states, eb, hazard.now_t)
         self._last_feat = x
-        w = self.w[g]
+        w = self.w[g] + self.ws
         eta = np.clip((x * w[:, :NF]).sum(axis=1) + w[:, NF], -LOGIT_CLIP, LOGIT_CLIP)
         hl = 1 / (1 + np.exp(-eta))
         if horizon_h != 1.0:   # (the model is of one hour; another horizon at its rate)
@@ -174,11 +175,14 @@ class RiskScores:
         whose gradient in (w, b) is -(k - n p) (x, 1); summed per group, each weight steps by
         LOGIT_LR * grad / sqrt(sum of its squared gradients) (AdaGrad: large early steps, then smaller)."""
         r = (k - trials * p)[:, None] * np.c_[x, np.ones(len(x))]
+        gs = r.sum(axis=0)
+        self.g2s += gs ** 2
+        self.ws += LOGIT_LR * gs / np.sqrt(self.g2s + 1e-12)
         grad = np.zeros_like(self.w)
         np.add.at(grad, g, r)
         ug = np.unique(g)
         self.g2[ug] += grad[ug] ** 2
-        self.w[ug] += LOGIT_LR * grad[ug] / np.sqrt(self.g2[ug] + 1e-12)
+        self.w[ug] += LOGIT_LR_GROUP * grad[ug] / np.sqrt(self.g2[ug] + 1e-12)
 
     def champions(self, groups: np.ndarray, min_scored: int) -> np.ndarray:
         """Per group of `groups`: the candidate (index) with the lowest running log-loss per hour; one other
