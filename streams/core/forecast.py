@@ -406,7 +406,7 @@ class Forecaster(ForecasterReports):
             rn = self._rs.rn[gg]
             shared[gg] = ({h: float(ps.pub[j, gg] / w[j]) if w[j] else None for j, h in enumerate(hs)},
                           {h: float(ps.mae[j, gg, 0] / w[j]) if w[j] else None for j, h in enumerate(hs)},
-                          {h: int(x) for h, x in zip(hs, w, strict=True)},
+                          {h: int(min(x, 2**32 - 1)) for h, x in zip(hs, w, strict=True)},
                           float(self._rs.llpub[gg] / rn) if rn else None,
                           float(self._rs.ll[gg, 0] / rn) if rn else None,
                           RISK_CANDIDATES[int(rch_g[gg])])

@@ -29,9 +29,10 @@ class Forecast:
     interruption_probability_next_hour: float
     model_used: dict[int, bool]                     # horizon_s -> True when a model (not naive) was published
     risk_model_used: bool
-    mae_model: dict[int, float | None]              # running MAE of the published forecasts
+    mae_model: dict[int, float | None]              # running MAE of the published forecasts, as used
+    # (weighted by time in force: streams.core.price_models)
     mae_naive: dict[int, float | None]
-    n_scored: dict[int, int]
+    n_scored: dict[int, int]                        # the time in force scored, in horizons
     risk_logloss_model: float | None                # of the published risk
     risk_logloss_naive: float | None
     p0_usd_per_hour: float | None = None            # the offer's price when the forecast was made

@@ -191,7 +191,8 @@ class PriceScores:
 
     def scores(self, j: int, gg: int) -> dict[str, tuple[float, int]]:
         n = float(self.n[j, gg])
-        return {name: (float(self.mae[j, gg, c]) / max(n, 1e-12), int(n)) for c, name in enumerate(CANDIDATES)}
+        return {name: (float(self.mae[j, gg, c]) / max(n, 1e-12), int(min(n, 2**32 - 1)))   # (a UInt32 column)
+                for c, name in enumerate(CANDIDATES)}
 
     def add(self, j: int, g: Any, w: Any, actual: Any, p0: Any, moves: Any, published: Any) -> None:
         """Score samples of horizon j: group, weight, the price at the horizon, the price the moves apply
