@@ -126,6 +126,9 @@ class Forecaster(ForecasterReports):
         self._made = np.zeros((0, len(self.horizons) + 1))   # per offer index: when each horizon (and, last,
         # risk) was last predicted; and per price horizon the forecast it replaced then and when
         self._prev_made, self._prev_end = np.zeros((0, nh)), np.zeros((0, nh))
+        # per offer and price horizon: the move published when it was last due, and its candidate: a
+        # horizon not due keeps them (its forecast stays in force, applied to the new price)
+        self._pub_move, self._pub_code = np.zeros((0, nh)), np.zeros((0, nh), dtype=np.int64)
         self.latest: dict[str, Forecast] = {}
         self._state: dict[str, Mapping[str, Any]] = {}   # offer -> its last state
         self.hazard = Hazard()
@@ -157,6 +160,8 @@ class Forecaster(ForecasterReports):
                 self._made = np.concatenate([self._made, np.full((k, len(self.horizons) + 1), -np.inf)])
                 self._prev_made = np.concatenate([self._prev_made, np.full((k, len(self.horizons)), -np.inf)])
                 self._prev_end = np.concatenate([self._prev_end, np.full((k, len(self.horizons)), -np.inf)])
+                self._pub_move = np.concatenate([self._pub_move, np.zeros((k, len(self.horizons)))])
+                self._pub_code = np.concatenate([self._pub_code, np.zeros((k, len(self.horizons)), dtype=np.int64)])
                 self._last_t = np.concatenate([self._last_t, np.full(k, -np.inf)])
                 self._rs.grow_offers(k)
             hit = self._by_offer[offer_key] = (name, self.groups[name], n)
@@ -360,8 +365,10 @@ class Forecaster(ForecasterReports):
                                     "mae", functools.partial(self._ps.scores, j, gg))
             y_hat = np.where(valid, np.clip(self._price[j].predict(g, z), -MAX_LOG_MOVE, MAX_LOG_MOVE), 0.0)
             moves = candidate_moves(y_hat, terms[h], h, naive, valid)
-            cj = np.where(naive, 0, champ_of[g])
-            move = moves[idx, cj]
+            due = dues[:, j]
+            cj = np.where(naive, 0, np.where(due, champ_of[g], self._pub_code[oi, j]))
+            move = np.where(naive, 0.0, np.where(due, moves[idx, cj], self._pub_move[oi, j]))
+            self._pub_code[oi[due], j], self._pub_move[oi[due], j] = cj[due], move[due]
             price = np.where(move != 0, p0 * np.exp(move), p0)
             q10, q90 = self._ps.quantiles(j, g, groups)
             with np.errstate(invalid="ignore"):
@@ -373,7 +380,7 @@ class Forecaster(ForecasterReports):
             p10s.append(p10.tolist())
             p90s.append(p90.tolist())
             code = code * len(CANDIDATES) + cj
-            sel = dues[:, j]
+            sel = due
             if sel.any():   # (every candidate of a still offer publishes p0, and is scored so)
                 m = int(sel.sum())
                 self._push(Pending(j, chosen(keys, sel), g[sel], ts[sel] + h, z[sel], valid[sel], p0[sel],

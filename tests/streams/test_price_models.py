@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import bisect
+import itertools
 import math
 import random
 
@@ -167,3 +168,23 @@ def test_history_terms_match_a_direct_integral(h: int) -> None:
     x = np.log(np.array([p[1] for p in hist]))[np.maximum(idx, 0)]
     wts = np.exp(-(now - grid) / tau)
     assert got == pytest.approx(float((wts * x).sum() / wts.sum()) - math.log(1.4), abs=2e-4)
+
+
+def test_a_horizon_not_due_keeps_its_forecast_in_force() -> None:
+    """Forecasts are due per horizon (1 h: every 5 min of event time, 24 h: every 2 h); a flush that predicts
+    the 1 h horizon keeps the 24 h forecast's move (the one being scored as in force) and its model name."""
+    f = Forecaster(horizons_s=(3600, 86_400))
+    s: dict = {}
+    made: list = []
+    for i in range(3000):
+        e = price(OFF, 1.0 * math.exp(0.0005 * i + 0.002 * math.sin(i)), minutes=i * 10)
+        s, _ = state.apply_event(s, e)
+        f.observe(OFF.key, s, state.event_t(e))
+        made += f.flush()
+    assert len(made) > 2900 and {fc.model[86_400] for fc in made} - {"naive"}   # a model is published at 24 h
+    ratio = [(fc.made_t, round(fc.usd_per_hour[86_400] / float(fc.p0_usd_per_hour or 1.0), 9), fc.model[86_400])
+             for fc in made]
+    changes = [b for a, b in itertools.pairwise(ratio) if (a[1], a[2]) != (b[1], b[2])]
+    due_every = 86_400 / 12
+    assert len(changes) <= (made[-1].made_t - made[0].made_t) / due_every + 2, len(changes)
+    assert len({r for _, r, _ in ratio}) > 100          # (and it is re-predicted when due)
