@@ -13,8 +13,9 @@ time. Then only the forecaster is timed over that sequence (a fresh forecaster e
   flushes by itself every BUCKET_S of event time; the recorded data is sparse in time, ~5,000 flushes of a
   few offers each, so this is the costlier way).
 
-Also reported: forecasts made and predictions scored per event, and the forecaster's own summary (published
-vs naive errors) as a check that the cheaper path still forecasts. Results go to tests/benchmarks/results.json
+Also reported: forecasts made and predictions scored per event (forecasts, and samples of forecasts still in
+force), and the forecaster's own summary (published vs naive errors, weighted by time in force; `n` in
+horizons) as a check that the cheaper path still forecasts. Results go to tests/benchmarks/results.json
 under "streams" (`forecast_us_per_event`, `forecast_bench_*`; other keys are left alone). Skips itself, with a
 message, where the data is missing.
 
