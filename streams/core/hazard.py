@@ -48,7 +48,7 @@ GROUP_PRIOR_EVENTS = 0.5     # pseudo-events a group's estimate borrows from the
 BAND_PRIOR_H = 12.0          # pseudo-hours a pool's estimate borrows from its Spot Advisor band
 HALF_LIFE_H = 84.0           # counts halve every 3.5 days: a week's memory, as markets change regime
 MAX_EXPOSURE_GAP_S = 7 * 86_400.0   # a pool not heard from for longer is not known to have been fine
-GLOBAL_PRIOR_RATE = 0.01     # per hour, before anything is seen
+GLOBAL_PRIOR_RATE = 0.001    # per hour, before anything is seen (Spot Advisor bands: ~1e-4 - 4e-4 per hour)
 
 
 class _Counts:

@@ -39,6 +39,8 @@ RISK_FEATURES = ("hazard_logit", "since_loss", "quiet_week", "losses_24h", "sinc
 NF = len(RISK_FEATURES)
 LOGIT_LR = 0.15        # AdaGrad step of the hazard-logit model's weights shared by every group
 LOGIT_LR_GROUP = 0.02  # ... and of each group's own offsets to them
+LOGIT_G0 = 1e4         # the shared sums of squared gradients start here: damped first steps (a group scored
+#                        cumulatively keeps the candidate that was not wild while it learnt)
 LOGIT_CLIP = 12.0   # log-odds are clipped to +-this (p in ~[6e-6, 1 - 6e-6])
 WEEK_H = 168.0
 
@@ -89,7 +91,7 @@ class RiskScores:
         self.feat = np.zeros((0, NF))          # per offer: the hazard-logit features of its risk in force
         self._last_feat: np.ndarray | None = None
         self.ws = np.r_[1.0, np.zeros(NF)]     # the hazard-logit weights shared by all groups, the intercept last
-        self.g2s = np.zeros(NF + 1)            # ... their AdaGrad sums of squared gradients
+        self.g2s = np.full(NF + 1, LOGIT_G0)   # ... their AdaGrad sums of squared gradients (from LOGIT_G0)
         self.w = np.zeros((0, NF + 1))         # per group: its offsets to them
         self.g2 = np.zeros((0, NF + 1))        # ... and theirs
 
