@@ -24,7 +24,9 @@ follows its own count. Exposure
 is the time between two observations of the pool while it had capacity (a pool without capacity cannot
 lose it; counting that time too would dilute the rate of a pool that keeps losing and regaining it), capped
 at a week (a pool not heard from for longer is not known to have been fine); an event is counted only
-after some exposure.
+after some exposure. Between its observations, a pool that held capacity at its last one adds its pending
+exposure (to the latest observation of any pool) to every rate (`_pending`): a pool with no event records
+no exposure until it is heard from again, and without it a quiet group would look unexposed.
 The counts are numpy arrays (a row per pool and per group), so the market stage's
 forecaster observes a whole batch of pools in one call (`observe_many`).
 
