@@ -15,12 +15,13 @@ the moment until the offer's next forecast), and the one with the lowest weighte
 group's recent quantiles of the published forecast's log-residuals. An offer whose price has never moved
 forecasts itself exactly (median and quantiles).
 
-Risk: candidates for P(capacity lost or interruption within the next hour) are the group's recent base
-rate (naive: its losses per hour with capacity, decayed as streams.core.hazard's counts are), an
-empirical-Bayes hazard per spot pool (streams.core.hazard: pool -> group -> global shrinkage, with the Spot
-Advisor band as the pool's prior), and a logistic model. They are scored in time, over the hours each was in
-force while its offer had capacity (streams.core.risk, which says why), and the one with the lowest running
-log-loss per hour is published.
+Risk: candidates for P(capacity lost or interruption within the next hour) are the group's recent base rate
+(naive: its losses per hour with capacity, decayed as streams.core.hazard's counts are), an empirical-Bayes
+hazard per spot pool (streams.core.hazard: pool -> group -> global shrinkage, the Spot Advisor band a prior
+of bounded weight), a logistic model on the offer's features, and "hazard-logit", a logistic recalibration
+of the pool hazard by the pool's recent history (streams.core.risk). They are scored in time, over the hours
+each was in force while its offer had capacity (streams.core.risk, which says why), and the one with the
+lowest running log-loss per hour is published.
 
 Cost: `observe()` is the per-offer path and is O(1): it keeps the offer's state, its bad events and the
 hazard's exposure, and marks the offer dirty. The work is done per batch by `flush()` (the market stage

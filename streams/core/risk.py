@@ -33,7 +33,7 @@ from streams.core.learners import Linear, grow, num
 
 __all__ = ["MAX_IN_FORCE_S", "RISK_CANDIDATES", "RiskScores"]
 
-RISK_CANDIDATES = ("base-rate", "eb-hazard", "river-logreg", "hazard-logit")   # (names kept: dashboards use them)
+RISK_CANDIDATES = ("base-rate", "eb-hazard", "logistic", "hazard-logit")
 MAX_IN_FORCE_S = 7 * 86_400.0   # a risk in force is scored over at most a week without news of its offer
 RISK_FEATURES = ("hazard_logit", "since_loss", "quiet_week", "losses_24h", "since_regained", "last_up_run")
 NF = len(RISK_FEATURES)
