@@ -41,6 +41,7 @@ import faust
 import mode
 
 from schemas.events import (
+    PlanAdopted,
     QuotasSet,
     WorkloadCancelled,
     WorkloadRequested,
@@ -128,9 +129,20 @@ class DecisionState:
                    ChangelogStore(PLANS.name, PLANS.partitions))
 
     def own_plans(self) -> dict[str, Any]:
-        """This app's plans, by workload id."""
+        """This app's plans, by workload id. The plans topic is public: a record under this app's key that is
+        not a PlanAdopted is logged and left out (the decider would fail on it at every start)."""
         prefix = plan_key(self.app_id, "")
-        return {k[len(prefix):]: v for k, v in self.plans.items() if k.startswith(prefix)}
+        out = {}
+        for k, v in self.plans.items():
+            if not k.startswith(prefix):
+                continue
+            try:
+                PlanAdopted.model_validate(v)
+            except ValueError as exc:
+                log.warning("plans topic: record %r is not a PlanAdopted, ignored: %s", k, str(exc)[:300])
+                continue
+            out[k[len(prefix):]] = v
+        return out
 
     def stores(self) -> list[ChangelogStore]:
         return [self.market, self.workloads, self.quotas, self.plans]

@@ -91,3 +91,24 @@ def test_a_step_whose_records_fail_is_rolled_back_everywhere() -> None:
         st8.record(res, 1.0, 2.0, refuse)
     st8.rollback()
     assert all(len(s) == 0 and s.pending() == 0 for s in st8.stores())
+
+
+def test_a_plan_record_that_is_not_a_plan_adopted_is_left_out_of_the_deciders_plans() -> None:
+    """The plans topic is public: what someone else wrote under this app's key must not stop the decider."""
+    st8 = DecisionState.of("t")
+    good = {"decision_id": "d1", "assignments": [_assignment(1)]}
+    st8.record(DecideOutput(plan_writes=[("plans", "w1", good)]), 1.0, 2.0, lambda *_: None)
+    st8.plans.put("t/bad", {"assignments": "not a list"})
+    st8.plans.put("other-app/w1", {"anything": 1})
+    assert set(st8.own_plans()) == {"w1"} and st8.own_plans()["w1"]["decision_id"] == "d1"
+
+
+def test_every_schema_valid_extreme_plan_is_followed_for_its_held_offers() -> None:
+    from tests.outputs.test_sink_extremes import all_variants
+
+    plans = [e for _, e in all_variants() if isinstance(e, PlanAdopted)]
+    assert len(plans) > 3
+    for p in plans:
+        held = HeldOffers()
+        held.apply("a/w", decode_record(*encode_record("a/w", p.model_dump(mode="json")))[1])
+        assert all(a.offer.key in held for a in p.assignments)
