@@ -274,8 +274,11 @@ class MarketStage:
                 self._newly_held[k] = min(t, self._newly_held.get(k, t))
 
     def _on_revoke(self, consumer: Any, partitions: list[Any]) -> None:
-        # batches are processed whole inside the loop, so nothing is in flight here: commit what is done
-        self._commit(asynchronous=False)
+        # batches are processed whole inside the loop, so nothing is in flight here: commit what is done.
+        # Asynchronously: a rebalance often comes with a coordinator that is moving or restarting, and a
+        # synchronous commit can then block the consumer indefinitely (confluent-kafka-python#1801); a
+        # commit that does not land redelivers batches whose outputs and state writes are idempotent.
+        self._commit(asynchronous=True)
         if self._stop.is_set():
             return  # leaving the group on stop: the store keeps its last state (for a look after stop)
         self.store.clear()   # (eager assignment: what stays assigned is read back on the next assignment)

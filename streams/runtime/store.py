@@ -191,14 +191,23 @@ class TopicFollower:
             c.assign([TopicPartition(t, p, OFFSET_BEGINNING) for t, p in self.partitions])
             todo = {tp for tp, end in ends.items() if end > 0}
             n = 0
-            t0 = time.monotonic()
+            t0 = progress_t = time.monotonic()
             while todo:
                 if stop():
                     raise StoreUnavailable("stopped while reading back a store")
-                n += self.poll(0.5)
-                todo -= {(tp.topic, tp.partition) for tp in c.position([TopicPartition(t, p) for t, p in todo])
-                         if tp.offset >= ends[(tp.topic, tp.partition)]}
-                if todo and time.monotonic() - t0 > 10 * timeout_s:
+                got = self.poll(0.5)
+                n += got
+                done = {(tp.topic, tp.partition) for tp in c.position([TopicPartition(t, p) for t, p in todo])
+                        if tp.offset >= ends[(tp.topic, tp.partition)]}
+                todo -= done
+                now = time.monotonic()
+                if got or done:
+                    progress_t = now
+                elif todo and now - progress_t > timeout_s:
+                    # (a consumer that stopped fetching, e.g. across a broker restart: the caller retries
+                    # with a fresh one, rather than waiting silently for the overall limit)
+                    raise StoreUnavailable(f"reading {sorted(todo)} to their end: nothing read for {timeout_s:.0f} s")
+                if todo and now - t0 > 10 * timeout_s:
                     raise StoreUnavailable(f"reading {sorted(todo)} to their end took over {10 * timeout_s:.0f} s")
             return n
         except StoreUnavailable:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -44,8 +45,29 @@ def wait_until(cond: Callable[[], bool], timeout_s: float, what: str, poll_s: fl
         time.sleep(1.0)
     tail = ""
     if log is not None and log.exists():
-        tail = "\n--- worker log tail ---\n" + "\n".join(log.read_text(errors="replace").splitlines()[-150:])
+        tail = "\n--- worker log tail (connection noise left out) ---\n" + "\n".join(log_tail(log))
     raise AssertionError(f"timed out after {timeout_s}s waiting for {what}{tail}")
+
+
+NOISE = re.compile(r"^%\d\|\d+\.\d+\|FAIL\||NodeNotReadyError|Connect call failed|Unable to update metadata"
+                   r"|Unable connect to node")
+
+
+def log_tail(log: Path, n: int = 120) -> list[str]:
+    """The last `n` lines of a worker log without the repeated connection errors of a broker that is down
+    (they would push out what matters), runs of progress lines folded to their first and last."""
+    lines = [ln for ln in log.read_text(errors="replace").splitlines() if not NOISE.search(ln)]
+    out: list[str] = []
+    run: list[str] = []
+    for ln in [*lines, ""]:
+        if " progress " in ln:
+            run.append(ln)
+            continue
+        if run:
+            out += run if len(run) <= 2 else [run[0], f"... ({len(run) - 2} progress lines)", run[-1]]
+            run = []
+        out.append(ln)
+    return out[-n - 1:-1]
 
 
 def caught_up(bootstrap: str, group: str, topics: list[str]) -> bool:

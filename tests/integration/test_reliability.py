@@ -174,7 +174,7 @@ def test_worker_resumes_by_itself_after_a_broker_restart(kafka_broker: LocalKafk
         assert pub.flush(30) == 0
         wait_until(lambda: caught_up(kafka_bootstrap, market_group(app_id), [PRICES.name])
                    and group_position(kafka_bootstrap, market_group(app_id), [PRICES.name])[0] > 0, 120, "first batch",
-                   log=log)
+                   log=log, worker=worker)
         kafka_broker.stop()
         time.sleep(5)
         kafka_broker.start()
@@ -183,7 +183,7 @@ def test_worker_resumes_by_itself_after_a_broker_restart(kafka_broker: LocalKafk
         pub2.publish_all(second)
         assert pub2.flush(60) == 0
         wait_until(lambda: caught_up(kafka_bootstrap, market_group(app_id), [PRICES.name]), 180,
-                   "the worker to resume after the broker restart", log=log)
+                   "the worker to resume after the broker restart", log=log, worker=worker)
         assert worker.poll() is None, "the worker died with the broker"
     finally:
         stop(worker)
