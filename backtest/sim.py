@@ -94,6 +94,7 @@ class BacktestConfig:
     forecast_horizons_s: tuple[int, ...] = (3600, 86_400)   # judged by the forecast evaluation
     forecast_tick_s: float = 3600.0
     forecast_warmup_days: float = 7.0
+    forecast_refresh_s: float = 3600.0     # Forecaster.refresh at every such whole step of event time (0: never)
 
 
 @dataclass
@@ -550,6 +551,28 @@ class Simulation:
         self._dirty.clear()
         return [self._quotes[k] for k in sorted(self._quotes)]
 
+    def _refresh(self, t: float, ev: ForecastEvaluation, sent: dict[str, dict[str, Any]],
+                 pending: dict[str, dict[str, Any]], reasons: list[str], triggers: list[str],
+                 spent: dict[str, float]) -> None:
+        """`Forecaster.refresh` at event time `t`: the refreshed forecasts are published (the evaluation's
+        tick at `t` is scored at the timeline's next step, with them), the baselines' quotes take their risk,
+        and the engine gets the views that moved materially (`state.forecast_moved`), as the market stage
+        forwards them."""
+        tf = time.perf_counter()
+        refreshed = self.forecaster.refresh(t, self.cfg.forecast_refresh_s)
+        spent["forecast_s"] += time.perf_counter() - tf
+        for fc in refreshed:
+            k = fc.offer_key
+            ev.published(k, fc)
+            if "usd_per_hour" not in self.states.get(k, {}):
+                continue
+            self._dirty.add(k)
+            view = state.engine_view(self.states[k], self.forecast_for(k))
+            if state.forecast_moved(sent.get(k), view, self.cfg.price_threshold):
+                pending[k] = sent[k] = view
+                reasons.append(f"{state.FORECAST_REFRESHED} on {k}")
+                triggers.append("")
+
     def _market_events(self) -> tuple[list[MarketEvent], dict[str, OfferKey]]:
         names = self.cfg.datasets
         if names is None:  # trace datasets replay at their recorded dates; the overlay maps them instead
@@ -622,6 +645,9 @@ class Simulation:
         pending_price: set[str] = set()
         pending_reasons: list[str] = []
         pending_triggers: list[str] = []
+        sent: dict[str, dict[str, Any]] = {}   # offer key -> the engine view last sent
+        step_s = cfg.forecast_refresh_s
+        next_refresh = math.floor(state.event_t(events[0]) / step_s + 1) * step_s if step_s else math.inf
         n_events = n_trace = n_batches = 0
         si = 0
         series_every = (t_end - t_start) / max(1, cfg.series_points)
@@ -645,7 +671,9 @@ class Simulation:
 
         def timeline() -> Iterator[tuple[float, list[MarketEvent]]]:
             """Market batches merged with workload start/end times (and the window start)."""
-            marks = sorted({t_start, *(x[0] for x in sched)})
+            refresh_marks = ([next_refresh + i * step_s for i in range(math.ceil((t_end - next_refresh) / step_s))]
+                             if step_s and t_end > next_refresh else [])
+            marks = sorted({t_start, *(x[0] for x in sched), *refresh_marks})
             mi = 0
             for t, evs in batches():
                 while mi < len(marks) and marks[mi] < t:
@@ -728,8 +756,13 @@ class Simulation:
                 for k in touched:
                     ev.published(k, self.forecaster.latest.get(k))
                 for k in views:
-                    pending[k] = state.engine_view(self.states[k], self.forecast_for(k))
+                    pending[k] = sent[k] = state.engine_view(self.states[k], self.forecast_for(k))
                 ev.promotions(self.forecaster.drain_promotions())
+            # 2b. forecasts refreshed at each whole step of event time (a timeline mark), once its events are
+            # applied, as the market stage does (streams.runtime.market)
+            if t >= next_refresh:
+                self._refresh(t, ev, sent, pending, pending_reasons, pending_triggers, spent)
+                next_refresh = (math.floor(t / step_s) + 1) * step_s
             if t < t_start:
                 continue  # warm-up: state and forecasts only; the changes reach the engine at the start
             # 3. workloads starting / ending now

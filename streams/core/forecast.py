@@ -54,7 +54,7 @@ from __future__ import annotations
 import functools
 import heapq
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -88,6 +88,7 @@ __all__ = ["CANDIDATES", "FEATURES", "MIN_SCORED", "D", "Forecaster", "features"
 
 HORIZONS_S: tuple[int, ...] = (3600, 86_400)
 RISK_HORIZON_S = 3600
+REFRESH_S = 3600.0  # `refresh()`: an offer without an event for this long is re-forecast in its last state
 BUCKET_S = 300.0    # observe() flushes by itself once the event time is this far past the oldest dirty offer
 SKIPPED = Counter("cloudarb_forecast_samples_skipped_total",
                   "forecaster samples skipped (the forecast falls back to naive)", ["reason"])
@@ -140,6 +141,7 @@ class Forecaster(ForecasterReports):
         self.skipped: dict[str, int] = {}
         self._last_t = np.zeros(0)   # per offer index: its last event time
         self._by_offer: dict[str, tuple[str, int, int]] = {}   # offer key -> its group and index
+        self._keys: list[str] = []                             # offer index -> its key
         self._champion: dict[tuple[str, str], str] = {}   # (group, target) -> the published candidate
         self.promotions: list[ModelPromoted] = []         # drained by the caller (drain_promotions)
         self._dirty: dict[str, tuple[Mapping[str, Any], float]] = {}
@@ -166,6 +168,7 @@ class Forecaster(ForecasterReports):
                 self._last_t = np.concatenate([self._last_t, np.full(k, -np.inf)])
                 self._rs.grow_offers(k)
             hit = self._by_offer[offer_key] = (name, self.groups[name], n)
+            self._keys.append(offer_key)
         return hit
 
     def _add_group(self, name: str) -> None:
@@ -287,6 +290,36 @@ class Forecaster(ForecasterReports):
             self._dirty.update((k, (s, t)) for k, s, t in zip(keys, states, ts.tolist(), strict=True)
                                if "usd_per_hour" in s)
         return self.flush()
+
+    def refresh(self, watermark_t: float, stale_s: float = REFRESH_S,
+                eligible: Callable[[str], bool] | None = None) -> list[Forecast]:
+        """Re-forecast, at event time `watermark_t`, every offer (`eligible`, default all) whose last event
+        is more than `stale_s` older, as if it had been observed again in its last state then; returns the
+        forecasts made since the last flush (also in `latest`), as `flush()` does.
+
+        Without it a forecast is made only at its offer's events, so an offer quoted once a day kept the
+        risk of the hour after its quote all day, while the hazard's time since the pool's last loss, the
+        group's rate and the price's smoothed levels moved on. The caller guarantees that no event of an
+        eligible offer older than `watermark_t` is still to come (the back-tester: every event up to it is
+        applied; the market stage: the offer's partition has passed it), since such an event would then
+        be skipped as a clock going backwards. No event since its last means no loss in between either:
+        losses are events, so the hazard's exposure and the risk in force are scored up to `watermark_t`
+        with none.
+
+        >>> f = Forecaster(horizons_s=(3600,))
+        >>> st = {"usd_per_hour": 2.0, "price_t": 0.0, "hist": [[0.0, 2.0]]}
+        >>> _ = f.observe_many([("gcp|r||a|L4|1|spot", st, 0.0)])
+        >>> [round(fc.made_t) for fc in f.refresh(7200.0)], f.refresh(7200.0)   # once: now fresh
+        ([7200], [])
+        """
+        if not (isinstance(watermark_t, int | float) and math.isfinite(watermark_t)):
+            return []
+        n = len(self._keys)
+        stale = np.flatnonzero(self._last_t[:n] < watermark_t - stale_s).tolist()
+        st, keys = self._state, self._keys
+        updates = [(keys[i], st[keys[i]], float(watermark_t)) for i in stale
+                   if keys[i] in st and (eligible is None or eligible(keys[i]))]
+        return self.observe_many(updates) if updates else []
 
     def flush(self) -> list[Forecast]:
         """Predict for the dirty offers that are due (see the module docstring); the forecasts made since

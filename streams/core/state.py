@@ -30,6 +30,11 @@ EWMA_ALPHA = 0.2
 # sees without a forecast) to at least this until the next band; the risk forecasts do not read it: their prior
 # is `band_p` (the band alone), and their recency is streams.core.risk's features of `bad_t` and `regained_t`
 INTERRUPTION_FLOOR = 0.3
+# a refreshed forecast (no new quote) is sent to the engine when its risk moved this much, absolutely and
+# relatively (`forecast_moved`): an offer quoted once a day would otherwise keep the risk of its quote's hour
+RISK_MOVE_ABS = 0.01
+RISK_MOVE_REL = 0.25
+FORECAST_REFRESHED = "forecast refreshed"   # the reason such a change carries
 MAX_BAD_EVENTS = 32  # recent capacity-lost / interruption times kept per offer (for forecasts)
 
 State = dict[str, Any]
@@ -145,6 +150,27 @@ def engine_view(s: State, forecast: Any = None) -> State:
         view["interruption_p"] = max(float(view.get("interruption_p", 0.0)),
                                      forecast.interruption_probability_next_hour)
     return view
+
+
+def forecast_moved(sent: State | None, view: State, threshold: float = PRICE_MOVE_THRESHOLD) -> bool:
+    """Whether a refreshed forecast (streams.core.forecast.Forecaster.refresh: no new quote) changes what the
+    engine plans on materially, against the view the engine was last sent (`sent`; None: none was): the
+    risk moved by at least RISK_MOVE_ABS per hour and RISK_MOVE_REL of the larger of the two, or the 1 h
+    forecast price by `threshold` of the one sent.
+
+    >>> sent = {"interruption_p": 0.02}
+    >>> forecast_moved(sent, {"interruption_p": 0.05}), forecast_moved(sent, {"interruption_p": 0.025})
+    (True, False)
+    """
+    if sent is None:
+        return True
+    r0, r1 = float(sent.get("interruption_p", 0.0)), float(view.get("interruption_p", 0.0))
+    if abs(r1 - r0) >= max(RISK_MOVE_ABS, RISK_MOVE_REL * max(r0, r1)):
+        return True
+    f0, f1 = sent.get("forecast_usd_per_hour"), view.get("forecast_usd_per_hour")
+    if f0 is None or f1 is None:
+        return (f0 is None) != (f1 is None)
+    return bool(f0) and abs(float(f1) / float(f0) - 1.0) >= threshold
 
 
 @lru_cache(maxsize=200_000)

@@ -126,6 +126,9 @@ class LoudForecaster:
             self.latest[offer_key] = fc(1.5 if loud else 1.0, p, 0.9 if loud else 0.0)
         return self.latest.get(offer_key)
 
+    def refresh(self, watermark_t: float, stale_s: float) -> list[Any]:
+        return []   # (its forecasts never age)
+
     def drain_promotions(self) -> list[Any]:
         return []
 
