@@ -174,7 +174,7 @@ def forecast_moved(sent: State | None, view: State, threshold: float = PRICE_MOV
 
 
 @lru_cache(maxsize=200_000)
-def _offer_key(key: str) -> OfferKey:
+def parse_offer_key(key: str) -> OfferKey:
     """`OfferKey.from_key`, cached (keys are immutable; parsing validates, which costs ~10 µs each)."""
     return OfferKey.from_key(key)
 
@@ -185,7 +185,7 @@ def quote_from_state(offer_key: str, s: State, now_t: float | None = None) -> Of
         return None
     age = max(0.0, now_t - float(s["price_t"])) if now_t is not None else 0.0
     return OfferQuote(
-        offer=_offer_key(offer_key), usd_per_hour=float(s["usd_per_hour"]),
+        offer=parse_offer_key(offer_key), usd_per_hour=float(s["usd_per_hour"]),
         forecast_usd_per_hour=s.get("forecast_usd_per_hour"),
         forecast_usd_per_hour_p90=s.get("forecast_usd_per_hour_p90"), available=bool(s.get("available", True)),
         capacity_instances=s.get("capacity_instances"),

@@ -57,12 +57,18 @@ class TrackOutput:
     changes: list[bytes] = field(default_factory=list)                       # market-change records
     promotions: list[tuple[bytes, bytes]] = field(default_factory=list)     # (key, ModelPromoted JSON)
     dead_letters_failed: int = 0  # dead letters the DLQ did not take (set by the market stage; skipped)
+    views: dict[str, state.State] = field(default_factory=dict)     # key -> the engine view its change carries
+    partition_t: dict[int, float] = field(default_factory=dict)     # partition -> its latest valid event time
 
     def then(self, later: TrackOutput) -> TrackOutput:
         """This output followed by `later`'s (of the messages after this one's)."""
+        part = dict(self.partition_t)
+        for p, t in later.partition_t.items():
+            part[p] = max(t, part.get(p, t))
         return TrackOutput(self.valid + later.valid, self.dead_letters + later.dead_letters,
                            {**self.updated, **later.updated}, self.forecasts + later.forecasts,
-                           self.changes + later.changes, self.promotions + later.promotions)
+                           self.changes + later.changes, self.promotions + later.promotions,
+                           views={**self.views, **later.views}, partition_t=part)
 
 
 PACK_MAX_BYTES = 256 * 1024  # well below Kafka's default 1 MB message limit
@@ -125,6 +131,9 @@ def track_batch(msgs: Sequence[Msg], lookup: Callable[[str], state.State | None]
             continue
         assert isinstance(result, PriceObserved | CapacityObserved | InterruptionObserved)
         out.valid += 1
+        t = state.event_t(result)
+        if t > out.partition_t.get(m.partition, -math.inf):
+            out.partition_t[m.partition] = t
         key = result.offer.key
         old = out.updated[key][0] if key in out.updated else lookup(key)
         new, reason = state.apply_event(old or {}, result, threshold, held=key in held)
@@ -148,6 +157,7 @@ def track_batch(msgs: Sequence[Msg], lookup: Callable[[str], state.State | None]
             views[key] = state.engine_view(out.updated[key][0], forecaster.latest.get(key))
         out.changes.append(to_json({"offer_key": key, "state": views[key], "reason": reason,
                                     "event_id": event_id, "msg_ts": ts}))
+    out.views.update(views)
     return out
 
 
@@ -222,6 +232,42 @@ def catch_up(newly_held: Mapping[str, float], lookup: Callable[[str], state.Stat
             continue
         new = {**old, "engine_usd_per_hour": old["usd_per_hour"]}
         out.updated[key] = (new, partition)
-        out.changes.append(to_json({"offer_key": key, "state": state.engine_view(new, forecaster.latest.get(key)),
-                                    "reason": CATCH_UP_REASON, "event_id": new.get("price_event_id", ""),
-                                    "msg_ts": None}))
+        out.views[key] = view = state.engine_view(new, forecaster.latest.get(key))
+        out.changes.append(to_json({"offer_key": key, "state": view, "reason": CATCH_UP_REASON,
+                                    "event_id": new.get("price_event_id", ""), "msg_ts": None}))
+
+
+REFRESH_LAG_S = 300.0   # events of one partition may arrive this much out of event-time order
+
+
+def refresh_forecasts(forecaster: Forecaster, watermarks: Mapping[int, float],
+                      lookup: Callable[[str], state.State | None], partition_of: Mapping[str, int],
+                      sent: Mapping[str, state.State], out: TrackOutput,
+                      threshold: float = state.PRICE_MOVE_THRESHOLD) -> None:
+    """Re-forecast the offers of each partition in `watermarks` (partition -> event time it has passed)
+    that had no event for an hour (`Forecaster.refresh`): their forecast records go out, and a change
+    (reason state.FORECAST_REFRESHED) where the engine view moved materially from the one last `sent`
+    (`state.forecast_moved`; an offer never sent counts as moved).
+
+    >>> from streams.core.forecast import Forecaster
+    >>> f, k = Forecaster(horizons_s=(3600,)), "gcp|r||a|L4|1|spot"
+    >>> st = {"usd_per_hour": 2.0, "price_t": 0.0, "hist": [[0.0, 2.0]]}
+    >>> _ = f.observe_many([(k, st, 0.0)])
+    >>> out = TrackOutput()
+    >>> refresh_forecasts(f, {0: 7200.0}, {k: st}.get, {k: 0}, {}, out)
+    >>> len(out.forecasts), [from_json(c)["reason"] for c in out.changes]
+    (1, ['forecast refreshed'])
+    """
+    for p, wm in sorted(watermarks.items()):
+        for fc in forecaster.refresh(wm, eligible=lambda key, p=p: partition_of.get(key) == p):  # type: ignore[misc]
+            key = fc.offer_key
+            offer_json = _offer_json(key, state.parse_offer_key(key))
+            out.forecasts += [(key.encode(), r) for r in forecast_records(offer_json, fc)]
+            s = lookup(key)
+            if not s or "usd_per_hour" not in s:
+                continue
+            view = state.engine_view(s, fc)
+            if state.forecast_moved(sent.get(key), view, threshold):
+                out.views[key] = view
+                out.changes.append(to_json({"offer_key": key, "state": view, "reason": state.FORECAST_REFRESHED,
+                                            "event_id": "", "msg_ts": None}))

@@ -27,12 +27,17 @@ The offers under a placement (any move on one is material) come from the public 
 (`cloudarb.plans.v1`), which every worker's stage follows (streams.runtime.held): the decision stage runs in
 one worker, the market partitions are spread over all of them. Offers a step newly holds get their moves
 since the step began forwarded by the stage that owns them (streams.core.track.catch_up), with the batch.
+
+Forecasts of offers without an event for an hour are refreshed (streams.core.track.refresh_forecasts) once
+their partition's event time, less REFRESH_LAG_S, passes each whole hour: the partition's own progress, so a
+partition that lags (a replay, a slow connector) never has its offers refreshed past events still to come.
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
+import math
 import os
 import threading
 import time
@@ -43,7 +48,7 @@ from typing import Any
 from schemas.kafka import client_config
 from schemas.topics import DLQ, FORECASTS, MODELS, PLANS
 from streams.core import state, track
-from streams.core.forecast import Forecaster
+from streams.core.forecast import REFRESH_S, Forecaster
 from streams.core.heap import IDLE_S, FrozenHeap
 from streams.runtime.fastout import Batch, FastOutput
 from streams.runtime.held import FollowedHeldOffers
@@ -102,6 +107,11 @@ class MarketStage:
         self.forecaster = forecaster
         self.held = FollowedHeldOffers(cfg.app_id)
         self._newly_held: dict[str, float] = {}   # offers to catch up on (streams.core.track.catch_up)
+        # forecast refresh (streams.core.track.refresh_forecasts): per assigned partition, the latest event
+        # time seen and when it is next due; per offer, the engine view last sent
+        self._partition_t: dict[int, float] = {}
+        self._next_refresh: dict[int, float] = {}
+        self._sent: dict[str, state.State] = {}
         self.on_batch = on_batch
         self.batches = 0
         self.failures = 0
@@ -282,6 +292,8 @@ class MarketStage:
         if self._stop.is_set():
             return  # leaving the group on stop: the store keeps its last state (for a look after stop)
         self.store.clear()   # (eager assignment: what stays assigned is read back on the next assignment)
+        self._partition_t.clear()
+        self._next_refresh.clear()
 
     # --- one batch ----------------------------------------------------------------------------------
 
@@ -302,6 +314,7 @@ class MarketStage:
             res = track.track_isolated(batch, self.store.get, self.held, self.forecaster, self.cfg.price_threshold)
             if self._newly_held:
                 track.catch_up(self._newly_held, self.store.get, self.store.partition_of, self.forecaster, res)
+            refreshed = self._refresh(res)
             for key, (new, p) in res.updated.items():
                 self.store.put(key, new, p)
             self._deliver(res)
@@ -311,9 +324,24 @@ class MarketStage:
                 self._consumer.seek(TopicPartition(topic, p, off))
             raise
         self._newly_held = {}
+        self._next_refresh.update(refreshed)
+        self._sent.update(res.views)
         self._to_commit.update((tp, off + 1) for tp, off in last.items())
         self.batches += 1
         self.on_batch(res, len(msgs))
+
+    def _refresh(self, res: track.TrackOutput) -> dict[int, float]:
+        """Refresh the forecasts of the partitions whose event time (less REFRESH_LAG_S, for events out of
+        order) passed their next whole hour; returns when each is next due."""
+        for p, t in res.partition_t.items():
+            self._partition_t[p] = max(t, self._partition_t.get(p, t))
+        due = {p: t - track.REFRESH_LAG_S for p, t in self._partition_t.items()
+               if t - track.REFRESH_LAG_S >= self._next_refresh.get(p, -math.inf)}
+        if not due:
+            return {}
+        track.refresh_forecasts(self.forecaster, due, self.store.get, self.store.partition_of, self._sent, res,
+                                self.cfg.price_threshold)
+        return {p: (math.floor(wm / REFRESH_S) + 1) * REFRESH_S for p, wm in due.items()}
 
     def _commit(self, asynchronous: bool) -> None:
         """Commit the offsets after the processed batches (a failed commit is logged: those batches are
