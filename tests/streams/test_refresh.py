@@ -14,6 +14,7 @@ from tests.streams.helpers import T0, offer, preempted, price
 
 H = 3600.0
 A, B, C = (offer(region=r, market=Market.SPOT) for r in ("a", "b", "c"))
+D = offer(region="d")   # on demand
 NOW = T0 + timedelta(days=30)
 
 
@@ -35,15 +36,15 @@ def _tracked(events: list, f: Forecaster, states: dict[str, state.State], partit
     return out
 
 
-def test_refresh_reforecasts_only_the_stale_eligible_offers_once_at_the_watermark() -> None:
+def test_refresh_reforecasts_only_the_stale_eligible_spot_offers_once_at_the_watermark() -> None:
     f, states = Forecaster(), _states()
-    _tracked([price(A, 1.0), price(B, 2.0)], f, states)
+    _tracked([price(A, 1.0), price(B, 2.0), price(D, 4.0)], f, states)
     _tracked([price(C, 3.0, minutes=170)], f, states)
     wm = T0.timestamp() + 3 * H
     got = f.refresh(wm, eligible=lambda k: k != B.key)
     assert [(fc.offer_key, fc.made_t) for fc in got] == [(A.key, wm)]   # C had an event 10 min ago
     assert f.latest[A.key].made_t == wm and f.latest[B.key].made_t == T0.timestamp()
-    assert f.refresh(wm) and not f.refresh(wm)   # B now, then nothing is stale
+    assert [fc.offer_key for fc in f.refresh(wm)] == [B.key] and not f.refresh(wm)   # B; not D (on demand)
     assert f.refresh(float("nan")) == []
 
 
