@@ -122,7 +122,7 @@ class Forecaster(ForecasterReports):
         self._scaler = Scaler()                # per group: the features' means and variances
         self._price = [Linear() for _ in self.horizons]
         self._risk = Linear()
-        self._ps = PriceScores(nh, self.horizons)   # the price candidates' scores per horizon and group
+        self._ps = PriceScores(nh)   # the price candidates' scores per horizon and group
         self._rs = RiskScores()   # the risk candidates' scores per group, and the risk in force per offer
         self.pending: list[tuple[float, int, Pending]] = []  # heap of (earliest due time, sequence, chunk)
         self._n_pending = 0
@@ -532,7 +532,7 @@ class Forecaster(ForecasterReports):
         on = made_now == c.made
         life = np.where(on, h, np.where(prev_made == c.made, prev_end - c.made, 0.5 * (prev_made - c.made)))
         w = np.where(fresh, np.clip(life / h, 0.0, 1.0), c.w)
-        self._ps.add(j, c.g, w, actual, p0, c.moves, c.published, c.due)
+        self._ps.add(j, c.g, w, actual, p0, c.moves, c.published)
         if fresh.any():
             f = np.flatnonzero(fresh)
             y = np.clip(np.log(actual[f] / p0[f]), -MAX_LOG_MOVE, MAX_LOG_MOVE)

@@ -33,12 +33,8 @@ applied to the price at t0 + a, against the price at t0 + a + h. The candidate w
 is published among those whose lead over naive is clear: with d = |error| - |naive's error| per sample,
 weights w and W = Σw (the weight is in units of h: about one independent outcome per unit, as outcomes
 less than h apart overlap), the mean lead -d̄ = -Σwd / W must exceed Z_LEAD = 2 standard errors
-sqrt((Σwd²/W - d̄²) / W'), once MIN_SCORED samples are scored and W' >= MIN_WEIGHT = 10 (a standard error
-from fewer independent outcomes is itself too uncertain), where W' = min(W, span / h + 1), the span being
-the event time the group has been scored over: the offers of a group move together (often two offers, the
-same GPU in two zones), so outcomes of several offers at once are not independent; W alone counted them
-as if they were, and small groups published candidates that then lost to naive out of sample.
-Naive is published otherwise: with nine candidates, the
+sqrt((Σwd²/W - d̄²) / W), once MIN_SCORED samples are scored and W >= MIN_WEIGHT = 10 (a standard error
+from fewer independent outcomes is itself too uncertain). Naive is published otherwise: with nine candidates, the
 best of them on a short or signal-free stream is often ahead by luck alone, and without the test it is
 published and then loses to the last value.
 
@@ -168,12 +164,8 @@ class PriceScores:
     (`n`) and the samples (`cnt`), and the recent log-residuals of the
     published forecasts at age 0 (a ring of RESID_KEEP per group, `resid`; their p10/p90 `q`)."""
 
-    def __init__(self, nh: int, horizons_s: Sequence[float] | None = None) -> None:
+    def __init__(self, nh: int) -> None:
         self.nh = nh
-        # with the horizons: the span of event time each group has been scored over (`add(t=...)`), which
-        # caps the weight the lead's standard error counts (see the module docstring)
-        self.h = None if horizons_s is None else np.asarray(horizons_s, dtype=float)
-        self.t0, self.t1 = np.zeros((nh, 0)), np.zeros((nh, 0))
         self.mae, self.n, self.pub = np.zeros((nh, 0, K)), np.zeros((nh, 0)), np.zeros((nh, 0))
         self.d2, self.cnt = np.zeros((nh, 0, K)), np.zeros((nh, 0))
         self.resid, self.n_resid = np.zeros((nh, 0, RESID_KEEP)), np.zeros((nh, 0))
@@ -184,9 +176,6 @@ class PriceScores:
         self.d2, self.cnt = grow(self.d2, cap, 1), grow(self.cnt, cap, 1)
         self.resid, self.n_resid = grow(self.resid, cap, 1), grow(self.n_resid, cap, 1)
         self.q, self.q_at = grow(self.q, cap, 1), grow(self.q_at, cap, 1)
-        old = self.t0.shape[1]
-        self.t0, self.t1 = grow(self.t0, cap, 1), grow(self.t1, cap, 1)
-        self.t0[:, old:], self.t1[:, old:] = math.inf, -math.inf
 
     def champions(self, j: int, groups: Any, min_scored: int) -> Any:
         """Per group, the candidate with the lowest weighted MAE among those that lead naive clearly (see the
@@ -194,12 +183,8 @@ class PriceScores:
         n = np.maximum(self.n[j, groups], 1e-12)[:, None]
         m = self.mae[j, groups] / n
         lead = m[:, :1] - m                       # the mean lead over naive
-        w_eff = n
-        if self.h is not None:   # the group's offers move together: at most one outcome per h of its time
-            span = np.where(self.t1[j, groups] >= self.t0[j, groups], self.t1[j, groups] - self.t0[j, groups], 0.0)
-            w_eff = np.minimum(n, (span / self.h[j] + 1.0)[:, None])
-        se = np.sqrt(np.maximum(self.d2[j, groups] / n - lead * lead, 0.0) / w_eff)
-        ok = ((self.cnt[j, groups] >= min_scored) & (w_eff[:, 0] >= MIN_WEIGHT))[:, None] \
+        se = np.sqrt(np.maximum(self.d2[j, groups] / n - lead * lead, 0.0) / n)
+        ok = ((self.cnt[j, groups] >= min_scored) & (self.n[j, groups] >= MIN_WEIGHT))[:, None] \
             & (lead > Z_LEAD * se) & (lead > 0)
         ok[:, 0] = True
         return np.argmin(np.where(ok, m, np.inf), axis=1)   # (the first on ties: naive before the others)
@@ -209,13 +194,9 @@ class PriceScores:
         return {name: (float(self.mae[j, gg, c]) / max(n, 1e-12), int(min(n, 2**32 - 1)))   # (a UInt32 column)
                 for c, name in enumerate(CANDIDATES)}
 
-    def add(self, j: int, g: Any, w: Any, actual: Any, p0: Any, moves: Any, published: Any,
-            t: Any = None) -> None:
+    def add(self, j: int, g: Any, w: Any, actual: Any, p0: Any, moves: Any, published: Any) -> None:
         """Score samples of horizon j: group, weight, the price at the horizon, the price the moves apply
-        to, every candidate's move (n x K) and the published move; `t`, their event times (the span)."""
-        if t is not None:
-            np.minimum.at(self.t0[j], g, t)
-            np.maximum.at(self.t1[j], g, t)
+        to, every candidate's move (n x K) and the published move."""
         err = np.abs(actual[:, None] - p0[:, None] * np.exp(moves))
         np.add.at(self.mae[j], g, w[:, None] * err)
         np.add.at(self.d2[j], g, w[:, None] * (err - err[:, :1]) ** 2)

@@ -188,22 +188,3 @@ def test_a_horizon_not_due_keeps_its_forecast_in_force() -> None:
     due_every = 86_400 / 12
     assert len(changes) <= (made[-1].made_t - made[0].made_t) / due_every + 2, len(changes)
     assert len({r for _, r, _ in ratio}) > 100          # (and it is re-predicted when due)
-
-
-def test_a_lead_seen_on_many_offers_at_once_counts_as_one_series_of_the_groups_time() -> None:
-    """A consistent lead over 400 offers scored within a few horizons (one market moving them all) is not
-    yet clear: the group has been scored over too little of its own time; the same lead over 400 horizons
-    of time is."""
-    n = 400
-    rng = np.random.default_rng(1)
-    actual = 2.0 + rng.normal(0, 0.1, n)
-    moves = np.zeros((n, len(CANDIDATES)))
-    moves[:, 2] = np.log(2.0 / 2.05)   # toward the mean from p0 = 2.05: better than naive
-    champs = []
-    for span_h in (3, 400):
-        ps = PriceScores(1, (3600,))
-        ps.grow(1)
-        t = np.linspace(0.0, span_h * 3600.0, n)
-        ps.add(0, np.zeros(n, dtype=np.int64), np.ones(n), actual, np.full(n, 2.05), moves, moves[:, 0], t)
-        champs.append(int(ps.champions(0, np.array([0]), 30)[0]))
-    assert champs == [0, 2]
