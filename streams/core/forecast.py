@@ -142,6 +142,7 @@ class Forecaster(ForecasterReports):
         self.skipped: dict[str, int] = {}
         self._last_t = np.zeros(0)   # per offer index: its last event time
         self._spot = np.zeros(0, dtype=bool)   # per offer index: a spot offer (`refresh`)
+        self._event_t = np.zeros(0)   # per offer index: its last event time (`_last_t`: or refresh)
         self._by_offer: dict[str, tuple[str, int, int]] = {}   # offer key -> its group and index
         self._keys: list[str] = []                             # offer index -> its key
         self._champion: dict[tuple[str, str], str] = {}   # (group, target) -> the published candidate
@@ -169,6 +170,7 @@ class Forecaster(ForecasterReports):
                 self._pub_code = np.concatenate([self._pub_code, np.zeros((k, len(self.horizons)), dtype=np.int64)])
                 self._last_t = np.concatenate([self._last_t, np.full(k, -np.inf)])
                 self._spot = np.concatenate([self._spot, np.zeros(k, dtype=bool)])
+                self._event_t = np.concatenate([self._event_t, np.full(k, -np.inf)])
                 self._rs.grow_offers(k)
             hit = self._by_offer[offer_key] = (name, self.groups[name], n)
             self._keys.append(offer_key)
@@ -207,7 +209,7 @@ class Forecaster(ForecasterReports):
         if auto_flush and (self._dirty or self._obs) and now_t >= self._bucket_end:
             self._work()
         last = float(self._last_t[oi])
-        self._last_t[oi] = now_t
+        self._last_t[oi] = self._event_t[oi] = now_t
         if now_t > self._max_t:
             self._max_t = now_t
         new_bad = self._new_bad(offer_key, s)
@@ -281,7 +283,7 @@ class Forecaster(ForecasterReports):
             ts, oi = ts[ok], oi[ok]
         if keys:
             last = self._last_t[oi]
-            self._last_t[oi] = ts
+            self._last_t[oi] = self._event_t[oi] = ts
             self._max_t = max(self._max_t, float(ts.max()))
             new_bad = np.zeros(len(keys))
             for i in [i for i, s in enumerate(states) if s.get("bad_t")]:
@@ -298,10 +300,12 @@ class Forecaster(ForecasterReports):
     def refresh(self, watermark_t: float, stale_s: float = REFRESH_S,
                 eligible: Callable[[str], bool] | None = None) -> list[Forecast]:
         """Re-forecast, at event time `watermark_t`, every spot offer (`eligible`, default all) whose last
-        event is more than `stale_s` older, as if it had been observed again in its last state then; returns
-        the forecasts made since the last flush (also in `latest`), as `flush()` does. (An on-demand offer
-        has no interruption risk to refresh, and its price forecast in force keeps being applied to the
-        current price; refreshing them too made a year's back-test four times slower.)
+        forecast is at least `stale_s` old and at least half as old as its last event, as if it had been
+        observed again in its last state then; returns the forecasts made since the last flush (also in
+        `latest`), as `flush()` does. With hourly calls an offer is refreshed 1, 2, 4, 8, 16... hours after
+        its event: what moves its forecast (the time since a loss, the smoothed levels) moves on a log scale
+        of that time. (An on-demand offer has no interruption risk to refresh, and its price forecast in
+        force keeps being applied to the current price.)
 
         Without it a forecast is made only at its offer's events, so an offer quoted once a day kept the
         risk of the hour after its quote all day, while the hazard's time since the pool's last loss, the
@@ -321,11 +325,19 @@ class Forecaster(ForecasterReports):
         if not (isinstance(watermark_t, int | float) and math.isfinite(watermark_t)):
             return []
         n = len(self._keys)
-        stale = np.flatnonzero((self._last_t[:n] < watermark_t - stale_s) & self._spot[:n]).tolist()
+        since = watermark_t - self._last_t[:n]           # since the last event or refresh
+        since_event = watermark_t - self._event_t[:n]    # since the last event
+        stale = np.flatnonzero((since >= stale_s) & (2 * since >= since_event) & self._spot[:n]).tolist()
         st, keys = self._state, self._keys
         updates = [(keys[i], st[keys[i]], float(watermark_t)) for i in stale
                    if keys[i] in st and (eligible is None or eligible(keys[i]))]
-        return self.observe_many(updates) if updates else []
+        if not updates:
+            return []
+        idx = np.array([self._by_offer[k][2] for k, _, _ in updates], dtype=np.int64)
+        event_t = self._event_t[idx]
+        out = self.observe_many(updates)
+        self._event_t[idx] = event_t   # (a refresh is not an event)
+        return out
 
     def flush(self) -> list[Forecast]:
         """Predict for the dirty offers that are due (see the module docstring); the forecasts made since

@@ -107,3 +107,13 @@ def test_the_market_stage_refreshes_a_partition_once_per_hour_of_its_own_event_t
     due = stage._refresh(later)
     assert due == {0: t + 3 * H, 1: t}   # (1: its first sight, 270 s before the hour)
     assert {k for k, _ in later.forecasts} == {A.key.encode()}   # B's partition has not passed an hour since B
+
+
+def test_hourly_refreshes_come_as_the_forecast_age_doubles_after_the_event() -> None:
+    f, states = Forecaster(), _states()
+    _tracked([price(A, 1.0)], f, states)
+    t = T0.timestamp()
+    hours = [k for k in range(1, 25) if f.refresh(t + k * H)]
+    assert hours == [1, 2, 4, 8, 16]
+    _tracked([price(A, 1.1, minutes=24 * 60 + 30)], f, states)   # a new event starts the schedule again
+    assert [k for k in range(26, 30) if f.refresh(t + k * H)] == [26, 28]   # (1.5 h and 3.5 h after it)
