@@ -58,7 +58,8 @@ class TrackOutput:
     promotions: list[tuple[bytes, bytes]] = field(default_factory=list)     # (key, ModelPromoted JSON)
     dead_letters_failed: int = 0  # dead letters the DLQ did not take (set by the market stage; skipped)
     views: dict[str, state.State] = field(default_factory=dict)     # key -> the engine view its change carries
-    partition_t: dict[int, float] = field(default_factory=dict)     # partition -> its latest valid event time
+    # (topic, partition) -> the latest valid event time seen in it
+    partition_t: dict[tuple[str, int], float] = field(default_factory=dict)
 
     def then(self, later: TrackOutput) -> TrackOutput:
         """This output followed by `later`'s (of the messages after this one's)."""
@@ -132,8 +133,8 @@ def track_batch(msgs: Sequence[Msg], lookup: Callable[[str], state.State | None]
         assert isinstance(result, PriceObserved | CapacityObserved | InterruptionObserved)
         out.valid += 1
         t = state.event_t(result)
-        if t > out.partition_t.get(m.partition, -math.inf):
-            out.partition_t[m.partition] = t
+        if t > out.partition_t.get((m.topic, m.partition), -math.inf):
+            out.partition_t[(m.topic, m.partition)] = t
         key = result.offer.key
         old = out.updated[key][0] if key in out.updated else lookup(key)
         new, reason = state.apply_event(old or {}, result, threshold, held=key in held)
@@ -247,7 +248,8 @@ def refresh_forecasts(forecaster: Forecaster, watermarks: Mapping[int, float],
     """Re-forecast the offers of each partition in `watermarks` (partition -> event time it has passed)
     that had no event for an hour (`Forecaster.refresh`): their forecast records go out, and a change
     (reason state.FORECAST_REFRESHED) where the engine view moved materially from the one last `sent`
-    (`state.forecast_moved`; an offer never sent counts as moved).
+    (`state.forecast_moved`; an offer never sent counts as moved). Offers with an event in this batch
+    (`out.updated`) are not stale; the views carry the stage's current state of the offer.
 
     >>> from streams.core.forecast import Forecaster
     >>> f, k = Forecaster(horizons_s=(3600,)), "gcp|r||a|L4|1|spot"
@@ -259,8 +261,11 @@ def refresh_forecasts(forecaster: Forecaster, watermarks: Mapping[int, float],
     (1, ['forecast refreshed'])
     """
     for p, wm in sorted(watermarks.items()):
-        for fc in forecaster.refresh(wm, eligible=lambda key, p=p: partition_of.get(key) == p):  # type: ignore[misc]
+        for fc in forecaster.refresh(wm, eligible=lambda key, p=p: (partition_of.get(key) == p  # type: ignore[misc]
+                                                                     and key not in out.updated)):
             key = fc.offer_key
+            if key in out.updated:   # (a forecast of this batch's own, returned by the same flush)
+                continue
             offer_json = _offer_json(key, state.parse_offer_key(key))
             out.forecasts += [(key.encode(), r) for r in forecast_records(offer_json, fc)]
             s = lookup(key)

@@ -29,8 +29,9 @@ one worker, the market partitions are spread over all of them. Offers a step new
 since the step began forwarded by the stage that owns them (streams.core.track.catch_up), with the batch.
 
 Forecasts of offers without an event for an hour are refreshed (streams.core.track.refresh_forecasts) once
-their partition's event time, less REFRESH_LAG_S, passes each whole hour: the partition's own progress, so a
-partition that lags (a replay, a slow connector) never has its offers refreshed past events still to come.
+their partition's event time, less REFRESH_LAG_S, passes each whole hour: the partition's own progress (the
+latest event of its topics, held back by any of them with messages unread), so a partition that lags (a
+replay, a slow connector, one market topic behind the others) is not refreshed past events still to come.
 """
 
 from __future__ import annotations
@@ -107,9 +108,9 @@ class MarketStage:
         self.forecaster = forecaster
         self.held = FollowedHeldOffers(cfg.app_id)
         self._newly_held: dict[str, float] = {}   # offers to catch up on (streams.core.track.catch_up)
-        # forecast refresh (streams.core.track.refresh_forecasts): per assigned partition, the latest event
-        # time seen and when it is next due; per offer, the engine view last sent
-        self._partition_t: dict[int, float] = {}
+        # forecast refresh (streams.core.track.refresh_forecasts): per assigned topic partition, the latest
+        # event time seen; per partition number, when it is next due; per offer, the engine view last sent
+        self._partition_t: dict[tuple[str, int], float] = {}
         self._next_refresh: dict[int, float] = {}
         self._sent: dict[str, state.State] = {}
         self.on_batch = on_batch
@@ -333,15 +334,33 @@ class MarketStage:
     def _refresh(self, res: track.TrackOutput) -> dict[int, float]:
         """Refresh the forecasts of the partitions whose event time (less REFRESH_LAG_S, for events out of
         order) passed their next whole hour; returns when each is next due."""
-        for p, t in res.partition_t.items():
-            self._partition_t[p] = max(t, self._partition_t.get(p, t))
-        due = {p: t - track.REFRESH_LAG_S for p, t in self._partition_t.items()
-               if t - track.REFRESH_LAG_S >= self._next_refresh.get(p, -math.inf)}
+        for tp, t in res.partition_t.items():
+            self._partition_t[tp] = max(t, self._partition_t.get(tp, t))
+        due = {}
+        for p, wm in self._watermarks().items():
+            if wm >= self._next_refresh.get(p, -math.inf):
+                due[p] = wm
         if not due:
             return {}
         track.refresh_forecasts(self.forecaster, due, self.store.get, self.store.partition_of, self._sent, res,
                                 self.cfg.price_threshold)
         return {p: (math.floor(wm / REFRESH_S) + 1) * REFRESH_S for p, wm in due.items()}
+
+    def _watermarks(self) -> dict[int, float]:
+        """Per partition number (an offer's events come on that partition of every market topic): the
+        latest event time seen on any of its topics, but no later than that of a topic partition with
+        messages still unread (`lag`), less REFRESH_LAG_S. None for a partition with a topic behind whose
+        event time is unknown yet."""
+        by_p: dict[int, dict[str, float]] = {}
+        for (topic, p), t in self._partition_t.items():
+            by_p.setdefault(p, {})[topic] = t
+        out: dict[int, float] = {}
+        for p, seen in by_p.items():
+            behind = [topic for topic in self.topics if self.lag.get((topic, p), 0) > 0]
+            if any(topic not in seen for topic in behind):
+                continue
+            out[p] = min([max(seen.values()), *(seen[topic] for topic in behind)]) - track.REFRESH_LAG_S
+        return out
 
     def _commit(self, asynchronous: bool) -> None:
         """Commit the offsets after the processed batches (a failed commit is logged: those batches are

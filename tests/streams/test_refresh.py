@@ -71,7 +71,7 @@ def test_a_pool_risk_refreshed_after_its_loss_decays_as_the_quiet_hours_pass() -
 def test_refreshed_forecasts_go_out_with_a_change_only_where_the_engine_view_moved() -> None:
     f, states = Forecaster(), _states()
     first = _tracked([price(A, 1.0), price(B, 2.0)], f, states, partition=0)
-    assert set(first.views) == {A.key, B.key} and first.partition_t == {0: T0.timestamp()}
+    assert set(first.views) == {A.key, B.key} and first.partition_t == {("prices", 0): T0.timestamp()}
     sent = dict(first.views)
     sent[B.key] = {**sent[B.key], "interruption_p": 0.5}   # as if B's last view had a high risk
     out = TrackOutput()
@@ -89,7 +89,7 @@ def test_the_partition_watermark_is_the_latest_valid_event_time_per_partition() 
     b = track_batch([*_msgs([price(C, 1.0, minutes=9)], 3), Msg(b"{", "prices", 3, 9, None)], _none, set(),
                     Forecaster(), now=NOW)
     t = T0.timestamp()
-    assert a.then(b).partition_t == {2: t + 300, 3: t + 540}
+    assert a.then(b).partition_t == {("prices", 2): t + 300, ("prices", 3): t + 540}
 
 
 def test_the_market_stage_refreshes_a_partition_once_per_hour_of_its_own_event_time() -> None:
@@ -103,10 +103,31 @@ def test_the_market_stage_refreshes_a_partition_once_per_hour_of_its_own_event_t
     t = T0.timestamp()
     assert set(stage._refresh(first)) == {0}   # first sight of partition 0: due (nothing stale yet)
     stage._next_refresh.update({0: t + H})
-    later = TrackOutput(partition_t={0: t + 2 * H + 600, 1: t + 30})   # partition 1 lags
+    later = TrackOutput(partition_t={("prices", 0): t + 2 * H + 600, ("prices", 1): t + 30})   # partition 1 lags
     due = stage._refresh(later)
     assert due == {0: t + 3 * H, 1: t}   # (1: its first sight, 270 s before the hour)
     assert {k for k, _ in later.forecasts} == {A.key.encode()}   # B's partition has not passed an hour since B
+
+
+def test_a_market_topic_with_unread_messages_holds_its_partition_back() -> None:
+    from streams.runtime.market import MarketConfig, MarketStage
+
+    stage = MarketStage(MarketConfig("127.0.0.1:9", "t", "changes"), ["prices", "capacity"], Forecaster())
+    t = T0.timestamp()
+    stage._partition_t.update({("prices", 0): t + 5 * H, ("capacity", 0): t + H, ("prices", 1): t + 5 * H})
+    assert stage._watermarks() == {0: t + 5 * H - track.REFRESH_LAG_S, 1: t + 5 * H - track.REFRESH_LAG_S}
+    stage.lag = {("capacity", 0): 40, ("capacity", 1): 3}   # capacity behind on both; never seen on 1
+    assert stage._watermarks() == {0: t + H - track.REFRESH_LAG_S}
+
+
+def test_an_offer_updated_in_the_batch_is_not_refreshed_with_its_stored_state() -> None:
+    f, states = Forecaster(), _states()
+    _tracked([price(A, 1.0)], f, states)
+    f.refresh(T0.timestamp() + 5 * H)   # (a watermark past a late event)
+    out = _tracked([price(A, 2.0, minutes=60)], f, states)   # skipped by the forecaster as too old
+    assert f.skipped.get("clock") and A.key in out.updated
+    track.refresh_forecasts(f, {0: T0.timestamp() + 10 * H}, {A.key: {"usd_per_hour": 1.0}}.get, {A.key: 0}, {}, out)
+    assert all(from_json(c)["state"]["usd_per_hour"] == 2.0 for c in out.changes)   # never the stale 1.0
 
 
 def test_hourly_refreshes_come_as_the_forecast_age_doubles_after_the_event() -> None:
