@@ -329,13 +329,12 @@ class Forecaster(ForecasterReports):
         since_event = watermark_t - self._event_t[:n]    # since the last event
         stale = np.flatnonzero((since >= stale_s) & (2 * since >= since_event) & self._spot[:n]).tolist()
         st, keys = self._state, self._keys
-        updates = [(keys[i], st[keys[i]], float(watermark_t)) for i in stale
-                   if keys[i] in st and (eligible is None or eligible(keys[i]))]
-        if not updates:
+        chosen_i = [i for i in stale if keys[i] in st and (eligible is None or eligible(keys[i]))]
+        if not chosen_i:
             return []
-        idx = np.array([self._by_offer[k][2] for k, _, _ in updates], dtype=np.int64)
+        idx = np.array(chosen_i, dtype=np.int64)
         event_t = self._event_t[idx]
-        out = self.observe_many(updates)
+        out = self.observe_many([(keys[i], st[keys[i]], float(watermark_t)) for i in chosen_i])
         self._event_t[idx] = event_t   # (a refresh is not an event)
         return out
 

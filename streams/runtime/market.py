@@ -336,10 +336,7 @@ class MarketStage:
         order) passed their next whole hour; returns when each is next due."""
         for tp, t in res.partition_t.items():
             self._partition_t[tp] = max(t, self._partition_t.get(tp, t))
-        due = {}
-        for p, wm in self._watermarks().items():
-            if wm >= self._next_refresh.get(p, -math.inf):
-                due[p] = wm
+        due = {p: wm for p, wm in self._watermarks().items() if wm >= self._next_refresh.get(p, -math.inf)}
         if not due:
             return {}
         track.refresh_forecasts(self.forecaster, due, self.store.get, self.store.partition_of, self._sent, res,
