@@ -151,7 +151,7 @@ class Forecaster(ForecasterReports):
         self._bucket_end = math.inf
         self._max_t = -math.inf
         self._fresh: dict[str, Forecast] = {}
-        self._obs: list[tuple[str, str, int, float, float, float, bool]] = []   # queued by observe()
+        self._obs: list[tuple[str, str, int, float, float, float, bool, bool]] = []   # queued by observe()
 
     def _group_of(self, offer_key: str) -> tuple[str, int, int]:
         """(group name, group index, offer index) of an offer."""
@@ -220,7 +220,8 @@ class Forecaster(ForecasterReports):
             self._bucket_end = now_t + BUCKET_S
         # the hazard's exposure and the scores of the risk in force: queued, applied in numpy by the flush
         # (nothing reads them before; one call per event cost ~50 us of numpy overhead)
-        self._obs.append((offer_key, gname, oi, last, now_t, float(new_bad), exposed))
+        self._obs.append((offer_key, gname, oi, last, now_t, float(new_bad), exposed,
+                          new_bad == 0 and bool(s.get("available", True))))
         if len(self._obs) >= 4096:
             self._apply_obs()
         if "usd_per_hour" in s:
@@ -238,12 +239,12 @@ class Forecaster(ForecasterReports):
             seen.add(o[2])
         self._apply_run(obs[start:])
 
-    def _apply_run(self, run: list[tuple[str, str, int, float, float, float, bool]]) -> None:
+    def _apply_run(self, run: list[tuple[str, str, int, float, float, float, bool, bool]]) -> None:
         if not run:
             return
-        keys, gnames, oi, last, now, bad, exposed = zip(*run, strict=True)
+        keys, gnames, oi, last, now, bad, exposed, avail = zip(*run, strict=True)
         now_a, bad_a, exposed_a = np.array(now), np.array(bad), np.array(exposed, dtype=bool)
-        self.hazard.observe_many(list(keys), list(gnames), now_a, bad_a, exposed_a)
+        self.hazard.observe_many(list(keys), list(gnames), now_a, bad_a, exposed_a, np.array(avail, dtype=bool))
         self._rs.score_in_force(np.array(oi, dtype=np.int64), np.array(last), now_a, exposed_a, bad_a)
 
     def _new_bad(self, offer_key: str, s: Mapping[str, Any]) -> int:
@@ -291,7 +292,9 @@ class Forecaster(ForecasterReports):
             st = self._state
             exposed = np.array([(p := st.get(k)) is not None and bool(p.get("available", True)) for k in keys])
             st.update(zip(keys, states, strict=True))
-            self.hazard.observe_many(keys, [i[0] for i in info], ts, new_bad, exposed)
+            # (capacity now: the state's, and none just after a loss, as a preemption that left it listed)
+            avail = np.array([bool(s.get("available", True)) for s in states]) & (new_bad == 0)
+            self.hazard.observe_many(keys, [i[0] for i in info], ts, new_bad, exposed, avail)
             self._rs.score_in_force(oi, last, ts, exposed, new_bad)
             self._dirty.update((k, (s, t)) for k, s, t in zip(keys, states, ts.tolist(), strict=True)
                                if "usd_per_hour" in s)

@@ -30,6 +30,22 @@ no exposure until it is heard from again, and without it a quiet group would loo
 The counts are numpy arrays (a row per pool and per group), so the market stage's
 forecaster observes a whole batch of pools in one call (`observe_many`).
 
+Duration dependence (proportional hazards, piecewise constant): a pool that has just regained capacity is
+likelier to lose it again than one that has held it for days. The shape is pooled over every pool, by the
+time the pool has held capacity u (bins with upper edges DURATION_EDGES_H hours, log-spaced), from the
+losses E_b that fell in each bin and those its pools' own constant rates expected there, X_b = sum of
+exposure x lambda_pool (decayed with the longer half-life SHAPE_HALF_LIFE_H: a shape pooled over all
+pools changes slowly):
+
+    r_b = (E_b + 1) / (X_b + 1)
+
+(observed over expected, shrunk to 1 by one pseudo-event). Against expected counts, not raw hours: pools
+that flap fill the short bins and steady ones the long bins, so a raw rate per bin would mostly tell pools
+apart, which lambda_pool already does, and count that twice. A pool's rate over the next h hours is its own
+lambda_pool times the exposure-weighted mean of r_b over (u, u + h]: `duration_factor_many`. An exposure is
+split over the bins its up-time interval crosses; a loss falls in the bin of the up-time it ended. A pool's
+up-time counts from when it was last seen regain capacity (or first seen with it).
+
 >>> hz, pool, group = Hazard(), "aws|us-east-1|a|p5|H100-80GB|8|spot", "aws|H100-80GB|spot"
 >>> for t in range(0, 200 * 3600, 3600):   # one event every 10 h
 ...     hz.observe(pool, group, t, bad_events=1 if t % 36000 == 0 else 0)
@@ -51,6 +67,10 @@ BAND_PRIOR_H = 12.0          # pseudo-hours a pool's estimate borrows from its S
 HALF_LIFE_H = 84.0           # counts halve every 3.5 days: a week's memory, as markets change regime
 MAX_EXPOSURE_GAP_S = 7 * 86_400.0   # a pool not heard from for longer is not known to have been fine
 GLOBAL_PRIOR_RATE = 0.001    # per hour, before anything is seen (Spot Advisor bands: ~1e-4 - 4e-4 per hour)
+DURATION_EDGES_H = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0)   # up-time bins' upper edges (the last open)
+SHAPE_HALF_LIFE_H = 672.0    # the pooled duration shape's memory: four weeks
+_LO = np.r_[0.0, DURATION_EDGES_H]
+_HI = np.r_[DURATION_EDGES_H, np.inf]
 
 
 class _Counts:
@@ -65,6 +85,7 @@ class _Counts:
         self.upd_t = np.zeros(0)
         self.open = np.zeros(0, dtype=bool)     # (pools) held capacity when last observed
         self.grp = np.zeros(0, dtype=np.int64)  # (pools) the group's row
+        self.up_since = np.zeros(0)             # (pools) since when it holds capacity (NaN: it has none)
 
     def row(self, name: str) -> int:
         i = self.index.get(name)
@@ -77,6 +98,7 @@ class _Counts:
                 self.upd_t = np.r_[self.upd_t, np.full(k, -np.inf)]
                 self.open = np.r_[self.open, np.zeros(k, dtype=bool)]
                 self.grp = np.r_[self.grp, np.zeros(k, dtype=np.int64)]
+                self.up_since = np.r_[self.up_since, np.full(k, np.nan)]
         return i
 
     def add(self, rows: Any, t: Any, events: Any, hours: Any, tau_h: float) -> None:
@@ -114,6 +136,10 @@ class Hazard:
         self.all_hours = 0.0
         self.all_t = -math.inf
         self.now_t = -math.inf     # the latest observation
+        self.tau_shape_h = SHAPE_HALF_LIFE_H / math.log(2)
+        self.shape_events = np.zeros(len(_LO))   # pooled losses per up-time bin, and those expected (decayed)
+        self.shape_expected = np.zeros(len(_LO))
+        self.shape_t = -math.inf
 
     def observe(self, pool: str, group: str, now_t: float, bad_events: int = 0, exposed: bool = True,
                 available: bool | None = None) -> None:
@@ -144,6 +170,12 @@ class Hazard:
         bad = np.where(hours > 0, bad, 0.0)
         self.pools.last_t[pi] = np.where(later, now, last)
         avail = (np.asarray(bad_events, dtype=float) == 0) if available is None else np.asarray(available, dtype=bool)
+        up0 = self.pools.up_since[pi]
+        if (hours > 0).any():   # (each pool's rate before this observation: its losses' expected count)
+            lam = self.rate_many(pools, groups)
+            self._add_shape(np.where(np.isfinite(up0), (now - up0) / 3600, hours), hours, bad, lam, float(now.max()))
+        regained = later & avail & (~self.pools.open[pi] | np.isnan(up0))
+        self.pools.up_since[pi] = np.where(later & ~avail, np.nan, np.where(regained, now, up0))
         self.pools.open[pi] = np.where(later, avail, self.pools.open[pi])
         self.pools.grp[pi] = gi
         self.pools.add(pi, now, bad, hours, self.tau_h)
@@ -156,6 +188,45 @@ class Hazard:
         self.all_events = self.all_events * f + float(bad.sum())
         self.all_t = max(self.all_t, t)
         self.now_t = max(self.now_t, t)
+
+    def _add_shape(self, end_h: Any, hours: Any, bad: Any, lam: Any, t: float) -> None:
+        """Exposures of up-time (end_h - hours, end_h] (hours) at rates `lam` (per hour) and the losses that
+        ended them, into the pooled duration shape's bins."""
+        sel = hours > 0
+        end, start = end_h[sel], np.maximum(end_h[sel] - hours[sel], 0.0)
+        ov = np.clip(np.minimum(end[:, None], _HI) - np.maximum(start[:, None], _LO), 0.0, None)
+        f = float(_decay(t - self.shape_t, self.tau_shape_h))
+        self.shape_expected = self.shape_expected * f + (ov * lam[sel, None]).sum(axis=0)
+        b = np.searchsorted(np.asarray(DURATION_EDGES_H), end, side="left")
+        self.shape_events = self.shape_events * f + np.bincount(b, bad[sel], len(_LO))
+        self.shape_t = max(self.shape_t, t)
+
+    def duration_shape(self) -> Any:
+        """r_b per up-time bin: its losses over those its pools' own rates expect, shrunk to 1 (module
+        docstring)."""
+        return (self.shape_events + 1.0) / (self.shape_expected + 1.0)
+
+    def duration_factor_many(self, pools: Sequence[str], now_t: float, horizon_h: float = 1.0) -> Any:
+        """Per pool: the mean of r_b over its up-time (u, u + horizon_h] at `now_t` (u = 0 for a pool without
+        capacity or never seen), the factor on its constant rate.
+
+        >>> hz = Hazard()
+        >>> for day in range(40):   # a pool loses capacity half an hour after regaining it, then holds it 22 h
+        ...     t0 = day * 86_400.0
+        ...     for dt, bad, up in ((0, 0, True), (1800, 1, False), (3600, 0, True), (82_800, 1, False)):
+        ...         hz.observe_many(["a"], ["g"], [t0 + dt], [bad], available=[up])
+        >>> hz.observe_many(["a"], ["g"], [40 * 86_400.0], [0], available=[True])
+        >>> f = hz.duration_factor_many(["a"], 40 * 86_400.0 + 60, 1.0)   # "a": up for a minute
+        >>> g = hz.duration_factor_many(["a"], 40 * 86_400.0 + 10 * 3600, 1.0)   # ... for ten hours
+        >>> bool(f[0] > 2 > 0.5 > g[0])
+        True
+        """
+        rows = np.array([self.pools.index.get(p, -1) for p in pools], dtype=np.int64)
+        up0 = np.where(rows >= 0, self.pools.up_since[np.maximum(rows, 0)] if len(rows) else 0.0, np.nan)
+        with np.errstate(invalid="ignore"):
+            u = np.where(np.isfinite(up0), np.maximum(now_t - up0, 0.0) / 3600, 0.0)
+        ov = np.clip(np.minimum(u[:, None] + horizon_h, _HI) - np.maximum(u[:, None], _LO), 0.0, None)
+        return (ov * self.duration_shape()).sum(axis=1) / horizon_h
 
     def rate(self, pool: str, group: str, band_probability: float | None = None) -> float:
         """Events per hour, shrunk (see the module docstring)."""

@@ -11,10 +11,12 @@ the lowest running log-loss per hour is published (`RiskScores.champions`).
 "hazard-logit" recalibrates the pool hazard with the pool's recent history, per group, by a logistic model
 of the hourly loss probability (the model and its learning: `RiskScores.learn`). It starts as the pool
 hazard itself (weight 1 on its log-odds, 0 elsewhere), so it is never worse than that before it has learnt.
+"duration-hazard" is the pool hazard shaped by how long the pool has held capacity (proportional hazards
+with a pooled, piecewise-constant shape: streams.core.hazard).
 
 >>> rs = RiskScores()
 >>> rs.grow_groups(1); rs.grow_offers(1)
->>> rs.set_in_force(np.array([0]), np.array([[0.5, 0.1, 0.5, 0.5]]), np.array([0.5]), np.array([0]))
+>>> rs.set_in_force(np.array([0]), np.array([[0.5, 0.1, 0.5, 0.5, 0.5]]), np.array([0.5]), np.array([0]))
 >>> rs.score_in_force(np.array([0]), np.array([0.0]), np.array([7200.0]), np.array([True]), np.array([0.0]))
 >>> float(rs.rn[0]), rs.champions(np.array([0]), min_scored=1).tolist()   # 2 hours without a loss: 10 % wins
 (2.0, [1])
@@ -33,7 +35,7 @@ from streams.core.learners import Linear, grow, num
 
 __all__ = ["MAX_IN_FORCE_S", "RISK_CANDIDATES", "RiskScores"]
 
-RISK_CANDIDATES = ("base-rate", "eb-hazard", "logistic", "hazard-logit")
+RISK_CANDIDATES = ("base-rate", "eb-hazard", "logistic", "hazard-logit", "duration-hazard")
 MAX_IN_FORCE_S = 7 * 86_400.0   # a risk in force is scored over at most a week without news of its offer
 RISK_FEATURES = ("hazard_logit", "since_loss", "quiet_week", "losses_24h", "since_regained", "last_up_run")
 NF = len(RISK_FEATURES)
@@ -123,20 +125,24 @@ class RiskScores:
         rows `g`, scaled features `z`), one column per RISK_CANDIDATES: the group's base rate, the pool's
         empirical-Bayes hazard (with its Spot Advisor band `band_p` as a prior of bounded weight), the logistic
         `model` of the price features (the base rate until its group has been scored, or without valid
-        features) and the hazard-logit model (`learn`)."""
+        features), the hazard-logit model (`learn`) and the pool hazard shaped by its up-time
+        (`Hazard.duration_factor_many`)."""
         base = hazard.group_probability_many(gnames, horizon_h)
         band = np.array([num(s.get("band_p", math.nan)) for s in states])
         eb = hazard.probability_many(keys, gnames, horizon_h, band)
+        # the pool hazard over the next hours of its up-time: its constant rate times the pooled duration shape
+        shape = hazard.duration_factor_many(keys, hazard.now_t, horizon_h)
+        dur = -np.expm1(shape * np.log1p(-np.minimum(eb, 1 - 1e-12)))
         lr = 1 / (1 + np.exp(-np.clip(model.predict(g, z), -30, 30)))
         lr = np.where(valid & (self.rn[g] > 0), lr, base)
-        x = risk_features(states, eb, hazard.now_t)
+        x = risk_features(states, dur, hazard.now_t)
         self._last_feat = x
         w = self.w[g] + self.ws
         eta = np.clip((x * w[:, :NF]).sum(axis=1) + w[:, NF], -LOGIT_CLIP, LOGIT_CLIP)
         hl = 1 / (1 + np.exp(-eta))
         if horizon_h != 1.0:   # (the model is of one hour; another horizon at its rate)
             hl = 1 - (1 - hl) ** horizon_h
-        return np.stack([base, eb, lr, hl], axis=1)
+        return np.stack([base, eb, lr, hl, dur], axis=1)
 
     def score_in_force(self, oi: np.ndarray, last: np.ndarray, now: np.ndarray, exposed: np.ndarray,
                        losses: np.ndarray) -> None:
