@@ -18,8 +18,9 @@ forecasts itself exactly (median and quantiles).
 Risk: candidates for P(capacity lost or interruption within the next hour) are the group's recent base rate
 (naive: its losses per hour with capacity, decayed as streams.core.hazard's counts are), an empirical-Bayes
 hazard per spot pool (streams.core.hazard: pool -> group -> global shrinkage, the Spot Advisor band a prior
-of bounded weight), a logistic model on the offer's features, and "hazard-logit", a logistic recalibration
-of the pool hazard by the pool's recent history (streams.core.risk). They are scored in time, over the hours
+of bounded weight), the same shaped by the pool's up-time ("duration-hazard"), a logistic model on the
+offer's features, and "hazard-logit", a logistic recalibration of the duration-shaped hazard by the pool's
+recent history (streams.core.risk). They are scored in time, over the hours
 each was in force while its offer had capacity (streams.core.risk, which says why), and the one with the
 lowest running log-loss per hour is published.
 

@@ -8,11 +8,11 @@ capacity (events at every flip, and a prediction made while it has no capacity c
 rewards a candidate that says ~1 % while it loses capacity every few hours it holds it. The candidate with
 the lowest running log-loss per hour is published (`RiskScores.champions`).
 
-"hazard-logit" recalibrates the pool hazard with the pool's recent history, per group, by a logistic model
-of the hourly loss probability (the model and its learning: `RiskScores.learn`). It starts as the pool
-hazard itself (weight 1 on its log-odds, 0 elsewhere), so it is never worse than that before it has learnt.
 "duration-hazard" is the pool hazard shaped by how long the pool has held capacity (proportional hazards
-with a pooled, piecewise-constant shape: streams.core.hazard).
+with a pooled, piecewise-constant shape: streams.core.hazard). "hazard-logit" recalibrates it with the
+pool's recent history, per group, by a logistic model of the hourly loss probability (the model and its
+learning: `RiskScores.learn`). It starts as the duration-shaped hazard itself (weight 1 on its log-odds, 0
+elsewhere), so it is never worse than that before it has learnt.
 
 >>> rs = RiskScores()
 >>> rs.grow_groups(1); rs.grow_offers(1)
@@ -50,7 +50,8 @@ WEEK_H = 168.0
 def risk_features(states: Sequence[Mapping[str, Any]], eb: np.ndarray, now_t: float) -> np.ndarray:
     """One row per offer state, the columns of RISK_FEATURES:
 
-        hazard_logit   = logit(p_eb), the pool hazard's log-odds (clipped to +-LOGIT_CLIP)
+        hazard_logit   = logit(eb), the pool hazard's log-odds (clipped to +-LOGIT_CLIP; `candidates` passes
+                         the duration-shaped one)
         since_loss     = log(1 + min(hours since its last loss, 168)) / log(169)   (1: none in a week)
         quiet_week     = 1 if no loss in the last 7 days, else 0
         losses_24h     = log(1 + losses in the last 24 h)   (of the last MAX_BAD_EVENTS kept in the state)
