@@ -67,9 +67,9 @@ class OfferKey(BaseModel):
     @cached_property
     def key(self) -> str:
         """Stable string form, used as the Kafka message key and table key."""
-        return "|".join(
+        return "|".join(   # (a StrEnum member is its value: no `.value`, a slow property on this hot path)
             (self.provider, self.region, self.zone, self.instance_type, self.gpu_model,
-             str(self.gpus_per_instance), self.market.value)
+             str(self.gpus_per_instance), self.market)
         )
 
     @classmethod

@@ -60,11 +60,14 @@ def risk_features(states: Sequence[Mapping[str, Any]], eb: np.ndarray, now_t: fl
 
     Non-finite inputs give the neutral value (no loss, never lost), so a row is always finite."""
     x = np.zeros((len(states), NF))
+    x[:, [1, 2, 4, 5]] = 1.0   # the row of a pool never lost (most offers), as the loop below computes it
     with np.errstate(divide="ignore", invalid="ignore"):
         pe = np.clip(np.nan_to_num(np.asarray(eb, dtype=float), nan=0.5), 1e-9, 1 - 1e-9)
         x[:, 0] = np.clip(np.log(pe / (1 - pe)), -LOGIT_CLIP, LOGIT_CLIP)
     scale = math.log1p(WEEK_H)
     for i, s in enumerate(states):
+        if not s.get("bad_t") and s.get("regained_t") is None and s.get("up_run_s") is None:
+            continue
         bad = [b for b in (num(t) for t in (s.get("bad_t") or ())) if math.isfinite(b) and b <= now_t]
         since = (now_t - bad[-1]) / 3600 if bad else WEEK_H
         x[i, 1] = math.log1p(min(max(since, 0.0), WEEK_H)) / scale
