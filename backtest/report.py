@@ -52,12 +52,14 @@ def build_report(r: Result) -> dict[str, Any]:
     baselines = [n for n in r.ledgers if n in BASELINES]
     for name, led in r.ledgers.items():
         per_gpu_h = led.cost / led.gpu_h if led.gpu_h > 0 else None
+        per_work_h = led.cost / led.tput_h if led.tput_h > 0 else None
         strategies[name] = {
             "total_cost_usd": round(led.cost, 2),
             "gpu_hours_delivered": round(led.gpu_h, 2),
             "gpu_hours_requested": round(r.requested_gpu_h, 2),
             "throughput_hours_delivered": round(led.tput_h, 2),
             "cost_per_delivered_gpu_hour": round(per_gpu_h, 4) if per_gpu_h is not None else None,
+            "cost_per_throughput_hour": round(per_work_h, 4) if per_work_h is not None else None,
             "delivered_share": round(led.gpu_h / r.requested_gpu_h, 4) if r.requested_gpu_h > 0 else None,
             "paid_gpu_hours": round(led.paid_gpu_h, 2),
             "interruptions": led.interruptions,
@@ -81,6 +83,10 @@ def build_report(r: Result) -> dict[str, Any]:
         st["savings_pct_vs_per_gpu_hour"] = {
             b: _pct(strategies[b]["cost_per_delivered_gpu_hour"] or 0.0, st["cost_per_delivered_gpu_hour"] or 0.0)
             for b in ok if st["cost_per_delivered_gpu_hour"] is not None}
+        st["savings_pct_vs_per_throughput_hour"] = {
+            b: _pct(strategies[b]["cost_per_throughput_hour"], st["cost_per_throughput_hour"])
+            for b in ok if st["cost_per_throughput_hour"] is not None
+            and strategies[b]["cost_per_throughput_hour"] is not None}
     oracle = _oracle(r)
     for st in strategies.values():
         o, c = oracle["cost_per_delivered_gpu_hour"], st["cost_per_delivered_gpu_hour"]
@@ -113,7 +119,12 @@ def build_report(r: Result) -> dict[str, Any]:
             "budget_guard": cfg.budget_guard,
             "price_threshold": cfg.price_threshold,
             "savings_pct_vs": "100 x (baseline total cost - strategy total cost) / baseline total cost; "
-                              "savings_pct_vs_per_gpu_hour compares cost per delivered GPU-hour",
+                              "savings_pct_vs_per_gpu_hour compares cost per delivered GPU-hour, and "
+                              "savings_pct_vs_per_throughput_hour cost per unit of work delivered",
+            "throughput_hour": "a delivered GPU-hour x the workload's relative throughput on that GPU "
+                               "(gpu_throughput): the unit of work the engine prices. Workloads run for their "
+                               "whole window at the GPU count asked, so a faster GPU delivers more work, not an "
+                               "earlier end; compare strategies that chose different GPU models on it",
             "requested": "sum over active workloads of min_gpus x hours active",
             "placement_spread": "per workload, the most distinct providers, (provider, region) pairs, GPU models "
                                 "and places (provider|region|zone|instance type|GPU) held at once, from the "
@@ -154,7 +165,8 @@ def headline(rep: dict[str, Any]) -> str:
     st = rep["strategies"]
     names = [n for n in (OURS, *BASELINES) if n in st]
     cols = [b for b in HEADLINE_BASELINES if b in st]
-    hdr = (f"{'strategy':<16}{'cost $':>13}{'$/GPU-h':>9}{'deliv/req':>10}{'intr':>6}{'migr':>6}{'budg':>5}"
+    hdr = (f"{'strategy':<16}{'cost $':>13}{'$/GPU-h':>9}{'$/work-h':>9}{'deliv/req':>10}{'intr':>6}{'migr':>6}"
+           f"{'budg':>5}"
            + "".join(f"{'vs ' + b[:13]:>18}" for b in cols) + f"{'regret':>9}")
     lines = [f"portfolio {rep['portfolio']}  {rep['window']['from'][:16]} -> {rep['window']['to'][:16]} "
              f"({rep['window']['days']} d), {rep['timing']['runtime_s']} s wall, {rep['timing']['cpu_s']} s CPU",
@@ -163,9 +175,10 @@ def headline(rep: dict[str, Any]) -> str:
         s = st[n]
         cpg = s["cost_per_delivered_gpu_hour"]
         ds = s["delivered_share"]
+        cpw = s.get("cost_per_throughput_hour")
         row = (f"{n:<16}{s['total_cost_usd']:>13,.0f}{(cpg if cpg is not None else float('nan')):>9.3f}"
-               f"{(ds if ds is not None else float('nan')):>10.3f}{s['interruptions']:>6}{s['migrations']:>6}"
-               f"{s['budget_violations']:>5}")
+               f"{(cpw if cpw is not None else float('nan')):>9.3f}{(ds if ds is not None else float('nan')):>10.3f}"
+               f"{s['interruptions']:>6}{s['migrations']:>6}{s['budget_violations']:>5}")
         for b in cols:
             v = s["savings_pct_vs"].get(b)
             row += f"{'-' if v is None else f'{v:+.1f}%':>18}"
@@ -175,7 +188,7 @@ def headline(rep: dict[str, Any]) -> str:
     o = rep.get("oracle")
     if o and o.get("cost_per_delivered_gpu_hour") is not None:
         lines.append(f"{'oracle (bound)':<16}{o['total_cost_usd']:>13,.0f}{o['cost_per_delivered_gpu_hour']:>9.3f}"
-                     f"{(o['delivered_share'] or float('nan')):>10.3f}{0:>6}{o['migrations']:>6}{0:>5}")
+                     f"{'-':>9}{(o['delivered_share'] or float('nan')):>10.3f}{0:>6}{o['migrations']:>6}{0:>5}")
     wids = sorted({w for n in names for w in st[n].get("per_workload", {})})
     if wids:
         lines.append("placement spread per workload (most providers/regions/GPU models at once; q = instants over "

@@ -187,3 +187,19 @@ def test_no_savings_claimed_against_or_by_a_strategy_that_delivered_nothing() ->
     assert st["cloudarb"]["savings_pct_vs"]["on_demand_home"] is None
     assert all(v is None for v in st["on_demand_home"]["savings_pct_vs"].values())
     assert st["cloudarb"]["savings_pct_vs"]["launch_cheapest"] == pytest.approx(0.0)
+
+
+def test_cost_per_unit_of_work_credits_a_faster_gpu() -> None:
+    """An A100 spot instance at $1.2/h does 3x an L4's work: dearer per GPU-hour than the home L4 on demand at
+    $1/h, cheaper per throughput-hour (the unit the engine prices), and the report says both."""
+    a100 = offer("a100", gpu="A100-80GB")
+    evs = [price(OD, 1.0, 0), price(a100, 1.2, 0)]
+    pf = one_workload(gpu_throughput={"L4": 1.0, "A100-80GB": 3.0})
+    rep = build_report(run_backtest(cfg(), pf, events=evs))
+    ours, home = rep["strategies"]["cloudarb"], rep["strategies"]["on_demand_home"]
+    assert ours["total_cost_usd"] == pytest.approx(4.8) and ours["throughput_hours_delivered"] == pytest.approx(12.0)
+    assert ours["cost_per_delivered_gpu_hour"] == pytest.approx(1.2)
+    assert ours["cost_per_throughput_hour"] == pytest.approx(0.4)
+    assert home["cost_per_throughput_hour"] == pytest.approx(1.0)
+    assert ours["savings_pct_vs"]["on_demand_home"] == pytest.approx(-20.0)
+    assert ours["savings_pct_vs_per_throughput_hour"]["on_demand_home"] == pytest.approx(60.0)

@@ -37,8 +37,9 @@ YEAR = (datetime(2024, 11, 8, tzinfo=UTC), datetime(2025, 11, 8, tzinfo=UTC))
 
 
 def _summary(rep: dict, wall_s: float) -> dict:
-    keep = ("total_cost_usd", "cost_per_delivered_gpu_hour", "gpu_hours_delivered", "gpu_hours_requested",
-            "interruptions", "migrations", "budget_violations", "savings_pct_vs", "quota_violations")
+    keep = ("total_cost_usd", "cost_per_delivered_gpu_hour", "cost_per_throughput_hour", "gpu_hours_delivered",
+            "gpu_hours_requested", "interruptions", "migrations", "budget_violations", "savings_pct_vs",
+            "savings_pct_vs_per_throughput_hour", "quota_violations")
     spread = ("topology", "max_providers_at_once", "max_regions_at_once", "max_gpu_models_at_once",
               "quota_violations")
     return {"wall_s": round(wall_s, 2), "cpu_s": rep["timing"]["cpu_s"], "time_split_s": rep["timing"]["split_s"],
@@ -58,8 +59,8 @@ FE_RUNS: tuple[tuple[str, str, dict], ...] = (
                                               "end": datetime(2022, 4, 1, tzinfo=UTC),
                                               "datasets": ["aws-spot-events-euwest1"]}),
 )
-DECISION_KEYS = ("total_cost_usd", "cost_per_delivered_gpu_hour", "delivered_share", "interruptions", "migrations",
-                 "budget_violations")
+DECISION_KEYS = ("total_cost_usd", "cost_per_delivered_gpu_hour", "cost_per_throughput_hour", "delivered_share",
+                 "interruptions", "migrations", "budget_violations")
 
 
 def _group_line(d: dict) -> str:
