@@ -37,7 +37,8 @@ __all__ = ["MAX_IN_FORCE_S", "RISK_CANDIDATES", "RiskScores"]
 
 RISK_CANDIDATES = ("base-rate", "eb-hazard", "logistic", "hazard-logit", "duration-hazard")
 MAX_IN_FORCE_S = 7 * 86_400.0   # a risk in force is scored over at most a week without news of its offer
-RISK_FEATURES = ("hazard_logit", "since_loss", "quiet_week", "losses_24h", "since_regained", "last_up_run")
+RISK_FEATURES = ("hazard_logit", "since_loss", "quiet_week", "losses_24h", "since_regained", "last_up_run",
+                 "last_down_run")
 NF = len(RISK_FEATURES)
 LOGIT_LR = 0.15        # AdaGrad step of the hazard-logit model's weights shared by every group
 LOGIT_LR_GROUP = 0.02  # ... and of each group's own offsets to them
@@ -57,6 +58,8 @@ def risk_features(states: Sequence[Mapping[str, Any]], eb: np.ndarray, now_t: fl
         losses_24h     = log(1 + losses in the last 24 h)   (of the last MAX_BAD_EVENTS kept in the state)
         since_regained = log(1 + min(hours since capacity came back, 168)) / log(169)   (1: never lost)
         last_up_run    = log(1 + min(hours it held capacity before its last loss, 168)) / log(169)   (1: none)
+        last_down_run  = log(1 + min(hours it was without capacity before it came back, 168)) / log(169)
+                         (0: never lost, or not back since its last loss)
 
     Non-finite inputs give the neutral value (no loss, never lost), so a row is always finite."""
     x = np.zeros((len(states), NF))
@@ -78,6 +81,8 @@ def risk_features(states: Sequence[Mapping[str, Any]], eb: np.ndarray, now_t: fl
         x[i, 4] = math.log1p(min(max(up, 0.0), WEEK_H)) / scale
         run = num(s.get("up_run_s", math.nan)) / 3600
         x[i, 5] = math.log1p(min(max(run, 0.0), WEEK_H) if math.isfinite(run) else WEEK_H) / scale
+        if bad and math.isfinite(rg) and rg >= bad[-1]:
+            x[i, 6] = math.log1p(min((rg - bad[-1]) / 3600, WEEK_H)) / scale
     return x
 
 

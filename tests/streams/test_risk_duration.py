@@ -126,3 +126,17 @@ def test_the_duration_candidate_wins_where_losses_follow_regains() -> None:
     scores = f._rs.scores(f.group_names.index(f._by_offer[offers[0].key][0]))
     assert scores["duration-hazard"][0] < 0.97 * scores["eb-hazard"][0], scores
     assert "duration-hazard" in RISK_CANDIDATES
+
+
+def test_the_last_outage_length_is_a_feature_of_the_recalibration() -> None:
+    """How long a pool was without capacity before it came back (hazard-logit's `last_down_run`): 3 h here; 0
+    for a pool never lost or not back since its loss."""
+    from streams.core.risk import RISK_FEATURES, risk_features
+
+    now = 10 * 3600.0
+    back = {"bad_t": [now - 5 * 3600], "regained_t": now - 2 * 3600}
+    still_out = {"bad_t": [now - 5 * 3600], "regained_t": now - 20 * 3600}
+    x = risk_features([back, still_out, {}], np.full(3, 0.1), now)
+    j = RISK_FEATURES.index("last_down_run")
+    assert x[0, j] == pytest.approx(math.log1p(3) / math.log1p(168))
+    assert x[1, j] == 0.0 and x[2, j] == 0.0
