@@ -73,6 +73,11 @@ _LO = np.r_[0.0, DURATION_EDGES_H]
 _HI = np.r_[DURATION_EDGES_H, np.inf]
 
 
+def _bin_overlap(start_h: Any, end_h: Any) -> Any:
+    """Hours of each up-time interval (start_h, end_h] in each duration bin (a row per interval)."""
+    return np.clip(np.minimum(end_h[:, None], _HI) - np.maximum(start_h[:, None], _LO), 0.0, None)
+
+
 class _Counts:
     """Decayed events and hours of exposure per name (a pool or a group), as arrays indexed by the name's
     row; `upd_t` is when a row's counts were last decayed (they are as of then)."""
@@ -193,11 +198,11 @@ class Hazard:
         """Exposures of up-time (end_h - hours, end_h] (hours) at rates `lam` (per hour) and the losses that
         ended them, into the pooled duration shape's bins."""
         sel = hours > 0
-        end, start = end_h[sel], np.maximum(end_h[sel] - hours[sel], 0.0)
-        ov = np.clip(np.minimum(end[:, None], _HI) - np.maximum(start[:, None], _LO), 0.0, None)
+        end = end_h[sel]
+        ov = _bin_overlap(np.maximum(end - hours[sel], 0.0), end)
         f = float(_decay(t - self.shape_t, self.tau_shape_h))
         self.shape_expected = self.shape_expected * f + (ov * lam[sel, None]).sum(axis=0)
-        b = np.searchsorted(np.asarray(DURATION_EDGES_H), end, side="left")
+        b = np.searchsorted(_HI[:-1], end, side="left")   # the bin the interval ends in
         self.shape_events = self.shape_events * f + np.bincount(b, bad[sel], len(_LO))
         self.shape_t = max(self.shape_t, t)
 
@@ -225,8 +230,7 @@ class Hazard:
         up0 = np.where(rows >= 0, self.pools.up_since[np.maximum(rows, 0)] if len(rows) else 0.0, np.nan)
         with np.errstate(invalid="ignore"):
             u = np.where(np.isfinite(up0), np.maximum(now_t - up0, 0.0) / 3600, 0.0)
-        ov = np.clip(np.minimum(u[:, None] + horizon_h, _HI) - np.maximum(u[:, None], _LO), 0.0, None)
-        return (ov * self.duration_shape()).sum(axis=1) / horizon_h
+        return (_bin_overlap(u, u + horizon_h) * self.duration_shape()).sum(axis=1) / horizon_h
 
     def rate(self, pool: str, group: str, band_probability: float | None = None) -> float:
         """Events per hour, shrunk (see the module docstring)."""
