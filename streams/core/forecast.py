@@ -408,7 +408,7 @@ class Forecaster(ForecasterReports):
             terms = history_terms([s.get("hist") or [] for s in states], ts, self.horizons)
         except (ValueError, TypeError):   # (a history that is not numbers: the feature path skipped it too)
             zero = np.zeros(len(keys))
-            terms = {h: {"level": zero, "fast": zero, "gap": zero, "week": zero} for h in self.horizons}
+            terms = {h: {"level": zero, "fast": zero, "gap": zero, "week": zero, "rate": zero} for h in self.horizons}
         naive = still | ~valid
         idx = np.arange(len(keys))
         for j, h in enumerate(self.horizons):
@@ -547,7 +547,7 @@ class Forecaster(ForecasterReports):
         on = made_now == c.made
         life = np.where(on, h, np.where(prev_made == c.made, prev_end - c.made, 0.5 * (prev_made - c.made)))
         w = np.where(fresh, np.clip(life / h, 0.0, 1.0), c.w)
-        self._ps.add(j, c.g, w, actual, p0, c.moves, c.published)
+        self._ps.add(j, c.g, w, actual, p0, c.moves, c.published, float(c.due.max()))
         if fresh.any():
             f = np.flatnonzero(fresh)
             y = np.clip(np.log(actual[f] / p0[f]), -MAX_LOG_MOVE, MAX_LOG_MOVE)

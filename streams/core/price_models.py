@@ -24,6 +24,15 @@ gap = 7 d / (price changes in the last 7 d) (7 d without one) is the offer's mea
 a forecast stays in force until the offer's next event, so where that is much longer than h the
 "life-damped" candidates keep only h / (h + gap) of the move. Moves are clipped to ±MAX_LOG_MOVE.
 
+A quiet offer moves 0 under every candidate. With its price changing at a rate r, the chance of any change
+within h is 1 - e^{-h·r}. Where that is below 1/2 (h·r < ln 2: at 24 h, fewer than five changes in a week),
+the log-move is exactly 0 with probability above 1/2, so its median, the forecast that minimises absolute
+error, is no change, whatever size the moves that do happen may have. A group's model learns from its
+active offers; without the rule it moved the forecasts of its quiet ones too. r is the larger of the
+week's changes / 7 d and the changes among the history's newest DENSE points / the time they span (a
+history past MAX_POINTS is thinned, so the week's count falls short for a busy offer; the newest points
+never are): the rule holds back a move only where the offer is clearly quiet.
+
 Scores (`PriceScores`), per group and horizon: every candidate's summed absolute error in USD and the
 published forecast's, scored as the forecast is used: a forecast stays in force (the engine applies its
 move to the price of the moment) until the offer's next prediction for that horizon, so besides the
@@ -36,7 +45,9 @@ less than h apart overlap), the mean lead -d̄ = -Σwd / W must exceed Z_LEAD = 
 sqrt((Σwd²/W - d̄²) / W), once MIN_SCORED samples are scored and W >= MIN_WEIGHT = 10 (a standard error
 from fewer independent outcomes is itself too uncertain). Naive is published otherwise: with nine candidates, the
 best of them on a short or signal-free stream is often ahead by luck alone, and without the test it is
-published and then loses to the last value.
+published and then loses to the last value. The test reads these sums decayed with a half-life of
+SCORE_HALF_LIFE_S (4 weeks) of event time, as the hazard's counts are: markets change regime, and a lead
+banked months ago says little about the next day (the whole-span sums are kept for the reports).
 
 >>> terms = history_terms([[[0.0, 1.0], [3600.0, 2.0]]] * 9, [7200.0] * 9, (3600, 86_400))
 >>> round(float(terms[3600]["level"][0]), 6) == round(-math.log(2) * math.exp(-1), 6)   # (relative to log p)
@@ -55,6 +66,7 @@ from typing import Any
 import numpy as np
 
 from streams.core.learners import grow
+from streams.core.windows import MAX_POINTS
 
 __all__ = ["CANDIDATES", "MAX_LOG_MOVE", "PriceScores", "candidate_moves", "history_terms"]
 
@@ -68,6 +80,9 @@ MAX_LOG_MOVE = 0.7       # clip predicted log-ratios (a 2x move) against diverge
 WEEK_S = 7 * 86_400.0
 Z_LEAD = 2.0             # a candidate is published only while it leads naive by this many standard errors
 MIN_WEIGHT = 10.0        # ... and once scored over this many horizons' worth of time in force
+QUIET_LN2 = math.log(2.0)   # an offer whose P(a change within h) = 1 - e^{-h·rate} is below 1/2 moves 0
+DENSE = MAX_POINTS // 2     # a history's newest points that are never thinned
+SCORE_HALF_LIFE_S = 28 * 86_400.0   # the champions' scores forget at this half-life of event time
 RESID_KEEP = 512         # recent log-residuals per group and horizon kept for p10/p90
 
 
@@ -82,7 +97,8 @@ def history_terms(hists: Sequence[Any], now: Any, horizons: Sequence[int]) -> di
     total = int(lens.sum())
     nan = np.full(n, math.nan)
     if not total:
-        return {h: {"level": nan, "fast": nan, "gap": np.full(n, WEEK_S), "week": np.zeros(n)} for h in horizons}
+        return {h: {"level": nan, "fast": nan, "gap": np.full(n, WEEK_S), "week": np.zeros(n), "rate": np.zeros(n)}
+                for h in horizons}
     flat = np.fromiter(itertools.chain.from_iterable(itertools.chain.from_iterable(hists)), dtype=float,
                        count=2 * total).reshape(total, 2)
     off = np.zeros(n, dtype=np.int64)
@@ -99,9 +115,16 @@ def history_terms(hists: Sequence[Any], now: Any, horizons: Sequence[int]) -> di
     first[off[nonempty]] = True
     prev_p = np.empty(total)
     prev_p[0], prev_p[1:] = math.nan, ps[:-1]
-    changed = ~first & (ps != prev_p) & (ts > nowp - WEEK_S)
-    n_changes = np.bincount(seg, weights=changed, minlength=n)
+    moved = ~first & (ps != prev_p)
+    n_changes = np.bincount(seg, weights=moved & (ts > nowp - WEEK_S), minlength=n)
     gap = WEEK_S / np.maximum(n_changes, 1.0)
+    # the change rate, also over the newest DENSE points (never thinned: streams.core.windows), where the
+    # week's count of a thinned history falls short
+    s0 = off + np.maximum(lens - DENSE, 0)
+    n_dense = np.bincount(seg, weights=moved & (np.arange(total) > s0[seg]), minlength=n)
+    span = now_a - np.where(nonempty, flat[np.minimum(s0, total - 1), 0], now_a)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rate = np.maximum(n_changes / WEEK_S, np.where(span > 0, n_dense / span, 0.0))
     x_now = lp[last]
     out: dict[int, dict[str, Any]] = {}
     taus = sorted({float(h) for h in horizons} | {h / 4 for h in horizons})
@@ -130,7 +153,8 @@ def history_terms(hists: Sequence[Any], now: Any, horizons: Sequence[int]) -> di
                 week = np.where(ok, lp[np.where(ok, i1, 0)] - lp[np.where(ok, i0, 0)], 0.0)
         week[~np.isfinite(week)] = 0.0
         x = np.where(nonempty, x_now, math.nan)
-        out[h] = {"level": levels[float(h)] - x, "fast": levels[h / 4] - x, "gap": gap, "week": week}
+        out[h] = {"level": levels[float(h)] - x, "fast": levels[h / 4] - x, "gap": gap, "week": week,
+                  "rate": rate}
     return out
 
 
@@ -154,52 +178,68 @@ def candidate_moves(y_hat: Any, terms: dict[str, Any], h: int, still: Any, valid
     m[:, 8] = terms["week"]
     m[~np.isfinite(m)] = 0.0
     np.clip(m, -MAX_LOG_MOVE, MAX_LOG_MOVE, out=m)
-    m[still] = 0.0
+    m[still | (h * terms["rate"] < QUIET_LN2)] = 0.0   # (a quiet offer: its median move is none)
     return m
 
 
 class PriceScores:
     """Per horizon and group (rows grown with `grow`): each candidate's weighted sum of absolute errors
-    (`mae`) and of its squared lead over naive (`d2`), the published forecast's (`pub`), the weight scored
-    (`n`) and the samples (`cnt`), and the recent log-residuals of the
-    published forecasts at age 0 (a ring of RESID_KEEP per group, `resid`; their p10/p90 `q`)."""
+    (`mae`), the published forecast's (`pub`), the weight scored (`n`) and the samples (`cnt`); the
+    candidates' sums decayed for the champion's test (`rmae`, their squared leads over naive `rd2`, the
+    weight `rn`, decayed up to `r_t`); and the recent log-residuals of the published forecasts at age 0 (a
+    ring of RESID_KEEP per group, `resid`; their p10/p90 `q`)."""
 
     def __init__(self, nh: int) -> None:
         self.nh = nh
         self.mae, self.n, self.pub = np.zeros((nh, 0, K)), np.zeros((nh, 0)), np.zeros((nh, 0))
-        self.d2, self.cnt = np.zeros((nh, 0, K)), np.zeros((nh, 0))
+        self.cnt = np.zeros((nh, 0))
         self.resid, self.n_resid = np.zeros((nh, 0, RESID_KEEP)), np.zeros((nh, 0))
         self.q, self.q_at = np.zeros((nh, 0, 2)), np.zeros((nh, 0))
+        self.rmae, self.rd2, self.rn = np.zeros((nh, 0, K)), np.zeros((nh, 0, K)), np.zeros((nh, 0))
+        self.r_t = np.zeros((nh, 0))
 
     def grow(self, cap: int) -> None:
         self.mae, self.n, self.pub = grow(self.mae, cap, 1), grow(self.n, cap, 1), grow(self.pub, cap, 1)
-        self.d2, self.cnt = grow(self.d2, cap, 1), grow(self.cnt, cap, 1)
+        self.cnt = grow(self.cnt, cap, 1)
         self.resid, self.n_resid = grow(self.resid, cap, 1), grow(self.n_resid, cap, 1)
         self.q, self.q_at = grow(self.q, cap, 1), grow(self.q_at, cap, 1)
+        self.rmae, self.rd2, self.rn = grow(self.rmae, cap, 1), grow(self.rd2, cap, 1), grow(self.rn, cap, 1)
+        self.r_t = grow(self.r_t, cap, 1)
 
     def champions(self, j: int, groups: Any, min_scored: int) -> Any:
         """Per group, the candidate with the lowest weighted MAE among those that lead naive clearly (see the
         module docstring; naive, 0, otherwise and on ties)."""
-        n = np.maximum(self.n[j, groups], 1e-12)[:, None]
-        m = self.mae[j, groups] / n
+        n = np.maximum(self.rn[j, groups], 1e-12)[:, None]
+        m = self.rmae[j, groups] / n
         lead = m[:, :1] - m                       # the mean lead over naive
-        se = np.sqrt(np.maximum(self.d2[j, groups] / n - lead * lead, 0.0) / n)
-        ok = ((self.cnt[j, groups] >= min_scored) & (self.n[j, groups] >= MIN_WEIGHT))[:, None] \
+        se = np.sqrt(np.maximum(self.rd2[j, groups] / n - lead * lead, 0.0) / n)
+        ok = ((self.cnt[j, groups] >= min_scored) & (self.rn[j, groups] >= MIN_WEIGHT))[:, None] \
             & (lead > Z_LEAD * se) & (lead > 0)
         ok[:, 0] = True
         return np.argmin(np.where(ok, m, np.inf), axis=1)   # (the first on ties: naive before the others)
 
     def scores(self, j: int, gg: int) -> dict[str, tuple[float, int]]:
-        n = float(self.n[j, gg])
-        return {name: (float(self.mae[j, gg, c]) / max(n, 1e-12), int(min(n, 2**32 - 1)))   # (a UInt32 column)
+        """Per candidate, the weighted MAE and weight the champion is chosen on (decayed: recent)."""
+        n = float(self.rn[j, gg])
+        return {name: (float(self.rmae[j, gg, c]) / max(n, 1e-12), int(min(n, 2**32 - 1)))   # (a UInt32 column)
                 for c, name in enumerate(CANDIDATES)}
 
-    def add(self, j: int, g: Any, w: Any, actual: Any, p0: Any, moves: Any, published: Any) -> None:
+    def add(self, j: int, g: Any, w: Any, actual: Any, p0: Any, moves: Any, published: Any,
+            now_t: float = 0.0) -> None:
         """Score samples of horizon j: group, weight, the price at the horizon, the price the moves apply
-        to, every candidate's move (n x K) and the published move."""
+        to, every candidate's move (n x K) and the published move; `now_t` the event time they are scored at."""
         err = np.abs(actual[:, None] - p0[:, None] * np.exp(moves))
-        np.add.at(self.mae[j], g, w[:, None] * err)
-        np.add.at(self.d2[j], g, w[:, None] * (err - err[:, :1]) ** 2)
+        we, wd = w[:, None] * err, w[:, None] * (err - err[:, :1]) ** 2
+        np.add.at(self.mae[j], g, we)
+        gs = np.unique(g)
+        keep = np.exp2(-np.maximum(now_t - self.r_t[j, gs], 0.0) / SCORE_HALF_LIFE_S)
+        self.rmae[j, gs] *= keep[:, None]
+        self.rd2[j, gs] *= keep[:, None]
+        self.rn[j, gs] *= keep
+        self.r_t[j, gs] = np.maximum(self.r_t[j, gs], now_t)
+        np.add.at(self.rmae[j], g, we)
+        np.add.at(self.rd2[j], g, wd)
+        np.add.at(self.rn[j], g, w)
         np.add.at(self.n[j], g, w)
         np.add.at(self.cnt[j], g, 1.0)
         np.add.at(self.pub[j], g, w * np.abs(actual - p0 * np.exp(published)))

@@ -39,23 +39,26 @@ def test_every_published_model_names_a_real_candidate() -> None:
 
 
 def test_a_forecast_left_in_force_is_scored_for_as_long_as_it_stays() -> None:
-    """One move, then a month of silence: the forecast made after the move steers the engine all month, so it
-    is scored at ages h, 2h, 4h, ... with weights for the ages each stands for (about 720 hours in all),
-    not once."""
+    """A day of moves every 6 minutes, then a month of silence: the forecast made at the last move steers the
+    engine all month, so it is scored at ages h, 2h, 4h, ... with weights for the ages each stands for (about
+    720 hours in all), not once. (The day's moves keep the offer from being quiet: its 1 h forecasts move.)"""
     f = Forecaster(horizons_s=(3600,))
     s: dict = {}
-    for i, (usd, minutes) in enumerate([(2.0, 0.0), (2.4, 10.0), (2.0, 20.0), (2.4, 30.0)]):
-        e = price(OFF, usd, minutes=minutes, eid=f"e{i}")
+    for i in range(240):
+        e = price(OFF, 2.0 + 0.4 * (i % 2), minutes=6.0 * i, eid=f"e{i}")
         s, _ = state.apply_event(s, e)
         f.observe(OFF.key, s, state.event_t(e))
         f.flush()
+    ps, gg = f._ps, f.groups["gcp|L4|spot"]
+    n0, cnt0 = float(ps.n[0, gg]), float(ps.cnt[0, gg])
     e = price(OFF, 2.4, minutes=30 * 24 * 60, eid="late")
     s, _ = state.apply_event(s, e)
     f.observe(OFF.key, s, state.event_t(e))
     f.flush()
-    ps, gg = f._ps, f.groups["gcp|L4|spot"]
-    # the last forecast (t = 30 min) was in force ~720 h; sampled at 1, 2, 4, ..., 512 h (then 1024 h: past)
-    assert 600 < ps.n[0, gg] < 1100 and 10 <= ps.cnt[0, gg] <= 16, (ps.n[0, gg], ps.cnt[0, gg])
+    # the last forecast was in force ~720 h: sampled at 1, 2, 4, ..., 512 h (then 1024 h: past); the other
+    # forecasts of its last hour, replaced within minutes, are scored once each with their minutes' weight
+    n, cnt = ps.n[0, gg] - n0, ps.cnt[0, gg] - cnt0
+    assert 600 < n < 1100 and 10 <= cnt <= 30, (n, cnt)
 
 
 def test_a_model_that_wins_fresh_but_loses_in_force_is_not_published() -> None:
@@ -107,8 +110,9 @@ def test_a_model_that_wins_fresh_but_loses_in_force_is_not_published() -> None:
 
 
 def test_candidates_move_nothing_for_a_still_price_and_within_the_clip() -> None:
-    hists = [[[0.0, 2.0]], [[0.0, 1.0], [3600.0, 3.0]], [], [[0.0, 1.0], [10.0, -1.0]]] * 3
-    now = np.full(len(hists), 7200.0)
+    rising = [[1800.0 * i, 1.0 + 0.01 * i] for i in range(200)]   # a change every 30 min: not quiet
+    hists = [[[0.0, 2.0]], rising, [], [[0.0, 1.0], [10.0, -1.0]]] * 3
+    now = np.full(len(hists), 200 * 1800.0)
     terms = history_terms(hists, now, (3600, 86_400))
     still = np.array([len({p for _, p in h}) <= 1 for h in hists])
     for h in (3600, 86_400):
@@ -116,6 +120,24 @@ def test_candidates_move_nothing_for_a_still_price_and_within_the_clip() -> None
         assert m.shape == (len(hists), len(CANDIDATES)) and np.isfinite(m).all()
         assert (np.abs(m) <= 0.7).all() and (m[still] == 0).all() and (m[:, 0] == 0).all()
         assert m[1, CANDIDATES.index("smoothed-level")] < 0   # the level lags a rise: it predicts a fall back
+
+
+def test_a_quiet_offer_forecasts_no_change_where_a_busier_one_moves() -> None:
+    """Absolute error's best forecast of a price that changes within the horizon less often than not is
+    no change (its median), whatever the group's model predicts for the changes that happen: at 24 h an offer
+    with four changes in the last week moves 0 under every candidate, one with six moves; at 1 h both are
+    quiet, and an offer changing every 30 minutes is not."""
+    week = 7 * 86_400.0
+    def changes(n: int, now: float) -> list[list[float]]:
+        return [[now - week + week * (i + 0.5) / n, 1.0 + 0.1 * (i % 2)] for i in range(n)]
+    now = 30 * 86_400.0
+    hists = [changes(4, now), changes(6, now), changes(336, now)]
+    terms = history_terms(hists, np.full(3, now), (3600, 86_400))
+    no = np.zeros(3, dtype=bool)
+    day = candidate_moves(np.full(3, 0.3), terms[86_400], 86_400, no, ~no)
+    hour = candidate_moves(np.full(3, 0.3), terms[3600], 3600, no, ~no)
+    assert (day[0] == 0).all() and (day[1, 1:] != 0).any() and (day[2, 1:] != 0).any()
+    assert (hour[0] == 0).all() and (hour[1] == 0).all() and (hour[2, 1:] != 0).any()
 
 
 def test_a_lucky_candidate_needs_a_clear_lead_over_naive() -> None:
