@@ -547,7 +547,7 @@ class Forecaster(ForecasterReports):
         on = made_now == c.made
         life = np.where(on, h, np.where(prev_made == c.made, prev_end - c.made, 0.5 * (prev_made - c.made)))
         w = np.where(fresh, np.clip(life / h, 0.0, 1.0), c.w)
-        self._ps.add(j, c.g, w, actual, p0, c.moves, c.published, float(c.due.max()))
+        self._ps.add(j, c.g, w, actual, p0, c.moves, c.published, float(c.due.max()), np.floor(c.due / h))
         if fresh.any():
             f = np.flatnonzero(fresh)
             y = np.clip(np.log(actual[f] / p0[f]), -MAX_LOG_MOVE, MAX_LOG_MOVE)

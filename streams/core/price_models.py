@@ -39,13 +39,18 @@ move to the price of the moment) until the offer's next prediction for that hori
 forecast itself (at age 0, weight min(1, life / h)) it is scored at ages h, 2h, 4h, 8h, ... while still in
 force, each such sample weighted by the span of ages it stands for (age a: [a, 2a), weight a / h): its move
 applied to the price at t0 + a, against the price at t0 + a + h. The candidate with the lowest weighted MAE
-is published among those whose lead over naive is clear: with d = |error| - |naive's error| per sample,
-weights w and W = Σw (the weight is in units of h: about one independent outcome per unit, as outcomes
-less than h apart overlap), the mean lead -d̄ = -Σwd / W must exceed Z_LEAD = 2 standard errors
-sqrt((Σwd²/W - d̄²) / W), once MIN_SCORED samples are scored and W >= MIN_WEIGHT = 10 (a standard error
-from fewer independent outcomes is itself too uncertain). Naive is published otherwise: with nine candidates, the
-best of them on a short or signal-free stream is often ahead by luck alone, and without the test it is
-published and then loses to the last value. The test reads these sums decayed with a half-life of
+is published among those whose lead over naive is clear. With d = |error| - |naive's error| per sample and
+weights w (in units of h), the mean lead is -d̄ = -Σwd / W, W = Σw. Samples are not independent: those whose
+outcomes fall in one h-long stretch of time share its price moves (a forecast scored at several ages, the
+offers of a group moving together). So the standard error is clustered by that stretch (floor(outcome
+time / h)): se² = C / (C - 1) · Σ_c (S_c - W_c·d̄)² / W², with S_c = Σwd and W_c = Σw over cluster c of C,
+or the per-sample se² = Σw(d - d̄)² / W² where that is larger (few clusters miss the noise within them). The
+lead must exceed Z_LEAD = 2 standard errors, taken as Student's t with C - 1 degrees of freedom (2.32 at
+C = 10, 2.13 at 21: the small-sample correction of a clustered standard error), once MIN_SCORED samples
+are scored, W >= MIN_WEIGHT = 10 and C >= MIN_CLUSTERS = 10 (a standard error from fewer independent
+outcomes is itself too uncertain). Naive is published otherwise: with nine candidates, the best of them on a
+short or signal-free stream is often ahead by luck alone (or by the luck of a few stretches), and without the
+test it is published and then loses to the last value. The test reads these sums decayed with a half-life of
 SCORE_HALF_LIFE_S (4 weeks) of event time, as the hazard's counts are: markets change regime, and a lead
 banked months ago says little about the next day (the whole-span sums are kept for the reports).
 
@@ -80,6 +85,7 @@ MAX_LOG_MOVE = 0.7       # clip predicted log-ratios (a 2x move) against diverge
 WEEK_S = 7 * 86_400.0
 Z_LEAD = 2.0             # a candidate is published only while it leads naive by this many standard errors
 MIN_WEIGHT = 10.0        # ... and once scored over this many horizons' worth of time in force
+MIN_CLUSTERS = 10.0      # ... in this many horizon-long stretches of time (decayed as the weight is)
 QUIET_LN2 = math.log(2.0)   # an offer whose P(a change within h) = 1 - e^{-h·rate} is below 1/2 moves 0
 DENSE = MAX_POINTS // 2     # a history's newest points that are never thinned
 SCORE_HALF_LIFE_S = 28 * 86_400.0   # the champions' scores forget at this half-life of event time
@@ -182,12 +188,24 @@ def candidate_moves(y_hat: Any, terms: dict[str, Any], h: int, still: Any, valid
     return m
 
 
+def t_critical(z: float, dof: Any) -> Any:
+    """Student's t quantile at the normal's quantile `z` for `dof` degrees of freedom (> 0), by its
+    Cornish-Fisher expansion (within 0.01 of the exact value from 9 degrees of freedom: 2.316 vs 2.320
+    at z = 2).
+
+    >>> round(float(t_critical(2.0, 20)), 3), round(float(t_critical(2.0, 1e9)), 3)
+    (2.133, 2.0)
+    """
+    nu = np.maximum(dof, 1.0)
+    return z + (z ** 3 + z) / (4 * nu) + (5 * z ** 5 + 16 * z ** 3 + 3 * z) / (96 * nu * nu)
+
+
 class PriceScores:
     """Per horizon and group (rows grown with `grow`): each candidate's weighted sum of absolute errors
     (`mae`), the published forecast's (`pub`), the weight scored (`n`) and the samples (`cnt`); the
-    candidates' sums decayed for the champion's test (`rmae`, their squared leads over naive `rd2`, the
-    weight `rn`, decayed up to `r_t`); and the recent log-residuals of the published forecasts at age 0 (a
-    ring of RESID_KEEP per group, `resid`; their p10/p90 `q`)."""
+    candidates' sums decayed for the champion's test (`rmae`, the weight `rn`, decayed up to `r_t`; the
+    leads' cluster sums `c_*` and the open cluster `o_*`); and the recent log-residuals of the published
+    forecasts at age 0 (a ring of RESID_KEEP per group, `resid`; their p10/p90 `q`)."""
 
     def __init__(self, nh: int) -> None:
         self.nh = nh
@@ -195,26 +213,43 @@ class PriceScores:
         self.cnt = np.zeros((nh, 0))
         self.resid, self.n_resid = np.zeros((nh, 0, RESID_KEEP)), np.zeros((nh, 0))
         self.q, self.q_at = np.zeros((nh, 0, 2)), np.zeros((nh, 0))
-        self.rmae, self.rd2, self.rn = np.zeros((nh, 0, K)), np.zeros((nh, 0, K)), np.zeros((nh, 0))
-        self.r_t = np.zeros((nh, 0))
+        self.rmae, self.rn, self.r_t = np.zeros((nh, 0, K)), np.zeros((nh, 0)), np.zeros((nh, 0))
+        self.rd2 = np.zeros((nh, 0, K))   # Σ w·d², d a sample's lead over naive
+        # the leads' clusters (samples whose outcomes fall in one horizon-long bucket of time): over the
+        # closed ones Σ S², Σ S·W and Σ W² (S: a cluster's Σ w·d per candidate, W: its Σ w), and the open one
+        self.c_ss, self.c_sw, self.c_ww = np.zeros((nh, 0, K)), np.zeros((nh, 0, K)), np.zeros((nh, 0))
+        self.c_n = np.zeros((nh, 0))   # the closed clusters (decayed as the weight is)
+        self.o_s, self.o_w, self.o_b = np.zeros((nh, 0, K)), np.zeros((nh, 0)), np.full((nh, 0), -np.inf)
 
     def grow(self, cap: int) -> None:
         self.mae, self.n, self.pub = grow(self.mae, cap, 1), grow(self.n, cap, 1), grow(self.pub, cap, 1)
         self.cnt = grow(self.cnt, cap, 1)
         self.resid, self.n_resid = grow(self.resid, cap, 1), grow(self.n_resid, cap, 1)
         self.q, self.q_at = grow(self.q, cap, 1), grow(self.q_at, cap, 1)
-        self.rmae, self.rd2, self.rn = grow(self.rmae, cap, 1), grow(self.rd2, cap, 1), grow(self.rn, cap, 1)
-        self.r_t = grow(self.r_t, cap, 1)
+        self.rmae, self.rn, self.r_t = grow(self.rmae, cap, 1), grow(self.rn, cap, 1), grow(self.r_t, cap, 1)
+        self.rd2 = grow(self.rd2, cap, 1)
+        self.c_ss, self.c_sw, self.c_ww = grow(self.c_ss, cap, 1), grow(self.c_sw, cap, 1), grow(self.c_ww, cap, 1)
+        self.c_n = grow(self.c_n, cap, 1)
+        self.o_s, self.o_w = grow(self.o_s, cap, 1), grow(self.o_w, cap, 1)
+        b = np.full((self.nh, cap), -np.inf)
+        b[:, :self.o_b.shape[1]] = self.o_b
+        self.o_b = b
 
     def champions(self, j: int, groups: Any, min_scored: int) -> Any:
         """Per group, the candidate with the lowest weighted MAE among those that lead naive clearly (see the
         module docstring; naive, 0, otherwise and on ties)."""
         n = np.maximum(self.rn[j, groups], 1e-12)[:, None]
         m = self.rmae[j, groups] / n
-        lead = m[:, :1] - m                       # the mean lead over naive
-        se = np.sqrt(np.maximum(self.rd2[j, groups] / n - lead * lead, 0.0) / n)
-        ok = ((self.cnt[j, groups] >= min_scored) & (self.rn[j, groups] >= MIN_WEIGHT))[:, None] \
-            & (lead > Z_LEAD * se) & (lead > 0)
+        lead = m[:, :1] - m                       # the mean lead over naive (d̄ = -lead)
+        o_s, o_w = self.o_s[j, groups], self.o_w[j, groups][:, None]
+        ss, sw = self.c_ss[j, groups] + o_s * o_s, self.c_sw[j, groups] + o_s * o_w
+        ww = self.c_ww[j, groups][:, None] + o_w * o_w
+        nc = (self.c_n[j, groups] + (self.o_w[j, groups] > 0))[:, None]   # C clusters
+        var = np.maximum(ss + 2 * lead * sw + lead * lead * ww, 0.0) * nc / np.maximum(nc - 1, 1.0)
+        se = np.maximum(np.sqrt(var) / n,   # sqrt(C / (C - 1) · Σ_c (S_c - W_c·d̄)²) / W, and per sample:
+                        np.sqrt(np.maximum(self.rd2[j, groups] / n - lead * lead, 0.0) / n))   # sqrt(Σw(d - d̄)²) / W
+        enough = (self.cnt[j, groups] >= min_scored) & (self.rn[j, groups] >= MIN_WEIGHT)
+        ok = enough[:, None] & (nc >= MIN_CLUSTERS) & (lead > t_critical(Z_LEAD, nc - 1) * se) & (lead > 0)
         ok[:, 0] = True
         return np.argmin(np.where(ok, m, np.inf), axis=1)   # (the first on ties: naive before the others)
 
@@ -225,24 +260,61 @@ class PriceScores:
                 for c, name in enumerate(CANDIDATES)}
 
     def add(self, j: int, g: Any, w: Any, actual: Any, p0: Any, moves: Any, published: Any,
-            now_t: float = 0.0) -> None:
+            now_t: float = 0.0, bucket: Any = None) -> None:
         """Score samples of horizon j: group, weight, the price at the horizon, the price the moves apply
-        to, every candidate's move (n x K) and the published move; `now_t` the event time they are scored at."""
+        to, every candidate's move (n x K) and the published move; `now_t` the event time they are scored at,
+        `bucket` each sample's cluster (its outcome's time // h; default: each sample alone)."""
         err = np.abs(actual[:, None] - p0[:, None] * np.exp(moves))
-        we, wd = w[:, None] * err, w[:, None] * (err - err[:, :1]) ** 2
+        we = w[:, None] * err
         np.add.at(self.mae[j], g, we)
         gs = np.unique(g)
         keep = np.exp2(-np.maximum(now_t - self.r_t[j, gs], 0.0) / SCORE_HALF_LIFE_S)
         self.rmae[j, gs] *= keep[:, None]
         self.rd2[j, gs] *= keep[:, None]
         self.rn[j, gs] *= keep
+        self.o_s[j, gs] *= keep[:, None]
+        self.o_w[j, gs] *= keep
+        k2 = keep * keep
+        self.c_ss[j, gs] *= k2[:, None]
+        self.c_sw[j, gs] *= k2[:, None]
+        self.c_ww[j, gs] *= k2
+        self.c_n[j, gs] *= keep
         self.r_t[j, gs] = np.maximum(self.r_t[j, gs], now_t)
+        wd = we - we[:, :1]
         np.add.at(self.rmae[j], g, we)
-        np.add.at(self.rd2[j], g, wd)
+        np.add.at(self.rd2[j], g, wd * (err - err[:, :1]))
         np.add.at(self.rn[j], g, w)
+        self._cluster(j, g, np.full(len(g), np.inf) if bucket is None else bucket, wd, w)
         np.add.at(self.n[j], g, w)
         np.add.at(self.cnt[j], g, 1.0)
         np.add.at(self.pub[j], g, w * np.abs(actual - p0 * np.exp(published)))
+
+    def _cluster(self, j: int, g: Any, b: Any, wd: Any, w: Any) -> None:
+        """Add the samples' leads to their clusters: a group's samples of its open bucket join it, a later
+        bucket closes it and opens, an earlier one (or an infinite one: a sample alone) is closed at once."""
+        order = np.lexsort((b, g))
+        g, b, wd, w = g[order], b[order], wd[order], w[order]
+        starts = np.flatnonzero(np.r_[True, (g[1:] != g[:-1]) | (b[1:] != b[:-1])])
+        s_all, w_all = np.add.reduceat(wd, starts, axis=0), np.add.reduceat(w, starts)
+        for gg, bb, s, wc in zip(g[starts].tolist(), b[starts].tolist(), s_all, w_all.tolist(), strict=True):
+            if math.isinf(bb):
+                for i in np.flatnonzero((g == gg) & np.isinf(b)).tolist():
+                    self._close(j, gg, wd[i], float(w[i]))
+            elif bb == self.o_b[j, gg]:
+                self.o_s[j, gg] += s
+                self.o_w[j, gg] += wc
+            elif bb > self.o_b[j, gg]:
+                if self.o_w[j, gg] > 0:
+                    self._close(j, gg, self.o_s[j, gg], float(self.o_w[j, gg]))
+                self.o_s[j, gg], self.o_w[j, gg], self.o_b[j, gg] = s, wc, bb
+            else:
+                self._close(j, gg, s, wc)
+
+    def _close(self, j: int, gg: int, s: Any, wc: float) -> None:
+        self.c_ss[j, gg] += s * s
+        self.c_sw[j, gg] += s * wc
+        self.c_ww[j, gg] += wc * wc
+        self.c_n[j, gg] += 1.0
 
     def add_residuals(self, j: int, g: Any, resid: Any) -> None:
         """Log-residuals of published forecasts (each group's, in order, into its ring)."""

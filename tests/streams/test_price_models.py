@@ -156,6 +156,33 @@ def test_a_lucky_candidate_needs_a_clear_lead_over_naive() -> None:
     assert ps.champions(0, np.array([0, 1]), 30).tolist() == [2, 0]
 
 
+def test_a_lead_from_a_few_stretches_of_time_is_not_clear() -> None:
+    """Samples whose outcomes fall in one horizon-long stretch of time share its moves, so a lead is only as
+    clear as it is consistent from stretch to stretch. Leads of the same mean (0.05 USD, little noise) are
+    published when each sample is its own stretch, not when they come from three stretches that disagree
+    (0.3, -0.2, 0.05), fed in time order over several calls."""
+    rng = np.random.default_rng(0)
+    n, k = 600, len(CANDIDATES)
+
+    def moves(y: np.ndarray) -> np.ndarray:   # candidate 1 forecasts 2 + y for a price going 2 -> 3: lead y
+        m = np.zeros((len(y), k))
+        m[:, 1] = np.log((2.0 + y) / 2.0)
+        return m
+
+    ps = PriceScores(1)
+    ps.grow(2)
+    y0 = 0.05 + rng.normal(0, 0.01, n)
+    ps.add(0, np.zeros(n, dtype=np.int64), np.ones(n), np.full(n, 3.0), np.full(n, 2.0), moves(y0), np.zeros(n),
+           0.0, np.arange(n, dtype=float))
+    y1 = np.repeat([0.3, -0.2, 0.05], n // 3) + rng.normal(0, 0.01, n)
+    for lo in range(0, n, 100):
+        sl = slice(lo, lo + 100)
+        ps.add(0, np.ones(100, dtype=np.int64), np.ones(100), np.full(100, 3.0), np.full(100, 2.0), moves(y1[sl]),
+               np.zeros(100), 0.0, np.full(100, float(lo // 200)))
+    assert abs(y1.mean() - 0.05) < 0.01
+    assert ps.champions(0, np.array([0, 1]), 30).tolist() == [1, 0]
+
+
 def test_bad_input_is_counted_in_prometheus_and_falls_back_to_naive() -> None:
     def skipped(reason: str) -> float:
         return REGISTRY.get_sample_value("cloudarb_forecast_samples_skipped_total", {"reason": reason}) or 0.0
