@@ -183,6 +183,32 @@ def test_a_lead_from_a_few_stretches_of_time_is_not_clear() -> None:
     assert ps.champions(0, np.array([0, 1]), 30).tolist() == [1, 0]
 
 
+def test_a_lead_banked_months_ago_does_not_keep_a_candidate_published() -> None:
+    """Markets change regime: a candidate that led naive for 100 days and has lost for the last 30 is not
+    published, although its lead over the whole span is still clear (the test reads scores decayed over
+    4 weeks)."""
+    rng = np.random.default_rng(1)
+    ps = PriceScores(1)
+    ps.grow(1)
+    day = 86_400.0
+
+    def feed(days: range, lead: float) -> None:
+        for d in days:
+            y = lead + rng.normal(0, 0.02, 24)   # candidate 1 forecasts 2 + y for a price going 2 -> 3: lead y
+            m = np.zeros((24, len(CANDIDATES)))
+            m[:, 1] = np.log((2.0 + y) / 2.0)
+            t = d * day + np.arange(24) * 3600.0
+            ps.add(0, np.zeros(24, dtype=np.int64), np.ones(24), np.full(24, 3.0), np.full(24, 2.0), m, np.zeros(24),
+                   float(t[-1]), np.floor(t / 3600.0))
+
+    feed(range(100), 0.05)
+    assert ps.champions(0, np.array([0]), 30).tolist() == [1]
+    feed(range(100, 130), -0.05)
+    whole = ps.mae[0, 0] / ps.n[0, 0]
+    assert whole[1] < whole[0]   # over the whole span it still leads
+    assert ps.champions(0, np.array([0]), 30).tolist() == [0]
+
+
 def test_bad_input_is_counted_in_prometheus_and_falls_back_to_naive() -> None:
     def skipped(reason: str) -> float:
         return REGISTRY.get_sample_value("cloudarb_forecast_samples_skipped_total", {"reason": reason}) or 0.0
