@@ -18,7 +18,10 @@ Tick rule. At every tick T of event time (`tick_s`, hourly, aligned to the epoch
     the spot-trace overlay starts at the window start, and an all-history rate (years of quiet warm-up)
     would make a straw-man naive.
 At T + h the record is scored against the price in force at T + h (absolute error, USD per instance-hour)
-and the risk label (log-loss with p clipped to [1e-6, 1 - 1e-6], Brier), then forgotten.
+and the risk label (log-loss with p clipped to [1e-6, 1 - 1e-6], Brier), then forgotten. The published
+p10 and p90 are applied the same way, and the shares of outcomes strictly below p10 and above p90 are
+reported (`below_p10`, `above_p90`: at most about 0.1 each for calibrated quantiles; less where the price
+often stays put, as the outcome is then the price itself).
 The forecast in force is judged at every tick until the offer's next one: a forecast made at t0 for t0 + h
 keeps steering the engine (its predicted move applied to the current price) until it is replaced. The
 `fresh` cells score only the forecasts made within the tick before T (T - made_t < tick_s), which is
@@ -96,6 +99,8 @@ class NaiveForecast:
 class _Snap:
     price: np.ndarray
     pred: dict[int, np.ndarray]
+    lo: dict[int, np.ndarray]       # the published p10 / p90 as the engine uses them (per horizon)
+    hi: dict[int, np.ndarray]
     risk: np.ndarray
     base: np.ndarray
     bad: np.ndarray
@@ -131,6 +136,8 @@ class ForecastEvaluation:
         self.gidx: list[int] = []
         self.price: list[float] = []
         self.ratio: dict[int, list[float]] = {h: [] for h in self.horizons}
+        self.lo_ratio: dict[int, list[float]] = {h: [] for h in self.horizons}   # p10 / price when made
+        self.hi_ratio: dict[int, list[float]] = {h: [] for h in self.horizons}   # p90 / price when made
         self.risk: list[float] = []
         self.made: list[float] = []
         self.bad: list[int] = []
@@ -171,6 +178,8 @@ class ForecastEvaluation:
             self.price.append(math.nan)
             for h in self.horizons:
                 self.ratio[h].append(math.nan)
+                self.lo_ratio[h].append(math.nan)
+                self.hi_ratio[h].append(math.nan)
             self.risk.append(math.nan)
             self.made.append(math.nan)
             self.bad.append(0)
@@ -203,9 +212,12 @@ class ForecastEvaluation:
         i = self.index.get(offer_key)
         if i is not None and forecast is not None:
             p0 = forecast.p0_usd_per_hour
+            lo, hi = getattr(forecast, "p10_usd_per_hour", {}), getattr(forecast, "p90_usd_per_hour", {})
             for h in self.horizons:
-                f = forecast.usd_per_hour.get(h)
+                f, f10, f90 = forecast.usd_per_hour.get(h), lo.get(h), hi.get(h)
                 self.ratio[h][i] = f / p0 if (f is not None and p0) else math.nan
+                self.lo_ratio[h][i] = f10 / p0 if (f10 is not None and p0) else math.nan
+                self.hi_ratio[h][i] = f90 / p0 if (f90 is not None and p0) else math.nan
             self.risk[i] = float(forecast.interruption_probability_next_hour)
             self.made[i] = float(getattr(forecast, "made_t", math.nan))
 
@@ -257,6 +269,8 @@ class ForecastEvaluation:
         ds = np.array(self.ds, dtype=np.int64)
         first = np.array(self.g_first)[g]
         snap = _Snap(price=price, pred={h: price * np.array(self.ratio[h]) for h in self.horizons},
+                     lo={h: price * np.array(self.lo_ratio[h]) for h in self.horizons},
+                     hi={h: price * np.array(self.hi_ratio[h]) for h in self.horizons},
                      risk=np.array(self.risk), base=np.zeros(len(g)), bad=np.array(self.bad, dtype=np.int64),
                      avail=np.array(self.avail, dtype=bool), live=self.ds_end[ds],
                      trace=np.array(self.traced, dtype=bool), group=g, ds=ds,
@@ -269,6 +283,7 @@ class ForecastEvaluation:
         D, B = len(self.datasets) + 1, len(BINS) - 1
         shapes = {**{f"{p}{m}_{h}": (G,) for h in self.horizons for m in ("n", "mae_m", "mae_n")
                      for p in ("", "fresh_")},
+                  **{f"q_{m}_{h}": (G,) for h in self.horizons for m in ("n", "below", "above")},
                   **{f"ds_{m}_{h}": (D,) for h in self.horizons for m in ("n", "mae_m", "mae_n")},
                   **{k: (G,) for k in ("base_n", "base_pos", "r_n", "r_pos", "ll_m", "ll_n", "br_m", "br_n")},
                   **{f"rel_{w}_{m}": (G, B) for w in ("n", "p", "y") for m in ("m", "n")}}
@@ -300,6 +315,12 @@ class ForecastEvaluation:
                 acc[key.format("n")] += np.bincount(ix, minlength=size)[:size]
                 acc[key.format("mae_m")] += np.bincount(ix, weights=wm, minlength=size)[:size]
                 acc[key.format("mae_n")] += np.bincount(ix, weights=wn, minlength=size)[:size]
+            q = np.isfinite(s.lo[h][m]) & np.isfinite(s.hi[h][m])
+            if q.any():
+                size, a, gq = acc[f"q_n_{h}"].shape[0], actual[m][q], g[q]
+                acc[f"q_n_{h}"] += np.bincount(gq, minlength=size)[:size]
+                acc[f"q_below_{h}"] += np.bincount(gq, weights=a < s.lo[h][m][q], minlength=size)[:size]
+                acc[f"q_above_{h}"] += np.bincount(gq, weights=a > s.hi[h][m][q], minlength=size)[:size]
         s = self.snaps.get(T - RISK_H)
         if s is None:
             return
@@ -349,6 +370,10 @@ class ForecastEvaluation:
                                    "ratio": _r(mm / mn) if mn > 0 else (1.0 if mm == 0 else None)}
             if not prefix:
                 out["fresh"] = price_cell("fresh_", i, h)
+                nq = float(acc[f"q_n_{h}"][i].sum())
+                if nq:   # shares of outcomes outside the published p10 / p90 (calibrated: at most ~0.1 each)
+                    out["below_p10"] = _r(float(acc[f"q_below_{h}"][i].sum()) / nq)
+                    out["above_p90"] = _r(float(acc[f"q_above_{h}"][i].sum()) / nq)
             return out
 
         def risk_cell(i: int | slice) -> dict[str, Any]:
@@ -446,7 +471,8 @@ def headline_line(fe: Mapping[str, Any]) -> str:
             parts.append(f"{h} MAE model/naive {c['ratio'] if c['ratio'] is not None else '-'} "
                          f"(n={c['n']}, worse in {len(worse.get(h, []))}/"
                          f"{sum(1 for g in fe['groups'].values() if g['price'][h].get('n'))} groups; fresh "
-                         f"{fr.get('ratio', '-')}, n={fr['n']})")
+                         f"{fr.get('ratio', '-')}, n={fr['n']}; below p10 {c.get('below_p10', '-')}, above p90 "
+                         f"{c.get('above_p90', '-')})")
     r = fe["overall"]["risk_1h"]
     if r.get("n"):
         parts.append(f"risk log-loss {r['logloss_model']:.4f} vs base rate {r['logloss_base_rate']:.4f} "
@@ -461,15 +487,16 @@ def html_section(fe: Mapping[str, Any], sources: Mapping[str, Any]) -> str:
         return ""
     hs = list(fe["overall"]["price"])
     head = "".join(f"<th>{html.escape(h)} n</th><th>MAE model</th><th>MAE naive</th><th>ratio</th><th>fresh</th>"
-                   for h in hs)
+                   "<th>&lt; p10 / &gt; p90</th>" for h in hs)
     rows = []
     for g, d in fe["groups"].items():
         cells = ""
         for h in hs:
             c = d["price"][h]
-            cells += ("<td>0</td><td></td><td></td><td></td><td></td>" if not c.get("n") else
+            cells += ("<td>0</td><td></td><td></td><td></td><td></td><td></td>" if not c.get("n") else
                       f"<td>{c['n']}</td><td>{c['mae_model']:.5g}</td><td>{c['mae_naive']:.5g}</td>"
-                      f"<td>{'-' if c['ratio'] is None else c['ratio']}</td><td>{c['fresh'].get('ratio', '-')}</td>")
+                      f"<td>{'-' if c['ratio'] is None else c['ratio']}</td><td>{c['fresh'].get('ratio', '-')}</td>"
+                      f"<td>{c.get('below_p10', '-')} / {c.get('above_p90', '-')}</td>")
         r = d["risk_1h"]
         cells += ("<td>0</td><td></td><td></td>" if not r.get("n") else
                   f"<td>{r['n']}</td><td>{r['logloss_model']:.4f} / {r['logloss_base_rate']:.4f}</td>"

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from backtest import BacktestConfig, build_report, headline
-from backtest.evaluation import ForecastEvaluation, html_section
+from backtest.evaluation import ForecastEvaluation, headline_line, html_section
 from backtest.sim import MarketEvent, Simulation
 from schemas.events import PriceObserved, deterministic_id
 from schemas.market import AllocationEngine, OfferQuote
@@ -25,9 +25,12 @@ SB = offer("spot-b")
 OD = offer("od", "on_demand")
 
 
-def fc(ratio: float, p0: float, risk: float, made_h: float | None = None) -> Any:
+def fc(ratio: float, p0: float, risk: float, made_h: float | None = None,
+       band: tuple[float, float] | None = None) -> Any:
+    """A published forecast: `ratio` x p0 in an hour, and p10 / p90 at `band` x p0 when given."""
+    q = {} if band is None else {"p10_usd_per_hour": {3600: band[0] * p0}, "p90_usd_per_hour": {3600: band[1] * p0}}
     return SimpleNamespace(usd_per_hour={3600: ratio * p0}, p0_usd_per_hour=p0, interruption_probability_next_hour=risk,
-                           made_t=math.nan if made_h is None else T0.timestamp() + made_h * H)
+                           made_t=math.nan if made_h is None else T0.timestamp() + made_h * H, **q)
 
 
 def feed(ev: ForecastEvaluation, states: dict[str, dict[str, Any]], e: MarketEvent, f: Any) -> None:
@@ -79,6 +82,22 @@ def test_price_and_risk_scores_by_hand() -> None:
     rel = {b["bin"]: b for b in g["reliability_model"]}
     assert rel["[0.2, 0.5)"]["n"] == 3 and rel["[0.2, 0.5)"]["observed"] == pytest.approx(1 / 3, rel=1e-5)
     assert g["champion"] == {"price_3600s": "naive", "risk_1h": "base-rate"}
+
+
+def test_quantile_coverage_by_hand() -> None:
+    """The published p10 / p90 are applied to the price in force as the median is, and the outcomes outside
+    them counted: prices 1.0 then 1.2 from 1.5 h, a band of x0.95 .. x1.15 always."""
+    t0 = T0.timestamp()
+    ev = ForecastEvaluation((3600,), H, t0, 0.0, {"test": (t0, t0 + 10 * H)})
+    st: dict[str, dict[str, Any]] = {}
+    feed(ev, st, price(SA, 1.0, 0), fc(1.0, 1.0, 0.2, made_h=0, band=(0.95, 1.15)))
+    feed(ev, st, price(SA, 1.2, 1.5), fc(1.0, 1.2, 0.2, made_h=1.5, band=(0.95, 1.15)))
+    ev.advance(t0 + 4 * H + 1)
+    p = ev.report()["groups"]["gcp|L4|spot"]["price"]["3600s"]
+    # ticks 0..3 h: bands [0.95, 1.15], [0.95, 1.15], [1.14, 1.38], [1.14, 1.38] vs outcomes 1.0, 1.2, 1.2, 1.2
+    assert p["n"] == 4 and p["below_p10"] == 0.0 and p["above_p90"] == 0.25
+    assert "below p10 0.0, above p90 0.25" in headline_line(ev.report())
+    assert "below_p10" not in hand_market()["groups"]["gcp|L4|spot"]["price"]["3600s"]   # none published
 
 
 def test_warmup_and_dataset_end_limit_what_is_scored() -> None:
