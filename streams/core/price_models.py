@@ -290,31 +290,39 @@ class PriceScores:
         np.add.at(self.pub[j], g, w * np.abs(actual - p0 * np.exp(published)))
 
     def _cluster(self, j: int, g: Any, b: Any, wd: Any, w: Any) -> None:
-        """Add the samples' leads to their clusters: a group's samples of its open bucket join it, a later
-        bucket closes it and opens, an earlier one (or an infinite one: a sample alone) is closed at once."""
+        """Add the samples' leads to their clusters: a group's samples of its open bucket join it; its latest
+        later bucket closes it and opens; any other bucket (earlier, or later but not the latest; and an
+        infinite one: a sample alone) is closed at once."""
+        alone = np.isinf(b)
+        if alone.any():
+            self._close(j, g[alone], wd[alone], w[alone])
+            g, b, wd, w = g[~alone], b[~alone], wd[~alone], w[~alone]
+            if not len(g):
+                return
         order = np.lexsort((b, g))
         g, b, wd, w = g[order], b[order], wd[order], w[order]
         starts = np.flatnonzero(np.r_[True, (g[1:] != g[:-1]) | (b[1:] != b[:-1])])
-        s_all, w_all = np.add.reduceat(wd, starts, axis=0), np.add.reduceat(w, starts)
-        for gg, bb, s, wc in zip(g[starts].tolist(), b[starts].tolist(), s_all, w_all.tolist(), strict=True):
-            if math.isinf(bb):
-                for i in np.flatnonzero((g == gg) & np.isinf(b)).tolist():
-                    self._close(j, gg, wd[i], float(w[i]))
-            elif bb == self.o_b[j, gg]:
-                self.o_s[j, gg] += s
-                self.o_w[j, gg] += wc
-            elif bb > self.o_b[j, gg]:
-                if self.o_w[j, gg] > 0:
-                    self._close(j, gg, self.o_s[j, gg], float(self.o_w[j, gg]))
-                self.o_s[j, gg], self.o_w[j, gg], self.o_b[j, gg] = s, wc, bb
-            else:
-                self._close(j, gg, s, wc)
+        cg, cb = g[starts], b[starts]
+        cs, cw = np.add.reduceat(wd, starts, axis=0), np.add.reduceat(w, starts)
+        ob = self.o_b[j, cg]
+        last = np.r_[cg[1:] != cg[:-1], True]   # (sorted: a group's last cluster is its latest bucket)
+        same, opens = cb == ob, last & (cb > ob)
+        self.o_s[j, cg[same]] += cs[same]   # (one cluster per group and bucket: no repeated index)
+        self.o_w[j, cg[same]] += cw[same]
+        og = cg[opens]
+        full = self.o_w[j, og] > 0
+        self._close(j, og[full], self.o_s[j, og[full]], self.o_w[j, og[full]])
+        closed = ~same & ~opens
+        self._close(j, cg[closed], cs[closed], cw[closed])
+        self.o_s[j, og], self.o_w[j, og], self.o_b[j, og] = cs[opens], cw[opens], cb[opens]
 
-    def _close(self, j: int, gg: int, s: Any, wc: float) -> None:
-        self.c_ss[j, gg] += s * s
-        self.c_sw[j, gg] += s * wc
-        self.c_ww[j, gg] += wc * wc
-        self.c_n[j, gg] += 1.0
+    def _close(self, j: int, g: Any, s: Any, wc: Any) -> None:
+        """Close clusters of groups `g` (repeats allowed) with lead sums `s` (n x K) and weights `wc`."""
+        if len(g):
+            np.add.at(self.c_ss[j], g, s * s)
+            np.add.at(self.c_sw[j], g, s * wc[:, None])
+            np.add.at(self.c_ww[j], g, wc * wc)
+            np.add.at(self.c_n[j], g, 1.0)
 
     def add_residuals(self, j: int, g: Any, resid: Any) -> None:
         """Log-residuals of published forecasts (each group's, in order, into its ring)."""

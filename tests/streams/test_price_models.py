@@ -9,6 +9,8 @@ import random
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from prometheus_client import REGISTRY
 
 from schemas import Market
@@ -207,6 +209,60 @@ def test_a_lead_banked_months_ago_does_not_keep_a_candidate_published() -> None:
     whole = ps.mae[0, 0] / ps.n[0, 0]
     assert whole[1] < whole[0]   # over the whole span it still leads
     assert ps.champions(0, np.array([0]), 30).tolist() == [0]
+
+
+class _LoopClusters:
+    """The clusters kept one sample group at a time (the rule of PriceScores._cluster, written plainly)."""
+
+    def __init__(self, k: int) -> None:
+        self.closed: dict[int, list[tuple[np.ndarray, float]]] = {}
+        self.open: dict[int, tuple[float, np.ndarray, float]] = {}
+        self.k = k
+
+    def add(self, g: np.ndarray, b: np.ndarray, wd: np.ndarray, w: np.ndarray) -> None:
+        for gg in sorted(set(g.tolist())):
+            for bb in sorted(set(b[g == gg].tolist())):
+                sel = (g == gg) & (b == bb)
+                if math.isinf(bb):
+                    self.closed.setdefault(gg, []).extend((wd[i], float(w[i])) for i in np.flatnonzero(sel))
+                    continue
+                s, wc = wd[sel].sum(axis=0), float(w[sel].sum())
+                ob, os_, ow = self.open.get(gg, (-math.inf, np.zeros(self.k), 0.0))
+                if bb == ob:
+                    self.open[gg] = (ob, os_ + s, ow + wc)
+                elif bb > ob:
+                    if ow > 0:
+                        self.closed.setdefault(gg, []).append((os_, ow))
+                    self.open[gg] = (bb, s, wc)
+                else:
+                    self.closed.setdefault(gg, []).append((s, wc))
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.lists(st.tuples(st.integers(0, 2), st.sampled_from([0.0, 1.0, 2.0, 3.0, math.inf]),
+                                   st.floats(-1, 1), st.floats(0.1, 2)), min_size=1, max_size=12),
+                min_size=1, max_size=6))
+def test_the_clusters_match_the_plain_rule(calls: list[list[tuple[int, float, float, float]]]) -> None:
+    """Whatever the order of buckets over calls (late samples, several buckets in one call, samples alone),
+    the cluster sums are those of the plain one-sample-group-at-a-time rule."""
+    k = len(CANDIDATES)
+    ps, ref = PriceScores(1), _LoopClusters(k)
+    ps.grow(3)
+    for call in calls:
+        g = np.array([c[0] for c in call], dtype=np.int64)
+        b = np.array([c[1] for c in call])
+        wd = np.outer([c[2] for c in call], np.arange(k, dtype=float))
+        w = np.array([c[3] for c in call])
+        ps._cluster(0, g, b, wd, w)
+        ref.add(g, b, wd, w)
+    for gg in range(3):
+        closed = ref.closed.get(gg, [])
+        assert ps.c_n[0, gg] == len(closed)
+        assert np.allclose(ps.c_ss[0, gg], sum((s * s for s, _ in closed), np.zeros(k)))
+        assert np.allclose(ps.c_sw[0, gg], sum((s * wc for s, wc in closed), np.zeros(k)))
+        assert np.isclose(ps.c_ww[0, gg], sum(wc * wc for _, wc in closed))
+        ob, os_, ow = ref.open.get(gg, (-math.inf, np.zeros(k), 0.0))
+        assert ps.o_b[0, gg] == ob and np.isclose(ps.o_w[0, gg], ow) and np.allclose(ps.o_s[0, gg], os_)
 
 
 def test_bad_input_is_counted_in_prometheus_and_falls_back_to_naive() -> None:
