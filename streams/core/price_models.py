@@ -297,8 +297,8 @@ class PriceScores:
         if alone.any():
             self._close(j, g[alone], wd[alone], w[alone])
             g, b, wd, w = g[~alone], b[~alone], wd[~alone], w[~alone]
-            if not len(g):
-                return
+        if not len(g):
+            return
         order = np.lexsort((b, g))
         g, b, wd, w = g[order], b[order], wd[order], w[order]
         starts = np.flatnonzero(np.r_[True, (g[1:] != g[:-1]) | (b[1:] != b[:-1])])
