@@ -12,10 +12,9 @@ candidate is scored on the same stream as its forecast is used (progressive vali
 horizon passes, and again while the forecast stays in force (the engine applies its move to the price of
 the moment until the offer's next forecast), and the one with the lowest weighted MAE is published
 (naive is a candidate, so a model is published only while it beats naive as used, clearly, on recent
-scores). p10 and p90 add the
-group's recent quantiles of the published forecast's log-residuals. An offer whose price has never moved
-forecasts itself exactly (median and quantiles); a quiet one, more likely than not to keep its price over
-the horizon, forecasts no change (its median; streams.core.price_models says why).
+scores). p10 and p90 add the group's recent quantiles of the published forecast's log-residuals. An offer
+whose price has never moved forecasts itself exactly (median and quantiles); a quiet one, more likely than
+not to keep its price over the horizon, forecasts no change (its median; streams.core.price_models says why).
 
 Risk: candidates for P(capacity lost or interruption within the next hour) are the group's recent base rate
 (naive: its losses per hour with capacity, decayed as streams.core.hazard's counts are), an empirical-Bayes

@@ -268,21 +268,17 @@ class PriceScores:
         we = w[:, None] * err
         np.add.at(self.mae[j], g, we)
         gs = np.unique(g)
-        keep = np.exp2(-np.maximum(now_t - self.r_t[j, gs], 0.0) / SCORE_HALF_LIFE_S)
-        self.rmae[j, gs] *= keep[:, None]
-        self.rd2[j, gs] *= keep[:, None]
-        self.rn[j, gs] *= keep
-        self.o_s[j, gs] *= keep[:, None]
-        self.o_w[j, gs] *= keep
-        k2 = keep * keep
-        self.c_ss[j, gs] *= k2[:, None]
-        self.c_sw[j, gs] *= k2[:, None]
-        self.c_ww[j, gs] *= k2
-        self.c_n[j, gs] *= keep
+        keep = np.exp2(-np.maximum(now_t - self.r_t[j, gs], 0.0) / SCORE_HALF_LIFE_S)[:, None]
+        for a, f in ((self.rmae, keep), (self.rd2, keep), (self.o_s, keep), (self.c_ss, keep * keep),
+                     (self.c_sw, keep * keep)):   # (sums of squared weights decay as the square)
+            a[j, gs] *= f
+        for v, f in ((self.rn, keep), (self.o_w, keep), (self.c_n, keep), (self.c_ww, keep * keep)):
+            v[j, gs] *= f[:, 0]
         self.r_t[j, gs] = np.maximum(self.r_t[j, gs], now_t)
-        wd = we - we[:, :1]
+        d = err - err[:, :1]   # each candidate's error over naive's
+        wd = w[:, None] * d
         np.add.at(self.rmae[j], g, we)
-        np.add.at(self.rd2[j], g, wd * (err - err[:, :1]))
+        np.add.at(self.rd2[j], g, wd * d)
         np.add.at(self.rn[j], g, w)
         self._cluster(j, g, np.full(len(g), np.inf) if bucket is None else bucket, wd, w)
         np.add.at(self.n[j], g, w)
