@@ -18,13 +18,12 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import math
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
-    AfterValidator,
+    AllowInfNan,
     AwareDatetime,
     BaseModel,
     ConfigDict,
@@ -54,22 +53,18 @@ MAX_EVENT_BYTES = 64 * 1024
 DLQ_ORIGINAL_MAX_BYTES = 8 * 1024
 
 
-def _to_utc(v: datetime) -> datetime:
-    if not MIN_TIME <= v < MAX_TIME:
-        raise ValueError(f"must be between {MIN_TIME.date()} and {MAX_TIME.date()}")
-    return v.astimezone(UTC)
+# A UTC-aware time within [MIN_TIME, MAX_TIME). The range is checked by pydantic-core and an offset other than
+# UTC's is converted by `Event`'s one after-validator: two Python validators per event cost a third of the
+# market stage's validation.
+class _InUtc:
+    """Marks a `UtcDatetime` field (pydantic ignores the marker; `Event` finds its fields by it)."""
 
 
-UtcDatetime = Annotated[AwareDatetime, AfterValidator(_to_utc)]
+_IN_UTC = _InUtc()
+UtcDatetime = Annotated[AwareDatetime, Field(ge=MIN_TIME, lt=MAX_TIME), _IN_UTC]
 
-
-def _finite(v: float) -> float:
-    if not math.isfinite(v):
-        raise ValueError("must be a finite number")
-    return v
-
-
-FiniteFloat = Annotated[float, AfterValidator(_finite)]
+# A float that is not NaN or infinite (checked by pydantic-core).
+FiniteFloat = Annotated[float, AllowInfNan(False)]
 
 
 def deterministic_id(*parts: object) -> str:
@@ -92,6 +87,22 @@ class Event(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore")
 
     event_id: str = Field(min_length=1, max_length=128)
+
+    _utc_fields: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        cls._utc_fields = tuple(name for name, f in cls.model_fields.items() if _IN_UTC in f.metadata)
+
+    @model_validator(mode="after")
+    def _in_utc(self) -> Event:
+        """Every `UtcDatetime` field in UTC itself (`tzinfo is UTC`), whatever offset it was written with."""
+        for name in self._utc_fields:
+            v = self.__dict__[name]
+            if v is not None and v.tzinfo is not UTC:
+                object.__setattr__(self, name, v.astimezone(UTC))
+        return self
 
 
 # --- market -------------------------------------------------------------------------------------

@@ -12,14 +12,11 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
-from pydantic import TypeAdapter, ValidationError
-from pydantic_core import from_json
+from pydantic import ValidationError
 
 from schemas.events import (
     MAX_EVENT_BYTES,
-    AnyEvent,
     CapacityObserved,
     DeadLettered,
     Event,
@@ -61,27 +58,16 @@ def validate(raw: bytes | None, allowed: tuple[str, ...], now: datetime | None =
     return check(event, allowed, now or datetime.now(UTC))
 
 
-_MANY: TypeAdapter[list[Any]] = TypeAdapter(list[AnyEvent])
-
-
 def validate_many(raws: Sequence[bytes | None], allowed: tuple[str, ...],
                   now: datetime | None = None) -> list[Event | Rejected]:
-    """`[validate(r, allowed, now) for r in raws]`, several times faster for a batch of valid events:
-    one pydantic call over the batch, each message first checked to be exactly one JSON object (so the
-    joined array lines up with the messages). Any failure falls back to one call per message.
+    """`[validate(r, allowed, now) for r in raws]`, with one `now` for the batch. (One pydantic call over
+    the batch joined as a JSON array, each message first parsed to check it is one object, measured 30 %
+    slower than a call per message with pydantic 2.14.)
 
     >>> [type(x).__name__ for x in validate_many([b"{", None], ("PriceObserved",))]
     ['Rejected', 'Rejected']
     """
     now = now or datetime.now(UTC)
-    if len(raws) > 1 and all(r is not None and len(r) <= MAX_BYTES for r in raws):
-        try:
-            if all(isinstance(from_json(r), dict) for r in raws):  # type: ignore[arg-type]
-                events = _MANY.validate_json(b"[" + b",".join(raws) + b"]", strict=True)  # type: ignore[arg-type]
-                if len(events) == len(raws):
-                    return [check(e, allowed, now) for e in events]
-        except ValueError:  # ValidationError is a ValueError; so is a JSON syntax error
-            pass
     return [validate(r, allowed, now) for r in raws]
 
 
