@@ -21,7 +21,11 @@ At T + h the record is scored against the price in force at T + h (absolute erro
 and the risk label (log-loss with p clipped to [1e-6, 1 - 1e-6], Brier), then forgotten. The published
 p10 and p90 are applied the same way, and the shares of outcomes strictly below p10 and above p90 are
 reported (`below_p10`, `above_p90`: at most about 0.1 each for calibrated quantiles; less where the price
-often stays put, as the outcome is then the price itself).
+often stays put, as the outcome is then the price itself). Coverage alone rewards a wide band, so the band
+is also scored by the quantile (pinball) loss of its two ends, rho_0.1(actual - p10) + rho_0.9(actual - p90)
+with rho_tau(u) = u * (tau - [u < 0]) (`quantile_loss_model`), against the band of no change
+(p10 = p90 = the price in force), whose loss is the naive absolute error (`quantile_loss_naive`); their
+`quantile_loss_ratio` < 1 where the band says more than "no change".
 The forecast in force is judged at every tick until the offer's next one: a forecast made at t0 for t0 + h
 keeps steering the engine (its predicted move applied to the current price) until it is replaced. The
 `fresh` cells score only the forecasts made within the tick before T (T - made_t < tick_s), which is
@@ -283,7 +287,7 @@ class ForecastEvaluation:
         D, B = len(self.datasets) + 1, len(BINS) - 1
         shapes = {**{f"{p}{m}_{h}": (G,) for h in self.horizons for m in ("n", "mae_m", "mae_n")
                      for p in ("", "fresh_")},
-                  **{f"q_{m}_{h}": (G,) for h in self.horizons for m in ("n", "below", "above")},
+                  **{f"q_{m}_{h}": (G,) for h in self.horizons for m in ("n", "below", "above", "loss", "naive")},
                   **{f"ds_{m}_{h}": (D,) for h in self.horizons for m in ("n", "mae_m", "mae_n")},
                   **{k: (G,) for k in ("base_n", "base_pos", "r_n", "r_pos", "ll_m", "ll_n", "br_m", "br_n")},
                   **{f"rel_{w}_{m}": (G, B) for w in ("n", "p", "y") for m in ("m", "n")}}
@@ -321,6 +325,9 @@ class ForecastEvaluation:
                 acc[f"q_n_{h}"] += np.bincount(gq, minlength=size)[:size]
                 acc[f"q_below_{h}"] += np.bincount(gq, weights=a < s.lo[h][m][q], minlength=size)[:size]
                 acc[f"q_above_{h}"] += np.bincount(gq, weights=a > s.hi[h][m][q], minlength=size)[:size]
+                loss = _pinball(a - s.lo[h][m][q], 0.1) + _pinball(a - s.hi[h][m][q], 0.9)
+                acc[f"q_loss_{h}"] += np.bincount(gq, weights=loss, minlength=size)[:size]
+                acc[f"q_naive_{h}"] += np.bincount(gq, weights=np.abs(a - s.price[m][q]), minlength=size)[:size]
         s = self.snaps.get(T - RISK_H)
         if s is None:
             return
@@ -374,6 +381,9 @@ class ForecastEvaluation:
                 if nq:   # shares of outcomes outside the published p10 / p90 (calibrated: at most ~0.1 each)
                     out["below_p10"] = _r(float(acc[f"q_below_{h}"][i].sum()) / nq)
                     out["above_p90"] = _r(float(acc[f"q_above_{h}"][i].sum()) / nq)
+                    ql, qn = float(acc[f"q_loss_{h}"][i].sum()) / nq, float(acc[f"q_naive_{h}"][i].sum()) / nq
+                    out["quantile_loss_model"], out["quantile_loss_naive"] = _r(ql), _r(qn)
+                    out["quantile_loss_ratio"] = _r(ql / qn) if qn > 0 else (1.0 if ql == 0 else None)
             return out
 
         def risk_cell(i: int | slice) -> dict[str, Any]:
@@ -451,6 +461,16 @@ def _r(x: float) -> float:
     return float(f"{x:.6g}")
 
 
+def _pinball(u: Any, tau: float) -> Any:
+    """The quantile (pinball) loss of the tau-quantile for outcome - quantile `u`: tau * u above it,
+    (1 - tau) * -u below it.
+
+    >>> _pinball(np.array([2.0, -2.0]), 0.1).tolist()
+    [0.2, 1.8]
+    """
+    return u * (tau - (u < 0))
+
+
 def _iso(t: float) -> str:
     from datetime import UTC, datetime
 
@@ -472,7 +492,7 @@ def headline_line(fe: Mapping[str, Any]) -> str:
                          f"(n={c['n']}, worse in {len(worse.get(h, []))}/"
                          f"{sum(1 for g in fe['groups'].values() if g['price'][h].get('n'))} groups; fresh "
                          f"{fr.get('ratio', '-')}, n={fr['n']}; below p10 {c.get('below_p10', '-')}, above p90 "
-                         f"{c.get('above_p90', '-')})")
+                         f"{c.get('above_p90', '-')}, p10/p90 loss / naive {c.get('quantile_loss_ratio', '-')})")
     r = fe["overall"]["risk_1h"]
     if r.get("n"):
         parts.append(f"risk log-loss {r['logloss_model']:.4f} vs base rate {r['logloss_base_rate']:.4f} "
@@ -487,16 +507,17 @@ def html_section(fe: Mapping[str, Any], sources: Mapping[str, Any]) -> str:
         return ""
     hs = list(fe["overall"]["price"])
     head = "".join(f"<th>{html.escape(h)} n</th><th>MAE model</th><th>MAE naive</th><th>ratio</th><th>fresh</th>"
-                   "<th>&lt; p10 / &gt; p90</th>" for h in hs)
+                   "<th>&lt; p10 / &gt; p90</th><th>p10/p90 loss ratio</th>" for h in hs)
     rows = []
     for g, d in fe["groups"].items():
         cells = ""
         for h in hs:
             c = d["price"][h]
-            cells += ("<td>0</td><td></td><td></td><td></td><td></td><td></td>" if not c.get("n") else
+            cells += ("<td>0</td><td></td><td></td><td></td><td></td><td></td><td></td>" if not c.get("n") else
                       f"<td>{c['n']}</td><td>{c['mae_model']:.5g}</td><td>{c['mae_naive']:.5g}</td>"
                       f"<td>{'-' if c['ratio'] is None else c['ratio']}</td><td>{c['fresh'].get('ratio', '-')}</td>"
-                      f"<td>{c.get('below_p10', '-')} / {c.get('above_p90', '-')}</td>")
+                      f"<td>{c.get('below_p10', '-')} / {c.get('above_p90', '-')}</td>"
+                      f"<td>{c.get('quantile_loss_ratio', '-')}</td>")
         r = d["risk_1h"]
         cells += ("<td>0</td><td></td><td></td>" if not r.get("n") else
                   f"<td>{r['n']}</td><td>{r['logloss_model']:.4f} / {r['logloss_base_rate']:.4f}</td>"

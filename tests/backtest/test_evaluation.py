@@ -85,8 +85,9 @@ def test_price_and_risk_scores_by_hand() -> None:
 
 
 def test_quantile_coverage_by_hand() -> None:
-    """The published p10 / p90 are applied to the price in force as the median is, and the outcomes outside
-    them counted: prices 1.0 then 1.2 from 1.5 h, a band of x0.95 .. x1.15 always."""
+    """The published p10 / p90 are applied to the price in force as the median is, the outcomes outside
+    them counted and their pinball losses summed: prices 1.0 then 1.2 from 1.5 h, a band of x0.95 .. x1.15
+    always."""
     t0 = T0.timestamp()
     ev = ForecastEvaluation((3600,), H, t0, 0.0, {"test": (t0, t0 + 10 * H)})
     st: dict[str, dict[str, Any]] = {}
@@ -97,6 +98,11 @@ def test_quantile_coverage_by_hand() -> None:
     # ticks 0..3 h: bands [0.95, 1.15], [0.95, 1.15], [1.14, 1.38], [1.14, 1.38] vs outcomes 1.0, 1.2, 1.2, 1.2
     assert p["n"] == 4 and p["below_p10"] == 0.0 and p["above_p90"] == 0.25
     assert "below p10 0.0, above p90 0.25" in headline_line(ev.report())
+    # their pinball losses: 0.005 + 0.015, 0.025 + 0.045, then 0.006 + 0.018 twice; naive |outcome - price|:
+    # 0, 0.2, 0, 0
+    assert p["quantile_loss_model"] == pytest.approx((0.02 + 0.07 + 0.024 + 0.024) / 4, rel=1e-5)
+    assert p["quantile_loss_naive"] == pytest.approx(0.05, rel=1e-5)
+    assert p["quantile_loss_ratio"] == pytest.approx(0.0345 / 0.05, rel=1e-5)
     assert "below_p10" not in hand_market()["groups"]["gcp|L4|spot"]["price"]["3600s"]   # none published
 
 
