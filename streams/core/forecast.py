@@ -12,9 +12,11 @@ candidate is scored on the same stream as its forecast is used (progressive vali
 horizon passes, and again while the forecast stays in force (the engine applies its move to the price of
 the moment until the offer's next forecast), and the one with the lowest weighted MAE is published
 (naive is a candidate, so a model is published only while it beats naive as used, clearly, on recent
-scores). p10 and p90 add the group's recent quantiles of the published forecast's log-residuals. An offer
-whose price has never moved forecasts itself exactly (median and quantiles); a quiet one, more likely than
-not to keep its price over the horizon, forecasts no change (its median; streams.core.price_models says why).
+scores). p10 and p90 are those of a mixture: no change, or, with the chance of a change within the
+horizon at the offer's change rate, the median plus one of the group's recent residuals of forecasts whose
+price changed (streams.core.price_models). An offer whose price has never moved forecasts itself exactly
+(median and quantiles); a quiet one, more likely than not to keep its price over the horizon, forecasts no
+change (its median; streams.core.price_models says why).
 
 Risk: candidates for P(capacity lost or interruption within the next hour) are the group's recent base rate
 (naive: its losses per hour with capacity, decayed as streams.core.hazard's counts are), an empirical-Bayes
@@ -426,12 +428,11 @@ class Forecaster(ForecasterReports):
             move = np.where(naive, 0.0, np.where(due, moves[idx, cj], self._pub_move[oi, j]))
             self._pub_code[oi[due], j], self._pub_move[oi[due], j] = cj[due], move[due]
             price = np.where(move != 0, p0 * np.exp(move), p0)
-            q10, q90 = self._ps.quantiles(j, g, groups)
+            change = np.where(still, 0.0, np.minimum(1.0, h * terms[h]["rate"]))   # P(a change within h), at most
+            y10, y90 = self._ps.band(j, g, groups, move, change)
             with np.errstate(invalid="ignore"):
-                p10 = np.where(still | np.isnan(q10), price,
-                               p0 * np.exp(np.maximum(-MAX_LOG_MOVE, move + np.minimum(0.0, q10))))
-                p90 = np.where(still | np.isnan(q90), price,
-                               p0 * np.exp(np.minimum(MAX_LOG_MOVE, move + np.maximum(0.0, q90))))
+                p10 = np.where(np.isnan(y10), price, np.minimum(price, p0 * np.exp(np.maximum(-MAX_LOG_MOVE, y10))))
+                p90 = np.where(np.isnan(y90), price, np.maximum(price, p0 * np.exp(np.minimum(MAX_LOG_MOVE, y90))))
             prices.append(price.tolist())
             p10s.append(p10.tolist())
             p90s.append(p90.tolist())
@@ -552,7 +553,8 @@ class Forecaster(ForecasterReports):
         if fresh.any():
             f = np.flatnonzero(fresh)
             y = np.clip(np.log(actual[f] / p0[f]), -MAX_LOG_MOVE, MAX_LOG_MOVE)
-            self._ps.add_residuals(j, c.g[f], y - c.published[f])
+            moved = y != 0   # (the band's parts: streams.core.price_models)
+            self._ps.add_residuals(j, c.g[f][moved], (y - c.published[f])[moved])
             lv = c.valid[f]
             if lv.any():
                 sgd(self._price[j], c.g[f][lv], c.z[f][lv], y[lv], "price")

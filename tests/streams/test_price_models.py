@@ -319,3 +319,53 @@ def test_a_horizon_not_due_keeps_its_forecast_in_force() -> None:
     due_every = 86_400 / 12
     assert len(changes) <= (made[-1].made_t - made[0].made_t) / due_every + 2, len(changes)
     assert len({r for _, r, _ in ratio}) > 100          # (and it is re-predicted when due)
+
+
+@pytest.mark.parametrize("c", [0.05, 0.5, 0.8, 1.0])
+def test_the_band_covers_a_tenth_on_each_side_of_a_mixture(c: float) -> None:
+    """Outcomes drawn from the band's own model, no change with probability 1 - c and a Laplace move (skewed
+    up) otherwise: the published p10 / p90 leave about a tenth of them strictly outside on each side; where
+    a change to that side is rarer than a tenth, the band's end is the price itself (and the changes to
+    that side are outside it)."""
+    rng = np.random.default_rng(1)
+    n = 20_000
+    moves = rng.laplace(0.02, 0.05, n)
+    changed = rng.random(n) < c
+    y = np.where(changed, moves, 0.0)
+    ps = PriceScores(1)
+    ps.grow(1)
+    g = np.zeros(n, dtype=np.int64)
+    ps.add_residuals(0, g[changed], y[changed])
+    lo, hi = ps.band(0, g[:1], np.array([0]), np.zeros(1), np.full(1, c))
+    below, above = float((y < lo[0]).mean()), float((y > hi[0]).mean())
+    down, up = float((y < 0).mean()), float((y > 0).mean())
+    for outside, side, end in ((below, down, lo[0]), (above, up, hi[0])):
+        if side > 0.1:
+            assert outside == pytest.approx(0.1, abs=0.03) and end != 0.0   # (from the last 512 moves)
+        else:
+            assert end == 0.0 and outside == pytest.approx(side)
+
+
+def test_a_quiet_offers_band_is_its_price_where_a_busy_ones_is_wide() -> None:
+    """Two offers of one group: one moves ±2-6 % every 30 minutes, the other once a week. At 1 h the busy
+    one's p10 and p90 lie either side of its price; the quiet one's are its price: a change within the hour
+    is far rarer than a tenth."""
+    f = Forecaster(horizons_s=(3600,))
+    busy, quiet = offer(market=Market.SPOT, itype="busy"), offer(market=Market.SPOT, itype="quiet")
+    rng = random.Random(5)
+    sb: dict = {}
+    sq: dict = {}
+    p = 2.0
+    for i in range(6 * 24 * 14):   # two weeks of 10-minute steps
+        if i % 3 == 0:
+            p *= math.exp(rng.choice((-1, 1)) * rng.uniform(0.02, 0.06))
+            sb, _ = state.apply_event(sb, price(busy, round(p, 4), minutes=i * 10))
+            f.observe(busy.key, sb, state.event_t(price(busy, 1.0, minutes=i * 10)))
+        if i % (6 * 24 * 7) == 0 or i % 6 == 0:
+            q = 1.0 + 0.1 * (i // (6 * 24 * 7))
+            sq, _ = state.apply_event(sq, price(quiet, q, minutes=i * 10))
+            f.observe(quiet.key, sq, state.event_t(price(quiet, q, minutes=i * 10)))
+        f.flush()
+    fb, fq = f.latest[busy.key], f.latest[quiet.key]
+    assert fb.p10_usd_per_hour[3600] < fb.usd_per_hour[3600] < fb.p90_usd_per_hour[3600]
+    assert fq.p10_usd_per_hour[3600] == fq.usd_per_hour[3600] == fq.p90_usd_per_hour[3600] == sq["usd_per_hour"]
