@@ -14,9 +14,10 @@ the moment until the offer's next forecast), and the one with the lowest weighte
 (naive is a candidate, so a model is published only while it beats naive as used, clearly, on recent
 scores). p10 and p90 are those of a mixture: no change, or, with the chance of a change within the
 horizon at the offer's change rate, the median plus one of the group's recent residuals of forecasts whose
-price changed (streams.core.price_models). An offer whose price has never moved forecasts itself exactly
-(median and quantiles); a quiet one, more likely than not to keep its price over the horizon, forecasts no
-change (its median; streams.core.price_models says why).
+price changed, published while such bands beat "no change" by the pinball loss (streams.core.price_models;
+else both are the median). An offer whose price has never moved forecasts itself exactly (median and
+quantiles); a quiet one, more likely than not to keep its price over the horizon, forecasts no change (its
+median; streams.core.price_models says why).
 
 Risk: candidates for P(capacity lost or interruption within the next hour) are the group's recent base rate
 (naive: its losses per hour with capacity, decayed as streams.core.hazard's counts are), an empirical-Bayes
@@ -430,9 +431,11 @@ class Forecaster(ForecasterReports):
             price = np.where(move != 0, p0 * np.exp(move), p0)
             change = np.where(still, 0.0, np.minimum(1.0, h * terms[h]["rate"]))   # P(a change within h), at most
             y10, y90 = self._ps.band(j, g, groups, move, change)
-            with np.errstate(invalid="ignore"):
-                p10 = np.where(np.isnan(y10), price, np.minimum(price, p0 * np.exp(np.maximum(-MAX_LOG_MOVE, y10))))
-                p90 = np.where(np.isnan(y90), price, np.maximum(price, p0 * np.exp(np.minimum(MAX_LOG_MOVE, y90))))
+            band = np.c_[np.minimum(move, np.maximum(-MAX_LOG_MOVE, y10)),
+                         np.maximum(move, np.minimum(MAX_LOG_MOVE, y90))]   # (around the median; NaN: none)
+            on = self._ps.band_beats_none(j, g, MIN_SCORED) & np.isfinite(band).all(axis=1)   # (else: the median)
+            p10 = np.where(on, p0 * np.exp(np.where(on, band[:, 0], 0.0)), price)
+            p90 = np.where(on, p0 * np.exp(np.where(on, band[:, 1], 0.0)), price)
             prices.append(price.tolist())
             p10s.append(p10.tolist())
             p90s.append(p90.tolist())
@@ -441,7 +444,8 @@ class Forecaster(ForecasterReports):
             if sel.any():   # (every candidate of a still offer publishes p0, and is scored so)
                 m = int(sel.sum())
                 self._push(Pending(j, chosen(keys, sel), g[sel], ts[sel] + h, z[sel], valid[sel], p0[sel],
-                                   moves[sel], move[sel], None, oi[sel], ts[sel], ts[sel], np.ones(m), np.zeros(m)))
+                                   moves[sel], move[sel], None, oi[sel], ts[sel], ts[sel], np.ones(m), np.zeros(m),
+                                   band[sel]))
         cand = self._rs.candidates(self.hazard, self._risk, keys, [self._by_offer[k][0] for k in keys], states,
                                    g, z, valid, RISK_HORIZON_S / 3600)
         rchamp = self._rs.champions(groups, MIN_SCORED)
@@ -555,6 +559,8 @@ class Forecaster(ForecasterReports):
             y = np.clip(np.log(actual[f] / p0[f]), -MAX_LOG_MOVE, MAX_LOG_MOVE)
             moved = y != 0   # (the band's parts: streams.core.price_models)
             self._ps.add_residuals(j, c.g[f][moved], (y - c.published[f])[moved])
+            if c.band is not None:
+                self._ps.add_band(j, c.g[f], y, c.band[f], float(c.due.max()))
             lv = c.valid[f]
             if lv.any():
                 sgd(self._price[j], c.g[f][lv], c.z[f][lv], y[lv], "price")

@@ -237,9 +237,10 @@ class Pending:
     at: Any = None
     w: Any = None
     age: Any = None
+    band: Any = None   # price: the log-moves of the band's p10 and p90 (n x 2), published or not
 
 
-_ARRAYS = ("g", "due", "z", "valid", "p0", "moves", "published", "cand", "oi", "made", "at", "w", "age")
+_ARRAYS = ("g", "due", "z", "valid", "p0", "moves", "published", "cand", "oi", "made", "at", "w", "age", "band")
 
 
 def dicts(hs: tuple[int, ...], cols: list[list[float]]) -> list[dict[int, float]]:
@@ -259,8 +260,8 @@ def chosen(keys: list[Any], sel: Any) -> list[Any]:
 def concat(cs: list[Pending]) -> Pending:
     out = Pending(cs[0].target, [k for c in cs for k in c.keys], *([None] * 7))
     for f in _ARRAYS:
-        v = getattr(cs[0], f)
-        setattr(out, f, None if v is None else np.concatenate([getattr(c, f) for c in cs]))
+        vs = [getattr(c, f) for c in cs]
+        setattr(out, f, None if any(v is None for v in vs) else np.concatenate(vs))
     return out
 
 

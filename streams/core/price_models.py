@@ -42,7 +42,10 @@ chance of a change within h for a price changed on a schedule of period 1 / r, a
 timing (P(a change) <= the expected changes), so the band errs wide where it errs. (With the random timing's
 1 - e^{-h·r} instead, a price quoted daily had 16 % of its outcomes above p90 at 24 h. One band from all of
 a group's residuals was too wide for its quiet offers and too narrow for its busy ones: its pinball loss was
-above the no-change band's at 24 h in two datasets.)
+above the no-change band's at 24 h in two datasets.) As a median is published only while it beats no change,
+so is a band: each group's bands at age 0 are scored by the pinball loss, rho_0.1(y - lo) + rho_0.9(y - hi)
+with rho_tau(u) = u·(tau - [u < 0]), against the no-change band's (lo = hi = 0: |y|), both decayed as the
+scores are, and where the band's is not lower (or fewer than MIN_SCORED are scored) p10 = p90 = the median.
 
 Scores (`PriceScores`), per group and horizon: every candidate's summed absolute error in USD and the
 published forecast's, scored as the forecast is used: a forecast stays in force (the engine applies its
@@ -224,6 +227,8 @@ class PriceScores:
         self.cnt = np.zeros((nh, 0))
         self.resid, self.n_resid = np.zeros((nh, 0, RESID_KEEP)), np.zeros((nh, 0))
         self.srt, self.q_at = np.zeros((nh, 0, RESID_KEEP)), np.zeros((nh, 0))   # (sorted, as of n_resid)
+        # the band's pinball loss and the no-change band's (|y|), and the samples: decayed up to `b_t`
+        self.bl, self.b_t = np.zeros((nh, 0, 3)), np.zeros((nh, 0))
         self.rmae, self.rn, self.r_t = np.zeros((nh, 0, K)), np.zeros((nh, 0)), np.zeros((nh, 0))
         self.rd2 = np.zeros((nh, 0, K))   # Σ w·d², d a sample's lead over naive
         # the leads' clusters (samples whose outcomes fall in one horizon-long bucket of time): over the
@@ -237,6 +242,7 @@ class PriceScores:
         self.cnt = grow(self.cnt, cap, 1)
         self.resid, self.n_resid = grow(self.resid, cap, 1), grow(self.n_resid, cap, 1)
         self.srt, self.q_at = grow(self.srt, cap, 1), grow(self.q_at, cap, 1)
+        self.bl, self.b_t = grow(self.bl, cap, 1), grow(self.b_t, cap, 1)
         self.rmae, self.rn, self.r_t = grow(self.rmae, cap, 1), grow(self.rn, cap, 1), grow(self.r_t, cap, 1)
         self.rd2 = grow(self.rd2, cap, 1)
         self.c_ss, self.c_sw, self.c_ww = grow(self.c_ss, cap, 1), grow(self.c_sw, cap, 1), grow(self.c_ww, cap, 1)
@@ -343,6 +349,35 @@ class PriceScores:
         pos = ((self.n_resid[j, gs] + rank) % RESID_KEEP).astype(np.int64)
         self.resid[j, gs, pos] = resid[order]
         np.add.at(self.n_resid[j], gs, 1.0)
+
+    def add_band(self, j: int, g: Any, y: Any, band: Any, now_t: float) -> None:
+        """Score the bands of forecasts at age 0 (log-moves of p10 and p90, n x 2; NaN: none) against their
+        log-moves `y`, and the no-change band alike, by the pinball loss (sums decayed as the scores are)."""
+        ok = np.isfinite(band).all(axis=1) & np.isfinite(y)
+        if not ok.any():
+            return
+        g, y, band = g[ok], y[ok], band[ok]
+        gs = np.unique(g)
+        self.bl[j, gs] *= np.exp2(-np.maximum(now_t - self.b_t[j, gs], 0.0) / SCORE_HALF_LIFE_S)[:, None]
+        self.b_t[j, gs] = np.maximum(self.b_t[j, gs], now_t)
+        lo, hi = y - band[:, 0], y - band[:, 1]
+        loss = lo * (0.1 - (lo < 0)) + hi * (0.9 - (hi < 0))
+        np.add.at(self.bl[j], g, np.c_[loss, np.abs(y), np.ones(len(g))])
+
+    def band_beats_none(self, j: int, g: Any, min_scored: int) -> Any:
+        """Per row: its group's band has a lower recent pinball loss than the no-change band's, over at least
+        `min_scored` samples (else the band published is the median itself).
+
+        >>> ps = PriceScores(1); ps.grow(2)
+        >>> y = np.random.default_rng(0).normal(0.0, 0.1, 400)
+        >>> g = np.r_[np.zeros(200, dtype=np.int64), np.ones(200, dtype=np.int64)]
+        >>> band = np.tile([-0.13, 0.13], (400, 1))   # the right width for group 0's moves; group 1's: none
+        >>> ps.add_band(0, g, np.where(g == 0, y, 0.0), band, now_t=0.0)
+        >>> ps.band_beats_none(0, np.array([0, 1]), 30).tolist(), ps.band_beats_none(0, np.array([0]), 300).tolist()
+        ([True, False], [False])
+        """
+        bl = self.bl[j, g]
+        return (bl[:, 2] >= min_scored) & (bl[:, 0] < bl[:, 1])
 
     def band(self, j: int, g: Any, groups: Any, move: Any, change: Any) -> tuple[Any, Any]:
         """The log-moves of p10 and p90 per row: the quantiles of the mixture of "no change" (probability
