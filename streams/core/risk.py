@@ -38,7 +38,7 @@ __all__ = ["MAX_IN_FORCE_S", "RISK_CANDIDATES", "RiskScores"]
 RISK_CANDIDATES = ("base-rate", "eb-hazard", "logistic", "hazard-logit", "duration-hazard")
 MAX_IN_FORCE_S = 7 * 86_400.0   # a risk in force is scored over at most a week without news of its offer
 RISK_FEATURES = ("hazard_logit", "since_loss", "quiet_week", "losses_24h", "since_regained", "last_up_run",
-                 "last_down_run")
+                 "last_down_run", "down_24h")
 NF = len(RISK_FEATURES)
 LOGIT_LR = 0.15        # AdaGrad step of the hazard-logit model's weights shared by every group
 LOGIT_LR_GROUP = 0.02  # ... and of each group's own offsets to them
@@ -46,6 +46,7 @@ LOGIT_G0 = 1e4         # the shared sums of squared gradients start here: damped
 #                        cumulatively keeps the candidate that was not wild while it learnt)
 LOGIT_CLIP = 12.0   # log-odds are clipped to +-this (p in ~[6e-6, 1 - 6e-6])
 WEEK_H = 168.0
+DAY_S = 86_400.0
 
 
 def risk_features(states: Sequence[Mapping[str, Any]], eb: np.ndarray, now_t: float) -> np.ndarray:
@@ -60,6 +61,8 @@ def risk_features(states: Sequence[Mapping[str, Any]], eb: np.ndarray, now_t: fl
         last_up_run    = log(1 + min(hours it held capacity before its last loss, 168)) / log(169)   (1: none)
         last_down_run  = log(1 + min(hours it was without capacity before it came back, 168)) / log(169)
                          (0: never lost, or not back since its last loss)
+        down_24h       = the share of the last 24 h it was without capacity (from the state's last
+                         MAX_BAD_EVENTS availability flips; 0 without any)
 
     Non-finite inputs give the neutral value (no loss, never lost), so a row is always finite."""
     x = np.zeros((len(states), NF))
@@ -83,7 +86,34 @@ def risk_features(states: Sequence[Mapping[str, Any]], eb: np.ndarray, now_t: fl
         x[i, 5] = math.log1p(min(max(run, 0.0), WEEK_H) if math.isfinite(run) else WEEK_H) / scale
         if bad and math.isfinite(rg) and rg >= bad[-1]:
             x[i, 6] = math.log1p(min((rg - bad[-1]) / 3600, WEEK_H)) / scale
+        x[i, 7] = down_share(s.get("flips"), now_t, DAY_S)
     return x
+
+
+def down_share(flips: Any, now_t: float, window_s: float) -> float:
+    """The share of (now_t - window_s, now_t] without capacity, from availability flips [[t, available], ...]
+    (in time order; the state after the last holds until now). 0 without flips, or where they are not
+    numbers.
+
+    >>> down_share([[0.0, 0], [3600.0, 1], [80_000.0, 0]], 86_400.0, 86_400.0)   # 1 h, then the last 6400 s
+    0.115741
+    """
+    if not flips:
+        return 0.0
+    try:
+        down, end, start = 0.0, now_t, now_t - window_s
+        for t, available in reversed(flips):
+            t = float(t)
+            if t >= end:
+                continue
+            if not available:
+                down += end - max(t, start)
+            if t <= start:
+                break
+            end = t
+        return round(min(max(down / window_s, 0.0), 1.0), 6)
+    except (TypeError, ValueError):
+        return 0.0
 
 
 class RiskScores:

@@ -81,6 +81,8 @@ def apply_event(state: State, e: PriceObserved | CapacityObserved | Interruption
         s.update(available=e.available, capacity_instances=e.available_instances, capacity_t=t,
                  capacity_event_id=e.event_id)
         if before != e.available:
+            # (streams.core.risk: the share of the last day without capacity)
+            s["flips"] = [*s.get("flips", []), [t, int(e.available)]][-MAX_BAD_EVENTS:]
             if not e.available:
                 s["bad_t"] = [*s.get("bad_t", []), t][-MAX_BAD_EVENTS:]
                 if "regained_t" in s:

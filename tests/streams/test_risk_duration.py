@@ -140,3 +140,21 @@ def test_the_last_outage_length_is_a_feature_of_the_recalibration() -> None:
     j = RISK_FEATURES.index("last_down_run")
     assert x[0, j] == pytest.approx(math.log1p(3) / math.log1p(168))
     assert x[1, j] == 0.0 and x[2, j] == 0.0
+
+
+def test_the_share_of_the_last_day_without_capacity_is_a_feature_of_the_recalibration() -> None:
+    """The state keeps its offer's availability flips; hazard-logit's `down_24h` is the share of the last 24 h
+    without capacity: an outage of 6 h and the hour since capacity was lost again (7 / 24); the 2 h outage
+    two days earlier is outside it. A pool never lost: 0."""
+    from streams.core.risk import RISK_FEATURES, risk_features
+
+    o = offer(market=Market.SPOT)
+    s: dict = {}
+    reports = ((0, True), (60, False), (180, True), (48 * 60, False), (54 * 60, True), (60 * 60, False))
+    for minutes, available in reports:
+        s, _ = state.apply_event(s, capacity(o, available, minutes=minutes))
+    assert [a for _, a in s["flips"]] == [0, 1, 0, 1, 0]   # (the first report, available, is not a flip)
+    now = float(s["flips"][-1][0]) + 3600.0                # 61 h: the last day is 37 h .. 61 h
+    x = risk_features([s, {}], np.full(2, 0.1), now)
+    j = RISK_FEATURES.index("down_24h")
+    assert x[0, j] == pytest.approx(7 / 24, abs=1e-6) and x[1, j] == 0.0
