@@ -40,9 +40,19 @@ def test_roundtrip_and_frozen() -> None:
 def test_datetimes_become_utc_and_naive_is_rejected() -> None:
     cet = timezone(timedelta(hours=2))
     e = price(quoted_at=datetime(2025, 6, 1, 14, tzinfo=cet))
-    assert e.quoted_at == T and e.quoted_at.utcoffset() == timedelta(0)
+    assert e.quoted_at == T and e.quoted_at.tzinfo is UTC and e.observed_at.tzinfo is UTC
     with pytest.raises(ValidationError, match="timezone"):
         price(quoted_at=datetime(2025, 6, 1, 12))
+    # read from JSON alike ('Z' or an offset), in UTC itself; the range [1970, 2100) is of the instant
+    js = price().model_dump_json()
+    for written, instant in (("2025-06-01T14:00:00+02:00", T), ("2100-01-01T01:00:00+02:00",
+                                                                  datetime(2099, 12, 31, 23, tzinfo=UTC))):
+        e = decode_event(js.replace("2025-06-01T12:00:00Z", written, 1))
+        assert isinstance(e, PriceObserved) and e.quoted_at == instant and e.quoted_at.tzinfo is UTC
+        assert e.observed_at.tzinfo is UTC
+    for outside in ("2100-01-01T00:00:00Z", "1970-01-01T01:00:00+02:00"):
+        with pytest.raises(ValidationError, match="quoted_at"):
+            decode_event(js.replace("2025-06-01T12:00:00Z", outside, 1))
 
 
 @pytest.mark.parametrize("bad", [0.0, -1.0, float("nan"), float("inf"), 1e9])
