@@ -260,8 +260,8 @@ def chosen(keys: list[Any], sel: Any) -> list[Any]:
 def concat(cs: list[Pending]) -> Pending:
     out = Pending(cs[0].target, [k for c in cs for k in c.keys], *([None] * 7))
     for f in _ARRAYS:
-        vs = [getattr(c, f) for c in cs]
-        setattr(out, f, None if any(v is None for v in vs) else np.concatenate(vs))
+        v = getattr(cs[0], f)
+        setattr(out, f, None if v is None else np.concatenate([getattr(c, f) for c in cs]))
     return out
 
 

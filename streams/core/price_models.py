@@ -214,6 +214,11 @@ def t_critical(z: float, dof: Any) -> Any:
     return z + (z ** 3 + z) / (4 * nu) + (5 * z ** 5 + 16 * z ** 3 + 3 * z) / (96 * nu * nu)
 
 
+def _kept(age_s: Any) -> Any:
+    """The share of a sum kept after `age_s` of event time (SCORE_HALF_LIFE_S; none lost to a negative age)."""
+    return np.exp2(-np.maximum(age_s, 0.0) / SCORE_HALF_LIFE_S)
+
+
 class PriceScores:
     """Per horizon and group (rows grown with `grow`): each candidate's weighted sum of absolute errors
     (`mae`), the published forecast's (`pub`), the weight scored (`n`) and the samples (`cnt`); the
@@ -285,7 +290,7 @@ class PriceScores:
         we = w[:, None] * err
         np.add.at(self.mae[j], g, we)
         gs = np.unique(g)
-        keep = np.exp2(-np.maximum(now_t - self.r_t[j, gs], 0.0) / SCORE_HALF_LIFE_S)[:, None]
+        keep = _kept(now_t - self.r_t[j, gs])[:, None]
         for a, f in ((self.rmae, keep), (self.rd2, keep), (self.o_s, keep), (self.c_ss, keep * keep),
                      (self.c_sw, keep * keep)):   # (sums of squared weights decay as the square)
             a[j, gs] *= f
@@ -358,7 +363,7 @@ class PriceScores:
             return
         g, y, band = g[ok], y[ok], band[ok]
         gs = np.unique(g)
-        self.bl[j, gs] *= np.exp2(-np.maximum(now_t - self.b_t[j, gs], 0.0) / SCORE_HALF_LIFE_S)[:, None]
+        self.bl[j, gs] *= _kept(now_t - self.b_t[j, gs])[:, None]
         self.b_t[j, gs] = np.maximum(self.b_t[j, gs], now_t)
         lo, hi = y - band[:, 0], y - band[:, 1]
         loss = lo * (0.1 - (lo < 0)) + hi * (0.9 - (hi < 0))
