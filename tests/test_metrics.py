@@ -30,7 +30,7 @@ def value(collector: Any, name: str, **labels: str) -> float:
 
 def test_worker_collector_reads_the_counters_at_scrape_time() -> None:
     c = Counters(market_in=10, market_valid=8, dead_lettered=2, dlq_skipped=1, material=5, forecasts=7,
-                 decisions=3, solves=4, step_failures=1)
+                 decisions=3, solves=4, step_failures=1, fenced=2)
     c.solve_seconds.observe(0.02)
     c.solve_seconds.observe(3.0)
     stage = SimpleNamespace(batches=6, failures=1, cfg=SimpleNamespace(app_id="app"),
@@ -47,6 +47,7 @@ def test_worker_collector_reads_the_counters_at_scrape_time() -> None:
     assert value(col, "cloudarb_worker_decisions_total") == 3
     assert value(col, "cloudarb_worker_solves_total") == 4
     assert value(col, "cloudarb_worker_step_failures_total") == 1
+    assert value(col, "cloudarb_worker_steps_fenced_total") == 2
     assert value(col, "cloudarb_worker_market_batches_total") == 6
     assert value(col, "cloudarb_worker_solve_seconds_count") == 2
     assert value(col, "cloudarb_worker_solve_seconds_bucket", le="0.025") == 1

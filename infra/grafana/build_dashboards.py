@@ -151,7 +151,8 @@ PROM_PANELS: dict[str, tuple[str, str, list[tuple[str, str, list[tuple[str, str]
             (f"sum(rate(cloudarb_sink_dead_lettered_total{RATE}))", "dead-lettered (sink)")]),
         ("timeseries", "Decisions/s", [
             (f"sum(rate(cloudarb_worker_decisions_total{RATE}))", "decisions"),
-            (f"sum(rate(cloudarb_worker_step_failures_total{RATE}))", "failed steps")]),
+            (f"sum(rate(cloudarb_worker_step_failures_total{RATE}))", "failed steps"),
+            (f"sum(rate(cloudarb_worker_steps_fenced_total{RATE}))", "fenced steps (a zombie worker)")]),
         ("timeseries", "Solve time p99 (s)", [
             (f"histogram_quantile(0.99, sum by (le) (rate(cloudarb_worker_solve_seconds_bucket{RATE})))", "p99"),
             (f"histogram_quantile(0.5, sum by (le) (rate(cloudarb_worker_solve_seconds_bucket{RATE})))", "p50")]),

@@ -8,7 +8,7 @@ Topology (topics from schemas.topics; `<app_id>-...` topics are internal):
   interruptions.v1 ┘   │  invalid ─► dlq.v1; forecasts ─► forecasts.v1
                        └ material change ─► <app_id>-market-changes (1 partition)
                                                    │
-  workloads.v1, quotas.v1 (1 partition each) ─────┴─ decide_allocations ─► decisions.v1, then plans.v1
+  workloads.v1, quotas.v1 (1 partition each) ─────┴─ decide_allocations ─► decisions.v1 + plans.v1 (1 txn)
         (Faust agent, group <app_id>)   state: <app_id>-decision-{market,workloads,quotas}.v1
 
 Faust hosts one agent and no table: it gives the decision stage its consumer group (one worker holds the
@@ -19,9 +19,11 @@ of state is a streams.runtime.store.ChangelogStore on a compacted topic of ours,
 `decide_allocations` is the single writer of plans: it coalesces changes over `decide_debounce_s`, and a
 `streams.core.decider.Decider` re-solves only the affected workloads through the injected engine, in a child
 process (streams.runtime.remote) so the market stage keeps consuming during a solve; changes that arrive
-meanwhile are coalesced into the next step. The agent sends the decision and waits for the broker's ack
-before recording its state and publishing the plan (`PlanAdopted` on plans.v1), so a crash never loses a
-decision (a redelivered one has the same deterministic id and is dropped downstream).
+meanwhile are coalesced into the next step. A step's decisions, the state they stand for and its plans
+(`PlanAdopted` on plans.v1) are written in one Kafka transaction (streams.runtime.txout), so they land
+together or not at all: a crash never loses a decision (its input is redelivered, and a decision made again
+has the same deterministic id and is dropped downstream), and a worker that lost the stage without noticing
+(a zombie) is fenced: its writes are refused once the new owner has started.
 """
 
 from __future__ import annotations
@@ -61,6 +63,7 @@ from streams.runtime.rebalance import App as RebalanceSafeApp
 from streams.runtime.rebalance import FlowWatch
 from streams.runtime.remote import CHILD_GONE, DeciderHandle, RemoteDecider, RemoteError
 from streams.runtime.store import ChangelogStore, Produce, ensure_compacted, recover_all
+from streams.runtime.txout import Fenced, StepWriter
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +109,7 @@ class Counters:
     solves: int = 0
     dlq_skipped: int = 0     # dead letters the DLQ refused (logged with their source offsets)
     step_failures: int = 0   # decision steps that failed (retried, or isolated down to a poison record)
+    fenced: int = 0          # decision steps refused because another worker took the stage over (not written)
     # solve time of each decision step (served as cloudarb_worker_solve_seconds, see streams.runtime.metrics)
     solve_seconds: SolveTimes = field(default_factory=SolveTimes, repr=False)
 
@@ -152,8 +156,8 @@ class DecisionState:
             s.rollback()
 
     def record(self, res: DecideOutput, step_started_t: float, adopted_t: float, produce: Produce) -> int:
-        """Record a step whose decisions the broker has acknowledged: its state changes, then its plans as
-        PlanAdopted records (`produce` sends them; the caller waits for the acknowledgement). Returns the
+        """Record a step: its state changes, then its plans as PlanAdopted records (`produce` sends them in
+        the step's transaction, with its decisions; the caller commits it, or rolls back). Returns the
         records sent."""
         tables = {"market": self.market, "workloads": self.workloads, "quotas": self.quotas}
         for table, key, value in res.state_writes:
@@ -230,6 +234,9 @@ def create_app(cfg: StreamsConfig, engine_factory: Callable[[], AllocationEngine
     dstate = DecisionState.of(cfg.app_id)
 
     out_box: dict[str, FastOutput] = {}
+    # the decision stage's writes: one transaction per step, fenced when another worker takes the stage over
+    steps = StepWriter(bootstrap, f"{cfg.app_id}-decide")
+    rebalances = [0]   # assignments seen (a fenced worker waits for the next one)
 
     def out() -> FastOutput:
         if "o" not in out_box:
@@ -245,6 +252,8 @@ def create_app(cfg: StreamsConfig, engine_factory: Callable[[], AllocationEngine
         decides, after the inputs came back to it, and after a failed step)."""
         loop = asyncio.get_running_loop()
         t0 = time.monotonic()
+        # first fence the previous writer (its open step is aborted), then read back what it committed
+        await loop.run_in_executor(None, steps.open)
         n = await loop.run_in_executor(None, recover_decision_state)
         plans = dstate.own_plans()
         log.info("decision stage: %d state records read back in %.2f s (%d offers, %d workloads, %d plans)", n,
@@ -288,6 +297,7 @@ def create_app(cfg: StreamsConfig, engine_factory: Callable[[], AllocationEngine
     async def _release_decider_unless_deciding(sender: Any, assigned: Any = (), **kwargs: Any) -> None:
         """With several workers, the decision stage's one-partition inputs can move to another worker on a
         rebalance; the decider here (built from the state before) must not resume from a stale plan."""
+        rebalances[0] += 1
         if not any(tp.topic == changes.get_topic_name() for tp in assigned or ()):
             decider.release()
 
@@ -368,28 +378,47 @@ def create_app(cfg: StreamsConfig, engine_factory: Callable[[], AllocationEngine
                 return
             except POISON:
                 raise
+            except Fenced as exc:
+                counters.fenced += 1
+                log.error("decision stage fenced, its step not written: %s; waiting for the next rebalance", exc)
+                if not await _deciding_after_rebalance():
+                    log.warning("decision stage: another worker holds its inputs now; %d market changes and %d "
+                                "workload events left to it", len(market_changes), len(workload_events))
+                    return
             except Exception:
                 counters.step_failures += 1
                 pause = STEP_RETRY_PAUSE_S[min(attempt, len(STEP_RETRY_PAUSE_S) - 1)]
                 log.exception("decision step failed to deliver its outputs; retrying in %.1f s", pause)
                 await asyncio.sleep(pause)
 
+    async def _deciding_after_rebalance() -> bool:
+        """Wait for the consumer group's next assignment (a fenced worker was overtaken: it learns so at its
+        next heartbeat); True when it gives this worker the decision stage's inputs again."""
+        seen, t0 = rebalances[0], time.monotonic()
+        while rebalances[0] == seen:
+            await asyncio.sleep(0.2)
+            if time.monotonic() - t0 > 30:
+                t0 = time.monotonic()
+                log.warning("decision stage fenced: still waiting for a rebalance")
+        return any(tp.topic == changes.get_topic_name() for tp in app.consumer.assignment())
+
     async def _decide_batch(market_changes: list[dict[str, Any]],
                             workload_events: list[UserEvent]) -> None:
-        fast = out()
         step_t = time.time()
         res = await decider.step(market_changes, workload_events)
         stepped_t = time.time()
         try:
+            # one transaction: the decisions, the state they stand for and the plans (PlanAdopted, with when
+            # the step began: every worker's market stage follows the plans (streams.core.held) and forwards
+            # moves quoted since then on the offers the step newly holds (track.catch_up)) land together
+            steps.begin()
             for record in res.decision_records:
-                fast.produce(DECISIONS.name, *record)
-            await fast.flush()  # the broker has the decisions: record the state and publish the plans
-            # (with when the step began: every worker's market stage follows the plans (streams.core.held)
-            # and forwards moves quoted since then on the offers the step newly holds (track.catch_up))
-            dstate.record(res, step_t, time.time(), fast.produce)
-            await fast.flush()
+                steps.produce(DECISIONS.name, *record)
+            dstate.record(res, step_t, time.time(), steps.produce)
+            await asyncio.get_running_loop().run_in_executor(None, steps.commit)
         except BaseException:
             # the decider already adopted a plan that was not recorded: rebuild it from the topics next time
+            steps.abort()
             dstate.rollback()
             decider.reset()
             raise

@@ -4,7 +4,8 @@ on a prometheus object per event): `WorkerCollector(counters, stage, forecaster)
 Served by `cloudarb worker` when CLOUDARB_METRICS_PORT is set (cloudarb.metrics). Families:
 
 - cloudarb_worker_events_in_total, _events_valid_total, _dead_lettered_total, _dlq_skipped_total,
-  _material_changes_total, _forecasts_total, _decisions_total, _solves_total, _step_failures_total
+  _material_changes_total, _forecasts_total, _decisions_total, _solves_total, _step_failures_total,
+  _steps_fenced_total
   (streams.runtime.app.Counters), _market_batches_total, _market_batch_failures_total (the market stage);
 - cloudarb_worker_solve_seconds: histogram of the decision steps' solve time (`SolveTimes`);
 - cloudarb_consumer_lag{group,topic,partition}: messages behind the high watermark, per partition of the
@@ -38,6 +39,7 @@ COUNTER_FIELDS: dict[str, tuple[str, str]] = {   # Counters field -> (family nam
     "decisions": ("cloudarb_worker_decisions", "allocation decisions published"),
     "solves": ("cloudarb_worker_solves", "workloads solved by the decision stage"),
     "step_failures": ("cloudarb_worker_step_failures", "decision steps that failed (retried or isolated)"),
+    "fenced": ("cloudarb_worker_steps_fenced", "decision steps refused: another worker took the stage over"),
 }
 
 

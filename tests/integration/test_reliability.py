@@ -230,3 +230,49 @@ def test_a_second_worker_shares_the_market_work_and_takes_over_the_decision_stag
     finally:
         for w in workers:
             stop(w)
+
+
+def test_a_worker_overtaken_on_the_decision_stage_writes_no_more_decisions(kafka_bootstrap: str,
+                                                                            tmp_path: Path) -> None:
+    """A zombie: the worker deciding is overtaken on the decision stage (another producer registers the
+    stage's transactional id, as a new owner does when it starts its decider) before any rebalance reaches
+    it. Its next step is refused whole (no decision, no plan), counted, and it waits for a rebalance, after
+    which the stage's owner decides what was refused."""
+    from cloudarb.app import workload_events
+    from cloudarb.pipeline import publish_events
+    from schemas.topics import DECISIONS, PLANS
+    from streams.runtime.txout import StepWriter
+    from tests.streams.helpers import workload
+
+    app_id = unique("zombie")
+    tag = app_id.split("-")[-1]
+    log = tmp_path / "worker.log"
+    worker = start_worker(kafka_bootstrap, app_id, log)
+
+    def decided(wid: str) -> bool:
+        return any(wid in json.loads(m.value())["workload_ids"] for m in read_all(kafka_bootstrap, [DECISIONS.name]))
+
+    try:
+        publish_events(kafka_bootstrap, [price(offer(region=f"z-{tag}-{i}"), 1.0 + i / 100) for i in range(6)])
+        publish_events(kafka_bootstrap, workload_events([workload(f"a-{tag}")]))
+        wait_until(lambda: decided(f"a-{tag}"), 180, "the first workload's decision", poll_s=1.0, log=log)
+        new_owner = StepWriter(kafka_bootstrap, f"{app_id}-decide")
+        new_owner.open()
+        publish_events(kafka_bootstrap, workload_events([workload(f"b-{tag}")]))
+        wait_until(lambda: "decision stage fenced" in log.read_text() or decided(f"b-{tag}"), 120,
+                   "the worker's next step", log=log, worker=worker)
+        assert not decided(f"b-{tag}"), "a zombie's decision landed"
+        assert "decision stage fenced" in log.read_text()
+        plans = [m.key() for m in read_all(kafka_bootstrap, [PLANS.name]) if m.key()]
+        assert f"{app_id}/a-{tag}".encode() in plans and f"{app_id}/b-{tag}".encode() not in plans
+        assert worker.poll() is None
+        new_owner.close()
+        # a rebalance (a second worker joins): whichever worker then holds the stage decides what was refused
+        second = start_worker(kafka_bootstrap, app_id, tmp_path / "worker-2.log")
+        try:
+            wait_until(lambda: decided(f"b-{tag}"), 240, "the refused workload's decision after a rebalance",
+                       poll_s=2.0, log=log)
+        finally:
+            stop(second)
+    finally:
+        stop(worker)

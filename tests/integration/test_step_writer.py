@@ -1,0 +1,56 @@
+"""The decision stage's transactional writes (streams.runtime.txout) on the real broker: a writer overtaken by
+another with the same transactional id (a zombie) gets nothing more in, and readers see whole steps only."""
+
+from __future__ import annotations
+
+import pytest
+
+from streams.runtime.txout import Fenced, StepWriter
+from tests.conftest import unique
+from tests.integration.helpers import read_all
+from tests.integration.test_kafka_clients import _new_topic
+
+pytestmark = pytest.mark.integration
+
+
+def _values(bootstrap: str, topic: str) -> list[bytes]:
+    return [m.value() for m in read_all(bootstrap, [topic], idle_polls=4)]   # (read_committed: librdkafka's default)
+
+
+def test_an_overtaken_writer_is_fenced_and_its_open_step_never_shows(kafka_bootstrap: str) -> None:
+    topic = _new_topic(kafka_bootstrap, 1)
+    tid = unique("decide")
+    old = StepWriter(kafka_bootstrap, tid)
+    old.open()
+    old.begin()
+    old.produce(topic, b"k", b"step 1")
+    old.commit()
+    old.begin()
+    old.produce(topic, b"k", b"zombie step, open when overtaken")
+    new = StepWriter(kafka_bootstrap, tid)
+    new.open()                                   # the new owner starts its decider
+    with pytest.raises(Fenced):
+        old.commit()
+    assert not old.is_open
+    new.begin()
+    new.produce(topic, b"k", b"step 2")
+    new.produce(topic, b"k", b"step 2, second record")
+    new.commit()
+    new.close()
+    assert _values(kafka_bootstrap, topic) == [b"step 1", b"step 2", b"step 2, second record"]
+
+
+def test_a_step_that_fails_leaves_nothing_and_the_next_one_lands(kafka_bootstrap: str) -> None:
+    topic = _new_topic(kafka_bootstrap, 1)
+    w = StepWriter(kafka_bootstrap, unique("decide"))
+    w.open()
+    w.begin()
+    w.produce(topic, b"k", b"part of a failed step")
+    with pytest.raises(RuntimeError):
+        w.produce(topic, b"k", b"x" * 2_000_000)   # over the producer's message.max.bytes: refused
+    w.abort()
+    w.begin()
+    w.produce(topic, b"k", b"next step")
+    w.commit()
+    w.close()
+    assert _values(kafka_bootstrap, topic) == [b"next step"]
