@@ -56,20 +56,12 @@ class FastOutput:
 
     def produce(self, topic: str, key: bytes | None, value: bytes | None, partition: int | None = None,
                 batch: Batch | None = None) -> None:
-        kw: dict[str, Any] = {"key": key, "value": value,
-                              "on_delivery": partial(self._on_delivery, batch or self.default)}
-        if partition is not None:
-            kw["partition"] = partition
-        while True:
-            try:
-                self._p.produce(topic, **kw)
-                return
-            except BufferError:
-                self._p.poll(0.01)
-            except KafkaException as exc:  # refused before sending (e.g. too large): a failed delivery
-                (batch or self.default).errors += 1
-                log.warning("output message to %s refused: %s (%s)", topic, exc, (value or b"")[:300])
-                return
+        try:
+            produce_waiting(self._p, topic, key, value, partition,
+                            on_delivery=partial(self._on_delivery, batch or self.default))
+        except KafkaException as exc:  # refused before sending (e.g. too large): a failed delivery
+            (batch or self.default).errors += 1
+            log.warning("output message to %s refused: %s (%s)", topic, exc, (value or b"")[:300])
 
     async def flush(self, batch: Batch | None = None) -> None:
         """Wait (without blocking the event loop) until everything produced is acknowledged; raise if a
@@ -104,6 +96,20 @@ class FastOutput:
         if b.errors:
             n, b.errors = b.errors, 0
             raise DeliveryFailed(n)
+
+
+def produce_waiting(producer: Any, topic: str, key: bytes | None, value: bytes | None, partition: int | None = None,
+                    **kw: Any) -> None:
+    """`producer.produce(...)`, waiting for room while librdkafka's queue is full (a KafkaException, a record
+    refused before sending, is the caller's)."""
+    if partition is not None:
+        kw["partition"] = partition
+    while True:
+        try:
+            producer.produce(topic, key=key, value=value, **kw)
+            return
+        except BufferError:
+            producer.poll(0.01)
 
 
 class DeliveryFailed(RuntimeError):

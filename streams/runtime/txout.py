@@ -27,6 +27,7 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException
 
 from schemas.kafka import client_config
+from streams.runtime.fastout import produce_waiting
 
 log = logging.getLogger(__name__)
 
@@ -82,17 +83,10 @@ class StepWriter:
 
     def produce(self, topic: str, key: bytes | None, value: bytes | None, partition: int | None = None) -> None:
         """Queue a record of the step's transaction (a `streams.runtime.store.Produce`)."""
-        kw: dict[str, Any] = {"key": key, "value": value}
-        if partition is not None:
-            kw["partition"] = partition
-        while True:
-            try:
-                self._p.produce(topic, **kw)
-                return
-            except BufferError:
-                self._p.poll(0.01)
-            except KafkaException as exc:   # refused before sending (too large, fenced): the step fails
-                raise self._error(f"producing to {topic}", exc) from exc
+        try:
+            produce_waiting(self._p, topic, key, value, partition)
+        except KafkaException as exc:   # refused before sending (too large, fenced): the step fails
+            raise self._error(f"producing to {topic}", exc) from exc
 
     def commit(self) -> None:
         """Commit the step's transaction: every record produced since `begin()` becomes visible, or none.
