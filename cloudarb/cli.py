@@ -42,7 +42,7 @@ def cmd_worker(args: argparse.Namespace, s: Settings) -> int:
         faulthandler.register(signal.SIGUSR1, all_threads=True)
 
     streams_worker = create_streams_app(bootstrap, app_id=s.cloudarb_app_id, engine=args.engine or s.cloudarb_engine,
-                                        cg_budget_s=s.cloudarb_cg_budget_s,
+                                        cg_budget_s=s.cloudarb_cg_budget_s, transactions=s.cloudarb_kafka_transactions,
                                         extra={"broker_commit_interval": s.cloudarb_commit_interval_s})
     # CLOUDARB_METRICS_PORT set: the worker's counters at /metrics (cloudarb.metrics, streams.runtime.metrics)
     from cloudarb.metrics import serving_metrics

@@ -25,6 +25,9 @@ class Settings(BaseSettings):
         default=None, description="default file of `cloudarb quotas set` (published only by that command)")
     clickhouse_db: str = "cloudarb"
     cloudarb_commit_interval_s: float = Field(default=2.8, description="offset commit interval (of both stages)")
+    cloudarb_kafka_transactions: bool = Field(
+        default=True, description="the decision stage writes each step as one Kafka transaction (fenced: a worker "
+        "that lost the stage writes nothing more); false for a Kafka-compatible service without transactions")
     cloudarb_cg_budget_s: float | None = Field(
         default=0.03, description="portfolio engine in the worker: LP time per decision (one simplex run, at most "
         "this long; the rest of column generation runs while idle); unset = always to the LP optimum")

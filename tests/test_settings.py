@@ -29,6 +29,22 @@ def test_a_bad_cg_budget_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> No
         Settings()
 
 
+@pytest.mark.parametrize(("env", "plain"), [(None, False), ("false", True), ("true", False)])
+def test_kafka_transactions_choose_the_decision_stage_writer(monkeypatch: pytest.MonkeyPatch, env: str | None,
+                                                             plain: bool) -> None:
+    from cloudarb.app import create_streams_app
+    from streams.runtime.txout import PlainStepWriter, StepWriter
+
+    if env is None:
+        monkeypatch.delenv("CLOUDARB_KAFKA_TRANSACTIONS", raising=False)
+    else:
+        monkeypatch.setenv("CLOUDARB_KAFKA_TRANSACTIONS", env)
+    s = Settings()
+    assert s.cloudarb_kafka_transactions is not plain
+    w = create_streams_app("127.0.0.1:1", app_id="t-settings", transactions=s.cloudarb_kafka_transactions)
+    assert isinstance(w.steps, PlainStepWriter if plain else StepWriter)
+
+
 def test_executor_cap_flags_override_the_environment_only_when_given(monkeypatch: pytest.MonkeyPatch) -> None:
     import argparse
 

@@ -63,7 +63,7 @@ from streams.runtime.rebalance import App as RebalanceSafeApp
 from streams.runtime.rebalance import FlowWatch
 from streams.runtime.remote import CHILD_GONE, DeciderHandle, RemoteDecider, RemoteError
 from streams.runtime.store import ChangelogStore, Produce, ensure_compacted, recover_all
-from streams.runtime.txout import Fenced, StepWriter
+from streams.runtime.txout import Fenced, PlainStepWriter, StepWriter, step_writer
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +92,9 @@ class StreamsConfig:
     market_batch_max: int = 5000  # of the market stage
     price_threshold: float = state.PRICE_MOVE_THRESHOLD
     broker_session_timeout_s: float = 10.0
+    # the decision stage's writes: one Kafka transaction per step, fenced (streams.runtime.txout); False for a
+    # Kafka-compatible service without transactions
+    transactions: bool = True
     # Faust's data directory (Faust keeps no table here; it only makes empty folders): out of the working
     # directory
     datadir: str = field(default_factory=lambda: f"{tempfile.gettempdir()}/cloudarb-faust-{{conf.name}}")
@@ -180,6 +183,7 @@ class StreamsWorker:
     decider: DeciderHandle
     state: DecisionState
     agent: Any   # the decision agent (faust AgentT)
+    steps: StepWriter | PlainStepWriter   # the decision stage's writer (cfg.transactions)
 
 
 def faust_credentials(conf: dict[str, str]) -> faust.SASLCredentials | faust.SSLCredentials | None:
@@ -235,7 +239,11 @@ def create_app(cfg: StreamsConfig, engine_factory: Callable[[], AllocationEngine
 
     out_box: dict[str, FastOutput] = {}
     # the decision stage's writes: one transaction per step, fenced when another worker takes the stage over
-    steps = StepWriter(bootstrap, f"{cfg.app_id}-decide")
+    # (or, where the Kafka service has none, one acknowledged flush per step, not fenced)
+    steps = step_writer(bootstrap, f"{cfg.app_id}-decide", cfg.transactions)
+    if not cfg.transactions:
+        log.warning("decision stage: writing without Kafka transactions (CLOUDARB_KAFKA_TRANSACTIONS=false): a "
+                    "worker that loses the stage without noticing is not fenced")
     rebalances = [0]   # assignments seen (a fenced worker waits for the next one)
 
     def out() -> FastOutput:
@@ -458,4 +466,4 @@ def create_app(cfg: StreamsConfig, engine_factory: Callable[[], AllocationEngine
                      app.rebalancing)
         flow.check()
 
-    return StreamsWorker(app, counters, forecaster, stage, decider, dstate, decide_allocations)
+    return StreamsWorker(app, counters, forecaster, stage, decider, dstate, decide_allocations, steps)

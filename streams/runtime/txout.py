@@ -17,11 +17,15 @@ writer, whose stale plan would overwrite the new owner's. `StepWriter` fences it
 
 A transaction's commit costs one more round trip to the broker than a plain acknowledged write; the two
 flushes it replaces (decisions, then state and plans) cost one each.
+
+A Kafka-compatible service without transactions (CLOUDARB_KAFKA_TRANSACTIONS=false) gets `PlainStepWriter`:
+the same calls, a step's records written with one acknowledged flush, and no fence (see its docstring).
 """
 
 from __future__ import annotations
 
 import logging
+from functools import partial
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException
@@ -33,8 +37,6 @@ log = logging.getLogger(__name__)
 
 # the broker's "another producer with this transactional.id took over" errors
 _FENCED_CODES = frozenset({KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH})
-
-
 class Fenced(RuntimeError):
     """Another worker registered the decision stage's transactional id after this one: this worker's step
     was not written (and must not be retried until a rebalance gives this worker the inputs again)."""
@@ -136,3 +138,74 @@ class StepWriter:
         if isinstance(err, KafkaError) and err.fatal():
             self.close()   # (a fatal error: this producer is done; the next decider opens a new one)
         return RuntimeError(f"{what}: {exc}")
+
+
+class PlainStepWriter:
+    """`StepWriter`'s calls without a transaction, for a Kafka-compatible service that has none: `commit()`
+    waits until every record of the step is acknowledged (raises RuntimeError if one failed: the caller
+    retries the step; records of a failed step that did land are superseded by the retry's, as state and
+    plans are keyed and decisions carry the step's workloads). **Not fenced**: a worker that lost the
+    stage without noticing can still write its step in flight (see the module docstring), and a reader
+    may see a step's first records before its last, or those of a step that failed."""
+
+    def __init__(self, bootstrap: str, timeout_s: float = 30.0) -> None:
+        self.bootstrap = bootstrap
+        self.timeout_s = timeout_s
+        self._p: Any = None
+        self._errors: list[str] = []
+
+    @property
+    def is_open(self) -> bool:
+        return self._p is not None
+
+    def open(self) -> None:
+        from confluent_kafka import Producer
+
+        self.close()
+        self._p = Producer({
+            **client_config(self.bootstrap), "enable.idempotence": True, "acks": "all", "linger.ms": 2,
+            "compression.type": "lz4", "log_level": 3,
+        })
+
+    def begin(self) -> None:
+        if self._p is None:
+            raise RuntimeError("PlainStepWriter.begin() before open()")
+        self._errors = []
+
+    def _on_delivery(self, topic: str, err: Any, _msg: Any) -> None:
+        if err is not None:
+            self._errors.append(f"{topic}: {err}")
+
+    def produce(self, topic: str, key: bytes | None, value: bytes | None, partition: int | None = None) -> None:
+        """Queue a record of the step (a `streams.runtime.store.Produce`)."""
+        try:
+            produce_waiting(self._p, topic, key, value, partition, on_delivery=partial(self._on_delivery, topic))
+        except KafkaException as exc:   # refused before sending (too large): the step fails
+            raise RuntimeError(f"producing to {topic}: {exc}") from exc
+
+    def commit(self) -> None:
+        """Wait until the step's records are acknowledged; RuntimeError if one failed or the wait timed out."""
+        left = self._p.flush(self.timeout_s)
+        if left:
+            self.abort()
+            raise RuntimeError(f"writing a step: {left} records undelivered after {self.timeout_s:.0f} s")
+        if self._errors:
+            errors, self._errors = self._errors, []
+            raise RuntimeError(f"writing a step: {len(errors)} records failed ({errors[0]})")
+
+    def abort(self) -> None:
+        """End a failed step. Without transactions its records already queued cannot be withdrawn: they
+        are sent (waited for, bounded), and the retried step's records supersede them. (librdkafka's
+        `purge()` is no way out: on an idempotent producer it purged the next step's records too.)"""
+        if self._p is not None:
+            self._p.flush(self.timeout_s)
+        self._errors = []
+
+    def close(self) -> None:
+        self._p, self._errors = None, []
+
+
+def step_writer(bootstrap: str, transactional_id: str, transactions: bool = True) -> StepWriter | PlainStepWriter:
+    """The decision stage's writer: transactional and fenced (`StepWriter`), or plain (`PlainStepWriter`)
+    where the Kafka service has no transactions."""
+    return StepWriter(bootstrap, transactional_id) if transactions else PlainStepWriter(bootstrap)

@@ -15,8 +15,9 @@ from tests.conftest import unique
 
 
 def start_worker(bootstrap: str, app_id: str, log: Path, engine: str = "greedy",
-                 loglevel: str = "info") -> subprocess.Popen[bytes]:
-    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "CLOUDARB_APP_ID": app_id, "PYTHONUNBUFFERED": "1"}
+                 loglevel: str = "info", env_extra: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "CLOUDARB_APP_ID": app_id, "PYTHONUNBUFFERED": "1",
+           **(env_extra or {})}
     return subprocess.Popen([sys.executable, "-m", "cloudarb", "worker", "--engine", engine, "--loglevel", loglevel],
                             env=env,
                             stdout=open(log, "ab"), stderr=subprocess.STDOUT, start_new_session=True)

@@ -1,13 +1,17 @@
 """The decision stage's transactional writes (streams.runtime.txout) on the real broker: a writer overtaken by
-another with the same transactional id (a zombie) gets nothing more in, and readers see whole steps only."""
+another with the same transactional id (a zombie) gets nothing more in, and readers see whole steps only; and
+the plain writer of a Kafka service without transactions (CLOUDARB_KAFKA_TRANSACTIONS=false)."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
-from streams.runtime.txout import Fenced, StepWriter
+from streams.runtime.txout import Fenced, PlainStepWriter, StepWriter
 from tests.conftest import unique
-from tests.integration.helpers import read_all
+from tests.integration.helpers import read_all, start_worker, stop, wait_until
 from tests.integration.test_kafka_clients import _new_topic
 
 pytestmark = pytest.mark.integration
@@ -54,3 +58,57 @@ def test_a_step_that_fails_leaves_nothing_and_the_next_one_lands(kafka_bootstrap
     w.commit()
     w.close()
     assert _values(kafka_bootstrap, topic) == [b"next step"]
+
+
+def test_the_plain_writer_lands_each_step_and_fails_one_it_cannot_write(kafka_bootstrap: str) -> None:
+    topic = _new_topic(kafka_bootstrap, 1)
+    w = PlainStepWriter(kafka_bootstrap)
+    w.open()
+    w.begin()
+    w.produce(topic, b"k", b"step 1")
+    w.produce(topic, b"k", b"step 1, second record")
+    w.commit()
+    assert _values(kafka_bootstrap, topic) == [b"step 1", b"step 1, second record"]
+    w.begin()
+    with pytest.raises(RuntimeError, match="producing to"):
+        w.produce(topic, b"k", b"x" * 2_000_000)   # over the producer's message.max.bytes: refused
+    w.abort()
+    w.begin()
+    w.produce(topic, b"k", b"step 2")
+    w.commit()
+    w.close()
+    assert _values(kafka_bootstrap, topic)[-1] == b"step 2"
+
+
+@pytest.mark.slow
+def test_a_worker_without_transactions_decides_and_uses_no_transactional_id(kafka_bootstrap: str,
+                                                                            tmp_path: Path) -> None:
+    """CLOUDARB_KAFKA_TRANSACTIONS=false: the worker decides, and another producer registering the stage's
+    transactional id (which fences a transactional worker: test_reliability) changes nothing."""
+    from cloudarb.app import workload_events
+    from cloudarb.pipeline import publish_events
+    from schemas.topics import DECISIONS
+    from tests.streams.helpers import offer, price, workload
+
+    app_id = unique("plain")
+    tag = app_id.split("-")[-1]
+    log = tmp_path / "worker.log"
+    worker = start_worker(kafka_bootstrap, app_id, log, env_extra={"CLOUDARB_KAFKA_TRANSACTIONS": "false"})
+
+    def decided(wid: str) -> bool:
+        return any(wid in json.loads(m.value())["workload_ids"] for m in read_all(kafka_bootstrap, [DECISIONS.name]))
+
+    try:
+        publish_events(kafka_bootstrap, [price(offer(region=f"p-{tag}-{i}"), 1.0 + i / 100) for i in range(4)])
+        publish_events(kafka_bootstrap, workload_events([workload(f"a-{tag}")]))
+        wait_until(lambda: decided(f"a-{tag}"), 180, "the first workload's decision", poll_s=1.0, log=log)
+        other = StepWriter(kafka_bootstrap, f"{app_id}-decide")
+        other.open()
+        publish_events(kafka_bootstrap, workload_events([workload(f"b-{tag}")]))
+        wait_until(lambda: decided(f"b-{tag}"), 120, "the second workload's decision", poll_s=1.0, log=log,
+                   worker=worker)
+        other.close()
+        text = log.read_text()
+        assert "writing without Kafka transactions" in text and "decision stage fenced" not in text
+    finally:
+        stop(worker)
