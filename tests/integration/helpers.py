@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -92,3 +93,28 @@ def read_all(bootstrap: str, topics: Sequence[str], idle_polls: int = 6) -> list
         out += [m for m in msgs if m.error() is None]
     c.close()
     return out
+
+
+def decided(bootstrap: str, workload_id: str) -> bool:
+    """Whether a decision on the decisions topic names the workload."""
+    from schemas.topics import DECISIONS
+
+    return any(workload_id in json.loads(m.value())["workload_ids"] for m in read_all(bootstrap, [DECISIONS.name]))
+
+
+def overtake_after_a_decision(bootstrap: str, app_id: str, tag: str, log: Path) -> Any:
+    """Publish a few prices and workload `a-<tag>`, wait for its decision, then register the decision stage's
+    transactional id from another producer (as a new owner does when it starts its decider) and publish
+    workload `b-<tag>`. Returns that producer (`StepWriter`, open: close it)."""
+    from cloudarb.app import workload_events
+    from cloudarb.pipeline import publish_events
+    from streams.runtime.txout import StepWriter
+    from tests.streams.helpers import offer, price, workload
+
+    publish_events(bootstrap, [price(offer(region=f"z-{tag}-{i}"), 1.0 + i / 100) for i in range(6)])
+    publish_events(bootstrap, workload_events([workload(f"a-{tag}")]))
+    wait_until(lambda: decided(bootstrap, f"a-{tag}"), 180, "the first workload's decision", poll_s=1.0, log=log)
+    other = StepWriter(bootstrap, f"{app_id}-decide")
+    other.open()
+    publish_events(bootstrap, workload_events([workload(f"b-{tag}")]))
+    return other

@@ -19,7 +19,8 @@ from embedded.kafka import LocalKafka
 from schemas.topics import CAPACITY, DLQ, INTERRUPTIONS, PRICES
 from streams.runtime.market import market_group
 from tests.conftest import unique
-from tests.integration.helpers import caught_up, read_all, start_worker, stop, wait_until
+from tests.integration.helpers import caught_up, overtake_after_a_decision, read_all, start_worker, stop, wait_until
+from tests.integration.helpers import decided as decided_on
 from tests.streams.helpers import offer, price
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -197,7 +198,6 @@ def test_a_second_worker_shares_the_market_work_and_takes_over_the_decision_stag
 
     from cloudarb.app import workload_events
     from cloudarb.pipeline import publish_events
-    from schemas.topics import DECISIONS
     from tests.streams.helpers import workload
 
     app_id = unique("two")
@@ -206,7 +206,7 @@ def test_a_second_worker_shares_the_market_work_and_takes_over_the_decision_stag
     workers = [start_worker(kafka_bootstrap, app_id, log, loglevel="debug") for log in logs]
 
     def decided(wid: str) -> bool:
-        return any(wid in json.loads(m.value())["workload_ids"] for m in read_all(kafka_bootstrap, [DECISIONS.name]))
+        return decided_on(kafka_bootstrap, wid)
 
     def last_assignment(log: Path) -> int | None:
         lines = [ln for ln in log.read_text().splitlines() if "market stage assigned" in ln]
@@ -238,11 +238,7 @@ def test_a_worker_overtaken_on_the_decision_stage_writes_no_more_decisions(kafka
     stage's transactional id, as a new owner does when it starts its decider) before any rebalance reaches
     it. Its next step is refused whole (no decision, no plan), counted, and it waits for a rebalance, after
     which the stage's owner decides what was refused."""
-    from cloudarb.app import workload_events
-    from cloudarb.pipeline import publish_events
-    from schemas.topics import DECISIONS, PLANS
-    from streams.runtime.txout import StepWriter
-    from tests.streams.helpers import workload
+    from schemas.topics import PLANS
 
     app_id = unique("zombie")
     tag = app_id.split("-")[-1]
@@ -250,15 +246,10 @@ def test_a_worker_overtaken_on_the_decision_stage_writes_no_more_decisions(kafka
     worker = start_worker(kafka_bootstrap, app_id, log)
 
     def decided(wid: str) -> bool:
-        return any(wid in json.loads(m.value())["workload_ids"] for m in read_all(kafka_bootstrap, [DECISIONS.name]))
+        return decided_on(kafka_bootstrap, wid)
 
     try:
-        publish_events(kafka_bootstrap, [price(offer(region=f"z-{tag}-{i}"), 1.0 + i / 100) for i in range(6)])
-        publish_events(kafka_bootstrap, workload_events([workload(f"a-{tag}")]))
-        wait_until(lambda: decided(f"a-{tag}"), 180, "the first workload's decision", poll_s=1.0, log=log)
-        new_owner = StepWriter(kafka_bootstrap, f"{app_id}-decide")
-        new_owner.open()
-        publish_events(kafka_bootstrap, workload_events([workload(f"b-{tag}")]))
+        new_owner = overtake_after_a_decision(kafka_bootstrap, app_id, tag, log)
         wait_until(lambda: "decision stage fenced" in log.read_text() or decided(f"b-{tag}"), 120,
                    "the worker's next step", log=log, worker=worker)
         assert not decided(f"b-{tag}"), "a zombie's decision landed"

@@ -4,14 +4,13 @@ the plain writer of a Kafka service without transactions (CLOUDARB_KAFKA_TRANSAC
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 
 from streams.runtime.txout import Fenced, PlainStepWriter, StepWriter
 from tests.conftest import unique
-from tests.integration.helpers import read_all, start_worker, stop, wait_until
+from tests.integration.helpers import decided, overtake_after_a_decision, read_all, start_worker, stop, wait_until
 from tests.integration.test_kafka_clients import _new_topic
 
 pytestmark = pytest.mark.integration
@@ -85,28 +84,14 @@ def test_a_worker_without_transactions_decides_and_uses_no_transactional_id(kafk
                                                                             tmp_path: Path) -> None:
     """CLOUDARB_KAFKA_TRANSACTIONS=false: the worker decides, and another producer registering the stage's
     transactional id (which fences a transactional worker: test_reliability) changes nothing."""
-    from cloudarb.app import workload_events
-    from cloudarb.pipeline import publish_events
-    from schemas.topics import DECISIONS
-    from tests.streams.helpers import offer, price, workload
-
     app_id = unique("plain")
     tag = app_id.split("-")[-1]
     log = tmp_path / "worker.log"
     worker = start_worker(kafka_bootstrap, app_id, log, env_extra={"CLOUDARB_KAFKA_TRANSACTIONS": "false"})
-
-    def decided(wid: str) -> bool:
-        return any(wid in json.loads(m.value())["workload_ids"] for m in read_all(kafka_bootstrap, [DECISIONS.name]))
-
     try:
-        publish_events(kafka_bootstrap, [price(offer(region=f"p-{tag}-{i}"), 1.0 + i / 100) for i in range(4)])
-        publish_events(kafka_bootstrap, workload_events([workload(f"a-{tag}")]))
-        wait_until(lambda: decided(f"a-{tag}"), 180, "the first workload's decision", poll_s=1.0, log=log)
-        other = StepWriter(kafka_bootstrap, f"{app_id}-decide")
-        other.open()
-        publish_events(kafka_bootstrap, workload_events([workload(f"b-{tag}")]))
-        wait_until(lambda: decided(f"b-{tag}"), 120, "the second workload's decision", poll_s=1.0, log=log,
-                   worker=worker)
+        other = overtake_after_a_decision(kafka_bootstrap, app_id, tag, log)
+        wait_until(lambda: decided(kafka_bootstrap, f"b-{tag}"), 120, "the second workload's decision", poll_s=1.0,
+                   log=log, worker=worker)
         other.close()
         text = log.read_text()
         assert "writing without Kafka transactions" in text and "decision stage fenced" not in text
