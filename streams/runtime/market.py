@@ -36,6 +36,7 @@ replay, a slow connector, one market topic behind the others) is not refreshed p
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import math
@@ -196,7 +197,8 @@ class MarketStage:
                     self.held.poll()
                     for k, t in self.held.newly_held().items():
                         self._newly_held[k] = min(t, self._newly_held.get(k, t))
-                    self._process([m for m in msgs if not self._is_error(m)])
+                    with self._heap.paused() if msgs else contextlib.nullcontext():   # (streams.core.heap)
+                        self._process([m for m in msgs if not self._is_error(m)])
                     # the states a batch leaves are long-lived: out of the collector's way (streams.core.heap)
                     if msgs:
                         self._heap.worked()
