@@ -13,28 +13,15 @@ the frozen set has doubled since the last one, bounding any cyclic garbage it ho
 set walks it (~32 ms for ~370k objects), so it is counted when the process turns idle after work and, while
 it never is, at most every `growth_check_s`.
 
-`paused()` also keeps the collector's automatic (young-generation) runs out of a unit of work: a market
-batch's objects mostly survive it (states, histories, forecasts), so those runs scanned the batch's new
-objects again and again and found nothing: 1,438 runs and 400 ms per 50,000 events (8 µs per event,
-12 % of the stage) in the streams benchmark's stage costs; a batch with them off left no cyclic garbage
-(a full collection after each found none). What a unit of work does leave is frozen by `worked()` and
-found by the next full collection, as before. The switch is process-wide: another thread's cycles made
-meanwhile wait for the collector's next run after the unit, or, once frozen, for the next full collection.
-
 >>> h = FrozenHeap()
->>> with h.paused():
-...     gc.isenabled()
-False
->>> h.worked(); h.idle(); h.full_collections, gc.isenabled()
-(1, True)
+>>> h.worked(); h.idle(); h.full_collections
+1
 """
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import time
-from collections.abc import Iterator
 
 IDLE_S = 1.0  # no work for this long: the process is idle (the time for `FrozenHeap.idle()`)
 
@@ -46,18 +33,6 @@ class FrozenHeap:
         now = time.monotonic()
         self._last_full, self._frozen_after, self._last_check, self._since_idle = now, 0, now, 0
         self.full_collections = 0
-
-    @staticmethod
-    @contextlib.contextmanager
-    def paused() -> Iterator[None]:
-        """The automatic collector off for a unit of work (as it was before, after it)."""
-        was = gc.isenabled()
-        gc.disable()
-        try:
-            yield
-        finally:
-            if was:
-                gc.enable()
 
     def worked(self) -> None:
         """After a unit of work (a step, a batch): freeze what survived it."""

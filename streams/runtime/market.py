@@ -36,7 +36,6 @@ replay, a slow connector, one market topic behind the others) is not refreshed p
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import logging
 import math
@@ -197,8 +196,7 @@ class MarketStage:
                     self.held.poll()
                     for k, t in self.held.newly_held().items():
                         self._newly_held[k] = min(t, self._newly_held.get(k, t))
-                    with self._heap.paused() if msgs else contextlib.nullcontext():   # (streams.core.heap)
-                        self._process([m for m in msgs if not self._is_error(m)])
+                    self._process([m for m in msgs if not self._is_error(m)])
                     # the states a batch leaves are long-lived: out of the collector's way (streams.core.heap)
                     if msgs:
                         self._heap.worked()
