@@ -139,12 +139,10 @@ def test_catch_up_reads_the_state_the_same_batch_left() -> None:
 
 
 def test_a_market_batch_makes_no_reference_cycles() -> None:
-    """The market stage pauses the automatic collector while a batch runs (streams.core.heap.FrozenHeap.paused):
-    sound only while a batch, rejected messages and forecasts included, leaves no cyclic garbage (it would
-    wait for the next full collection)."""
+    """The market stage freezes what survives each batch (streams.core.heap.FrozenHeap): a reference cycle a
+    batch left before the collector's next run would be frozen with it and wait for the next full
+    collection. A batch, rejected messages, forecasts and scoring included, leaves none."""
     import gc
-
-    from streams.core.heap import FrozenHeap
 
     offers = [offer(region=f"r{i}", market=Market.SPOT) for i in range(40)]
     events = [e for m in range(0, 600, 10) for i, o in enumerate(offers)
@@ -166,8 +164,11 @@ def test_a_market_batch_makes_no_reference_cycles() -> None:
     run(Forecaster())   # (first calls: caches, lazy imports)
     gc.collect()
     f = Forecaster()
-    with FrozenHeap.paused():
+    gc.disable()
+    try:
         dead = run(f)
         garbage = gc.collect()
+    finally:
+        gc.enable()
     assert dead == 4 and f.made > 0 and f.scored > 0
     assert garbage == 0
