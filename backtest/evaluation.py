@@ -45,7 +45,7 @@ window ran (including the price in force at its start). Where datasets overlap o
 order decides: the latest quote is in force whichever dataset sent it (`replay_events` merges by time, then
 dataset name, then event id; `streams.core.state.apply_event` ignores a quote older than the one in force).
 
->>> _dataset("replay:aws-spot-daily avg (USD/instance-h)"), _dataset("test")
+>>> _dataset("replay:aws-spot-daily open (USD/instance-h)"), _dataset("test")
 ('aws-spot-daily', 'test')
 """
 

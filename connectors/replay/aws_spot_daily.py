@@ -6,11 +6,12 @@ Linux; AZs already collapsed by the median; a price holds until the series' next
 Emits a spot `PriceObserved` per (provider, region, instance type) when its price first appears or changes,
 quoted at the row's day 00:00 UTC (observed_at = quoted_at, as every replay).
 
-Why `avg`: it is the day's time-weighted level, i.e. what an instance held over that day paid, and the
-least noisy single figure when a day has an intraday range; `close` would put the day's last level at
-00:00. In this file open = high = low = close = avg on every row so far, so the choice does not move today's
-numbers, but it fixes the meaning if later periods carry a range. Caveat for back-tests: a daily average is
-only fully known at the end of its day, so quoting it at 00:00 looks up to one day ahead.
+Why `open`: it is the figure known at 00:00, when the event is quoted. The day's `avg` (what an
+instance held over the day paid) or `close` is only known at the day's end: quoted at 00:00 they would
+show a back-test the day's moves up to a day ahead. In this file open = high = low = close = avg on every
+row up to 2025-06, so the choice does not move those numbers; it keeps a replay of a later period with
+intraday ranges free of look-ahead (the price in force over the day is then its open, and the next day's
+open carries the move).
 
 GPU model and GPUs per instance come from the instance type (connectors.gpu_names: AWS static table, GCP
 machine types, Azure SKUs with or without the `Standard_` prefix; Azure instance types are normalised to
@@ -40,7 +41,7 @@ from schemas.offers import KNOWN_PROVIDERS, Market, OfferKey
 
 log = logging.getLogger(__name__)
 NAME = "aws-spot-daily"
-SOURCE = "replay:aws-spot-daily avg (USD/instance-h, daily, AZ median; held until the next day's row)"
+SOURCE = "replay:aws-spot-daily open (USD/instance-h, daily, AZ median; held until the next day's row)"
 
 Rejected = Counter[tuple[str, str]]
 
@@ -129,7 +130,7 @@ def events(folder: Path, rejected: Rejected | None = None) -> Iterator[MarketEve
         if isinstance(offer, Reject):
             edge.reject(offer.reason, offer.detail)
             continue
-        ev = edge.price_if_changed(last, ident, offer, row["avg"], t, SOURCE)
+        ev = edge.price_if_changed(last, ident, offer, row["open"], t, SOURCE)
         if ev is not None:
             batch.append(ev)
     yield from sorted(batch, key=lambda e: e.event_id)

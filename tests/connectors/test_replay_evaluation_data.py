@@ -39,9 +39,9 @@ DAILY_HEADER = "provider,region,instance_type,date,open,high,low,close,avg"
 def daily(tmp_path: Path) -> Path:
     return write_csv(tmp_path / "aws-spot-daily", "aws-spot-daily.csv.gz", DAILY_HEADER, [
         # out of time order on purpose (the file is sorted by series)
-        "aws,us-east-1,p5.48xlarge,2024-01-02,60,60,60,60,61.5",
+        "aws,us-east-1,p5.48xlarge,2024-01-02,61.5,63,59,60,61.2",   # a range: the open, known at 00:00
         "aws,us-east-1,p5.48xlarge,2024-01-01,70,70,70,70,70",
-        "aws,us-east-1,p5.48xlarge,2024-01-03,61.5,61.5,61.5,61.5,61.5",  # unchanged avg: no event
+        "aws,us-east-1,p5.48xlarge,2024-01-03,61.5,61.5,61.5,61.5,61.5",  # unchanged open: no event
         "aws,us-east-1,inf2.xlarge,2024-01-01,0.2,0.2,0.2,0.2,0.2",  # not a catalogue GPU
         "aws,us-east-1,inf2.xlarge,2024-01-02,0.3,0.3,0.3,0.3,0.3",
         "aws,us-west-2,g5.12xlarge,2024-01-02,0,0,0,0,0",  # invalid price
@@ -51,7 +51,7 @@ def daily(tmp_path: Path) -> Path:
     ])
 
 
-def test_daily_uses_avg_at_day_start_change_only_and_maps_instances(tmp_path: Path,
+def test_daily_uses_the_open_at_day_start_change_only_and_maps_instances(tmp_path: Path,
                                                                    caplog: pytest.LogCaptureFixture) -> None:
     rejected: Counter[tuple[str, str]] = Counter()
     with caplog.at_level(logging.WARNING):
