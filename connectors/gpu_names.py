@@ -28,7 +28,7 @@ True
 ('L4', 2)
 >>> tracker2026_gpu("A100_PCIE_80GB")
 'A100-PCIE-80GB'
->>> tracker2026_gpu("MI300X") is None
+>>> tracker2026_gpu("MI355X") is None
 True
 """
 
@@ -122,8 +122,11 @@ _TRACKER_2026 = {
     "L40": "L40",
     "RTX_4090": "RTX-4090",
     "RTX_PRO_6000": "RTX-PRO-6000",
+    "H100_NVL": "H100-NVL",
+    "RTX_5090": "RTX-5090",
+    "MI300X": "MI300X",
 }
-# not mapped (reported): H100_NVL (94 GB, not in the catalogue), B300, GB200, RTX_5090, MI300X, MI355X.
+# not mapped (reported): B300, GB200, MI355X (not in the catalogue).
 
 # --- AWS ----------------------------------------------------------------------------------------
 # Static instance table (used by the replays, which have no API; the live connector prefers
@@ -180,9 +183,10 @@ AZURE_SKUS: dict[str, tuple[str, int]] = {
     "Standard_ND96asr_v4": ("A100-40GB", 8), "Standard_ND96amsr_A100_v4": ("A100-80GB", 8),
     "Standard_ND96isr_H100_v5": ("H100-80GB", 8), "Standard_ND96isr_H200_v5": ("H200", 8),
     "Standard_NV36ads_A10_v5": ("A10", 1), "Standard_NV72ads_A10_v5": ("A10", 2),
+    "Standard_NC40ads_H100_v5": ("H100-NVL", 1), "Standard_NC80adis_H100_v5": ("H100-NVL", 2),
+    "Standard_ND96isr_MI300X_v5": ("MI300X", 8),
 }
-# not mapped (reported): NC*ads_H100_v5 (H100 NVL 94 GB, not in the catalogue), fractional-GPU NV*_A10_v5
-# sizes below 36 vCPU, NV*_v3 (M60), AMD MI300X (ND96isr_MI300X_v5).
+# not mapped (reported): fractional-GPU NV*_A10_v5 sizes below 36 vCPU, NV*_v3 (M60).
 
 # --- Lambda (gpu_description) -------------------------------------------------------------------
 
@@ -214,6 +218,9 @@ _RUNPOD = {
     "nvidia l4": "L4",
     "nvidia rtx a6000": "A6000",
     "nvidia geforce rtx 4090": "RTX-4090",
+    "nvidia geforce rtx 5090": "RTX-5090",
+    "nvidia h100 nvl": "H100-NVL",
+    "amd instinct mi300x oam": "MI300X",
     "nvidia rtx pro 6000 blackwell server edition": "RTX-PRO-6000",
     "nvidia rtx pro 6000 blackwell workstation edition": "RTX-PRO-6000",
     "tesla v100-sxm2-16gb": "V100-16GB",
@@ -238,6 +245,8 @@ _VAST: dict[str, str | dict[int, str]] = {
     "a10": "A10",
     "rtx a6000": "A6000",
     "rtx 4090": "RTX-4090",
+    "rtx 5090": "RTX-5090",
+    "h100 nvl": "H100-NVL",
     "rtx pro 6000 ws": "RTX-PRO-6000",
     "rtx pro 6000 s": "RTX-PRO-6000",
     "tesla v100": {16: "V100-16GB", 32: "V100-32GB"},

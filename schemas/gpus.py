@@ -28,7 +28,9 @@ _SPECS = [
     GpuSpec("H200", 141, 1.9),
     GpuSpec("GH200", 96, 1.8),
     GpuSpec("H100-80GB", 80, 1.7),
+    GpuSpec("H100-NVL", 94, 1.5),        # PCIe cards in NVLink-bridged pairs: more memory and bandwidth than H100 PCIe
     GpuSpec("H100-PCIE-80GB", 80, 1.35),
+    GpuSpec("MI300X", 192, 1.5, vendor="amd"),
     GpuSpec("A100-80GB", 80, 1.0),
     GpuSpec("A100-PCIE-80GB", 80, 0.9),
     GpuSpec("A100-40GB", 40, 0.9),
@@ -36,6 +38,7 @@ _SPECS = [
     GpuSpec("L40S", 48, 0.75),
     GpuSpec("L40", 48, 0.6),
     GpuSpec("A6000", 48, 0.5),
+    GpuSpec("RTX-5090", 32, 0.7),
     GpuSpec("RTX-4090", 24, 0.55),
     GpuSpec("L4", 24, 0.3),
     GpuSpec("A10G", 24, 0.3),

@@ -61,6 +61,7 @@ _INTERCONNECT: dict[str, tuple[str, ...]] = {
     # Azure (InfiniBand between instances)
     "Standard_ND96asr_v4": ("nvlink", "infiniband"), "Standard_ND96amsr_A100_v4": ("nvlink", "infiniband"),
     "Standard_ND96isr_H100_v5": ("nvlink", "infiniband"), "Standard_ND96isr_H200_v5": ("nvlink", "infiniband"),
+    "Standard_ND96isr_MI300X_v5": ("nvlink", "infiniband"),   # (Infinity Fabric inside the instance: "nvlink"-class)
 }
 
 

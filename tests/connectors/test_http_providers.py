@@ -143,7 +143,9 @@ def test_runpod_graphql(clock: Any) -> None:
     a100 = ev[("CapacityObserved", "runpod|global||NVIDIA A100-SXM4-80GB secure|A100-80GB|1|on_demand")]
     assert a100.available is False  # stockStatus null
     assert not any("community" in k and "A100-SXM4" in k for _, k in ev)  # communityCloud false
-    assert src.stats.rejected["unknown_gpu"] == 1  # MI300X
+    mi300x = "runpod|global||AMD Instinct MI300X OAM secure|MI300X|1|on_demand"
+    assert ev[("PriceObserved", mi300x)].usd_per_hour == 2.49
+    assert not src.stats.rejected["unknown_gpu"]
 
 
 @respx.mock
@@ -188,10 +190,12 @@ def test_azure_next_page_link_spot_vs_low_priority_no_windows(clock: Any) -> Non
     assert od.usd_per_hour == 3.673 and od.quoted_at.isoformat() == "2022-07-01T00:00:00+00:00"
     assert ev[("PriceObserved", "azure|eastus||Standard_NC24ads_A100_v4|A100-PCIE-80GB|1|spot")].usd_per_hour == 0.7346
     assert ev[("PriceObserved", "azure|westus3||Standard_ND96isr_H100_v5|H100-80GB|8|on_demand")]
-    assert len(ev) == 3
+    assert len(ev) == 4
     r = src.stats.rejected
     assert r["low_priority"] == 1 and r["windows"] == 1 and r["not_hourly_consumption"] == 1
-    assert r["unknown_region"] == 1 and r["unknown_gpu"] == 1  # marsnorth; H100 NVL (not in the catalogue)
+    assert r["unknown_region"] == 1 and not r["unknown_gpu"]  # marsnorth
+    nvl = "azure|southcentralus||Standard_NC40ads_H100_v5|H100-NVL|1|on_demand"
+    assert ev[("PriceObserved", nvl)].usd_per_hour == 6.98
 
 
 # --- GCP Billing Catalog ------------------------------------------------------------------------

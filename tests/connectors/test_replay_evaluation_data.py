@@ -132,7 +132,7 @@ def tracker(tmp_path: Path) -> Path:
     return write_csv(tmp_path / "gpu-price-tracker-2026", "gpu-price-tracker-2026.csv.gz", TRACKER_HEADER, [
         r("2026-02-11", "vast.ai", "H100_SXM", 8, "US", "interruptible", 10.0, 3),
         r("2026-02-11", "runpod", "A100_PCIE_80GB", 1, "secure", "on_demand", 1.5, 2),
-        r("2026-02-11", "runpod", "RTX_5090", 1, "secure", "on_demand", 0.9, 2),  # not in the catalogue
+        r("2026-02-11", "runpod", "MI355X", 1, "secure", "on_demand", 0.9, 2),  # not in the catalogue
         r("2026-02-11", "civo", "H100_SXM", 1, "global", "on_demand", 2.5, 1),  # unknown provider
         r("2026-02-11", "civo", "L40S", 1, "global", "on_demand", 1.0, 1),
         r("2026-02-12", "vast.ai", "H100_SXM", 8, "US", "interruptible", 10.0, 5),  # same median: no price
@@ -161,7 +161,7 @@ def test_tracker_2026_median_change_only_capacity_and_markets(tmp_path: Path) ->
     assert {e.offer.key for e in ev} == {vast, rp}
     assert all(e.offer.market is Market.SPOT for e in ev if e.offer.provider == "vastai")
     assert rejected[("unknown_provider", "civo")] == 2
-    assert rejected[("unknown_gpu", "'RTX_5090'")] == 1
+    assert rejected[("unknown_gpu", "'MI355X'")] == 1
     assert [event_time(e) for e in ev] == sorted(event_time(e) for e in ev)
     assert all(e.quoted_at.hour == 21 for e in ev)  # fetched_at, not the day's 00:00
     assert [e.event_id for e in gpu_tracker_2026.events(tracker(tmp_path))] == [e.event_id for e in ev]
