@@ -114,10 +114,12 @@ def evaluate(data: Path, part: str) -> dict[str, Any]:
                              end=datetime.fromisoformat(hi).replace(tzinfo=UTC), datasets=datasets, strategies=())
         t0 = time.perf_counter()
         fe = Simulation(cfg, pf).run().forecast_evaluation
-        cell = {"window": [lo, hi], "wall_s": round(time.perf_counter() - t0, 1)}
+        cell: dict[str, Any] = {"window": [lo, hi], "wall_s": round(time.perf_counter() - t0, 1)}
         for h, c in fe["overall"]["price"].items():
             cell[h] = {"n": c.get("n"), "in_force": c.get("ratio"), "fresh": c.get("fresh", {}).get("ratio")}
         cell["groups_worse_than_naive"] = fe["goals"]["price_groups_worse_than_naive"]
+        cell["groups_worse_ratio"] = {h: {g: fe["groups"][g]["price"][h]["ratio"] for g in gs}
+                                      for h, gs in cell["groups_worse_than_naive"].items() if gs}
         neo = fe["goals"].get("neocloud_86400s_ratio") or {}
         cell["neocloud_86400s_below_1"] = sorted(g for g, r in neo.items() if r is not None and r < 1)
         cell["neocloud_86400s_above_1"] = sorted(g for g, r in neo.items() if r is not None and r > 1)
