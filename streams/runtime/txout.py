@@ -37,6 +37,8 @@ log = logging.getLogger(__name__)
 
 # the broker's "another producer with this transactional.id took over" errors
 _FENCED_CODES = frozenset({KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH})
+
+
 class Fenced(RuntimeError):
     """Another worker registered the decision stage's transactional id after this one: this worker's step
     was not written (and must not be retried until a rebalance gives this worker the inputs again)."""
@@ -187,7 +189,7 @@ class PlainStepWriter:
         """Wait until the step's records are acknowledged; RuntimeError if one failed or the wait timed out."""
         left = self._p.flush(self.timeout_s)
         if left:
-            self.abort()
+            self._errors = []
             raise RuntimeError(f"writing a step: {left} records undelivered after {self.timeout_s:.0f} s")
         if self._errors:
             errors, self._errors = self._errors, []
