@@ -21,6 +21,7 @@ from typing import Any
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from schemas.kafka import client_config
+from schemas.metrics import consumer_lag_family
 
 log = logging.getLogger(__name__)
 
@@ -40,15 +41,6 @@ FAMILIES: dict[str, tuple[str, str, str]] = {
     "executor_instances": ("cloudarb_executor_instances", "gauge", "instances the executors keep running"),
     "executor_usd_per_hour": ("cloudarb_executor_usd_per_hour", "gauge", "their cost, USD per hour"),
 }
-
-
-def lag_family(lags: Mapping[tuple[str, str, int], int]) -> GaugeMetricFamily:
-    """cloudarb_consumer_lag{group,topic,partition} (the worker's market stage exposes the same family)."""
-    g = GaugeMetricFamily("cloudarb_consumer_lag", "messages between the consumer group's position (or committed "
-                          "offset) and the partition's high watermark", labels=["group", "topic", "partition"])
-    for (group, topic, p), lag in sorted(lags.items()):
-        g.add_metric([group, topic, str(p)], float(lag))
-    return g
 
 
 class GroupLag:
@@ -132,7 +124,7 @@ class OutputsCollector:
                    else GaugeMetricFamily(name, doc, value=float(v)))
         if other.samples:
             yield other
-        yield lag_family(self.lagger.lag if self.lagger is not None else {})
+        yield consumer_lag_family(self.lagger.lag if self.lagger is not None else {})
 
 
 def service_groups(group_prefix: str, sink: bool = False, alerts: bool = False,

@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import bisect
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+
+from schemas.metrics import consumer_lag_family
 
 log = logging.getLogger(__name__)
 
@@ -69,15 +71,6 @@ class SolveTimes:
         return out
 
 
-def lag_family(lags: Mapping[tuple[str, str, int], int]) -> GaugeMetricFamily:
-    """cloudarb_consumer_lag{group,topic,partition} from {(group, topic, partition): lag}."""
-    g = GaugeMetricFamily("cloudarb_consumer_lag", "messages between the consumer group's position (or committed "
-                          "offset) and the partition's high watermark", labels=["group", "topic", "partition"])
-    for (group, topic, p), lag in sorted(lags.items()):
-        g.add_metric([group, topic, str(p)], float(lag))
-    return g
-
-
 class WorkerCollector:
     """`counters`: streams.runtime.app.Counters; `stage`: the streams.runtime.market.MarketStage (or None);
     `forecaster`: its streams.core.forecast.Forecaster (or None)."""
@@ -103,7 +96,7 @@ class WorkerCollector:
                                         buckets=times.cumulative(), sum_value=times.total)
         group = getattr(getattr(st, "cfg", None), "app_id", None)
         lags = dict(getattr(st, "lag", None) or {})
-        yield lag_family({(f"{group}-market", t, p): v for (t, p), v in lags.items()})
+        yield consumer_lag_family({(f"{group}-market", t, p): v for (t, p), v in lags.items()})
         yield from self._forecast()
 
     def _forecast(self) -> Iterator[Metric]:
