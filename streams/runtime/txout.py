@@ -196,11 +196,10 @@ class PlainStepWriter:
             raise RuntimeError(f"writing a step: {len(errors)} records failed ({errors[0]})")
 
     def abort(self) -> None:
-        """End a failed step. Without transactions its records already queued cannot be withdrawn: they
-        are sent (waited for, bounded), and the retried step's records supersede them. (librdkafka's
-        `purge()` is no way out: on an idempotent producer it purged the next step's records too.)"""
-        if self._p is not None:
-            self._p.flush(self.timeout_s)
+        """End a failed step. Without transactions its records already queued cannot be withdrawn: they are
+        sent by librdkafka meanwhile (the next `commit()` waits for them too), and the retried step's records
+        supersede them. Nothing blocks here: the caller runs it on the event loop. (librdkafka's `purge()` is
+        no way out: on an idempotent producer it purged the next step's records too.)"""
         self._errors = []
 
     def close(self) -> None:

@@ -20,6 +20,21 @@ def _values(bootstrap: str, topic: str) -> list[bytes]:
     return [m.value() for m in read_all(bootstrap, [topic], idle_polls=4)]   # (read_committed: librdkafka's default)
 
 
+def _fail_a_step_then_write(w: StepWriter | PlainStepWriter, topic: str, first: bytes | None, nxt: bytes) -> None:
+    """A step (`first`, if any, then a record over the producer's message.max.bytes: refused) that fails and
+    is aborted; then a step of `nxt`, committed; the writer closed."""
+    w.begin()
+    if first is not None:
+        w.produce(topic, b"k", first)
+    with pytest.raises(RuntimeError, match="producing to"):
+        w.produce(topic, b"k", b"x" * 2_000_000)
+    w.abort()
+    w.begin()
+    w.produce(topic, b"k", nxt)
+    w.commit()
+    w.close()
+
+
 def test_an_overtaken_writer_is_fenced_and_its_open_step_never_shows(kafka_bootstrap: str) -> None:
     topic = _new_topic(kafka_bootstrap, 1)
     tid = unique("decide")
@@ -47,15 +62,7 @@ def test_a_step_that_fails_leaves_nothing_and_the_next_one_lands(kafka_bootstrap
     topic = _new_topic(kafka_bootstrap, 1)
     w = StepWriter(kafka_bootstrap, unique("decide"))
     w.open()
-    w.begin()
-    w.produce(topic, b"k", b"part of a failed step")
-    with pytest.raises(RuntimeError):
-        w.produce(topic, b"k", b"x" * 2_000_000)   # over the producer's message.max.bytes: refused
-    w.abort()
-    w.begin()
-    w.produce(topic, b"k", b"next step")
-    w.commit()
-    w.close()
+    _fail_a_step_then_write(w, topic, b"part of a failed step", b"next step")
     assert _values(kafka_bootstrap, topic) == [b"next step"]
 
 
@@ -68,14 +75,7 @@ def test_the_plain_writer_lands_each_step_and_fails_one_it_cannot_write(kafka_bo
     w.produce(topic, b"k", b"step 1, second record")
     w.commit()
     assert _values(kafka_bootstrap, topic) == [b"step 1", b"step 1, second record"]
-    w.begin()
-    with pytest.raises(RuntimeError, match="producing to"):
-        w.produce(topic, b"k", b"x" * 2_000_000)   # over the producer's message.max.bytes: refused
-    w.abort()
-    w.begin()
-    w.produce(topic, b"k", b"step 2")
-    w.commit()
-    w.close()
+    _fail_a_step_then_write(w, topic, None, b"step 2")
     assert _values(kafka_bootstrap, topic)[-1] == b"step 2"
 
 
