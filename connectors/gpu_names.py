@@ -28,7 +28,7 @@ True
 ('L4', 2)
 >>> tracker2026_gpu("A100_PCIE_80GB")
 'A100-PCIE-80GB'
->>> tracker2026_gpu("MI355X") is None
+>>> tracker2026_gpu("MI250X") is None
 True
 """
 
@@ -102,6 +102,7 @@ GCP_MACHINES: dict[str, tuple[str, int]] = {
     "a3-megagpu-8g": ("H100-80GB", 8),
     "a3-ultragpu-8g": ("H200", 8), "a3-ultragpu-8g-nolssd": ("H200", 8),
     "a4-highgpu-8g": ("B200", 8),
+    "a4x-highgpu-4g": ("GB200", 4),
     **{f"g2-standard-{v}": ("L4", 1) for v in (4, 8, 12, 16, 32)},
     "g2-standard-24": ("L4", 2), "g2-standard-48": ("L4", 4), "g2-standard-96": ("L4", 8),
 }
@@ -125,8 +126,10 @@ _TRACKER_2026 = {
     "H100_NVL": "H100-NVL",
     "RTX_5090": "RTX-5090",
     "MI300X": "MI300X",
+    "B300": "B300",
+    "GB200": "GB200",
+    "MI355X": "MI355X",
 }
-# not mapped (reported): B300, GB200, MI355X (not in the catalogue).
 
 # --- AWS ----------------------------------------------------------------------------------------
 # Static instance table (used by the replays, which have no API; the live connector prefers
@@ -150,6 +153,8 @@ AWS_INSTANCES: dict[str, tuple[str, int]] = {
     "p5e.48xlarge": ("H200", 8),
     "p5en.48xlarge": ("H200", 8),
     "p6-b200.48xlarge": ("B200", 8),
+    "p6-b300.48xlarge": ("B300", 8),
+    "p6e-gb200.36xlarge": ("GB200", 4),   # (one node of a P6e-GB200 UltraServer)
     **_family("T4", {"xlarge": 1, "2xlarge": 1, "4xlarge": 1, "8xlarge": 1, "16xlarge": 1, "12xlarge": 4,
                      "metal": 8}, "g4dn"),
     **_family("A10G", _G_SIZES, "g5"),
@@ -185,6 +190,7 @@ AZURE_SKUS: dict[str, tuple[str, int]] = {
     "Standard_NV36ads_A10_v5": ("A10", 1), "Standard_NV72ads_A10_v5": ("A10", 2),
     "Standard_NC40ads_H100_v5": ("H100-NVL", 1), "Standard_NC80adis_H100_v5": ("H100-NVL", 2),
     "Standard_ND96isr_MI300X_v5": ("MI300X", 8),
+    "Standard_ND128isr_NDR_GB200_v6": ("GB200", 4),
 }
 # not mapped (reported): fractional-GPU NV*_A10_v5 sizes below 36 vCPU, NV*_v3 (M60).
 

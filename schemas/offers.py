@@ -24,13 +24,19 @@ class Market(StrEnum):
 
 
 # Providers the pipeline knows. Hyperscalers, GPU clouds, and the neocloud providers seen in the
-# recorded tracker data. A provider outside this set is rejected by validation (streams/validate).
+# recorded tracker data: clouds that rent GPU machines (VMs, bare metal or Kubernetes nodes) a job can
+# hold for days. Serverless inference platforms (replicate, beam, cerebrium, koyeb), where a long job
+# cannot run, stay out. A provider outside this set is rejected by validation (streams/validate).
 KNOWN_PROVIDERS: frozenset[str] = frozenset(
     {
         "aws", "gcp", "azure", "lambda", "runpod", "vastai",
         "lambdalabs", "hyperstack", "nebius", "datacrunch", "massedcompute", "vultr", "crusoecloud",
         "oblivus", "latitude", "primecompute", "dc_roan", "dc_wildebeest", "dc_gnu",
         "neocloud",
+        # GPU clouds of the 2026 tracker (verda: DataCrunch's name since 2025; paperspace: DigitalOcean's)
+        "coreweave", "oracle", "digitalocean", "paperspace", "ovh", "scaleway", "fluidstack", "tensordock",
+        "cudo", "gcore", "upcloud", "civo", "hotaisle", "sesterce", "thunder", "sfcompute", "together",
+        "novita", "lyceum", "verda",
     }
 )
 

@@ -42,7 +42,7 @@ class Interconnect(StrEnum):
 EGRESS_USD_PER_GB: dict[str, float] = {
     "aws": 0.09, "gcp": 0.12, "azure": 0.087,
     "lambda": 0.0, "lambdalabs": 0.0, "runpod": 0.0, "nebius": 0.0, "datacrunch": 0.0, "hyperstack": 0.0,
-    "crusoecloud": 0.0, "vastai": 0.02,
+    "crusoecloud": 0.0, "verda": 0.0, "vastai": 0.02,
 }
 DEFAULT_EGRESS_USD_PER_GB = 0.09
 
@@ -53,15 +53,18 @@ _INTERCONNECT: dict[str, tuple[str, ...]] = {
     "p4d.24xlarge": ("nvlink", "infiniband"), "p4de.24xlarge": ("nvlink", "infiniband"),
     "p5.48xlarge": ("nvlink", "infiniband"), "p5e.48xlarge": ("nvlink", "infiniband"),
     "p5en.48xlarge": ("nvlink", "infiniband"), "p6-b200.48xlarge": ("nvlink", "infiniband"),
+    "p6-b300.48xlarge": ("nvlink", "infiniband"), "p6e-gb200.36xlarge": ("nvlink", "infiniband"),
     "p3.16xlarge": ("nvlink",), "p3dn.24xlarge": ("nvlink", "infiniband"), "p3.8xlarge": ("nvlink",),
     # GCP (A3 Mega/Ultra: GPUDirect-TCPXO/RDMA between instances)
     "a2-highgpu-8g": ("nvlink",), "a2-megagpu-16g": ("nvlink",), "a2-ultragpu-8g": ("nvlink",),
     "a2-highgpu-4g": ("nvlink",), "a3-highgpu-8g": ("nvlink",), "a3-megagpu-8g": ("nvlink", "infiniband"),
     "a3-ultragpu-8g": ("nvlink", "infiniband"), "a4-highgpu-8g": ("nvlink", "infiniband"),
+    "a4x-highgpu-4g": ("nvlink", "infiniband"),
     # Azure (InfiniBand between instances)
     "Standard_ND96asr_v4": ("nvlink", "infiniband"), "Standard_ND96amsr_A100_v4": ("nvlink", "infiniband"),
     "Standard_ND96isr_H100_v5": ("nvlink", "infiniband"), "Standard_ND96isr_H200_v5": ("nvlink", "infiniband"),
     "Standard_ND96isr_MI300X_v5": ("nvlink", "infiniband"),   # (Infinity Fabric inside the instance: "nvlink"-class)
+    "Standard_ND128isr_NDR_GB200_v6": ("nvlink", "infiniband"),
 }
 
 

@@ -73,7 +73,7 @@ def _fetched(row: dict[str, str]) -> datetime:
 
 def events(folder: Path, rejected: Rejected | None = None) -> Iterator[PriceObserved | CapacityObserved]:
     """Prices and capacity in event-time order (per day, ties by event id). `rejected` (optional) receives
-    the reject tally per (reason, detail), e.g. ("unknown_provider", "civo") -> rows skipped."""
+    the reject tally per (reason, detail), e.g. ("unknown_provider", "koyeb") -> rows skipped."""
     counts: Rejected = Counter() if rejected is None else rejected
     gate = CountingEdge(f"replay-{NAME}", "neocloud", counts)
     edges: dict[str, CountingEdge] = {}

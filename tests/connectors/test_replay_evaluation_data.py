@@ -47,7 +47,7 @@ def daily(tmp_path: Path) -> Path:
         "aws,us-west-2,g5.12xlarge,2024-01-02,0,0,0,0,0",  # invalid price
         "gcp,us-central1,g2-standard-24,2024-01-02,0.5,0.5,0.5,0.5,0.5",
         "azure,eu-west,NC4as_T4_v3,2024-01-01,0.1,0.1,0.1,0.1,0.1",
-        "oracle,us-ashburn-1,BM.GPU.H100.8,2024-01-01,9,9,9,9,9",  # unknown provider
+        "koyeb,fra,gpu-nvidia-h100,2024-01-01,9,9,9,9,9",  # unknown provider (serverless: not a GPU cloud)
     ])
 
 
@@ -67,7 +67,7 @@ def test_daily_uses_the_open_at_day_start_change_only_and_maps_instances(tmp_pat
     ])
     assert [event_time(e) for e in ev] == sorted(event_time(e) for e in ev)
     assert rejected[("unknown_gpu", "'inf2.xlarge'")] == 2
-    assert rejected[("unknown_provider", "oracle")] == 1
+    assert rejected[("unknown_provider", "koyeb")] == 1
     assert sum(n for (r, _), n in rejected.items() if r == "non_positive_price") == 1
     assert sum("unknown_gpu" in m and "inf2.xlarge" in m for m in caplog.messages) == 1  # logged once
     assert all(e.observed_at == e.quoted_at and e.source.startswith("replay:aws-spot-daily") for e in ev
@@ -132,9 +132,9 @@ def tracker(tmp_path: Path) -> Path:
     return write_csv(tmp_path / "gpu-price-tracker-2026", "gpu-price-tracker-2026.csv.gz", TRACKER_HEADER, [
         r("2026-02-11", "vast.ai", "H100_SXM", 8, "US", "interruptible", 10.0, 3),
         r("2026-02-11", "runpod", "A100_PCIE_80GB", 1, "secure", "on_demand", 1.5, 2),
-        r("2026-02-11", "runpod", "MI355X", 1, "secure", "on_demand", 0.9, 2),  # not in the catalogue
-        r("2026-02-11", "civo", "H100_SXM", 1, "global", "on_demand", 2.5, 1),  # unknown provider
-        r("2026-02-11", "civo", "L40S", 1, "global", "on_demand", 1.0, 1),
+        r("2026-02-11", "runpod", "MI250X", 1, "secure", "on_demand", 0.9, 2),  # not in the catalogue
+        r("2026-02-11", "koyeb", "H100_SXM", 1, "global", "on_demand", 2.5, 1),  # unknown provider (serverless)
+        r("2026-02-11", "koyeb", "L40S", 1, "global", "on_demand", 1.0, 1),
         r("2026-02-12", "vast.ai", "H100_SXM", 8, "US", "interruptible", 10.0, 5),  # same median: no price
         r("2026-02-12", "runpod", "A100_PCIE_80GB", 1, "secure", "on_demand", 1.4, 0),  # no offers
         r("2026-02-13", "runpod", "A100_PCIE_80GB", 1, "secure", "on_demand", 1.4, 1),  # back
@@ -160,8 +160,8 @@ def test_tracker_2026_median_change_only_capacity_and_markets(tmp_path: Path) ->
                        (13, "price 1.4"), (14, "cap False 0")]
     assert {e.offer.key for e in ev} == {vast, rp}
     assert all(e.offer.market is Market.SPOT for e in ev if e.offer.provider == "vastai")
-    assert rejected[("unknown_provider", "civo")] == 2
-    assert rejected[("unknown_gpu", "'MI355X'")] == 1
+    assert rejected[("unknown_provider", "koyeb")] == 2
+    assert rejected[("unknown_gpu", "'MI250X'")] == 1
     assert [event_time(e) for e in ev] == sorted(event_time(e) for e in ev)
     assert all(e.quoted_at.hour == 21 for e in ev)  # fetched_at, not the day's 00:00
     assert [e.event_id for e in gpu_tracker_2026.events(tracker(tmp_path))] == [e.event_id for e in ev]
