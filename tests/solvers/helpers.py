@@ -29,3 +29,6 @@ def spec(wid: str = "w", models: dict[str, float] | None = None, lo: int = 1, hi
     return WorkloadSpec(workload_id=wid, gpu_throughput=models or {"L4": 1.0}, min_gpus=lo, max_gpus=hi or lo,
                         budget_usd_per_hour=budget, max_spot_share=spot_share, restart_overhead_h=restart,
                         same_region=same_region, priority=priority, **placement)
+
+
+NO_CONC = {"concentration_penalty_usd_per_gpu_hour": 0.0}   # engine option: no concentration penalty
