@@ -129,6 +129,8 @@ _TRACKER_2026 = {
     "B300": "B300",
     "GB200": "GB200",
     "MI355X": "MI355X",
+    "GB300": "GB300",   # (not in the file up to 2026-05; the names its later samples will likely use)
+    "MI325X": "MI325X",
 }
 
 # --- AWS ----------------------------------------------------------------------------------------

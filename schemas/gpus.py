@@ -24,10 +24,12 @@ class GpuSpec:
 
 
 _SPECS = [
+    GpuSpec("GB300", 288, 3.0),          # a Blackwell Ultra GPU of a Grace-Blackwell superchip (NVL72 racks)
     GpuSpec("B300", 288, 2.9),           # Blackwell Ultra
     GpuSpec("GB200", 186, 2.7),          # a Blackwell GPU of a Grace-Blackwell superchip (NVL72 racks)
     GpuSpec("B200", 180, 2.6),
     GpuSpec("MI355X", 288, 2.4, vendor="amd"),
+    GpuSpec("MI325X", 256, 1.7, vendor="amd"),
     GpuSpec("H200", 141, 1.9),
     GpuSpec("GH200", 96, 1.8),
     GpuSpec("H100-80GB", 80, 1.7),
