@@ -15,11 +15,13 @@ One row per (instance type, region, zone) with the on-demand price in `Price` an
 the same instance type's zone rows; it gets a row of its own (empty `AvailabilityZone`) only when no zone of
 the region is quoted. `GpuInfo` is the human-readable description SkyPilot's AWS catalog uses, as a Python
 literal (`{'Gpus': [{'Name', 'Manufacturer', 'Count', 'MemoryInfo': {'SizeInMiB'}}], 'TotalGpuMemoryInMiB'}`).
-Cloud directory names are SkyPilot's where it has one (`lambdalabs`/`lambda` -> `lambda`, `vastai` ->
-`vast`), otherwise our provider name. Accelerator names are SkyPilot's (`SKYPILOT_GPU`).
+Cloud directory names are SkyPilot's where it has one (`SKYPILOT_CLOUD`: `lambdalabs`/`lambda` -> `lambda`,
+`vastai` -> `vast`, `oracle` -> `oci`, `digitalocean` -> `do`, `datacrunch` -> `verda`), otherwise our
+provider name. Accelerator names are SkyPilot's (`SKYPILOT_GPU`).
 
-**gpuhunt** (`gpuhunt`, dstack): one CSV per provider, `<out>/<provider>.csv`, with the columns gpuhunt's
-storage writes (the fields of its `RawCatalogItem`, up to `gpu_vendor`):
+**gpuhunt** (`gpuhunt`, dstack): one CSV per provider, `<out>/<provider>.csv` (gpuhunt's provider name where
+it differs from ours, `GPUHUNT_PROVIDER`: `lambda` -> `lambdalabs`, `oracle` -> `oci`, `crusoecloud` -> `crusoe`),
+with the columns gpuhunt's storage writes (the fields of its `RawCatalogItem`, up to `gpu_vendor`):
 
     instance_name, location, price, cpu, memory, gpu_count, gpu_name, gpu_memory, spot, disk_size, gpu_vendor
 
@@ -53,7 +55,9 @@ SKYPILOT_COLUMNS = ["InstanceType", "AcceleratorName", "AcceleratorCount", "vCPU
 GPUHUNT_COLUMNS = ["instance_name", "location", "price", "cpu", "memory", "gpu_count", "gpu_name", "gpu_memory",
                    "spot", "disk_size", "gpu_vendor"]
 
-SKYPILOT_CLOUD = {"lambdalabs": "lambda", "lambda": "lambda", "vastai": "vast"}
+SKYPILOT_CLOUD = {"lambdalabs": "lambda", "lambda": "lambda", "vastai": "vast", "oracle": "oci", "digitalocean": "do",
+                  "datacrunch": "verda"}   # (SkyPilot's catalog directories: sky/catalog/*_catalog.py)
+GPUHUNT_PROVIDER = {"lambda": "lambdalabs", "oracle": "oci", "crusoecloud": "crusoe"}   # (gpuhunt's providers/)
 # our canonical GPU -> SkyPilot's accelerator name (its catalogs: A100 is the 40 GB part, V100 the 16 GB one)
 SKYPILOT_GPU = {"H100-80GB": "H100", "H100-PCIE-80GB": "H100", "A100-80GB": "A100-80GB",
                 "A100-PCIE-80GB": "A100-80GB", "A100-40GB": "A100", "V100-16GB": "V100", "V100-32GB": "V100-32GB",
@@ -116,6 +120,10 @@ def skypilot_cloud(provider: str) -> str:
     return SKYPILOT_CLOUD.get(provider, provider)
 
 
+def gpuhunt_provider(provider: str) -> str:
+    return GPUHUNT_PROVIDER.get(provider, provider)
+
+
 def _gpu_info(gpu: str, n: int) -> str:
     spec = GPU_CATALOGUE.get(gpu)
     mib = spec.memory_gb * 1024 if spec else 0
@@ -161,7 +169,7 @@ def gpuhunt_rows(offers: Iterable[Offer]) -> dict[str, list[dict[str, str]]]:
     for o in offers:
         spec = GPU_CATALOGUE.get(o["gpu_model"])
         vcpu, mem = INSTANCE_SPECS.get(o["instance_type"], (None, None))
-        out.setdefault(o["provider"], []).append({
+        out.setdefault(gpuhunt_provider(o["provider"]), []).append({
             "instance_name": o["instance_type"], "location": o["zone"] or o["region"],
             "price": _num(o["usd_per_hour"]), "cpu": _num(vcpu), "memory": _num(mem),
             "gpu_count": _num(o["gpus_per_instance"]), "gpu_name": str(GPUHUNT_GPU.get(o["gpu_model"], o["gpu_model"])),

@@ -20,6 +20,7 @@ from outputs.catalog import (
     GPUHUNT_COLUMNS,
     SKYPILOT_COLUMNS,
     current_offers,
+    gpuhunt_provider,
     gpuhunt_rows,
     skypilot_rows,
     write_catalog,
@@ -96,6 +97,17 @@ def test_gpuhunt_round_trip(tmp_path: Path) -> None:
                                                                            ("A100", "40", "True")}
 
 
+def test_each_tool_gets_its_own_names_for_the_clouds(tmp_path: Path) -> None:
+    offers = [offer("oracle", "us-ashburn-1", "", "BM.GPU.H100.8", "H100-80GB", 8, "on_demand", 80.0),
+              offer("digitalocean", "nyc2", "", "gpu-h100x1-80gb", "H100-80GB", 1, "on_demand", 3.39),
+              offer("lambda", "us-east-1", "", "gpu_1x_h100_sxm5", "H100-80GB", 1, "on_demand", 2.99),
+              offer("crusoecloud", "us-east1", "", "h100-80gb-sxm-ib.8x", "H100-80GB", 8, "spot", 16.0)]
+    sky = sorted(p.relative_to(tmp_path).as_posix() for p in write_catalog("skypilot", offers, tmp_path / "s"))
+    assert sky == ["s/crusoecloud/vms.csv", "s/do/vms.csv", "s/lambda/vms.csv", "s/oci/vms.csv"]
+    hunt = sorted(p.name for p in write_catalog("gpuhunt", offers, tmp_path / "g"))
+    assert hunt == ["crusoe.csv", "digitalocean.csv", "lambdalabs.csv", "oci.csv"]
+
+
 def test_unavailable_offers_left_out_unless_asked() -> None:
     gone = offer("gcp", "us-central1", "", "a2-highgpu-2g", "A100-40GB", 2, "spot", 2.2, available=False)
 
@@ -128,7 +140,7 @@ def test_sample_offers_export(loaded_db: tuple[Any, str, list[Any]], tmp_path: P
         assert header == public_columns("gpuhunt.csv")
         n += len(rows)
         mine = {(o["instance_type"], o["zone"] or o["region"], o["market"] == "spot"): o["usd_per_hour"]
-                for o in offers if o["provider"] == p.stem}
+                for o in offers if gpuhunt_provider(o["provider"]) == p.stem}
         assert {(r["instance_name"], r["location"], r["spot"] == "True"): float(r["price"]) for r in rows} == mine
     assert n == len(offers)
     write_catalog("skypilot", offers, tmp_path / "sky")
