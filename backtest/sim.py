@@ -73,7 +73,7 @@ class BacktestConfig:
     datasets: list[str] | None = None          # None = every replay dataset except trace ones (overlaid here)
     traces: bool = True
     trace_unavailable_value: int = 1
-    trace_resolution_s: float = 3600.0
+    trace_resolution_s: float = 0.0           # 0: the traces at their recorded ticks (backtest/traces.py)
     budget_guard: bool = True
     price_threshold: float = state.PRICE_MOVE_THRESHOLD
     engine: str = "portfolio"

@@ -12,8 +12,10 @@ mapped onto offers. THE MAPPING IS AN ASSUMPTION, not a measurement:
   among the best-ranked, the pick is a stable hash of the pool, so a pool always gets the same trace and
   different regions get different traces where the pool of traces allows.
 * When: tick 0 of every trace is the simulation start (`--from`), and a trace is replayed cyclically
-  until the simulation ends. Traces are resampled to `resolution_s` ticks (a tick is "no capacity" if any
-  original tick in it was), which merges blips shorter than the resolution into one outage.
+  until the simulation ends. By default at their recorded ticks (30-600 s). Resampled to `resolution_s` ticks
+  (a tick is "no capacity" if any original tick in it was), blips shorter than the resolution merge into one
+  outage, and every outage starts at the start of its first tick and ends at the end of its last: at 3600 s,
+  us-east-1a_v100_1 is without capacity 29.5 % of the time, against 16.7 % recorded.
 * Effect: a 0->1 transition emits `CapacityObserved(available=False)` for every offer of the pool (and,
   for preemption traces, an `InterruptionObserved(preempted)`); 1->0 emits `CapacityObserved(True)`.
   These events go through exactly the same state/forecast/trigger chain as recorded events; the
@@ -104,7 +106,7 @@ def pick_trace(traces: list[Trace], offer: OfferKey) -> Trace | None:
 
 
 def overlay_events(offers: Iterable[OfferKey], traces: list[Trace], start: datetime, end: datetime,
-                   resolution_s: float = 3600.0) -> tuple[Iterator[CapacityObserved | InterruptionObserved],
+                   resolution_s: float = 0.0) -> tuple[Iterator[CapacityObserved | InterruptionObserved],
                                                          dict[str, str]]:
     """Trace events for the given spot offers over [start, end), in time order; and offer key -> trace."""
     by_trace: dict[str, list[OfferKey]] = {}

@@ -62,8 +62,9 @@ def register(sub: Any) -> None:
     b.add_argument("--no-traces", action="store_true", help="no spot-trace overlay (no interruptions)")
     b.add_argument("--trace-unavailable-value", type=int, choices=[0, 1], default=1,
                    help="the trace value that means 'no spot capacity' (default 1)")
-    b.add_argument("--trace-resolution-s", type=float, default=3600.0,
-                   help="resample traces to this tick (any outage in a tick = unavailable)")
+    b.add_argument("--trace-resolution-s", type=float, default=0.0,
+                   help="resample the traces to this tick (any outage in a tick = unavailable); 0 (default): their "
+                        "recorded ticks. 3600 runs 2-3 times faster, but stretches each outage to whole hours")
     b.add_argument("--no-budget-guard", action="store_true", help="no re-solve when unseen price moves break a budget")
     b.add_argument("--naive-forecasts", action="store_true",
                    help="the engine and baselines plan on naive forecasts (price = last value, risk = the group's "
