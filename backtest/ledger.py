@@ -1,5 +1,11 @@
 """The back-tester's accounting: each strategy's holdings, cost, deliveries, interruptions, budget and
-quota violations and placement spread, piecewise constant in event time (see backtest/sim.py)."""
+quota violations and placement spread, piecewise constant in event time (see backtest/sim.py).
+
+A move is charged as the engine prices it (solvers.placement.move_cost_usd), for every strategy alike: the
+state's egress (`state_gb` x the dearest egress USD/GB of the providers it was on, when the new placement
+uses a provider the state was not on) in dollars at once, and its restart overhead plus the state's
+transfer time (`state_gb` at `move_bandwidth_gbps`) as hours the new instances are paid for but deliver
+nothing."""
 
 from __future__ import annotations
 
@@ -13,7 +19,7 @@ from schemas.events import (
     WorkloadSpec,
 )
 from schemas.offers import OfferKey
-from schemas.placement import GpuQuota, place_of, quota_violations
+from schemas.placement import GpuQuota, egress_usd_per_gb, place_of, quota_violations
 
 Plan = dict[str, list[Assignment]]   # workload id -> its assignments
 OURS = "cloudarb"
@@ -48,7 +54,9 @@ class Ledger:
     specs: dict[str, WorkloadSpec]
     gang: dict[str, bool] = field(default_factory=dict)
     quotas: tuple[GpuQuota, ...] = ()
+    move_bandwidth_gbps: float = 1.0   # a move copies the workload's state_gb at this rate
     cost: float = 0.0
+    egress_usd: float = 0.0            # the part of `cost` paid for moving state between providers
     gpu_h: float = 0.0
     tput_h: float = 0.0
     paid_gpu_h: float = 0.0
@@ -75,6 +83,7 @@ class Ledger:
     quota_violation_h: float = 0.0
     quota_violations_by_workload: dict[str, int] = field(default_factory=dict)
     violated: tuple[str, ...] = ()                           # quotas exceeded now ('key used/limit')
+    state_at: dict[str, frozenset[str]] = field(default_factory=dict)  # per workload: the providers its state is on
 
     def accrue(self, t0: float, t1: float, states: dict[str, dict[str, Any]], active: Iterable[str]) -> None:
         dt = t1 - t0
@@ -136,9 +145,12 @@ class Ledger:
         alive = [a for a in new if a.offer.key not in dead]
         if len(alive) != len(new):
             self.stuck += 1
-        old = {h.key: h for h in self.holdings.get(wid, [])}
+        old: dict[str, list[Holding]] = {}
+        for h in self.holdings.get(wid, []):
+            old.setdefault(h.key, []).append(h)
         added = {a.offer.key for a in alive} - set(old)
-        overhead = self.specs[wid].restart_overhead_h * 3600
+        spec = self.specs[wid]
+        overhead = spec.restart_overhead_h * 3600
         gang = self.gang.get(wid, True)
         first = wid not in self.launched
         replacing = wid in self.needs_replace
@@ -148,16 +160,35 @@ class Ledger:
         elif added and old and not replacing:
             self.migrations += 1
             self.events.append({"t": t, "kind": "migration", "workload": wid})
+        # the state follows the workload to new instances: transfer time, and egress when it leaves its providers
+        moved = bool(alive) and not first and bool(added)
+        was_on = self.state_at.get(wid, frozenset())
+        providers = frozenset(a.offer.provider for a in alive)
+        if moved and spec.state_gb > 0 and was_on and not providers <= was_on:
+            usd = spec.state_gb * max(egress_usd_per_gb(p) for p in was_on)
+            self.cost += usd
+            self.egress_usd += usd
+            pw = self.per_workload.setdefault(wid, {"cost": 0.0, "gpu_h": 0.0})
+            pw["cost"] += usd
+        transfer = spec.state_gb * 8.0 / max(self.move_bandwidth_gbps, 1e-9) if moved else 0.0
+        if alive:
+            self.state_at[wid] = providers
         hs: list[Holding] = []
         for a in alive:
             k = a.offer.key
             if first:
-                ready = t
+                hs.append(Holding(k, a.offer, a.instances, t))
             elif (gang and (added or replacing)) or k in added:
-                ready = t + overhead
-            else:
-                ready = old[k].ready_t
-            hs.append(Holding(k, a.offer, a.instances, ready))
+                hs.append(Holding(k, a.offer, a.instances, t + overhead + transfer))
+            else:   # a kept offer: its running instances keep their start; more instances start now
+                left = a.instances
+                for h in sorted(old[k], key=lambda h: h.ready_t):
+                    n = min(left, h.instances)
+                    if n:
+                        hs.append(Holding(k, a.offer, n, h.ready_t))
+                        left -= n
+                if left:
+                    hs.append(Holding(k, a.offer, left, t + overhead + transfer))
         if alive:
             self.needs_replace.discard(wid)
         self.holdings[wid] = hs
@@ -176,7 +207,10 @@ class Ledger:
             return
         for wid in sorted(self.touched):
             hs = self.holdings.get(wid, [])
-            snap: Snapshot = tuple(sorted((h.key, h.instances) for h in hs))
+            inst: dict[str, int] = {}
+            for h in hs:
+                inst[h.key] = inst.get(h.key, 0) + h.instances
+            snap: Snapshot = tuple(sorted(inst.items()))
             tl = self.timeline.setdefault(wid, [])
             if tl and tl[-1][1] == snap:
                 continue

@@ -64,6 +64,7 @@ def build_report(r: Result) -> dict[str, Any]:
             "paid_gpu_hours": round(led.paid_gpu_h, 2),
             "interruptions": led.interruptions,
             "migrations": led.migrations,
+            "egress_usd": round(led.egress_usd, 2),
             "launches": led.launches,
             "budget_violations": led.budget_violations,
             "budget_violation_hours": round(led.budget_violation_h, 3),
@@ -135,7 +136,8 @@ def build_report(r: Result) -> dict[str, Any]:
             "quotas": [q.model_dump() for q in r.portfolio.quotas],
             "oracle": "a lower bound (backtest/oracle.py): per gang workload the shortest path over the "
                       "places that can host it at each instant, knowing every price and capacity loss ahead, "
-                      "with moves charged restart overhead + egress; replicas the cheapest admissible fill at "
+                      "with moves steered by restart overhead + egress, its cost counting the egress only; "
+                      "replicas the cheapest admissible fill at "
                       "each instant; capacity and quotas not shared between workloads; it runs a workload "
                       "whenever some place can host it. regret_pct_vs_oracle compares cost per delivered GPU-hour",
             "naive_forecasts": cfg.naive_forecasts,

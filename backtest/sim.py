@@ -227,7 +227,11 @@ class Simulation:
                              key=lambda x: (x[0], x[1], x[2]))
 
         gang = {w.spec.workload_id: w.restart_scope == "workload" for w in pf.workloads}
-        ledgers = {n: Ledger(n, specs, dict(gang), pf.quotas) for n in cfg.strategies}
+        from solvers import EngineParams
+
+        # moves are charged at the transfer rate the engine plans with (the portfolio's engine settings)
+        bw = float(pf.engine.get("move_bandwidth_gbps", EngineParams().move_bandwidth_gbps))
+        ledgers = {n: Ledger(n, specs, dict(gang), pf.quotas, move_bandwidth_gbps=bw) for n in cfg.strategies}
         strategies: list[Strategy] = []
         ours: EngineStrategy | None = None
         for n in cfg.strategies:
@@ -245,7 +249,7 @@ class Simulation:
         requested = 0.0
         t_prev = t_start
         pending: dict[str, dict[str, Any]] = {}
-        pending_price: set[str] = set()
+        pending_moved: set[str] = set()    # offers whose price changed at all (the baselines' own rules)
         pending_reasons: list[str] = []
         pending_triggers: list[str] = []
         sent: dict[str, dict[str, Any]] = {}   # offer key -> the engine view last sent
@@ -327,6 +331,8 @@ class Simulation:
                     continue
                 self.states[k] = new
                 self.offers.setdefault(k, e.offer)
+                if isinstance(e, PriceObserved) and new.get("usd_per_hour") != (old or {}).get("usd_per_hour"):
+                    pending_moved.add(k)
                 self._dirty.add(k)
                 if e.offer.market is Market.SPOT:
                     if new.get("available", True):
@@ -344,8 +350,6 @@ class Simulation:
                     lost.add(k)
                 if reason and "usd_per_hour" in new:
                     views[k] = None
-                    if isinstance(e, PriceObserved):
-                        pending_price.add(k)
                     pending_reasons.append(f"{reason} on {k}")
                     pending_triggers.append(e.event_id)
             if touched:
@@ -385,8 +389,10 @@ class Simulation:
             to = time.perf_counter()
             oracle.observe(t, self._quotes, [specs[w] for w in sorted(active)], changed)
             spent["oracle_s"] += time.perf_counter() - to
-            b = Batch(t, pending, pending_price, pending_reasons, pending_triggers, lost, started, ended)
-            pending, pending_price, pending_reasons, pending_triggers = {}, set(), [], []
+            b = Batch(t, pending, pending_reasons, pending_triggers, lost, started, ended,
+                      frozenset(pending_moved))
+            pending, pending_reasons, pending_triggers = {}, [], []
+            pending_moved = set()
             n_batches += 1
             dead = self.dead
             for strat in strategies:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -33,12 +33,12 @@ class Batch:
 
     t: float
     changed: dict[str, dict[str, Any]]       # offer key -> engine view (material changes)
-    price_changed: set[str]
     reasons: list[str]
     triggers: list[str]
     lost: set[str]                           # spot offers that lost capacity / were preempted
     started: list[WorkloadSpec]
     ended: list[str]
+    price_moved: frozenset[str] = frozenset()  # offers whose price changed at all (material or not)
 
 
 class Strategy:
@@ -148,6 +148,7 @@ class GreedyRuleStrategy(Strategy):
         super().__init__(ledger)
         self.name = name
         self.specs: dict[str, WorkloadSpec] = {}
+        self.seen: dict[str, float] = {}   # greedy_spot: per offer, the price it last re-decided on
 
     def quotes_for(self, sim: Simulation, spec: WorkloadSpec) -> list[OfferQuote]:
         qs = sim.quotes()
@@ -164,26 +165,43 @@ class GreedyRuleStrategy(Strategy):
             return [q for q in ok if not q.is_spot]
         return qs
 
+    def _material(self, sim: Simulation, moved: Iterable[str]) -> set[str]:
+        """The price moves greedy_spot re-decides on, by its own rule (not by what another strategy holds):
+        any move on an offer it holds, else a move of at least the price threshold from the price it last
+        re-decided on (a new offer's first price is one)."""
+        held = {a.offer.key for assigns in self.plan.values() for a in assigns}
+        out: set[str] = set()
+        for k in moved:
+            p = float(sim.states[k]["usd_per_hour"])
+            seen = self.seen.get(k)
+            if seen is None or k in held or abs(p - seen) >= sim.cfg.price_threshold * seen:
+                self.seen[k] = p
+                out.add(k)
+        return out
+
     def place(self, sim: Simulation, wids: Iterable[str]) -> dict[str, list[Assignment]]:
-        """Re-place `wids` (highest priority first) within the portfolio's quotas, counting what the other
-        workloads hold (the running usage grows with every workload placed here)."""
+        """Re-place `wids` (highest priority first) within the portfolio's quotas and the offers' capacity,
+        counting what the other workloads hold (the running usage grows with every workload placed here)."""
         quotas = sim.portfolio.quotas
         todo = set(wids)
         used: dict[str, int] = {q.key: 0 for q in quotas}
+        taken: dict[str, int] = {}   # offer key -> instances the strategy's workloads hold there
 
         def hold(assigns: Iterable[Assignment]) -> None:
             for a in assigns:
+                taken[a.offer.key] = taken.get(a.offer.key, 0) + a.instances
                 for q in quotas_covering(quotas, a.offer):
                     used[q.key] += a.instances * a.offer.gpus_per_instance
 
-        if quotas:
-            for w, assigns in self.plan.items():
-                if w not in todo:
-                    hold(assigns)
+        for w, assigns in self.plan.items():
+            if w not in todo:
+                hold(assigns)
         out: dict[str, list[Assignment]] = {}
         for wid in sorted(todo, key=lambda w: (-self.specs[w].priority, w)):
             spec = self.specs[wid]
-            qs = self.quotes_for(sim, spec)
+            qs = [q if q.capacity_instances is None or not taken.get(q.key) else
+                  replace(q, capacity_instances=max(0, q.capacity_instances - taken[q.key]))
+                  for q in self.quotes_for(sim, spec)]
             r = _greedy(qs, spec, quotas, used)
             got = r.plan().get(wid)
             if not got and any(i.constraint == "budget" for i in r.infeasible):
@@ -208,8 +226,10 @@ class GreedyRuleStrategy(Strategy):
         todo |= hit & set(self.specs)
         if b.changed:
             todo |= {w for w in self.specs if not self.plan.get(w)}  # unplaced: retry when the market moves
-        if self.name == "greedy_spot" and b.price_changed:
-            todo |= decide.affected_workloads(b.price_changed, self.specs, self.plan)
+        if self.name == "greedy_spot" and b.price_moved:
+            moved = self._material(sim, b.price_moved)
+            if moved:
+                todo |= decide.affected_workloads(moved, self.specs, self.plan)
         if not todo:
             return out
         placed = self.place(sim, todo)
