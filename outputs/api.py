@@ -110,7 +110,7 @@ class WorkloadAccepted(BaseModel):
 
 
 class WebhookIn(BaseModel):
-    model_config = ConfigDict(strict=True)
+    model_config = ConfigDict(strict=True, extra="forbid")
 
     url: str = Field(max_length=2000, description="http(s) URL that receives signed alert POSTs")
     rules: list[Literal["price_drop", "price_spike", "capacity_lost", "interruption", "forecast_budget_breach",
@@ -119,7 +119,7 @@ class WebhookIn(BaseModel):
 
 
 class ApiKeyIn(BaseModel):
-    model_config = ConfigDict(strict=True)
+    model_config = ConfigDict(strict=True, extra="forbid")
 
     role: Literal["viewer", "operator", "admin"]
     name: str = Field(default="", max_length=100)

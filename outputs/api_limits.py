@@ -13,9 +13,10 @@ import os
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from typing import Any
 
-from pydantic import ConfigDict
+from pydantic import ConfigDict, Field
 
 from schemas import events as _events
+from schemas.placement import Interconnect, Topology
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -188,6 +189,13 @@ class WorkloadSpec(_events.WorkloadSpec):
     schema's model for the event."""
 
     model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+    # enums as their JSON strings: FastAPI validates the parsed body in Python mode, where a strict enum field
+    # accepts only the Enum object itself ("gang" would be refused)
+    topology: Topology = Field(default=Topology.GANG, strict=False,
+                               description=_events.WorkloadSpec.model_fields["topology"].description)
+    interconnect: Interconnect = Field(default=Interconnect.ANY, strict=False,
+                                       description=_events.WorkloadSpec.model_fields["interconnect"].description)
 
     def to_spec(self) -> _events.WorkloadSpec:
         return _events.WorkloadSpec.model_validate(self.model_dump())

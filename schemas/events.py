@@ -35,7 +35,7 @@ from pydantic import (
 )
 
 from schemas.gpus import GPU_CATALOGUE
-from schemas.offers import OfferKey
+from schemas.offers import KNOWN_PROVIDERS, OfferKey
 from schemas.placement import GpuQuota, Interconnect, Topology
 
 # Bounds every event field stays within, so that a schema-valid event is always storable: ClickHouse's
@@ -177,8 +177,9 @@ class WorkloadSpec(BaseModel):
                                             description="work lost per interruption, hours")
     same_region: bool = Field(default=False, description="all instances in one region (co-location)")
     priority: int = Field(default=1, ge=1, le=10)
-    home_provider: str | None = None
-    allowed_providers: list[str] | None = Field(default=None, description="None = any provider")
+    home_provider: str | None = Field(default=None, max_length=40, description="a known provider (schemas.offers)")
+    allowed_providers: list[Annotated[str, Field(max_length=40)]] | None = Field(
+        default=None, max_length=100, description="known providers; None = any provider")
     # --- topology: what placements the job can run in (schemas.placement) ---
     topology: Topology = Field(default=Topology.GANG, description=(
         "gang: every instance of one instance type in one place (provider, region, zone), as a data-parallel "
@@ -207,6 +208,17 @@ class WorkloadSpec(BaseModel):
             raise ValueError(f"unknown GPU models {[m[:60] for m in unknown[:5]]}{more}")
         if any(t <= 0 for t in v.values()):
             raise ValueError("throughput must be > 0")
+        return v
+
+    @field_validator("home_provider", "allowed_providers")
+    @classmethod
+    def _known_providers(cls, v: str | list[str] | None) -> str | list[str] | None:
+        names = [] if v is None else [v] if isinstance(v, str) else v
+        unknown = sorted({n for n in names if n not in KNOWN_PROVIDERS})
+        if unknown:  # (bounded, and printable: a lone surrogate could not be written back out)
+            shown = [n[:40].encode("utf-8", "backslashreplace").decode() for n in unknown[:5]]
+            more = f" (+{len(unknown) - 5} more)" if len(unknown) > 5 else ""
+            raise ValueError(f"unknown providers {shown}{more}")
         return v
 
     @field_validator("max_gpus")

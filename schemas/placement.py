@@ -117,7 +117,8 @@ class GpuQuota(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     provider: str = Field(min_length=1, max_length=40)
-    region: str = Field(min_length=1, max_length=64, description="'*' = the provider's regions together")
+    region: str = Field(min_length=1, max_length=64, pattern=r"^(\*|[a-z0-9][a-z0-9_.\-]*)$",
+                        description="a region as offers name it, or '*' = the provider's regions together")
     gpu: str = Field(description="a canonical GPU model (schemas.gpus) or a family (H100, A100, ...)")
     gpus: int = Field(ge=0, le=1_000_000)
 

@@ -4,6 +4,7 @@ workloads, strict integers and booleans, bounded error messages, security header
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import time
 from collections.abc import Iterator
@@ -16,6 +17,7 @@ from outputs.api import STATIC, ApiConfig, create_app
 from outputs.api_limits import DEFAULT_MAX_BODY_BYTES, BodyLimitMiddleware, Message
 from outputs.security import KeyStore, Principal
 from schemas.events import MAX_EVENT_BYTES, Event
+from schemas.gpus import GPU_CATALOGUE
 
 ADMIN = "admin-limits-key-0123456789"
 LIMIT = DEFAULT_MAX_BODY_BYTES
@@ -161,13 +163,15 @@ def test_limit_is_configurable(monkeypatch: pytest.MonkeyPatch) -> None:
         assert tc.post("/v1/workloads", json=SPEC, headers=H()).status_code == 202
 
 
-def test_workload_event_over_the_pipeline_limit_is_refused(api: tuple[TestClient, list[Event]]) -> None:
+def test_the_largest_workload_accepted_fits_the_pipelines_event_limit(api: tuple[TestClient, list[Event]]) -> None:
     tc, published = api
     big = {**SPEC, "allowed_providers": ["aws"] * 20_000}  # ~140 KB: under the body limit, over the event limit
     r = tc.post("/v1/workloads", json=big, headers=H())
-    assert r.status_code == 413 and r.json()["limit_bytes"] == MAX_EVENT_BYTES, r.text
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "allowed_providers"], r.text
     assert published == []
-    ok = tc.post("/v1/workloads", json={**SPEC, "allowed_providers": ["aws"] * 100}, headers=H())
+    largest = {**SPEC, "workload_id": "w" * 128, "allowed_providers": ["massedcompute"] * 100,
+               "gpu_throughput": {m: 1.0 for m in GPU_CATALOGUE}}
+    ok = tc.post("/v1/workloads", json=largest, headers=H())
     assert ok.status_code == 202 and len(published) == 1
     assert len(published[0].model_dump_json().encode()) <= MAX_EVENT_BYTES
 
@@ -193,6 +197,46 @@ def test_strict_accepts_the_right_types(api: tuple[TestClient, list[Event]]) -> 
     assert type(spec).__module__ == "schemas.events" and spec.budget_usd_per_hour == 3.0 and spec.priority == 2
     bad = tc.post("/v1/api-keys", json={"role": "viewer", "name": 5}, headers=H())
     assert bad.status_code == 422
+
+
+def test_topology_and_interconnect_come_as_their_names(api: tuple[TestClient, list[Event]]) -> None:
+    tc, published = api
+    for extra in ({"topology": "gang", "interconnect": "nvlink"}, {"topology": "replicas", "gpus_per_replica": 1},
+                  {"interconnect": "infiniband"}):
+        assert tc.post("/v1/workloads", json={**SPEC, **extra}, headers=H()).status_code == 202
+    assert [p.spec.topology.value for p in published] == ["gang", "replicas", "gang"]  # type: ignore[attr-defined]
+    for bad in ({"topology": "ring"}, {"interconnect": 1}):
+        assert tc.post("/v1/workloads", json={**SPEC, **bad}, headers=H()).status_code == 422
+
+
+@pytest.mark.parametrize("field,value", [("home_provider", "\ud800"), ("allowed_providers", ["\udfff"]),
+                                         ("home_provider", "AWS"), ("allowed_providers", ["aws", "x" * 60_000])])
+def test_providers_a_workload_names_are_known_ones(api: tuple[TestClient, list[Event]], field: str,
+                                                   value: Any) -> None:
+    tc, published = api
+    body = json.dumps({**SPEC, field: value})   # (ASCII, a lone surrogate as its JSON escape)
+    r = tc.post("/v1/workloads", content=body, headers={**H(), "Content-Type": "application/json"})
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"][:2] == ["body", field] and published == []
+    assert len(r.content) < 2000
+
+
+@pytest.mark.parametrize("url", ["https://example.com/a\u0000b", "https://example.com/a\u007fb",
+                                 "http://localhost./hook", "http://10.0.0.1./hook", "http://169.254.169.254./x",
+                                 "https://hooks.example.com:xoxb-SECRET-" + "A" * 1500 + "/x"])
+def test_webhook_urls_that_could_never_be_delivered_are_refused(api: tuple[TestClient, list[Event]],
+                                                                url: str) -> None:
+    tc, _ = api
+    r = tc.post("/v1/webhooks", json={"url": url}, headers=H())
+    assert r.status_code == 422 and "SECRET" not in r.text and len(r.content) < 1000
+
+
+def test_unknown_fields_are_refused_not_dropped(api: tuple[TestClient, list[Event]]) -> None:
+    tc, _ = api
+    assert tc.post("/v1/webhooks", json={"url": "https://example.com/h", "rule": ["price_drop"]},
+                   headers=H()).status_code == 422
+    assert tc.post("/v1/api-keys", json={"role": "viewer", "nmae": "ci"}, headers=H()).status_code == 422
+    quota = {"provider": "aws", "region": "US-EAST-1", "gpu": "H100", "gpus": 8}   # no offer names its region so
+    assert tc.post("/v1/quotas", json={"quotas": [quota]}, headers=H()).status_code == 422
 
 
 def test_errors_never_echo_unbounded_input(api: tuple[TestClient, list[Event]]) -> None:
