@@ -85,7 +85,7 @@ class Instance:
     interrupt: F64                # interruption probability per hour
     quote_age_s: F64
     providers: tuple[str, ...]
-    regions: tuple[str, ...]
+    regions: tuple[str, ...]          # "provider|region": a region is one provider's
     groups: tuple[tuple[str, str, str], ...]
     place: I64                    # index into places (schemas.placement.place_of: where a gang keeps all)
     egress: F64                   # USD per GB out of the offer's provider
@@ -292,7 +292,8 @@ def build_instance(quotes: Sequence[OfferQuote], specs: Sequence[WorkloadSpec],
         nvl[i] = "nvlink" in have
         ibf[i] = "infiniband" in have
         provider[i] = prov_ix.setdefault(k.provider, len(prov_ix))
-        region[i] = reg_ix.setdefault(k.region, len(reg_ix))
+        # a region is a provider's: two clouds that both name a region us-east-1 are not one place
+        region[i] = reg_ix.setdefault(f"{k.provider}|{k.region}", len(reg_ix))
         group[i] = grp_ix.setdefault((k.provider, k.region, k.market.value), len(grp_ix))
         model[i] = MODEL_INDEX[k.gpu_model]
         gpus[i] = k.gpus_per_instance
@@ -322,7 +323,7 @@ def build_instance(quotes: Sequence[OfferQuote], specs: Sequence[WorkloadSpec],
     qmask = np.zeros((len(qs), n), np.bool_)
     if qs:
         prov_names = np.array(list(prov_ix))
-        reg_names = np.array(list(reg_ix)) if reg_ix else np.zeros(0, str)
+        reg_names = np.array([r.split("|", 1)[1] for r in reg_ix]) if reg_ix else np.zeros(0, str)
         fam = np.array([gpu_family(m) for m in MODELS])
         mnames = np.array(MODELS)
         for qi, qq in enumerate(qs):

@@ -7,8 +7,9 @@ import inspect
 
 import pytest
 
+from schemas.events import Assignment
 from schemas.market import AllocationEngine
-from solvers import GreedyEngine, PortfolioEngine, build_instance, evaluate
+from solvers import GreedyEngine, PortfolioEngine, build_instance, evaluate, greedy_plan
 from solvers.portfolio import integer_lower_bound
 from tests.solvers.helpers import NO_CONC, quote, spec
 
@@ -80,6 +81,21 @@ def test_co_location_single_region():
     assert chosen(r) == [("L4-1x", "b", "on_demand", 4)]
     _, r2 = solve(offers, [spec(lo=4)])
     assert r2.objective == pytest.approx(4.2)
+
+
+def test_co_location_is_one_providers_region():
+    # two clouds that both name a region us-east-1 are not one place: a same-region job cannot span them
+    offers = [quote("aws", "us-east-1", "H100-80GB", 8, 30.0, cap=1, it="p5.48xlarge"),
+              quote("lambda", "us-east-1", "H100-80GB", 8, 24.0, cap=1, it="gpu_8x_h100_sxm5")]
+    w = spec(models={"H100-80GB": 1.0}, lo=16, budget=100.0, same_region=True)
+    e = PortfolioEngine(**NO_CONC)
+    e.upsert_offers(offers)
+    e.upsert_workload(w)
+    for r in (e.solve(), greedy_plan(offers, [w])):
+        assert r.plan().get("w", []) == [] and [i.constraint for i in r.infeasible] == ["co_location"]
+    split = {"w": [Assignment(workload_id="w", offer=o.offer, instances=1, usd_per_hour=o.usd_per_hour)
+                   for o in offers]}
+    assert not evaluate(build_instance(offers, [w]), split).ok
 
 
 def test_concentration_diversifies():
