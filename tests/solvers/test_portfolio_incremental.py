@@ -585,3 +585,16 @@ def test_a_pricing_interrupted_part_way_leaves_the_cache_consistent(monkeypatch,
             M.y = cached.copy()
         assert np.allclose(M.price(), M.reduced_costs(), rtol=0, atol=1e-12)
     assert stopped >= 5
+
+
+def test_an_offer_over_capacity_indicts_only_the_plans_on_it():
+    # w2 holds both instances of x; x's capacity drops to 1 (w2 is not re-decided), then w1 is placed on y
+    x, y = quote(model="L4", it="x", cap=2), quote(model="T4", it="y")
+    e = PortfolioEngine(**NO_CONC)
+    e.upsert_offers([x, y])
+    e.upsert_workload(spec("w2", {"L4": 1.0}, lo=2))
+    assert [a.offer.instance_type for a in e.solve().plan()["w2"]] == ["x"]
+    e.upsert_offers([OfferQuote(x.offer, x.usd_per_hour, capacity_instances=1)])
+    e.upsert_workload(spec("w1", {"T4": 1.0}))
+    r = e.solve({"w1"})
+    assert [a.offer.instance_type for a in r.plan()["w1"]] == ["y"] and not r.infeasible
