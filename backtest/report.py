@@ -119,6 +119,9 @@ def build_report(r: Result) -> dict[str, Any]:
             "traces_used": sorted(set(r.trace_mapping.values())),
             "budget_guard": cfg.budget_guard,
             "price_threshold": cfg.price_threshold,
+            "moves": "every strategy pays a move as the engine prices it: the state's egress when it leaves its "
+                     "providers (state_gb x their dearest USD/GB; egress_usd) and its restart overhead plus "
+                     "transfer time (state_gb at the engine's move_bandwidth_gbps) as hours paid, not delivered",
             "savings_pct_vs": "100 x (baseline total cost - strategy total cost) / baseline total cost; "
                               "savings_pct_vs_per_gpu_hour compares cost per delivered GPU-hour, and "
                               "savings_pct_vs_per_throughput_hour cost per unit of work delivered",
