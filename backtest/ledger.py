@@ -19,7 +19,7 @@ from schemas.events import (
     WorkloadSpec,
 )
 from schemas.offers import OfferKey
-from schemas.placement import GpuQuota, egress_usd_per_gb, place_of, quota_violations
+from schemas.placement import GpuQuota, move_egress_usd, place_of, quota_violations
 
 Plan = dict[str, list[Assignment]]   # workload id -> its assignments
 OURS = "cloudarb"
@@ -164,8 +164,8 @@ class Ledger:
         moved = bool(alive) and not first and bool(added)
         was_on = self.state_at.get(wid, frozenset())
         providers = frozenset(a.offer.provider for a in alive)
-        if moved and spec.state_gb > 0 and was_on and not providers <= was_on:
-            usd = spec.state_gb * max(egress_usd_per_gb(p) for p in was_on)
+        usd = move_egress_usd(spec.state_gb, was_on, providers) if moved else 0.0
+        if usd:
             self.cost += usd
             self.egress_usd += usd
             pw = self.per_workload.setdefault(wid, {"cost": 0.0, "gpu_h": 0.0})

@@ -48,7 +48,7 @@ from dataclasses import dataclass, field
 from schemas.events import WorkloadSpec
 from schemas.market import OfferQuote
 from schemas.offers import OfferKey
-from schemas.placement import Topology, egress_usd_per_gb, place_of, satisfies
+from schemas.placement import Topology, move_egress_usd, place_of, satisfies
 
 UNPLACED = ""
 
@@ -222,8 +222,8 @@ class Oracle:
                 restart = egress = 0.0
                 if s != s2 and s != UNPLACED and p.started and not free_moves:
                     restart = spec.restart_overhead_h * usd_h
-                    if s2 in prov and prov[s2] and prov[s2] != provider:
-                        egress = spec.state_gb * egress_usd_per_gb(prov[s2])
+                    if prov.get(s2):
+                        egress = move_egress_usd(spec.state_gb, {prov[s2]}, {provider})
                 moved = int(s != s2 and s != UNPLACED and s2 != UNPLACED and not free_moves)
                 cand = (p.obj[s2] + restart + egress, p.usd[s2] + egress, p.gpu_h[s2], p.moves[s2] + moved)
                 if best is None or cand[0] < best[0]:

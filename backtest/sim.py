@@ -58,6 +58,7 @@ from schemas.events import (
 )
 from schemas.market import AllocationEngine, OfferQuote
 from schemas.offers import KNOWN_PROVIDERS, Market, OfferKey
+from solvers import EngineParams
 from streams.core import state
 from streams.core.forecast import Forecaster
 
@@ -227,8 +228,6 @@ class Simulation:
                              key=lambda x: (x[0], x[1], x[2]))
 
         gang = {w.spec.workload_id: w.restart_scope == "workload" for w in pf.workloads}
-        from solvers import EngineParams
-
         # moves are charged at the transfer rate the engine plans with (the portfolio's engine settings)
         bw = float(pf.engine.get("move_bandwidth_gbps", EngineParams().move_bandwidth_gbps))
         ledgers = {n: Ledger(n, specs, dict(gang), pf.quotas, move_bandwidth_gbps=bw) for n in cfg.strategies}

@@ -97,6 +97,19 @@ def egress_usd_per_gb(provider: str) -> float:
     return EGRESS_USD_PER_GB.get(provider, DEFAULT_EGRESS_USD_PER_GB)
 
 
+def move_egress_usd(state_gb: float, was_on: Iterable[str], now_on: Iterable[str]) -> float:
+    """What moving a workload's state costs in egress: `state_gb` x the dearest USD/GB of the providers it
+    was on, when it goes to a provider it was not on (none within a provider, nor for a first placement).
+
+    >>> move_egress_usd(100.0, {"gcp"}, {"aws"}), move_egress_usd(100.0, {"gcp"}, {"gcp"})
+    (12.0, 0.0)
+    """
+    was, now = set(was_on), set(now_on)
+    if state_gb <= 0 or not was or now <= was:
+        return 0.0
+    return state_gb * max(egress_usd_per_gb(p) for p in was)
+
+
 def place_of(offer: OfferKey) -> str:
     """Where a gang must keep all its instances: provider, region, zone, instance type (and GPU model)."""
     return "|".join((offer.provider, offer.region, offer.zone, offer.instance_type, offer.gpu_model))

@@ -274,7 +274,7 @@ def verify(engine: PortfolioEngine, inst: Instance, c: DecisionCache, decided: d
         # not re-decided now may hold more than a lowered quota allows until it is asked for)
         over_q = np.flatnonzero(pl.quota_left(inst, usage) < -1e-9) if inst.quotas else np.zeros(0, np.int64)
         # and an offer over its capacity only the re-decided plans on it (not every re-decided plan)
-        full = set(np.flatnonzero(others + _rows_usage(new_plan, engine) > inst.capacity + 1e-9).tolist())
+        full = set(np.flatnonzero(usage > inst.capacity + 1e-9).tolist())
         for wid in list(new_plan):
             rows_w = decided[widx[wid]].rows
             on_over = bool(over_q.size) and any(bool(inst.qmask[over_q, o].any()) for o, _ in rows_w)
@@ -289,15 +289,6 @@ def verify(engine: PortfolioEngine, inst: Instance, c: DecisionCache, decided: d
                     wid, f"internal: repaired plan failed verification ({'; '.join(ev.violations)[:300]})",
                     "capacity")
     return new_plan, ev.per_workload
-
-
-def _rows_usage(plan: dict[str, list[Assignment]], engine: PortfolioEngine) -> F64:
-    """Instances per offer (engine._oidx order) of the given plans."""
-    out = np.zeros(len(engine._oidx))
-    for assigns in plan.values():
-        for a in assigns:
-            out[engine._oidx[a.offer.key]] += a.instances
-    return out
 
 
 def update_codes(inst: Instance, c: DecisionCache, A: set[int], runner_only: set[int],
