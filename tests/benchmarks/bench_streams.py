@@ -24,6 +24,13 @@
    gathers columns and the placements spread as capacity comes and goes): the same quantiles over the
    decisions from 30 s after the steady rate began are reported apart (`late_*`); the headline figures
    keep the whole measured phase.
+   The same again on recorded markets (`--recorded`, default ../shared/data; skipped where missing):
+   every event of every replay dataset (connectors.replay, event-time order, about 79,000) is produced to
+   its market topic, `--recorded-repeats` times (2): each earlier repetition is the whole recording
+   shifted back in time by its span plus a day, ids suffixed, so the offers' histories continue from one
+   repetition into the next. Results under `recorded_markets`. The synthetic events above are the worst
+   case (every event moves its price and is due a forecast at both horizons); recorded markets mix
+   prices, capacity and interruptions, and few of their events are due a forecast.
 3. memory: worker RSS after loading 10,000 offers minus RSS before (the market stage's state); the decision
    stage's process (engine and table mirrors) is reported apart, whole.
 
@@ -43,7 +50,8 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+import zlib
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -51,16 +59,20 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from connectors.publish import KafkaPublisher  # noqa: E402
+from connectors.publish import KafkaPublisher, topic_for  # noqa: E402
+from connectors.replay import DATASETS, MarketEvent, event_time, replay_events  # noqa: E402
 from embedded.demo import group_position  # noqa: E402
 from embedded.kafka import LocalKafka, ensure_topics  # noqa: E402
 from schemas import CapacityObserved, Market, OfferKey, PriceObserved, WorkloadRequested, WorkloadSpec  # noqa: E402
-from schemas.topics import DECISIONS, PRICES  # noqa: E402
+from schemas.events import Event  # noqa: E402
+from schemas.topics import CAPACITY, DECISIONS, INTERRUPTIONS, PRICES  # noqa: E402
 from streams.core.forecast import Forecaster  # noqa: E402
 from streams.runtime.market import market_group  # noqa: E402
 from tests.integration.helpers import start_worker, stop, wait_until  # noqa: E402
 
 RESULTS = ROOT / "tests" / "benchmarks" / "results.json"
+DATA = ROOT.parent / "shared" / "data"
+MARKET_TOPICS = [PRICES.name, CAPACITY.name, INTERRUPTIONS.name]
 # Also reported: the latencies of decisions received this long after the steady rate began (warm-up
 # included), past the transient that follows the initial placement (see "latency" above)
 LATE_S = 30.0
@@ -110,8 +122,8 @@ def capacity_event(o: OfferKey, available: bool, t: datetime, i: int) -> Capacit
                             source="bench")
 
 
-def raw_consume_rate(bootstrap: str, topic: str, n: int) -> float:
-    """Messages/s of a bare confluent-kafka consumer reading the topic from the start. Partitions are
+def raw_consume_rate(bootstrap: str, topics: list[str], n: int) -> float:
+    """Messages/s of a bare confluent-kafka consumer reading the topics from the start. Partitions are
     assigned directly (no group join to wait for), and the clock starts before the first consume() call:
     timing from the first batch returned counted none of the prefetch librdkafka had made meanwhile (up to
     its 64 MB queue)."""
@@ -119,8 +131,8 @@ def raw_consume_rate(bootstrap: str, topic: str, n: int) -> float:
 
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"raw-{time.time()}", "enable.auto.commit": False,
                   "fetch.max.bytes": 50_000_000})
-    parts = c.list_topics(topic, timeout=30).topics[topic].partitions
-    c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
+    md = c.list_topics(timeout=30).topics
+    c.assign([TopicPartition(t, p, OFFSET_BEGINNING) for t in topics for p in md[t].partitions])
     got = 0
     t0 = time.perf_counter()
     while got < n:
@@ -159,7 +171,7 @@ def rss_kb(pid: int) -> int:
     return 0
 
 
-def replay_events(n: int, spacing_s: float) -> Iterator[PriceObserved]:
+def synthetic_events(n: int, spacing_s: float) -> Iterator[PriceObserved]:
     """The throughput phase's events: prices of 10,000 offers in turn, each a random walk (±3 %)."""
     offers = make_offers(10_000)
     rng = random.Random(3)
@@ -169,6 +181,34 @@ def replay_events(n: int, spacing_s: float) -> Iterator[PriceObserved]:
         o, _ = offers[i % len(offers)]
         cur[o.key] = round(cur[o.key] * rng.uniform(0.97, 1.03), 4)
         yield price_event(o, cur[o.key], t0 + timedelta(seconds=i * spacing_s), i)
+
+
+def recorded_events(data: Path, repeats: int) -> list[MarketEvent]:
+    """Every event of every replay dataset under `data`, in event-time order, `repeats` times: repetition r
+    (published first for the largest r) shifted back by r x (the recording's span + 1 day), its ids
+    suffixed `~r`. Empty where `data` holds none of the datasets."""
+    events = list(replay_events(data, sorted(DATASETS)))
+    if not events:
+        return []
+    step = event_time(events[-1]) - event_time(events[0]) + timedelta(days=1)
+    out: list[MarketEvent] = []
+    for r in range(repeats - 1, -1, -1):
+        if r == 0:
+            out += events
+            continue
+        shift = step * r
+        for e in events:
+            when = {name: getattr(e, name) - shift for name in e._utc_fields}
+            out.append(e.model_copy(update={**when, "event_id": f"{e.event_id}~{r}"}))
+    return out
+
+
+def as_msgs(events: Sequence[MarketEvent]) -> list[Any]:
+    """The events as the market stage receives them (its topic, six partitions by offer key)."""
+    from streams.core import track
+
+    return [track.Msg(e.model_dump_json().encode(), topic_for(e), zlib.crc32(e.offer.key.encode()) % 6, i, None)
+            for i, e in enumerate(events)]
 
 
 class _NoForecasts(Forecaster):
@@ -190,20 +230,18 @@ class _TimedForecaster(Forecaster):
         return out
 
 
-def stage_costs(n_events: int, spacing_s: float, batch: int = 5000) -> dict[str, Any]:
+def stage_costs(msgs: list[Any], batch: int = 5000) -> dict[str, Any]:
     """The market stage's own work per event, in this process, without Kafka: where the throughput goes,
     and the events/s of one thread doing only that. `track_batch` (validate -> state -> forecast ->
     trigger) and the state records it writes run over the throughput phase's events, the first half as
     warm-up (so 1 h predictions are maturing and being learned from) and the second half timed, once with
     forecasting and once without; validation alone is timed apart; the time inside the forecaster is
-    `stage_forecaster_us_per_event`."""
+    `stage_forecaster_us_per_event`. `msgs`: streams.core.track.Msg, in order (`as_msgs`)."""
     from streams.core import track
     from streams.core.heap import FrozenHeap
     from streams.core.validate import validate_many
     from streams.runtime.store import ChangelogStore
 
-    msgs = [track.Msg(e.model_dump_json().encode(), PRICES.name, i % 6, i, None)
-            for i, e in enumerate(replay_events(n_events, spacing_s))]
     half = len(msgs) // 2
     heap = FrozenHeap()
 
@@ -242,38 +280,38 @@ def stage_costs(n_events: int, spacing_s: float, batch: int = 5000) -> dict[str,
             "stage_forecaster_us_per_event": round((f.spent_s - spent0) / n * 1e6, 1), "stage_events_timed": n}
 
 
-def throughput(bootstrap: str, n_events: int, tmp: Path, profile: Path | None = None,
-               spacing_s: float = 0.5) -> dict[str, float]:
-    """`spacing_s`: event time between consecutive events (0.5 s: each of the 10,000 offers changes every
-    ~83 min of event time, so every event is due a forecast, as in a replay of recorded markets; a small
-    spacing, like a live market, makes forecasts rare)."""
+def throughput(bootstrap: str, events: Iterable[Event], tmp: Path, profile: Path | None = None,
+               topics: list[str] | None = None) -> dict[str, float]:
+    """The raw consume rate of `events` produced to their topics, and the events/s of one worker, then of
+    two, consuming them (see the module docstring)."""
+    topics = topics or MARKET_TOPICS
     pub = KafkaPublisher(bootstrap)
-    for e in replay_events(n_events, spacing_s):
-        pub.publish(e)
+    n_events = pub.publish_all(events)
     assert pub.flush(120) == 0
     # the best of three reads: the same read varies up to 3x between runs on this machine (151k then 512k and
     # 451k/s in one process; 168k, 174k, 169k in another), so one read made the ratio a lottery
-    raw = max(raw_consume_rate(bootstrap, PRICES.name, n_events) for _ in range(3))
-    rate = _replay_rate(bootstrap, n_events, tmp, 1, profile)
-    rate2 = _replay_rate(bootstrap, n_events, tmp, 2)
-    return {"events": n_events, "event_spacing_s": spacing_s, "events_per_s": round(rate),
+    raw = max(raw_consume_rate(bootstrap, topics, n_events) for _ in range(3))
+    rate = _replay_rate(bootstrap, n_events, tmp, 1, topics, profile)
+    rate2 = _replay_rate(bootstrap, n_events, tmp, 2, topics)
+    return {"events": n_events, "events_per_s": round(rate),
             "raw_consume_events_per_s": round(raw), "ratio_to_raw_consume": round(rate / raw, 4),
             "events_per_s_2_workers": round(rate2), "ratio_to_raw_consume_2_workers": round(rate2 / raw, 4)}
 
 
-def _replay_rate(bootstrap: str, n_events: int, tmp: Path, workers: int, profile: Path | None = None) -> float:
-    """Events/s of `workers` workers (one app, started together) replaying the prices topic from its start,
+def _replay_rate(bootstrap: str, n_events: int, tmp: Path, workers: int, topics: list[str],
+                 profile: Path | None = None) -> float:
+    """Events/s of `workers` workers (one app, started together) replaying `topics` from their start,
     from the market group's committed offsets: from the first commit to all events."""
     os.environ["CLOUDARB_COMMIT_INTERVAL_S"] = "0.2"
     app_id = f"bench-tp{workers}-{int(time.time())}"
     procs = [start_worker(bootstrap, app_id, tmp / f"worker-tp{workers}-{i}.log") for i in range(workers)]
     spy = None
     try:
-        wait_until(lambda: group_position(bootstrap, market_group(app_id), [PRICES.name])[0] > 0, 120, "worker start",
+        wait_until(lambda: group_position(bootstrap, market_group(app_id), topics)[0] > 0, 120, "worker start",
                    0.05)
         spy = _py_spy(procs[0].pid, 0, profile) if profile else None
-        s0, t_start = group_position(bootstrap, market_group(app_id), [PRICES.name])[0], time.perf_counter()
-        wait_until(lambda: group_position(bootstrap, market_group(app_id), [PRICES.name])[0] >= n_events, 600, "worker",
+        s0, t_start = group_position(bootstrap, market_group(app_id), topics)[0], time.perf_counter()
+        wait_until(lambda: group_position(bootstrap, market_group(app_id), topics)[0] >= n_events, 600, "worker",
                    0.05)
         elapsed = time.perf_counter() - t_start
     finally:
@@ -460,10 +498,19 @@ def main() -> None:
     ap.add_argument("--profile", type=Path, help="write a py-spy flame graph (.svg) of the worker's steady phase")
     ap.add_argument("--stage-only", action="store_true",
                     help="only the market stage's own work in this process (no broker); printed, not saved")
+    ap.add_argument("--recorded", type=Path, default=DATA,
+                    help="the throughput phase again on the recorded markets under this folder (skipped if none)")
+    ap.add_argument("--recorded-repeats", type=int, default=2, help="repetitions of the recording (see above)")
     args = ap.parse_args()
+
+    def synthetic_costs() -> dict[str, Any]:   # (the messages are built here and freed after: a larger heap
+        # makes every collection of the stage's garbage slower, so each phase is timed with its own alone)
+        return stage_costs(as_msgs(list(synthetic_events(min(args.events, 100_000), args.event_spacing_s))))
+
     if args.stage_only:
-        print(json.dumps({"cpu_loop_ms": cpu_loop_ms(), **stage_costs(min(args.events, 100_000), args.event_spacing_s)},
-                         indent=1))
+        out0 = {"cpu_loop_ms": cpu_loop_ms(), **synthetic_costs()}
+        rec = recorded_events(args.recorded, args.recorded_repeats)
+        print(json.dumps({**out0, "recorded_markets": stage_costs(as_msgs(rec)) if rec else None}, indent=1))
         return
     out: dict[str, object] = {"machine": f"{os.cpu_count()} cores", "measured_at": datetime.now(UTC).isoformat(),
                               "cpu_loop_ms_before": cpu_loop_ms()}
@@ -477,12 +524,26 @@ def main() -> None:
             try:
                 ensure_topics(broker.bootstrap)
                 tp_profile = args.profile.with_name("tp-" + args.profile.name) if args.profile else None
-                out.update(throughput(broker.bootstrap, args.events, tmp, profile=tp_profile,
-                                      spacing_s=args.event_spacing_s))
-                out.update(stage_costs(min(args.events, 100_000), args.event_spacing_s))
+                out.update(throughput(broker.bootstrap, synthetic_events(args.events, args.event_spacing_s), tmp,
+                                      profile=tp_profile))
+                out["event_spacing_s"] = args.event_spacing_s
+                out.update(synthetic_costs())
                 print(json.dumps(out, indent=1))
             finally:
                 broker.stop()
+            recorded = recorded_events(args.recorded, args.recorded_repeats)
+            if recorded:   # on a fresh broker: the market topics hold the recording alone
+                broker = LocalKafka(Path(d) / "k3", heap="1g").start()
+                try:
+                    ensure_topics(broker.bootstrap)
+                    out["recorded_markets"] = {"repeats": args.recorded_repeats,
+                                               **throughput(broker.bootstrap, recorded, tmp),
+                                               **stage_costs(as_msgs(recorded))}
+                    print(json.dumps(out["recorded_markets"], indent=1))
+                finally:
+                    broker.stop()
+            else:
+                print(f"no recorded markets under {args.recorded}: that phase skipped")
         runs: list[dict[str, Any]] = []
         for r in range(0 if args.skip_latency else args.latency_runs):  # each on a fresh broker
             broker = LocalKafka(Path(d) / f"k2-{r}", heap="1g").start()
