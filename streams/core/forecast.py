@@ -396,8 +396,13 @@ class Forecaster(ForecasterReports):
         replaced = dues[:, :nh] & np.isfinite(made[:, :nh])   # (the forecast in force until now, per horizon)
         self._prev_made[oi] = np.where(replaced, made[:, :nh], self._prev_made[oi])
         self._prev_end[oi] = np.where(replaced, ts[:, None], self._prev_end[oi])
+        hists = [s.get("hist") or [] for s in states]
+        try:   # (once for the features and the price candidates)
+            flat: windows.Flat | None = windows.flatten(hists)
+        except (ValueError, TypeError):   # (a history that is not numbers: each path below copes alone)
+            flat = None
         try:
-            X, still = feature_matrix(keys, states, ts, p0)
+            X, still = feature_matrix(keys, states, ts, p0, hists, flat)
         except (ValueError, TypeError, KeyError, IndexError, ZeroDivisionError):
             X, still = feature_rows(keys, states, ts)
         valid = np.isfinite(X).all(axis=1)
@@ -409,7 +414,7 @@ class Forecaster(ForecasterReports):
         prices, p10s, p90s = [], [], []
         code = np.zeros(len(keys), dtype=np.int64)   # per row: the published candidate per horizon, as digits
         try:
-            terms = history_terms([s.get("hist") or [] for s in states], ts, self.horizons)
+            terms = history_terms(hists, ts, self.horizons, flat)
         except (ValueError, TypeError):   # (a history that is not numbers: the feature path skipped it too)
             zero = np.zeros(len(keys))
             terms = {h: {"level": zero, "fast": zero, "gap": zero, "week": zero, "rate": zero} for h in self.horizons}

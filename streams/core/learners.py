@@ -61,9 +61,11 @@ def features(offer_key: str, s: Mapping[str, Any], now_t: float) -> dict[str, fl
 
 
 def feature_matrix(keys: Sequence[str], states: Sequence[Mapping[str, Any]], ts: Any,
-                    p: Any) -> tuple[Any, Any]:
+                   p: Any, hists: list[windows.History] | None = None,
+                   flat: windows.Flat | None = None) -> tuple[Any, Any]:
     """`features()` of many offers as rows (columns in FEATURES order; NaN where undefined), and whether
-    each offer's price never moved."""
+    each offer's price never moved. `hists`, `flat`: the states' histories and their `windows.flatten()`,
+    when the caller has them."""
     n = len(keys)
     X = np.empty((n, D))
     # ewma (default: the price), available, interruption probability; a value that is not a number fails
@@ -72,7 +74,9 @@ def feature_matrix(keys: Sequence[str], states: Sequence[Mapping[str, Any]], ts:
                       for s, p_i in zip(states, p.tolist(), strict=True)], dtype=float).reshape(n, 3)
     with np.errstate(all="ignore"):
         X[:, 0] = np.log(p / other[:, 0])
-        wins, still = windows.window_features_many([s.get("hist") or [] for s in states], ts)
+        if hists is None:
+            hists = [s.get("hist") or [] for s in states]
+        wins, still = windows.window_features_many(hists, ts, flat)
         c = 1
         for ret, vol, lo, hi in wins.values():
             X[:, c], X[:, c + 1] = ret, vol

@@ -77,7 +77,6 @@ True
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -85,7 +84,7 @@ from typing import Any
 import numpy as np
 
 from streams.core.learners import grow
-from streams.core.windows import MAX_POINTS
+from streams.core.windows import MAX_POINTS, Flat, flatten
 
 __all__ = ["CANDIDATES", "MAX_LOG_MOVE", "PriceScores", "candidate_moves", "history_terms"]
 
@@ -106,27 +105,23 @@ SCORE_HALF_LIFE_S = 28 * 86_400.0   # the champions' scores forget at this half-
 RESID_KEEP = 512         # recent log-residuals per group and horizon kept for p10/p90
 
 
-def history_terms(hists: Sequence[Any], now: Any, horizons: Sequence[int]) -> dict[int, dict[str, Any]]:
+def history_terms(hists: Sequence[Any], now: Any, horizons: Sequence[int],
+                  flat: Flat | None = None) -> dict[int, dict[str, Any]]:
     """Per horizon h, arrays over the offers: the smoothed levels `level` (τ = h) and `fast` (τ = h/4) of
     the log price, `gap` (s between price changes) and `week` (the seasonal-naive move), from each offer's
     price history at its time `now` (see the module docstring). NaN where a history is empty or has a price
-    <= 0."""
+    <= 0. `flat`: the histories' `streams.core.windows.flatten()`, when the caller has it."""
     n = len(hists)
     now_a = np.asarray(now, dtype=float)
-    lens = np.fromiter(map(len, hists), dtype=np.int64, count=n)
-    total = int(lens.sum())
+    pts, lens, off, seg = flat or flatten(list(hists))
+    total = len(pts)
     nan = np.full(n, math.nan)
     if not total:
         return {h: {"level": nan, "fast": nan, "gap": np.full(n, WEEK_S), "week": np.zeros(n), "rate": np.zeros(n)}
                 for h in horizons}
-    flat = np.fromiter(itertools.chain.from_iterable(itertools.chain.from_iterable(hists)), dtype=float,
-                       count=2 * total).reshape(total, 2)
-    off = np.zeros(n, dtype=np.int64)
-    np.cumsum(lens[:-1], out=off[1:])
-    seg = np.repeat(np.arange(n), lens)
     nowp = now_a[seg]
-    ts = np.minimum(flat[:, 0], nowp)    # (a point after now holds from now: weight 0)
-    ps = flat[:, 1]
+    ts = np.minimum(pts[:, 0], nowp)    # (a point after now holds from now: weight 0)
+    ps = pts[:, 1]
     with np.errstate(all="ignore"):
         lp = np.where(ps > 0, np.log(ps), math.nan)
     nonempty = lens > 0
@@ -142,7 +137,7 @@ def history_terms(hists: Sequence[Any], now: Any, horizons: Sequence[int]) -> di
     # week's count of a thinned history falls short
     s0 = off + np.maximum(lens - DENSE, 0)
     n_dense = np.bincount(seg, weights=moved & (np.arange(total) > s0[seg]), minlength=n)
-    span = now_a - np.where(nonempty, flat[np.minimum(s0, total - 1), 0], now_a)
+    span = now_a - np.where(nonempty, pts[np.minimum(s0, total - 1), 0], now_a)
     with np.errstate(divide="ignore", invalid="ignore"):
         rate = np.maximum(n_changes / WEEK_S, np.where(span > 0, n_dense / span, 0.0))
     x_now = lp[last]
@@ -164,7 +159,7 @@ def history_terms(hists: Sequence[Any], now: Any, horizons: Sequence[int]) -> di
     for h in horizons:
         # the seasonal naive: the prices in force at t - 7 d and t + h - 7 d (the last point at or before)
         week = np.zeros(n)
-        at = [np.bincount(seg, weights=flat[:, 0] <= nowp - WEEK_S + d, minlength=n).astype(np.int64)
+        at = [np.bincount(seg, weights=pts[:, 0] <= nowp - WEEK_S + d, minlength=n).astype(np.int64)
               for d in (0.0, float(h))]
         ok = nonempty & (at[0] > 0)
         if ok.any():
