@@ -26,7 +26,7 @@
    keep the whole measured phase.
    The same again on recorded markets (`--recorded`, default ../shared/data; skipped where missing):
    every event of every replay dataset (connectors.replay, event-time order, about 79,000) is produced to
-   its market topic, `--recorded-repeats` times (2): each earlier repetition is the whole recording
+   its market topic, `--recorded-repeats` times (4): each earlier repetition is the whole recording
    shifted back in time by its span plus a day, ids suffixed, so the offers' histories continue from one
    repetition into the next. Results under `recorded_markets`. The synthetic events above are the worst
    case (every event moves its price and is due a forecast at both horizons); recorded markets mix
@@ -135,8 +135,8 @@ def raw_consume_rate(bootstrap: str, topics: list[str], n: int) -> float:
     c.assign([TopicPartition(t, p, OFFSET_BEGINNING) for t in topics for p in md[t].partitions])
     got = 0
     t0 = time.perf_counter()
-    while got < n:
-        msgs = c.consume(10_000, timeout=5)
+    while got < n:   # (never more than what is left: consume() waits its whole timeout for a full batch)
+        msgs = c.consume(min(10_000, n - got), timeout=5)
         got += sum(1 for m in msgs if m.error() is None)
     dt = time.perf_counter() - t0
     c.close()
@@ -183,24 +183,20 @@ def synthetic_events(n: int, spacing_s: float) -> Iterator[PriceObserved]:
         yield price_event(o, cur[o.key], t0 + timedelta(seconds=i * spacing_s), i)
 
 
-def recorded_events(data: Path, repeats: int) -> list[MarketEvent]:
+def recorded_events(data: Path, repeats: int) -> Iterator[MarketEvent]:
     """Every event of every replay dataset under `data`, in event-time order, `repeats` times: repetition r
     (published first for the largest r) shifted back by r x (the recording's span + 1 day), its ids
-    suffixed `~r`. Empty where `data` holds none of the datasets."""
+    suffixed `~r`. None where `data` holds none of the datasets."""
     events = list(replay_events(data, sorted(DATASETS)))
     if not events:
-        return []
+        return
     step = event_time(events[-1]) - event_time(events[0]) + timedelta(days=1)
-    out: list[MarketEvent] = []
-    for r in range(repeats - 1, -1, -1):
-        if r == 0:
-            out += events
-            continue
+    for r in range(repeats - 1, 0, -1):
         shift = step * r
         for e in events:
             when = {name: getattr(e, name) - shift for name in e._utc_fields}
-            out.append(e.model_copy(update={**when, "event_id": f"{e.event_id}~{r}"}))
-    return out
+            yield e.model_copy(update={**when, "event_id": f"{e.event_id}~{r}"})
+    yield from events
 
 
 def as_msgs(events: Sequence[MarketEvent]) -> list[Any]:
@@ -500,7 +496,7 @@ def main() -> None:
                     help="only the market stage's own work in this process (no broker); printed, not saved")
     ap.add_argument("--recorded", type=Path, default=DATA,
                     help="the throughput phase again on the recorded markets under this folder (skipped if none)")
-    ap.add_argument("--recorded-repeats", type=int, default=2, help="repetitions of the recording (see above)")
+    ap.add_argument("--recorded-repeats", type=int, default=4, help="repetitions of the recording (see above)")
     args = ap.parse_args()
 
     def synthetic_costs() -> dict[str, Any]:   # (the messages are built here and freed after: a larger heap
@@ -509,8 +505,8 @@ def main() -> None:
 
     if args.stage_only:
         out0 = {"cpu_loop_ms": cpu_loop_ms(), **synthetic_costs()}
-        rec = recorded_events(args.recorded, args.recorded_repeats)
-        print(json.dumps({**out0, "recorded_markets": stage_costs(as_msgs(rec)) if rec else None}, indent=1))
+        rec = as_msgs(list(recorded_events(args.recorded, args.recorded_repeats)))
+        print(json.dumps({**out0, "recorded_markets": stage_costs(rec) if rec else None}, indent=1))
         return
     out: dict[str, object] = {"machine": f"{os.cpu_count()} cores", "measured_at": datetime.now(UTC).isoformat(),
                               "cpu_loop_ms_before": cpu_loop_ms()}
@@ -531,14 +527,15 @@ def main() -> None:
                 print(json.dumps(out, indent=1))
             finally:
                 broker.stop()
-            recorded = recorded_events(args.recorded, args.recorded_repeats)
-            if recorded:   # on a fresh broker: the market topics hold the recording alone
-                broker = LocalKafka(Path(d) / "k3", heap="1g").start()
+            if next(recorded_events(args.recorded, 1), None) is not None:   # on a fresh broker: the market
+                broker = LocalKafka(Path(d) / "k3", heap="1g").start()       # topics hold the recording alone
                 try:
                     ensure_topics(broker.bootstrap)
-                    out["recorded_markets"] = {"repeats": args.recorded_repeats,
-                                               **throughput(broker.bootstrap, recorded, tmp),
-                                               **stage_costs(as_msgs(recorded))}
+                    recorded: dict[str, Any] = {"repeats": args.recorded_repeats, **throughput(
+                        broker.bootstrap, recorded_events(args.recorded, args.recorded_repeats), tmp)}
+                    recorded.update(stage_costs(as_msgs(list(recorded_events(args.recorded,
+                                                                             args.recorded_repeats)))))
+                    out["recorded_markets"] = recorded
                     print(json.dumps(out["recorded_markets"], indent=1))
                 finally:
                     broker.stop()
