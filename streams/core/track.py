@@ -124,7 +124,8 @@ def track_batch(msgs: Sequence[Msg], lookup: Callable[[str], state.State | None]
     """Fold a batch of raw market messages into per-offer state; see the module docstring."""
     now = now or datetime.now(UTC)
     out = TrackOutput()
-    last_event: dict[str, PriceObserved | CapacityObserved | InterruptionObserved] = {}
+    # offer key -> its last event in the batch that changed its state, and that event's time
+    last_event: dict[str, tuple[PriceObserved | CapacityObserved | InterruptionObserved, float]] = {}
     material: list[tuple[str, str, str, float | None]] = []  # (offer key, reason, event id, producer ts)
     for m, result in zip(msgs, validate_many([m.value for m in msgs], MARKET_TYPES, now), strict=True):
         if isinstance(result, Rejected):
@@ -141,14 +142,13 @@ def track_batch(msgs: Sequence[Msg], lookup: Callable[[str], state.State | None]
         if new is old:
             continue
         out.updated[key] = (new, m.partition)
-        last_event[key] = result
+        last_event[key] = (result, t)
         if reason and "usd_per_hour" in new:
             material.append((key, reason, result.event_id, m.timestamp))
-    for fc in forecaster.observe_many([(key, out.updated[key][0], state.event_t(e))
-                                       for key, e in last_event.items()]):
+    for fc in forecaster.observe_many([(key, out.updated[key][0], t) for key, (_, t) in last_event.items()]):
         key = fc.offer_key
         kb = key.encode()
-        out.forecasts += [(kb, r) for r in forecast_records(_offer_json(key, last_event[key].offer), fc)]
+        out.forecasts += [(kb, r) for r in forecast_records(_offer_json(key, last_event[key][0].offer), fc)]
     out.promotions += [(f"{p.group}|{p.target}".encode(), p.model_dump_json().encode())
                        for p in forecaster.drain_promotions()]
     # each change carries the offer's state at the end of the batch (the decision stage keeps the last one)

@@ -307,11 +307,15 @@ class MarketStage:
             return
         first: dict[tuple[str, int], int] = {}
         last: dict[tuple[str, int], int] = {}
+        batch = []
         for m in msgs:
-            first.setdefault((m.topic(), m.partition()), m.offset())
-            last[(m.topic(), m.partition())] = m.offset()
+            msg = track.Msg(m.value(), m.topic(), m.partition(), m.offset(), _producer_ts(m))
+            batch.append(msg)
+            tp = (msg.topic, msg.partition)
+            if tp not in first:
+                first[tp] = msg.offset
+            last[tp] = msg.offset
         try:
-            batch = [track.Msg(m.value(), m.topic(), m.partition(), m.offset(), _producer_ts(m)) for m in msgs]
             res = track.track_isolated(batch, self.store.get, self.held, self.forecaster, self.cfg.price_threshold)
             if self._newly_held:
                 track.catch_up(self._newly_held, self.store.get, self.store.partition_of, self.forecaster, res)
