@@ -40,6 +40,7 @@ from outputs import api_limits, api_models, api_quotas
 from outputs.api_limits import (
     DEFAULT_MAX_BODY_BYTES,
     BodyLimitMiddleware,
+    DuplicateKeysMiddleware,
     SecurityHeadersMiddleware,
     bounded_errors,
     env_flag,
@@ -210,7 +211,8 @@ def create_app(client: Any, config: ApiConfig | None = None, publish: Publish | 
     app.state.keys = ks
     app.state.metrics = metrics
     # outermost last: security headers on every answer (a 413 too), then metrics (which count the 413s), then
-    # the body limit, before anything reads the body
+    # the body limit, before anything reads the body, then the check for a key given twice in a JSON body
+    app.add_middleware(DuplicateKeysMiddleware)
     app.add_middleware(BodyLimitMiddleware, max_bytes=cfg.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.add_middleware(SecurityHeadersMiddleware)

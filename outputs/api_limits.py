@@ -170,6 +170,73 @@ class BodyLimitMiddleware:
         await self.app(scope, _receive, _send)
 
 
+def duplicate_key(body: bytes) -> str | None:
+    """The first key an object of this JSON body names twice (clipped), or None: none does, or the body is not
+    JSON (FastAPI answers that itself).
+
+    >>> duplicate_key(b'{"a": 1, "b": {"c": 2, "c": 3}}'), duplicate_key(b'{"a": 1}'), duplicate_key(b"{")
+    ('c', None, None)
+    """
+    found: list[str] = []
+
+    def pairs(kv: list[tuple[str, Any]]) -> dict[str, Any]:
+        obj = dict(kv)
+        if len(obj) < len(kv) and not found:
+            seen: set[str] = set()
+            for k, _ in kv:
+                if k in seen:
+                    found.append(k)
+                    break
+                seen.add(k)
+        return obj
+
+    try:
+        json.loads(body, object_pairs_hook=pairs)
+    except (ValueError, RecursionError):
+        return None
+    return clip(found[0]) if found else None
+
+
+class DuplicateKeysMiddleware:
+    """Refuses (422) a JSON request body in which an object names a key twice. Python's parser, and so
+    FastAPI, silently keeps the last value: a workload sent with two `budget_usd_per_hour` got the second.
+    The body is read whole (BodyLimitMiddleware, outside this one, caps it), checked, then handed on as it
+    came. Requests without a body and non-JSON bodies pass untouched."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS", "DELETE") or not _json_body(scope):
+            await self.app(scope, receive, send)
+            return
+        received: list[Message] = []
+        while True:
+            msg = await receive()
+            received.append(msg)
+            if msg["type"] != "http.request" or not msg.get("more_body", False):
+                break
+        key = duplicate_key(b"".join(m.get("body", b"") for m in received if m["type"] == "http.request"))
+        if key is not None:
+            detail = [{"loc": ["body"], "msg": f"duplicate key {key!r} in a JSON object", "type": "json_invalid"}]
+            await _send_json(send, 422, json.dumps({"detail": detail}).encode())
+            return
+        replay = iter(received)
+
+        async def _receive() -> Message:
+            return next(replay, None) or await receive()
+
+        await self.app(scope, _receive, send)
+
+
+def _json_body(scope: Scope) -> bool:
+    """Whether FastAPI would read the request's body as JSON (a JSON content type, or none)."""
+    for name, value in scope.get("headers", ()):
+        if name.lower() == b"content-type":
+            return b"json" in value.lower()
+    return True
+
+
 def bounded_errors(errors: Sequence[Any]) -> list[dict[str, Any]]:
     """A 422's detail: location, message and type of at most MAX_ERRORS errors, never the input itself, each
     location part and message clipped; a last entry counts the errors left out."""

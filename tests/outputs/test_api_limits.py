@@ -14,7 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from outputs.api import STATIC, ApiConfig, create_app
-from outputs.api_limits import DEFAULT_MAX_BODY_BYTES, BodyLimitMiddleware, Message
+from outputs.api_limits import DEFAULT_MAX_BODY_BYTES, BodyLimitMiddleware, DuplicateKeysMiddleware, Message
 from outputs.security import KeyStore, Principal
 from schemas.events import MAX_EVENT_BYTES, Event
 from schemas.gpus import GPU_CATALOGUE
@@ -147,6 +147,58 @@ def test_body_limit_middleware_stops_reading_once_over() -> None:
     sent.clear()
     asyncio.run(mw({**scope, "headers": [(b"content-length", b"-1")]}, receive, send))
     assert sent[0]["status"] == 400
+
+
+@pytest.mark.parametrize("body", [
+    '{"workload_id": "w1", "gpu_throughput": {"L4": 0.3}, "min_gpus": 1, "max_gpus": 2, "budget_usd_per_hour": 3,'
+    ' "budget_usd_per_hour": 300}',
+    '{"workload_id": "w1", "gpu_throughput": {"L4": 0.3, "L4": 3.0}, "min_gpus": 1, "max_gpus": 2,'
+    ' "budget_usd_per_hour": 3}'])
+def test_a_key_given_twice_is_refused(api: tuple[TestClient, list[Event]], body: str) -> None:
+    tc, published = api
+    r = tc.post("/v1/workloads", content=body, headers={**H(), "Content-Type": "application/json"})
+    assert r.status_code == 422 and "duplicate key" in r.json()["detail"][0]["msg"] and published == []
+    assert r.headers["x-content-type-options"] == "nosniff"   # (answered inside the security headers' middleware)
+    once = json.dumps(json.loads(body))   # (the same body with each key once: accepted)
+    ok = tc.post("/v1/workloads", content=once, headers={**H(), "Content-Type": "application/json"})
+    assert ok.status_code == 202 and len(published) == 1
+
+
+def test_duplicate_keys_middleware_hands_the_body_on_as_it_came() -> None:
+    """ASGI level: a body in three chunks reaches the app whole, in the same chunks; a body with a key given
+    twice never reaches it; a GET passes untouched."""
+    chunks = [b'{"a": 1,', b' "b": {"c": 2},', b' "d": 3}']
+
+    def receiver(parts: list[bytes]) -> Any:
+        msgs = [{"type": "http.request", "body": c, "more_body": i < len(parts) - 1} for i, c in enumerate(parts)]
+
+        async def receive() -> Message:
+            return msgs.pop(0) if msgs else {"type": "http.disconnect"}
+        return receive
+
+    app_saw: list[Message] = []
+    sent: list[Message] = []
+
+    async def app(scope: Any, rcv: Any, snd: Any) -> None:
+        while (msg := await rcv())["type"] == "http.request":
+            app_saw.append(msg)
+            if not msg["more_body"]:
+                break
+
+    async def send(msg: Message) -> None:
+        sent.append(msg)
+
+    mw = DuplicateKeysMiddleware(app)
+    scope = {"type": "http", "method": "POST", "path": "/v1/workloads",
+             "headers": [(b"content-type", b"application/json")]}
+    asyncio.run(mw(scope, receiver(chunks), send))
+    assert [m["body"] for m in app_saw] == chunks and sent == []
+    app_saw.clear()
+    asyncio.run(mw(scope, receiver([b'{"a": 1,', b' "a": 2}']), send))
+    assert app_saw == [] and sent[0]["status"] == 422 and b"duplicate key 'a'" in sent[1]["body"]
+    sent.clear()
+    asyncio.run(mw({**scope, "method": "GET"}, receiver([b'{"a": 1, "a": 2}']), send))
+    assert len(app_saw) == 1 and sent == []
 
 
 def test_limit_is_configurable(monkeypatch: pytest.MonkeyPatch) -> None:
