@@ -14,7 +14,7 @@ import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
@@ -31,6 +31,7 @@ class Batch:
     produced the message, so one agent's flush never clears (or raises for) another agent's failure."""
 
     errors: int = 0
+    report: Any = field(default=None, repr=False, compare=False)   # its delivery callback, made once (FastOutput)
 
 
 class FastOutput:
@@ -42,6 +43,9 @@ class FastOutput:
         self._p = Producer({
             **client_config(bootstrap), "enable.idempotence": True, "acks": "all", "linger.ms": 2,
             "compression.type": "lz4", "queue.buffering.max.messages": 1_000_000, "log_level": 3,
+            # a delivery report only for a failure: a success has nothing to count, and its callback is a Python
+            # call per message during the flush (~1 us of a message's ~8, produce and flush included)
+            "delivery.report.only.error": True,
         })
 
     @staticmethod
@@ -56,11 +60,13 @@ class FastOutput:
 
     def produce(self, topic: str, key: bytes | None, value: bytes | None, partition: int | None = None,
                 batch: Batch | None = None) -> None:
+        b = batch or self.default
+        if b.report is None:
+            b.report = partial(self._on_delivery, b)
         try:
-            produce_waiting(self._p, topic, key, value, partition,
-                            on_delivery=partial(self._on_delivery, batch or self.default))
+            produce_waiting(self._p, topic, key, value, partition, on_delivery=b.report)
         except KafkaException as exc:  # refused before sending (e.g. too large): a failed delivery
-            (batch or self.default).errors += 1
+            b.errors += 1
             log.warning("output message to %s refused: %s (%s)", topic, exc, (value or b"")[:300])
 
     async def flush(self, batch: Batch | None = None) -> None:
