@@ -183,11 +183,10 @@ def synthetic_events(n: int, spacing_s: float) -> Iterator[PriceObserved]:
         yield price_event(o, cur[o.key], t0 + timedelta(seconds=i * spacing_s), i)
 
 
-def recorded_events(data: Path, repeats: int) -> Iterator[MarketEvent]:
-    """Every event of every replay dataset under `data`, in event-time order, `repeats` times: repetition r
-    (published first for the largest r) shifted back by r x (the recording's span + 1 day), its ids
-    suffixed `~r`. None where `data` holds none of the datasets."""
-    events = list(replay_events(data, sorted(DATASETS)))
+def recorded_events(events: list[MarketEvent], repeats: int) -> Iterator[MarketEvent]:
+    """The recording `events` (every replay dataset, in event-time order: `replay_events(data,
+    sorted(DATASETS))`) `repeats` times: repetition r (published first for the largest r) shifted back by
+    r x (the recording's span + 1 day), its ids suffixed `~r`."""
     if not events:
         return
     step = event_time(events[-1]) - event_time(events[0]) + timedelta(days=1)
@@ -276,11 +275,10 @@ def stage_costs(msgs: list[Any], batch: int = 5000) -> dict[str, Any]:
             "stage_forecaster_us_per_event": round((f.spent_s - spent0) / n * 1e6, 1), "stage_events_timed": n}
 
 
-def throughput(bootstrap: str, events: Iterable[Event], tmp: Path, profile: Path | None = None,
-               topics: list[str] | None = None) -> dict[str, float]:
+def throughput(bootstrap: str, events: Iterable[Event], tmp: Path, profile: Path | None = None) -> dict[str, float]:
     """The raw consume rate of `events` produced to their topics, and the events/s of one worker, then of
     two, consuming them (see the module docstring)."""
-    topics = topics or MARKET_TOPICS
+    topics = MARKET_TOPICS
     pub = KafkaPublisher(bootstrap)
     n_events = pub.publish_all(events)
     assert pub.flush(120) == 0
@@ -505,7 +503,8 @@ def main() -> None:
 
     if args.stage_only:
         out0 = {"cpu_loop_ms": cpu_loop_ms(), **synthetic_costs()}
-        rec = as_msgs(list(recorded_events(args.recorded, args.recorded_repeats)))
+        rec = as_msgs(list(recorded_events(list(replay_events(args.recorded, sorted(DATASETS))),
+                                           args.recorded_repeats)))
         print(json.dumps({**out0, "recorded_markets": stage_costs(rec) if rec else None}, indent=1))
         return
     out: dict[str, object] = {"machine": f"{os.cpu_count()} cores", "measured_at": datetime.now(UTC).isoformat(),
@@ -527,14 +526,14 @@ def main() -> None:
                 print(json.dumps(out, indent=1))
             finally:
                 broker.stop()
-            if next(recorded_events(args.recorded, 1), None) is not None:   # on a fresh broker: the market
-                broker = LocalKafka(Path(d) / "k3", heap="1g").start()       # topics hold the recording alone
+            recording = list(replay_events(args.recorded, sorted(DATASETS)))   # (read once for both uses)
+            if recording:   # on a fresh broker: the market topics hold the recording alone
+                broker = LocalKafka(Path(d) / "k3", heap="1g").start()
                 try:
                     ensure_topics(broker.bootstrap)
                     recorded: dict[str, Any] = {"repeats": args.recorded_repeats, **throughput(
-                        broker.bootstrap, recorded_events(args.recorded, args.recorded_repeats), tmp)}
-                    recorded.update(stage_costs(as_msgs(list(recorded_events(args.recorded,
-                                                                             args.recorded_repeats)))))
+                        broker.bootstrap, recorded_events(recording, args.recorded_repeats), tmp)}
+                    recorded.update(stage_costs(as_msgs(list(recorded_events(recording, args.recorded_repeats)))))
                     out["recorded_markets"] = recorded
                     print(json.dumps(out["recorded_markets"], indent=1))
                 finally:
