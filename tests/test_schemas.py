@@ -2,9 +2,12 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta, timezone
+from typing import Annotated
 
 import pytest
-from pydantic import ValidationError
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pydantic import AwareDatetime, Field, TypeAdapter, ValidationError
 
 from schemas import (
     GPU_CATALOGUE,
@@ -20,6 +23,7 @@ from schemas import (
 )
 
 T = datetime(2025, 6, 1, 12, tzinfo=UTC)
+T0, T1 = datetime(1970, 1, 1, tzinfo=UTC), datetime(2100, 1, 1, tzinfo=UTC)
 OFFER = OfferKey(provider="gcp", region="us-central1", instance_type="a2-highgpu-1g", gpu_model="A100-40GB",
                  gpus_per_instance=1, market=Market.SPOT)
 
@@ -54,6 +58,25 @@ def test_datetimes_become_utc_and_naive_is_rejected() -> None:
         with pytest.raises(ValidationError, match="quoted_at"):
             decode_event(js.replace("2025-06-01T12:00:00Z", outside, 1))
 
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.datetimes(min_value=datetime(1969, 12, 31), max_value=datetime(2100, 1, 2)),
+       st.sampled_from(["seconds", "milliseconds", "microseconds", "minutes"]))
+def test_a_z_time_reads_as_pydantic_strict_reads_it(t: datetime, spec: str) -> None:
+    """The fast path for '...Z' times (datetime.fromisoformat) gives what pydantic-core's strict parse gives,
+    and refuses what it refuses (the [1970, 2100) range included)."""
+    written = t.isoformat(timespec=spec) + "Z"
+    js = price().model_dump_json().replace("2025-06-01T12:00:00Z", written, 1)
+    try:
+        want = TypeAdapter(Annotated[AwareDatetime, Field(ge=T0, lt=T1)]).validate_json(json.dumps(written),
+                                                                                      strict=True)
+    except ValidationError:
+        with pytest.raises(ValidationError, match="quoted_at"):
+            decode_event(js)
+        return
+    got = decode_event(js)
+    assert isinstance(got, PriceObserved) and got.quoted_at == want and got.quoted_at.tzinfo is UTC
 
 @pytest.mark.parametrize("bad", [0.0, -1.0, float("nan"), float("inf"), 1e9])
 def test_bad_prices_rejected(bad: float) -> None:

@@ -16,6 +16,7 @@ its offer is ignored, so replaying a partition after a crash reproduces the same
 
 from __future__ import annotations
 
+import math
 from functools import lru_cache
 from typing import Any
 
@@ -45,17 +46,20 @@ def _ts(t: Any) -> float:
 
 
 def apply_event(state: State, e: PriceObserved | CapacityObserved | InterruptionObserved,
-                threshold: float = PRICE_MOVE_THRESHOLD, held: bool = False) -> tuple[State, str | None]:
-    """Return (new state, material-change reason or None). `state` is not mutated.
+                threshold: float = PRICE_MOVE_THRESHOLD, held: bool = False,
+                t: float | None = None) -> tuple[State, str | None]:
+    """Return (new state, material-change reason or None). `state` is not mutated; an event it already
+    holds, or older than what it holds, returns `state` itself.
 
     `held`: the offer carries a current placement. Then any price change is material, so a move below the
-    threshold can never leave a placement over its budget unnoticed.
+    threshold can never leave a placement over its budget unnoticed. `t`: `event_t(e)`, when the caller has it.
     """
-    s = dict(state)
+    if t is None:
+        t = event_t(e)
     if isinstance(e, PriceObserved):
-        t = _ts(e.quoted_at)
-        if t < s.get("price_t", float("-inf")) or e.event_id == s.get("price_event_id"):
+        if t < state.get("price_t", -math.inf) or e.event_id == state.get("price_event_id"):
             return state, None
+        s = dict(state)
         p = e.usd_per_hour
         first = "usd_per_hour" not in s
         s.update(usd_per_hour=p, price_t=t, observed_t=_ts(e.observed_at), price_event_id=e.event_id,
@@ -74,9 +78,9 @@ def apply_event(state: State, e: PriceObserved | CapacityObserved | Interruption
                 " on a held offer" if abs(p - seen) / seen < threshold else "")
         return s, None
     if isinstance(e, CapacityObserved):
-        t = _ts(e.quoted_at)
-        if t < s.get("capacity_t", float("-inf")) or e.event_id == s.get("capacity_event_id"):
+        if t < state.get("capacity_t", -math.inf) or e.event_id == state.get("capacity_event_id"):
             return state, None
+        s = dict(state)
         before = s.get("available", True)
         s.update(available=e.available, capacity_instances=e.available_instances, capacity_t=t,
                  capacity_event_id=e.event_id)
@@ -92,9 +96,9 @@ def apply_event(state: State, e: PriceObserved | CapacityObserved | Interruption
             return s, "capacity regained" if e.available else "capacity lost"
         return s, None
     # InterruptionObserved
-    t = _ts(e.occurred_at)
-    if t < s.get("interruption_t", float("-inf")) or e.event_id == s.get("interruption_event_id"):
+    if t < state.get("interruption_t", -math.inf) or e.event_id == state.get("interruption_event_id"):
         return state, None
+    s = dict(state)
     s.update(interruption_t=t, interruption_event_id=e.event_id)
     prev = float(s.get("interruption_p", 0.0))
     if e.interruption_probability_per_hour is not None:

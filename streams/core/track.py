@@ -138,7 +138,7 @@ def track_batch(msgs: Sequence[Msg], lookup: Callable[[str], state.State | None]
             out.partition_t[(m.topic, m.partition)] = t
         key = result.offer.key
         old = out.updated[key][0] if key in out.updated else lookup(key)
-        new, reason = state.apply_event(old or {}, result, threshold, held=key in held)
+        new, reason = state.apply_event(old or {}, result, threshold, held=key in held, t=t)
         if new is old:
             continue
         out.updated[key] = (new, m.partition)
