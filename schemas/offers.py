@@ -13,7 +13,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import ClassVar, overload
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from schemas.gpus import GPU_CATALOGUE
 
@@ -75,19 +75,15 @@ class OfferKey(BaseModel):
     gpus_per_instance: int = Field(ge=1, le=1024)
     market: Market
 
-    @field_validator("gpu_model")
-    @classmethod
-    def _known_gpu(cls, v: str) -> str:
-        if v not in GPU_CATALOGUE:
-            raise ValueError(f"unknown GPU model {v!r}; canonical names: {sorted(GPU_CATALOGUE)}")
-        return v
-
-    @field_validator("instance_type", "zone")
-    @classmethod
-    def _no_separator(cls, v: str) -> str:
-        if "|" in v:
-            raise ValueError("'|' is reserved as the offer-key separator")
-        return v
+    @model_validator(mode="after")
+    def _canonical(self) -> OfferKey:
+        """A known GPU model, and no '|' (the key's separator) in the free-form names. (One validator for
+        the three checks: each Python validator is a call per event on the market stage's path.)"""
+        if self.gpu_model not in GPU_CATALOGUE:
+            raise ValueError(f"unknown GPU model {self.gpu_model!r}; canonical names: {sorted(GPU_CATALOGUE)}")
+        if "|" in self.instance_type or "|" in self.zone:
+            raise ValueError("'|' is reserved as the offer-key separator (instance_type, zone)")
+        return self
 
     key: ClassVar[_Key] = _Key()   # the stable string form: the Kafka message key and table key
 

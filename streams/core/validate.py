@@ -75,16 +75,20 @@ def check(event: Event, allowed: tuple[str, ...], now: datetime) -> Event | Reje
     """The checks beyond the schema: allowed on this topic, known provider, not in the future, finite."""
     if event.__class__.__name__ not in allowed:
         return Rejected(f"event_type {event.__class__.__name__} not allowed on this topic (expects {list(allowed)})")
-    if isinstance(event, PriceObserved | CapacityObserved | InterruptionObserved):
+    if isinstance(event, _MARKET):
         if event.offer.provider not in KNOWN_PROVIDERS:
             return Rejected(f"unknown provider {event.offer.provider!r}")
         t = event.quoted_at if not isinstance(event, InterruptionObserved) else event.occurred_at
+        latest = now + MAX_CLOCK_SKEW
         for name, ts in (("event time", t), ("observed_at", event.observed_at)):
-            if ts - now > MAX_CLOCK_SKEW:
+            if ts > latest:
                 return Rejected(f"{name} {ts.isoformat()} is in the future (now {now.isoformat()})")
     if isinstance(event, PriceObserved) and not math.isfinite(event.usd_per_hour):
         return Rejected("price is not finite")
     return event
+
+
+_MARKET = (PriceObserved, CapacityObserved, InterruptionObserved)   # (a tuple: isinstance of a union is slower)
 
 
 def dead_letter(raw: bytes | None, reason: str, topic: str, partition: int | None, offset: int | None,
