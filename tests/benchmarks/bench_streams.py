@@ -32,7 +32,7 @@
    case (every event moves its price and is due a forecast at both horizons); recorded markets mix
    prices, capacity and interruptions, and few of their events are due a forecast.
 3. memory: worker RSS after loading 10,000 offers minus RSS before (the market stage's state); the decision
-   stage's process (engine and table mirrors) is reported apart, whole.
+   stage's process (engine and table mirrors) is reported apart, whole, read after the initial placement.
 
 Results go to tests/benchmarks/results.json under "streams" (other keys are left alone), with
 `cpu_loop_ms_before` / `_after`: a fixed pure-Python loop timed at the start and the end. This machine's
@@ -373,7 +373,6 @@ def latency(bootstrap: str, seconds: float, engine: str, tmp: Path, rate: int = 
         wait_until(lambda: group_position(bootstrap, market_group(app_id), [PRICES.name])[0] >= len(offers), 300,
                    "offers", 0.2)
         rss1 = rss_kb(worker.pid)
-        decider_rss = sum(rss_kb(int(c)) for c in _children(worker.pid))  # the decision stage's process
         for w in workloads:
             pub.publish(WorkloadRequested(event_id=f"wr-{w.workload_id}", spec=w, requested_at=now))
         assert pub.flush(60) == 0
@@ -400,6 +399,8 @@ def latency(bootstrap: str, seconds: float, engine: str, tmp: Path, rate: int = 
                     if m.error() is None:
                         track_held(json.loads(m.value() or b"{}"))
         settle_s = time.monotonic() - t_settle
+        # the decision stage's process (started at the first step): its engine, plan and market view
+        decider_rss = sum(rss_kb(int(c)) for c in _children(worker.pid))
         # steady phase
         rng = random.Random(4)
         cur = {o.key: p for o, p in offers}
