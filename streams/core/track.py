@@ -34,7 +34,7 @@ from schemas.offers import OfferKey
 from streams.core import state
 from streams.core.forecast import Forecaster
 from streams.core.forecast_events import forecast_records
-from streams.core.validate import Rejected, dead_letter, validate_many
+from streams.core.validate import Rejected, dead_letter, validate
 
 MARKET_TYPES = ("PriceObserved", "CapacityObserved", "InterruptionObserved")
 STAGE = "streams.track_offers"
@@ -126,11 +126,13 @@ def track_batch(msgs: Sequence[Msg], lookup: Callable[[str], state.State | None]
     """Fold a batch of raw market messages into per-offer state; see the module docstring."""
     now = now or datetime.now(UTC)
     out = TrackOutput()
-    # offer key -> its last event in the batch that changed its state, and that event's time
-    last_event: dict[str, tuple[PriceObserved | CapacityObserved | InterruptionObserved, float]] = {}
+    # offer key -> the offer and the time of its last event in the batch that changed its state (the event
+    # itself is not kept: each is dropped once applied, which keeps the batch's working memory small)
+    last_event: dict[str, tuple[OfferKey, float]] = {}
     material: list[tuple[str, str, str, float | None]] = []  # (offer key, reason, event id, producer ts)
     partition_t = out.partition_t
-    for m, result in zip(msgs, validate_many([m.value for m in msgs], MARKET_TYPES, now), strict=True):
+    for m in msgs:
+        result = validate(m.value, MARKET_TYPES, now)
         if isinstance(result, Rejected):
             out.dead_letters.append(dead_letter(m.value, result.reason, m.topic, m.partition, m.offset, STAGE, now))
             continue
@@ -146,13 +148,13 @@ def track_batch(msgs: Sequence[Msg], lookup: Callable[[str], state.State | None]
         if new is old:
             continue
         out.updated[key] = (new, m.partition)
-        last_event[key] = (result, t)
+        last_event[key] = (result.offer, t)
         if reason and "usd_per_hour" in new:
             material.append((key, reason, result.event_id, m.timestamp))
     for fc in forecaster.observe_many([(key, out.updated[key][0], t) for key, (_, t) in last_event.items()]):
         key = fc.offer_key
         kb = key.encode()
-        out.forecasts += [(kb, r) for r in forecast_records(_offer_json(key, last_event[key][0].offer), fc)]
+        out.forecasts += [(kb, r) for r in forecast_records(_offer_json(key, last_event[key][0]), fc)]
     out.promotions += [(f"{p.group}|{p.target}".encode(), p.model_dump_json().encode())
                        for p in forecaster.drain_promotions()]
     # each change carries the offer's state at the end of the batch (the decision stage keeps the last one)
