@@ -68,7 +68,7 @@ def _in_utc(v: Any, handler: ValidatorFunctionWrapHandler) -> datetime:
     if v.__class__ is str:
         if v[-1:] == "Z":
             try:
-                d = _FROM_ISO(v)
+                d = datetime.fromisoformat(v)
             except ValueError:
                 pass
             else:
@@ -81,7 +81,6 @@ def _in_utc(v: Any, handler: ValidatorFunctionWrapHandler) -> datetime:
     return d if d.tzinfo is UTC else d.astimezone(UTC)
 
 
-_FROM_ISO = datetime.fromisoformat
 _TIME_JSON: TypeAdapter[datetime] = TypeAdapter(Annotated[AwareDatetime, Field(ge=MIN_TIME, lt=MAX_TIME)])
 _IN_UTC = _InUtc()
 UtcDatetime = Annotated[AwareDatetime, Field(ge=MIN_TIME, lt=MAX_TIME), _IN_UTC, WrapValidator(_in_utc)]

@@ -29,12 +29,12 @@ from typing import Any, NamedTuple
 
 from pydantic_core import from_json, to_json
 
-from schemas.events import CapacityObserved, DeadLettered, InterruptionObserved, PriceObserved
+from schemas.events import DeadLettered
 from schemas.offers import OfferKey
 from streams.core import state
 from streams.core.forecast import Forecaster
 from streams.core.forecast_events import forecast_records
-from streams.core.validate import Rejected, dead_letter, validate
+from streams.core.validate import MARKET_EVENTS, Rejected, dead_letter, validate
 
 MARKET_TYPES = ("PriceObserved", "CapacityObserved", "InterruptionObserved")
 STAGE = "streams.track_offers"
@@ -106,8 +106,6 @@ def unpack_changes(value: bytes) -> list[dict[str, Any]]:
 
 
 _OFFER_JSON: dict[str, str] = {}
-_MARKET = (PriceObserved, CapacityObserved, InterruptionObserved)   # (a tuple: isinstance of a union is slower)
-_NEVER = -math.inf
 
 
 def _offer_json(key: str, offer: OfferKey) -> str:
@@ -136,11 +134,11 @@ def track_batch(msgs: Sequence[Msg], lookup: Callable[[str], state.State | None]
         if isinstance(result, Rejected):
             out.dead_letters.append(dead_letter(m.value, result.reason, m.topic, m.partition, m.offset, STAGE, now))
             continue
-        assert isinstance(result, _MARKET)
+        assert isinstance(result, MARKET_EVENTS)
         out.valid += 1
         t = state.event_t(result)
         tp = (m.topic, m.partition)
-        if t > partition_t.get(tp, _NEVER):
+        if t > partition_t.get(tp, -math.inf):
             partition_t[tp] = t
         key = result.offer.key
         old = out.updated[key][0] if key in out.updated else lookup(key)
