@@ -110,10 +110,13 @@ def test_window_features_match_the_window_stats(points: list[tuple[float, float]
         assert (ret, vol, lo, hi) == pytest.approx((s["log_return"], s["volatility"], s["min"], s["max"]), rel=1e-12)
 
 
-@given(st.floats(0.01, 1e4), st.floats(-5, 5), st.floats(0, 1), st.floats(0, 1e3) | st.none(), st.integers(0, 10**6))
-def test_forecast_records_are_the_events_json(p0: float, move: float, risk: float, mae: float | None, n: int) -> None:
-    """The hand-built JSON (orjson) is byte for byte what pydantic writes for the same events."""
-    f = Forecast(offer_key=OFF.key, made_t=1_700_000_000.25, usd_per_hour={3600: p0, 86_400: p0 * math.exp(move)},
+@given(st.floats(0.01, 1e4), st.floats(-5, 5), st.floats(0, 1), st.floats(0, 1e3) | st.none(), st.integers(0, 10**6),
+       st.floats(0, 4.2e9) | st.sampled_from([1_700_000_000.25, 1_700_000_059.9999995, 0.0000005]))
+def test_forecast_records_are_the_events_json(p0: float, move: float, risk: float, mae: float | None, n: int,
+                                              made_t: float) -> None:
+    """The hand-built JSON is byte for byte what pydantic writes for the same events (the time formatted
+    by arithmetic up to 2100, by datetime after; microseconds rounded half to even, into the next minute)."""
+    f = Forecast(offer_key=OFF.key, made_t=made_t, usd_per_hour={3600: p0, 86_400: p0 * math.exp(move)},
                  interruption_probability_next_hour=risk, model_used={3600: True, 86_400: False},
                  risk_model_used=False, mae_model={3600: mae, 86_400: None}, mae_naive={3600: mae, 86_400: 0.5},
                  n_scored={3600: n, 86_400: 0}, risk_logloss_model=None, risk_logloss_naive=None)
