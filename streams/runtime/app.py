@@ -435,9 +435,11 @@ def create_app(cfg: StreamsConfig, engine_factory: Callable[[], AllocationEngine
         if res.solve_ms is not None:
             counters.solve_seconds.observe(res.solve_ms / 1000)
         if log.isEnabledFor(logging.DEBUG):
-            oldest = min((float(c["msg_ts"]) for c in market_changes if c.get("msg_ts")), default=step_t)
-            log.debug("step: %d market changes, oldest %.0f ms old; step %.0f ms (solve %s ms, engine %s), writes "
-                      "%.0f ms, %d decisions", len(market_changes), (step_t - oldest) * 1000,
+            ts = [float(c["msg_ts"]) for c in market_changes if c.get("msg_ts")]
+            oldest, newest = min(ts, default=step_t), max(ts, default=step_t)
+            log.debug("step: %d market changes, oldest %.0f ms old (newest %.0f); step %.0f ms (solve %s ms, engine "
+                      "%s), writes %.0f ms, %d decisions", len(market_changes), (step_t - oldest) * 1000,
+                      (step_t - newest) * 1000,
                       (stepped_t - step_t) * 1000, res.solve_ms and round(res.solve_ms), res.engine_timings,
                       (time.time() - stepped_t) * 1000, len(res.decision_records))
         if res.solve_ms is not None and res.solve_ms > 1000:
