@@ -29,8 +29,10 @@ class Settings(BaseSettings):
         default=True, description="the decision stage writes each step as one Kafka transaction (fenced: a worker "
         "that lost the stage writes nothing more); false for a Kafka-compatible service without transactions")
     cloudarb_cg_budget_s: float | None = Field(
-        default=0.03, description="portfolio engine in the worker: LP time per decision (one simplex run, at most "
-        "this long; the rest of column generation runs while idle); unset = always to the LP optimum")
+        default=0.0, ge=0.0, description="portfolio engine in the worker: simplex time per decision (one run, at "
+        "most this long). 0: none, a decision rests on the last optimal LP solution and the LP is re-solved "
+        "between decisions (a solve runs the simplex itself once the LP has been behind the market for 0.5 s); "
+        "unset = always to the LP optimum")
 
     @property
     def chdb_path(self) -> Path:

@@ -8,7 +8,7 @@ from cloudarb.app import engine_factory
 from cloudarb.settings import Settings
 
 
-@pytest.mark.parametrize(("env", "budget"), [(None, 0.03), ("0.1", 0.1), ("none", None)])
+@pytest.mark.parametrize(("env", "budget"), [(None, 0.0), ("0.1", 0.1), ("none", None)])
 def test_the_cg_budget_reaches_the_worker_engine(monkeypatch: pytest.MonkeyPatch, env: str | None,
                                                  budget: float | None) -> None:
     if env is None:
@@ -21,10 +21,11 @@ def test_the_cg_budget_reaches_the_worker_engine(monkeypatch: pytest.MonkeyPatch
     assert engine.cg_budget_s == budget  # type: ignore[attr-defined]
 
 
-def test_a_bad_cg_budget_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("env", ["fast", "-0.1"])
+def test_a_bad_cg_budget_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, env: str) -> None:
     from pydantic import ValidationError
 
-    monkeypatch.setenv("CLOUDARB_CG_BUDGET_S", "fast")
+    monkeypatch.setenv("CLOUDARB_CG_BUDGET_S", env)
     with pytest.raises(ValidationError, match="cloudarb_cg_budget_s"):
         Settings()
 

@@ -10,8 +10,9 @@ Lifecycle of an event (see solvers/portfolio/__init__.py for the model and the l
     column costs, budget coefficients and bounds, capacity rows, keep columns on changed offers. A
     reduced-cost screen proves the LP optimum unchanged when every changed column has x = 0 and still
     rc >= 0 (no re-solve then);
-  * `solve()` runs column generation when the LP is dirty (within `cg_budget_s` on warm solves, unless the
-    last optimal LP solution is older than MAX_STALE_LP_S), then `integer.integer_phase`;
+  * `solve()` runs column generation when the LP is dirty (within `cg_budget_s` on warm solves: with 0, none,
+    and the integer phase decides on the last optimal LP solution; unless the model has held changes no
+    optimal LP run has seen for MAX_STALE_LP_S), then `integer.integer_phase`;
   * `settle()` adopts the result into the master (`_adopt`: the moved workloads' migration terms mu_w, pair
     costs, keep columns), deferred so the caller has the result first; every other method settles first;
   * `warm(stop)` uses idle time: completes column generation, then improves the integer plan with CP-SAT
@@ -38,8 +39,8 @@ from solvers.portfolio.integer import integer_phase
 from solvers.portfolio.master import INF, RC_TOL, Master
 from solvers.portfolio.pairs import Pairs, build_pairs, pair_costs, segments
 
-# with a column-generation budget: a solve whose last optimal LP solution is older than this runs the
-# simplex to the end, whatever the budget (see PortfolioEngine.solve)
+# with a column-generation budget: a solve whose model has held changes that no optimal LP run has seen for
+# longer than this runs the simplex to the end, whatever the budget (see PortfolioEngine.solve)
 MAX_STALE_LP_S = 0.5
 
 
@@ -83,7 +84,8 @@ class PortfolioEngine:
         # the simplex once, for at most that many seconds, and decides on the result, or, when the run does
         # not finish, on the last optimal LP solution (the current prices, availability and capacity still
         # rule every decision). The rest waits for `warm()` (the decision stage calls it while idle) or the
-        # next solve
+        # next solve. 0: no simplex in a warm re-solve at all, the decision rests on the last optimal LP
+        # solution and `warm()` re-solves after it (tests/benchmarks/bench_lp_deferral.py)
         self.cg_budget_s = cg_budget_s
         # CP-SAT time for the joint pass of competing workloads (solvers.joint); 0 turns it off
         self.joint_time_limit_s = joint_time_limit_s
@@ -104,6 +106,9 @@ class PortfolioEngine:
         self._structural = True
         self._pending: dict[str, OfferQuote] = {}
         self._lp_dirty = True
+        # since when the model holds changes that no optimal LP run has seen (None: it is up to date); a
+        # solve runs the simplex whatever `cg_budget_s` once that is MAX_STALE_LP_S ago
+        self._behind_since: float | None = None
         self.stats: dict[str, float] = {"lp_solves": 0, "lp_skipped": 0, "rebuilds": 0}
         self._cache: DecisionCache | None = None
         self._changed_offers: set[int] = set()
@@ -138,6 +143,7 @@ class PortfolioEngine:
             M.column_generation(stop=stop)
             self.stats["lp_warm"] = self.stats.get("lp_warm", 0) + 1
             self._lp_dirty = False
+            self._caught_up(M)
             if not M.converged or stop():
                 return
         improve(self, stop)
@@ -344,6 +350,14 @@ class PortfolioEngine:
             self.stats["lp_skipped"] += 1
         else:
             self._lp_dirty = True
+            if self._behind_since is None:
+                self._behind_since = time.monotonic()
+
+    def _caught_up(self, M: Master) -> None:
+        """After a simplex run: an optimal LP solution is the current model's (changes reach the model only
+        in `_sync`, at a solve), so the LP is no longer behind the market."""
+        if M.optimal:
+            self._behind_since = None
 
     # --- solving ----------------------------------------------------------------------------------
     def solve(self, workload_ids: Collection[str] | None = None) -> SolveResult:
@@ -358,11 +372,20 @@ class PortfolioEngine:
             # back on is stale: when the simplex cannot keep up with the events within the budget and the
             # idle time between solves, decisions would otherwise rest on an LP that falls ever further behind
             budget = self.cg_budget_s
-            if budget is not None and time.monotonic() - M.optimal_at > MAX_STALE_LP_S:
+            if budget is not None and self._behind_since is not None and \
+                    time.monotonic() - self._behind_since > MAX_STALE_LP_S:
                 budget = math.inf
-            M.column_generation(budget_s=budget if M.runs else None)
-            self.stats["lp_solves"] += 1
-            self._lp_dirty = False
+            if budget == 0 and M.runs:
+                # no simplex here: decide on the last optimal LP solution (behind the market for at most
+                # MAX_STALE_LP_S); `warm()` re-solves it once the result is out
+                M.converged = False
+                M.rounds, M.run_ms, M.price_ms = 0, 0.0, 0.0
+                self.stats["lp_deferred"] = self.stats.get("lp_deferred", 0) + 1
+            else:
+                M.column_generation(budget_s=budget if M.runs else None)
+                self.stats["lp_solves"] += 1
+                self._lp_dirty = False
+                self._caught_up(M)
         t2 = time.perf_counter()
         ids = set(inst.ids) if workload_ids is None else set(workload_ids) & set(inst.ids)
         res = integer_phase(self, inst, P, M, ids)
@@ -430,6 +453,8 @@ class PortfolioEngine:
         if now_pairs:
             M.add_pairs(np.array(now_pairs, np.int64))
         self._lp_dirty = True
+        if self._behind_since is None:
+            self._behind_since = time.monotonic()
         if M.h.getNumCol() > 4 * max(1, int(np.count_nonzero(M.in_master))) + 10 * inst.n_workloads:
             self._structural = True   # too many tombstoned keep columns: compact at the next solve
 

@@ -3,6 +3,8 @@ re-decisions driven by the LP, and the pricing cache."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from schemas.market import OfferQuote
@@ -266,6 +268,40 @@ def test_a_column_generation_budget_decides_on_one_run_and_warm_completes_the_lp
     solves = budgeted.stats["lp_solves"]
     budgeted.solve()
     assert budgeted.stats["lp_solves"] == solves and M.converged
+
+
+def test_with_a_zero_budget_the_decision_rests_on_the_last_optimal_lp_and_warm_catches_up():
+    """`cg_budget_s=0`: a warm re-solve runs no simplex. The integer phase decides on the last optimal LP
+    solution with the current availability (off the lost offers, a valid plan), and claims no LP bound;
+    `warm()` then re-solves the LP to its optimum. Once the model has held unseen changes for longer than
+    MAX_STALE_LP_S, a solve runs the simplex itself: a decision never rests on an LP that falls behind."""
+    import solvers.portfolio.engine as eng
+    offers, ws = _cg_instance()
+    e, _ = _placed(offers, ws, initial_columns_per_workload=1, cg_budget_s=0.0)
+    e.warm(lambda: False)
+    M = e._master
+    assert M is not None and M.converged and e._behind_since is None
+    x_before = M.x.copy()
+    solves = e.stats["lp_solves"]
+    lost = _lost_capacity(e, offers)
+    e.upsert_offers(lost)
+    r = e.solve()
+    assert e.stats["lp_solves"] == solves and e.stats["lp_deferred"] == 1 and e.last_timings["cg_rounds"] == 0
+    assert (M.x == x_before).all() and not M.converged and e._behind_since is not None
+    assert evaluate(e.instance(), r.plan()).ok
+    assert not ({a.offer.key for a in r.assignments} & {q.key for q in lost})
+    assert r.lower_bound is None
+    e.warm(lambda: False)
+    assert M.converged and e._behind_since is None and e.stats["lp_solves"] == solves
+    # behind for too long (no warm() in between): the next solve runs the simplex
+    e.upsert_offers([replace(q, available=True) for q in lost])
+    e.solve()
+    assert e.stats["lp_deferred"] == 2 and e._behind_since is not None
+    e._behind_since -= eng.MAX_STALE_LP_S + 0.1
+    e.upsert_offers(lost)
+    e.solve()
+    assert e.stats["lp_solves"] == solves + 1 and e.stats["lp_deferred"] == 2
+    assert M.optimal and e._behind_since is None
 
 
 def test_a_run_asked_to_stop_does_not_stop_the_runs_after_it():
