@@ -21,6 +21,7 @@ HERE = Path(__file__).resolve().parent
 # name -> (script, has a --quick mode)
 BENCHMARKS: dict[str, tuple[str, bool]] = {
     "solvers": ("bench_solvers.py", True),
+    "lp-deferral": ("bench_lp_deferral.py", False),
     "streams": ("bench_streams.py", False),
     "forecast": ("bench_forecast.py", False),
     "connectors": ("bench_connectors.py", False),
