@@ -349,9 +349,14 @@ class PortfolioEngine:
         if unchanged:
             self.stats["lp_skipped"] += 1
         else:
-            self._lp_dirty = True
-            if self._behind_since is None:
-                self._behind_since = time.monotonic()
+            self._lp_behind()
+
+    def _lp_behind(self) -> None:
+        """The model changed since the last LP run: it must be re-solved, and is behind the market from now
+        (unless it already was)."""
+        self._lp_dirty = True
+        if self._behind_since is None:
+            self._behind_since = time.monotonic()
 
     def _caught_up(self, M: Master) -> None:
         """After a simplex run: an optimal LP solution is the current model's (changes reach the model only
@@ -452,9 +457,7 @@ class PortfolioEngine:
         M.set_keeps(keeps)
         if now_pairs:
             M.add_pairs(np.array(now_pairs, np.int64))
-        self._lp_dirty = True
-        if self._behind_since is None:
-            self._behind_since = time.monotonic()
+        self._lp_behind()
         if M.h.getNumCol() > 4 * max(1, int(np.count_nonzero(M.in_master))) + 10 * inst.n_workloads:
             self._structural = True   # too many tombstoned keep columns: compact at the next solve
 

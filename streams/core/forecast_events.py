@@ -105,8 +105,8 @@ def _utc_iso(t: float) -> str:
     """A UNIX time as pydantic serialises a UTC datetime ('Z', microseconds only when not zero); the last
     few thousand are cached (offers of one market snapshot share their time). Between 1970 and 2100 it is
     formatted from a cached minute's prefix, the microseconds rounded as `datetime.fromtimestamp` rounds
-    them (half to even): a third of the cost of building the datetime (tests/streams/test_forecast_records.py
-    holds the two equal).
+    them (half to even): a third of the cost of building the datetime (tests/streams/test_forecast.py's
+    records test holds the two equal).
 
     >>> _utc_iso(0.5), _utc_iso(1_700_000_000.0), _utc_iso(-0.5)
     ('1970-01-01T00:00:00.500000Z', '2023-11-14T22:13:20Z', '1969-12-31T23:59:59.500000Z')
