@@ -537,6 +537,13 @@ class Forecaster(ForecasterReports):
         j, h = c.target, float(self.horizons[c.target])
         made_now = self._made[c.oi, j]
         fresh = c.age == 0
+        # an older sample counts only if its forecast was still in force (dropped before its price is looked
+        # up: where a newer forecast replaced it, a newer price usually did too, the dear look-up below)
+        live = fresh | (made_now == c.made)
+        if not live.all():
+            c, made_now, fresh = subset(c, live), made_now[live], fresh[live]
+            if not len(c.keys):
+                return 0
         st = self._state
         hists = [st[k].get("hist") for k in c.keys]
         actual = np.array([hh[-1][1] if hh and hh[-1][0] <= d else _price_at(hh, d)   # (mostly: the last price)
@@ -547,8 +554,7 @@ class Forecaster(ForecasterReports):
             for i in np.flatnonzero(~fresh).tolist():
                 p0[i] = _price_at(hists[i], float(c.at[i]))
         with np.errstate(invalid="ignore"):
-            # an older sample counts only if its forecast was still in force
-            ok = (fresh | (made_now == c.made)) & np.isfinite(actual) & (actual > 0) & np.isfinite(p0) & (p0 > 0)
+            ok = np.isfinite(actual) & (actual > 0) & np.isfinite(p0) & (p0 > 0)
         if not ok.all():
             c, actual, p0, made_now, fresh = subset(c, ok), actual[ok], p0[ok], made_now[ok], fresh[ok]
         if not len(c.keys):

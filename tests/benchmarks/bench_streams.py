@@ -11,8 +11,11 @@
    microseconds per event for validation, state (and its state-topic record) and forecasting (and its
    records), the events/s of one thread doing only that work, and the forecaster's own share
    (`stage_forecaster_us_per_event`; tests/benchmarks/bench_forecast.py measures it on recorded events).
-2. latency: a fresh broker; 10,000 offers and 1,000 workloads are loaded, then events arrive at a steady
-   1,000 events/s: price changes of random offers (x0.9 .. x1.1), and (`--capacity-share`, 0.2 %) the
+2. latency: a fresh broker; 10,000 offers are loaded, then price moves run through the pipeline at the
+   steady rate for `--broker-warmup-s` (30 s) with no workload: the fresh broker JVM's JIT warm-up (its C2
+   compiler thread takes 50-60 % of a core for ~20 s of its first steady load, which on 2 cores came out
+   of the decisions measured; a long-running broker has compiled long ago). Then 1,000 workloads are
+   loaded (the initial placement), and events arrive at a steady 1,000 events/s: price changes of random offers (x0.9 .. x1.1), and (`--capacity-share`, 0.2 %) the
    loss of capacity of an offer some workload is placed on, back 5 s later: the change a placement must
    react to, and most of the decisions (a ±10 % price move rarely clears the migration threshold). Each
    AllocationDecided carries latency_ms (producer timestamp of the oldest triggering event -> decision
@@ -352,9 +355,26 @@ def _py_spy(pid: int, seconds: float, out: Path) -> Any:
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
+def price_moves(pub: KafkaPublisher, offers: list[tuple[OfferKey, float]], cur: dict[str, float],
+                rate: int, seconds: float, rng: random.Random, first_id: int) -> int:
+    """Publish price moves of random offers (x0.9 .. x1.1, `cur` updated) at `rate` events/s for `seconds`;
+    returns how many."""
+    t0 = time.perf_counter()
+    n = 0
+    while (elapsed := time.perf_counter() - t0) < seconds:
+        while n < int(elapsed * rate):
+            o, _ = offers[rng.randrange(len(offers))]
+            cur[o.key] = round(cur[o.key] * rng.choice([0.9, 0.97, 0.99, 1.01, 1.03, 1.1]), 4)
+            pub.publish(price_event(o, cur[o.key], datetime.now(UTC), first_id + n))
+            n += 1
+        time.sleep(0.002)
+    return n
+
+
 def latency(bootstrap: str, seconds: float, engine: str, tmp: Path, rate: int = 1000,
             profile: Path | None = None, capacity_share: float = 0.002, warmup_s: float = 10.0,
-            log_name: str = "worker-lat.log", loglevel: str = "info") -> dict[str, Any]:
+            log_name: str = "worker-lat.log", loglevel: str = "info", broker_warmup_s: float = 30.0
+            ) -> dict[str, Any]:
     from confluent_kafka import Consumer
 
     offers = make_offers(10_000)
@@ -373,6 +393,17 @@ def latency(bootstrap: str, seconds: float, engine: str, tmp: Path, rate: int = 
         wait_until(lambda: group_position(bootstrap, market_group(app_id), [PRICES.name])[0] >= len(offers), 300,
                    "offers", 0.2)
         rss1 = rss_kb(worker.pid)
+        cur = {o.key: p for o, p in offers}
+        # the broker's JIT warm-up, before any workload: the same price traffic through the same pipeline
+        # (the market stage, its state and forecast topics, the decision stage's transactional writes of
+        # market changes) for `broker_warmup_s`. A fresh broker JVM spends ~20 s of its first steady load
+        # compiling (the C2 compiler thread at 50-60 % of a core, its request threads a third slower
+        # meanwhile); on 2 cores that CPU came out of the decisions measured, a cost a long-running broker
+        # does not have. The workloads' own transient (their initial placement and after) stays measured.
+        warm_events = price_moves(pub, offers, cur, rate, broker_warmup_s, random.Random(5), 40_000_000)
+        assert pub.flush(60) == 0
+        wait_until(lambda: group_position(bootstrap, market_group(app_id), [PRICES.name])[0] >= len(offers) + warm_events,
+                   300, "the warm-up's events", 0.2)
         for w in workloads:
             pub.publish(WorkloadRequested(event_id=f"wr-{w.workload_id}", spec=w, requested_at=now))
         assert pub.flush(60) == 0
@@ -403,7 +434,6 @@ def latency(bootstrap: str, seconds: float, engine: str, tmp: Path, rate: int = 
         decider_rss = sum(rss_kb(int(c)) for c in _children(worker.pid))
         # steady phase
         rng = random.Random(4)
-        cur = {o.key: p for o, p in offers}
         by_key = {o.key: o for o, _ in offers}
         lat: list[float] = []
         late: list[float] = []  # of the decisions received LATE_S or more after the steady rate began
@@ -459,7 +489,8 @@ def latency(bootstrap: str, seconds: float, engine: str, tmp: Path, rate: int = 
             "steady_capacity_lost_events": n_lost - lost0,
             "memory_mb_per_10k_offers": round((rss1 - rss0) / 1024, 1),
             "decider_process_rss_mb_with_10k_offers": round(decider_rss / 1024, 1),
-            "initial_placement_s": round(settle_s, 1), "initial_decisions": seen}
+            "initial_placement_s": round(settle_s, 1), "initial_decisions": seen,
+            "broker_warmup_s": broker_warmup_s, "broker_warmup_events": warm_events}
 
 
 def _quantiles(lat: list[float]) -> Any:
@@ -499,6 +530,9 @@ def main() -> None:
     ap.add_argument("--events", type=int, default=200_000)
     ap.add_argument("--latency-s", type=float, default=60, help="steady seconds measured (~2.5 decisions/s)")
     ap.add_argument("--warmup-s", type=float, default=10, help="steady-rate events before latencies are recorded")
+    ap.add_argument("--broker-warmup-s", type=float, default=30,
+                    help="price traffic through the pipeline before the workloads arrive: the fresh broker's JIT "
+                         "warm-up (0: none, as before 2026-12-08)")
     ap.add_argument("--engine", default="portfolio")
     ap.add_argument("--skip-latency", action="store_true")
     ap.add_argument("--latency-runs", type=int, default=3,
@@ -570,7 +604,7 @@ def main() -> None:
                 runs.append(latency(broker.bootstrap, args.latency_s, args.engine, tmp, rate=args.rate,
                                     profile=args.profile if r == 0 else None, capacity_share=args.capacity_share,
                                     warmup_s=args.warmup_s, log_name=f"worker-lat-{r}.log",
-                                    loglevel=args.worker_loglevel))
+                                    loglevel=args.worker_loglevel, broker_warmup_s=args.broker_warmup_s))
             finally:
                 broker.stop()
         if runs:
