@@ -12,20 +12,20 @@
    records), the events/s of one thread doing only that work, and the forecaster's own share
    (`stage_forecaster_us_per_event`; tests/benchmarks/bench_forecast.py measures it on recorded events).
 2. latency: a fresh broker; 10,000 offers are loaded, then price moves run through the pipeline at the
-   steady rate for `--broker-warmup-s` (30 s) with no workload: the fresh broker JVM's JIT warm-up (its C2
-   compiler thread takes 50-60 % of a core for ~20 s of its first steady load, which on 2 cores came out
-   of the decisions measured; a long-running broker has compiled long ago). Then 1,000 workloads are
-   loaded (the initial placement), and events arrive at a steady 1,000 events/s: price changes of random offers (x0.9 .. x1.1), and (`--capacity-share`, 0.2 %) the
-   loss of capacity of an offer some workload is placed on, back 5 s later: the change a placement must
-   react to, and most of the decisions (a ±10 % price move rarely clears the migration threshold). Each
-   AllocationDecided carries latency_ms (producer timestamp of the oldest triggering event -> decision
-   ready to send, solve included); p50/p99 over the steady phase (after `--warmup-s` 10 s at the same
-   rate: the first re-solves after the initial placement are slower), with the number of decisions. The
-   phase runs `--latency-runs` times (3), each on a fresh broker: ~145 decisions a run make its p99 the
-   second-worst decision, so the quantiles are taken over all runs' decisions, and each run's are kept
-   (`latency_runs`). The first ~20-30 s after the initial placement are a transient (the LP master
-   gathers columns and the placements spread as capacity comes and goes): the same quantiles over the
-   decisions from 30 s after the steady rate began are reported apart (`late_*`); the headline figures
+   steady rate for `--broker-warmup-s` (30 s) with no workload: the broker JVM's JIT warm-up. A fresh
+   broker's C2 compiler thread takes 50-60 % of a core for ~20 s of its first steady load; on 2 cores that
+   came out of the decisions measured, which a long-running broker does not cost (0: no warm-up, as
+   before 2026-12-08). Then 1,000 workloads are loaded (the initial placement), and events arrive at a
+   steady 1,000 events/s: price changes of random offers (x0.9 .. x1.1), and (`--capacity-share`, 0.2 %)
+   the loss of capacity of an offer some workload is placed on, back 5 s later: the change a placement
+   must react to, and most of the decisions (a ±10 % price move rarely clears the migration threshold).
+   Each AllocationDecided carries latency_ms (producer timestamp of the oldest triggering event ->
+   decision ready to send, solve included); p50/p99 over the steady phase (after `--warmup-s` 10 s at the
+   same rate: the first re-solves after the initial placement are slower), with the number of decisions.
+   The phase runs `--latency-runs` times (3), each on a fresh broker: ~145 decisions a run make its p99
+   the second-worst decision, so the quantiles are taken over all runs' decisions, and each run's are
+   kept (`latency_runs`). The quantiles over the decisions from 30 s after the steady rate began, past
+   the re-solves that follow the initial placement, are reported apart (`late_*`); the headline figures
    keep the whole measured phase.
    The same again on recorded markets (`--recorded`, default ../shared/data; skipped where missing):
    every event of every replay dataset (connectors.replay, event-time order, about 79,000) is produced to
@@ -402,8 +402,9 @@ def latency(bootstrap: str, seconds: float, engine: str, tmp: Path, rate: int = 
         # does not have. The workloads' own transient (their initial placement and after) stays measured.
         warm_events = price_moves(pub, offers, cur, rate, broker_warmup_s, random.Random(5), 40_000_000)
         assert pub.flush(60) == 0
-        wait_until(lambda: group_position(bootstrap, market_group(app_id), [PRICES.name])[0] >= len(offers) + warm_events,
-                   300, "the warm-up's events", 0.2)
+        loaded = len(offers) + warm_events
+        wait_until(lambda: group_position(bootstrap, market_group(app_id), [PRICES.name])[0] >= loaded, 300,
+                   "the warm-up's events", 0.2)
         for w in workloads:
             pub.publish(WorkloadRequested(event_id=f"wr-{w.workload_id}", spec=w, requested_at=now))
         assert pub.flush(60) == 0
