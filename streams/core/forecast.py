@@ -542,8 +542,6 @@ class Forecaster(ForecasterReports):
         live = fresh | (made_now == c.made)
         if not live.all():
             c, made_now, fresh = subset(c, live), made_now[live], fresh[live]
-            if not len(c.keys):
-                return 0
         st = self._state
         hists = [st[k].get("hist") for k in c.keys]
         actual = np.array([hh[-1][1] if hh and hh[-1][0] <= d else _price_at(hh, d)   # (mostly: the last price)

@@ -355,17 +355,22 @@ def _py_spy(pid: int, seconds: float, out: Path) -> Any:
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
+def move_price(pub: KafkaPublisher, offers: list[tuple[OfferKey, float]], cur: dict[str, float],
+               rng: random.Random, event_id: int) -> None:
+    """Publish a price move (x0.9 .. x1.1) of a random offer, `cur` updated."""
+    o, _ = offers[rng.randrange(len(offers))]
+    cur[o.key] = round(cur[o.key] * rng.choice([0.9, 0.97, 0.99, 1.01, 1.03, 1.1]), 4)
+    pub.publish(price_event(o, cur[o.key], datetime.now(UTC), event_id))
+
+
 def price_moves(pub: KafkaPublisher, offers: list[tuple[OfferKey, float]], cur: dict[str, float],
                 rate: int, seconds: float, rng: random.Random, first_id: int) -> int:
-    """Publish price moves of random offers (x0.9 .. x1.1, `cur` updated) at `rate` events/s for `seconds`;
-    returns how many."""
+    """`move_price` at `rate` events/s for `seconds`; returns how many."""
     t0 = time.perf_counter()
     n = 0
     while (elapsed := time.perf_counter() - t0) < seconds:
         while n < int(elapsed * rate):
-            o, _ = offers[rng.randrange(len(offers))]
-            cur[o.key] = round(cur[o.key] * rng.choice([0.9, 0.97, 0.99, 1.01, 1.03, 1.1]), 4)
-            pub.publish(price_event(o, cur[o.key], datetime.now(UTC), first_id + n))
+            move_price(pub, offers, cur, rng, first_id + n)
             n += 1
         time.sleep(0.002)
     return n
@@ -460,9 +465,7 @@ def latency(bootstrap: str, seconds: float, engine: str, tmp: Path, rate: int = 
                     regain.append((time.perf_counter() + 5.0, o))
                     n_lost += 1
                 else:
-                    o, _ = offers[rng.randrange(len(offers))]
-                    cur[o.key] = round(cur[o.key] * rng.choice([0.9, 0.97, 0.99, 1.01, 1.03, 1.1]), 4)
-                    pub.publish(price_event(o, cur[o.key], now_dt, 20_000_000 + n))
+                    move_price(pub, offers, cur, rng, 20_000_000 + n)
                 n += 1
             for m in c.consume(500, timeout=0.005):
                 if m.error() is None:
